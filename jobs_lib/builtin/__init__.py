@@ -1,0 +1,5 @@
+"""Handlers that are always registered."""
+
+from jobs_lib.builtin import notifications
+
+__all__ = ["notifications"]

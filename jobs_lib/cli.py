@@ -1,0 +1,183 @@
+"""The `jobs` command line: run a worker, manage jobs, run the local demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jobs_lib.config import Settings
+from jobs_lib.errors import JobsError
+from jobs_lib.job import Job
+
+app = typer.Typer(help="jobs_lib: a Firestore-native background job runner.", no_args_is_help=True, add_completion=False)
+console = Console()
+
+ProjectOpt = Annotated[str | None, typer.Option("--project", help="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT).")]
+CollectionOpt = Annotated[str | None, typer.Option("--collection", help="Jobs collection (default: backgroundJobs).")]
+
+
+def _settings(project: str | None, collection: str | None, **extra: Any) -> Settings:
+    return Settings.from_env(project=project, collection=collection, **extra)
+
+
+def _client(project: str | None, collection: str | None) -> Any:
+    from jobs_lib.client import JobsClient
+
+    return JobsClient(_settings(project, collection))
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """A job as JSON-friendly fields (the command line and the demo print this)."""
+    data = {"id": job.id, **job.raw}
+    return json.loads(json.dumps(data, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
+
+
+@app.command()
+def worker(
+    handlers: Annotated[str | None, typer.Option("--handlers", help="Comma-separated modules that register handlers (default: $JOBS_HANDLERS).")] = None,
+    concurrency: Annotated[int, typer.Option(help="Jobs run at once by this process.")] = 10,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between polls when idle.")] = 0.25,
+    lease: Annotated[float | None, typer.Option(help="Lease seconds (renewed while a job runs).")] = None,
+    grace: Annotated[float, typer.Option(help="Seconds running jobs get to finish on SIGTERM.")] = 30.0,
+    burst: Annotated[bool, typer.Option(help="Run what is due, then exit.")] = False,
+    project: ProjectOpt = None,
+    collection: CollectionOpt = None,
+) -> None:
+    """Run jobs until stopped (SIGTERM or Ctrl-C stop it gracefully)."""
+    from jobs_lib import logs
+    from jobs_lib.registry import load_handler_modules
+    from jobs_lib.runner import Engine
+    from jobs_lib.store import JobStore
+    from jobs_lib.worker import Worker
+
+    logs.configure(os.environ.get("JOBS_LOG_LEVEL", "INFO"))
+    load_handler_modules(handlers)
+    settings = _settings(project, collection, lease_seconds=lease)
+    engine = Engine(JobStore(settings))
+    runner = Worker(engine, concurrency=concurrency, poll_interval=poll_interval, grace=grace, burst=burst)
+    runner.install_signal_handlers()
+    runner.run()
+
+
+@app.command()
+def enqueue(
+    job_type: Annotated[str, typer.Argument(metavar="TYPE", help="The job type, e.g. process_notifications.")],
+    metadata: Annotated[str, typer.Option(help="The job's metadata as a JSON object.")] = "{}",
+    delay: Annotated[float, typer.Option(help="Seconds from now before it may run.")] = 0.0,
+    priority: Annotated[int, typer.Option(help="Higher runs first among due jobs.")] = 0,
+    max_attempts: Annotated[int | None, typer.Option(help="Attempts before it fails for good.")] = None,
+    key: Annotated[str | None, typer.Option(help="Idempotency key: the same key gives the same job.")] = None,
+    project: ProjectOpt = None,
+    collection: CollectionOpt = None,
+) -> None:
+    """Create a job and print it."""
+    try:
+        data = json.loads(metadata)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--metadata is not JSON: {exc}") from None
+    when = datetime.now(UTC) + timedelta(seconds=delay) if delay else None
+    job = _client(project, collection).enqueue(job_type, data, scheduled_for=when, priority=priority, max_attempts=max_attempts, key=key)
+    console.print_json(data=job_dict(job))
+
+
+@app.command()
+def get(job_id: str, project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
+    """Print one job as JSON."""
+    _run(lambda: console.print_json(data=job_dict(_client(project, collection).get(job_id))))
+
+
+@app.command()
+def cancel(job_id: str, project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
+    """Cancel a pending job, or ask a running one to stop."""
+    _run(lambda: console.print_json(data=job_dict(_client(project, collection).cancel(job_id))))
+
+
+@app.command()
+def retry(job_id: str, project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
+    """Send a failed or cancelled job back to pending."""
+    _run(lambda: console.print_json(data=job_dict(_client(project, collection).retry(job_id))))
+
+
+@app.command(name="list")
+def list_jobs(
+    status: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    job_type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,
+    limit: int = 50,
+    project: ProjectOpt = None,
+    collection: CollectionOpt = None,
+) -> None:
+    """List jobs in a table."""
+    jobs = _client(project, collection).store.list_jobs(status=status, job_type=job_type, limit=limit)
+    console.print(jobs_table(jobs))
+
+
+@app.command()
+def stats(project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
+    """Count jobs by state."""
+    counts = _client(project, collection).store.count_by_status()
+    table = Table("status", "jobs")
+    for name, count in counts.items():
+        table.add_row(name, str(count))
+    console.print(table)
+
+
+@app.command()
+def watch(job_id: str, timeout: float = 300.0, project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
+    """Follow a job's status and progress until it finishes."""
+    client = _client(project, collection)
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        job = client.get(job_id)
+        progress = job.progress or {}
+        line = f"{job.status.value if job.status else '?'} {progress.get('percent', '')} {progress.get('message', '')}".strip()
+        if line != last:
+            console.print(line)
+            last = line
+        if job.status and job.status.finished:
+            console.print_json(data=job_dict(job))
+            return
+        time.sleep(0.5)
+    raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    jobs: Annotated[int, typer.Option(help="How many process_notifications jobs to create.")] = 20,
+    workers: Annotated[int, typer.Option(help="Worker processes to start.")] = 2,
+) -> None:
+    """Start the emulator and workers, send real jobs through them, print the results."""
+    from jobs_lib.demo import run_demo
+
+    raise typer.Exit(run_demo(console, jobs=jobs, workers=workers))
+
+
+def jobs_table(jobs: list[Job], title: str | None = None) -> Table:
+    """A rich table of jobs."""
+    table = Table("id", "type", "status", "attempts", "result", "error", title=title)
+    for job in jobs:
+        table.add_row(job.id, job.type or "?", job.status.value if job.status else "?", str(job.attempts), json.dumps(job.result)[:40], (job.error or "")[:70])
+    return table
+
+
+def _run(action: Any) -> None:
+    try:
+        action()
+    except JobsError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+
+
+def main() -> None:
+    """Entry point of the `jobs` console script."""
+    app()
+
+
+__all__ = ["app", "job_dict", "jobs_table", "main"]

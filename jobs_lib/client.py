@@ -1,0 +1,155 @@
+"""The Python client apps use: enqueue, get, cancel, retry.
+
+    jobs = JobsClient()
+    job = jobs.enqueue("process_notifications", {"targetUsers": ["u1"], "notificationType": "course_reminder"})
+
+`enqueue` with a `key` is idempotent: the same key always names the same job
+document, created once. Passing `transaction=` or `batch=` creates the job
+atomically with the app's own writes (seeds/003).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from google.api_core.exceptions import AlreadyExists
+
+from jobs_lib.config import Settings
+from jobs_lib.errors import ConfigurationError, InvalidJobState, JobNotFound
+from jobs_lib.job import Job, Status
+from jobs_lib.registry import HandlerRegistry, default_registry
+from jobs_lib.store import JobStore
+
+
+def key_to_id(job_type: str, key: str) -> str:
+    """The document id an idempotency key names: 26 base32 characters of a hash of type and key."""
+    digest = hashlib.sha256(f"{job_type}\x00{key}".encode()).digest()
+    return base64.b32encode(digest).decode().rstrip("=")[:26]
+
+
+class JobsClient:
+    """Create and manage jobs from Python."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: JobStore | None = None,
+        registry: HandlerRegistry | None = None,
+        validate_types: bool = False,
+    ) -> None:
+        self.store = store or JobStore(settings)
+        self.registry = registry if registry is not None else default_registry
+        self.validate_types = validate_types
+
+    @property
+    def db(self) -> Any:
+        """The Firestore client, for transactions and batches that include a job."""
+        return self.store.db
+
+    def enqueue(
+        self,
+        type: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        scheduled_for: datetime | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        key: str | None = None,
+        org_id: str | None = None,
+        created_by: str | None = None,
+        transaction: Any = None,
+        batch: Any = None,
+    ) -> Job:
+        """Create a pending job and return it.
+
+        `key` makes the call idempotent: a second enqueue with the same type
+        and key returns the job the first created. With `transaction` or
+        `batch` the job is written when the caller commits them.
+        """
+        if not isinstance(type, str) or not type.strip():
+            raise ConfigurationError("a job needs a non-empty string type")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ConfigurationError(f"metadata must be a dict, got {metadata.__class__.__name__}")
+        if self.validate_types and type not in self.registry:
+            raise ConfigurationError(f"no handler is registered for job type {type!r}")
+        if max_attempts is not None and max_attempts < 1:
+            raise ConfigurationError("max_attempts must be at least 1")
+        if scheduled_for is not None and scheduled_for.tzinfo is None:
+            raise ConfigurationError("scheduled_for must be timezone-aware (use datetime.now(timezone.utc))")
+        if batch is not None and key is not None:
+            raise ConfigurationError("a key needs a read to be idempotent; use a transaction, not a batch")
+        extra: dict[str, Any] = {}
+        if org_id is not None:
+            extra["orgId"] = org_id
+        if created_by is not None:
+            extra["createdBy"] = created_by
+        if key is not None:
+            extra["key"] = key
+        data = self.store.new_job_fields(
+            type, metadata or {}, scheduled_for=scheduled_for, priority=priority, max_attempts=max_attempts, extra=extra
+        )
+        job_id = key_to_id(type, key) if key is not None else self.store.new_id()
+        if transaction is not None and key is not None:
+            existing = self.store.get_in_transaction(job_id, transaction)
+            if existing is not None:
+                return existing
+        if transaction is not None or batch is not None:
+            self.store.create(job_id, data, transaction=transaction, batch=batch)
+            return Job.from_document(job_id, {**data, "createdAt": None, "scheduledFor": scheduled_for})
+        try:
+            self.store.create(job_id, data)
+        except AlreadyExists:
+            existing = self.store.get(job_id)
+            if existing is None:  # deleted between the two calls: create again
+                self.store.create(job_id, data)
+            else:
+                return existing
+        job = self.store.get(job_id)
+        assert job is not None
+        return job
+
+    def get(self, job_id: str) -> Job:
+        """The job with this id; raises `JobNotFound`."""
+        job = self.store.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job: a pending one ends ``cancelled`` now, a running one is asked to stop.
+
+        Raises `InvalidJobState` for a finished job, `JobNotFound` for no job.
+        """
+
+        def decide(job: Job) -> dict[str, Any] | None:
+            if job.status is Status.PENDING:
+                return self.store.cancelled_fields(None)
+            if job.status is Status.IN_PROGRESS:
+                return None if job.cancel_requested else {"cancelRequested": True}
+            raise InvalidJobState(f"job {job_id} is {job.status.value if job.status else 'unreadable'}; only pending and running jobs can be cancelled")
+
+        job, _written = self.store.update_checked(job_id, decide)
+        if job is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return self.get(job_id)
+
+    def retry(self, job_id: str) -> Job:
+        """Send a failed or cancelled job back to pending with its attempts reset."""
+
+        def decide(job: Job) -> dict[str, Any] | None:
+            if not job.can_retry:
+                state = job.status.value if job.status else "unreadable"
+                raise InvalidJobState(f"job {job_id} is {state}; only failed and cancelled jobs can be retried")
+            return self.store.retried_fields()
+
+        job, _written = self.store.update_checked(job_id, decide)
+        if job is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return self.get(job_id)
+
+
+__all__ = ["JobsClient", "key_to_id"]

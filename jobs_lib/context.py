@@ -1,0 +1,105 @@
+"""What a handler receives: the job, its validated input, progress, cancellation, a logger."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from jobs_lib.errors import JobCancelled, LeaseLost
+from jobs_lib.job import Job
+from jobs_lib.logs import JobLogger
+
+if TYPE_CHECKING:
+    from jobs_lib.runner import Execution
+
+InputT = TypeVar("InputT")
+
+
+class JobContext(Generic[InputT]):
+    """The running job, as its handler sees it.
+
+    ``input`` is the job's ``metadata`` validated by the handler's pydantic
+    model (or the raw map when the handler declares none). ``attempt`` counts
+    from 1; a handler that may run twice can key its side effects on
+    ``job_id`` to stay idempotent.
+    """
+
+    def __init__(self, execution: Execution, input: InputT) -> None:
+        self._execution = execution
+        self.input: InputT = input
+        self.logger: JobLogger = execution.logger
+
+    @property
+    def job(self) -> Job:
+        """The job document as it was claimed."""
+        return self._execution.claim.job
+
+    @property
+    def job_id(self) -> str:
+        """The job's document id."""
+        return self._execution.claim.job_id
+
+    @property
+    def attempt(self) -> int:
+        """This attempt's number, from 1."""
+        return self._execution.claim.attempt
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The raw ``metadata`` map."""
+        metadata = self.job.metadata
+        return metadata if isinstance(metadata, dict) else {}
+
+    @property
+    def deadline(self) -> datetime:
+        """When this attempt times out."""
+        return self._execution.deadline
+
+    @property
+    def db(self) -> Any:
+        """The Firestore client, for the handler's own reads and writes."""
+        return self._execution.engine.store.db
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once the job's owner has asked to cancel it."""
+        return self._execution.cancel_requested
+
+    def check_cancelled(self) -> None:
+        """Raise `JobCancelled` if cancellation was requested, `LeaseLost` if this run was superseded."""
+        if self._execution.lease_lost:
+            raise LeaseLost(f"job {self.job_id}: this run no longer holds the job ({self._execution.lost_reason})")
+        if self._execution.cancel_requested:
+            raise JobCancelled(f"job {self.job_id} was cancelled at its owner's request")
+
+    def progress(
+        self,
+        percent: float | None = None,
+        message: str | None = None,
+        step: int | None = None,
+        total_steps: int | None = None,
+    ) -> None:
+        """Report progress; written to the job's ``progress`` map, at most about once a second.
+
+        Raises `JobCancelled` or `LeaseLost` when the run should stop, so a
+        handler that reports progress stops at its next report.
+        """
+        if percent is not None and not 0 <= percent <= 100:
+            raise ValueError(f"progress percent must be between 0 and 100, got {percent}")
+        if step is not None and total_steps is not None and not 0 <= step <= total_steps:
+            raise ValueError(f"progress step {step} is outside 0..{total_steps}")
+        self.check_cancelled()
+        report: dict[str, Any] = {}
+        if percent is not None:
+            report["percent"] = percent
+        if message is not None:
+            report["message"] = message
+        if step is not None:
+            report["currentStep"] = step
+        if total_steps is not None:
+            report["totalSteps"] = total_steps
+        if report:
+            self._execution.report_progress(report)
+
+
+__all__ = ["JobContext"]

@@ -1,0 +1,215 @@
+"""The job as a typed value, read defensively from whatever an app wrote.
+
+`Job.from_document` never raises: a field it cannot read is recorded in
+`Job.problems`, and the runner ends such a job ``failed`` with those messages.
+Absent ``status`` means pending; timestamps may be Firestore timestamps or
+ISO-8601 strings; unknown fields are kept in `Job.extra`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from jobs_lib.clock import TimeParseError, parse_time
+
+
+class Status(StrEnum):
+    """The states of a job (the words seeds/000 uses)."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for the final states."""
+        return self in FINISHED
+
+
+FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+#: Fields the runner understands; anything else an app writes is kept in `Job.extra`.
+KNOWN_FIELDS = frozenset(
+    {
+        "type", "status", "metadata", "createdAt", "scheduledFor", "priority", "maxAttempts",
+        "orgId", "createdBy", "cancelRequested", "startedAt", "completedAt", "updatedAt",
+        "attempts", "result", "error", "errorDetails", "progress", "lease", "leaseExpiresAt",
+        "expireAt", "key",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a running job and until when; `token` fences later writes."""
+
+    holder: str
+    token: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One `backgroundJobs` document as the runner sees it."""
+
+    id: str
+    type: str | None
+    status: Status | None
+    metadata: Any = field(default_factory=dict)
+    created_at: datetime | None = None
+    scheduled_for: datetime | None = None
+    priority: int = 0
+    max_attempts: int | None = None
+    attempts: int = 0
+    org_id: str | None = None
+    created_by: str | None = None
+    cancel_requested: bool = False
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    updated_at: datetime | None = None
+    result: Any = None
+    error: str | None = None
+    progress: dict[str, Any] | None = None
+    lease: Lease | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: The document's update time when read: the precondition for the next write.
+    version: datetime | None = None
+    #: Why this document cannot run, one message per unreadable field.
+    problems: tuple[str, ...] = ()
+    #: The raw document, as read.
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_document(cls, job_id: str, data: dict[str, Any] | None, version: datetime | None = None) -> Job:
+        """Read a document's fields; never raises (see `problems`)."""
+        data = dict(data or {})
+        problems: list[str] = []
+
+        def time_field(name: str) -> datetime | None:
+            try:
+                return parse_time(data.get(name), name)
+            except TimeParseError as exc:
+                problems.append(str(exc))
+                return None
+
+        def int_field(name: str, default: int | None) -> int | None:
+            value = data.get(name)
+            if value is None:
+                return default
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                isinstance(value, float) and (not math.isfinite(value) or value != int(value))
+            ):
+                problems.append(f"{name} must be a whole number, got {value!r}")
+                return default
+            return int(value)
+
+        job_type = data.get("type")
+        if not isinstance(job_type, str) or not job_type.strip():
+            problems.append(
+                "type is missing: every job needs a string 'type' naming its handler"
+                if job_type is None
+                else f"type must be a non-empty string, got {job_type!r}"
+            )
+            job_type = job_type if isinstance(job_type, str) else None
+
+        raw_status = data.get("status")
+        status: Status | None
+        if raw_status is None:
+            status = Status.PENDING
+        else:
+            try:
+                status = Status(raw_status)
+            except ValueError:
+                status = None
+                problems.append(
+                    f"status {raw_status!r} is not one of {', '.join(s.value for s in Status)}; "
+                    "create jobs with status 'pending' or without a status"
+                )
+
+        metadata = data.get("metadata", {})
+        if metadata is None:
+            metadata = {}
+        if not isinstance(metadata, dict):
+            problems.append(f"metadata must be a map of input parameters, got {type(metadata).__name__} {metadata!r}"[:300])
+
+        max_attempts = int_field("maxAttempts", None)
+        if max_attempts is not None and max_attempts < 1:
+            problems.append(f"maxAttempts must be at least 1, got {max_attempts}")
+            max_attempts = None
+
+        lease_data = data.get("lease")
+        lease = None
+        if isinstance(lease_data, dict):
+            lease = Lease(
+                holder=str(lease_data.get("holder", "")),
+                token=str(lease_data.get("token", "")),
+                expires_at=_quiet_time(data.get("leaseExpiresAt")),
+            )
+
+        progress = data.get("progress")
+        error = data.get("error")
+        return cls(
+            id=job_id,
+            type=job_type,
+            status=status,
+            metadata=metadata,
+            created_at=time_field("createdAt"),
+            scheduled_for=time_field("scheduledFor"),
+            priority=int_field("priority", 0) or 0,
+            max_attempts=max_attempts,
+            attempts=int_field("attempts", 0) or 0,
+            org_id=_str_or_none(data.get("orgId")),
+            created_by=_str_or_none(data.get("createdBy")),
+            cancel_requested=data.get("cancelRequested") is True,
+            started_at=_quiet_time(data.get("startedAt")),
+            completed_at=_quiet_time(data.get("completedAt")),
+            updated_at=_quiet_time(data.get("updatedAt")),
+            result=data.get("result"),
+            error=error if isinstance(error, str) else (None if error is None else str(error)),
+            progress=progress if isinstance(progress, dict) else None,
+            lease=lease,
+            extra={k: v for k, v in data.items() if k not in KNOWN_FIELDS},
+            version=version,
+            problems=tuple(problems),
+            raw=data,
+        )
+
+    def is_due(self, now: datetime) -> bool:
+        """True when the job may start: no ``scheduledFor`` or one not after ``now``."""
+        return self.scheduled_for is None or self.scheduled_for <= now
+
+    def lease_expired(self, now: datetime) -> bool:
+        """True for a running job whose lease has lapsed (or that never had one)."""
+        expires = self.lease.expires_at if self.lease else None
+        return expires is None or expires <= now
+
+    @property
+    def can_cancel(self) -> bool:
+        """Pending and running jobs can be cancelled."""
+        return self.status in (Status.PENDING, Status.IN_PROGRESS)
+
+    @property
+    def can_retry(self) -> bool:
+        """Failed and cancelled jobs can be retried by hand."""
+        return self.status in (Status.FAILED, Status.CANCELLED)
+
+
+def _quiet_time(value: Any) -> datetime | None:
+    """Runner-written times: unreadable ones are treated as absent, not as poison."""
+    try:
+        return parse_time(value)
+    except TimeParseError:
+        return None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+__all__ = ["FINISHED", "Job", "Lease", "Status"]

@@ -1,0 +1,104 @@
+"""The recorder: the one writer of claimed jobs in a process.
+
+Completions, progress, lease renewals and failures from every running job go
+through one queue. A single flusher thread sends what has gathered as one
+BatchWrite (per-write preconditions, per-write results), so a busy worker
+pays one round trip for many jobs and an idle one pays no waiting. Writes to
+the same job are merged and never in flight twice, so each is conditioned on
+the version our previous write produced.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobs_lib.store import Claim, FencedWrite, JobStore, WriteOutcome, WriteStatus
+
+log = logging.getLogger("jobs_lib.recorder")
+
+#: BatchWrite takes at most 500 writes.
+MAX_BATCH = 450
+
+
+@dataclass
+class _Pending:
+    claim: Claim
+    fields: dict[str, Any]
+    futures: list[Future[WriteOutcome]] = field(default_factory=list)
+
+
+class Recorder:
+    """Coalesces fenced writes into BatchWrite calls on a background thread."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self._lock = threading.Condition()
+        self._pending: dict[str, _Pending] = {}
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def submit(self, claim: Claim, fields: dict[str, Any]) -> Future[WriteOutcome]:
+        """Queue fields for a claimed job; the future gives the write's outcome."""
+        future: Future[WriteOutcome] = Future()
+        with self._lock:
+            if self._closed:
+                future.set_result(WriteOutcome(WriteStatus.ERROR, detail="recorder stopped"))
+                return future
+            pending = self._pending.get(claim.job_id)
+            if pending is None:
+                self._pending[claim.job_id] = _Pending(claim, dict(fields), [future])
+            else:
+                pending.fields.update(fields)
+                pending.futures.append(future)
+            self._ensure_thread()
+            self._lock.notify()
+        return future
+
+    def write(self, claim: Claim, fields: dict[str, Any], timeout: float | None = None) -> WriteOutcome:
+        """Queue fields and wait for the outcome."""
+        return self.submit(claim, fields).result(timeout)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="jobs-recorder", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    self._lock.wait()
+                if not self._pending and self._closed:
+                    return
+                take = list(self._pending)[:MAX_BATCH]
+                batch = [self._pending.pop(job_id) for job_id in take]
+            self._flush(batch)
+
+    def _flush(self, batch: list[_Pending]) -> None:
+        writes = [FencedWrite(p.claim, p.fields) for p in batch]
+        try:
+            self.store.commit(writes)
+        except Exception as exc:  # a bug or an unexpected error must not strand waiting jobs
+            log.exception("recorder flush failed")
+            for w in writes:
+                w.outcome = WriteOutcome(WriteStatus.ERROR, detail=repr(exc))
+        for pending, write in zip(batch, writes, strict=True):
+            outcome = write.outcome or WriteOutcome(WriteStatus.ERROR, detail="no outcome")
+            for future in pending.futures:
+                future.set_result(outcome)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush what is queued and stop the thread."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+
+__all__ = ["Recorder"]

@@ -1,0 +1,173 @@
+"""The handler registry: a plain mapping from job type to handler, no I/O.
+
+    from jobs_lib import handler
+
+    @handler("resize_image", input=ResizeInput, max_attempts=5, timeout=120)
+    def resize(ctx):
+        ...
+
+A type registered twice is an error; `aliases` let a type be renamed without
+stranding jobs already queued under the old name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from jobs_lib.errors import ConfigurationError, DuplicateHandlerError
+from jobs_lib.retry import Backoff
+
+if TYPE_CHECKING:
+    from jobs_lib.context import JobContext
+
+HandlerFn = Callable[["JobContext[Any]"], Any]
+
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_RETENTION = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """A handler and the options it runs with."""
+
+    type: str
+    fn: HandlerFn
+    input_model: type[BaseModel] | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout: float = DEFAULT_TIMEOUT
+    aliases: tuple[str, ...] = ()
+    retention: timedelta = DEFAULT_RETENTION
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, str) or not self.type.strip():
+            raise ConfigurationError(f"a handler type must be a non-empty string, got {self.type!r}")
+        if self.max_attempts < 1:
+            raise ConfigurationError(f"{self.type}: max_attempts must be at least 1, got {self.max_attempts}")
+        if self.timeout <= 0:
+            raise ConfigurationError(f"{self.type}: timeout must be positive, got {self.timeout}")
+        if self.input_model is not None and not (
+            inspect.isclass(self.input_model) and issubclass(self.input_model, BaseModel)
+        ):
+            raise ConfigurationError(f"{self.type}: input must be a pydantic model class, got {self.input_model!r}")
+        if not callable(self.fn):
+            raise ConfigurationError(f"{self.type}: handler {self.fn!r} is not callable")
+
+    @property
+    def is_async(self) -> bool:
+        """True when the handler is a coroutine function."""
+        return inspect.iscoroutinefunction(self.fn)
+
+
+class HandlerRegistry:
+    """Job types mapped to their handlers."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, HandlerSpec] = {}
+        self._aliases: dict[str, str] = {}
+
+    def register(self, spec: HandlerSpec) -> HandlerSpec:
+        """Add a handler; a type or alias already taken raises `DuplicateHandlerError`."""
+        for name in (spec.type, *spec.aliases):
+            if name in self._specs or name in self._aliases:
+                owner = self.get(name)
+                where = f"{owner.fn.__module__}.{owner.fn.__qualname__}" if owner else "?"
+                raise DuplicateHandlerError(f"a handler for job type {name!r} is already registered ({where})")
+        self._specs[spec.type] = spec
+        for alias in spec.aliases:
+            self._aliases[alias] = spec.type
+        return spec
+
+    def handler(
+        self,
+        type: str,
+        *,
+        input: type[BaseModel] | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        backoff: Backoff | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        aliases: Iterable[str] = (),
+        retention: timedelta = DEFAULT_RETENTION,
+    ) -> Callable[[HandlerFn], HandlerFn]:
+        """Decorator that registers a function as the handler for `type`."""
+
+        def decorate(fn: HandlerFn) -> HandlerFn:
+            self.register(
+                HandlerSpec(
+                    type=type,
+                    fn=fn,
+                    input_model=input,
+                    max_attempts=max_attempts,
+                    backoff=backoff or Backoff(),
+                    timeout=timeout,
+                    aliases=tuple(aliases),
+                    retention=retention,
+                    description=(inspect.getdoc(fn) or "").split("\n")[0],
+                )
+            )
+            return fn
+
+        return decorate
+
+    def get(self, job_type: str | None) -> HandlerSpec | None:
+        """The handler for a type or alias, or None."""
+        if job_type is None:
+            return None
+        spec = self._specs.get(job_type)
+        if spec is None and job_type in self._aliases:
+            spec = self._specs[self._aliases[job_type]]
+        return spec
+
+    def unregister(self, job_type: str) -> None:
+        """Remove a type and its aliases (tests use this to stay independent)."""
+        spec = self._specs.pop(job_type, None)
+        if spec:
+            for alias in spec.aliases:
+                self._aliases.pop(alias, None)
+
+    def types(self) -> list[str]:
+        """Registered type names, sorted."""
+        return sorted(self._specs)
+
+    def __contains__(self, job_type: object) -> bool:
+        return isinstance(job_type, str) and self.get(job_type) is not None
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
+#: The registry that `jobs_lib.handler` registers into and the worker and functions use.
+default_registry = HandlerRegistry()
+handler = default_registry.handler
+
+
+def load_handler_modules(modules: str | Iterable[str] | None = None) -> list[str]:
+    """Import the user's handler modules so their ``@handler`` decorators run.
+
+    `modules` is a comma-separated string or a list; when None, the
+    ``JOBS_HANDLERS`` environment variable is read. Built-in handlers are
+    always loaded. Returns the modules imported.
+    """
+    importlib.import_module("jobs_lib.builtin")
+    if modules is None:
+        modules = os.environ.get("JOBS_HANDLERS", "")
+    names = [m.strip() for m in (modules.split(",") if isinstance(modules, str) else modules) if m.strip()]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import handler module {name!r}: {exc}") from exc
+    return names
+
+
+__all__ = ["HandlerRegistry", "HandlerSpec", "default_registry", "handler", "load_handler_modules"]

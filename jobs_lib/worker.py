@@ -1,0 +1,185 @@
+"""The long-lived worker (`jobs worker`), and burst mode for the scheduler tick.
+
+The main thread discovers and claims; each claimed job runs on its own
+thread (a sync handler that overruns its timeout cannot be killed in Python,
+so its slot is freed when the attempt is abandoned and its late result is
+refused by fencing). SIGTERM or SIGINT stops claiming, lets running jobs
+finish within the grace period, then hands back the leases of any still
+running so another worker takes them at once. A second signal skips the grace.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from jobs_lib.discovery import Discovery
+from jobs_lib.logs import event
+from jobs_lib.runner import Engine, Execution
+
+log = logging.getLogger("jobs_lib.worker")
+
+
+@dataclass
+class WorkerSummary:
+    """What a worker run did."""
+
+    claimed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    released: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly summary."""
+        return {"claimed": self.claimed, "outcomes": dict(self.outcomes), "released": self.released, "seconds": round(self.seconds, 3)}
+
+
+class Worker:
+    """Runs jobs until stopped (or, in burst mode, until nothing is due or the budget is spent)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        concurrency: int = 10,
+        poll_interval: float = 0.25,
+        grace: float = 30.0,
+        burst: bool = False,
+        budget: float | None = None,
+        discovery: Discovery | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.engine = engine
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.grace = grace
+        self.burst = burst
+        self.budget = budget
+        self.discovery = discovery or Discovery(engine.store, lease_seconds=engine.lease_seconds)
+        self.summary = WorkerSummary()
+        self._stop = threading.Event()
+        self._hurry = threading.Event()
+        self._slot_freed = threading.Event()
+        self._running: dict[str, Execution] = {}
+        self._running_lock = threading.Lock()
+
+    # -- control --------------------------------------------------------------------
+
+    def stop(self, hurry: bool = False) -> None:
+        """Ask the worker to stop (safe from a signal handler)."""
+        if self._stop.is_set() or hurry:
+            self._hurry.set()
+        self._stop.set()
+        self._slot_freed.set()
+
+    def install_signal_handlers(self) -> None:
+        """Stop gracefully on SIGTERM and SIGINT (a second one skips the grace period)."""
+
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            event(self.engine.log, "worker_stopping", f"received {signal.Signals(signum).name}, stopping")
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> WorkerSummary:
+        """Discover, claim and run until stopped; returns what was done."""
+        started = time.monotonic()
+        deadline = started + self.budget if self.budget is not None else None
+        store = self.engine.store
+        store.calibrate()
+        event(self.engine.log, "worker_started", f"worker {self.engine.holder} started (concurrency {self.concurrency})", detail=f"clock offset {store.clock.offset:+.3f}s")
+        try:
+            while not self._stop.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                self._reap_abandoned()
+                free = self.concurrency - self.running_count()
+                if free <= 0:
+                    self._slot_freed.wait(self.poll_interval)
+                    self._slot_freed.clear()
+                    continue
+                try:
+                    candidates = self.discovery.candidates(free)
+                    executions = self.engine.claim(candidates, limit=free)
+                except Exception:
+                    log.exception("finding or claiming jobs failed; retrying")
+                    self._stop.wait(min(self.poll_interval * 4, 2.0))
+                    continue
+                tried, won = self.engine.last_claim
+                if tried >= 4 and won < tried / 2:
+                    self.discovery.contended()
+                for execution in executions:
+                    self._start(execution)
+                if executions and len(candidates) >= free:
+                    continue  # a backlog: go straight back for more
+                if self.burst and not executions and not candidates:
+                    break
+                self._stop.wait(self.poll_interval)
+        finally:
+            self._shutdown(deadline)
+            self.summary.seconds = time.monotonic() - started
+            event(self.engine.log, "worker_stopped", f"worker {self.engine.holder} stopped", detail=str(self.summary.as_dict()))
+        return self.summary
+
+    def running_count(self) -> int:
+        """Jobs this worker is running."""
+        with self._running_lock:
+            return len(self._running)
+
+    def _start(self, execution: Execution) -> None:
+        self.summary.claimed += 1
+        with self._running_lock:
+            self._running[execution.claim.job_id] = execution
+        thread = threading.Thread(target=self._run_one, args=(execution,), name=f"job-{execution.claim.job_id}", daemon=True)
+        thread.start()
+
+    def _run_one(self, execution: Execution) -> None:
+        try:
+            execution.run()
+        finally:
+            self._settled(execution)
+
+    def _settled(self, execution: Execution) -> None:
+        with self._running_lock:
+            if self._running.pop(execution.claim.job_id, None) is None:
+                return
+        self.summary.outcomes[execution.final_status or "unrecorded"] += 1
+        self._slot_freed.set()
+
+    def _reap_abandoned(self) -> None:
+        """Free the slots of attempts the keeper abandoned (timed out, lease lost)."""
+        for execution in self._snapshot():
+            if execution.finished and execution.lease_lost and not execution.done.is_set():
+                with self._running_lock:
+                    self._running.pop(execution.claim.job_id, None)
+                self.summary.outcomes["abandoned"] += 1
+                self._slot_freed.set()
+
+    def _snapshot(self) -> list[Execution]:
+        with self._running_lock:
+            return list(self._running.values())
+
+    def _shutdown(self, deadline: float | None) -> None:
+        if self.burst and deadline is not None:
+            wait_until = deadline  # burst mode: running jobs may use the rest of the budget
+        else:
+            wait_until = time.monotonic() + (0 if self._hurry.is_set() else self.grace)
+        while self._snapshot() and time.monotonic() < wait_until and not self._hurry.is_set():
+            self._reap_abandoned()
+            self._slot_freed.wait(0.1)
+            self._slot_freed.clear()
+        for execution in self._snapshot():
+            if not execution.finished:
+                execution.release()
+                self.summary.released += 1
+        self.engine.close()
