@@ -3,13 +3,16 @@
 A snapshot listener over the pending set makes the emulator re-run its query
 on every write (shared/EMULATOR.md: every write slowed from ~5 ms to ~120 ms
 in our measurement), so workers poll. Each poll runs the main lane, due
-pending jobs with a timestamp ``scheduledFor``, oldest first. While that
-lane returns full pages there is a backlog, and the worker narrows it to one
-slice of the id space (a partition) so that workers sharing the backlog claim
-different documents instead of racing for the same oldest ones; when its
-slice runs dry it moves to the next, and after a round of empty slices it
-goes back to the whole queue. The other lanes run on slower clocks: jobs with
-positive priority (so they overtake a backlog), ISO-string ``scheduledFor``,
+pending jobs with a timestamp ``scheduledFor``, oldest first. A worker alone
+takes them strictly in that order. When its claims start losing to another
+worker (both read the same oldest jobs), it narrows the lane to one random
+slice of the id space (a partition) so that workers sharing a backlog claim
+different documents instead of racing for the same ones; when its slice runs
+dry it moves to the next, and after a round of empty slices it goes back to
+the whole queue. Jobs with positive priority get a lane of
+their own whenever there is a backlog for them to overtake (every poll while
+priorities are in use, else once a second). The other lanes run on slower
+clocks: ISO-string ``scheduledFor``,
 a scan of the pending set for documents with no usable ``scheduledFor``, and
 expired leases.
 """
@@ -46,9 +49,9 @@ class Discovery:
         self.expired_interval = max(lease_seconds / 3, 0.5)
         self._rng = rng or random.Random()
         self.partition: int | None = None
-        self._home = self._rng.randrange(PARTITIONS)
         self._dry = 0
         self._scan_after: str | None = None
+        self._priorities_seen_until = 0.0
         start = time.monotonic()
         self._next = {"expired": start, "strings": start, "scan": start, "priority": start}
 
@@ -71,15 +74,16 @@ class Discovery:
             found += self._scan()
         main = self.store.due(now, limit, partition=self.partition)
         if len(main) >= limit:
-            if self.partitioned and self.partition is None:
-                self.partition = self._home
             self._dry = 0
-            if self._due("priority", self.slow_interval):
+            # While priorities are in use, look for them every poll; otherwise now and then.
+            if time.monotonic() < self._priorities_seen_until or self._due("priority", self.slow_interval):
                 found = self.store.due_by_priority(now, limit) + found
         elif self.partition is not None:
             self._dry = 0 if main else self._dry + 1
             self.partition = None if self._dry >= PARTITIONS else (self.partition + 1) % PARTITIONS
         found += main
+        if any(job.priority > 0 for job in found):
+            self._priorities_seen_until = time.monotonic() + 60.0
         return sorted(found, key=lambda job: (-job.priority, _order_time(job, now)))
 
     def _scan(self) -> list[Job]:
@@ -89,10 +93,10 @@ class Discovery:
         return [job for job in page if job.problems or not isinstance(job.raw.get("scheduledFor"), (datetime, str))]
 
     def contended(self) -> None:
-        """Most claims just failed: another worker works this slice, so jump to a random one."""
-        if self.partition is not None:
-            self._home = self._rng.randrange(PARTITIONS)
-            self.partition = self._home
+        """Most claims just failed: another worker takes the same jobs, so move to a random slice."""
+        if self.partitioned:
+            self.partition = self._rng.randrange(PARTITIONS)
+            self._dry = 0
 
 
 def _order_time(job: Job, now: datetime) -> float:

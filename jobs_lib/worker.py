@@ -116,7 +116,7 @@ class Worker:
                     self._stop.wait(min(self.poll_interval * 4, 2.0))
                     continue
                 tried, won = self.engine.last_claim
-                if tried >= 4 and won < tried / 2:
+                if tried and won < tried / 2:
                     self.discovery.contended()
                 for execution in executions:
                     self._start(execution)
