@@ -68,7 +68,9 @@ class JobsClient:
 
         `key` makes the call idempotent: a second enqueue with the same type
         and key returns the job the first created. With `transaction` or
-        `batch` the job is written when the caller commits them.
+        `batch` the job is written when the caller commits them; with a key
+        and a transaction, enqueue reads the job id first, so call it before
+        the transaction's own writes (Firestore wants reads before writes).
         """
         if not isinstance(type, str) or not type.strip():
             raise ConfigurationError("a job needs a non-empty string type")
