@@ -26,6 +26,9 @@ from datetime import datetime
 from jobs_lib.job import Job
 from jobs_lib.store import PARTITIONS, JobStore
 
+#: How much slower the slow lanes go while the main lane has a backlog.
+BACKLOG_SLOWDOWN = 5
+
 
 class Discovery:
     """Finds candidate jobs for one worker."""
@@ -52,6 +55,7 @@ class Discovery:
         self._dry = 0
         self._scan_after: str | None = None
         self._priorities_seen_until = 0.0
+        self._backlog = False
         start = time.monotonic()
         self._next = {"expired": start, "strings": start, "scan": start, "priority": start}
 
@@ -66,17 +70,20 @@ class Discovery:
         """Jobs that may be claimable now, best first (highest priority, then longest due)."""
         now = self.store.now()
         found: list[Job] = []
+        # In a backlog the slow lanes slow down further: what they find would wait in line anyway.
+        slow = self.slow_interval * (BACKLOG_SLOWDOWN if self._backlog else 1)
         if self._due("expired", self.expired_interval):
             found += self.store.expired(now, limit)
-        if self._due("strings", self.slow_interval):
+        if self._due("strings", slow):
             found += self.store.due_strings(now, limit)
         if self.scan_interval > 0 and self._due("scan", self.scan_interval):
             found += self._scan()
         main = self.store.due(now, limit, partition=self.partition)
-        if len(main) >= limit:
+        self._backlog = len(main) >= limit
+        if self._backlog:
             self._dry = 0
             # While priorities are in use, look for them every poll; otherwise now and then.
-            if time.monotonic() < self._priorities_seen_until or self._due("priority", self.slow_interval):
+            if time.monotonic() < self._priorities_seen_until or self._due("priority", slow):
                 found = self.store.due_by_priority(now, limit) + found
         elif self.partition is not None:
             self._dry = 0 if main else self._dry + 1

@@ -19,7 +19,7 @@ from typing import Any
 #: The fields a record may carry beyond the message (set with ``extra=``).
 _FIELDS = (
     "event", "jobId", "type", "attempt", "durationMs", "worker", "error", "errorType",
-    "retryInSeconds", "status", "count", "schedule", "detail", "user", "action",
+    "retryInSeconds", "status", "count", "schedule", "detail", "user", "action", "stats",
 )
 
 _SEVERITY = {

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from google.cloud.firestore_v1 import _helpers
 from pydantic import BaseModel
+
+from jobs_lib.wire import encoded_size
 
 #: Firestore's maximum document size.
 DOCUMENT_LIMIT = 1_048_576
@@ -22,9 +23,9 @@ RUNNER_FIELDS_ALLOWANCE = 16_384
 MAX_DEPTH = 20
 
 
-def encoded_size(value: Any) -> int:
-    """Bytes of a value as Firestore encodes it (close to how it counts document size)."""
-    return int(_helpers.encode_value(value)._pb.ByteSize())
+#: Results smaller than this cannot push a document over the limit by themselves;
+#: a document already near it is refused by Firestore and recorded as failed.
+SMALL_RESULT = 65_536
 
 
 def _problem(value: Any, path: str, depth: int) -> str | None:
@@ -55,6 +56,15 @@ def _problem(value: Any, path: str, depth: int) -> str | None:
     return f"{path} is a {type(value).__module__}.{type(value).__qualname__}, not JSON-like (return numbers, strings, lists and maps)"
 
 
+def _cheap_size(value: Any) -> int:
+    """A quick upper-bound guess of a value's size, to skip encoding small results."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return 16
+    if isinstance(value, str):
+        return len(value) * 4 + 16
+    return SMALL_RESULT if isinstance(value, (dict, list)) and value else 16
+
+
 def storable_result(result: Any, document: dict[str, Any]) -> tuple[str | None, Any]:
     """Check a handler's return value; returns (problem or None, the value to store)."""
     if isinstance(result, BaseModel):
@@ -64,6 +74,8 @@ def storable_result(result: Any, document: dict[str, Any]) -> tuple[str | None, 
     problem = _problem(result, "result", 0)
     if problem:
         return f"the handler's result cannot be stored: {problem}", None
+    if _cheap_size(result) < SMALL_RESULT:
+        return None, result
     size = encoded_size(result)
     room = DOCUMENT_LIMIT - encoded_size({k: v for k, v in document.items() if k != "result"}) - RUNNER_FIELDS_ALLOWANCE
     if size > room:

@@ -282,7 +282,7 @@ class Execution:
             self._fail(str(exc), {"reason": "invalid_input"})
             return
         context: JobContext[Any] = JobContext(self, value)
-        event(self.logger, "job_started", f"job {job.id} started ({job.type}, attempt {self.claim.attempt})")
+        event(self.logger, "job_started", f"job {job.id} started ({job.type}, attempt {self.claim.attempt})", level=logging.DEBUG)
         try:
             result = self._run_async(context) if self.spec.is_async else self.spec.fn(context)
         except JobCancelled:

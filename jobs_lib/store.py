@@ -29,10 +29,10 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
-from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
 from jobs_lib.clock import MAX_UTC_OFFSET, ServerClock, to_iso
 from jobs_lib.config import Settings, firestore_client
+from jobs_lib import wire
 from jobs_lib.job import Job, Status
 
 log = logging.getLogger("jobs_lib.store")
@@ -142,6 +142,7 @@ class JobStore:
         self._db = db
         self.clock = clock or ServerClock()
         self.stats = OpStats()
+        self._prefix: str | None = None
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -186,17 +187,22 @@ class JobStore:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    def _document_prefix(self) -> str:
+        if self._prefix is None:
+            self._prefix = str(self.collection.document("x")._document_path)[:-1]
+        return self._prefix
+
     def _job(self, snap: Any) -> Job:
         return Job.from_document(snap.id, snap.to_dict(), snap.update_time)
 
     def _run_query(self, query: Any) -> list[Job]:
         sent = time.time()
-        snaps = self._retrying(lambda: list(query.stream(retry=None)))
+        documents, read_time = self._retrying(lambda: wire.run_query(self.db, query))
         received = time.time()
-        if snaps and snaps[0].read_time is not None:
-            self.clock.observe(snaps[0].read_time, sent, received)
-        self.stats.add(reads=max(1, len(snaps)), queries=1)
-        return [self._job(s) for s in snaps]
+        if read_time is not None:
+            self.clock.observe(read_time, sent, received)
+        self.stats.add(reads=max(1, len(documents)), queries=1)
+        return [Job.from_document(doc_id, fields, version) for doc_id, fields, version in documents]
 
     def _pending(self) -> Any:
         return self.collection.where(filter=FieldFilter("status", "==", Status.PENDING.value))
@@ -352,23 +358,18 @@ class JobStore:
 
         Returns (grpc code, new update time, message) per write.
         """
-        def call() -> Any:
-            batch = BulkWriteBatch(self.db)
-            for job_id, fields, version in writes:
-                option = self.db.write_option(last_update_time=version) if version else None
-                batch.update(self.ref(job_id), fields, option=option)
-            return batch.commit(retry=None)
-
+        prefix = self._document_prefix()
+        pbs = [wire.update_write(prefix + job_id, fields, version) for job_id, fields, version in writes]
         sent = time.time()
-        response = self._retrying(call)
+        response = self._retrying(lambda: wire.batch_write(self.db, pbs))
         received = time.time()
         self.stats.add(writes=len(writes))
         results: list[tuple[int, datetime | None, str]] = []
-        statuses = list(response.status)
+        statuses = response.status
         for i, write_result in enumerate(response.write_results):
             code = statuses[i].code if i < len(statuses) else _OK
             message = statuses[i].message if i < len(statuses) else ""
-            update_time = write_result.update_time if code == _OK else None
+            update_time = wire.from_timestamp_pb(write_result.update_time) if code == _OK else None
             results.append((code, update_time, message))
         for _code, update_time, _message in results:
             if update_time is not None:

@@ -11,10 +11,13 @@ running so another worker takes them at once. A second signal skips the grace.
 from __future__ import annotations
 
 import logging
+import queue
+import resource
 import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -24,6 +27,50 @@ from jobs_lib.logs import event
 from jobs_lib.runner import Engine, Execution
 
 log = logging.getLogger("jobs_lib.worker")
+
+
+class Threads:
+    """Runs each call on an idle thread if there is one, else on a new one.
+
+    Never queues work behind a busy thread: a sync handler abandoned after its
+    timeout keeps its thread, and the next job must not wait for it. Idle
+    threads end after a minute.
+    """
+
+    IDLE_SECONDS = 60.0
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on a thread of its own now."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._work.put(fn)
+                return
+        threading.Thread(target=self._loop, args=(fn,), name=self._name, daemon=True).start()
+
+    def _loop(self, fn: Callable[[], None]) -> None:
+        while True:
+            try:
+                fn()
+            except Exception:
+                log.exception("job thread failed")
+            with self._lock:
+                self._idle += 1
+            try:
+                fn = self._work.get(timeout=self.IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    try:  # work handed over while we timed out
+                        fn = self._work.get_nowait()
+                    except queue.Empty:
+                        self._idle -= 1
+                        return
 
 
 @dataclass
@@ -69,6 +116,7 @@ class Worker:
         self._slot_freed = threading.Event()
         self._running: dict[str, Execution] = {}
         self._running_lock = threading.Lock()
+        self._threads = Threads("jobs-runner")
 
     # -- control --------------------------------------------------------------------
 
@@ -128,7 +176,8 @@ class Worker:
         finally:
             self._shutdown(deadline)
             self.summary.seconds = time.monotonic() - started
-            event(self.engine.log, "worker_stopped", f"worker {self.engine.holder} stopped", detail=str(self.summary.as_dict()))
+            stats = {**self.summary.as_dict(), "firestore": store.stats.snapshot(), "maxRssMb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            event(self.engine.log, "worker_stopped", f"worker {self.engine.holder} stopped", stats=stats)
         return self.summary
 
     def running_count(self) -> int:
@@ -140,8 +189,7 @@ class Worker:
         self.summary.claimed += 1
         with self._running_lock:
             self._running[execution.claim.job_id] = execution
-        thread = threading.Thread(target=self._run_one, args=(execution,), name=f"job-{execution.claim.job_id}", daemon=True)
-        thread.start()
+        self._threads.submit(lambda: self._run_one(execution))
 
     def _run_one(self, execution: Execution) -> None:
         try:

@@ -40,7 +40,7 @@ def test_four_workers_run_500_jobs_each_exactly_once(client: JobsClient, store: 
     assert all(j is not None and j.result == len(expected[j.id]) for j in jobs.values())
 
     completed = collections.Counter(e["jobId"] for w in workers for e in w.events() if e.get("event") == "job_completed")
-    started = collections.Counter(e["jobId"] for w in workers for e in w.events() if e.get("event") == "job_started")
+    started = collections.Counter(e["jobId"] for w in workers for e in w.events() if e.get("event") == "job_claimed")
     assert set(completed) == set(expected) and set(completed.values()) == {1}
     assert set(started.values()) == {1}
     per_worker = [sum(1 for e in w.events() if e.get("event") == "job_completed") for w in workers]

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` (or `scripts/bench`) prints the figures."""

@@ -1,0 +1,246 @@
+"""Benchmarks on the real emulator: `python -m bench` prints every figure in one run.
+
+Throughput: for 1, 2 and 4 worker processes on backlogs of 1,000 and 10,000
+no-op jobs, jobs/s from the moment the backlog comes due to the last
+``completedAt``; the same for the bare claim-and-complete loop (bench/bare.py)
+so the ratio shows the library's own overhead; Firestore reads and writes per
+job as the workers counted them; the workers' peak memory. Pickup latency:
+``createdAt`` to ``startedAt`` for jobs enqueued one by one while a worker
+idles beside a large collection. Every cell gets a fresh emulator (its speed
+degrades with the data it has held), warmed up first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from jobs_lib import emulator
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "demo-bench"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def env_for(emu: emulator.Emulator) -> dict[str, str]:
+    return {
+        **os.environ,
+        "FIRESTORE_EMULATOR_HOST": emu.address,
+        "GOOGLE_CLOUD_PROJECT": emu.project,
+        "PYTHONPATH": str(ROOT),
+        "JOBS_HANDLERS": "bench.handlers",
+    }
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def warm_up(db: Any) -> None:
+    """JVM warm-up: the first seconds of a fresh emulator are ~3x slower; discard them."""
+    col = db.collection("warmup")
+    for _ in range(4):
+        batch = db.batch()
+        for _ in range(500):
+            batch.set(col.document(), {"status": "pending", "n": 1})
+        batch.commit()
+    for snap in col.limit(200).stream():
+        snap.reference.update({"status": "done"}, option=db.write_option(last_update_time=snap.update_time))
+    for _ in range(5):
+        list(col.where(filter=FieldFilter("status", "==", "pending")).limit(50).stream())
+
+
+def create_backlog(db: Any, count: int, due: datetime) -> None:
+    col = db.collection("backgroundJobs")
+    batch = db.batch()
+    for n in range(count):
+        batch.set(col.document(), {"type": "bench_noop", "status": "pending", "metadata": {}, "priority": 0, "attempts": 0, "createdAt": firestore.SERVER_TIMESTAMP, "scheduledFor": due})
+        if n % 500 == 499:
+            batch.commit()
+            batch = db.batch()
+    batch.commit()
+
+
+def completed_count(db: Any) -> int:
+    query = db.collection("backgroundJobs").where(filter=FieldFilter("status", "==", "completed")).count()
+    return int(query.get()[0][0].value)
+
+
+def last_completion(db: Any) -> datetime:
+    [snap] = db.collection("backgroundJobs").order_by("completedAt", direction=firestore.Query.DESCENDING).limit(1).get()
+    return snap.get("completedAt")  # type: ignore[no-any-return]
+
+
+def run_cell(kind: str, workers: int, backlog: int, concurrency: int) -> dict[str, Any]:
+    """One measurement on a fresh emulator: `kind` is "library" or "bare"."""
+    with emulator.running(project=PROJECT) as emu:
+        db = firestore.Client(project=PROJECT)
+        warm_up(db)
+        start_delay = 4.0 if kind == "library" else 1.0
+        create_start = time.time()
+        # Due a little after creation ends and the workers are up, so the clock starts with all of it due.
+        estimated = backlog / 1200 + start_delay
+        due = datetime.now(UTC) + timedelta(seconds=estimated)
+        create_backlog(db, backlog, due)
+        if datetime.now(UTC) > due - timedelta(seconds=start_delay - 0.5):
+            raise RuntimeError("creating the backlog took longer than planned; rerun")
+        log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
+        procs = []
+        for i in range(workers):
+            out = open(log_dir / f"{i}.log", "wb")  # noqa: SIM115 - closed below
+            if kind == "library":
+                cmd = [sys.executable, "-m", "jobs_lib", "worker", "--concurrency", str(concurrency)]
+            else:
+                cmd = [sys.executable, "-m", "bench.bare", "--index", str(i), "--of", str(workers), "--start-at", str(due.timestamp())]
+            procs.append((subprocess.Popen(cmd, env=env_for(emu), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT), out))
+        deadline = time.monotonic() + 600
+        while completed_count(db) < backlog:
+            if time.monotonic() > deadline or any(p.poll() not in (None, 0) for p, _ in procs):
+                raise RuntimeError(f"{kind} cell did not finish; see {log_dir}")
+            time.sleep(0.25)
+        finished = last_completion(db)
+        seconds = (finished - due).total_seconds()
+        emulator_rss = rss_mb(emu.process.pid)
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, out in procs:
+            proc.wait(60)
+            out.close()
+        reads = writes = 0
+        worker_rss = 0.0
+        for i in range(workers):
+            for line in (log_dir / f"{i}.log").read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if kind == "bare" and "reads" in entry:
+                    reads += entry["reads"]
+                    writes += entry["writes"]
+                elif entry.get("event") == "worker_stopped":
+                    stats = entry["stats"]
+                    reads += stats["firestore"]["reads"]
+                    writes += stats["firestore"]["writes"]
+                    worker_rss = max(worker_rss, stats["maxRssMb"])
+        del create_start
+        return {
+            "kind": kind, "workers": workers, "backlog": backlog, "seconds": round(seconds, 2),
+            "jobs_per_s": round(backlog / seconds, 1), "reads_per_job": round(reads / backlog, 2),
+            "writes_per_job": round(writes / backlog, 2), "worker_rss_mb": round(worker_rss, 1),
+            "emulator_rss_mb": round(emulator_rss, 1),
+        }
+
+
+def pickup_latency(finished_jobs: int, future_jobs: int, samples: int) -> dict[str, Any]:
+    """createdAt -> startedAt for jobs enqueued one at a time beside a large collection."""
+    from jobs_lib.client import JobsClient
+    from jobs_lib.config import Settings
+
+    with emulator.running(project=PROJECT) as emu:
+        db = firestore.Client(project=PROJECT)
+        warm_up(db)
+        col = db.collection("backgroundJobs")
+        batch = db.batch()
+        far = datetime.now(UTC) + timedelta(days=30)
+        for n in range(finished_jobs + future_jobs):
+            fields: dict[str, Any] = {"type": "bench_noop", "metadata": {}, "createdAt": firestore.SERVER_TIMESTAMP}
+            fields |= {"status": "completed"} if n < finished_jobs else {"status": "pending", "scheduledFor": far}
+            batch.set(col.document(), fields)
+            if n % 500 == 499:
+                batch.commit()
+                batch = db.batch()
+        batch.commit()
+        out = tempfile.TemporaryFile()
+        proc = subprocess.Popen([sys.executable, "-m", "jobs_lib", "worker"], env=env_for(emu), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        time.sleep(4)
+        client = JobsClient(Settings(project=PROJECT))
+        ids = []
+        for _ in range(samples):
+            ids.append(client.enqueue("bench_noop", {}).id)
+            time.sleep(0.3)
+        time.sleep(2)
+        latencies = []
+        for job_id in ids:
+            job = client.get(job_id)
+            if job.started_at and job.created_at:
+                latencies.append((job.started_at - job.created_at).total_seconds() * 1000)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        latencies.sort()
+        return {
+            "finished_jobs": finished_jobs, "future_jobs": future_jobs, "samples": len(latencies), "missing": samples - len(latencies),
+            "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+            "p95_ms": round(latencies[int(len(latencies) * 0.95) - 1], 1) if latencies else None,
+        }
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("-|-".join("-" * w for w in widths))
+    for row in rows:
+        lines.append(" | ".join(str(row.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--backlogs", default="1000,10000")
+    parser.add_argument("--concurrency", type=int, default=64, help="jobs at once per worker process")
+    parser.add_argument("--skip-latency", action="store_true")
+    args = parser.parse_args()
+    results: list[dict[str, Any]] = []
+    for backlog in [int(b) for b in args.backlogs.split(",")]:
+        for workers in [int(w) for w in args.workers.split(",")]:
+            for kind in ("library", "bare"):
+                log(f"{kind}: {workers} process(es), {backlog} jobs ...")
+                results.append(run_cell(kind, workers, backlog, args.concurrency))
+                log(f"  {results[-1]}")
+    rows = []
+    for lib in (r for r in results if r["kind"] == "library"):
+        bare = next(r for r in results if r["kind"] == "bare" and r["workers"] == lib["workers"] and r["backlog"] == lib["backlog"])
+        rows.append({
+            "backlog": lib["backlog"], "workers": lib["workers"], "library jobs/s": lib["jobs_per_s"], "bare jobs/s": bare["jobs_per_s"],
+            "library/bare": f"{100 * lib['jobs_per_s'] / bare['jobs_per_s']:.0f}%", "reads/job": lib["reads_per_job"], "writes/job": lib["writes_per_job"],
+            "bare reads/job": bare["reads_per_job"], "bare writes/job": bare["writes_per_job"], "worker RSS MB": lib["worker_rss_mb"], "emulator RSS MB": lib["emulator_rss_mb"],
+        })
+    print(f"\nThroughput, no-op jobs, concurrency {args.concurrency} per worker process (bare loop: one job at a time per process)\n")
+    print(table(rows, list(rows[0])))
+    latency = []
+    if not args.skip_latency:
+        for finished, future in ((0, 0), (10_000, 0), (0, 10_000)):
+            log(f"pickup latency beside {finished} finished and {future} future jobs ...")
+            latency.append(pickup_latency(finished, future, 30))
+        print("\nPickup latency, createdAt -> startedAt, one idle worker (default settings), 30 jobs 0.3 s apart\n")
+        print(table(latency, list(latency[0])))
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps({"throughput": results, "latency": latency}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
