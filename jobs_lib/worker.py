@@ -18,15 +18,20 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
 from jobs_lib.discovery import Discovery
+from jobs_lib.job import Job
 from jobs_lib.logs import event
 from jobs_lib.runner import Engine, Execution
 
 log = logging.getLogger("jobs_lib.worker")
+
+#: Candidates read longer ago than this are dropped rather than claimed.
+MAX_CANDIDATE_AGE = 5.0
 
 
 class Threads:
@@ -113,10 +118,11 @@ class Worker:
         self.summary = WorkerSummary()
         self._stop = threading.Event()
         self._hurry = threading.Event()
-        self._slot_freed = threading.Event()
+        self._wake = threading.Event()  # a slot freed, a fetch finished, or stop
         self._running: dict[str, Execution] = {}
         self._running_lock = threading.Lock()
         self._threads = Threads("jobs-runner")
+        self._claim_batch = max(1, concurrency // 8)
 
     # -- control --------------------------------------------------------------------
 
@@ -125,7 +131,7 @@ class Worker:
         if self._stop.is_set() or hurry:
             self._hurry.set()
         self._stop.set()
-        self._slot_freed.set()
+        self._wake.set()
 
     def install_signal_handlers(self) -> None:
         """Stop gracefully on SIGTERM and SIGINT (a second one skips the grace period)."""
@@ -140,45 +146,83 @@ class Worker:
     # -- the loop -----------------------------------------------------------------------
 
     def run(self) -> WorkerSummary:
-        """Discover, claim and run until stopped; returns what was done."""
+        """Discover, claim and run until stopped; returns what was done.
+
+        Reading the next page of candidates overlaps with running the jobs
+        already claimed: the query (the slow part) is in flight while slots
+        free up, and claims are made only for free slots, so no lease is held
+        by a job that is not running.
+        """
         started = time.monotonic()
         deadline = started + self.budget if self.budget is not None else None
         store = self.engine.store
         store.calibrate()
         event(self.engine.log, "worker_started", f"worker {self.engine.holder} started (concurrency {self.concurrency})", detail=f"clock offset {store.clock.offset:+.3f}s")
+        fetcher = ThreadPoolExecutor(1, thread_name_prefix="jobs-discovery")
+        fetch: Future[list[Job]] | None = None
+        fetch_limit = 0
+        buffer: dict[str, Job] = {}
+        buffered_at = 0.0
+        next_fetch = 0.0
         try:
             while not self._stop.is_set():
-                if deadline is not None and time.monotonic() >= deadline:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
                     break
                 self._reap_abandoned()
+                if fetch is not None and fetch.done():
+                    try:
+                        found = fetch.result()
+                    except Exception:
+                        log.exception("finding jobs failed; retrying")
+                        found = []
+                        next_fetch = now + min(self.poll_interval * 4, 2.0)
+                    else:
+                        running = self._running_ids()
+                        buffer.update((job.id, job) for job in found if job.id not in running)
+                        buffered_at = now
+                        next_fetch = now if len(found) >= fetch_limit else now + self.poll_interval
+                    fetch = None
+                    if self.burst and not found and not buffer:
+                        break
+                if buffer and now - buffered_at > MAX_CANDIDATE_AGE:
+                    buffer.clear()  # read too long ago: likely taken or changed since
                 free = self.concurrency - self.running_count()
-                if free <= 0:
-                    self._slot_freed.wait(self.poll_interval)
-                    self._slot_freed.clear()
+                # Claim in batches (one round trip each) unless the worker would sit idle.
+                if buffer and (free >= self._claim_batch or free == self.concurrency):
+                    batch = list(buffer.values())[:free]
+                    for job in batch:
+                        del buffer[job.id]
+                    try:
+                        executions = self.engine.claim(batch, limit=free)
+                    except Exception:
+                        log.exception("claiming jobs failed; retrying")
+                        executions = []
+                    tried, won = self.engine.last_claim
+                    if tried and won < tried / 2:
+                        self.discovery.contended()
+                    for execution in executions:
+                        self._start(execution)
                     continue
-                try:
-                    candidates = self.discovery.candidates(free)
-                    executions = self.engine.claim(candidates, limit=free)
-                except Exception:
-                    log.exception("finding or claiming jobs failed; retrying")
-                    self._stop.wait(min(self.poll_interval * 4, 2.0))
+                # Read the next page once this one is used up; it arrives while the jobs just claimed run.
+                if fetch is None and not buffer and now >= next_fetch:
+                    fetch_limit = 2 * self.concurrency
+                    fetch = fetcher.submit(self.discovery.candidates, fetch_limit)
+                    fetch.add_done_callback(lambda _f: self._wake.set())
                     continue
-                tried, won = self.engine.last_claim
-                if tried and won < tried / 2:
-                    self.discovery.contended()
-                for execution in executions:
-                    self._start(execution)
-                if executions and len(candidates) >= free:
-                    continue  # a backlog: go straight back for more
-                if self.burst and not executions and not candidates:
-                    break
-                self._stop.wait(self.poll_interval)
+                self._wake.wait(max(min(next_fetch - now, self.poll_interval), 0.001) if fetch is None else self.poll_interval)
+                self._wake.clear()
         finally:
+            fetcher.shutdown(wait=False, cancel_futures=True)
             self._shutdown(deadline)
             self.summary.seconds = time.monotonic() - started
             stats = {**self.summary.as_dict(), "firestore": store.stats.snapshot(), "maxRssMb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
             event(self.engine.log, "worker_stopped", f"worker {self.engine.holder} stopped", stats=stats)
         return self.summary
+
+    def _running_ids(self) -> set[str]:
+        with self._running_lock:
+            return set(self._running)
 
     def running_count(self) -> int:
         """Jobs this worker is running."""
@@ -202,7 +246,7 @@ class Worker:
             if self._running.pop(execution.claim.job_id, None) is None:
                 return
         self.summary.outcomes[execution.final_status or "unrecorded"] += 1
-        self._slot_freed.set()
+        self._wake.set()
 
     def _reap_abandoned(self) -> None:
         """Free the slots of attempts the keeper abandoned (timed out, lease lost)."""
@@ -211,7 +255,7 @@ class Worker:
                 with self._running_lock:
                     self._running.pop(execution.claim.job_id, None)
                 self.summary.outcomes["abandoned"] += 1
-                self._slot_freed.set()
+                self._wake.set()
 
     def _snapshot(self) -> list[Execution]:
         with self._running_lock:
@@ -224,8 +268,8 @@ class Worker:
             wait_until = time.monotonic() + (0 if self._hurry.is_set() else self.grace)
         while self._snapshot() and time.monotonic() < wait_until and not self._hurry.is_set():
             self._reap_abandoned()
-            self._slot_freed.wait(0.1)
-            self._slot_freed.clear()
+            self._wake.wait(0.1)
+            self._wake.clear()
         for execution in self._snapshot():
             if not execution.finished:
                 execution.release()
