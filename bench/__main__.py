@@ -1,8 +1,8 @@
 """Benchmarks on the real emulator: `python -m bench` prints every figure in one run.
 
 Throughput: for 1, 2 and 4 worker processes on backlogs of 1,000 and 10,000
-no-op jobs, jobs/s from the moment the backlog comes due to the last
-``completedAt``; the same for the bare claim-and-complete loop (bench/bare.py)
+no-op jobs (all due before the processes start), jobs/s from the first
+``startedAt`` to the last ``completedAt``; the same for the bare claim-and-complete loop (bench/bare.py)
 so the ratio shows the library's own overhead; Firestore reads and writes per
 job as the workers counted them; the workers' peak memory. Pickup latency:
 ``createdAt`` to ``startedAt`` for jobs enqueued one by one while a worker
@@ -58,6 +58,15 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU a process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def warm_up(db: Any) -> None:
     """JVM warm-up: the first seconds of a fresh emulator are ~3x slower; discard them."""
     col = db.collection("warmup")
@@ -88,6 +97,11 @@ def completed_count(db: Any) -> int:
     return int(query.get()[0][0].value)
 
 
+def first_start(db: Any) -> datetime:
+    [snap] = db.collection("backgroundJobs").order_by("startedAt").limit(1).get()
+    return snap.get("startedAt")  # type: ignore[no-any-return]
+
+
 def last_completion(db: Any) -> datetime:
     [snap] = db.collection("backgroundJobs").order_by("completedAt", direction=firestore.Query.DESCENDING).limit(1).get()
     return snap.get("completedAt")  # type: ignore[no-any-return]
@@ -98,31 +112,26 @@ def run_cell(kind: str, workers: int, backlog: int, concurrency: int) -> dict[st
     with emulator.running(project=PROJECT) as emu:
         db = firestore.Client(project=PROJECT)
         warm_up(db)
-        start_delay = 4.0 if kind == "library" else 1.0
-        create_start = time.time()
-        # Due a little after creation ends and the workers are up, so the clock starts with all of it due.
-        estimated = backlog / 1200 + start_delay
-        due = datetime.now(UTC) + timedelta(seconds=estimated)
+        due = datetime.now(UTC)
         create_backlog(db, backlog, due)
-        if datetime.now(UTC) > due - timedelta(seconds=start_delay - 0.5):
-            raise RuntimeError("creating the backlog took longer than planned; rerun")
         log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
+        emulator_cpu_before = cpu_seconds(emu.process.pid)
         procs = []
         for i in range(workers):
             out = open(log_dir / f"{i}.log", "wb")  # noqa: SIM115 - closed below
             if kind == "library":
                 cmd = [sys.executable, "-m", "jobs_lib", "worker", "--concurrency", str(concurrency)]
             else:
-                cmd = [sys.executable, "-m", "bench.bare", "--index", str(i), "--of", str(workers), "--start-at", str(due.timestamp())]
+                cmd = [sys.executable, "-m", "bench.bare", "--index", str(i), "--of", str(workers)]
             procs.append((subprocess.Popen(cmd, env=env_for(emu), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT), out))
         deadline = time.monotonic() + 600
         while completed_count(db) < backlog:
             if time.monotonic() > deadline or any(p.poll() not in (None, 0) for p, _ in procs):
                 raise RuntimeError(f"{kind} cell did not finish; see {log_dir}")
             time.sleep(0.25)
-        finished = last_completion(db)
-        seconds = (finished - due).total_seconds()
+        seconds = (last_completion(db) - first_start(db)).total_seconds()
         emulator_rss = rss_mb(emu.process.pid)
+        emulator_cpu = cpu_seconds(emu.process.pid) - emulator_cpu_before
         for proc, _ in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -130,7 +139,8 @@ def run_cell(kind: str, workers: int, backlog: int, concurrency: int) -> dict[st
             proc.wait(60)
             out.close()
         reads = writes = 0
-        worker_rss = 0.0
+        worker_rss = worker_cpu = 0.0
+        queries: dict[str, dict[str, int]] = {}
         for i in range(workers):
             for line in (log_dir / f"{i}.log").read_text().splitlines():
                 try:
@@ -140,17 +150,25 @@ def run_cell(kind: str, workers: int, backlog: int, concurrency: int) -> dict[st
                 if kind == "bare" and "reads" in entry:
                     reads += entry["reads"]
                     writes += entry["writes"]
+                    worker_cpu += entry["cpuSeconds"]
                 elif entry.get("event") == "worker_stopped":
                     stats = entry["stats"]
                     reads += stats["firestore"]["reads"]
                     writes += stats["firestore"]["writes"]
                     worker_rss = max(worker_rss, stats["maxRssMb"])
-        del create_start
+                    worker_cpu += stats["cpuSeconds"]
+                    for purpose, counts in stats["firestore"]["byKind"].items():
+                        entry = queries.setdefault(purpose, {"calls": 0, "reads": 0, "writes": 0})
+                        for key in entry:
+                            entry[key] += counts[key]
         return {
             "kind": kind, "workers": workers, "backlog": backlog, "seconds": round(seconds, 2),
             "jobs_per_s": round(backlog / seconds, 1), "reads_per_job": round(reads / backlog, 2),
             "writes_per_job": round(writes / backlog, 2), "worker_rss_mb": round(worker_rss, 1),
             "emulator_rss_mb": round(emulator_rss, 1),
+            "worker_cpu_ms_per_job": round(1000 * worker_cpu / backlog, 2),
+            "emulator_cpu_ms_per_job": round(1000 * emulator_cpu / backlog, 2),
+            "operations": queries,
         }
 
 
@@ -227,6 +245,8 @@ def main() -> None:
             "backlog": lib["backlog"], "workers": lib["workers"], "library jobs/s": lib["jobs_per_s"], "bare jobs/s": bare["jobs_per_s"],
             "library/bare": f"{100 * lib['jobs_per_s'] / bare['jobs_per_s']:.0f}%", "reads/job": lib["reads_per_job"], "writes/job": lib["writes_per_job"],
             "bare reads/job": bare["reads_per_job"], "bare writes/job": bare["writes_per_job"], "worker RSS MB": lib["worker_rss_mb"], "emulator RSS MB": lib["emulator_rss_mb"],
+            "worker CPU ms/job": lib["worker_cpu_ms_per_job"], "bare CPU ms/job": bare["worker_cpu_ms_per_job"],
+            "emulator CPU ms/job": lib["emulator_cpu_ms_per_job"], "bare emulator CPU ms/job": bare["emulator_cpu_ms_per_job"],
         })
     print(f"\nThroughput, no-op jobs, concurrency {args.concurrency} per worker process (bare loop: one job at a time per process)\n")
     print(table(rows, list(rows[0])))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
+import resource
 
 from google.api_core.exceptions import FailedPrecondition
 from google.cloud import firestore
@@ -23,7 +23,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--of", type=int, required=True)
-    parser.add_argument("--start-at", type=float, required=True)
     parser.add_argument("--page", type=int, default=100)
     args = parser.parse_args()
     db = firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
@@ -35,7 +34,6 @@ def main() -> None:
         query = query.where(filter=FieldFilter("__name__", "<", col.document(ALPHABET[round((args.index + 1) * 62 / args.of)])))
     query = query.limit(args.page)
     reads = writes = 0
-    time.sleep(max(args.start_at - time.time(), 0))
     while True:
         snaps = list(query.stream())
         reads += max(len(snaps), 1)
@@ -50,7 +48,8 @@ def main() -> None:
                 continue
             snap.reference.update({"status": "completed", "completedAt": firestore.SERVER_TIMESTAMP}, option=db.write_option(last_update_time=claimed.update_time))
             writes += 1
-    print(json.dumps({"reads": reads, "writes": writes}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"reads": reads, "writes": writes, "cpuSeconds": usage.ru_utime + usage.ru_stime}))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ lane, and a slow scan of the pending set catches documents with no
 
 from __future__ import annotations
 
+import bisect
 import enum
 import logging
 import threading
@@ -56,28 +57,41 @@ PARTITIONS = 16
 PARTITION_BOUNDS: tuple[str | None, ...] = (None, *tuple(_ID_ALPHABET[round(i * len(_ID_ALPHABET) / PARTITIONS)] for i in range(1, PARTITIONS)))
 
 
+def partition_of(job_id: str) -> int:
+    """The partition (slice of the id space) a document id falls in."""
+    return bisect.bisect_right(PARTITION_BOUNDS[1:], job_id)  # type: ignore[type-var]
+
+
 class OpStats:
-    """Counts of billed Firestore operations, as Firestore bills them."""
+    """Counts of billed Firestore operations, as Firestore bills them, in total and by purpose."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.reads = 0
         self.writes = 0
         self.queries = 0
-        self.rpcs = 0
+        self.by_kind: dict[str, dict[str, int]] = {}
 
-    def add(self, reads: int = 0, writes: int = 0, queries: int = 0, rpcs: int = 1) -> None:
+    def add(self, reads: int = 0, writes: int = 0, queries: int = 0, kind: str = "other") -> None:
         """Count one request."""
         with self._lock:
             self.reads += reads
             self.writes += writes
             self.queries += queries
-            self.rpcs += rpcs
+            entry = self.by_kind.setdefault(kind, {"calls": 0, "reads": 0, "writes": 0})
+            entry["calls"] += 1
+            entry["reads"] += reads
+            entry["writes"] += writes
 
-    def snapshot(self) -> dict[str, int]:
+    def snapshot(self) -> dict[str, Any]:
         """The counts so far."""
         with self._lock:
-            return {"reads": self.reads, "writes": self.writes, "queries": self.queries, "rpcs": self.rpcs}
+            return {
+                "reads": self.reads,
+                "writes": self.writes,
+                "queries": self.queries,
+                "byKind": {k: dict(v) for k, v in sorted(self.by_kind.items())},
+            }
 
 
 @dataclass
@@ -195,13 +209,13 @@ class JobStore:
     def _job(self, snap: Any) -> Job:
         return Job.from_document(snap.id, snap.to_dict(), snap.update_time)
 
-    def _run_query(self, query: Any) -> list[Job]:
+    def _run_query(self, query: Any, label: str = "query") -> list[Job]:
         sent = time.time()
         documents, read_time = self._retrying(lambda: wire.run_query(self.db, query))
         received = time.time()
         if read_time is not None:
             self.clock.observe(read_time, sent, received)
-        self.stats.add(reads=max(1, len(documents)), queries=1)
+        self.stats.add(reads=max(1, len(documents)), queries=1, kind=f"query:{label}")
         return [Job.from_document(doc_id, fields, version) for doc_id, fields, version in documents]
 
     def _pending(self) -> Any:
@@ -215,7 +229,7 @@ class JobStore:
         snap = self._retrying(lambda: self.ref(job_id).get(retry=None))
         if snap.read_time is not None:
             self.clock.observe(snap.read_time, sent, time.time())
-        self.stats.add(reads=1)
+        self.stats.add(reads=1, kind="read:get")
         return self._job(snap) if snap.exists else None
 
     def calibrate(self) -> None:
@@ -236,7 +250,7 @@ class JobStore:
                 query = query.where(filter=FieldFilter("__name__", ">=", self.ref(low)))
             if high is not None:
                 query = query.where(filter=FieldFilter("__name__", "<", self.ref(high)))
-        return self._run_query(query.order_by("scheduledFor").limit(limit))
+        return self._run_query(query.order_by("scheduledFor").limit(limit), "due")
 
     def due_by_priority(self, now: datetime, limit: int) -> list[Job]:
         """Due pending jobs with a positive priority, highest first."""
@@ -248,7 +262,7 @@ class JobStore:
             .order_by("scheduledFor")
             .limit(limit)
         )
-        return self._run_query(query)
+        return self._run_query(query, "due_by_priority")
 
     def due_strings(self, now: datetime, limit: int) -> list[Job]:
         """Pending jobs whose ``scheduledFor`` is an ISO string that may be due.
@@ -257,7 +271,7 @@ class JobStore:
         """
         bound = to_iso(now + MAX_UTC_OFFSET)
         query = self._pending().where(filter=FieldFilter("scheduledFor", "<=", bound))
-        return self._run_query(query.order_by("scheduledFor").limit(limit))
+        return self._run_query(query.order_by("scheduledFor").limit(limit), "due_strings")
 
     def scan_pending(self, after: str | None, limit: int) -> list[Job]:
         """A page of all pending jobs in id order, after the id `after`.
@@ -268,7 +282,7 @@ class JobStore:
         query = self._pending().order_by("__name__")
         if after:
             query = query.start_after({"__name__": self.ref(after)})
-        return self._run_query(query.limit(limit))
+        return self._run_query(query.limit(limit), "scan_pending")
 
     def expired(self, now: datetime, limit: int) -> list[Job]:
         """Running jobs whose lease has lapsed: their worker died or lost contact."""
@@ -278,7 +292,7 @@ class JobStore:
             .order_by("leaseExpiresAt")
             .limit(limit)
         )
-        return self._run_query(query)
+        return self._run_query(query, "expired")
 
     def count_by_status(self) -> dict[str, int]:
         """How many jobs are in each state (aggregation queries, one per state)."""
@@ -287,7 +301,7 @@ class JobStore:
             query = self.collection.where(filter=FieldFilter("status", "==", status.value)).count()
             result = self._retrying(lambda q=query: q.get(retry=None))
             counts[status.value] = int(result[0][0].value)
-            self.stats.add(reads=1, queries=1)
+            self.stats.add(reads=1, queries=1, kind="query:count")
         return counts
 
     def list_jobs(
@@ -345,15 +359,15 @@ class JobStore:
             batch.create(ref, data)
         else:
             self._retrying(lambda: ref.create(data, retry=None))
-            self.stats.add(writes=1)
+            self.stats.add(writes=1, kind="write:create")
 
     def get_in_transaction(self, job_id: str, transaction: Any) -> Job | None:
         """Read a job inside the caller's transaction."""
         snap = self.ref(job_id).get(transaction=transaction)
-        self.stats.add(reads=1)
+        self.stats.add(reads=1, kind="read:transaction")
         return self._job(snap) if snap.exists else None
 
-    def _batch_write(self, writes: Sequence[tuple[str, dict[str, Any], datetime | None]]) -> list[tuple[int, datetime | None, str]]:
+    def _batch_write(self, writes: Sequence[tuple[str, dict[str, Any], datetime | None]], kind: str) -> list[tuple[int, datetime | None, str]]:
         """One BatchWrite RPC: each write applied on its own, conditioned on its version.
 
         Returns (grpc code, new update time, message) per write.
@@ -363,7 +377,6 @@ class JobStore:
         sent = time.time()
         response = self._retrying(lambda: wire.batch_write(self.db, pbs))
         received = time.time()
-        self.stats.add(writes=len(writes))
         results: list[tuple[int, datetime | None, str]] = []
         statuses = response.status
         for i, write_result in enumerate(response.write_results):
@@ -371,6 +384,11 @@ class JobStore:
             message = statuses[i].message if i < len(statuses) else ""
             update_time = wire.from_timestamp_pb(write_result.update_time) if code == _OK else None
             results.append((code, update_time, message))
+        won = sum(code == _OK for code, _t, _m in results)
+        if won:
+            self.stats.add(writes=won, kind=f"write:{kind}")
+        if len(results) > won:
+            self.stats.add(writes=len(results) - won, kind=f"write:{kind}:refused")
         for _code, update_time, _message in results:
             if update_time is not None:
                 self.clock.observe(update_time, sent, received)
@@ -400,7 +418,7 @@ class JobStore:
             for job, token in zip(jobs, tokens, strict=True)
         ]
         claims: list[Claim | None] = []
-        for job, token, (code, update_time, _msg) in zip(jobs, tokens, self._batch_write(writes), strict=True):
+        for job, token, (code, update_time, _msg) in zip(jobs, tokens, self._batch_write(writes, "claim"), strict=True):
             if code == _OK and update_time is not None:
                 claims.append(Claim(job, token, holder, update_time, job.attempts + 1, expires))
             else:
@@ -427,7 +445,7 @@ class JobStore:
             )
             for job, fields in outcomes
         ]
-        return [code == _OK for code, _t, _m in self._batch_write(writes)] if writes else []
+        return [code == _OK for code, _t, _m in self._batch_write(writes, "settle")] if writes else []
 
     def commit(self, writes: Sequence[FencedWrite]) -> None:
         """Apply fenced writes (at most one per job): one RPC, then a careful retry for any refused."""
@@ -435,7 +453,7 @@ class JobStore:
             return
         payload = [(w.claim.job_id, {**w.fields, "updatedAt": self._now_value()}, w.claim.version) for w in writes]
         try:
-            results = self._batch_write(payload)
+            results = self._batch_write(payload, "record")
         except TRANSIENT as exc:
             for w in writes:
                 w.outcome = WriteOutcome(WriteStatus.ERROR, detail=str(exc))
@@ -459,7 +477,7 @@ class JobStore:
                 snap = self._retrying(lambda: self.ref(claim.job_id).get(retry=None), budget=10)
             except TRANSIENT as exc:
                 return WriteOutcome(WriteStatus.ERROR, detail=str(exc))
-            self.stats.add(reads=1)
+            self.stats.add(reads=1, kind="read:record_checked")
             if not snap.exists:
                 claim.lost = True
                 return WriteOutcome(WriteStatus.LOST, detail="the job document was deleted")
@@ -475,7 +493,7 @@ class JobStore:
                 claim.version = snap.update_time
                 return WriteOutcome(WriteStatus.OK, snap.update_time, cancel, "already written")
             fields = {**write.fields, "updatedAt": self._now_value()}
-            [(code, update_time, message)] = self._batch_write([(claim.job_id, fields, snap.update_time)])
+            [(code, update_time, message)] = self._batch_write([(claim.job_id, fields, snap.update_time)], "record_checked")
             if code == _OK and update_time is not None:
                 claim.version = update_time
                 return WriteOutcome(WriteStatus.OK, update_time, cancel)
@@ -508,12 +526,40 @@ class JobStore:
             fields = {**fields, "updatedAt": self._now_value()}
             if "status" in fields:
                 fields["lease"] = {"holder": holder, "token": uuid.uuid4().hex}
-            [(code, _t, message)] = self._batch_write([(job_id, fields, job.version)])
+            [(code, _t, message)] = self._batch_write([(job_id, fields, job.version)], "update_checked")
             if code == _OK:
                 return job, True
             if code not in (_FAILED_PRECONDITION, _NOT_FOUND):
                 raise gexc.GoogleAPICallError(f"writing job {job_id} failed (code {code}): {message}")
         raise gexc.Aborted(f"job {job_id} kept changing; gave up after {attempts} tries")
+
+    # -- slices: which worker reads which part of a backlog --------------------
+
+    @property
+    def slices(self) -> Any:
+        """The collection of slice leases (``backgroundJobs_slices``), one document per partition."""
+        return self.db.collection(f"{self.settings.collection}_slices")
+
+    def read_slices(self) -> list[tuple[int, dict[str, Any], datetime | None]]:
+        """Every slice lease: (partition, fields, version); a missing document has no version."""
+        refs = [self.slices.document(str(i)) for i in range(PARTITIONS)]
+        snaps = {snap.id: snap for snap in self._retrying(lambda: list(self.db.get_all(refs)))}
+        self.stats.add(reads=PARTITIONS, kind="read:slices")
+        result = []
+        for i in range(PARTITIONS):
+            snap = snaps.get(str(i))
+            exists = snap is not None and snap.exists
+            result.append((i, (snap.to_dict() or {}) if exists else {}, snap.update_time if exists else None))
+        return result
+
+    def write_slice(self, partition: int, fields: dict[str, Any], version: datetime | None) -> datetime | None:
+        """Take, renew or give back a slice lease if it is unchanged since read; returns the new version."""
+        name = f"{self.slices.document(str(partition))._document_path}"
+        write = wire.update_write(name, fields, version, create=version is None)
+        response = self._retrying(lambda: wire.batch_write(self.db, [write]))
+        status = response.status[0].code if response.status else _OK
+        self.stats.add(writes=1, kind="write:slice" if status == _OK else "write:slice:refused")
+        return wire.from_timestamp_pb(response.write_results[0].update_time) if status == _OK else None
 
     # -- field sets for the runner's writes ------------------------------------
 

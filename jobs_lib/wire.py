@@ -72,9 +72,10 @@ def fill_value(target: Any, value: Any) -> None:
         target.CopyFrom(_helpers.encode_value(value)._pb)
 
 
-def update_write(document_name: str, fields: dict[str, Any], update_time: dt.datetime | None) -> Any:
+def update_write(document_name: str, fields: dict[str, Any], update_time: dt.datetime | None, *, create: bool = False) -> Any:
     """An update of top-level `fields` (SERVER_TIMESTAMP and DELETE_FIELD allowed, also one level
-    down) conditioned on the document's `update_time`, or on its existence when None."""
+    down) conditioned on the document's `update_time`, or on its existence when None; with
+    `create`, a new document, conditioned on there being none."""
     write = Write()
     write.update.name = document_name
     mask = write.update_mask.field_paths
@@ -105,7 +106,10 @@ def update_write(document_name: str, fields: dict[str, Any], update_time: dt.dat
         transform = write.update_transforms.add()
         transform.field_path = path
         transform.set_to_server_value = _REQUEST_TIME
-    if update_time is not None:
+    if create:
+        write.ClearField("update_mask")
+        write.current_document.exists = False
+    elif update_time is not None:
         write.current_document.update_time.CopyFrom(timestamp_pb(update_time))
     else:
         write.current_document.exists = True

@@ -10,13 +10,15 @@ running so another worker takes them at once. A second signal skips the grace.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import random
 import resource
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,8 +32,15 @@ from jobs_lib.runner import Engine, Execution
 
 log = logging.getLogger("jobs_lib.worker")
 
+#: A claim batch winning less than this share means another worker takes the same jobs.
+CONTENDED_SHARE = 0.75
 #: Candidates read longer ago than this are dropped rather than claimed.
-MAX_CANDIDATE_AGE = 5.0
+MAX_CANDIDATE_AGE = 10.0
+#: A page of candidates is sized to last about this long at the recent claim rate ...
+PAGE_SECONDS = 3.0
+#: ... and holds at most this many (each query costs the same whatever its size,
+#: on the emulator ~150-300 ms over 10,000 documents, so big pages are cheap pages).
+MAX_PAGE = 500
 
 
 class Threads:
@@ -114,7 +123,7 @@ class Worker:
         self.grace = grace
         self.burst = burst
         self.budget = budget
-        self.discovery = discovery or Discovery(engine.store, lease_seconds=engine.lease_seconds)
+        self.discovery = discovery or Discovery(engine.store, lease_seconds=engine.lease_seconds, holder=engine.holder)
         self.summary = WorkerSummary()
         self._stop = threading.Event()
         self._hurry = threading.Event()
@@ -123,6 +132,8 @@ class Worker:
         self._running_lock = threading.Lock()
         self._threads = Threads("jobs-runner")
         self._claim_batch = max(1, concurrency // 8)
+        self._claim_log: deque[tuple[float, int]] = deque()
+        self._rng = random.Random()
 
     # -- control --------------------------------------------------------------------
 
@@ -164,6 +175,8 @@ class Worker:
         buffer: dict[str, Job] = {}
         buffered_at = 0.0
         next_fetch = 0.0
+        probe = self._claim_batch
+        contended_until = 0.0
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -179,9 +192,15 @@ class Worker:
                         next_fetch = now + min(self.poll_interval * 4, 2.0)
                     else:
                         running = self._running_ids()
-                        buffer.update((job.id, job) for job in found if job.id not in running)
+                        # Leave jobs in slices other workers lease to them: claiming them would only collide.
+                        usable = [job for job in found if job.id not in running and not self.discovery.held_elsewhere(job.id)]
+                        buffer.update((job.id, job) for job in usable)
                         buffered_at = now
-                        next_fetch = now if len(found) >= fetch_limit else now + self.poll_interval
+                        if not usable:
+                            # Nothing for us (nothing due, or all of it in others' slices): wait before reading again.
+                            next_fetch = now + self.poll_interval * (4 if found else 1)
+                        else:
+                            next_fetch = now if len(found) >= fetch_limit else now + self.poll_interval
                     fetch = None
                     if self.burst and not found and not buffer:
                         break
@@ -190,7 +209,14 @@ class Worker:
                 free = self.concurrency - self.running_count()
                 # Claim in batches (one round trip each) unless the worker would sit idle.
                 if buffer and (free >= self._claim_batch or free == self.concurrency):
-                    batch = list(buffer.values())[:free]
+                    # On the whole queue other workers may read the same page: probe with a small
+                    # batch and grow it while claims keep winning (a slice of our own needs no probe).
+                    take = free if self.discovery.partition is not None else min(free, probe)
+                    batch = list(buffer.values())
+                    if now < contended_until and self.discovery.partition is None:
+                        # Workers reading the same page: each claims a random part of it.
+                        batch = self._rng.sample(batch, min(take, len(batch)))
+                    batch = batch[:take]
                     for job in batch:
                         del buffer[job.id]
                     try:
@@ -199,14 +225,22 @@ class Worker:
                         log.exception("claiming jobs failed; retrying")
                         executions = []
                     tried, won = self.engine.last_claim
-                    if tried and won < tried / 2:
-                        self.discovery.contended()
+                    log.debug("claim batch", extra={"event": "claim_batch", "count": won, "detail": f"tried={tried} partition={self.discovery.partition} buffer={len(buffer)}"})
+                    if tried and won < tried * CONTENDED_SHARE and self.discovery.partition is None:
+                        # Another worker reads the same jobs: the rest of this page is likely taken too.
+                        fetcher.submit(self.discovery.contended)  # runs before the next fetch
+                        buffer.clear()
+                        probe = self._claim_batch
+                        contended_until = now + 30.0
+                    elif won == tried:
+                        probe = min(probe * 2, self.concurrency)
                     for execution in executions:
                         self._start(execution)
+                    self._claim_log.append((now, len(executions)))
                     continue
                 # Read the next page once this one is used up; it arrives while the jobs just claimed run.
-                if fetch is None and not buffer and now >= next_fetch:
-                    fetch_limit = 2 * self.concurrency
+                if fetch is None and not buffer and free > 0 and now >= next_fetch:
+                    fetch_limit = self._page_size(now)
                     fetch = fetcher.submit(self.discovery.candidates, fetch_limit)
                     fetch.add_done_callback(lambda _f: self._wake.set())
                     continue
@@ -214,11 +248,26 @@ class Worker:
                 self._wake.clear()
         finally:
             fetcher.shutdown(wait=False, cancel_futures=True)
+            with contextlib.suppress(Exception):
+                self.discovery.close()
             self._shutdown(deadline)
             self.summary.seconds = time.monotonic() - started
-            stats = {**self.summary.as_dict(), "firestore": store.stats.snapshot(), "maxRssMb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            stats = {
+                **self.summary.as_dict(),
+                "firestore": store.stats.snapshot(),
+                "maxRssMb": round(usage.ru_maxrss / 1024, 1),
+                "cpuSeconds": round(usage.ru_utime + usage.ru_stime, 2),
+            }
             event(self.engine.log, "worker_stopped", f"worker {self.engine.holder} stopped", stats=stats)
         return self.summary
+
+    def _page_size(self, now: float) -> int:
+        """Enough candidates for ``PAGE_SECONDS`` at the recent claim rate, at least two rounds of slots."""
+        while self._claim_log and self._claim_log[0][0] < now - 5.0:
+            self._claim_log.popleft()
+        rate = sum(n for _t, n in self._claim_log) / 5.0
+        return max(2 * self.concurrency, min(int(rate * PAGE_SECONDS), MAX_PAGE))
 
     def _running_ids(self) -> set[str]:
         with self._running_lock:
