@@ -191,7 +191,7 @@ def pickup_latency(finished_jobs: int, future_jobs: int, samples: int) -> dict[s
                 batch.commit()
                 batch = db.batch()
         batch.commit()
-        out = tempfile.TemporaryFile()
+        out = tempfile.TemporaryFile()  # noqa: SIM115 - the worker writes to it until stopped
         proc = subprocess.Popen([sys.executable, "-m", "jobs_lib", "worker"], env=env_for(emu), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         time.sleep(4)
         client = JobsClient(Settings(project=PROJECT))

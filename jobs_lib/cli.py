@@ -36,7 +36,8 @@ def _client(project: str | None, collection: str | None) -> Any:
 def job_dict(job: Job) -> dict[str, Any]:
     """A job as JSON-friendly fields (the command line and the demo print this)."""
     data = {"id": job.id, **job.raw}
-    return json.loads(json.dumps(data, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
+    converted: dict[str, Any] = json.loads(json.dumps(data, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
+    return converted
 
 
 @app.command()
@@ -161,7 +162,13 @@ def demo(
 
 def jobs_table(jobs: list[Job], title: str | None = None) -> Table:
     """A rich table of jobs."""
-    table = Table("id", "type", "status", "attempts", "result", "error", title=title)
+    table = Table(title=title)
+    table.add_column("id", no_wrap=True, min_width=20)
+    table.add_column("type", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("attempts", justify="right")
+    table.add_column("result", overflow="fold")
+    table.add_column("error", overflow="fold")
     for job in jobs:
         table.add_row(job.id, job.type or "?", job.status.value if job.status else "?", str(job.attempts), json.dumps(job.result)[:40], (job.error or "")[:70])
     return table

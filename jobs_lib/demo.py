@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import random
@@ -55,7 +56,7 @@ def run_demo(console: Console, *, jobs: int = 20, workers: int = 2) -> int:
                 break
             time.sleep(0.3)
         elapsed = time.monotonic() - started
-        for proc, log in procs:
+        for proc, _log in procs:
             proc.send_signal(signal.SIGTERM)
         for proc, log in procs:
             proc.wait(30)
@@ -70,10 +71,8 @@ def run_demo(console: Console, *, jobs: int = 20, workers: int = 2) -> int:
         for n in range(workers):
             with open(os.path.join(log_dir, f"worker-{n}.log")) as handle:
                 for line in handle:
-                    try:
+                    with contextlib.suppress(json.JSONDecodeError):
                         events[json.loads(line).get("event", "-")] += 1
-                    except json.JSONDecodeError:
-                        pass
         console.print(f"notification documents written: {notified} (results add up to {expected})")
         console.print("worker log events: " + ", ".join(f"{k}={v}" for k, v in sorted(events.items()) if k != "-"))
         ok = sum(j.status is not None and j.status.value == "completed" for j in states) == len(ids) - 1 and notified == expected

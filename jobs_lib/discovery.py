@@ -28,7 +28,7 @@ import time
 from datetime import datetime, timedelta
 
 from jobs_lib.job import Job
-from jobs_lib.store import PARTITIONS, JobStore, partition_of
+from jobs_lib.store import JobStore, partition_of
 
 #: The scan for documents with no usable scheduledFor backs off to this while it finds none.
 MAX_SCAN_INTERVAL = 60.0
@@ -38,9 +38,6 @@ BACKLOG_SLOWDOWN = 30
 #: seconds (so it never needs renewing), or at once when the slice runs dry.
 SLICE_LEASE = 20.0
 SLICE_DWELL = 10.0
-#: A worker alone on a backlog reads it in slices too once its pages are this large
-#: (below that it keeps strict oldest-first order until it meets contention).
-SLICE_MIN_PAGE = 100
 #: After claims lost to another worker, keep reading in slices for this long.
 CONTENDED_MEMORY = 60.0
 #: A copy of the slice table this old is read again before use.
@@ -117,7 +114,7 @@ class Discovery:
         """Due jobs from our slice, or from the whole queue; moves between slices as they drain."""
         if self.partition is not None and time.monotonic() - self._slice_taken > SLICE_DWELL:
             self._give_back_slice(now)  # move on, so that every slice of a lasting backlog gets its turn
-        wants_slice = self.partitioned and self._backlog and (limit >= SLICE_MIN_PAGE or time.monotonic() < self._contended_until)
+        wants_slice = self.partitioned and self._backlog and time.monotonic() < self._contended_until
         if self.partition is None and wants_slice:
             self._take_slice(now)
         main = self.store.due(now, limit, partition=self.partition)

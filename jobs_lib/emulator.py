@@ -101,7 +101,7 @@ class Emulator:
             return False
         try:
             with urllib.request.urlopen(self.url + "/", timeout=2) as response:
-                return response.status == 200
+                return bool(response.status == 200)
         except (OSError, urllib.error.URLError):
             return False
 

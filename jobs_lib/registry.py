@@ -12,6 +12,7 @@ stranding jobs already queued under the old name.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import inspect
 import os
@@ -41,7 +42,7 @@ class HandlerSpec:
 
     type: str
     fn: HandlerFn
-    input_model: type[BaseModel] | None = None
+    input_model: builtins.type[BaseModel] | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     backoff: Backoff = field(default_factory=Backoff)
     timeout: float = DEFAULT_TIMEOUT

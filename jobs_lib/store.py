@@ -25,15 +25,16 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from jobs_lib import wire
 from jobs_lib.clock import MAX_UTC_OFFSET, ServerClock, to_iso
 from jobs_lib.config import Settings, firestore_client
-from jobs_lib import wire
 from jobs_lib.job import Job, Status
 
 log = logging.getLogger("jobs_lib.store")
@@ -299,7 +300,7 @@ class JobStore:
         counts: dict[str, int] = {}
         for status in Status:
             query = self.collection.where(filter=FieldFilter("status", "==", status.value)).count()
-            result = self._retrying(lambda q=query: q.get(retry=None))
+            result: Any = self._retrying(partial(query.get, retry=None))
             counts[status.value] = int(result[0][0].value)
             self.stats.add(reads=1, queries=1, kind="query:count")
         return counts
@@ -379,6 +380,7 @@ class JobStore:
         received = time.time()
         results: list[tuple[int, datetime | None, str]] = []
         statuses = response.status
+        update_time: datetime | None
         for i, write_result in enumerate(response.write_results):
             code = statuses[i].code if i < len(statuses) else _OK
             message = statuses[i].message if i < len(statuses) else ""
@@ -482,7 +484,7 @@ class JobStore:
                 claim.lost = True
                 return WriteOutcome(WriteStatus.LOST, detail="the job document was deleted")
             data = snap.to_dict() or {}
-            lease = data.get("lease") if isinstance(data.get("lease"), dict) else {}
+            lease: dict[str, Any] = data["lease"] if isinstance(data.get("lease"), dict) else {}
             if lease.get("token") != claim.token:
                 claim.lost = True
                 return WriteOutcome(WriteStatus.LOST, detail="the lease passed to another run")
@@ -530,8 +532,8 @@ class JobStore:
             if code == _OK:
                 return job, True
             if code not in (_FAILED_PRECONDITION, _NOT_FOUND):
-                raise gexc.GoogleAPICallError(f"writing job {job_id} failed (code {code}): {message}")
-        raise gexc.Aborted(f"job {job_id} kept changing; gave up after {attempts} tries")
+                raise gexc.GoogleAPICallError(f"writing job {job_id} failed (code {code}): {message}")  # type: ignore[no-untyped-call]
+        raise gexc.Aborted(f"job {job_id} kept changing; gave up after {attempts} tries")  # type: ignore[no-untyped-call]
 
     # -- slices: which worker reads which part of a backlog --------------------
 
@@ -548,8 +550,10 @@ class JobStore:
         result = []
         for i in range(PARTITIONS):
             snap = snaps.get(str(i))
-            exists = snap is not None and snap.exists
-            result.append((i, (snap.to_dict() or {}) if exists else {}, snap.update_time if exists else None))
+            if snap is not None and snap.exists:
+                result.append((i, snap.to_dict() or {}, snap.update_time))
+            else:
+                result.append((i, {}, None))
         return result
 
     def write_slice(self, partition: int, fields: dict[str, Any], version: datetime | None) -> datetime | None:

@@ -31,7 +31,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 def timestamp_pb(moment: dt.datetime) -> timestamp_pb2.Timestamp:
     """A datetime as a protobuf Timestamp, keeping nanoseconds when it has them."""
     if isinstance(moment, DatetimeWithNanoseconds):
-        return moment.timestamp_pb()
+        return moment.timestamp_pb()  # type: ignore[no-untyped-call]
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     delta = moment - _EPOCH
@@ -41,7 +41,7 @@ def timestamp_pb(moment: dt.datetime) -> timestamp_pb2.Timestamp:
 
 def from_timestamp_pb(stamp: timestamp_pb2.Timestamp) -> DatetimeWithNanoseconds:
     """A protobuf Timestamp as the datetime type the client library returns."""
-    return DatetimeWithNanoseconds.from_timestamp_pb(stamp)  # type: ignore[no-any-return]
+    return DatetimeWithNanoseconds.from_timestamp_pb(stamp)  # type: ignore[no-untyped-call,no-any-return]
 
 
 def fill_value(target: Any, value: Any) -> None:
@@ -163,4 +163,4 @@ def encoded_size(value: Any) -> int:
     return int(target.ByteSize())
 
 
-__all__ = ["BatchWriteRequest", "batch_write", "encoded_size", "run_query", "Write", "fill_value", "from_timestamp_pb", "timestamp_pb", "update_write"]
+__all__ = ["BatchWriteRequest", "Write", "batch_write", "encoded_size", "fill_value", "from_timestamp_pb", "run_query", "timestamp_pb", "update_write"]

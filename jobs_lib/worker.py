@@ -132,6 +132,7 @@ class Worker:
         self._running_lock = threading.Lock()
         self._threads = Threads("jobs-runner")
         self._claim_batch = max(1, concurrency // 8)
+        self._first_probe = max(1, concurrency // 32)
         self._claim_log: deque[tuple[float, int]] = deque()
         self._rng = random.Random()
 
@@ -175,7 +176,7 @@ class Worker:
         buffer: dict[str, Job] = {}
         buffered_at = 0.0
         next_fetch = 0.0
-        probe = self._claim_batch
+        probe = self._first_probe
         contended_until = 0.0
         try:
             while not self._stop.is_set():

@@ -1,0 +1,59 @@
+"""How workers find jobs: slices of the id space keep workers sharing a backlog apart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.cloud import firestore
+
+from jobs_lib.discovery import Discovery
+from jobs_lib.store import PARTITION_BOUNDS, PARTITIONS, JobStore, partition_of
+
+
+def test_partitions_cover_the_id_space_in_order() -> None:
+    assert len(PARTITION_BOUNDS) == PARTITIONS and PARTITION_BOUNDS[0] is None
+    assert partition_of("0000") == 0 and partition_of("zzzz") == PARTITIONS - 1
+    ids = ["0a", "5b", "Cx", "Mm", "Zz", "aa", "kk", "zz"]
+    assert [partition_of(i) for i in ids] == sorted(partition_of(i) for i in ids)
+
+
+def backlog(store: JobStore, count: int) -> None:
+    batch = store.db.batch()
+    now = datetime.now(UTC)
+    for _ in range(count):
+        batch.set(store.collection.document(), {"type": "t", "status": "pending", "scheduledFor": now, "priority": 0})
+    batch.commit()
+
+
+def test_contended_workers_lease_different_slices_and_read_disjoint_jobs(store: JobStore) -> None:
+    backlog(store, 400)
+    first = Discovery(JobStore(store.settings), lease_seconds=30, holder="w1")
+    second = Discovery(JobStore(store.settings), lease_seconds=30, holder="w2")
+    for discovery in (first, second):
+        assert discovery.partition is None
+        discovery.candidates(10)  # a full page: a backlog
+        discovery.contended()
+    a, b = first.candidates(10), second.candidates(10)
+    assert first.partition is not None and second.partition is not None and first.partition != second.partition
+    assert {partition_of(j.id) for j in a} == {first.partition} and len(a) == 10
+    assert {partition_of(j.id) for j in b} == {second.partition} and len(b) == 10
+    leases = {snap.id: snap.to_dict() for snap in store.slices.stream()}
+    assert leases[str(first.partition)]["holder"] == "w1" and leases[str(second.partition)]["holder"] == "w2"
+    held = first.partition
+    first.close()
+    assert first.partition is None
+    assert store.slices.document(str(held)).get().get("until") <= datetime.now(UTC)  # handed back
+
+
+def test_a_lone_worker_reads_oldest_first_without_slices(store: JobStore) -> None:
+    backlog(store, 30)
+    discovery = Discovery(JobStore(store.settings), lease_seconds=30)
+    for _ in range(3):
+        discovery.candidates(10)
+    assert discovery.partition is None
+    assert list(store.slices.stream()) == []
+
+
+def test_slices_are_plain_documents_nobody_needs_to_create(store: JobStore) -> None:
+    assert store.write_slice(3, {"holder": "w", "until": firestore.SERVER_TIMESTAMP}, None) is not None
+    assert store.write_slice(3, {"holder": "x"}, None) is None  # already exists: a second creator loses
