@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -152,12 +153,83 @@ def watch(job_id: str, timeout: float = 300.0, project: ProjectOpt = None, colle
 @app.command()
 def demo(
     jobs: Annotated[int, typer.Option(help="How many process_notifications jobs to create.")] = 20,
-    workers: Annotated[int, typer.Option(help="Worker processes to start.")] = 2,
 ) -> None:
-    """Start the emulator and workers, send real jobs through them, print the results."""
+    """Start the local stack (emulator, functions, scheduler), send real jobs through it, print the results."""
     from jobs_lib.demo import run_demo
 
-    raise typer.Exit(run_demo(console, jobs=jobs, workers=workers))
+    raise typer.Exit(run_demo(console, jobs=jobs))
+
+
+@app.command()
+def dev(
+    handlers: Annotated[str | None, typer.Option("--handlers", help="Modules that register handlers (default: $JOBS_HANDLERS).")] = None,
+    tick_interval: Annotated[float, typer.Option(help="Seconds between scheduler ticks (Cloud Scheduler: 60).")] = 60.0,
+    project: Annotated[str, typer.Option(help="A demo- project id for the emulator.")] = "demo-jobs",
+) -> None:
+    """Run the whole stack locally: emulator, functions with real trigger delivery, scheduler ticks. Ctrl-C stops it."""
+    import signal as signal_mod
+
+    from jobs_lib import logs
+    from jobs_lib.dev import DevStack
+
+    logs.configure(os.environ.get("JOBS_LOG_LEVEL", "INFO"))
+    stack = DevStack(project=project, handlers=handlers, tick_interval=tick_interval)
+    stopping = threading.Event()
+    signal_mod.signal(signal_mod.SIGTERM, lambda *_: stopping.set())
+    with stack:
+        assert stack.emulator is not None
+        console.print(f"[bold green]jobs dev is up[/] (logs in {stack.log_dir})")
+        console.print(f"  emulator          {stack.emulator.url}  (export FIRESTORE_EMULATOR_HOST={stack.emulator.address} GOOGLE_CLOUD_PROJECT={project})")
+        for name, host in stack.hosts.items():
+            console.print(f"  function {name:<16} {host.url}")
+        console.print(f"  created-trigger   backgroundJobs/{{jobId}} -> dispatcher {stack.dispatcher.address if stack.dispatcher else '?'}")
+        console.print(f"  scheduler tick    every {tick_interval:g}s")
+        console.print("Try: jobs enqueue process_notifications --metadata '{\"targetUsers\": [\"u1\"]}'   (Ctrl-C stops everything)")
+        try:
+            while not stopping.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    console.print("stopped")
+
+
+@app.command()
+def deploy(
+    project: Annotated[str, typer.Option(help="Your Google Cloud project id.")],
+    region: Annotated[str, typer.Option(help="Region for the functions and the scheduler.")] = "us-central1",
+    trigger_location: Annotated[str | None, typer.Option(help="Location of the Firestore database (e.g. nam5); default: the region.")] = None,
+    service_account: Annotated[str | None, typer.Option(help="Service account the functions and the scheduler use.")] = None,
+    handlers: Annotated[str | None, typer.Option("--handlers", help="Modules that register handlers.")] = None,
+    tick_budget: Annotated[float, typer.Option(help="Seconds a tick may spend.")] = 50.0,
+) -> None:
+    """Print the commands that deploy jobs_lib to a project (functions, trigger, scheduler, rules, indexes)."""
+    from jobs_lib.deploy import DeployPlan, commands
+    from jobs_lib.registry import default_registry, load_handler_modules
+
+    load_handler_modules(handlers)
+    plan = DeployPlan(
+        project=project,
+        region=region,
+        trigger_location=trigger_location or region,
+        service_account=service_account or f"jobs-runner@{project}.iam.gserviceaccount.com",
+        handlers=handlers if handlers is not None else os.environ.get("JOBS_HANDLERS", ""),
+        tick_budget=tick_budget,
+    )
+    for line in commands(plan, default_registry):
+        print(line)
+
+
+@app.command(name="functions-package")
+def functions_package(
+    directory: Annotated[str, typer.Argument(help="The functions folder.")] = "functions",
+) -> None:
+    """Copy jobs_lib into the functions folder so that it deploys on its own."""
+    from pathlib import Path
+
+    from jobs_lib.deploy import package_functions
+
+    target = package_functions(Path(directory))
+    console.print(f"copied jobs_lib to {target}")
 
 
 def jobs_table(jobs: list[Job], title: str | None = None) -> Table:

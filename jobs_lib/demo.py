@@ -1,80 +1,79 @@
-"""`jobs demo`: the emulator, worker processes and real `process_notifications` jobs, end to end."""
+"""`jobs demo`: the local stack (emulator, functions, scheduler) and real jobs through it."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 from rich.table import Table
 
-from jobs_lib import emulator
 from jobs_lib.client import JobsClient
 from jobs_lib.config import Settings
+from jobs_lib.dev import DevStack
+from jobs_lib.job import Job
 from jobs_lib.store import JobStore
 
 
-def run_demo(console: Console, *, jobs: int = 20, workers: int = 2) -> int:
+def run_demo(console: Console, *, jobs: int = 20) -> int:
     """Run the demo; returns the exit code (0 when every job ended as expected)."""
-    console.print("[bold]Starting the Firestore emulator[/bold] ...")
-    with emulator.running(project="demo-jobs") as emu:
-        console.print(f"  emulator on {emu.address}")
-        env = {**os.environ, "FIRESTORE_EMULATOR_HOST": emu.address, "GOOGLE_CLOUD_PROJECT": emu.project}
-        log_dir = tempfile.mkdtemp(prefix="jobs-demo-")
-        procs = []
-        for n in range(workers):
-            log = open(os.path.join(log_dir, f"worker-{n}.log"), "wb")  # noqa: SIM115 - closed below
-            procs.append((subprocess.Popen([sys.executable, "-m", "jobs_lib", "worker", "--concurrency", "8"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log))
-        console.print(f"[bold]Started {workers} workers[/bold] (logs in {log_dir})")
-        client = JobsClient(store=JobStore(Settings(project=emu.project)))
+    console.print("[bold]Starting the local stack[/bold]: Firestore emulator, functions (functions-framework), scheduler ticks ...")
+    with DevStack(tick_interval=2.0) as stack:
+        assert stack.emulator is not None
+        console.print(f"  emulator {stack.emulator.address}; functions: {', '.join(stack.hosts)}; logs in {stack.log_dir}")
+        client = JobsClient(store=JobStore(Settings(project=stack.project)))
         rng = random.Random(7)
         users = [f"user{i:03d}" for i in range(50)]
-        ids = []
+        expected: dict[str, str] = {}
         for _ in range(jobs):
             target = rng.sample(users, rng.randint(1, 12))
-            ids.append(client.enqueue("process_notifications", {"targetUsers": target, "notificationType": "course_reminder", "title": "Your course starts soon"}).id)
-        # The seeds/000 document, as a browser app writes it: ISO-string timestamps, empty metadata.
+            expected[client.enqueue("process_notifications", {"targetUsers": target, "notificationType": "course_reminder", "title": "Your course starts soon"}).id] = "completed"
+        # The seeds/000 document as a browser writes it: ISO-string timestamps, empty metadata, no priority.
         seed = client.db.collection("backgroundJobs").document()
         seed.set({"type": "process_notifications", "status": "pending", "createdAt": "2025-04-27T05:39:36.941Z", "scheduledFor": "2025-04-27T05:39:36.941Z", "metadata": {}})
-        ids.append(seed.id)
-        # A poison job: its metadata cannot be a notification request.
-        poison = client.enqueue("process_notifications", {"targetUsers": "everyone"})
-        ids.append(poison.id)
-        console.print(f"[bold]Enqueued {len(ids)} jobs[/bold] (one with ISO-string timestamps, one malformed); waiting ...")
+        expected[seed.id] = "completed"
+        # A job for later: the created-event leaves it, a scheduler tick runs it when due.
+        later = client.enqueue("process_notifications", {"targetUsers": ["user001"]}, scheduled_for=datetime.now(UTC) + timedelta(seconds=3))
+        expected[later.id] = "completed"
+        # A malformed job: it ends failed with its reason; nothing else is disturbed.
+        expected[client.enqueue("process_notifications", {"targetUsers": "everyone"}).id] = "failed"
+        console.print(f"[bold]Enqueued {len(expected)} jobs[/bold] (one with ISO-string timestamps, one due in 3 s, one malformed); no worker runs: the emulator's created-events and the ticks do the work")
         started = time.monotonic()
+        states: list[Job] = []
         while time.monotonic() - started < 60:
-            states = [client.get(i) for i in ids]
+            states = [client.get(job_id) for job_id in expected]
             if all(j.status and j.status.finished for j in states):
                 break
             time.sleep(0.3)
         elapsed = time.monotonic() - started
-        for proc, _log in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc, log in procs:
-            proc.wait(30)
-            log.close()
-        table = Table("job", "status", "attempts", "result (users notified)", "error", title="backgroundJobs")
+        table = Table(title="backgroundJobs")
+        table.add_column("job", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("attempts", justify="right")
+        table.add_column("result (users notified)", justify="right")
+        table.add_column("started after (s)", justify="right")
         for job in states:
-            table.add_row(job.id, job.status.value if job.status else "?", str(job.attempts), json.dumps(job.result), (job.error or "")[:80])
+            delay = (job.started_at - job.created_at).total_seconds() if job.started_at and job.created_at else None
+            shown = "-" if delay is None else (f"{delay:.2f}" if delay < 3600 else "(2025 createdAt)")
+            table.add_row(job.id, job.status.value if job.status else "?", str(job.attempts), json.dumps(job.result), shown)
         console.print(table)
+        for job in states:
+            if job.error:
+                console.print(f"[red]{job.id}[/red] {job.status.value if job.status else '?'}: {job.error}")
         notified = sum(1 for _ in client.db.collection_group("notifications").stream())
-        expected = sum(j.result for j in states if isinstance(j.result, int))
+        results = sum(j.result for j in states if isinstance(j.result, int))
         events: collections.Counter[str] = collections.Counter()
-        for n in range(workers):
-            with open(os.path.join(log_dir, f"worker-{n}.log")) as handle:
-                for line in handle:
-                    with contextlib.suppress(json.JSONDecodeError):
-                        events[json.loads(line).get("event", "-")] += 1
-        console.print(f"notification documents written: {notified} (results add up to {expected})")
-        console.print("worker log events: " + ", ".join(f"{k}={v}" for k, v in sorted(events.items()) if k != "-"))
-        ok = sum(j.status is not None and j.status.value == "completed" for j in states) == len(ids) - 1 and notified == expected
-        console.print(f"[bold {'green' if ok else 'red'}]{'OK' if ok else 'UNEXPECTED'}[/]: {len(ids)} jobs finished in {elapsed:.1f}s")
+        for host in stack.hosts.values():
+            for line in host.log_path.read_text(errors="replace").splitlines():
+                with contextlib.suppress(json.JSONDecodeError, AttributeError):
+                    events[json.loads(line).get("event", "-")] += 1
+        console.print(f"notification documents written: {notified} (results add up to {results})")
+        console.print(f"created-events delivered to the function: {stack.dispatcher.delivered if stack.dispatcher else 0}; scheduler ticks: {len(stack.ticks)}")
+        console.print("function log events: " + ", ".join(f"{k}={v}" for k, v in sorted(events.items()) if k != "-"))
+        ok = all(j.status is not None and j.status.value == expected[j.id] for j in states) and notified == results
+        console.print(f"[bold {'green' if ok else 'red'}]{'OK' if ok else 'UNEXPECTED'}[/]: {len(states)} jobs finished in {elapsed:.1f}s")
         return 0 if ok else 1

@@ -34,6 +34,12 @@ HandlerFn = Callable[["JobContext[Any]"], Any]
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_RETENTION = timedelta(days=30)
+#: Event-driven Cloud Functions stop at 540 s; a created-event runs handlers whose
+#: timeout leaves a margin under that, and leaves longer ones to the tick.
+EVENT_BUDGET = 510.0
+#: HTTP Cloud Functions (2nd gen) stop at 60 minutes: handlers with a longer
+#: timeout must be declared ``worker_only`` and run on ``jobs worker``.
+MAX_FUNCTION_TIMEOUT = 3540.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class HandlerSpec:
     aliases: tuple[str, ...] = ()
     retention: timedelta = DEFAULT_RETENTION
     description: str = ""
+    #: Only ``jobs worker`` runs this handler; Cloud Functions leave its jobs alone.
+    worker_only: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not self.type.strip():
@@ -57,6 +65,11 @@ class HandlerSpec:
             raise ConfigurationError(f"{self.type}: max_attempts must be at least 1, got {self.max_attempts}")
         if self.timeout <= 0:
             raise ConfigurationError(f"{self.type}: timeout must be positive, got {self.timeout}")
+        if self.timeout > MAX_FUNCTION_TIMEOUT and not self.worker_only:
+            raise ConfigurationError(
+                f"{self.type}: a timeout of {self.timeout:g}s is longer than any Cloud Function may run "
+                f"({MAX_FUNCTION_TIMEOUT:g}s with margin); declare worker_only=True and run it with `jobs worker`"
+            )
         if self.input_model is not None and not (
             inspect.isclass(self.input_model) and issubclass(self.input_model, BaseModel)
         ):
@@ -99,6 +112,7 @@ class HandlerRegistry:
         timeout: float = DEFAULT_TIMEOUT,
         aliases: Iterable[str] = (),
         retention: timedelta = DEFAULT_RETENTION,
+        worker_only: bool = False,
     ) -> Callable[[HandlerFn], HandlerFn]:
         """Decorator that registers a function as the handler for `type`."""
 
@@ -114,6 +128,7 @@ class HandlerRegistry:
                     aliases=tuple(aliases),
                     retention=retention,
                     description=(inspect.getdoc(fn) or "").split("\n")[0],
+                    worker_only=worker_only,
                 )
             )
             return fn
@@ -171,4 +186,4 @@ def load_handler_modules(modules: str | Iterable[str] | None = None) -> list[str
     return names
 
 
-__all__ = ["HandlerRegistry", "HandlerSpec", "default_registry", "handler", "load_handler_modules"]
+__all__ = ["EVENT_BUDGET", "MAX_FUNCTION_TIMEOUT", "HandlerRegistry", "HandlerSpec", "default_registry", "handler", "load_handler_modules"]

@@ -74,8 +74,11 @@ class Engine:
         *,
         holder: str | None = None,
         lease_seconds: float | None = None,
+        runtime: str = "worker",
     ) -> None:
         self.store = store or JobStore()
+        #: "worker" (``jobs worker``) or "function" (Cloud Functions: leaves worker_only handlers alone).
+        self.runtime = runtime
         self.registry = registry if registry is not None else default_registry
         self.holder = holder or new_holder_id()
         self.lease_seconds = lease_seconds or self.store.settings.lease_seconds
@@ -99,8 +102,12 @@ class Engine:
         spec = self.spec_for(job)
         return job.max_attempts or (spec.max_attempts if spec else 1)
 
-    def triage(self, job: Job, now: datetime) -> Triage:
-        """Decide what to do with a job document as read."""
+    def triage(self, job: Job, now: datetime, max_timeout: float | None = None) -> Triage:
+        """Decide what to do with a job document as read.
+
+        `max_timeout` is the time this process can still give a job: handlers
+        that may need longer are left for a runner with more time.
+        """
         if job.status is None:
             return Triage(Verdict.FAIL, "; ".join(job.problems))
         if job.status in FINISHED:
@@ -117,7 +124,7 @@ class Engine:
                     f"attempt {job.attempts} of {limit} never finished: the worker running it "
                     "stopped (crashed, was killed or lost its connection) and its lease expired",
                 )
-            return Triage(Verdict.RUN, "lease expired")
+            return self._fits(job, max_timeout) or Triage(Verdict.RUN, "lease expired")
         if job.cancel_requested:
             return Triage(Verdict.CANCEL, "cancelled at the owner's request before it started")
         if job.problems:
@@ -131,7 +138,18 @@ class Engine:
                 f"no handler is registered for job type {job.type!r} (registered: {known}); "
                 "load the module that defines it with --handlers or JOBS_HANDLERS",
             )
-        return Triage(Verdict.RUN)
+        return self._fits(job, max_timeout) or Triage(Verdict.RUN)
+
+    def _fits(self, job: Job, max_timeout: float | None) -> Triage | None:
+        """A SKIP when this runtime or the time left cannot hold the job's handler, else None."""
+        spec = self.spec_for(job)
+        if spec is None:
+            return None
+        if spec.worker_only and self.runtime != "worker":
+            return Triage(Verdict.SKIP, "worker_only: left to jobs worker")
+        if max_timeout is not None and spec.timeout > max_timeout:
+            return Triage(Verdict.SKIP, f"needs up to {spec.timeout:g}s, {max_timeout:g}s left here")
+        return None
 
     def expire_at(self, job: Job) -> datetime:
         """When a finished job may be deleted."""
@@ -140,7 +158,7 @@ class Engine:
 
     # -- claiming -----------------------------------------------------------------
 
-    def claim(self, jobs: list[Job], limit: int | None = None) -> list[Execution]:
+    def claim(self, jobs: list[Job], limit: int | None = None, max_timeout: float | None = None) -> list[Execution]:
         """Settle the poison and cancelled among `jobs`, claim up to `limit` runnable ones."""
         now = self.store.now()
         runnable: list[Job] = []
@@ -150,7 +168,7 @@ class Engine:
             if job.id in seen:
                 continue
             seen.add(job.id)
-            triage = self.triage(job, now)
+            triage = self.triage(job, now, max_timeout)
             if triage.verdict is Verdict.RUN:
                 if limit is None or len(runnable) < limit:
                     runnable.append(job)

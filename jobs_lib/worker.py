@@ -113,6 +113,7 @@ class Worker:
         grace: float = 30.0,
         burst: bool = False,
         budget: float | None = None,
+        hard_limit: float | None = None,
         discovery: Discovery | None = None,
     ) -> None:
         if concurrency < 1:
@@ -122,7 +123,11 @@ class Worker:
         self.poll_interval = poll_interval
         self.grace = grace
         self.burst = burst
+        #: Seconds to keep claiming (burst mode) ...
         self.budget = budget
+        #: ... and seconds until the process must be done (a function's timeout): a job is
+        #: claimed only if its handler's timeout fits, and released if still running then.
+        self.hard_limit = hard_limit if hard_limit is not None else budget
         self.discovery = discovery or Discovery(engine.store, lease_seconds=engine.lease_seconds, holder=engine.holder)
         self.summary = WorkerSummary()
         self._stop = threading.Event()
@@ -167,6 +172,7 @@ class Worker:
         """
         started = time.monotonic()
         deadline = started + self.budget if self.budget is not None else None
+        hard_deadline = started + self.hard_limit if self.hard_limit is not None else None
         store = self.engine.store
         store.calibrate()
         event(self.engine.log, "worker_started", f"worker {self.engine.holder} started (concurrency {self.concurrency})", detail=f"clock offset {store.clock.offset:+.3f}s")
@@ -178,6 +184,7 @@ class Worker:
         next_fetch = 0.0
         probe = self._first_probe
         contended_until = 0.0
+        fetches = claimed_since_fetch = 0
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -203,8 +210,8 @@ class Worker:
                         else:
                             next_fetch = now if len(found) >= fetch_limit else now + self.poll_interval
                     fetch = None
-                    if self.burst and not found and not buffer:
-                        break
+                    fetches += 1
+                    claimed_since_fetch = 0
                 if buffer and now - buffered_at > MAX_CANDIDATE_AGE:
                     buffer.clear()  # read too long ago: likely taken or changed since
                 free = self.concurrency - self.running_count()
@@ -220,8 +227,9 @@ class Worker:
                     batch = batch[:take]
                     for job in batch:
                         del buffer[job.id]
+                    max_timeout = hard_deadline - now if hard_deadline is not None else None
                     try:
-                        executions = self.engine.claim(batch, limit=free)
+                        executions = self.engine.claim(batch, limit=free, max_timeout=max_timeout)
                     except Exception:
                         log.exception("claiming jobs failed; retrying")
                         executions = []
@@ -238,8 +246,11 @@ class Worker:
                     for execution in executions:
                         self._start(execution)
                     self._claim_log.append((now, len(executions)))
+                    claimed_since_fetch += len(executions)
                     continue
                 # Read the next page once this one is used up; it arrives while the jobs just claimed run.
+                if self.burst and fetch is None and not buffer and fetches and not claimed_since_fetch and not self.running_count():
+                    break  # burst mode: the last read found nothing more to run
                 if fetch is None and not buffer and free > 0 and now >= next_fetch:
                     fetch_limit = self._page_size(now)
                     fetch = fetcher.submit(self.discovery.candidates, fetch_limit)
@@ -251,7 +262,7 @@ class Worker:
             fetcher.shutdown(wait=False, cancel_futures=True)
             with contextlib.suppress(Exception):
                 self.discovery.close()
-            self._shutdown(deadline)
+            self._shutdown(hard_deadline)
             self.summary.seconds = time.monotonic() - started
             usage = resource.getrusage(resource.RUSAGE_SELF)
             stats = {
@@ -313,7 +324,7 @@ class Worker:
 
     def _shutdown(self, deadline: float | None) -> None:
         if self.burst and deadline is not None:
-            wait_until = deadline  # burst mode: running jobs may use the rest of the budget
+            wait_until = deadline  # burst mode: running jobs may run until the hard limit
         else:
             wait_until = time.monotonic() + (0 if self._hurry.is_set() else self.grace)
         while self._snapshot() and time.monotonic() < wait_until and not self._hurry.is_set():

@@ -1,0 +1,39 @@
+"""Cloud Functions entry points: thin adapters over jobs_lib.functions.
+
+Deploy with `jobs deploy` (it prints the gcloud commands). Each function
+parses its trigger, calls one library function and maps the outcome to a
+response; this is the only place with a catch-all, so that no unexpected
+error turns into endless redelivery (the tick picks up whatever was left).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import functions_framework
+
+from jobs_lib import functions as jobs
+from jobs_lib.logs import configure
+
+configure()
+log = logging.getLogger("functions")
+
+
+@functions_framework.cloud_event
+def on_job_created(cloud_event: Any) -> None:
+    """Firestore document.v1.created on backgroundJobs/{jobId}: run that job now."""
+    try:
+        jobs.on_job_created(cloud_event)
+    except Exception:  # the tick recovers the job; a redelivery loop would not help
+        log.exception("on_job_created failed for event %s", cloud_event["id"])
+
+
+@functions_framework.http
+def tick(request: Any) -> tuple[dict[str, Any], int]:
+    """Cloud Scheduler target: run due, retried, orphaned and expired jobs within a budget."""
+    try:
+        return jobs.tick(request), 200
+    except Exception as exc:
+        log.exception("tick failed")
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, 500

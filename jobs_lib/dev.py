@@ -1,0 +1,300 @@
+"""`jobs dev`: the whole stack on this machine, with the emulator's real trigger delivery.
+
+    emulator ──POST created-event──> dispatcher ──same request──> functions-framework: on_job_created
+    ticker ───Cloud Scheduler POST─────────────────────────────> functions-framework: tick
+
+The emulator delivers events one at a time, waits for each answer and drops
+any that fails or takes too long (shared/EMULATOR.md). So the dispatcher,
+standing in for Eventarc, answers at once and hands each event to the
+function on a pool of threads, as separate instances would run in the cloud,
+retrying a few times when the function host is down. Each function runs in
+its own functions-framework process, started exactly as in production. The
+ticker calls the tick with Cloud Scheduler's headers on a fixed interval.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jobs_lib import emulator as emulator_mod
+from jobs_lib.emulator import Emulator, free_port
+
+log = logging.getLogger("jobs_lib.dev")
+
+ROOT = Path(__file__).resolve().parent.parent
+TRIGGER_NAME = "onJobCreated"
+#: What Cloud Scheduler sends with each call (plus an OIDC token, checked by Cloud Run, not by the code).
+SCHEDULER_HEADERS = {"User-Agent": "Google-Cloud-Scheduler", "X-CloudScheduler": "true", "X-CloudScheduler-JobName": "jobs-tick", "Content-Type": "application/octet-stream"}
+
+
+@dataclass
+class FunctionHost:
+    """One functions-framework process serving one function."""
+
+    target: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _log: Any = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """Where the function answers."""
+        return f"http://127.0.0.1:{self.port}/"
+
+    def stop(self) -> None:
+        """Stop the process and everything it started."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class Dispatcher:
+    """The Eventarc stand-in: answers the emulator at once, delivers to the function concurrently."""
+
+    def __init__(self, deliver_to: dict[str, str], *, threads: int = 32, retries: int = 3) -> None:
+        self.deliver_to = deliver_to
+        self.retries = retries
+        self.delivered = 0
+        self.dropped = 0
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="dispatch")
+        dispatcher = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower().startswith("ce-") or k.lower() == "content-type"}
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                trigger = self.path.rstrip("/").rsplit("/", 1)[-1]
+                dispatcher._pool.submit(dispatcher._deliver, trigger, headers, body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, name="dispatcher", daemon=True)
+
+    @property
+    def address(self) -> str:
+        """host:port, for the emulator's --functions_emulator."""
+        host, port = self.server.server_address[:2]
+        return f"{host}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _deliver(self, trigger: str, headers: dict[str, str], body: bytes) -> None:
+        url = self.deliver_to.get(trigger)
+        if url is None:
+            log.warning("no function for trigger %s", trigger)
+            return
+        delay = 0.5
+        for attempt in range(self.retries + 1):
+            try:
+                request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+                with urllib.request.urlopen(request, timeout=600) as response:
+                    response.read()
+                self.delivered += 1
+                return
+            except (urllib.error.URLError, OSError) as exc:
+                if attempt == self.retries:
+                    self.dropped += 1
+                    log.warning("dropped event %s after %d attempts: %s", headers.get("ce-id"), attempt + 1, exc)
+                    return
+                time.sleep(delay)
+                delay *= 2
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class DevStack:
+    """The emulator, the functions and the scheduler stand-in, started and stopped together."""
+
+    def __init__(
+        self,
+        *,
+        project: str = "demo-jobs",
+        handlers: str | None = None,
+        tick_interval: float | None = 60.0,
+        functions_dir: Path | None = None,
+        rules: Path | None = None,
+        log_dir: Path | None = None,
+        threads: int = 32,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.project = project
+        self.handlers = handlers if handlers is not None else os.environ.get("JOBS_HANDLERS", "")
+        self.tick_interval = tick_interval
+        self.functions_dir = functions_dir or ROOT / "functions"
+        self.rules = rules if rules is not None else ROOT / "firestore.rules"
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="jobs-dev-"))
+        self.threads = threads
+        self.extra_env = env or {}
+        self.emulator: Emulator | None = None
+        self.emulator_address = ""
+        self.hosts: dict[str, FunctionHost] = {}
+        self.dispatcher: Dispatcher | None = None
+        self.ticks: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._saved_env: dict[str, str | None] = {}
+
+    # -- the pieces ---------------------------------------------------------------------
+
+    def function_env(self) -> dict[str, str]:
+        """The environment each function process gets (what Cloud Functions would set)."""
+        return {
+            **os.environ,
+            "FIRESTORE_EMULATOR_HOST": self.emulator_address,
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "JOBS_HANDLERS": self.handlers,
+            "THREADS": str(self.threads),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+            **self.extra_env,
+        }
+
+    def start_host(self, target: str, signature: str) -> FunctionHost:
+        """Start (or restart) the functions-framework process for one function."""
+        old = self.hosts.get(target)
+        port = old.port if old else free_port()
+        if old:
+            old.stop()
+        log_path = self.log_dir / f"{target}.log"
+        handle = open(log_path, "ab")  # noqa: SIM115 - closed in FunctionHost.stop
+        command = [sys.executable, "-m", "functions_framework", f"--target={target}", f"--source={self.functions_dir / 'main.py'}", f"--signature-type={signature}", "--host=127.0.0.1", f"--port={port}"]
+        process = subprocess.Popen(command, env=self.function_env(), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        host = FunctionHost(target, port, process, log_path, handle)
+        self.hosts[target] = host
+        return host
+
+    def wait_for_hosts(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for host in self.hosts.values():
+            while True:
+                if host.process.poll() is not None:
+                    raise RuntimeError(f"function {host.target} exited:\n{host.log_path.read_text(errors='replace')[-3000:]}")
+                try:
+                    urllib.request.urlopen(urllib.request.Request(host.url, method="GET"), timeout=2).close()
+                    break
+                except urllib.error.HTTPError:
+                    break  # it answered
+                except (urllib.error.URLError, OSError):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"function {host.target} did not start within {timeout:g}s") from None
+                    time.sleep(0.1)
+
+    def register_trigger(self) -> None:
+        """Register the created-trigger on backgroundJobs/{jobId} with the emulator."""
+        assert self.emulator is not None
+        body = json.dumps({
+            "eventType": "google.cloud.firestore.document.v1.created",
+            "database": "(default)",
+            "namespace": "(default)",
+            "document": {"value": "backgroundJobs/{jobId}", "matchType": "PATH_PATTERN"},
+        }).encode()
+        url = f"{self.emulator.url}/emulator/v1/projects/{self.project}/eventarcTrigger?eventarcTriggerId={TRIGGER_NAME}"
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+    def tick_now(self, timeout: float = 600.0) -> dict[str, Any]:
+        """Call the tick function the way Cloud Scheduler does; returns its JSON answer."""
+        headers = {**SCHEDULER_HEADERS, "X-CloudScheduler-ScheduleTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        request = urllib.request.Request(self.hosts["tick"].url, data=b"{}", headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+        self.ticks.append(answer)
+        return answer
+
+    def _tick_loop(self) -> None:
+        assert self.tick_interval is not None
+        while not self._stop.wait(self.tick_interval):
+            try:
+                self.tick_now()
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                log.warning("tick failed: %s", exc)
+
+    # -- the whole --------------------------------------------------------------------------
+
+    def start(self) -> DevStack:
+        """Start everything; returns self once the trigger is registered and the functions answer."""
+        port = free_port()
+        self.emulator_address = f"127.0.0.1:{port}"
+        try:
+            # The functions start while the emulator does; they connect on first use.
+            self.start_host("on_job_created", "cloudevent")
+            self.start_host("tick", "http")
+            self.dispatcher = Dispatcher({TRIGGER_NAME: self.hosts["on_job_created"].url}, threads=self.threads)
+            self.dispatcher.start()
+            rules = str(self.rules) if self.rules and Path(self.rules).exists() else None
+            self.emulator = emulator_mod.start(project=self.project, port=port, rules=rules, functions_emulator=self.dispatcher.address)
+            self._saved_env = {k: os.environ.get(k) for k in ("FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
+            os.environ["FIRESTORE_EMULATOR_HOST"] = self.emulator.address  # this process's clients use it too
+            os.environ["GOOGLE_CLOUD_PROJECT"] = self.project
+            self.wait_for_hosts()
+            self.register_trigger()
+            if self.tick_interval:
+                self._ticker = threading.Thread(target=self._tick_loop, name="ticker", daemon=True)
+                self._ticker.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every process this stack started."""
+        self._stop.set()
+        for host in self.hosts.values():
+            host.stop()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+        if self.emulator is not None:
+            self.emulator.stop()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}
+
+    def __enter__(self) -> DevStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["DevStack", "Dispatcher", "FunctionHost", "SCHEDULER_HEADERS"]
