@@ -215,6 +215,66 @@ def pickup_latency(finished_jobs: int, future_jobs: int, samples: int) -> dict[s
         }
 
 
+def functions_path(paced: int, burst: int, rate: float) -> list[dict[str, Any]]:
+    """Through the emulator's created-events and functions-framework (`jobs dev`'s pieces), no worker."""
+    from jobs_lib.client import JobsClient
+    from jobs_lib.config import Settings
+    from jobs_lib.dev import DevStack
+
+    rows = []
+    with DevStack(project=PROJECT, handlers="bench.handlers", tick_interval=None, env={"PYTHONPATH": str(ROOT)}):
+        db = firestore.Client(project=PROJECT)
+        warm_up(db)
+        client = JobsClient(Settings(project=PROJECT))
+        for _ in range(20):  # warm the function host too
+            client.enqueue("bench_noop", {})
+        time.sleep(2)
+        ids = []
+        started = time.monotonic()
+        for n in range(paced):
+            ids.append(client.enqueue("bench_noop", {}).id)
+            time.sleep(max(started + (n + 1) / rate - time.monotonic(), 0))
+        jobs = wait_started(client, ids)
+        latencies = sorted((j.started_at - j.created_at).total_seconds() * 1000 for j in jobs if j.started_at and j.created_at)
+        rows.append({
+            "case": f"{paced} jobs enqueued one by one at {rate:g}/s", "jobs": len(latencies),
+            "p50 create->start ms": round(statistics.median(latencies), 1), "p95 create->start ms": round(latencies[int(len(latencies) * 0.95) - 1], 1),
+            "jobs/s": "-",
+        })
+        col = db.collection("backgroundJobs")
+        batch = db.batch()
+        burst_ids = []
+        for n in range(burst):
+            ref = col.document()
+            burst_ids.append(ref.id)
+            batch.set(ref, {"type": "bench_noop", "status": "pending", "metadata": {}, "priority": 0, "createdAt": firestore.SERVER_TIMESTAMP, "scheduledFor": firestore.SERVER_TIMESTAMP})
+            if n % 250 == 249:
+                batch.commit()
+                batch = db.batch()
+        batch.commit()
+        jobs = wait_started(client, burst_ids, finished=True)
+        first = min(j.created_at for j in jobs if j.created_at)
+        last = max(j.completed_at for j in jobs if j.completed_at)
+        latencies = sorted((j.started_at - j.created_at).total_seconds() * 1000 for j in jobs if j.started_at and j.created_at)
+        rows.append({
+            "case": f"{burst} jobs created at once (batched writes)", "jobs": len(jobs),
+            "p50 create->start ms": round(statistics.median(latencies), 1), "p95 create->start ms": round(latencies[int(len(latencies) * 0.95) - 1], 1),
+            "jobs/s": round(len(jobs) / (last - first).total_seconds(), 1),
+        })
+    return rows
+
+
+def wait_started(client: Any, ids: list[str], finished: bool = False, timeout: float = 300) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = [client.get(i) for i in ids]
+        if all(j.status and j.status.finished for j in jobs) if finished else all(j.started_at for j in jobs):
+            return jobs
+        if time.monotonic() > deadline:
+            raise RuntimeError("jobs did not run through the functions in time")
+        time.sleep(0.5)
+
+
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
     lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
@@ -230,9 +290,17 @@ def main() -> None:
     parser.add_argument("--backlogs", default="1000,10000")
     parser.add_argument("--concurrency", type=int, default=64, help="jobs at once per worker process")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--only", choices=["throughput", "latency", "functions"], help="run one part only")
     args = parser.parse_args()
     results: list[dict[str, Any]] = []
-    for backlog in [int(b) for b in args.backlogs.split(",")]:
+    if args.only in (None, "functions"):
+        log("functions path (jobs dev: emulator triggers -> functions-framework) ...")
+        functions_rows = functions_path(paced=500, burst=1000, rate=25)
+        print("\nThrough the Cloud Functions path locally (created-events from the emulator, no worker)\n")
+        print(table(functions_rows, list(functions_rows[0])))
+        if args.only == "functions":
+            return
+    for backlog in [int(b) for b in args.backlogs.split(",")] if args.only in (None, "throughput") else []:
         for workers in [int(w) for w in args.workers.split(",")]:
             for kind in ("library", "bare"):
                 log(f"{kind}: {workers} process(es), {backlog} jobs ...")
@@ -248,10 +316,11 @@ def main() -> None:
             "worker CPU ms/job": lib["worker_cpu_ms_per_job"], "bare CPU ms/job": bare["worker_cpu_ms_per_job"],
             "emulator CPU ms/job": lib["emulator_cpu_ms_per_job"], "bare emulator CPU ms/job": bare["emulator_cpu_ms_per_job"],
         })
-    print(f"\nThroughput, no-op jobs, concurrency {args.concurrency} per worker process (bare loop: one job at a time per process)\n")
-    print(table(rows, list(rows[0])))
+    if rows:
+        print(f"\nThroughput, no-op jobs, concurrency {args.concurrency} per worker process (bare loop: one job at a time per process)\n")
+        print(table(rows, list(rows[0])))
     latency = []
-    if not args.skip_latency:
+    if not args.skip_latency and args.only in (None, "latency"):
         for finished, future in ((0, 0), (10_000, 0), (0, 10_000)):
             log(f"pickup latency beside {finished} finished and {future} future jobs ...")
             latency.append(pickup_latency(finished, future, 30))

@@ -297,4 +297,4 @@ class DevStack:
         self.stop()
 
 
-__all__ = ["DevStack", "Dispatcher", "FunctionHost", "SCHEDULER_HEADERS"]
+__all__ = ["SCHEDULER_HEADERS", "DevStack", "Dispatcher", "FunctionHost"]

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.types import document as document_types
 from google.events.cloud.firestore import DocumentEventData
 
@@ -42,7 +41,7 @@ from jobs_lib.logs import event, job_fields
 from jobs_lib.registry import EVENT_BUDGET, default_registry, load_handler_modules
 from jobs_lib.runner import Engine
 from jobs_lib.store import JobStore
-from jobs_lib.wire import from_timestamp_pb
+from jobs_lib.wire import decode_value, from_timestamp_pb
 from jobs_lib.worker import Worker
 
 log = logging.getLogger("jobs_lib.functions")
@@ -101,7 +100,7 @@ def decode_document_event(data: bytes | str | None, client: Any = None) -> Creat
     # google.events and google.cloud.firestore share the Document wire format.
     document = document_types.Document.pb()()
     document.ParseFromString(message.value.SerializeToString())
-    fields = {key: _helpers.decode_value(value, client) for key, value in document.fields.items()}
+    fields = {key: decode_value(value, client) for key, value in document.fields.items()}
     path = document.name.split("/documents/", 1)[1]
     collection, _, job_id = path.rpartition("/")
     return CreatedDocument(job_id, collection, fields, from_timestamp_pb(document.update_time))

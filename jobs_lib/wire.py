@@ -156,6 +156,19 @@ def run_query(client: Any, query: Any, timeout: float = 60.0) -> tuple[list[tupl
     return documents, (from_timestamp_pb(read_time) if read_time is not None else None)
 
 
+def decode_value(value: Any, client: Any = None) -> Any:
+    """A raw Value message as Python, as the client library decodes it; without a client,
+    document references become their path ("users/u1")."""
+    kind = value.WhichOneof("value_type")
+    if kind == "map_value":
+        return {key: decode_value(item, client) for key, item in value.map_value.fields.items()}
+    if kind == "array_value":
+        return [decode_value(item, client) for item in value.array_value.values]
+    if kind == "reference_value" and client is None:
+        return value.reference_value.split("/documents/", 1)[-1]
+    return _helpers.decode_value(value, client)
+
+
 def encoded_size(value: Any) -> int:
     """Bytes of a value as Firestore encodes it (close to how it counts document size)."""
     target = document_types.Value.pb()()
@@ -163,4 +176,4 @@ def encoded_size(value: Any) -> int:
     return int(target.ByteSize())
 
 
-__all__ = ["BatchWriteRequest", "Write", "batch_write", "encoded_size", "fill_value", "from_timestamp_pb", "run_query", "timestamp_pb", "update_write"]
+__all__ = ["BatchWriteRequest", "Write", "batch_write", "decode_value", "encoded_size", "fill_value", "from_timestamp_pb", "run_query", "timestamp_pb", "update_write"]
