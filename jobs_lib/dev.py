@@ -107,7 +107,7 @@ class Dispatcher:
     def address(self) -> str:
         """host:port, for the emulator's --functions_emulator."""
         host, port = self.server.server_address[:2]
-        return f"{host}:{port}"
+        return f"{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def start(self) -> None:
         self._thread.start()
