@@ -1,4 +1,4 @@
-"""Every Firestore read, query and write that jobs_lib makes, and every field name.
+"""The ``backgroundJobs`` collection: every read, query and write of job documents, and their field names.
 
 The runner, worker, sweeper and client call this module and never build a
 query or a document themselves. Writes after a claim are *fenced*: each one is
@@ -16,14 +16,9 @@ lane, and a slow scan of the pending set catches documents with no
 
 from __future__ import annotations
 
-import bisect
-import enum
-import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -32,141 +27,29 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from jobs_lib import wire
-from jobs_lib.clock import MAX_UTC_OFFSET, ServerClock, to_iso
-from jobs_lib.config import Settings, firestore_client
+from jobs_lib.clock import MAX_UTC_OFFSET, to_iso
 from jobs_lib.job import Job, Status
-
-log = logging.getLogger("jobs_lib.store")
-
-#: Errors worth another try: the connection dropped, the server was busy.
-TRANSIENT = (
-    gexc.ServiceUnavailable,
-    gexc.DeadlineExceeded,
-    gexc.InternalServerError,
-    gexc.Aborted,
-    gexc.ResourceExhausted,
-    gexc.Unknown,
+from jobs_lib.store.base import (
+    _FAILED_PRECONDITION,
+    _INVALID_ARGUMENT,
+    _NOT_FOUND,
+    _OK,
+    PARTITION_BOUNDS,
+    PARTITIONS,
+    TRANSIENT,
+    Claim,
+    FencedWrite,
+    StoreBase,
+    WriteOutcome,
+    WriteStatus,
 )
-#: gRPC status codes in BatchWrite results.
-_OK, _INVALID_ARGUMENT, _NOT_FOUND, _FAILED_PRECONDITION = 0, 3, 5, 9
-
-#: Auto-ids use these 62 characters; partitions split the id space on them.
-_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-PARTITIONS = 16
-#: Lower bounds of the id-range partitions (the first has none, the last no upper bound).
-PARTITION_BOUNDS: tuple[str | None, ...] = (None, *tuple(_ID_ALPHABET[round(i * len(_ID_ALPHABET) / PARTITIONS)] for i in range(1, PARTITIONS)))
+from jobs_lib.store.slices import SliceLeases
 
 
-def partition_of(job_id: str) -> int:
-    """The partition (slice of the id space) a document id falls in."""
-    return bisect.bisect_right(PARTITION_BOUNDS[1:], job_id)  # type: ignore[type-var]
-
-
-class OpStats:
-    """Counts of billed Firestore operations, as Firestore bills them, in total and by purpose."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.reads = 0
-        self.writes = 0
-        self.queries = 0
-        self.by_kind: dict[str, dict[str, int]] = {}
-
-    def add(self, reads: int = 0, writes: int = 0, queries: int = 0, kind: str = "other") -> None:
-        """Count one request."""
-        with self._lock:
-            self.reads += reads
-            self.writes += writes
-            self.queries += queries
-            entry = self.by_kind.setdefault(kind, {"calls": 0, "reads": 0, "writes": 0})
-            entry["calls"] += 1
-            entry["reads"] += reads
-            entry["writes"] += writes
-
-    def snapshot(self) -> dict[str, Any]:
-        """The counts so far."""
-        with self._lock:
-            return {
-                "reads": self.reads,
-                "writes": self.writes,
-                "queries": self.queries,
-                "byKind": {k: dict(v) for k, v in sorted(self.by_kind.items())},
-            }
-
-
-@dataclass
-class Claim:
-    """A job this process holds: the token that fences its writes, and the version to write on."""
-
-    job: Job
-    token: str
-    holder: str
-    version: datetime
-    attempt: int
-    lease_expires_at: datetime
-    cancel_requested: bool = False
-    lost: bool = False
-
-    @property
-    def job_id(self) -> str:
-        """The job's document id."""
-        return self.job.id
-
-
-class WriteStatus(enum.Enum):
-    """What became of a fenced write."""
-
-    OK = "ok"
-    LOST = "lost"  # the lease is no longer ours: the write was refused
-    INVALID = "invalid"  # Firestore refused the content (too large, bad value)
-    ERROR = "error"  # Firestore could not be reached in time
-
-
-@dataclass
-class WriteOutcome:
-    """The result of one fenced write."""
-
-    status: WriteStatus
-    version: datetime | None = None
-    cancel_requested: bool = False
-    detail: str = ""
-
-
-@dataclass
-class FencedWrite:
-    """Fields to write to a claimed job, if the claim still holds."""
-
-    claim: Claim
-    fields: dict[str, Any]
-    final: bool = False
-    #: Filled in by `JobStore.commit`.
-    outcome: WriteOutcome | None = field(default=None)
-
-
-class JobStore:
+class JobStore(SliceLeases, StoreBase):
     """The `backgroundJobs` collection."""
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        db: Any | None = None,
-        clock: ServerClock | None = None,
-    ) -> None:
-        self.settings = settings or Settings.from_env()
-        self._db = db
-        self.clock = clock or ServerClock()
-        self.stats = OpStats()
-        self._prefix: str | None = None
-
-    # -- plumbing ---------------------------------------------------------------
-
-    @property
-    def db(self) -> Any:
-        """The Firestore client, created on first use."""
-        if self._db is None:
-            self._db = firestore_client(self.settings)
-        return self._db
+    _prefix: str | None = None
 
     @property
     def collection(self) -> Any:
@@ -177,30 +60,6 @@ class JobStore:
         """The document reference of a job."""
         return self.collection.document(job_id)
 
-    def now(self) -> datetime:
-        """Server time, as the clock knows it."""
-        return self.clock.now()
-
-    def time_value(self, moment: datetime) -> Any:
-        """A time as the runner writes it (timestamp, or ISO string when configured)."""
-        return to_iso(moment) if self.settings.timestamps == "iso" else moment
-
-    def _now_value(self) -> Any:
-        return to_iso(self.now()) if self.settings.timestamps == "iso" else firestore.SERVER_TIMESTAMP
-
-    def _retrying(self, fn: Callable[[], Any], budget: float = 30.0) -> Any:
-        """Call `fn`, retrying transient errors with backoff for up to `budget` seconds."""
-        deadline = time.monotonic() + budget
-        delay = 0.1
-        while True:
-            try:
-                return fn()
-            except TRANSIENT as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("firestore call failed, retrying in %.1fs: %s", delay, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
 
     def _document_prefix(self) -> str:
         if self._prefix is None:
@@ -211,13 +70,7 @@ class JobStore:
         return Job.from_document(snap.id, snap.to_dict(), snap.update_time)
 
     def _run_query(self, query: Any, label: str = "query") -> list[Job]:
-        sent = time.time()
-        documents, read_time = self._retrying(lambda: wire.run_query(self.db, query))
-        received = time.time()
-        if read_time is not None:
-            self.clock.observe(read_time, sent, received)
-        self.stats.add(reads=max(1, len(documents)), queries=1, kind=f"query:{label}")
-        return [Job.from_document(doc_id, fields, version) for doc_id, fields, version in documents]
+        return [Job.from_document(doc_id, fields, version) for doc_id, fields, version in self._query(query, label)]
 
     def _pending(self) -> Any:
         return self.collection.where(filter=FieldFilter("status", "==", Status.PENDING.value))
@@ -368,35 +221,6 @@ class JobStore:
         self.stats.add(reads=1, kind="read:transaction")
         return self._job(snap) if snap.exists else None
 
-    def _batch_write(self, writes: Sequence[tuple[str, dict[str, Any], datetime | None]], kind: str) -> list[tuple[int, datetime | None, str]]:
-        """One BatchWrite RPC: each write applied on its own, conditioned on its version.
-
-        Returns (grpc code, new update time, message) per write.
-        """
-        prefix = self._document_prefix()
-        pbs = [wire.update_write(prefix + job_id, fields, version) for job_id, fields, version in writes]
-        sent = time.time()
-        response = self._retrying(lambda: wire.batch_write(self.db, pbs))
-        received = time.time()
-        results: list[tuple[int, datetime | None, str]] = []
-        statuses = response.status
-        update_time: datetime | None
-        for i, write_result in enumerate(response.write_results):
-            code = statuses[i].code if i < len(statuses) else _OK
-            message = statuses[i].message if i < len(statuses) else ""
-            update_time = wire.from_timestamp_pb(write_result.update_time) if code == _OK else None
-            results.append((code, update_time, message))
-        won = sum(code == _OK for code, _t, _m in results)
-        if won:
-            self.stats.add(writes=won, kind=f"write:{kind}")
-        if len(results) > won:
-            self.stats.add(writes=len(results) - won, kind=f"write:{kind}:refused")
-        for _code, update_time, _message in results:
-            if update_time is not None:
-                self.clock.observe(update_time, sent, received)
-                break
-        return results
-
     def claim(self, jobs: Sequence[Job], holder: str, lease_seconds: float) -> list[Claim | None]:
         """Claim each job with one conditional write; None where another got there first."""
         if not jobs:
@@ -420,7 +244,7 @@ class JobStore:
             for job, token in zip(jobs, tokens, strict=True)
         ]
         claims: list[Claim | None] = []
-        for job, token, (code, update_time, _msg) in zip(jobs, tokens, self._batch_write(writes, "claim"), strict=True):
+        for job, token, (code, update_time, _msg) in zip(jobs, tokens, self._batch_write(self._document_prefix(), writes, "claim"), strict=True):
             if code == _OK and update_time is not None:
                 claims.append(Claim(job, token, holder, update_time, job.attempts + 1, expires))
             else:
@@ -447,7 +271,7 @@ class JobStore:
             )
             for job, fields in outcomes
         ]
-        return [code == _OK for code, _t, _m in self._batch_write(writes, "settle")] if writes else []
+        return [code == _OK for code, _t, _m in self._batch_write(self._document_prefix(), writes, "settle")] if writes else []
 
     def commit(self, writes: Sequence[FencedWrite]) -> None:
         """Apply fenced writes (at most one per job): one RPC, then a careful retry for any refused."""
@@ -455,7 +279,7 @@ class JobStore:
             return
         payload = [(w.claim.job_id, {**w.fields, "updatedAt": self._now_value()}, w.claim.version) for w in writes]
         try:
-            results = self._batch_write(payload, "record")
+            results = self._batch_write(self._document_prefix(), payload, "record")
         except TRANSIENT as exc:
             for w in writes:
                 w.outcome = WriteOutcome(WriteStatus.ERROR, detail=str(exc))
@@ -495,7 +319,7 @@ class JobStore:
                 claim.version = snap.update_time
                 return WriteOutcome(WriteStatus.OK, snap.update_time, cancel, "already written")
             fields = {**write.fields, "updatedAt": self._now_value()}
-            [(code, update_time, message)] = self._batch_write([(claim.job_id, fields, snap.update_time)], "record_checked")
+            [(code, update_time, message)] = self._batch_write(self._document_prefix(), [(claim.job_id, fields, snap.update_time)], "record_checked")
             if code == _OK and update_time is not None:
                 claim.version = update_time
                 return WriteOutcome(WriteStatus.OK, update_time, cancel)
@@ -528,42 +352,12 @@ class JobStore:
             fields = {**fields, "updatedAt": self._now_value()}
             if "status" in fields:
                 fields["lease"] = {"holder": holder, "token": uuid.uuid4().hex}
-            [(code, _t, message)] = self._batch_write([(job_id, fields, job.version)], "update_checked")
+            [(code, _t, message)] = self._batch_write(self._document_prefix(), [(job_id, fields, job.version)], "update_checked")
             if code == _OK:
                 return job, True
             if code not in (_FAILED_PRECONDITION, _NOT_FOUND):
                 raise gexc.GoogleAPICallError(f"writing job {job_id} failed (code {code}): {message}")  # type: ignore[no-untyped-call]
         raise gexc.Aborted(f"job {job_id} kept changing; gave up after {attempts} tries")  # type: ignore[no-untyped-call]
-
-    # -- slices: which worker reads which part of a backlog --------------------
-
-    @property
-    def slices(self) -> Any:
-        """The collection of slice leases (``backgroundJobs_slices``), one document per partition."""
-        return self.db.collection(f"{self.settings.collection}_slices")
-
-    def read_slices(self) -> list[tuple[int, dict[str, Any], datetime | None]]:
-        """Every slice lease: (partition, fields, version); a missing document has no version."""
-        refs = [self.slices.document(str(i)) for i in range(PARTITIONS)]
-        snaps = {snap.id: snap for snap in self._retrying(lambda: list(self.db.get_all(refs)))}
-        self.stats.add(reads=PARTITIONS, kind="read:slices")
-        result = []
-        for i in range(PARTITIONS):
-            snap = snaps.get(str(i))
-            if snap is not None and snap.exists:
-                result.append((i, snap.to_dict() or {}, snap.update_time))
-            else:
-                result.append((i, {}, None))
-        return result
-
-    def write_slice(self, partition: int, fields: dict[str, Any], version: datetime | None) -> datetime | None:
-        """Take, renew or give back a slice lease if it is unchanged since read; returns the new version."""
-        name = f"{self.slices.document(str(partition))._document_path}"
-        write = wire.update_write(name, fields, version, create=version is None)
-        response = self._retrying(lambda: wire.batch_write(self.db, [write]))
-        status = response.status[0].code if response.status else _OK
-        self.stats.add(writes=1, kind="write:slice" if status == _OK else "write:slice:refused")
-        return wire.from_timestamp_pb(response.write_results[0].update_time) if status == _OK else None
 
     # -- field sets for the runner's writes ------------------------------------
 
@@ -662,13 +456,4 @@ class JobStore:
         batch.commit()
 
 
-__all__ = [
-    "PARTITIONS",
-    "PARTITION_BOUNDS",
-    "Claim",
-    "FencedWrite",
-    "JobStore",
-    "OpStats",
-    "WriteOutcome",
-    "WriteStatus",
-]
+__all__ = ["JobStore"]
