@@ -232,6 +232,126 @@ def functions_package(
     console.print(f"copied jobs_lib to {target}")
 
 
+schedules_app = typer.Typer(help="Recurring jobs in scheduledJobs (and those declared in code).", no_args_is_help=True)
+app.add_typer(schedules_app, name="schedules")
+scheduler_app = typer.Typer(help="The Cloud Scheduler job that calls the tick.", no_args_is_help=True)
+app.add_typer(scheduler_app, name="scheduler")
+
+
+def _schedules(project: str | None, handlers: str | None = None) -> Any:
+    from jobs_lib.registry import load_handler_modules
+    from jobs_lib.schedules import ScheduleClient
+
+    load_handler_modules(handlers)
+    return ScheduleClient(_settings(project, None))
+
+
+def schedule_dict(schedule: Any) -> dict[str, Any]:
+    """A schedule as JSON-friendly fields."""
+    data = {"id": schedule.id, **schedule.raw}
+    converted: dict[str, Any] = json.loads(json.dumps(data, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
+    return converted
+
+
+HandlersOpt = Annotated[str | None, typer.Option("--handlers", help="Modules that register handlers (default: $JOBS_HANDLERS).")]
+
+
+@schedules_app.command("create")
+def schedules_create(
+    job_type: Annotated[str, typer.Argument(metavar="TYPE")],
+    cron_expression: Annotated[str, typer.Argument(metavar="CRON", help="e.g. '0 * * * *' (quote it).")],
+    timezone: Annotated[str, typer.Option(help="IANA timezone the cron is read in.")] = "UTC",
+    metadata: Annotated[str, typer.Option(help="The jobs' metadata as JSON.")] = "{}",
+    schedule_id: Annotated[str | None, typer.Option("--id", help="Document id (default: generated).")] = None,
+    disabled: Annotated[bool, typer.Option(help="Create it switched off.")] = False,
+    project: ProjectOpt = None,
+    handlers: HandlersOpt = None,
+) -> None:
+    """Save a schedule (a bad cron, timezone or type is refused)."""
+    try:
+        data = json.loads(metadata)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--metadata is not JSON: {exc}") from None
+    _run(lambda: console.print_json(data=schedule_dict(_schedules(project, handlers).create(job_type, cron_expression, timezone=timezone, metadata=data, schedule_id=schedule_id, enabled=not disabled))))
+
+
+@schedules_app.command("list")
+def schedules_list(project: ProjectOpt = None) -> None:
+    """List schedules with their next and last runs."""
+    table = Table("id", "type", "cron", "timezone", "enabled", "next run", "last run", "error")
+    for s in _schedules(project).list(limit=500):
+        table.add_row(s.id, s.type or "?", s.cron or "?", s.timezone, str(s.enabled), s.next_run_at.isoformat() if s.next_run_at else "-", s.last_run_at.isoformat() if s.last_run_at else "-", s.error or "")
+    console.print(table)
+
+
+@schedules_app.command("get")
+def schedules_get(schedule_id: str, project: ProjectOpt = None) -> None:
+    """Print one schedule as JSON."""
+    _run(lambda: console.print_json(data=schedule_dict(_schedules(project).get(schedule_id))))
+
+
+@schedules_app.command("update")
+def schedules_update(
+    schedule_id: str,
+    cron_expression: Annotated[str | None, typer.Option("--cron")] = None,
+    timezone: Annotated[str | None, typer.Option()] = None,
+    metadata: Annotated[str | None, typer.Option(help="JSON")] = None,
+    project: ProjectOpt = None,
+    handlers: HandlersOpt = None,
+) -> None:
+    """Change a schedule's cron, timezone or metadata (nextRunAt is recomputed)."""
+    data = json.loads(metadata) if metadata is not None else None
+    _run(lambda: console.print_json(data=schedule_dict(_schedules(project, handlers).update(schedule_id, cron_expression=cron_expression, timezone=timezone, metadata=data))))
+
+
+@schedules_app.command("enable")
+def schedules_enable(schedule_id: str, project: ProjectOpt = None, handlers: HandlersOpt = None) -> None:
+    """Switch a schedule on; it next runs at its first slot from now."""
+    _run(lambda: console.print_json(data=schedule_dict(_schedules(project, handlers).enable(schedule_id))))
+
+
+@schedules_app.command("disable")
+def schedules_disable(schedule_id: str, project: ProjectOpt = None, handlers: HandlersOpt = None) -> None:
+    """Switch a schedule off."""
+    _run(lambda: console.print_json(data=schedule_dict(_schedules(project, handlers).disable(schedule_id))))
+
+
+@schedules_app.command("delete")
+def schedules_delete(schedule_id: str, project: ProjectOpt = None) -> None:
+    """Delete a schedule (the jobs it created stay)."""
+    _run(lambda: _schedules(project).delete(schedule_id))
+
+
+@schedules_app.command("fire")
+def schedules_fire(project: ProjectOpt = None, handlers: HandlersOpt = None) -> None:
+    """Fire every due slot now (what each tick and worker does) and print what fired."""
+    from jobs_lib.runner import Engine
+    from jobs_lib.store import JobStore
+    from jobs_lib.worker import make_scheduler
+
+    _schedules(project, handlers)
+    engine = Engine(JobStore(_settings(project, None)))
+    console.print_json(data=make_scheduler(engine).fire_due().as_dict())
+
+
+@scheduler_app.command("sync")
+def scheduler_sync(
+    project: Annotated[str, typer.Option(help="Google Cloud project.")],
+    uri: Annotated[str, typer.Option(help="The tick function's URL.")],
+    service_account: Annotated[str, typer.Option(help="Service account whose OIDC token Cloud Scheduler sends.")],
+    location: Annotated[str, typer.Option(help="Cloud Scheduler location.")] = "us-central1",
+    schedule: Annotated[str, typer.Option(help="How often to tick (cron).")] = "* * * * *",
+    remove: Annotated[bool, typer.Option(help="Remove the tick job instead (and any other jobs_lib created).")] = False,
+    endpoint: Annotated[str | None, typer.Option(help="Cloud Scheduler API endpoint (tests point it at a stand-in).")] = None,
+) -> None:
+    """Create or update the Cloud Scheduler job that calls the tick; delete ones jobs_lib made that are no longer wanted."""
+    from jobs_lib.cloud_scheduler import TickTarget, client_for, sync
+
+    target = TickTarget(project=project, location=location, uri=uri, service_account=service_account, schedule=schedule)
+    result = sync(client_for(endpoint), [] if remove else [target], parents=[target.parent])
+    console.print_json(data=result.as_dict())
+
+
 def jobs_table(jobs: list[Job], title: str | None = None) -> Table:
     """A rich table of jobs."""
     table = Table(title=title)

@@ -11,6 +11,7 @@ from jobs_lib.logs import JobLogger
 
 if TYPE_CHECKING:
     from jobs_lib.runner import Execution
+    from jobs_lib.store import JobStore
 
 InputT = TypeVar("InputT")
 
@@ -59,6 +60,11 @@ class JobContext(Generic[InputT]):
     def db(self) -> Any:
         """The Firestore client, for the handler's own reads and writes."""
         return self._execution.engine.store.db
+
+    @property
+    def store(self) -> JobStore:
+        """The job store this run records through (for jobs_lib's own maintenance handlers)."""
+        return self._execution.engine.store
 
     @property
     def cancel_requested(self) -> bool:

@@ -4,6 +4,8 @@
     ├── ConfigurationError        the library was set up wrongly (bad handler, bad option)
     │   └── DuplicateHandlerError  two handlers claim the same type
     ├── JobNotFound                no job document with that id
+    ├── ScheduleNotFound           no schedule document with that id
+    ├── InvalidSchedule            a cron, timezone, type or input that cannot be scheduled
     ├── InvalidJobState            the job is not in a state that allows the action
     ├── EmulatorUnavailable        the Firestore emulator cannot be started here
     └── JobInterrupt               raised inside a handler to stop it early
@@ -38,6 +40,14 @@ class JobNotFound(JobsError):
     """No job document has this id."""
 
 
+class ScheduleNotFound(JobsError):
+    """No schedule document has this id."""
+
+
+class InvalidSchedule(ConfigurationError):
+    """The schedule cannot be saved as given."""
+
+
 class InvalidJobState(JobsError):
     """The job's status does not allow this action."""
 
@@ -67,10 +77,12 @@ __all__ = [
     "DuplicateHandlerError",
     "EmulatorUnavailable",
     "InvalidJobState",
+    "InvalidSchedule",
     "JobCancelled",
     "JobInterrupt",
     "JobNotFound",
     "JobsError",
     "LeaseLost",
     "PermanentError",
+    "ScheduleNotFound",
 ]

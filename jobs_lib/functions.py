@@ -42,7 +42,7 @@ from jobs_lib.registry import EVENT_BUDGET, default_registry, load_handler_modul
 from jobs_lib.runner import Engine
 from jobs_lib.store import JobStore
 from jobs_lib.wire import decode_value, from_timestamp_pb
-from jobs_lib.worker import Worker
+from jobs_lib.worker import Worker, make_scheduler
 
 log = logging.getLogger("jobs_lib.functions")
 
@@ -153,8 +153,11 @@ def tick(request: Any = None) -> dict[str, Any]:
     shared = _shared_engine()
     # A fresh engine per tick (its recorder and keeper end with it); the Firestore client is shared.
     engine = Engine(shared.store, shared.registry, runtime="function")
-    worker = Worker(engine, concurrency=concurrency, burst=True, budget=budget, hard_limit=hard_limit, grace=0, poll_interval=0.1)
+    worker = Worker(engine, concurrency=concurrency, burst=True, budget=budget, hard_limit=hard_limit, grace=0, poll_interval=0.1, schedules=False)
+    # Fire due schedule slots first, so that this tick also runs the jobs they create.
+    fired = make_scheduler(engine).fire_due()
     summary = worker.run().as_dict()
+    summary["schedules"] = fired.as_dict()
     headers = getattr(request, "headers", {}) or {}
     summary["scheduleTime"] = headers.get("X-CloudScheduler-ScheduleTime")
     summary["budgetSeconds"] = budget

@@ -83,12 +83,24 @@ class HandlerSpec:
         return inspect.iscoroutinefunction(self.fn)
 
 
+@dataclass(frozen=True)
+class CodeSchedule:
+    """A recurring job declared in code (seeds/001 system schedules): no document needed."""
+
+    name: str
+    type: str
+    cron: str
+    timezone: str = "UTC"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
 class HandlerRegistry:
-    """Job types mapped to their handlers."""
+    """Job types mapped to their handlers, and the schedules declared in code."""
 
     def __init__(self) -> None:
         self._specs: dict[str, HandlerSpec] = {}
         self._aliases: dict[str, str] = {}
+        self._schedules: dict[str, CodeSchedule] = {}
 
     def register(self, spec: HandlerSpec) -> HandlerSpec:
         """Add a handler; a type or alias already taken raises `DuplicateHandlerError`."""
@@ -113,8 +125,14 @@ class HandlerRegistry:
         aliases: Iterable[str] = (),
         retention: timedelta = DEFAULT_RETENTION,
         worker_only: bool = False,
+        schedule: str | None = None,
+        timezone: str = "UTC",
     ) -> Callable[[HandlerFn], HandlerFn]:
-        """Decorator that registers a function as the handler for `type`."""
+        """Decorator that registers a function as the handler for `type`.
+
+        With `schedule` (a cron expression, in `timezone`), the job also runs
+        on that schedule, declared here in code (see `add_schedule`).
+        """
 
         def decorate(fn: HandlerFn) -> HandlerFn:
             self.register(
@@ -131,9 +149,29 @@ class HandlerRegistry:
                     worker_only=worker_only,
                 )
             )
+            if schedule is not None:
+                self.add_schedule(type, type, schedule, timezone=timezone)
             return fn
 
         return decorate
+
+    def add_schedule(self, name: str, job_type: str, cron: str, *, timezone: str = "UTC", metadata: dict[str, Any] | None = None) -> CodeSchedule:
+        """Declare a recurring job in code; a bad cron or timezone raises at once."""
+        from jobs_lib.cron import CronError, check
+
+        try:
+            check(cron, timezone)
+        except CronError as exc:
+            raise ConfigurationError(f"schedule {name!r}: {exc}") from None
+        if name in self._schedules:
+            raise DuplicateHandlerError(f"a schedule named {name!r} is already declared")
+        declared = CodeSchedule(name, job_type, cron, timezone, dict(metadata or {}))
+        self._schedules[name] = declared
+        return declared
+
+    def schedules(self) -> list[CodeSchedule]:
+        """The schedules declared in code."""
+        return list(self._schedules.values())
 
     def get(self, job_type: str | None) -> HandlerSpec | None:
         """The handler for a type or alias, or None."""
@@ -145,11 +183,13 @@ class HandlerRegistry:
         return spec
 
     def unregister(self, job_type: str) -> None:
-        """Remove a type and its aliases (tests use this to stay independent)."""
+        """Remove a type, its aliases and its code schedules (tests use this to stay independent)."""
         spec = self._specs.pop(job_type, None)
         if spec:
             for alias in spec.aliases:
                 self._aliases.pop(alias, None)
+        for name in [n for n, s in self._schedules.items() if s.type == job_type]:
+            del self._schedules[name]
 
     def types(self) -> list[str]:
         """Registered type names, sorted."""
@@ -186,4 +226,4 @@ def load_handler_modules(modules: str | Iterable[str] | None = None) -> list[str
     return names
 
 
-__all__ = ["EVENT_BUDGET", "MAX_FUNCTION_TIMEOUT", "HandlerRegistry", "HandlerSpec", "default_registry", "handler", "load_handler_modules"]
+__all__ = ["EVENT_BUDGET", "MAX_FUNCTION_TIMEOUT", "CodeSchedule", "HandlerRegistry", "HandlerSpec", "default_registry", "handler", "load_handler_modules"]

@@ -29,9 +29,13 @@ from jobs_lib.discovery import Discovery
 from jobs_lib.job import Job
 from jobs_lib.logs import event
 from jobs_lib.runner import Engine, Execution
+from jobs_lib.schedules import Scheduler
+from jobs_lib.store.schedules import ScheduleStore
 
 log = logging.getLogger("jobs_lib.worker")
 
+#: A worker fires due schedule slots this often (the Cloud Scheduler tick does so every minute).
+SCHEDULE_EVERY = 10.0
 #: A claim batch winning less than this share means another worker takes the same jobs.
 CONTENDED_SHARE = 0.75
 #: Candidates read longer ago than this are dropped rather than claimed.
@@ -41,6 +45,12 @@ PAGE_SECONDS = 3.0
 #: ... and holds at most this many (each query costs the same whatever its size,
 #: on the emulator ~150-300 ms over 10,000 documents, so big pages are cheap pages).
 MAX_PAGE = 500
+
+
+def make_scheduler(engine: Engine) -> Scheduler:
+    """A schedule firer sharing the engine's Firestore client and clock."""
+    store = engine.store
+    return Scheduler(ScheduleStore(store.settings, db=store.db, clock=store.clock), store, engine.registry, holder=engine.holder)
 
 
 class Threads:
@@ -115,6 +125,7 @@ class Worker:
         budget: float | None = None,
         hard_limit: float | None = None,
         discovery: Discovery | None = None,
+        schedules: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -130,6 +141,7 @@ class Worker:
         self.hard_limit = hard_limit if hard_limit is not None else budget
         self.discovery = discovery or Discovery(engine.store, lease_seconds=engine.lease_seconds, holder=engine.holder)
         self.summary = WorkerSummary()
+        self.scheduler = make_scheduler(engine) if schedules else None
         self._stop = threading.Event()
         self._hurry = threading.Event()
         self._wake = threading.Event()  # a slot freed, a fetch finished, or stop
@@ -185,6 +197,8 @@ class Worker:
         probe = self._first_probe
         contended_until = 0.0
         fetches = claimed_since_fetch = 0
+        next_fire = 0.0
+        firing: Future[None] | None = None
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -248,9 +262,14 @@ class Worker:
                     self._claim_log.append((now, len(executions)))
                     claimed_since_fetch += len(executions)
                     continue
-                # Read the next page once this one is used up; it arrives while the jobs just claimed run.
                 if self.burst and fetch is None and not buffer and fetches and not claimed_since_fetch and not self.running_count():
                     break  # burst mode: the last read found nothing more to run
+                if self.scheduler is not None and (firing is None or firing.done()) and now >= next_fire:
+                    # Fire due schedule slots on the discovery thread (after any read in flight);
+                    # the jobs they create are then found like any other.
+                    next_fire = now + SCHEDULE_EVERY
+                    firing = fetcher.submit(self._fire_schedules)
+                # Read the next page once this one is used up; it arrives while the jobs just claimed run.
                 if fetch is None and not buffer and free > 0 and now >= next_fetch:
                     fetch_limit = self._page_size(now)
                     fetch = fetcher.submit(self.discovery.candidates, fetch_limit)
@@ -273,6 +292,13 @@ class Worker:
             }
             event(self.engine.log, "worker_stopped", f"worker {self.engine.holder} stopped", stats=stats)
         return self.summary
+
+    def _fire_schedules(self) -> None:
+        assert self.scheduler is not None
+        try:
+            self.scheduler.fire_due()
+        except Exception:
+            log.exception("firing schedules failed; retrying at the next round")
 
     def _page_size(self, now: float) -> int:
         """Enough candidates for ``PAGE_SECONDS`` at the recent claim rate, at least two rounds of slots."""

@@ -1,5 +1,5 @@
 """Handlers that are always registered."""
 
-from jobs_lib.builtin import notifications
+from jobs_lib.builtin import housekeeping, notifications
 
-__all__ = ["notifications"]
+__all__ = ["housekeeping", "notifications"]

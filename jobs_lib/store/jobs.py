@@ -148,6 +148,11 @@ class JobStore(SliceLeases, StoreBase):
         )
         return self._run_query(query, "expired")
 
+    def expired_finished(self, now: datetime, limit: int) -> list[str]:
+        """Ids of finished jobs whose ``expireAt`` has passed (for the cleanup where no TTL policy runs)."""
+        query = self.collection.where(filter=FieldFilter("expireAt", "<=", now)).order_by("expireAt").limit(limit)
+        return [doc_id for doc_id, _fields, _version in self._query(query, "expired_finished")]
+
     def count_by_status(self) -> dict[str, int]:
         """How many jobs are in each state (aggregation queries, one per state)."""
         counts: dict[str, int] = {}
@@ -445,15 +450,19 @@ class JobStore(SliceLeases, StoreBase):
 
     # -- housekeeping for tests and tools --------------------------------------
 
-    def delete_all(self, ids: Iterable[str]) -> None:
-        """Delete jobs by id."""
+    def delete_all(self, ids: Iterable[str]) -> int:
+        """Delete jobs by id, 400 to a commit; returns how many."""
         batch = self.db.batch()
-        for i, job_id in enumerate(ids, 1):
+        count = 0
+        for count, job_id in enumerate(ids, 1):
             batch.delete(self.ref(job_id))
-            if i % 400 == 0:
-                batch.commit()
+            if count % 400 == 0:
+                self._retrying(partial(batch.commit, retry=None))
                 batch = self.db.batch()
-        batch.commit()
+        if count % 400:
+            self._retrying(lambda: batch.commit(retry=None))
+        self.stats.add(writes=count, kind="delete:job")
+        return count
 
 
 __all__ = ["JobStore"]
