@@ -37,3 +37,16 @@ def tick(request: Any) -> tuple[dict[str, Any], int]:
     except Exception as exc:
         log.exception("tick failed")
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, 500
+
+
+@functions_framework.http
+def api(request: Any) -> Any:
+    """The REST jobs API (/v1/jobs...): Firebase ID token auth, see jobs_lib.api."""
+    # Imported on first call, so the other functions never load the API's dependencies.
+    from jobs_lib.api import handle_request
+
+    try:
+        return handle_request(request)
+    except Exception:  # handle_request answers every request itself; this is start-up failing
+        log.exception("api failed to start")
+        return {"error": {"code": 500, "status": "INTERNAL", "message": "internal error", "details": []}}, 500

@@ -1,0 +1,345 @@
+"""The REST jobs API (seeds/002 in our document vocabulary), as a WSGI app and an HTTP function.
+
+    POST /v1/jobs                    create a job for the caller          jobs.create   201
+    GET  /v1/jobs                    the caller's jobs, newest first      jobs.view     200
+    GET  /v1/jobs/{id}               a job, plus canCancel and canRetry   jobs.view     200
+    POST /v1/jobs/{id}/cancel        cancel (or ask a running job to stop) jobs.cancel  200
+    POST /v1/jobs/{id}/retry         send a failed/cancelled job back     jobs.retry    200
+    GET  /v1/openapi.json            this API's OpenAPI document          (no token)
+
+Every other request needs ``Authorization: Bearer <Firebase ID token>``.
+Answers: 400 invalid input (each field and why), 401 no valid token, 403 a
+permission the token lacks, 404 no such job *or another user's job* (so ids
+leak nothing), 409 the job's state does not allow the action, 429 too many
+creates (with ``Retry-After``). Errors share one body: ``{"error": {"code",
+"status", "message", "details": [{"field", "reason"}]}}``.
+
+Isolation follows firestore.rules: a caller sees the jobs they created, and an
+org admin (``orgAdmin`` claim) sees their organisation's too (``scope=org``
+when listing); only the creator may cancel or retry. Every create, cancel and
+retry, allowed or refused, is logged as one structured line on
+``jobs_lib.api.audit``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from jobs_lib.api.auth import AuthUnavailable, Caller, TokenVerifier, Unauthenticated
+from jobs_lib.api.models import (
+    CreateJobRequest,
+    FieldError,
+    JobEnvelope,
+    JobList,
+    JobView,
+    ListJobsQuery,
+)
+from jobs_lib.api.openapi import openapi_document
+from jobs_lib.client import JobsClient
+from jobs_lib.config import Settings
+from jobs_lib.errors import InvalidJobState, JobNotFound
+from jobs_lib.job import Job
+from jobs_lib.logs import event
+from jobs_lib.registry import HandlerRegistry, default_registry, load_handler_modules
+from jobs_lib.store import TRANSIENT, JobStore
+from jobs_lib.store.listing import InvalidPageToken, JobListing, RateLimiter, Scope
+
+log = logging.getLogger("jobs_lib.api")
+audit_log = logging.getLogger("jobs_lib.api.audit")
+
+#: Defaults for the per-user limit on job creation (``JOBS_API_CREATE_LIMIT`` per ``JOBS_API_CREATE_WINDOW`` seconds).
+DEFAULT_CREATE_LIMIT = 60
+DEFAULT_CREATE_WINDOW = 60.0
+
+_STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 409: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
+_RESERVED_ID = re.compile(r"^__.*__$")
+
+
+class ApiError(Exception):
+    """An answer other than success: status code, message, field errors, extra headers."""
+
+    def __init__(self, code: int, message: str, details: Iterable[FieldError] = (), headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = list(details)
+        self.headers = headers or {}
+
+
+def _field_errors(error: ValidationError, prefix: str = "") -> list[FieldError]:
+    return [FieldError(field=prefix + ".".join(str(p) for p in e["loc"]) if e["loc"] else prefix.rstrip(".") or "body", reason=e["msg"]) for e in error.errors()]
+
+
+def _json_response(body: BaseModel | dict[str, Any], code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    data = body.model_dump(mode="json", exclude_none=False) if isinstance(body, BaseModel) else body
+    response = Response(json.dumps(data, separators=(",", ":")), status=code, mimetype="application/json")
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _error_response(error: ApiError) -> Response:
+    body = {"error": {"code": error.code, "status": _STATUS_NAMES.get(error.code, "UNKNOWN"), "message": error.message, "details": [d.model_dump() for d in error.details]}}
+    headers = dict(error.headers)
+    if error.code == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="jobs"')
+    return _json_response(body, error.code, headers)
+
+
+def _valid_id(job_id: str) -> bool:
+    """A possible Firestore document id (others cannot name a job: 404, not a server error)."""
+    try:
+        size = len(job_id.encode())
+    except UnicodeEncodeError:
+        return False
+    return 0 < size <= 1500 and "/" not in job_id and job_id not in (".", "..") and not _RESERVED_ID.match(job_id)
+
+
+class JobsApi:
+    """The jobs API over a `JobsClient`; call `handle` with a request, or mount it as a WSGI app."""
+
+    def __init__(
+        self,
+        client: JobsClient | None = None,
+        *,
+        settings: Settings | None = None,
+        registry: HandlerRegistry | None = None,
+        verifier: TokenVerifier | None = None,
+        create_limit: int | None = None,
+        create_window: float | None = None,
+    ) -> None:
+        self.client = client or JobsClient(store=JobStore(settings or Settings.from_env()))
+        store = self.client.store
+        self.registry = registry if registry is not None else self.client.registry
+        self.verifier = verifier or TokenVerifier(store.settings.project)
+        self.listing = JobListing(store)
+        limit = create_limit if create_limit is not None else int(os.environ.get("JOBS_API_CREATE_LIMIT", DEFAULT_CREATE_LIMIT))
+        window = create_window if create_window is not None else float(os.environ.get("JOBS_API_CREATE_WINDOW", DEFAULT_CREATE_WINDOW))
+        self.create_limiter = RateLimiter(store, limit=limit, window=window, action="create")
+        self._document: dict[str, Any] | None = None
+        routes: dict[str, tuple[str, Callable[..., Response]]] = {
+            "openapi": ("GET", self._openapi),
+            "create_job": ("POST", self.create_job),
+            "list_jobs": ("GET", self.list_jobs),
+            "get_job": ("GET", self.get_job),
+            "cancel_job": ("POST", self.cancel_job),
+            "retry_job": ("POST", self.retry_job),
+        }
+        self._handlers = {name: fn for name, (_method, fn) in routes.items()}
+        self.url_map = Map(
+            [
+                Rule("/v1/openapi.json", endpoint="openapi", methods=["GET"]),
+                Rule("/v1/jobs", endpoint="create_job", methods=["POST"]),
+                Rule("/v1/jobs", endpoint="list_jobs", methods=["GET"]),
+                Rule("/v1/jobs/<job_id>", endpoint="get_job", methods=["GET"]),
+                Rule("/v1/jobs/<job_id>/cancel", endpoint="cancel_job", methods=["POST"]),
+                Rule("/v1/jobs/<job_id>/retry", endpoint="retry_job", methods=["POST"]),
+            ],
+            strict_slashes=False,
+        )
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """WSGI entry point."""
+        return self.handle(Request(environ))(environ, start_response)
+
+    def handle(self, request: Request) -> Response:
+        """Answer one request; never raises."""
+        try:
+            endpoint, args = self.url_map.bind_to_environ(request.environ).match()
+            return self._handlers[str(endpoint)](request, **args)
+        except ApiError as exc:
+            return _error_response(exc)
+        except MethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.valid_methods or []))
+            return _error_response(ApiError(405, f"{request.method} is not allowed on {request.path}", headers={"Allow": allowed}))
+        except NotFound:
+            return _error_response(ApiError(404, f"no such endpoint: {request.path}"))
+        except HTTPException as exc:
+            code = exc.code or 400
+            return _error_response(ApiError(code if code in _STATUS_NAMES else 400, exc.description or "bad request"))
+        except TRANSIENT as exc:
+            log.warning("firestore unavailable: %s", exc)
+            return _error_response(ApiError(503, "the job store is unavailable; try again shortly", headers={"Retry-After": "5"}))
+        except Exception:
+            log.exception("unexpected error answering %s %s", request.method, request.path)
+            return _error_response(ApiError(500, "internal error"))
+
+    def _caller(self, request: Request, permission: str) -> Caller:
+        try:
+            caller = self.verifier.verify(request.headers.get("Authorization"))
+        except Unauthenticated as exc:
+            raise ApiError(401, str(exc)) from None
+        except AuthUnavailable as exc:
+            raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
+        if not caller.can(permission):
+            raise ApiError(403, f"this action needs the '{permission}' permission")
+        return caller
+
+    @staticmethod
+    def _body(request: Request) -> dict[str, Any]:
+        raw = request.get_data(cache=False)
+        if not raw.strip():
+            raise ApiError(400, "the request body must be a JSON object", [FieldError(field="body", reason="empty body")])
+
+        def refuse_constant(name: str) -> Any:
+            raise ValueError(f"{name} is not valid JSON")
+
+        try:
+            body = json.loads(raw, parse_constant=refuse_constant)
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ApiError(400, "the request body is not valid JSON", [FieldError(field="body", reason=reason)]) from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object", [FieldError(field="body", reason=f"got {type(body).__name__}")])
+        return body
+
+    def _visible_job(self, caller: Caller, job_id: str) -> Job:
+        """The job, if the caller may see it; 404 alike for a missing job and another user's."""
+        job = self.client.store.get(job_id) if _valid_id(job_id) else None
+        if job is None or not caller.sees(job.created_by, job.org_id):
+            raise ApiError(404, f"no job {job_id!r}")
+        return job
+
+    def _envelope(self, caller: Caller, job: Job) -> JobEnvelope:
+        owner = caller.owns(job.created_by)
+        return JobEnvelope(
+            job=JobView.of(job),
+            canCancel=owner and caller.can("jobs.cancel") and job.can_cancel and not job.cancel_requested,
+            canRetry=owner and caller.can("jobs.retry") and job.can_retry,
+        )
+
+    def _audit(self, caller: Caller, action: str, job_id: str | None, job_type: str | None, outcome: int, message: str) -> None:
+        name = {"jobs.create": "api_job_created", "jobs.cancel": "api_job_cancelled", "jobs.retry": "api_job_retried"}[action] if outcome < 300 else "api_job_refused"
+        event(
+            audit_log,
+            name,
+            message,
+            level=logging.INFO if outcome < 300 else logging.WARNING,
+            user=caller.uid,
+            action=action,
+            jobId=job_id,
+            type=job_type,
+            status=outcome,
+            detail={"orgId": caller.org_id},
+        )
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    def _openapi(self, request: Request) -> Response:
+        if self._document is None:
+            self._document = openapi_document()
+        return _json_response(self._document)
+
+    def create_job(self, request: Request) -> Response:
+        """``POST /v1/jobs``."""
+        caller = self._caller(request, "jobs.create")
+        body = self._body(request)
+        try:
+            spec_in = CreateJobRequest.model_validate(body)
+        except ValidationError as exc:
+            raise ApiError(400, "invalid job", _field_errors(exc)) from None
+        spec = self.registry.get(spec_in.type)
+        if spec is None:
+            raise ApiError(400, "invalid job", [FieldError(field="type", reason=f"no handler is registered for job type {spec_in.type!r}")])
+        if spec.input_model is not None:
+            try:
+                spec.input_model.model_validate(spec_in.metadata)
+            except ValidationError as exc:
+                raise ApiError(400, f"invalid metadata for {spec_in.type}", _field_errors(exc, "metadata.")) from None
+        decision = self.create_limiter.hit(caller.uid)
+        if not decision.allowed:
+            self._audit(caller, "jobs.create", None, spec_in.type, 429, f"{caller.uid} refused: over {decision.limit} creates per window")
+            raise ApiError(429, f"too many jobs created: at most {decision.limit} per {self.create_limiter.window:g}s", headers={"Retry-After": str(decision.retry_after)})
+        job = self.client.enqueue(
+            spec_in.type,
+            spec_in.metadata,
+            scheduled_for=spec_in.scheduledFor,
+            priority=spec_in.priority,
+            max_attempts=spec_in.maxAttempts,
+            org_id=caller.org_id,
+            created_by=caller.uid,
+        )
+        self._audit(caller, "jobs.create", job.id, job.type, 201, f"{caller.uid} created job {job.id} ({job.type})")
+        return _json_response(self._envelope(caller, job), 201, {"Location": f"/v1/jobs/{job.id}"})
+
+    def list_jobs(self, request: Request) -> Response:
+        """``GET /v1/jobs``."""
+        caller = self._caller(request, "jobs.view")
+        try:
+            query = ListJobsQuery.model_validate(request.args.to_dict(flat=True))
+        except ValidationError as exc:
+            raise ApiError(400, "invalid query parameters", _field_errors(exc)) from None
+        if query.scope == "org":
+            if not (caller.org_admin and caller.org_id):
+                raise ApiError(403, "listing an organisation's jobs needs the orgAdmin claim")
+            scope = Scope("orgId", caller.org_id)
+        else:
+            scope = Scope("createdBy", caller.uid)
+        try:
+            page = self.listing.page(scope, status=query.status.value if query.status else None, job_type=query.type, page_size=query.pageSize, page_token=query.pageToken)
+        except InvalidPageToken as exc:
+            raise ApiError(400, "invalid query parameters", [FieldError(field="pageToken", reason=str(exc))]) from None
+        return _json_response(JobList(jobs=[JobView.of(j) for j in page.jobs], nextPageToken=page.next_token))
+
+    def get_job(self, request: Request, job_id: str) -> Response:
+        """``GET /v1/jobs/{id}``."""
+        caller = self._caller(request, "jobs.view")
+        return _json_response(self._envelope(caller, self._visible_job(caller, job_id)))
+
+    def cancel_job(self, request: Request, job_id: str) -> Response:
+        """``POST /v1/jobs/{id}/cancel``."""
+        return self._act(request, job_id, "jobs.cancel", self.client.cancel, "cancelled")
+
+    def retry_job(self, request: Request, job_id: str) -> Response:
+        """``POST /v1/jobs/{id}/retry``."""
+        return self._act(request, job_id, "jobs.retry", self.client.retry, "retried")
+
+    def _act(self, request: Request, job_id: str, permission: str, action: Callable[[str], Job], verb: str) -> Response:
+        caller = self._caller(request, permission)
+        try:
+            job = self._visible_job(caller, job_id)
+        except ApiError as exc:
+            self._audit(caller, permission, job_id if _valid_id(job_id) else None, None, exc.code, f"{caller.uid} asked for job {job_id!r}: none they may see")
+            raise
+        if not caller.owns(job.created_by):
+            self._audit(caller, permission, job.id, job.type, 403, f"{caller.uid} may not act on job {job.id}, created by another user")
+            raise ApiError(403, "only the user who created a job may cancel or retry it")
+        try:
+            done = action(job.id)
+        except InvalidJobState as exc:
+            self._audit(caller, permission, job.id, job.type, 409, str(exc))
+            raise ApiError(409, str(exc)) from None
+        except JobNotFound:  # deleted meanwhile
+            raise ApiError(404, f"no job {job_id!r}") from None
+        self._audit(caller, permission, done.id, done.type, 200, f"{caller.uid} {verb} job {done.id} (now {done.status.value if done.status else '?'})")
+        return _json_response(self._envelope(caller, done))
+
+
+_shared: JobsApi | None = None
+_shared_lock = threading.Lock()
+
+
+def handle_request(request: Request) -> Response:
+    """The HTTP function's body: answer with the process's `JobsApi`, built on first use."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            load_handler_modules()
+            _shared = JobsApi(registry=default_registry)
+    return _shared.handle(request)
+
+
+__all__ = ["DEFAULT_CREATE_LIMIT", "DEFAULT_CREATE_WINDOW", "ApiError", "JobsApi", "handle_request"]

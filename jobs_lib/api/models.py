@@ -1,0 +1,249 @@
+"""The REST API's request and response bodies, as pydantic models (and so its OpenAPI schemas).
+
+Field names are the job document's (shared/DESIGN.md), not seeds/002's
+(``type`` not ``jobType``, ``metadata`` not ``payload``, ``attempts`` not
+``retryCount``), so a job reads the same in Firestore, in Python and here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from jobs_lib.job import Job, Status
+
+#: Largest metadata the API accepts, in bytes of JSON (a job document may hold 1 MiB in all).
+MAX_METADATA_BYTES = 64 * 1024
+MAX_PRIORITY = 10
+MAX_ATTEMPTS = 20
+
+
+class CreateJobRequest(BaseModel):
+    """``POST /v1/jobs``: a job to run, for the caller (and the caller's org)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=100, description="A registered job type (its handler's name).")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="The job's input; checked against the handler's input model.")
+    scheduledFor: AwareDatetime | None = Field(default=None, description="Earliest run time (RFC 3339 with an offset); absent means now.")
+    priority: int = Field(default=0, ge=0, le=MAX_PRIORITY, description="Higher runs first among due jobs.")
+    maxAttempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS, description="Overrides the handler's default.")
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        problem = firestore_problem(value)
+        if problem:
+            raise ValueError(problem)
+        try:
+            size = len(json.dumps(value, allow_nan=False).encode())
+        except ValueError:
+            raise ValueError("metadata must be plain JSON (no NaN or Infinity)") from None
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is {size} bytes of JSON; at most {MAX_METADATA_BYTES} are allowed")
+        return value
+
+
+class ListJobsQuery(BaseModel):
+    """``GET /v1/jobs`` query parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Status | None = Field(default=None, description="Only jobs in this state.")
+    type: str | None = Field(default=None, min_length=1, max_length=100, description="Only jobs of this type.")
+    pageSize: int = Field(default=20, ge=1, le=100, description="Jobs per page.")
+    pageToken: str | None = Field(default=None, max_length=2000, description="`nextPageToken` of the previous page.")
+    scope: Literal["mine", "org"] = Field(default="mine", description="`mine`: the caller's jobs; `org`: the caller's organisation's (org admins only).")
+
+
+class Progress(BaseModel):
+    """What the handler last reported."""
+
+    percent: float | None = None
+    message: str | None = None
+    currentStep: int | None = None
+    totalSteps: int | None = None
+
+
+class JobView(BaseModel):
+    """A job as the API shows it. Times are RFC 3339 strings, whatever the document holds."""
+
+    id: str
+    type: str | None
+    status: Status | None
+    metadata: Any = None
+    createdAt: datetime | None = None
+    scheduledFor: datetime | None = None
+    startedAt: datetime | None = None
+    completedAt: datetime | None = None
+    updatedAt: datetime | None = None
+    priority: int = 0
+    attempts: int = 0
+    maxAttempts: int | None = None
+    result: Any = None
+    error: str | None = None
+    progress: Progress | None = None
+    cancelRequested: bool = False
+    orgId: str | None = None
+    createdBy: str | None = None
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        """The view of a job read from Firestore."""
+        progress = None
+        if job.progress:
+            progress = Progress(**{k: _number_or_text(job.progress.get(k), k) for k in ("percent", "message", "currentStep", "totalSteps")})
+        return cls(
+            id=job.id,
+            type=job.type,
+            status=job.status,
+            metadata=plain_json(job.metadata),
+            createdAt=job.created_at,
+            scheduledFor=job.scheduled_for,
+            startedAt=job.started_at,
+            completedAt=job.completed_at,
+            updatedAt=job.updated_at,
+            priority=job.priority,
+            attempts=job.attempts,
+            maxAttempts=job.max_attempts,
+            result=plain_json(job.result),
+            error=job.error,
+            progress=progress,
+            cancelRequested=job.cancel_requested,
+            orgId=job.org_id,
+            createdBy=job.created_by,
+        )
+
+
+class JobEnvelope(BaseModel):
+    """A job and what the caller may do with it now."""
+
+    job: JobView
+    canCancel: bool = Field(description="The job is pending or running and the caller may cancel it.")
+    canRetry: bool = Field(description="The job failed or was cancelled and the caller may retry it.")
+
+
+class JobList(BaseModel):
+    """A page of jobs, newest first."""
+
+    jobs: list[JobView]
+    nextPageToken: str | None = Field(default=None, description="Pass as `pageToken` for the next page; absent on the last.")
+
+
+class FieldError(BaseModel):
+    """One invalid input."""
+
+    field: str
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    """What went wrong."""
+
+    code: int
+    status: str
+    message: str
+    details: list[FieldError] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx answer."""
+
+    error: ErrorBody
+
+
+#: Firestore's limits on what a document can hold.
+MAX_DEPTH = 20
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def firestore_problem(value: Any, depth: int = 0) -> str | None:
+    """Why Firestore would refuse to store this JSON value (too deep, a reserved or empty
+    key, an integer outside int64, a string that is not valid Unicode), or None."""
+    if depth > MAX_DEPTH:
+        return f"nested more than {MAX_DEPTH} levels deep"
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return None
+    if isinstance(value, int):
+        return None if _INT64[0] <= value <= _INT64[1] else f"integer {value} does not fit in 64 bits"
+    if isinstance(value, str):
+        return None if _encodable(value) else "strings must be valid Unicode (no lone surrogates)"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not key or not _encodable(key) or (key.startswith("__") and key.endswith("__")):
+                return f"{key!r} cannot be a field name (empty, reserved __name__ form, or not valid Unicode)"
+            problem = firestore_problem(item, depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, list):
+                return "a list cannot directly contain another list"
+            problem = firestore_problem(item, depth + 1)
+            if problem:
+                return problem
+        return None
+    return f"{type(value).__name__} is not a JSON value"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def plain_json(value: Any) -> Any:
+    """A Firestore value as JSON: times as RFC 3339, bytes as base64, references as paths."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dict):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    path = getattr(value, "path", None)  # DocumentReference
+    if isinstance(path, str):
+        return path
+    if hasattr(value, "latitude") and hasattr(value, "longitude"):
+        return {"latitude": value.latitude, "longitude": value.longitude}
+    return str(value)
+
+
+def _number_or_text(value: Any, key: str) -> Any:
+    """Progress fields as written by handlers; anything of the wrong kind is dropped, not fatal."""
+    if key == "message":
+        return value if isinstance(value, str) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return int(value) if key in ("currentStep", "totalSteps") else value
+
+
+__all__ = [
+    "MAX_ATTEMPTS",
+    "MAX_METADATA_BYTES",
+    "MAX_PRIORITY",
+    "CreateJobRequest",
+    "ErrorBody",
+    "ErrorResponse",
+    "FieldError",
+    "JobEnvelope",
+    "JobList",
+    "JobView",
+    "ListJobsQuery",
+    "Progress",
+    "firestore_problem",
+    "plain_json",
+]

@@ -1,0 +1,120 @@
+"""The OpenAPI 3.1 document of the jobs API, built from the pydantic models it validates with.
+
+Served at ``GET /v1/openapi.json``; the fuzz test (schemathesis) reads the
+same document, so what is described is what is checked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from jobs_lib.api.models import CreateJobRequest, ErrorResponse, JobEnvelope, JobList, ListJobsQuery
+from jobs_lib.job import Status
+from jobs_lib.store.listing import MAX_PAGE_SIZE
+
+_ERRORS = {
+    "400": "Invalid input: `error.details` names each field and why.",
+    "401": "Missing, malformed or expired Firebase ID token.",
+    "403": "The token lacks the permission this action needs, or the caller may not act on this job.",
+    "404": "No such job, or one the caller may not see.",
+    "409": "The job's state does not allow this action.",
+    "429": "Too many jobs created; retry after `Retry-After` seconds.",
+    "503": "Firestore or the token keys could not be reached; retry after `Retry-After` seconds.",
+}
+
+
+def _error(code: str) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": _ERRORS[code], "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    if code in ("429", "503"):
+        response["headers"] = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer", "minimum": 1}}}
+    if code == "401":
+        response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    return response
+
+
+def _ok(description: str, schema: str, code: str = "200") -> dict[str, Any]:
+    return {code: {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}}
+
+
+def _operation(op_id: str, summary: str, permission: str, ok: dict[str, Any], errors: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "operationId": op_id,
+        "summary": summary,
+        "description": f"Needs the `{permission}` permission (custom claim `permissions`).",
+        "security": [{"firebaseIdToken": []}],
+        "responses": {**ok, **{code: _error(code) for code in errors}},
+        **extra,
+    }
+
+
+def _query_parameters() -> list[dict[str, Any]]:
+    """ListJobsQuery as query parameters (written out: a query string has no nulls or refs)."""
+    described = ListJobsQuery.model_fields
+    schemas: dict[str, dict[str, Any]] = {
+        "status": {"type": "string", "enum": [s.value for s in Status]},
+        "type": {"type": "string", "minLength": 1, "maxLength": 100},
+        "pageSize": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 20},
+        "pageToken": {"type": "string", "maxLength": 2000},
+        "scope": {"type": "string", "enum": ["mine", "org"], "default": "mine"},
+    }
+    assert set(schemas) == set(described), "ListJobsQuery and its OpenAPI parameters disagree"
+    return [{"name": name, "in": "query", "required": False, "schema": schema, "description": described[name].description or ""} for name, schema in schemas.items()]
+
+
+JOB_ID = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}, "description": "The job's document id."}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The API's OpenAPI 3.1 document."""
+    _, schemas = models_json_schema(
+        [(m, "validation") for m in (CreateJobRequest, JobEnvelope, JobList, ErrorResponse)],
+        ref_template="#/components/schemas/{model}",
+    )
+    components = schemas.get("$defs", {})
+    list_params = _query_parameters()
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "jobs_lib REST API",
+            "version": "1.0.0",
+            "description": "Create, inspect, cancel and retry background jobs. Authenticate with a Firebase ID token (`Authorization: Bearer ...`).",
+        },
+        "paths": {
+            "/v1/jobs": {
+                "post": _operation(
+                    "createJob", "Create a job for the caller", "jobs.create",
+                    {**_ok("The job was created.", "JobEnvelope", "201")},
+                    ["400", "401", "403", "429", "503"],
+                    requestBody={"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateJobRequest"}}}},
+                ),
+                "get": _operation(
+                    "listJobs", "The caller's jobs (or their org's), newest first", "jobs.view",
+                    _ok("A page of jobs.", "JobList"), ["400", "401", "403", "503"], parameters=list_params,
+                ),
+            },
+            "/v1/jobs/{jobId}": {
+                "get": _operation("getJob", "A job, with canCancel and canRetry", "jobs.view", _ok("The job.", "JobEnvelope"), ["401", "403", "404", "503"], parameters=[JOB_ID]),
+            },
+            "/v1/jobs/{jobId}/cancel": {
+                "post": _operation(
+                    "cancelJob", "Cancel a pending job, or ask a running one to stop", "jobs.cancel",
+                    _ok("The job after the request.", "JobEnvelope"), ["401", "403", "404", "409", "503"], parameters=[JOB_ID],
+                ),
+            },
+            "/v1/jobs/{jobId}/retry": {
+                "post": _operation(
+                    "retryJob", "Send a failed or cancelled job back to pending", "jobs.retry",
+                    _ok("The job after the request.", "JobEnvelope"), ["401", "403", "404", "409", "503"], parameters=[JOB_ID],
+                ),
+            },
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"firebaseIdToken": {"type": "http", "scheme": "bearer", "bearerFormat": "Firebase ID token (JWT)"}},
+        },
+    }
+
+
+__all__ = ["openapi_document"]

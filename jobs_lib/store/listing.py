@@ -1,0 +1,290 @@
+"""Owner-scoped job listings for the REST API, and its per-user rate-limit windows.
+
+`JobListing` pages through one user's (or one organisation's) jobs, newest
+first, optionally filtered by status and type, with an opaque cursor.
+
+``createdAt`` may hold a Firestore timestamp (what jobs_lib and server-side
+apps write) or an ISO-8601 string (what browser apps write, seeds/000), and
+Firestore orders values by type before value: an ``orderBy`` on ``createdAt``
+would put every string after every timestamp, and a range on a timestamp never
+sees a string. So a page is read from two *lanes*, each one typed query:
+
+* the timestamp lane, ``createdAt >= 0001-01-01T00:00:00Z`` (a timestamp
+  bound matches only timestamps), ordered ``createdAt desc, __name__ desc``;
+* the string lane, ``createdAt >= ""`` (only strings), in the same order.
+  ISO strings in UTC (``...Z``, as apps write them) sort chronologically as
+  text; a string with another offset is placed by its text within its lane.
+
+Each lane is read for ``pageSize + 1`` documents after its own cursor, the
+two are merged by the instant they denote (then by id), the first
+``pageSize`` are the page, and the page token records each lane's last
+document taken (or that the lane is exhausted). Because each lane keeps its
+own order and cursor, no job is skipped or repeated across pages, whatever
+the mix of types. A page costs two queries and at most ``2 * (pageSize + 1)``
+document reads. A job whose ``createdAt`` is missing or neither kind is not
+listed (jobs_lib always writes one).
+
+`RateLimiter` counts requests per user in fixed windows, one small document
+per user per window, incremented with one write whose response carries the
+new count (no read, no transaction), so every function instance shares it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1 import _helpers
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from jobs_lib.clock import TimeParseError, parse_time
+from jobs_lib.errors import JobsError
+from jobs_lib.job import Job
+from jobs_lib.store.jobs import JobStore
+
+#: The smallest Firestore timestamp: ``createdAt >= TIMESTAMP_FLOOR`` matches every timestamp and nothing else.
+TIMESTAMP_FLOOR = datetime(1, 1, 1, tzinfo=UTC)
+#: The smallest string: ``createdAt >= STRING_FLOOR`` matches every string and nothing else.
+STRING_FLOOR = ""
+#: Fields a listing may be scoped by.
+SCOPE_FIELDS = ("createdBy", "orgId")
+MAX_PAGE_SIZE = 100
+
+
+class InvalidPageToken(JobsError):
+    """The page token is not one this listing issued for these filters."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose jobs a listing shows: ``createdBy == value`` or ``orgId == value``."""
+
+    field: str
+    value: str
+
+    def __post_init__(self) -> None:
+        if self.field not in SCOPE_FIELDS:
+            raise ValueError(f"a listing is scoped by one of {SCOPE_FIELDS}, not {self.field!r}")
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of jobs, newest first, and the token of the next page (None on the last)."""
+
+    jobs: list[Job]
+    next_token: str | None
+
+
+@dataclass
+class _Lane:
+    floor: Any
+    cursor: tuple[Any, str] | None = None
+    done: bool = False
+
+
+def _sort_key(job: Job) -> tuple[datetime, str]:
+    """The instant a job's createdAt denotes (unreadable strings sort oldest), then its id."""
+    value = job.raw.get("createdAt")
+    try:
+        moment = parse_time(value)
+    except TimeParseError:
+        moment = None
+    return (moment or TIMESTAMP_FLOOR, job.id)
+
+
+class JobListing:
+    """Newest-first pages of one owner's jobs, over both kinds of ``createdAt`` (see module docs)."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    def page(
+        self,
+        scope: Scope,
+        *,
+        status: str | None = None,
+        job_type: str | None = None,
+        page_size: int = 20,
+        page_token: str | None = None,
+    ) -> Page:
+        """A page of jobs in `scope`, filtered by `status` and `job_type`; raises `InvalidPageToken`."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
+        fingerprint = self._fingerprint(scope, status, job_type)
+        lanes = self._decode(page_token, fingerprint) if page_token else {"t": _Lane(TIMESTAMP_FLOOR), "s": _Lane(STRING_FLOOR)}
+        fetched: dict[str, list[Job]] = {}
+        for name, lane in lanes.items():
+            fetched[name] = [] if lane.done else self._read_lane(scope, status, job_type, lane, page_size + 1, name)
+        taken: list[Job] = []
+        heads = {name: 0 for name in lanes}
+        while len(taken) < page_size:
+            candidates = [(name, fetched[name][heads[name]]) for name in lanes if heads[name] < len(fetched[name])]
+            if not candidates:
+                break
+            name, job = max(candidates, key=lambda item: _sort_key(item[1]))
+            taken.append(job)
+            heads[name] += 1
+            lanes[name].cursor = (job.raw.get("createdAt"), job.id)
+        for name, lane in lanes.items():
+            if not lane.done and len(fetched[name]) <= page_size and heads[name] == len(fetched[name]):
+                lane.done = True  # read to its end and all of it shown
+        more = any(not lane.done for lane in lanes.values())
+        return Page(taken, self._encode(lanes, fingerprint) if more else None)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _lane_query(self, scope: Scope, status: str | None, job_type: str | None, lane: _Lane) -> Any:
+        query = self.store.collection.where(filter=FieldFilter(scope.field, "==", scope.value))
+        if status:
+            query = query.where(filter=FieldFilter("status", "==", status))
+        if job_type:
+            query = query.where(filter=FieldFilter("type", "==", job_type))
+        query = (
+            query.where(filter=FieldFilter("createdAt", ">=", lane.floor))
+            .order_by("createdAt", direction=firestore.Query.DESCENDING)
+            .order_by("__name__", direction=firestore.Query.DESCENDING)
+        )
+        if lane.cursor is not None:
+            value, job_id = lane.cursor
+            query = query.start_after({"createdAt": value, "__name__": self.store.ref(job_id)})
+        return query
+
+    def _read_lane(self, scope: Scope, status: str | None, job_type: str | None, lane: _Lane, limit: int, name: str) -> list[Job]:
+        query = self._lane_query(scope, status, job_type, lane).limit(limit)
+        return self.store._run_query(query, f"list_{'timestamps' if name == 't' else 'strings'}")
+
+    @staticmethod
+    def _fingerprint(scope: Scope, status: str | None, job_type: str | None) -> str:
+        text = json.dumps([scope.field, scope.value, status, job_type])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @staticmethod
+    def _encode(lanes: dict[str, _Lane], fingerprint: str) -> str:
+        state: dict[str, Any] = {"f": fingerprint}
+        for name, lane in lanes.items():
+            if lane.done:
+                state[name] = "done"
+            elif lane.cursor is not None:
+                value, job_id = lane.cursor
+                state[name] = [value.isoformat() if isinstance(value, datetime) else value, job_id]
+        return base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).rstrip(b"=").decode()
+
+    @staticmethod
+    def _decode(token: str, fingerprint: str) -> dict[str, _Lane]:
+        try:
+            state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            raise InvalidPageToken("pageToken is not a token this API issued") from None
+        if not isinstance(state, dict) or state.get("f") != fingerprint:
+            raise InvalidPageToken("pageToken belongs to a listing with other filters; start again without it")
+        lanes = {"t": _Lane(TIMESTAMP_FLOOR), "s": _Lane(STRING_FLOOR)}
+        for name, lane in lanes.items():
+            entry = state.get(name)
+            if entry == "done":
+                lane.done = True
+            elif entry is not None:
+                if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) and _encodable(x) for x in entry) and _possible_id(entry[1])):
+                    raise InvalidPageToken("pageToken is not a token this API issued")
+                value: Any = entry[0]
+                if name == "t":
+                    try:
+                        value = datetime.fromisoformat(entry[0])
+                    except ValueError:
+                        raise InvalidPageToken("pageToken is not a token this API issued") from None
+                    if value.tzinfo is None:
+                        raise InvalidPageToken("pageToken is not a token this API issued")
+                lane.cursor = (value, entry[1])
+        return lanes
+
+
+def _possible_id(job_id: str) -> bool:
+    """Could name a document: 1 to 1500 bytes, no slash, not ``.``, ``..`` or ``__reserved__``."""
+    return 0 < len(job_id.encode()) <= 1500 and "/" not in job_id and job_id not in (".", "..") and not (job_id.startswith("__") and job_id.endswith("__"))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    """Whether a request may go ahead; if not, how many seconds until it may."""
+
+    allowed: bool
+    count: int
+    limit: int
+    retry_after: int
+
+
+class RateLimiter:
+    """At most `limit` actions per user per `window` seconds, counted in Firestore.
+
+    One document per user per window in ``{collection}_rateLimits`` (ids are
+    a hash of the user id and the window number), incremented by one write
+    whose result carries the new count. Documents carry ``expireAt`` for a
+    TTL policy. Once a user is over the limit, this instance remembers it
+    until the window ends and refuses without writing, so a client that
+    hammers the API does not hammer one document too.
+    """
+
+    def __init__(self, store: JobStore, *, limit: int, window: float, action: str = "create") -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("a rate limit needs limit >= 1 and a positive window")
+        self.store = store
+        self.limit = limit
+        self.window = window
+        self.action = action
+        self._blocked: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def collection(self) -> Any:
+        """The rate-limit windows collection (``backgroundJobs_rateLimits``)."""
+        return self.store.db.collection(f"{self.store.settings.collection}_rateLimits")
+
+    def hit(self, user: str) -> RateDecision:
+        """Count one action by `user` and say whether it is within the limit."""
+        now = self.store.now().timestamp()
+        index = math.floor(now / self.window)
+        window_end = (index + 1) * self.window
+        retry_after = max(1, math.ceil(window_end - now))
+        with self._lock:
+            blocked_until = self._blocked.get(user)
+            if blocked_until is not None and blocked_until > now:
+                return RateDecision(False, self.limit + 1, self.limit, retry_after)
+            self._blocked.pop(user, None)
+        digest = hashlib.sha256(user.encode()).hexdigest()[:32]
+        ref = self.collection.document(f"{self.action}-{digest}-{index}")
+        fields = {
+            "count": firestore.Increment(1),
+            "user": user,
+            "action": self.action,
+            "windowStart": datetime.fromtimestamp(index * self.window, UTC),
+            "expireAt": datetime.fromtimestamp(window_end, UTC) + timedelta(hours=1),
+        }
+        sent = time.time()
+        result = self.store._retrying(lambda: ref.set(fields, merge=True, retry=None))
+        self.store.clock.observe(result.update_time, sent, time.time())
+        self.store.stats.add(writes=1, kind="write:rate_limit")
+        count = int(_helpers.decode_value(result.transform_results[0], self.store.db))  # type: ignore[arg-type]
+        if count > self.limit:
+            with self._lock:
+                self._blocked[user] = window_end
+            return RateDecision(False, count, self.limit, retry_after)
+        return RateDecision(True, count, self.limit, 0)
+
+
+__all__ = ["MAX_PAGE_SIZE", "InvalidPageToken", "JobListing", "Page", "RateDecision", "RateLimiter", "Scope"]

@@ -1,0 +1,469 @@
+"""The REST jobs API against the emulator, with ID tokens verified by firebase-admin.
+
+firebase-admin runs in emulator mode (``FIREBASE_AUTH_EMULATOR_HOST``): it takes
+the unsigned tokens the Auth emulator issues and checks audience, issuer and
+subject as in production; the API checks the token times itself. Requests go
+through a WSGI test client, and one test drives the deployed ``api`` function
+through functions-framework.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import functions_framework
+import pytest
+from werkzeug.test import Client, TestResponse
+
+from jobs_lib import JobsClient, Status
+from jobs_lib.api import JobsApi
+from jobs_lib.api import app as api_module
+from jobs_lib.registry import HandlerRegistry
+from jobs_lib.store import JobStore
+
+from .conftest import PROJECT, ROOT
+from .test_rules import id_token
+
+ALL = ["jobs.create", "jobs.view", "jobs.cancel", "jobs.retry"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _auth_emulator_mode() -> Iterator[None]:
+    """firebase-admin verifies unsigned emulator tokens while this variable is set."""
+    previous = os.environ.get("FIREBASE_AUTH_EMULATOR_HOST")
+    os.environ["FIREBASE_AUTH_EMULATOR_HOST"] = "127.0.0.1:9099"
+    yield
+    if previous is None:
+        os.environ.pop("FIREBASE_AUTH_EMULATOR_HOST", None)
+    else:
+        os.environ["FIREBASE_AUTH_EMULATOR_HOST"] = previous
+
+
+def token(uid: str = "alice", *, org: str | None = "acme", admin: bool = False, permissions: list[str] | None = None, **overrides: Any) -> str:
+    claims: dict[str, Any] = {"permissions": ALL if permissions is None else permissions}
+    if org is not None:
+        claims["orgId"] = org
+    if admin:
+        claims["orgAdmin"] = True
+    return id_token(uid, **{**claims, **overrides})
+
+
+def auth(uid: str = "alice", **kwargs: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(uid, **kwargs)}"}
+
+
+@pytest.fixture
+def api(store: JobStore, registry: HandlerRegistry) -> JobsApi:
+    return JobsApi(JobsClient(store=store, registry=registry), create_limit=5, create_window=60)
+
+
+@pytest.fixture
+def http(api: JobsApi) -> Client:
+    return Client(api)
+
+
+def error_of(response: TestResponse) -> dict[str, Any]:
+    body = response.get_json()
+    assert set(body) == {"error"} and body["error"]["code"] == response.status_code
+    return body["error"]  # type: ignore[no-any-return]
+
+
+def create(http: Client, body: dict[str, Any] | None = None, **auth_kwargs: Any) -> TestResponse:
+    return http.post("/v1/jobs", json=body or {"type": "process_notifications", "metadata": {"targetUsers": ["u1"]}}, headers=auth(**auth_kwargs))
+
+
+def audit_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [
+        {k: getattr(r, k, None) for k in ("event", "user", "action", "jobId", "type", "status", "detail")}
+        for r in caplog.records
+        if r.name == "jobs_lib.api.audit"
+    ]
+
+
+# -- the OpenAPI document -------------------------------------------------------------------------
+
+
+def test_the_openapi_document_is_served_without_a_token(http: Client) -> None:
+    response = http.get("/v1/openapi.json")
+    assert response.status_code == 200
+    doc = response.get_json()
+    assert doc["openapi"].startswith("3.1")
+    assert set(doc["paths"]) == {"/v1/jobs", "/v1/jobs/{jobId}", "/v1/jobs/{jobId}/cancel", "/v1/jobs/{jobId}/retry"}
+    assert doc["paths"]["/v1/jobs"]["post"]["responses"]["429"]["headers"]["Retry-After"]
+    assert {"CreateJobRequest", "JobEnvelope", "JobList", "ErrorResponse"} <= set(doc["components"]["schemas"])
+
+
+# -- 401 ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "header"),
+    [
+        ("missing", None),
+        ("not-bearer", "Basic YWxpY2U6cGFzcw=="),
+        ("empty-bearer", "Bearer "),
+        ("garbage", "Bearer not-a-jwt"),
+        ("other-project", f"Bearer {token(aud='demo-other', iss='https://securetoken.google.com/demo-other')}"),
+        ("wrong-issuer", f"Bearer {token(iss='https://evil.example.com/' + PROJECT)}"),
+        ("custom-token-audience", f"Bearer {token(aud='https://identitytoolkit.googleapis.com/google.identity.identitytoolkit.v1.IdentityToolkit')}"),
+        ("empty-subject", f"Bearer {id_token('', permissions=ALL)}"),
+        ("expired", f"Bearer {id_token('alice', expires_in=-3600, permissions=ALL)}"),
+        ("issued-in-the-future", f"Bearer {token(iat=int(datetime.now(UTC).timestamp()) + 3600)}"),
+    ],
+)
+def test_a_missing_or_bad_token_gets_401(http: Client, name: str, header: str | None) -> None:
+    headers = {"Authorization": header} if header is not None else {}
+    for response in (http.get("/v1/jobs", headers=headers), http.post("/v1/jobs", json={"type": "process_notifications"}, headers=headers), http.get("/v1/jobs/x", headers=headers)):
+        assert response.status_code == 401, name
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert error_of(response)["status"] == "UNAUTHENTICATED"
+
+
+def test_the_token_check_is_firebase_admins(http: Client) -> None:
+    """The refusal carries firebase-admin's own reason: the real verification path ran."""
+    bad = token(aud="demo-other", iss="https://securetoken.google.com/demo-other")
+    message = error_of(http.get("/v1/jobs", headers={"Authorization": f"Bearer {bad}"}))["message"]
+    assert 'incorrect "aud" (audience) claim' in message and PROJECT in message
+
+
+# -- 403: permissions ------------------------------------------------------------------------------
+
+
+def test_each_endpoint_needs_its_permission(http: Client, client: JobsClient) -> None:
+    job = client.enqueue("process_notifications", {}, created_by="alice", org_id="acme")
+    calls = {
+        "jobs.create": lambda h: http.post("/v1/jobs", json={"type": "process_notifications"}, headers=h),
+        "jobs.view": lambda h: http.get(f"/v1/jobs/{job.id}", headers=h),
+        "jobs.cancel": lambda h: http.post(f"/v1/jobs/{job.id}/cancel", headers=h),
+        "jobs.retry": lambda h: http.post(f"/v1/jobs/{job.id}/retry", headers=h),
+    }
+    for needed, call in calls.items():
+        without = auth(permissions=[p for p in ALL if p != needed])
+        response = call(without)
+        assert response.status_code == 403, needed
+        assert needed in error_of(response)["message"]
+    assert http.get("/v1/jobs", headers=auth(permissions=["jobs.create"])).status_code == 403
+    assert http.get("/v1/jobs", headers=auth(permissions="jobs.view")).status_code == 403  # a malformed claim grants nothing
+    assert client.get(job.id).status is Status.PENDING
+
+
+# -- POST /v1/jobs --------------------------------------------------------------------------------
+
+
+def test_create_makes_a_pending_job_owned_by_the_caller(http: Client, store: JobStore, caplog: pytest.LogCaptureFixture) -> None:
+    when = datetime.now(UTC) + timedelta(hours=1)
+    response = create(http, {"type": "process_notifications", "metadata": {"targetUsers": ["u1", "u2"], "notificationType": "digest"}, "scheduledFor": when.isoformat(), "priority": 3, "maxAttempts": 2})
+    assert response.status_code == 201
+    body = response.get_json()
+    job_id = body["job"]["id"]
+    assert response.headers["Location"] == f"/v1/jobs/{job_id}"
+    assert body["job"]["status"] == "pending" and body["job"]["createdBy"] == "alice" and body["job"]["orgId"] == "acme"
+    assert (body["canCancel"], body["canRetry"]) == (True, False)
+    raw = store.ref(job_id).get().to_dict()
+    assert raw["createdBy"] == "alice" and raw["orgId"] == "acme" and raw["type"] == "process_notifications"
+    assert raw["metadata"] == {"targetUsers": ["u1", "u2"], "notificationType": "digest"}
+    assert (raw["priority"], raw["maxAttempts"]) == (3, 2) and raw["scheduledFor"] == when
+    assert audit_lines(caplog) == [{"event": "api_job_created", "user": "alice", "action": "jobs.create", "jobId": job_id, "type": "process_notifications", "status": 201, "detail": {"orgId": "acme"}}]
+
+
+def test_a_user_without_an_org_creates_jobs_without_one(http: Client, store: JobStore) -> None:
+    response = create(http, uid="solo", org=None)
+    assert response.status_code == 201
+    assert "orgId" not in store.ref(response.get_json()["job"]["id"]).get().to_dict()
+
+
+def test_forged_owner_and_runner_fields_in_the_body_are_refused(http: Client, store: JobStore) -> None:
+    for field, value in {"createdBy": "bob", "orgId": "globex", "status": "completed", "attempts": 0, "result": 1, "lease": {}}.items():
+        response = create(http, {"type": "process_notifications", field: value})
+        assert response.status_code == 400, field
+        assert error_of(response)["details"] == [{"field": field, "reason": "Extra inputs are not permitted"}]
+    assert list(store.collection.stream()) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        ({"metadata": {}}, "type", "Field required"),
+        ({"type": "no_such_type"}, "type", "no handler is registered for job type 'no_such_type'"),
+        ({"type": ""}, "type", "String should have at least 1 character"),
+        ({"type": "process_notifications", "priority": 11}, "priority", "Input should be less than or equal to 10"),
+        ({"type": "process_notifications", "priority": "high"}, "priority", "Input should be a valid integer, unable to parse string as an integer"),
+        ({"type": "process_notifications", "maxAttempts": 0}, "maxAttempts", "Input should be greater than or equal to 1"),
+        ({"type": "process_notifications", "scheduledFor": "2030-01-01T00:00:00"}, "scheduledFor", "Input should have timezone info"),
+        ({"type": "process_notifications", "metadata": ["a"]}, "metadata", "Input should be a valid dictionary"),
+        ({"type": "process_notifications", "metadata": {"blob": "x" * 70_000}}, "metadata", "Value error, metadata is 70012 bytes of JSON; at most 65536 are allowed"),
+        ({"type": "process_notifications", "metadata": {"n": 2**70}}, "metadata", f"Value error, integer {2**70} does not fit in 64 bits"),
+        ({"type": "process_notifications", "metadata": {"targetUsers": "u1"}}, "metadata.targetUsers", "Input should be a valid list"),
+        ({"type": "process_notifications", "metadata": {"targetUsers": ["a/b"]}}, "metadata.targetUsers", "Value error, 'a/b' is not a valid user id (a non-empty id without '/')"),
+    ],
+)
+def test_a_bad_body_gets_400_naming_the_field_and_reason(http: Client, store: JobStore, body: dict[str, Any], field: str, reason: str) -> None:
+    response = create(http, body)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert {"field": field, "reason": reason} in error["details"]
+    assert list(store.collection.stream()) == []
+
+
+@pytest.mark.parametrize(("data", "reason"), [(b"", "empty body"), (b"{not json", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"), (b"[1, 2]", "got list"), (b'{"type": NaN}', "NaN is not valid JSON"), (b"[" * 100_000, "nested too deeply")])
+def test_a_body_that_is_not_a_json_object_gets_400(http: Client, data: bytes, reason: str) -> None:
+    response = http.post("/v1/jobs", data=data, headers={**auth(), "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert error_of(response)["details"] == [{"field": "body", "reason": reason}]
+
+
+# -- 429 ------------------------------------------------------------------------------------------
+
+
+def test_job_creation_is_rate_limited_per_user_across_instances(http: Client, store: JobStore, registry: HandlerRegistry, caplog: pytest.LogCaptureFixture) -> None:
+    for _ in range(5):
+        assert create(http).status_code == 201
+    refused = create(http)
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert error_of(refused)["status"] == "RESOURCE_EXHAUSTED"
+    # Another instance (its own process memory) reads the same count from Firestore.
+    other_instance = Client(JobsApi(JobsClient(store=JobStore(store.settings), registry=registry), create_limit=5, create_window=60))
+    assert create(other_instance).status_code == 429
+    # Other users have their own budget; listing is not limited.
+    assert create(http, uid="bob").status_code == 201
+    assert http.get("/v1/jobs", headers=auth()).status_code == 200
+    assert len(list(store.collection.stream())) == 6
+    refusals = [line for line in audit_lines(caplog) if line["event"] == "api_job_refused"]
+    assert [(r["user"], r["status"]) for r in refusals] == [("alice", 429), ("alice", 429)]
+
+
+def test_the_rate_limit_window_passes(store: JobStore, registry: HandlerRegistry) -> None:
+    quick = Client(JobsApi(JobsClient(store=store, registry=registry), create_limit=1, create_window=1.0))
+    assert create(quick).status_code == 201
+    refused = create(quick)
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    import time
+
+    time.sleep(1.1)
+    assert create(quick).status_code == 201
+
+
+# -- GET /v1/jobs/{id} ------------------------------------------------------------------------------
+
+
+def test_get_shows_the_job_with_what_the_caller_may_do(http: Client, client: JobsClient, store: JobStore) -> None:
+    job = client.enqueue("process_notifications", {"targetUsers": ["u1"]}, created_by="alice", org_id="acme")
+    store.ref(job.id).update({"status": "failed", "error": "boom", "attempts": 5, "progress": {"percent": 40, "message": "half", "currentStep": 2, "totalSteps": 5}})
+    body = http.get(f"/v1/jobs/{job.id}", headers=auth()).get_json()
+    assert body["job"]["status"] == "failed" and body["job"]["error"] == "boom" and body["job"]["attempts"] == 5
+    assert body["job"]["progress"] == {"percent": 40, "message": "half", "currentStep": 2, "totalSteps": 5}
+    assert (body["canCancel"], body["canRetry"]) == (False, True)
+    assert body["job"]["createdAt"].endswith("Z")
+    # Without the retry permission, the same job cannot be retried by this caller.
+    assert http.get(f"/v1/jobs/{job.id}", headers=auth(permissions=["jobs.view"])).get_json()["canRetry"] is False
+
+
+def test_another_users_job_is_404_exactly_like_a_missing_one(http: Client, client: JobsClient) -> None:
+    bobs = client.enqueue("process_notifications", {}, created_by="bob", org_id="acme")
+    for path in (f"/v1/jobs/{bobs.id}", f"/v1/jobs/{bobs.id}/cancel", f"/v1/jobs/{bobs.id}/retry"):
+        method = http.get if path.count("/") == 3 else http.post
+        theirs, missing = method(path, headers=auth()), method(path.replace(bobs.id, "no-such-job"), headers=auth())
+        assert theirs.status_code == missing.status_code == 404
+        assert error_of(theirs)["message"].replace(bobs.id, "X") == error_of(missing)["message"].replace("no-such-job", "X")
+    assert client.get(bobs.id).status is Status.PENDING
+
+
+def test_org_admins_see_their_orgs_jobs_but_act_only_on_their_own(http: Client, client: JobsClient) -> None:
+    alices = client.enqueue("process_notifications", {}, created_by="alice", org_id="acme")
+    seen = http.get(f"/v1/jobs/{alices.id}", headers=auth("carol", admin=True))
+    assert seen.status_code == 200 and seen.get_json()["canCancel"] is False
+    assert http.post(f"/v1/jobs/{alices.id}/cancel", headers=auth("carol", admin=True)).status_code == 403
+    assert http.get(f"/v1/jobs/{alices.id}", headers=auth("mallory", org="globex", admin=True)).status_code == 404
+    assert http.get(f"/v1/jobs/{alices.id}", headers=auth("bob")).status_code == 404
+    assert client.get(alices.id).status is Status.PENDING
+
+
+def test_ids_that_cannot_name_a_document_are_404(http: Client) -> None:
+    for job_id in ("__name__", "..", "%2E"):
+        assert http.get(f"/v1/jobs/{job_id}", headers=auth()).status_code == 404
+
+
+# -- GET /v1/jobs ----------------------------------------------------------------------------------
+
+
+def seed_mixed(store: JobStore) -> list[str]:
+    """Alice's jobs with createdAt as timestamps and as ISO strings, interleaved in time; newest first."""
+    base = datetime(2025, 4, 27, 5, 0, tzinfo=UTC)
+    ids = []
+    for i in range(7):
+        moment = base + timedelta(minutes=i)
+        created: Any = moment if i % 2 else moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        job_id = f"job{i}"
+        store.ref(job_id).set({"type": "process_notifications" if i != 3 else "other", "status": "completed" if i in (2, 5) else "pending", "metadata": {}, "createdAt": created, "createdBy": "alice", "orgId": "acme"})
+        ids.append(job_id)
+    store.ref("bobs").set({"type": "process_notifications", "status": "pending", "createdAt": base + timedelta(hours=1), "createdBy": "bob", "orgId": "acme"})
+    store.ref("globex").set({"type": "process_notifications", "status": "pending", "createdAt": base, "createdBy": "mallory", "orgId": "globex"})
+    return ids[::-1]
+
+
+def list_all(http: Client, query: str = "", **auth_kwargs: Any) -> list[list[str]]:
+    pages, token_ = [], None
+    while True:
+        url = f"/v1/jobs?pageSize=2{query}" + (f"&pageToken={token_}" if token_ else "")
+        response = http.get(url, headers=auth(**auth_kwargs))
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        pages.append([j["id"] for j in body["jobs"]])
+        token_ = body["nextPageToken"]
+        if not token_:
+            return pages
+
+
+def test_list_pages_newest_first_across_timestamp_and_string_createdAt(http: Client, store: JobStore) -> None:
+    newest_first = seed_mixed(store)
+    pages = list_all(http)
+    assert [j for page in pages for j in page] == newest_first
+    assert all(len(page) == 2 for page in pages[:-1])
+
+
+def test_list_filters_by_status_and_type(http: Client, store: JobStore) -> None:
+    seed_mixed(store)
+    assert [j for p in list_all(http, "&status=completed") for j in p] == ["job5", "job2"]
+    assert [j for p in list_all(http, "&type=other") for j in p] == ["job3"]
+    assert [j for p in list_all(http, "&status=pending&type=process_notifications") for j in p] == ["job6", "job4", "job1", "job0"]
+
+
+def test_list_is_scoped_to_the_caller_or_for_admins_their_org(http: Client, store: JobStore) -> None:
+    seed_mixed(store)
+    assert [j for p in list_all(http, uid="bob") for j in p] == ["bobs"]
+    org = [j for p in list_all(http, "&scope=org", uid="carol", admin=True) for j in p]
+    assert org[0] == "bobs" and set(org) == {"bobs", *(f"job{i}" for i in range(7))}
+    refused = http.get("/v1/jobs?scope=org", headers=auth("bob"))
+    assert refused.status_code == 403 and "orgAdmin" in error_of(refused)["message"]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("pageSize=0", "pageSize"), ("pageSize=101", "pageSize"), ("status=queued", "status"), ("scope=everyone", "scope"), ("pageToken=%%%", "pageToken"), ("pageToken=e30", "pageToken"), ("colour=red", "colour")],
+)
+def test_list_refuses_bad_parameters(http: Client, query: str, field: str) -> None:
+    response = http.get(f"/v1/jobs?{query}", headers=auth())
+    assert response.status_code == 400
+    assert [d["field"] for d in error_of(response)["details"]] == [field]
+
+
+def test_a_page_token_only_continues_the_listing_it_came_from(http: Client, store: JobStore) -> None:
+    seed_mixed(store)
+    token_ = http.get("/v1/jobs?pageSize=2", headers=auth()).get_json()["nextPageToken"]
+    for other in (f"/v1/jobs?pageSize=2&status=pending&pageToken={token_}", f"/v1/jobs?pageSize=2&pageToken={token_}"):
+        response = http.get(other, headers=auth("bob") if "status" not in other else auth())
+        assert response.status_code == 400 and "other filters" in error_of(response)["details"][0]["reason"]
+
+
+# -- cancel and retry ------------------------------------------------------------------------------
+
+
+def test_cancel_a_pending_job_then_retry_it(http: Client, client: JobsClient, caplog: pytest.LogCaptureFixture) -> None:
+    job_id = create(http).get_json()["job"]["id"]
+    cancelled = http.post(f"/v1/jobs/{job_id}/cancel", headers=auth())
+    assert cancelled.status_code == 200
+    body = cancelled.get_json()
+    assert body["job"]["status"] == "cancelled" and (body["canCancel"], body["canRetry"]) == (False, True)
+    assert client.get(job_id).status is Status.CANCELLED
+    again = http.post(f"/v1/jobs/{job_id}/cancel", headers=auth())
+    assert again.status_code == 409 and error_of(again)["status"] == "FAILED_PRECONDITION"
+    retried = http.post(f"/v1/jobs/{job_id}/retry", headers=auth())
+    assert retried.status_code == 200 and retried.get_json()["job"]["status"] == "pending"
+    assert client.get(job_id).status is Status.PENDING
+    assert http.post(f"/v1/jobs/{job_id}/retry", headers=auth()).status_code == 409
+    events = [(line["event"], line["action"], line["status"]) for line in audit_lines(caplog)]
+    assert events == [
+        ("api_job_created", "jobs.create", 201),
+        ("api_job_cancelled", "jobs.cancel", 200),
+        ("api_job_refused", "jobs.cancel", 409),
+        ("api_job_retried", "jobs.retry", 200),
+        ("api_job_refused", "jobs.retry", 409),
+    ]
+    assert {line["jobId"] for line in audit_lines(caplog)} == {job_id}
+
+
+def test_cancel_a_running_job_asks_it_to_stop(http: Client, client: JobsClient, store: JobStore) -> None:
+    job = client.enqueue("process_notifications", {}, created_by="alice", org_id="acme")
+    [claim] = store.claim([client.get(job.id)], "worker-1", 30)
+    assert claim is not None
+    response = http.post(f"/v1/jobs/{job.id}/cancel", headers=auth())
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["job"]["status"] == "in_progress" and body["job"]["cancelRequested"] is True
+    assert body["canCancel"] is False
+    assert client.get(job.id).cancel_requested
+
+
+def test_a_completed_job_cannot_be_cancelled_or_retried(http: Client, client: JobsClient, store: JobStore) -> None:
+    job = client.enqueue("process_notifications", {}, created_by="alice", org_id="acme")
+    store.ref(job.id).update({"status": "completed", "result": 1})
+    for action in ("cancel", "retry"):
+        response = http.post(f"/v1/jobs/{job.id}/{action}", headers=auth())
+        assert response.status_code == 409
+        assert "completed" in error_of(response)["message"]
+    assert client.get(job.id).status is Status.COMPLETED
+
+
+def test_refused_attempts_on_other_users_jobs_are_audited(http: Client, client: JobsClient, caplog: pytest.LogCaptureFixture) -> None:
+    bobs = client.enqueue("process_notifications", {}, created_by="bob", org_id="acme")
+    http.post(f"/v1/jobs/{bobs.id}/cancel", headers=auth())
+    http.post(f"/v1/jobs/{bobs.id}/retry", headers=auth("carol", admin=True))
+    assert [(line["user"], line["action"], line["jobId"], line["status"]) for line in audit_lines(caplog)] == [
+        ("alice", "jobs.cancel", bobs.id, 404),
+        ("carol", "jobs.retry", bobs.id, 403),
+    ]
+
+
+def test_audit_lines_are_one_json_object_each(http: Client) -> None:
+    import io
+
+    from jobs_lib.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger("jobs_lib.api.audit").addHandler(handler)
+    try:
+        job_id = create(http).get_json()["job"]["id"]
+    finally:
+        logging.getLogger("jobs_lib.api.audit").removeHandler(handler)
+    [line] = stream.getvalue().splitlines()
+    entry = json.loads(line)
+    assert entry["event"] == "api_job_created" and entry["user"] == "alice" and entry["jobId"] == job_id
+    assert entry["action"] == "jobs.create" and entry["severity"] == "INFO"
+
+
+# -- routing ---------------------------------------------------------------------------------------
+
+
+def test_unknown_paths_and_methods(http: Client) -> None:
+    assert http.get("/v1/nothing", headers=auth()).status_code == 404
+    response = http.delete("/v1/jobs/x", headers=auth())
+    assert response.status_code == 405 and response.headers["Allow"] == "GET, HEAD"
+
+
+# -- the deployed function --------------------------------------------------------------------------
+
+
+def test_the_api_cloud_function_serves_the_same_api(store: JobStore) -> None:
+    """functions/main.py's `api`, as functions-framework serves it (settings from the environment)."""
+    api_module._shared = None
+    app = functions_framework.create_app(target="api", source=str(ROOT / "functions" / "main.py"), signature_type="http").test_client()
+    try:
+        created = app.post("/v1/jobs", json={"type": "process_notifications", "metadata": {"targetUsers": ["u1"]}}, headers=auth())
+        assert created.status_code == 201
+        job_id = created.get_json()["job"]["id"]
+        assert store.get(job_id).created_by == "alice"  # type: ignore[union-attr]
+        listed = app.get("/v1/jobs", headers=auth()).get_json()
+        assert [j["id"] for j in listed["jobs"]] == [job_id]
+        assert app.get("/v1/jobs").status_code == 401
+        assert app.get("/v1/openapi.json").get_json()["info"]["title"] == "jobs_lib REST API"
+    finally:
+        api_module._shared = None
