@@ -102,9 +102,38 @@ def cancel(job_id: str, project: ProjectOpt = None, collection: CollectionOpt = 
 
 
 @app.command()
-def retry(job_id: str, project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
-    """Send a failed or cancelled job back to pending."""
-    _run(lambda: console.print_json(data=job_dict(_client(project, collection).retry(job_id))))
+def retry(
+    job_id: Annotated[str | None, typer.Argument(help="The job to retry.")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Retry every failed job (the dead letters) instead.")] = False,
+    job_type: Annotated[str | None, typer.Option("--type", help="With --failed: only jobs of this type.")] = None,
+    project: ProjectOpt = None,
+    collection: CollectionOpt = None,
+) -> None:
+    """Send a failed or cancelled job back to pending, or with --failed every failed job (of a --type)."""
+    client = _client(project, collection)
+    if failed:
+        ids = client.retry_failed(job_type)
+        console.print_json(data={"retried": len(ids), "ids": ids})
+    elif job_id:
+        _run(lambda: console.print_json(data=job_dict(client.retry(job_id))))
+    else:
+        raise typer.BadParameter("give a JOB_ID, or --failed")
+
+
+@app.command()
+def pause(job_type: Annotated[str, typer.Argument(metavar="TYPE")], project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
+    """Pause a job type: its pending jobs wait until it is resumed."""
+    client = _client(project, collection)
+    client.pause(job_type)
+    console.print_json(data={"paused": sorted(client.paused())})
+
+
+@app.command()
+def resume(job_type: Annotated[str, typer.Argument(metavar="TYPE")], project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
+    """Resume a paused job type."""
+    client = _client(project, collection)
+    client.resume(job_type)
+    console.print_json(data={"paused": sorted(client.paused())})
 
 
 @app.command(name="list")

@@ -139,6 +139,36 @@ class JobsClient:
             raise JobNotFound(f"no job with id {job_id!r}")
         return self.get(job_id)
 
+    def retry_failed(self, job_type: str | None = None, limit: int = 10_000) -> list[str]:
+        """Send failed jobs (the dead letters: attempts exhausted or poison) back to pending, in bulk.
+
+        Returns the ids retried. Jobs that change meanwhile are left as they are.
+        """
+        retried: list[str] = []
+        after: str | None = None
+        while len(retried) < limit:
+            page = self.store.page(status=Status.FAILED.value, job_type=job_type, after=after, limit=min(200, limit - len(retried)))
+            if not page:
+                break
+            for job in page:
+                _found, written = self.store.update_checked(job.id, lambda j: self.store.retried_fields() if j.status is Status.FAILED else None)
+                if written:
+                    retried.append(job.id)
+            after = page[-1].id
+        return retried
+
+    def pause(self, job_type: str) -> None:
+        """Pause a job type: its pending jobs stay pending until `resume` (running ones finish)."""
+        self.store.set_paused(job_type, True)
+
+    def resume(self, job_type: str) -> None:
+        """Resume a paused job type."""
+        self.store.set_paused(job_type, False)
+
+    def paused(self) -> set[str]:
+        """The paused job types."""
+        return self.store.paused_types()
+
     def retry(self, job_id: str) -> Job:
         """Send a failed or cancelled job back to pending with its attempts reset."""
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from jobs_lib.job import Job
@@ -53,6 +54,7 @@ class Discovery:
         *,
         lease_seconds: float,
         holder: str = "worker",
+        exclude_types: Callable[[], list[str]] | None = None,
         partitioned: bool = True,
         slow_interval: float = 1.0,
         scan_interval: float = 10.0,
@@ -61,6 +63,7 @@ class Discovery:
     ) -> None:
         self.store = store
         self.holder = holder
+        self.exclude_types = exclude_types or (lambda: [])
         self.partitioned = partitioned
         self.slow_interval = slow_interval
         self.scan_interval = scan_interval
@@ -117,7 +120,8 @@ class Discovery:
         wants_slice = self.partitioned and self._backlog and time.monotonic() < self._contended_until
         if self.partition is None and wants_slice:
             self._take_slice(now)
-        main = self.store.due(now, limit, partition=self.partition)
+        excluded = self.exclude_types()
+        main = self.store.due(now, limit, partition=self.partition, exclude_types=excluded)
         self._backlog = len(main) >= limit
         if self.partition is not None and not self._backlog:
             # This slice ran dry: leave it (our lease lapses by itself, keeping others from reading
@@ -126,7 +130,7 @@ class Discovery:
             self.partition = self._slice_version = None
             self._take_slice(now)
             if self.partition is not None:
-                more = self.store.due(now, limit - len(main), partition=self.partition)
+                more = self.store.due(now, limit - len(main), partition=self.partition, exclude_types=excluded)
                 main += more
                 self._backlog = True
         return main

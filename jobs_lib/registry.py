@@ -57,6 +57,10 @@ class HandlerSpec:
     description: str = ""
     #: Only ``jobs worker`` runs this handler; Cloud Functions leave its jobs alone.
     worker_only: bool = False
+    #: At most this many jobs of this type run at once, across every worker and instance ...
+    concurrency: int | None = None
+    #: ... per value of this job field (e.g. "orgId": at most N per organisation).
+    concurrency_key: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not self.type.strip():
@@ -65,6 +69,10 @@ class HandlerSpec:
             raise ConfigurationError(f"{self.type}: max_attempts must be at least 1, got {self.max_attempts}")
         if self.timeout <= 0:
             raise ConfigurationError(f"{self.type}: timeout must be positive, got {self.timeout}")
+        if self.concurrency is not None and not 1 <= self.concurrency <= 100:
+            raise ConfigurationError(f"{self.type}: concurrency must be between 1 and 100, got {self.concurrency}")
+        if self.concurrency_key is not None and self.concurrency is None:
+            raise ConfigurationError(f"{self.type}: concurrency_key needs concurrency")
         if self.timeout > MAX_FUNCTION_TIMEOUT and not self.worker_only:
             raise ConfigurationError(
                 f"{self.type}: a timeout of {self.timeout:g}s is longer than any Cloud Function may run "
@@ -127,6 +135,8 @@ class HandlerRegistry:
         worker_only: bool = False,
         schedule: str | None = None,
         timezone: str = "UTC",
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
     ) -> Callable[[HandlerFn], HandlerFn]:
         """Decorator that registers a function as the handler for `type`.
 
@@ -147,6 +157,8 @@ class HandlerRegistry:
                     retention=retention,
                     description=(inspect.getdoc(fn) or "").split("\n")[0],
                     worker_only=worker_only,
+                    concurrency=concurrency,
+                    concurrency_key=concurrency_key,
                 )
             )
             if schedule is not None:

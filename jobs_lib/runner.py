@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -40,6 +41,10 @@ log = logging.getLogger("jobs_lib.runner")
 PROGRESS_INTERVAL = 1.0
 #: The keeper wakes this often to renew leases and check timeouts.
 KEEPER_INTERVAL = 0.5
+#: A type found at its concurrency limit is not tried again for this long (unless one of ours ends).
+SATURATION_SECONDS = 2.0
+#: The paused types are read again this often.
+PAUSED_REFRESH = 5.0
 
 
 class Verdict(Enum):
@@ -90,12 +95,35 @@ class Engine:
         self.log = JobLogger(log, {"worker": self.holder})
         #: (runnable jobs tried, claims won) in the last `claim` call.
         self.last_claim = (0, 0)
+        self._saturated: dict[tuple[str, str], float] = {}
+        self._paused: set[str] = set()
+        self._paused_read = float("-inf")
+        self._rng = random.Random()
 
     # -- deciding -----------------------------------------------------------------
 
     def spec_for(self, job: Job) -> HandlerSpec | None:
         """The handler registered for a job's type."""
         return self.registry.get(job.type)
+
+    def paused_types(self) -> set[str]:
+        """Types an operator paused (`jobs pause`), read at most every PAUSED_REFRESH seconds."""
+        if time.monotonic() - self._paused_read > PAUSED_REFRESH:
+            self._paused = self.store.paused_types()
+            self._paused_read = time.monotonic()
+        return self._paused
+
+    def excluded_types(self) -> list[str]:
+        """Types whose due jobs discovery should not even read now: paused, or at their limit."""
+        now = time.monotonic()
+        saturated = {job_type for (job_type, key), until in self._saturated.items() if key == "*" and until > now}
+        return sorted(self.paused_types() | saturated)[:10]  # Firestore's not-in takes at most 10
+
+    def _limit_key(self, job: Job, spec: HandlerSpec) -> str:
+        if spec.concurrency_key is None:
+            return "*"
+        value = job.raw.get(spec.concurrency_key)
+        return str(value) if value is not None else "-"
 
     def max_attempts(self, job: Job) -> int:
         """The job's own ``maxAttempts``, else its handler's."""
@@ -145,6 +173,10 @@ class Engine:
         spec = self.spec_for(job)
         if spec is None:
             return None
+        if spec.type in self.paused_types():
+            return Triage(Verdict.SKIP, "its type is paused")
+        if spec.concurrency is not None and self._saturated.get((spec.type, self._limit_key(job, spec)), 0.0) > time.monotonic():
+            return Triage(Verdict.SKIP, "its type is at its concurrency limit")
         if spec.worker_only and self.runtime != "worker":
             return Triage(Verdict.SKIP, "worker_only: left to jobs worker")
         if max_timeout is not None and spec.timeout > max_timeout:
@@ -184,8 +216,13 @@ class Engine:
                     level = logging.ERROR if name == "job_failed" else logging.INFO
                     event(self.log, name, f"job {job.id} {name.removeprefix('job_')}: {reason}", level=level, **job_fields(job.id, job.type, job.attempts), error=reason)
         executions = []
-        claims = self.store.claim(runnable, self.holder, self.lease_seconds)
-        self.last_claim = (len(runnable), sum(c is not None for c in claims))
+        plain = [job for job in runnable if (spec := self.spec_for(job)) is None or spec.concurrency is None]
+        limited = [job for job in runnable if job not in plain]
+        claims = self.store.claim(plain, self.holder, self.lease_seconds)
+        for job in limited:
+            claims.append(self._claim_limited(job))
+        runnable = plain + limited
+        self.last_claim = (len(plain), sum(c is not None for c in claims[: len(plain)]))
         for job, claim in zip(runnable, claims, strict=True):
             if claim is None:
                 continue
@@ -205,6 +242,35 @@ class Engine:
         if executions:
             self._ensure_keeper()
         return executions
+
+    def _claim_limited(self, job: Job) -> Claim | None:
+        """Claim a job whose type has a concurrency limit: take a free slot with it, atomically."""
+        spec = self.spec_for(job)
+        assert spec is not None and spec.concurrency is not None
+        key = self._limit_key(job, spec)
+        if self._saturated.get((spec.type, key), 0.0) > time.monotonic():
+            return None
+        slots = self.store.read_slots(spec.type, key, spec.concurrency)
+        holders = self.store.holders([str(f["jobId"]) for _i, f, _v in slots if f.get("jobId") and f.get("jobId") != job.id])
+        now = self.store.now()
+        free = [(slot, version) for slot, fields, version in slots if fields.get("jobId") == job.id or self.store.slot_is_free(fields, holders.get(str(fields.get("jobId"))), now)]
+        if not free:
+            self._saturated[(spec.type, key)] = time.monotonic() + SATURATION_SECONDS
+            event(self.log, "job_waiting", f"job {job.id} waits: {spec.type} is at its limit of {spec.concurrency}" + (f" for {spec.concurrency_key}={key}" if spec.concurrency_key else ""), level=logging.DEBUG, **job_fields(job.id, job.type))
+            return None
+        self._rng.shuffle(free)
+        expires = now + timedelta(seconds=self.lease_seconds)
+        for slot, version in free[:2]:
+            claim = self.store.claim_with_slot(job, slot, version, self.store.claim_fields(job, expires), self.holder, expires)
+            if claim is not None:
+                return claim
+        return None
+
+    def slot_released(self, job: Job) -> None:
+        """One of our limited jobs ended: its slot is free, so stop treating the type as full."""
+        spec = self.spec_for(job)
+        if spec is not None and spec.concurrency is not None:
+            self._saturated.pop((spec.type, self._limit_key(job, spec)), None)
 
     def forget(self, execution: Execution) -> None:
         """Stop tracking a finished execution."""
@@ -289,6 +355,7 @@ class Execution:
             raise
         finally:
             self.engine.forget(self)
+            self.engine.slot_released(self.claim.job)
             self.done.set()
         return self.final_status
 
@@ -379,11 +446,19 @@ class Execution:
         self._finish(fields, "pending", "job_retrying", error=error, retryInSeconds=round(delay, 3))
 
     def time_out(self) -> None:
-        """The attempt ran past its timeout: record it as failed (retried per policy) and stop listening to it."""
+        """The attempt ran past its timeout: record it as failed (retried per policy) and stop listening to it.
+
+        A job whose owner asked to cancel it ends ``cancelled`` instead: the
+        handler ignored the request until its timeout.
+        """
         if self.finished:
             return
         self.lost_reason = f"timed out after {self.spec.timeout:g}s"
-        self._failed_attempt(f"the handler did not finish within its timeout of {self.spec.timeout:g}s", {"reason": "timeout"})
+        if self.cancel_requested:
+            reason = f"cancelled at the owner's request; the handler did not stop by itself and was abandoned at its timeout of {self.spec.timeout:g}s"
+            self._finish(self.engine.store.cancelled_fields(self.engine.expire_at(self.claim.job), reason), "cancelled", "job_cancelled")
+        else:
+            self._failed_attempt(f"the handler did not finish within its timeout of {self.spec.timeout:g}s", {"reason": "timeout"})
         self.lease_lost = True
         self._cancel_task()
 

@@ -28,3 +28,45 @@ def sleep(ctx: JobContext[Any]) -> dict[str, Any]:
         ctx.progress(min(100.0, round(100 * (1 - (end - time.monotonic()) / seconds), 1)), "sleeping")
     marker.set({"finished": firestore.Increment(1)}, merge=True)
     return {"pid": os.getpid(), "slept": seconds}
+
+
+def _interval(ctx: JobContext[Any]) -> dict[str, Any]:
+    start = time.time()
+    time.sleep(float(ctx.metadata.get("seconds", 0.3)))
+    end = time.time()
+    ctx.db.collection("intervals").document(ctx.job_id).set({"start": start, "end": end, "pid": os.getpid(), "orgId": ctx.job.org_id, "attempt": ctx.attempt})
+    return {"start": start, "end": end}
+
+
+@handler("limited", concurrency=2, timeout=60)
+def limited(ctx: JobContext[Any]) -> dict[str, Any]:
+    """At most two at once, across every worker."""
+    return _interval(ctx)
+
+
+@handler("limited_per_org", concurrency=1, concurrency_key="orgId", timeout=60)
+def limited_per_org(ctx: JobContext[Any]) -> dict[str, Any]:
+    """At most one at once per organisation."""
+    return _interval(ctx)
+
+
+@handler("single", concurrency=1, timeout=120, max_attempts=3)
+def single(ctx: JobContext[Any]) -> dict[str, Any]:
+    """One at a time; counts its runs in runs/{jobId}."""
+    ctx.db.collection("runs").document(ctx.job_id).set({"started": firestore.Increment(1)}, merge=True)
+    return _interval(ctx)
+
+
+@handler("crash", max_attempts=2)
+def crash(ctx: JobContext[Any]) -> None:
+    """Kill the worker process outright, as a segfault in a native library would."""
+    ctx.db.collection("runs").document(ctx.job_id).set({"started": firestore.Increment(1)}, merge=True)
+    os._exit(3)
+
+
+@handler("effect", max_attempts=10, timeout=60)
+def effect(ctx: JobContext[Any]) -> int:
+    """A side effect counted per run (effects/{jobId}.runs), then a short pause."""
+    ctx.db.collection("effects").document(ctx.job_id).set({"runs": firestore.Increment(1)}, merge=True)
+    time.sleep(float(ctx.metadata.get("seconds", 0.01)))
+    return ctx.attempt

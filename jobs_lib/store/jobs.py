@@ -43,10 +43,11 @@ from jobs_lib.store.base import (
     WriteOutcome,
     WriteStatus,
 )
+from jobs_lib.store.limits import ConcurrencyLimits
 from jobs_lib.store.slices import SliceLeases
 
 
-class JobStore(SliceLeases, StoreBase):
+class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
     """The `backgroundJobs` collection."""
 
     _prefix: str | None = None
@@ -90,13 +91,17 @@ class JobStore(SliceLeases, StoreBase):
         """Measure the offset to the server's clock (one billed read of a missing document)."""
         self.get("clock-calibration")
 
-    def due(self, now: datetime, limit: int, partition: int | None = None) -> list[Job]:
+    def due(self, now: datetime, limit: int, partition: int | None = None, exclude_types: Sequence[str] = ()) -> list[Job]:
         """Pending jobs whose timestamp ``scheduledFor`` has come, oldest first.
 
         With `partition`, only ids in that slice of the id space, so that
-        workers sharing a backlog do not race for the same documents.
+        workers sharing a backlog do not race for the same documents. Jobs of
+        `exclude_types` (paused, or at their concurrency limit) are left out,
+        so they cannot crowd other types out of the page.
         """
         query = self._pending().where(filter=FieldFilter("scheduledFor", "<=", now))
+        if exclude_types:
+            query = query.where(filter=FieldFilter("type", "not-in", list(exclude_types)[:10]))
         if partition is not None:
             low = PARTITION_BOUNDS[partition]
             high = PARTITION_BOUNDS[partition + 1] if partition + 1 < PARTITIONS else None
@@ -163,6 +168,16 @@ class JobStore(SliceLeases, StoreBase):
             self.stats.add(reads=1, queries=1, kind="query:count")
         return counts
 
+    def page(self, *, status: str, job_type: str | None, after: str | None, limit: int) -> list[Job]:
+        """A page of jobs in one state (and type), in id order after `after`."""
+        query = self.collection.where(filter=FieldFilter("status", "==", status))
+        if job_type:
+            query = query.where(filter=FieldFilter("type", "==", job_type))
+        query = query.order_by("__name__")
+        if after:
+            query = query.start_after({"__name__": self.ref(after)})
+        return self._run_query(query.limit(limit), "page")
+
     def list_jobs(
         self,
         *,
@@ -226,6 +241,16 @@ class JobStore(SliceLeases, StoreBase):
         self.stats.add(reads=1, kind="read:transaction")
         return self._job(snap) if snap.exists else None
 
+    def claim_fields(self, job: Job, expires: datetime) -> dict[str, Any]:
+        """What a claim writes (the lease itself is added by the caller)."""
+        return {
+            "status": Status.IN_PROGRESS.value,
+            "startedAt": self._now_value(),
+            "updatedAt": self._now_value(),
+            "attempts": job.attempts + 1,
+            "leaseExpiresAt": expires,
+        }
+
     def claim(self, jobs: Sequence[Job], holder: str, lease_seconds: float) -> list[Claim | None]:
         """Claim each job with one conditional write; None where another got there first."""
         if not jobs:
@@ -233,21 +258,7 @@ class JobStore(SliceLeases, StoreBase):
         now = self.now()
         expires = now + timedelta(seconds=lease_seconds)
         tokens = [uuid.uuid4().hex for _ in jobs]
-        writes = [
-            (
-                job.id,
-                {
-                    "status": Status.IN_PROGRESS.value,
-                    "startedAt": self._now_value(),
-                    "updatedAt": self._now_value(),
-                    "attempts": job.attempts + 1,
-                    "lease": {"holder": holder, "token": token},
-                    "leaseExpiresAt": expires,
-                },
-                job.version,
-            )
-            for job, token in zip(jobs, tokens, strict=True)
-        ]
+        writes = [(job.id, {**self.claim_fields(job, expires), "lease": {"holder": holder, "token": token}}, job.version) for job, token in zip(jobs, tokens, strict=True)]
         claims: list[Claim | None] = []
         for job, token, (code, update_time, _msg) in zip(jobs, tokens, self._batch_write(self._document_prefix(), writes, "claim"), strict=True):
             if code == _OK and update_time is not None:

@@ -1,0 +1,114 @@
+"""Concurrency slots and paused types: the documents that limit what runs.
+
+A handler with ``concurrency=N`` runs at most N jobs at once across every
+worker and function instance. Its slots are N small documents
+(``{collection}_slots/{type}~{key}~{i}``), so no single document takes every
+claim. A slot names the job holding it and that job's lease token; it is free
+when that job no longer runs under that token (finished, handed back, or its
+lease expired with a dead worker). Taking a slot and claiming the job are one
+atomic commit, each write conditioned on the version read, so two claimers
+can never both get the same slot, and a finished job frees its slot without a
+write of its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from jobs_lib.job import Job, Status
+from jobs_lib.store.base import Claim, StoreBase
+
+
+def slot_id(job_type: str, key: str, index: int) -> str:
+    """The document id of one slot."""
+    def clean(part: str) -> str:
+        return "".join(c if c not in "/~" else "_" for c in part)
+
+    return f"{clean(job_type)}~{clean(key)}~{index}"
+
+
+class ConcurrencyLimits(StoreBase):
+    """Slot documents and the paused-types document."""
+
+    @property
+    def slot_collection(self) -> Any:
+        """``{collection}_slots``."""
+        return self.db.collection(f"{self.settings.collection}_slots")
+
+    @property
+    def control(self) -> Any:
+        """``{collection}_control/types``: which types are paused."""
+        return self.db.collection(f"{self.settings.collection}_control").document("types")
+
+    def read_slots(self, job_type: str, key: str, count: int) -> list[tuple[str, dict[str, Any], datetime | None]]:
+        """The `count` slots of a type (and key): (slot id, fields, version or None if never used)."""
+        ids = [slot_id(job_type, key, i) for i in range(count)]
+        snaps = {s.id: s for s in self._retrying(lambda: list(self.db.get_all([self.slot_collection.document(i) for i in ids])))}
+        self.stats.add(reads=count, kind="read:slots")
+        out = []
+        for i in ids:
+            snap = snaps.get(i)
+            out.append((i, snap.to_dict() or {}, snap.update_time) if snap is not None and snap.exists else (i, {}, None))
+        return out
+
+    def holders(self, job_ids: list[str]) -> dict[str, Job]:
+        """The jobs that hold slots, as they are now."""
+        if not job_ids:
+            return {}
+        jobs_col = self.db.collection(self.settings.collection)
+        snaps = self._retrying(lambda: list(self.db.get_all([jobs_col.document(i) for i in job_ids])))
+        self.stats.add(reads=len(job_ids), kind="read:slot_holders")
+        return {s.id: Job.from_document(s.id, s.to_dict(), s.update_time) for s in snaps if s.exists}
+
+    def claim_with_slot(self, job: Job, slot: str, slot_version: datetime | None, claim_fields: dict[str, Any], holder: str, lease_expires: datetime) -> Claim | None:
+        """Take the slot and claim the job in one atomic commit; None if either changed since read."""
+        token = uuid.uuid4().hex
+        fields = {**claim_fields, "lease": {"holder": holder, "token": token}}
+        batch = self.db.batch()
+        slot_ref = self.slot_collection.document(slot)
+        slot_fields = {"jobId": job.id, "token": token, "takenAt": firestore.SERVER_TIMESTAMP}
+        if slot_version is None:
+            batch.create(slot_ref, slot_fields)
+        else:
+            batch.update(slot_ref, slot_fields, option=self.db.write_option(last_update_time=slot_version))
+        batch.update(self.db.collection(self.settings.collection).document(job.id), fields, option=self.db.write_option(last_update_time=job.version))
+        try:
+            results = self._retrying(lambda: batch.commit(retry=None))
+        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound, gexc.Conflict):
+            self.stats.add(writes=2, kind="write:claim_slot:refused")
+            return None
+        self.stats.add(writes=2, kind="write:claim_slot")
+        return Claim(job, token, holder, results[1].update_time, job.attempts + 1, lease_expires)
+
+    @staticmethod
+    def slot_is_free(fields: dict[str, Any], holder_job: Job | None, now: datetime) -> bool:
+        """Whether a slot's job no longer runs under the token the slot names."""
+        if not fields.get("jobId"):
+            return True
+        if holder_job is None or holder_job.status is not Status.IN_PROGRESS:
+            return True
+        if holder_job.lease is None or holder_job.lease.token != fields.get("token"):
+            return True
+        return holder_job.lease_expired(now)
+
+    def paused_types(self) -> set[str]:
+        """The job types paused by an operator."""
+        snap = self._retrying(lambda: self.control.get(retry=None))
+        self.stats.add(reads=1, kind="read:control")
+        paused = (snap.to_dict() or {}).get("paused") if snap.exists else None
+        return {p for p in paused if isinstance(p, str)} if isinstance(paused, list) else set()
+
+    def set_paused(self, job_type: str, paused: bool) -> None:
+        """Pause or resume a type (an atomic array change; no read needed)."""
+        change = firestore.ArrayUnion([job_type]) if paused else firestore.ArrayRemove([job_type])
+        self._retrying(lambda: self.control.set({"paused": change, "updatedAt": firestore.SERVER_TIMESTAMP}, merge=True, retry=None))
+        self.stats.add(writes=1, kind="write:control")
+
+
+__all__ = ["ConcurrencyLimits", "slot_id"]
+
