@@ -192,7 +192,7 @@ def test_forged_owner_and_runner_fields_in_the_body_are_refused(http: Client, st
         ({"type": "no_such_type"}, "type", "no handler is registered for job type 'no_such_type'"),
         ({"type": ""}, "type", "String should have at least 1 character"),
         ({"type": "process_notifications", "priority": 11}, "priority", "Input should be less than or equal to 10"),
-        ({"type": "process_notifications", "priority": "high"}, "priority", "Input should be a valid integer, unable to parse string as an integer"),
+        ({"type": "process_notifications", "priority": "high"}, "priority", "Value error, must be a JSON integer"),
         ({"type": "process_notifications", "maxAttempts": 0}, "maxAttempts", "Input should be greater than or equal to 1"),
         ({"type": "process_notifications", "scheduledFor": "2030-01-01T00:00:00"}, "scheduledFor", "Input should have timezone info"),
         ({"type": "process_notifications", "metadata": ["a"]}, "metadata", "Input should be a valid dictionary"),

@@ -240,7 +240,7 @@ class JobsApi:
 
     def _openapi(self, request: Request) -> Response:
         if self._document is None:
-            self._document = openapi_document()
+            self._document = openapi_document(self.registry.types())
         return _json_response(self._document)
 
     def create_job(self, request: Request) -> Response:

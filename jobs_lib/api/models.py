@@ -13,7 +13,7 @@ import math
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from jobs_lib.job import Job, Status
 
@@ -28,11 +28,29 @@ class CreateJobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: str = Field(min_length=1, max_length=100, description="A registered job type (its handler's name).")
+    # Strict types: JSON `false` is not a priority, nor `"3"` a number of attempts.
+    type: StrictStr = Field(min_length=1, max_length=100, description="A registered job type (its handler's name).")
     metadata: dict[str, Any] = Field(default_factory=dict, description="The job's input; checked against the handler's input model.")
     scheduledFor: AwareDatetime | None = Field(default=None, description="Earliest run time (RFC 3339 with an offset); absent means now.")
     priority: int = Field(default=0, ge=0, le=MAX_PRIORITY, description="Higher runs first among due jobs.")
     maxAttempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS, description="Overrides the handler's default.")
+
+    @field_validator("priority", "maxAttempts", mode="before")
+    @classmethod
+    def _json_integer(cls, value: Any) -> Any:
+        # JSON Schema's integer: 3 and 3.0, not true or "3".
+        if isinstance(value, (bool, str)):
+            raise ValueError("must be a JSON integer")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+    @field_validator("scheduledFor", mode="before")
+    @classmethod
+    def _text_time(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("scheduledFor must be an RFC 3339 string such as '2030-01-01T09:00:00Z'")
+        return value
 
     @field_validator("metadata")
     @classmethod
@@ -57,7 +75,7 @@ class ListJobsQuery(BaseModel):
     status: Status | None = Field(default=None, description="Only jobs in this state.")
     type: str | None = Field(default=None, min_length=1, max_length=100, description="Only jobs of this type.")
     pageSize: int = Field(default=20, ge=1, le=100, description="Jobs per page.")
-    pageToken: str | None = Field(default=None, max_length=2000, description="`nextPageToken` of the previous page.")
+    pageToken: str | None = Field(default=None, max_length=2000, description="`nextPageToken` of the previous page, with the same filters; any other value answers 400.")
     scope: Literal["mine", "org"] = Field(default="mine", description="`mine`: the caller's jobs; `org`: the caller's organisation's (org admins only).")
 
 

@@ -6,6 +6,7 @@ same document, so what is described is what is checked.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic.json_schema import models_json_schema
@@ -66,13 +67,22 @@ def _query_parameters() -> list[dict[str, Any]]:
 JOB_ID = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}, "description": "The job's document id."}
 
 
-def openapi_document() -> dict[str, Any]:
-    """The API's OpenAPI 3.1 document."""
+def openapi_document(job_types: Iterable[str] | None = None) -> dict[str, Any]:
+    """The API's OpenAPI 3.1 document; `job_types` (the registered types) become the enum of ``type``."""
     _, schemas = models_json_schema(
         [(m, "validation") for m in (CreateJobRequest, JobEnvelope, JobList, ErrorResponse)],
         ref_template="#/components/schemas/{model}",
     )
     components = schemas.get("$defs", {})
+    create = components["CreateJobRequest"]["properties"]
+    if job_types is not None:
+        create["type"] = {**create["type"], "enum": sorted(job_types)}
+    create["metadata"]["description"] += (
+        " Rules beyond this schema answer 400 with details naming `metadata` or `metadata.<field>`:"
+        " the handler's own (say, a user id without '/') and Firestore's (at most 20 levels deep,"
+        " no empty or `__reserved__` keys at any level, integers within 64 bits, at most 64 KiB of JSON)."
+    )
+    create["metadata"]["propertyNames"] = {"minLength": 1, "not": {"pattern": "^__.*__$"}}
     list_params = _query_parameters()
     return {
         "openapi": "3.1.0",
