@@ -29,7 +29,9 @@ from jobs_lib.store import JobStore
 from .conftest import PROJECT, ROOT
 from .test_rules import id_token
 
-ALL = ["jobs.create", "jobs.view", "jobs.cancel", "jobs.retry"]
+JOBS = ["jobs.create", "jobs.view", "jobs.cancel", "jobs.retry"]
+SCHEDULES = ["schedules.create", "schedules.view", "schedules.update", "schedules.delete"]
+ALL = JOBS + SCHEDULES
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -93,7 +95,11 @@ def test_the_openapi_document_is_served_without_a_token(http: Client) -> None:
     assert response.status_code == 200
     doc = response.get_json()
     assert doc["openapi"].startswith("3.1")
-    assert set(doc["paths"]) == {"/v1/jobs", "/v1/jobs/{jobId}", "/v1/jobs/{jobId}/cancel", "/v1/jobs/{jobId}/retry"}
+    assert set(doc["paths"]) == {
+        "/v1/jobs", "/v1/jobs/{jobId}", "/v1/jobs/{jobId}/cancel", "/v1/jobs/{jobId}/retry",
+        "/v1/schedules", "/v1/schedules/{scheduleId}", "/v1/schedules/{scheduleId}/enable", "/v1/schedules/{scheduleId}/disable",
+    }
+    assert "process_notifications" in doc["components"]["schemas"]["CreateJobRequest"]["properties"]["type"]["enum"]
     assert doc["paths"]["/v1/jobs"]["post"]["responses"]["429"]["headers"]["Retry-After"]
     assert {"CreateJobRequest", "JobEnvelope", "JobList", "ErrorResponse"} <= set(doc["components"]["schemas"])
 
@@ -467,3 +473,131 @@ def test_the_api_cloud_function_serves_the_same_api(store: JobStore) -> None:
         assert app.get("/v1/openapi.json").get_json()["info"]["title"] == "jobs_lib REST API"
     finally:
         api_module._shared = None
+
+
+# -- schedules -------------------------------------------------------------------------------------
+
+
+def new_schedule(http: Client, body: dict[str, Any] | None = None, **auth_kwargs: Any) -> TestResponse:
+    body = body or {"type": "process_notifications", "cron": "0 9 * * 1", "timezone": "Europe/Paris", "metadata": {"targetUsers": ["u1"]}}
+    return http.post("/v1/schedules", json=body, headers=auth(**auth_kwargs))
+
+
+def test_create_a_schedule_for_the_caller(http: Client, store: JobStore, caplog: pytest.LogCaptureFixture) -> None:
+    response = new_schedule(http)
+    assert response.status_code == 201
+    body = response.get_json()
+    schedule_id = body["schedule"]["id"]
+    assert response.headers["Location"] == f"/v1/schedules/{schedule_id}"
+    assert body["canEdit"] is True and body["schedule"]["enabled"] is True and body["schedule"]["problems"] == []
+    raw = store.db.collection("scheduledJobs").document(schedule_id).get().to_dict()
+    assert (raw["createdBy"], raw["orgId"], raw["cron"], raw["timezone"]) == ("alice", "acme", "0 9 * * 1", "Europe/Paris")
+    next_run = raw["nextRunAt"].astimezone(UTC)
+    assert next_run > datetime.now(UTC) and next_run.weekday() == 0 and next_run.hour in (7, 8)  # 09:00 in Paris
+    [line] = audit_lines(caplog)
+    assert (line["event"], line["user"], line["action"], line["status"]) == ("api_schedule_created", "alice", "schedules.create", 201)
+    assert [r.schedule for r in caplog.records if r.name == "jobs_lib.api.audit"] == [schedule_id]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        ({"type": "process_notifications", "cron": "61 * * * *"}, "cron", "bad cron expression"),
+        ({"type": "process_notifications", "cron": "0 9 * * *", "timezone": "Mars/Olympus"}, "timezone", "unknown timezone 'Mars/Olympus'"),
+        ({"type": "no_such_type", "cron": "0 9 * * *"}, "type", "no handler is registered for job type 'no_such_type'"),
+        ({"type": "process_notifications"}, "cron", "Field required"),
+        ({"type": "process_notifications", "cron": "0 9 * * *", "nextRunAt": "2020-01-01T00:00:00Z"}, "nextRunAt", "Extra inputs are not permitted"),
+        ({"type": "process_notifications", "cron": "0 9 * * *", "createdBy": "bob"}, "createdBy", "Extra inputs are not permitted"),
+        ({"type": "process_notifications", "cron": "0 9 * * *", "enabled": "yes"}, "enabled", "Input should be a valid boolean"),
+        ({"type": "process_notifications", "cron": "0 9 * * *", "metadata": {"targetUsers": [""]}}, "metadata.targetUsers", "Value error, '' is not a valid user id (a non-empty id without '/')"),
+    ],
+)
+def test_a_bad_schedule_gets_400_naming_the_field(http: Client, store: JobStore, body: dict[str, Any], field: str, reason: str) -> None:
+    response = new_schedule(http, body)
+    assert response.status_code == 400
+    details = error_of(response)["details"]
+    assert any(d["field"] == field and reason in d["reason"] for d in details), details
+    assert list(store.db.collection("scheduledJobs").stream()) == []
+
+
+def test_schedule_endpoints_need_the_schedule_permissions(http: Client) -> None:
+    schedule_id = new_schedule(http).get_json()["schedule"]["id"]
+    calls = {
+        "schedules.create": lambda h: http.post("/v1/schedules", json={"type": "process_notifications", "cron": "* * * * *"}, headers=h),
+        "schedules.view": lambda h: http.get(f"/v1/schedules/{schedule_id}", headers=h),
+        "schedules.update": lambda h: http.post(f"/v1/schedules/{schedule_id}/disable", headers=h),
+        "schedules.delete": lambda h: http.delete(f"/v1/schedules/{schedule_id}", headers=h),
+    }
+    for needed, call in calls.items():
+        response = call(auth(permissions=[p for p in ALL if p != needed]))
+        assert response.status_code == 403 and needed in error_of(response)["message"], needed
+    assert http.get("/v1/schedules", headers=auth(permissions=JOBS)).status_code == 403
+    assert http.get("/v1/schedules").status_code == 401
+
+
+def test_other_users_schedules_are_404_and_org_admins_only_read_them(http: Client, store: JobStore) -> None:
+    schedule_id = new_schedule(http).get_json()["schedule"]["id"]
+    for user, kwargs in (("bob", {}), ("mallory", {"org": "globex", "admin": True})):
+        assert http.get(f"/v1/schedules/{schedule_id}", headers=auth(user, **kwargs)).status_code == 404
+        assert http.delete(f"/v1/schedules/{schedule_id}", headers=auth(user, **kwargs)).status_code == 404
+        assert http.patch(f"/v1/schedules/{schedule_id}", json={"enabled": False}, headers=auth(user, **kwargs)).status_code == 404
+    seen = http.get(f"/v1/schedules/{schedule_id}", headers=auth("carol", admin=True))
+    assert seen.status_code == 200 and seen.get_json()["canEdit"] is False
+    assert http.post(f"/v1/schedules/{schedule_id}/disable", headers=auth("carol", admin=True)).status_code == 403
+    assert store.db.collection("scheduledJobs").document(schedule_id).get().to_dict()["enabled"] is True
+    store.db.collection("scheduledJobs").document("system-cleanup").set({"type": "process_notifications", "cron": "0 3 * * *", "system": True})
+    assert http.get("/v1/schedules/system-cleanup", headers=auth("carol", admin=True)).status_code == 404
+
+
+def test_list_schedules_pages_through_the_callers_own(http: Client) -> None:
+    mine = sorted(new_schedule(http).get_json()["schedule"]["id"] for _ in range(5))
+    new_schedule(http, uid="bob")
+    seen, token_ = [], None
+    while True:
+        url = "/v1/schedules?pageSize=2" + (f"&pageToken={token_}" if token_ else "")
+        body = http.get(url, headers=auth()).get_json()
+        seen.append([s["id"] for s in body["schedules"]])
+        token_ = body["nextPageToken"]
+        if not token_:
+            break
+    assert [i for page in seen for i in page] == mine and [len(p) for p in seen] == [2, 2, 1]
+    org = http.get("/v1/schedules?scope=org", headers=auth("carol", admin=True)).get_json()["schedules"]
+    assert len(org) == 6
+    assert http.get("/v1/schedules?scope=org", headers=auth()).status_code == 403
+    assert http.get("/v1/schedules?pageToken=nope", headers=auth()).status_code == 400
+
+
+def test_update_enable_disable_and_delete_a_schedule(http: Client, store: JobStore, caplog: pytest.LogCaptureFixture) -> None:
+    schedule_id = new_schedule(http).get_json()["schedule"]["id"]
+    path = f"/v1/schedules/{schedule_id}"
+    changed = http.patch(path, json={"cron": "30 6 * * *", "timezone": "UTC", "metadata": {"targetUsers": ["u2"]}}, headers=auth())
+    assert changed.status_code == 200
+    view = changed.get_json()["schedule"]
+    assert (view["cron"], view["timezone"], view["metadata"]) == ("30 6 * * *", "UTC", {"targetUsers": ["u2"]})
+    assert view["nextRunAt"].startswith(tuple(f"{d:%Y-%m-%d}T06:30:00" for d in (datetime.now(UTC), datetime.now(UTC) + timedelta(days=1))))
+    assert http.patch(path, json={}, headers=auth()).status_code == 400
+    assert http.patch(path, json={"cron": "nope"}, headers=auth()).status_code == 400
+    assert http.post(f"{path}/disable", headers=auth()).get_json()["schedule"]["enabled"] is False
+    assert store.db.collection("scheduledJobs").document(schedule_id).get().to_dict()["enabled"] is False
+    assert http.post(f"{path}/enable", headers=auth()).get_json()["schedule"]["enabled"] is True
+    deleted = http.delete(path, headers=auth())
+    assert deleted.status_code == 204 and deleted.data == b""
+    assert not store.db.collection("scheduledJobs").document(schedule_id).get().exists
+    assert http.get(path, headers=auth()).status_code == 404
+    events = [line["event"] for line in audit_lines(caplog)]
+    assert events == ["api_schedule_created", "api_schedule_updated", "api_schedule_updated", "api_schedule_updated", "api_schedule_deleted"]
+
+
+def test_a_schedule_whose_type_is_gone_cannot_be_re_enabled(http: Client, store: JobStore) -> None:
+    store.db.collection("scheduledJobs").document("old").set({"type": "retired_type", "cron": "0 9 * * *", "timezone": "UTC", "enabled": False, "createdBy": "alice", "orgId": "acme"})
+    response = http.post("/v1/schedules/old/enable", headers=auth())
+    assert response.status_code == 409 and "retired_type" in error_of(response)["message"]
+    assert store.db.collection("scheduledJobs").document("old").get().to_dict()["enabled"] is False
+
+
+def test_schedule_creation_is_rate_limited(http: Client) -> None:
+    for _ in range(5):
+        assert new_schedule(http).status_code == 201
+    refused = new_schedule(http)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert create(http).status_code == 201  # jobs have a budget of their own

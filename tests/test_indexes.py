@@ -25,7 +25,7 @@ import pytest
 
 from jobs_lib import wire
 from jobs_lib.store import JobStore
-from jobs_lib.store.listing import JobListing, Scope
+from jobs_lib.store.listing import JobListing, ScheduleListing, Scope
 
 from .conftest import ROOT
 
@@ -55,6 +55,7 @@ class Stores:
     jobs: JobStore
     listing: JobListing
     schedules: Any
+    schedule_listing: ScheduleListing
 
 
 NOW = datetime.now(UTC)
@@ -79,9 +80,11 @@ CALLS: dict[str, Callable[[Stores], Any]] = {
     "JobStore.scan_pending": lambda s: [s.jobs.scan_pending(None, 5), s.jobs.scan_pending("m", 5)],
     "JobStore.expired": lambda s: s.jobs.expired(NOW, 5),
     "JobStore.expired_finished": lambda s: s.jobs.expired_finished(NOW, 5),
+    "JobStore.page": lambda s: [s.jobs.page(status="failed", job_type=None, after=None, limit=5), s.jobs.page(status="failed", job_type="t", after="m", limit=5)],
     "JobStore.count_by_status": lambda s: s.jobs.count_by_status(),
     "JobStore.list_jobs": lambda s: [s.jobs.list_jobs(), s.jobs.list_jobs(status="pending"), s.jobs.list_jobs(job_type="t"), s.jobs.list_jobs(status="failed", job_type="t")],
     "JobListing.page": _listing_pages,
+    "ScheduleListing.page": lambda s: [s.schedule_listing.page(Scope("createdBy", "u"), page_size=1), s.schedule_listing.page(Scope("orgId", "o"))],
     # scheduledJobs (jobs_lib/store/schedules.py)
     "ScheduleStore.due": lambda s: s.schedules.due(NOW, 5),
     "ScheduleStore.scan": lambda s: [s.schedules.scan(None, 5), s.schedules.scan("m", 5)],
@@ -116,7 +119,7 @@ def stores(store: JobStore) -> Stores:
         schedule_store = importlib.import_module("jobs_lib.store.schedules").ScheduleStore(store.settings)
     except (ImportError, AttributeError):
         schedule_store = None
-    return Stores(store, JobListing(store), schedule_store)
+    return Stores(store, JobListing(store), schedule_store, ScheduleListing(store))
 
 
 # -- what an index a query needs ------------------------------------------------------------------
@@ -228,7 +231,7 @@ def test_every_query_method_is_exercised(store: JobStore) -> None:
 
 def test_every_query_the_store_runs_has_its_index(store: JobStore, captured: list[Any]) -> None:
     s = stores(store)
-    classes = {"JobStore": JobStore, "JobListing": JobListing, "ScheduleStore": type(s.schedules) if s.schedules is not None else None}
+    classes = {"JobStore": JobStore, "JobListing": JobListing, "ScheduleListing": ScheduleListing, "ScheduleStore": type(s.schedules) if s.schedules is not None else None}
     for name, call in CALLS.items():
         owner, method = name.split(".")
         if hasattr(classes[owner], method):  # methods another branch removed or has not added yet are skipped

@@ -213,7 +213,7 @@ SEED: dict[str, dict[str, Any]] = {
     "scheduledJobs/alice-daily": {"type": "process_notifications", "metadata": {}, "cron": "0 9 * * *", "timezone": "Europe/Paris", "enabled": True, "nextRunAt": NOW + timedelta(hours=1), "createdBy": "alice", "orgId": "acme"},
     "scheduledJobs/bob-daily": {"type": "process_notifications", "metadata": {}, "cron": "0 9 * * *", "timezone": "UTC", "enabled": True, "nextRunAt": NOW + timedelta(hours=1), "createdBy": "bob", "orgId": "acme"},
     "backgroundJobs_slices/0": {"holder": "w1", "expiresAt": NOW},
-    "apiRateLimits/alice": {"count": 1},
+    "backgroundJobs_rateLimits/create-alice-1": {"count": 1},
 }
 
 
@@ -405,8 +405,8 @@ CASES: dict[str, Case] = {
     "slices/read": Case("alice", "get", "backgroundJobs_slices/0", DENY),
     "slices/write": Case("alice", "update", "backgroundJobs_slices/0", DENY, {"holder": "me"}),
     "slices/create": Case("alice", "create", "backgroundJobs_slices/1", DENY, {"holder": "me"}),
-    "rate-limits/read": Case("alice", "get", "apiRateLimits/alice", DENY),
-    "rate-limits/reset": Case("alice", "update", "apiRateLimits/alice", DENY, {"count": 0}),
+    "rate-limits/read": Case("alice", "get", "backgroundJobs_rateLimits/create-alice-1", DENY),
+    "rate-limits/reset": Case("alice", "update", "backgroundJobs_rateLimits/create-alice-1", DENY, {"count": 0}),
     "other-collection/create": Case("alice", "create", "users/alice", DENY, {"name": "a"}),
     "job-subcollection/create": Case("alice", "create", f"{J}/alice-pending/notes/n1", DENY, {"text": "x"}),
 }

@@ -6,6 +6,7 @@
     POST /v1/jobs/{id}/cancel        cancel (or ask a running job to stop) jobs.cancel  200
     POST /v1/jobs/{id}/retry         send a failed/cancelled job back     jobs.retry    200
     GET  /v1/openapi.json            this API's OpenAPI document          (no token)
+    ... and /v1/schedules (create, list, get, update, enable, disable, delete): see jobs_lib.api.schedules
 
 Every other request needs ``Authorization: Bearer <Firebase ID token>``.
 Answers: 400 invalid input (each field and why), 401 no valid token, 403 a
@@ -23,20 +24,27 @@ retry, allowed or refused, is logged as one structured line on
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from jobs_lib.api.auth import AuthUnavailable, Caller, TokenVerifier, Unauthenticated
+from jobs_lib.api.http import (
+    STATUS_NAMES,
+    ApiError,
+    error_response,
+    field_errors,
+    json_response,
+    read_json_body,
+    valid_id,
+)
 from jobs_lib.api.models import (
     CreateJobRequest,
     FieldError,
@@ -46,65 +54,34 @@ from jobs_lib.api.models import (
     ListJobsQuery,
 )
 from jobs_lib.api.openapi import openapi_document
+from jobs_lib.api.schedules import ScheduleEndpoints
 from jobs_lib.client import JobsClient
 from jobs_lib.config import Settings
 from jobs_lib.errors import InvalidJobState, JobNotFound
 from jobs_lib.job import Job
 from jobs_lib.logs import event
 from jobs_lib.registry import HandlerRegistry, default_registry, load_handler_modules
+from jobs_lib.schedules import ScheduleClient
 from jobs_lib.store import TRANSIENT, JobStore
 from jobs_lib.store.listing import InvalidPageToken, JobListing, RateLimiter, Scope
+from jobs_lib.store.schedules import ScheduleStore
 
 log = logging.getLogger("jobs_lib.api")
 audit_log = logging.getLogger("jobs_lib.api.audit")
 
+#: Audit events of successful actions (refusals are ``api_job_refused`` / ``api_schedule_refused``).
+AUDIT_EVENTS = {
+    "jobs.create": "api_job_created",
+    "jobs.cancel": "api_job_cancelled",
+    "jobs.retry": "api_job_retried",
+    "schedules.create": "api_schedule_created",
+    "schedules.update": "api_schedule_updated",
+    "schedules.delete": "api_schedule_deleted",
+}
+
 #: Defaults for the per-user limit on job creation (``JOBS_API_CREATE_LIMIT`` per ``JOBS_API_CREATE_WINDOW`` seconds).
 DEFAULT_CREATE_LIMIT = 60
 DEFAULT_CREATE_WINDOW = 60.0
-
-_STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 409: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
-_RESERVED_ID = re.compile(r"^__.*__$")
-
-
-class ApiError(Exception):
-    """An answer other than success: status code, message, field errors, extra headers."""
-
-    def __init__(self, code: int, message: str, details: Iterable[FieldError] = (), headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = list(details)
-        self.headers = headers or {}
-
-
-def _field_errors(error: ValidationError, prefix: str = "") -> list[FieldError]:
-    return [FieldError(field=prefix + ".".join(str(p) for p in e["loc"]) if e["loc"] else prefix.rstrip(".") or "body", reason=e["msg"]) for e in error.errors()]
-
-
-def _json_response(body: BaseModel | dict[str, Any], code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    data = body.model_dump(mode="json", exclude_none=False) if isinstance(body, BaseModel) else body
-    response = Response(json.dumps(data, separators=(",", ":")), status=code, mimetype="application/json")
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
-
-
-def _error_response(error: ApiError) -> Response:
-    body = {"error": {"code": error.code, "status": _STATUS_NAMES.get(error.code, "UNKNOWN"), "message": error.message, "details": [d.model_dump() for d in error.details]}}
-    headers = dict(error.headers)
-    if error.code == 401:
-        headers.setdefault("WWW-Authenticate", 'Bearer realm="jobs"')
-    return _json_response(body, error.code, headers)
-
-
-def _valid_id(job_id: str) -> bool:
-    """A possible Firestore document id (others cannot name a job: 404, not a server error)."""
-    try:
-        size = len(job_id.encode())
-    except UnicodeEncodeError:
-        return False
-    return 0 < size <= 1500 and "/" not in job_id and job_id not in (".", "..") and not _RESERVED_ID.match(job_id)
-
 
 class JobsApi:
     """The jobs API over a `JobsClient`; call `handle` with a request, or mount it as a WSGI app."""
@@ -118,6 +95,7 @@ class JobsApi:
         verifier: TokenVerifier | None = None,
         create_limit: int | None = None,
         create_window: float | None = None,
+        schedules: ScheduleClient | None = None,
     ) -> None:
         self.client = client or JobsClient(store=JobStore(settings or Settings.from_env()))
         store = self.client.store
@@ -127,27 +105,21 @@ class JobsApi:
         limit = create_limit if create_limit is not None else int(os.environ.get("JOBS_API_CREATE_LIMIT", DEFAULT_CREATE_LIMIT))
         window = create_window if create_window is not None else float(os.environ.get("JOBS_API_CREATE_WINDOW", DEFAULT_CREATE_WINDOW))
         self.create_limiter = RateLimiter(store, limit=limit, window=window, action="create")
+        #: Schedules fire jobs for ever, so creating them is limited the same way, on a budget of their own.
+        self.schedule_limiter = RateLimiter(store, limit=limit, window=window, action="create_schedule")
         self._document: dict[str, Any] | None = None
-        routes: dict[str, tuple[str, Callable[..., Response]]] = {
-            "openapi": ("GET", self._openapi),
-            "create_job": ("POST", self.create_job),
-            "list_jobs": ("GET", self.list_jobs),
-            "get_job": ("GET", self.get_job),
-            "cancel_job": ("POST", self.cancel_job),
-            "retry_job": ("POST", self.retry_job),
-        }
-        self._handlers = {name: fn for name, (_method, fn) in routes.items()}
-        self.url_map = Map(
-            [
-                Rule("/v1/openapi.json", endpoint="openapi", methods=["GET"]),
-                Rule("/v1/jobs", endpoint="create_job", methods=["POST"]),
-                Rule("/v1/jobs", endpoint="list_jobs", methods=["GET"]),
-                Rule("/v1/jobs/<job_id>", endpoint="get_job", methods=["GET"]),
-                Rule("/v1/jobs/<job_id>/cancel", endpoint="cancel_job", methods=["POST"]),
-                Rule("/v1/jobs/<job_id>/retry", endpoint="retry_job", methods=["POST"]),
-            ],
-            strict_slashes=False,
-        )
+        self.schedules = ScheduleEndpoints(self, schedules or ScheduleClient(store=ScheduleStore(store.settings, db=store.db), registry=self.registry))
+        routes: list[tuple[str, str, Callable[..., Response]]] = [
+            ("/v1/openapi.json", "GET", self._openapi),
+            ("/v1/jobs", "POST", self.create_job),
+            ("/v1/jobs", "GET", self.list_jobs),
+            ("/v1/jobs/<job_id>", "GET", self.get_job),
+            ("/v1/jobs/<job_id>/cancel", "POST", self.cancel_job),
+            ("/v1/jobs/<job_id>/retry", "POST", self.retry_job),
+            *self.schedules.routes(),
+        ]
+        self._handlers = {f"{method} {path}": fn for path, method, fn in routes}
+        self.url_map = Map([Rule(path, endpoint=f"{method} {path}", methods=[method]) for path, method, _fn in routes], strict_slashes=False)
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -161,23 +133,23 @@ class JobsApi:
             endpoint, args = self.url_map.bind_to_environ(request.environ).match()
             return self._handlers[str(endpoint)](request, **args)
         except ApiError as exc:
-            return _error_response(exc)
+            return error_response(exc)
         except MethodNotAllowed as exc:
             allowed = ", ".join(sorted(exc.valid_methods or []))
-            return _error_response(ApiError(405, f"{request.method} is not allowed on {request.path}", headers={"Allow": allowed}))
+            return error_response(ApiError(405, f"{request.method} is not allowed on {request.path}", headers={"Allow": allowed}))
         except NotFound:
-            return _error_response(ApiError(404, f"no such endpoint: {request.path}"))
+            return error_response(ApiError(404, f"no such endpoint: {request.path}"))
         except HTTPException as exc:
             code = exc.code or 400
-            return _error_response(ApiError(code if code in _STATUS_NAMES else 400, exc.description or "bad request"))
+            return error_response(ApiError(code if code in STATUS_NAMES else 400, exc.description or "bad request"))
         except TRANSIENT as exc:
             log.warning("firestore unavailable: %s", exc)
-            return _error_response(ApiError(503, "the job store is unavailable; try again shortly", headers={"Retry-After": "5"}))
+            return error_response(ApiError(503, "the job store is unavailable; try again shortly", headers={"Retry-After": "5"}))
         except Exception:
             log.exception("unexpected error answering %s %s", request.method, request.path)
-            return _error_response(ApiError(500, "internal error"))
+            return error_response(ApiError(500, "internal error"))
 
-    def _caller(self, request: Request, permission: str) -> Caller:
+    def caller(self, request: Request, permission: str) -> Caller:
         try:
             caller = self.verifier.verify(request.headers.get("Authorization"))
         except Unauthenticated as exc:
@@ -188,27 +160,9 @@ class JobsApi:
             raise ApiError(403, f"this action needs the '{permission}' permission")
         return caller
 
-    @staticmethod
-    def _body(request: Request) -> dict[str, Any]:
-        raw = request.get_data(cache=False)
-        if not raw.strip():
-            raise ApiError(400, "the request body must be a JSON object", [FieldError(field="body", reason="empty body")])
-
-        def refuse_constant(name: str) -> Any:
-            raise ValueError(f"{name} is not valid JSON")
-
-        try:
-            body = json.loads(raw, parse_constant=refuse_constant)
-        except (ValueError, RecursionError) as exc:
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            raise ApiError(400, "the request body is not valid JSON", [FieldError(field="body", reason=reason)]) from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "the request body must be a JSON object", [FieldError(field="body", reason=f"got {type(body).__name__}")])
-        return body
-
     def _visible_job(self, caller: Caller, job_id: str) -> Job:
         """The job, if the caller may see it; 404 alike for a missing job and another user's."""
-        job = self.client.store.get(job_id) if _valid_id(job_id) else None
+        job = self.client.store.get(job_id) if valid_id(job_id) else None
         if job is None or not caller.sees(job.created_by, job.org_id):
             raise ApiError(404, f"no job {job_id!r}")
         return job
@@ -221,8 +175,12 @@ class JobsApi:
             canRetry=owner and caller.can("jobs.retry") and job.can_retry,
         )
 
-    def _audit(self, caller: Caller, action: str, job_id: str | None, job_type: str | None, outcome: int, message: str) -> None:
-        name = {"jobs.create": "api_job_created", "jobs.cancel": "api_job_cancelled", "jobs.retry": "api_job_retried"}[action] if outcome < 300 else "api_job_refused"
+    def audit(self, caller: Caller, action: str, target: str | None, job_type: str | None, outcome: int, message: str) -> None:
+        """One structured line on ``jobs_lib.api.audit``: who (user, their org), what (action,
+        outcome status), which job or schedule. Refusals are WARNING lines with event ``api_*_refused``."""
+        kind = action.split(".")[0][:-1]  # "jobs.cancel" -> "job", "schedules.update" -> "schedule"
+        name = AUDIT_EVENTS.get(action, f"api_{kind}_action") if outcome < 300 else f"api_{kind}_refused"
+        ids = {"jobId": target} if kind == "job" else {"schedule": target}
         event(
             audit_log,
             name,
@@ -230,10 +188,10 @@ class JobsApi:
             level=logging.INFO if outcome < 300 else logging.WARNING,
             user=caller.uid,
             action=action,
-            jobId=job_id,
             type=job_type,
             status=outcome,
             detail={"orgId": caller.org_id},
+            **ids,
         )
 
     # -- endpoints ----------------------------------------------------------------------------
@@ -241,16 +199,16 @@ class JobsApi:
     def _openapi(self, request: Request) -> Response:
         if self._document is None:
             self._document = openapi_document(self.registry.types())
-        return _json_response(self._document)
+        return json_response(self._document)
 
     def create_job(self, request: Request) -> Response:
         """``POST /v1/jobs``."""
-        caller = self._caller(request, "jobs.create")
-        body = self._body(request)
+        caller = self.caller(request, "jobs.create")
+        body = read_json_body(request)
         try:
             spec_in = CreateJobRequest.model_validate(body)
         except ValidationError as exc:
-            raise ApiError(400, "invalid job", _field_errors(exc)) from None
+            raise ApiError(400, "invalid job", field_errors(exc)) from None
         spec = self.registry.get(spec_in.type)
         if spec is None:
             raise ApiError(400, "invalid job", [FieldError(field="type", reason=f"no handler is registered for job type {spec_in.type!r}")])
@@ -258,10 +216,10 @@ class JobsApi:
             try:
                 spec.input_model.model_validate(spec_in.metadata)
             except ValidationError as exc:
-                raise ApiError(400, f"invalid metadata for {spec_in.type}", _field_errors(exc, "metadata.")) from None
+                raise ApiError(400, f"invalid metadata for {spec_in.type}", field_errors(exc, "metadata.")) from None
         decision = self.create_limiter.hit(caller.uid)
         if not decision.allowed:
-            self._audit(caller, "jobs.create", None, spec_in.type, 429, f"{caller.uid} refused: over {decision.limit} creates per window")
+            self.audit(caller, "jobs.create", None, spec_in.type, 429, f"{caller.uid} refused: over {decision.limit} creates per window")
             raise ApiError(429, f"too many jobs created: at most {decision.limit} per {self.create_limiter.window:g}s", headers={"Retry-After": str(decision.retry_after)})
         job = self.client.enqueue(
             spec_in.type,
@@ -272,16 +230,16 @@ class JobsApi:
             org_id=caller.org_id,
             created_by=caller.uid,
         )
-        self._audit(caller, "jobs.create", job.id, job.type, 201, f"{caller.uid} created job {job.id} ({job.type})")
-        return _json_response(self._envelope(caller, job), 201, {"Location": f"/v1/jobs/{job.id}"})
+        self.audit(caller, "jobs.create", job.id, job.type, 201, f"{caller.uid} created job {job.id} ({job.type})")
+        return json_response(self._envelope(caller, job), 201, {"Location": f"/v1/jobs/{job.id}"})
 
     def list_jobs(self, request: Request) -> Response:
         """``GET /v1/jobs``."""
-        caller = self._caller(request, "jobs.view")
+        caller = self.caller(request, "jobs.view")
         try:
             query = ListJobsQuery.model_validate(request.args.to_dict(flat=True))
         except ValidationError as exc:
-            raise ApiError(400, "invalid query parameters", _field_errors(exc)) from None
+            raise ApiError(400, "invalid query parameters", field_errors(exc)) from None
         if query.scope == "org":
             if not (caller.org_admin and caller.org_id):
                 raise ApiError(403, "listing an organisation's jobs needs the orgAdmin claim")
@@ -292,12 +250,12 @@ class JobsApi:
             page = self.listing.page(scope, status=query.status.value if query.status else None, job_type=query.type, page_size=query.pageSize, page_token=query.pageToken)
         except InvalidPageToken as exc:
             raise ApiError(400, "invalid query parameters", [FieldError(field="pageToken", reason=str(exc))]) from None
-        return _json_response(JobList(jobs=[JobView.of(j) for j in page.jobs], nextPageToken=page.next_token))
+        return json_response(JobList(jobs=[JobView.of(j) for j in page.jobs], nextPageToken=page.next_token))
 
     def get_job(self, request: Request, job_id: str) -> Response:
         """``GET /v1/jobs/{id}``."""
-        caller = self._caller(request, "jobs.view")
-        return _json_response(self._envelope(caller, self._visible_job(caller, job_id)))
+        caller = self.caller(request, "jobs.view")
+        return json_response(self._envelope(caller, self._visible_job(caller, job_id)))
 
     def cancel_job(self, request: Request, job_id: str) -> Response:
         """``POST /v1/jobs/{id}/cancel``."""
@@ -308,24 +266,24 @@ class JobsApi:
         return self._act(request, job_id, "jobs.retry", self.client.retry, "retried")
 
     def _act(self, request: Request, job_id: str, permission: str, action: Callable[[str], Job], verb: str) -> Response:
-        caller = self._caller(request, permission)
+        caller = self.caller(request, permission)
         try:
             job = self._visible_job(caller, job_id)
         except ApiError as exc:
-            self._audit(caller, permission, job_id if _valid_id(job_id) else None, None, exc.code, f"{caller.uid} asked for job {job_id!r}: none they may see")
+            self.audit(caller, permission, job_id if valid_id(job_id) else None, None, exc.code, f"{caller.uid} asked for job {job_id!r}: none they may see")
             raise
         if not caller.owns(job.created_by):
-            self._audit(caller, permission, job.id, job.type, 403, f"{caller.uid} may not act on job {job.id}, created by another user")
+            self.audit(caller, permission, job.id, job.type, 403, f"{caller.uid} may not act on job {job.id}, created by another user")
             raise ApiError(403, "only the user who created a job may cancel or retry it")
         try:
             done = action(job.id)
         except InvalidJobState as exc:
-            self._audit(caller, permission, job.id, job.type, 409, str(exc))
+            self.audit(caller, permission, job.id, job.type, 409, str(exc))
             raise ApiError(409, str(exc)) from None
         except JobNotFound:  # deleted meanwhile
             raise ApiError(404, f"no job {job_id!r}") from None
-        self._audit(caller, permission, done.id, done.type, 200, f"{caller.uid} {verb} job {done.id} (now {done.status.value if done.status else '?'})")
-        return _json_response(self._envelope(caller, done))
+        self.audit(caller, permission, done.id, done.type, 200, f"{caller.uid} {verb} job {done.id} (now {done.status.value if done.status else '?'})")
+        return json_response(self._envelope(caller, done))
 
 
 _shared: JobsApi | None = None

@@ -13,7 +13,15 @@ import math
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    field_validator,
+)
 
 from jobs_lib.job import Job, Status
 
@@ -21,6 +29,29 @@ from jobs_lib.job import Job, Status
 MAX_METADATA_BYTES = 64 * 1024
 MAX_PRIORITY = 10
 MAX_ATTEMPTS = 20
+
+
+def json_integer(value: Any) -> Any:
+    """JSON Schema's integer: 3 and 3.0 are, true and "3" are not (pydantic's lax mode takes them)."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be a JSON integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def bounded_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """Metadata Firestore can store, within `MAX_METADATA_BYTES` of JSON."""
+    problem = firestore_problem(value)
+    if problem:
+        raise ValueError(problem)
+    try:
+        size = len(json.dumps(value, allow_nan=False).encode())
+    except ValueError:
+        raise ValueError("metadata must be plain JSON (no NaN or Infinity)") from None
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata is {size} bytes of JSON; at most {MAX_METADATA_BYTES} are allowed")
+    return value
 
 
 class CreateJobRequest(BaseModel):
@@ -38,12 +69,7 @@ class CreateJobRequest(BaseModel):
     @field_validator("priority", "maxAttempts", mode="before")
     @classmethod
     def _json_integer(cls, value: Any) -> Any:
-        # JSON Schema's integer: 3 and 3.0, not true or "3".
-        if isinstance(value, (bool, str)):
-            raise ValueError("must be a JSON integer")
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        return value
+        return json_integer(value)
 
     @field_validator("scheduledFor", mode="before")
     @classmethod
@@ -55,16 +81,7 @@ class CreateJobRequest(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
-        problem = firestore_problem(value)
-        if problem:
-            raise ValueError(problem)
-        try:
-            size = len(json.dumps(value, allow_nan=False).encode())
-        except ValueError:
-            raise ValueError("metadata must be plain JSON (no NaN or Infinity)") from None
-        if size > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata is {size} bytes of JSON; at most {MAX_METADATA_BYTES} are allowed")
-        return value
+        return bounded_metadata(value)
 
 
 class ListJobsQuery(BaseModel):
@@ -151,6 +168,114 @@ class JobList(BaseModel):
 
     jobs: list[JobView]
     nextPageToken: str | None = Field(default=None, description="Pass as `pageToken` for the next page; absent on the last.")
+
+
+class CreateScheduleRequest(BaseModel):
+    """``POST /v1/schedules``: a recurring job, for the caller (and the caller's org)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: StrictStr = Field(min_length=1, max_length=100, description="A registered job type.")
+    cron: StrictStr = Field(min_length=1, max_length=100, description="A five-field cron expression, e.g. `0 9 * * 1`; one the scheduler cannot read answers 400 naming `cron`.")
+    timezone: StrictStr = Field(default="UTC", min_length=1, max_length=64, description="IANA timezone the cron expression is read in; an unknown one answers 400 naming `timezone`.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Each fired job's input; checked against the handler's input model.")
+    enabled: StrictBool = Field(default=True, description="A disabled schedule fires nothing.")
+    priority: int = Field(default=0, ge=0, le=MAX_PRIORITY, description="Priority of the jobs it fires.")
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return bounded_metadata(value)
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _json_integer(cls, value: Any) -> Any:
+        return json_integer(value)
+
+
+class UpdateScheduleRequest(BaseModel):
+    """``PATCH /v1/schedules/{id}``: the fields to change (at least one)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    cron: StrictStr | None = Field(default=None, min_length=1, max_length=100)
+    timezone: StrictStr | None = Field(default=None, min_length=1, max_length=64)
+    metadata: dict[str, Any] | None = None
+    enabled: StrictBool | None = None
+    priority: int | None = Field(default=None, ge=0, le=MAX_PRIORITY)
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else bounded_metadata(value)
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _json_integer(cls, value: Any) -> Any:
+        return json_integer(value)
+
+
+class ListSchedulesQuery(BaseModel):
+    """``GET /v1/schedules`` query parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pageSize: int = Field(default=20, ge=1, le=100, description="Schedules per page.")
+    pageToken: str | None = Field(default=None, max_length=2000, description="`nextPageToken` of the previous page; any other value answers 400.")
+    scope: Literal["mine", "org"] = Field(default="mine", description="`mine` or `org` (org admins only).")
+
+
+class ScheduleView(BaseModel):
+    """A schedule as the API shows it."""
+
+    id: str
+    type: str | None
+    cron: str | None
+    timezone: str
+    metadata: Any = None
+    enabled: bool
+    priority: int = 0
+    nextRunAt: datetime | None = None
+    lastRunAt: datetime | None = None
+    lastJobId: str | None = None
+    error: str | None = None
+    problems: list[str] = Field(default_factory=list, description="Why the schedule cannot fire, if it cannot.")
+    orgId: str | None = None
+    createdBy: str | None = None
+
+    @classmethod
+    def of(cls, schedule: Any) -> ScheduleView:
+        """The view of a `jobs_lib.schedules.Schedule`."""
+        return cls(
+            id=schedule.id,
+            type=schedule.type,
+            cron=schedule.cron,
+            timezone=schedule.timezone,
+            metadata=plain_json(schedule.metadata),
+            enabled=schedule.enabled,
+            priority=schedule.priority,
+            nextRunAt=schedule.next_run_at,
+            lastRunAt=schedule.last_run_at,
+            lastJobId=schedule.last_job_id,
+            error=schedule.error,
+            problems=list(schedule.problems),
+            orgId=schedule.org_id,
+            createdBy=schedule.created_by,
+        )
+
+
+class ScheduleEnvelope(BaseModel):
+    """A schedule and whether the caller may change it."""
+
+    schedule: ScheduleView
+    canEdit: bool = Field(description="The caller created it and holds `schedules.update`.")
+
+
+class ScheduleList(BaseModel):
+    """A page of schedules, in id order."""
+
+    schedules: list[ScheduleView]
+    nextPageToken: str | None = None
 
 
 class FieldError(BaseModel):
@@ -254,6 +379,7 @@ __all__ = [
     "MAX_METADATA_BYTES",
     "MAX_PRIORITY",
     "CreateJobRequest",
+    "CreateScheduleRequest",
     "ErrorBody",
     "ErrorResponse",
     "FieldError",
@@ -261,7 +387,14 @@ __all__ = [
     "JobList",
     "JobView",
     "ListJobsQuery",
+    "ListSchedulesQuery",
     "Progress",
+    "ScheduleEnvelope",
+    "ScheduleList",
+    "ScheduleView",
+    "UpdateScheduleRequest",
+    "bounded_metadata",
     "firestore_problem",
+    "json_integer",
     "plain_json",
 ]

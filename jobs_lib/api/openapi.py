@@ -11,7 +11,17 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from jobs_lib.api.models import CreateJobRequest, ErrorResponse, JobEnvelope, JobList, ListJobsQuery
+from jobs_lib.api.models import (
+    CreateJobRequest,
+    CreateScheduleRequest,
+    ErrorResponse,
+    JobEnvelope,
+    JobList,
+    ListJobsQuery,
+    ScheduleEnvelope,
+    ScheduleList,
+    UpdateScheduleRequest,
+)
 from jobs_lib.job import Status
 from jobs_lib.store.listing import MAX_PAGE_SIZE
 
@@ -19,9 +29,9 @@ _ERRORS = {
     "400": "Invalid input: `error.details` names each field and why.",
     "401": "Missing, malformed or expired Firebase ID token.",
     "403": "The token lacks the permission this action needs, or the caller may not act on this job.",
-    "404": "No such job, or one the caller may not see.",
-    "409": "The job's state does not allow this action.",
-    "429": "Too many jobs created; retry after `Retry-After` seconds.",
+    "404": "No such job or schedule, or one the caller may not see.",
+    "409": "The job's (or schedule's) state does not allow this action.",
+    "429": "Too many jobs or schedules created; retry after `Retry-After` seconds.",
     "503": "Firestore or the token keys could not be reached; retry after `Retry-After` seconds.",
 }
 
@@ -64,25 +74,61 @@ def _query_parameters() -> list[dict[str, Any]]:
     return [{"name": name, "in": "query", "required": False, "schema": schema, "description": described[name].description or ""} for name, schema in schemas.items()]
 
 
+SCHEDULE_ID = {"name": "scheduleId", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}, "description": "The schedule's document id."}
+SCHEDULE_LIST_PARAMETERS = [
+    {"name": "pageSize", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 20}},
+    {"name": "pageToken", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 2000}, "description": "`nextPageToken` of the previous page; any other value answers 400."},
+    {"name": "scope", "in": "query", "required": False, "schema": {"type": "string", "enum": ["mine", "org"], "default": "mine"}},
+]
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+
+
+def _schedule_paths() -> dict[str, Any]:
+    body = _body
+    one = _ok("The schedule.", "ScheduleEnvelope")
+    return {
+        "/v1/schedules": {
+            "post": _operation("createSchedule", "Create a schedule for the caller", "schedules.create", _ok("The schedule was created.", "ScheduleEnvelope", "201"), ["400", "401", "403", "429", "503"], requestBody=body("CreateScheduleRequest")),
+            "get": _operation("listSchedules", "The caller's schedules (or their org's), in id order", "schedules.view", _ok("A page of schedules.", "ScheduleList"), ["400", "401", "403", "503"], parameters=SCHEDULE_LIST_PARAMETERS),
+        },
+        "/v1/schedules/{scheduleId}": {
+            "get": _operation("getSchedule", "A schedule, with canEdit", "schedules.view", one, ["401", "403", "404", "503"], parameters=[SCHEDULE_ID]),
+            "patch": _operation("updateSchedule", "Change a schedule (a new cron or timezone recomputes nextRunAt)", "schedules.update", one, ["400", "401", "403", "404", "409", "503"], parameters=[SCHEDULE_ID], requestBody=body("UpdateScheduleRequest")),
+            "delete": _operation("deleteSchedule", "Delete a schedule (the jobs it fired stay)", "schedules.delete", {"204": {"description": "Deleted."}}, ["401", "403", "404", "503"], parameters=[SCHEDULE_ID]),
+        },
+        "/v1/schedules/{scheduleId}/enable": {
+            "post": _operation("enableSchedule", "Turn a schedule on: it next fires at its first slot from now", "schedules.update", one, ["401", "403", "404", "409", "503"], parameters=[SCHEDULE_ID]),
+        },
+        "/v1/schedules/{scheduleId}/disable": {
+            "post": _operation("disableSchedule", "Turn a schedule off", "schedules.update", one, ["401", "403", "404", "409", "503"], parameters=[SCHEDULE_ID]),
+        },
+    }
+
+
 JOB_ID = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}, "description": "The job's document id."}
 
 
 def openapi_document(job_types: Iterable[str] | None = None) -> dict[str, Any]:
     """The API's OpenAPI 3.1 document; `job_types` (the registered types) become the enum of ``type``."""
     _, schemas = models_json_schema(
-        [(m, "validation") for m in (CreateJobRequest, JobEnvelope, JobList, ErrorResponse)],
+        [(m, "validation") for m in (CreateJobRequest, JobEnvelope, JobList, ErrorResponse, CreateScheduleRequest, UpdateScheduleRequest, ScheduleEnvelope, ScheduleList)],
         ref_template="#/components/schemas/{model}",
     )
     components = schemas.get("$defs", {})
     create = components["CreateJobRequest"]["properties"]
-    if job_types is not None:
-        create["type"] = {**create["type"], "enum": sorted(job_types)}
+    for model in ("CreateJobRequest", "CreateScheduleRequest"):
+        props = components[model]["properties"]
+        if job_types is not None:
+            props["type"] = {**props["type"], "enum": sorted(job_types)}
+        props["metadata"]["propertyNames"] = {"minLength": 1, "not": {"pattern": "^__.*__$"}}
     create["metadata"]["description"] += (
         " Rules beyond this schema answer 400 with details naming `metadata` or `metadata.<field>`:"
         " the handler's own (say, a user id without '/') and Firestore's (at most 20 levels deep,"
         " no empty or `__reserved__` keys at any level, integers within 64 bits, at most 64 KiB of JSON)."
     )
-    create["metadata"]["propertyNames"] = {"minLength": 1, "not": {"pattern": "^__.*__$"}}
     list_params = _query_parameters()
     return {
         "openapi": "3.1.0",
@@ -119,6 +165,7 @@ def openapi_document(job_types: Iterable[str] | None = None) -> dict[str, Any]:
                     _ok("The job after the request.", "JobEnvelope"), ["401", "403", "404", "409", "503"], parameters=[JOB_ID],
                 ),
             },
+            **_schedule_paths(),
         },
         "components": {
             "schemas": components,

@@ -219,6 +219,51 @@ def _encodable(text: str) -> bool:
     return True
 
 
+class ScheduleListing:
+    """Pages of one owner's schedules (``scheduledJobs``) in id order, with an opaque cursor.
+
+    An equality filter and ``__name__`` order: no composite index. Rows are
+    (id, fields, version); `jobs_lib.schedules.Schedule.from_document` reads them.
+    """
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    @property
+    def collection(self) -> Any:
+        """The schedules collection reference."""
+        return self.store.db.collection(self.store.settings.schedules_collection)
+
+    def page(self, scope: Scope, *, page_size: int = 20, page_token: str | None = None) -> tuple[list[tuple[str, dict[str, Any], datetime]], str | None]:
+        """A page of schedules in `scope` and the next page's token; raises `InvalidPageToken`."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
+        fingerprint = JobListing._fingerprint(scope, "schedules", None)
+        query = self.collection.where(filter=FieldFilter(scope.field, "==", scope.value)).order_by("__name__")
+        if page_token:
+            after = self._decode(page_token, fingerprint)
+            query = query.start_after({"__name__": self.collection.document(after)})
+        rows: list[tuple[str, dict[str, Any], datetime]] = self.store._query(query.limit(page_size + 1), "list_schedules")
+        if len(rows) <= page_size:
+            return rows, None
+        rows = rows[:page_size]
+        state = json.dumps({"f": fingerprint, "after": rows[-1][0]}, separators=(",", ":")).encode()
+        return rows, base64.urlsafe_b64encode(state).rstrip(b"=").decode()
+
+    @staticmethod
+    def _decode(token: str, fingerprint: str) -> str:
+        try:
+            state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            raise InvalidPageToken("pageToken is not a token this API issued") from None
+        if not isinstance(state, dict) or state.get("f") != fingerprint:
+            raise InvalidPageToken("pageToken belongs to a listing with other filters; start again without it")
+        after = state.get("after")
+        if not isinstance(after, str) or not _encodable(after) or not _possible_id(after):
+            raise InvalidPageToken("pageToken is not a token this API issued")
+        return after
+
+
 @dataclass(frozen=True)
 class RateDecision:
     """Whether a request may go ahead; if not, how many seconds until it may."""
@@ -287,4 +332,4 @@ class RateLimiter:
         return RateDecision(True, count, self.limit, 0)
 
 
-__all__ = ["MAX_PAGE_SIZE", "InvalidPageToken", "JobListing", "Page", "RateDecision", "RateLimiter", "Scope"]
+__all__ = ["MAX_PAGE_SIZE", "InvalidPageToken", "JobListing", "Page", "RateDecision", "RateLimiter", "ScheduleListing", "Scope"]

@@ -1,0 +1,83 @@
+"""HTTP plumbing shared by the API's endpoints: errors, JSON bodies, ids."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from werkzeug.wrappers import Request, Response
+
+from jobs_lib.api.models import FieldError
+
+STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 409: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
+RESERVED_ID = re.compile(r"^__.*__$")
+
+
+class ApiError(Exception):
+    """An answer other than success: status code, message, field errors, extra headers."""
+
+    def __init__(self, code: int, message: str, details: Iterable[FieldError] = (), headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = list(details)
+        self.headers = headers or {}
+
+
+def field_errors(error: ValidationError, prefix: str = "") -> list[FieldError]:
+    """A pydantic error as (field, reason) pairs; `prefix` places them under a field."""
+    return [FieldError(field=prefix + ".".join(str(p) for p in e["loc"]) if e["loc"] else prefix.rstrip(".") or "body", reason=e["msg"]) for e in error.errors()]
+
+
+def json_response(body: BaseModel | dict[str, Any], code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer."""
+    data = body.model_dump(mode="json", exclude_none=False) if isinstance(body, BaseModel) else body
+    response = Response(json.dumps(data, separators=(",", ":")), status=code, mimetype="application/json")
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def error_response(error: ApiError) -> Response:
+    """The shared error body: {"error": {code, status, message, details}}."""
+    body = {"error": {"code": error.code, "status": STATUS_NAMES.get(error.code, "UNKNOWN"), "message": error.message, "details": [d.model_dump() for d in error.details]}}
+    headers = dict(error.headers)
+    if error.code == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="jobs"')
+    return json_response(body, error.code, headers)
+
+
+def valid_id(job_id: str) -> bool:
+    """A possible Firestore document id (others cannot name a job: 404, not a server error)."""
+    try:
+        size = len(job_id.encode())
+    except UnicodeEncodeError:
+        return False
+    return 0 < size <= 1500 and "/" not in job_id and job_id not in (".", "..") and not RESERVED_ID.match(job_id)
+
+
+
+def read_json_body(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object; 400 naming `body` otherwise (NaN, Infinity and
+    nesting deeper than Python parses are refused too)."""
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        raise ApiError(400, "the request body must be a JSON object", [FieldError(field="body", reason="empty body")])
+
+    def refuse_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        body = json.loads(raw, parse_constant=refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ApiError(400, "the request body is not valid JSON", [FieldError(field="body", reason=reason)]) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", [FieldError(field="body", reason=f"got {type(body).__name__}")])
+    return body
+
+
+__all__ = ["STATUS_NAMES", "ApiError", "error_response", "field_errors", "json_response", "read_json_body", "valid_id"]
