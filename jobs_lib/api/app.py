@@ -83,6 +83,7 @@ AUDIT_EVENTS = {
 DEFAULT_CREATE_LIMIT = 60
 DEFAULT_CREATE_WINDOW = 60.0
 
+
 class JobsApi:
     """The jobs API over a `JobsClient`; call `handle` with a request, or mount it as a WSGI app."""
 
@@ -150,6 +151,7 @@ class JobsApi:
             return error_response(ApiError(500, "internal error"))
 
     def caller(self, request: Request, permission: str) -> Caller:
+        """The verified caller, if their token grants `permission`; 401, 403 or 503 otherwise."""
         try:
             caller = self.verifier.verify(request.headers.get("Authorization"))
         except Unauthenticated as exc:
