@@ -63,7 +63,10 @@ def commands(plan: DeployPlan, registry: HandlerRegistry) -> list[str]:
         f"gcloud functions deploy jobs-tick {common} --entry-point=tick --trigger-http --no-allow-unauthenticated"
         f" --timeout={timeout}s --memory=512Mi --set-env-vars={q(tick_env)}",
         f"gcloud functions add-invoker-policy-binding jobs-tick --region={q(plan.region)} --project={q(plan.project)} --member={q('serviceAccount:' + plan.service_account)}",
-        "# 5. Cloud Scheduler calls the tick every minute with an OIDC token.",
+        "# 5. The REST API (public: it verifies Firebase ID tokens itself; see README, REST API).",
+        f"gcloud functions deploy jobs-api {common} --entry-point=api --trigger-http --allow-unauthenticated"
+        f" --timeout=60s --memory=512Mi --concurrency=16 --cpu=1 --set-env-vars={q(env)}",
+        "# 6. Cloud Scheduler calls the tick every minute with an OIDC token.",
         f"TICK_URL=$(gcloud functions describe jobs-tick --gen2 --region={q(plan.region)} --project={q(plan.project)} --format='value(serviceConfig.uri)')",
         f"gcloud scheduler jobs create http jobs-tick --project={q(plan.project)} --location={q(plan.region)} --schedule='* * * * *'"
         f' --uri="$TICK_URL" --http-method=POST --message-body=\'{{}}\' --oidc-service-account-email={q(plan.service_account)}'

@@ -78,9 +78,11 @@ class FunctionHost:
 class Dispatcher:
     """The Eventarc stand-in: answers the emulator at once, delivers to the function concurrently."""
 
-    def __init__(self, deliver_to: dict[str, str], *, threads: int = 32, retries: int = 3) -> None:
+    def __init__(self, deliver_to: dict[str, str], *, threads: int = 32, retries: int = 3, duplicate: bool = False) -> None:
         self.deliver_to = deliver_to
         self.retries = retries
+        #: Deliver every event twice, at once: Eventarc is at-least-once (the chaos suite uses this).
+        self.duplicate = duplicate
         self.delivered = 0
         self.dropped = 0
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="dispatch")
@@ -94,7 +96,8 @@ class Dispatcher:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 trigger = self.path.rstrip("/").rsplit("/", 1)[-1]
-                dispatcher._pool.submit(dispatcher._deliver, trigger, headers, body)
+                for _ in range(2 if dispatcher.duplicate else 1):
+                    dispatcher._pool.submit(dispatcher._deliver, trigger, headers, body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -153,8 +156,10 @@ class DevStack:
         log_dir: Path | None = None,
         threads: int = 32,
         env: dict[str, str] | None = None,
+        duplicate_events: bool = False,
     ) -> None:
         self.project = project
+        self.duplicate_events = duplicate_events
         self.handlers = handlers if handlers is not None else os.environ.get("JOBS_HANDLERS", "")
         self.tick_interval = tick_interval
         self.functions_dir = functions_dir or ROOT / "functions"
@@ -257,7 +262,7 @@ class DevStack:
             # The functions start while the emulator does; they connect on first use.
             self.start_host("on_job_created", "cloudevent")
             self.start_host("tick", "http")
-            self.dispatcher = Dispatcher({TRIGGER_NAME: self.hosts["on_job_created"].url}, threads=self.threads)
+            self.dispatcher = Dispatcher({TRIGGER_NAME: self.hosts["on_job_created"].url}, threads=self.threads, duplicate=self.duplicate_events)
             self.dispatcher.start()
             rules = str(self.rules) if self.rules and Path(self.rules).exists() else None
             self.emulator = emulator_mod.start(project=self.project, port=port, rules=rules, functions_emulator=self.dispatcher.address)

@@ -66,7 +66,17 @@ def crash(ctx: JobContext[Any]) -> None:
 
 @handler("effect", max_attempts=10, timeout=60)
 def effect(ctx: JobContext[Any]) -> int:
-    """A side effect counted per run (effects/{jobId}.runs), then a short pause."""
-    ctx.db.collection("effects").document(ctx.job_id).set({"runs": firestore.Increment(1)}, merge=True)
+    """A side effect per run, then a short pause: a line in $JOBS_TEST_EFFECTS_DIR/<pid> (written
+    before the job can complete, kept by the OS even if the process is killed), or, without that
+    variable, an increment of effects/{jobId}.runs."""
+    folder = os.environ.get("JOBS_TEST_EFFECTS_DIR")
+    if folder:
+        fd = os.open(os.path.join(folder, str(os.getpid())), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{ctx.job_id}\n".encode())
+        finally:
+            os.close(fd)
+    else:
+        ctx.db.collection("effects").document(ctx.job_id).set({"runs": firestore.Increment(1)}, merge=True)
     time.sleep(float(ctx.metadata.get("seconds", 0.01)))
     return ctx.attempt

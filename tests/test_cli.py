@@ -60,3 +60,31 @@ def test_worker_burst_runs_what_is_due_and_exits(client: JobsClient, store: JobS
     result = invoke("worker", "--burst", "--concurrency", "2")
     assert result.exit_code == 0, result.output
     assert all(store.get(i).status is Status.COMPLETED for i in ids)  # type: ignore[union-attr]
+
+
+def test_deploy_prints_a_command_for_every_function_in_main_py() -> None:
+    import ast
+    import shlex
+
+    from .conftest import ROOT
+
+    result = invoke("deploy", "--project", "acme-prod", "--region", "europe-west1", "--trigger-location", "eur3", "--handlers", "jobs_lib.builtin")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line and not line.startswith("#")]
+    deployed = {}
+    for line in lines:
+        words = shlex.split(line)
+        if words[:3] == ["gcloud", "functions", "deploy"]:
+            options = dict(w.removeprefix("--").split("=", 1) for w in words[4:] if "=" in w)
+            deployed[options["entry-point"]] = (words[3], options, words)
+    tree = ast.parse((ROOT / "functions" / "main.py").read_text())
+    entry_points = {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.decorator_list}
+    assert set(deployed) == entry_points == {"on_job_created", "tick", "api"}
+    _, created, created_words = deployed["on_job_created"]
+    assert created["trigger-location"] == "eur3" and created["region"] == "europe-west1" and created["project"] == "acme-prod"
+    filters = [w.split("=", 1)[1] for w in created_words if w.startswith("--trigger-event-filters")]
+    assert "type=google.cloud.firestore.document.v1.created" in filters and "document=backgroundJobs/{jobId}" in filters
+    assert "--no-allow-unauthenticated" in deployed["tick"][2] and "--allow-unauthenticated" in deployed["api"][2]
+    assert "JOBS_HANDLERS=jobs_lib.builtin" in deployed["tick"][1]["set-env-vars"]
+    assert any(line.startswith("gcloud scheduler jobs create http jobs-tick") for line in lines)
+    assert lines[0] == "jobs functions-package functions"

@@ -74,7 +74,7 @@ def _listing_pages(s: Stores) -> None:
 
 #: How the test calls each query method: "Class.method" -> a call with sample arguments.
 CALLS: dict[str, Callable[[Stores], Any]] = {
-    "JobStore.due": lambda s: [s.jobs.due(NOW, 5), s.jobs.due(NOW, 5, partition=0), s.jobs.due(NOW, 5, partition=7), s.jobs.due(NOW, 5, partition=15)],
+    "JobStore.due": lambda s: [s.jobs.due(NOW, 5), s.jobs.due(NOW, 5, partition=0), s.jobs.due(NOW, 5, partition=7), s.jobs.due(NOW, 5, partition=15), s.jobs.due(NOW, 5, exclude_types=["paused"]), s.jobs.due(NOW, 5, partition=3, exclude_types=["a", "b"])],
     "JobStore.due_by_priority": lambda s: s.jobs.due_by_priority(NOW, 5),
     "JobStore.due_strings": lambda s: s.jobs.due_strings(NOW, 5),
     "JobStore.scan_pending": lambda s: [s.jobs.scan_pending(None, 5), s.jobs.scan_pending("m", 5)],
