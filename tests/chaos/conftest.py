@@ -90,11 +90,13 @@ class Fleet:
         return [m for m in self.members if m.process.poll() is None]
 
     def kill_one(self, rng: random.Random, min_age: float = 0.0) -> Member | None:
-        """SIGKILL a random live worker that has run at least `min_age` seconds."""
+        """SIGKILL a random live worker that has run at least `min_age` seconds, preferring one
+        that is mid-work (it has claimed jobs), so that the kill strands jobs to recover."""
         alive = [m for m in self.alive() if time.time() - m.started >= min_age]
         if not alive:
             return None
-        victim = rng.choice(alive)
+        working = [m for m in alive if b'"job_claimed"' in m.log_path.read_bytes()]
+        victim = rng.choice(working or alive)
         victim.killed_at = time.time()
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait(10)
