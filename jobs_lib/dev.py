@@ -14,12 +14,10 @@ ticker calls the tick with Cloud Scheduler's headers on a fixed interval.
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs_lib import emulator as emulator_mod
-from jobs_lib.emulator import Emulator, free_port
+from jobs_lib.emulator import Emulator, free_port, stop_process_group
 
 log = logging.getLogger("jobs_lib.dev")
 
@@ -61,15 +59,7 @@ class FunctionHost:
 
     def stop(self) -> None:
         """Stop the process and everything it started."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        stop_process_group(self.process)
         if self._log is not None:
             self._log.close()
             self._log = None

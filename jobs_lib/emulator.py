@@ -66,6 +66,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process started in its own session and everything it started; SIGKILL after 10 s."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
 @dataclass
 class Emulator:
     """A running emulator process."""
@@ -114,15 +127,7 @@ class Emulator:
 
     def stop(self) -> None:
         """Stop the emulator and everything it started."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        stop_process_group(self.process)
         log_file = self._log_file
         if log_file is not None:
             log_file.close()  # type: ignore[attr-defined]
@@ -189,4 +194,4 @@ def running(**kwargs: object) -> Iterator[Emulator]:
             os.environ["FIRESTORE_EMULATOR_HOST"] = previous
 
 
-__all__ = ["INSTALL_HELP", "Emulator", "find_jar", "find_java", "free_port", "running", "start"]
+__all__ = ["INSTALL_HELP", "Emulator", "find_jar", "find_java", "free_port", "running", "start", "stop_process_group"]

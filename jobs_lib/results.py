@@ -15,6 +15,16 @@ from pydantic import BaseModel
 
 from jobs_lib.wire import encoded_size
 
+
+def encodable(text: str) -> bool:
+    """Is `text` valid Unicode that Firestore can store (no lone surrogates)?"""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 #: Firestore's maximum document size.
 DOCUMENT_LIMIT = 1_048_576
 #: Room kept for the runner's own fields (status, timestamps, lease, progress, error).
@@ -88,4 +98,4 @@ def storable_result(result: Any, document: dict[str, Any]) -> tuple[str | None, 
     return None, result
 
 
-__all__ = ["DOCUMENT_LIMIT", "encoded_size", "storable_result"]
+__all__ = ["DOCUMENT_LIMIT", "encodable", "encoded_size", "storable_result"]

@@ -256,7 +256,9 @@ class Worker:
                         probe = self._claim_batch
                         contended_until = now + 30.0
                     elif won == tried:
-                        probe = min(probe * 2, self.concurrency)
+                        # While other workers read the whole queue too, keep batches small: a big one
+                        # that loses costs a refused write per job.
+                        probe = min(probe * 2, self._claim_batch if now < contended_until else self.concurrency)
                     for execution in executions:
                         self._start(execution)
                     self._claim_log.append((now, len(executions)))

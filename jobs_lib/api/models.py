@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from jobs_lib.job import Job, Status
+from jobs_lib.results import encodable
 
 #: Largest metadata the API accepts, in bytes of JSON (a job document may hold 1 MiB in all).
 MAX_METADATA_BYTES = 64 * 1024
@@ -315,10 +316,10 @@ def firestore_problem(value: Any, depth: int = 0) -> str | None:
     if isinstance(value, int):
         return None if _INT64[0] <= value <= _INT64[1] else f"integer {value} does not fit in 64 bits"
     if isinstance(value, str):
-        return None if _encodable(value) else "strings must be valid Unicode (no lone surrogates)"
+        return None if encodable(value) else "strings must be valid Unicode (no lone surrogates)"
     if isinstance(value, dict):
         for key, item in value.items():
-            if not key or not _encodable(key) or (key.startswith("__") and key.endswith("__")):
+            if not key or not encodable(key) or (key.startswith("__") and key.endswith("__")):
                 return f"{key!r} cannot be a field name (empty, reserved __name__ form, or not valid Unicode)"
             problem = firestore_problem(item, depth + 1)
             if problem:
@@ -333,14 +334,6 @@ def firestore_problem(value: Any, depth: int = 0) -> str | None:
                 return problem
         return None
     return f"{type(value).__name__} is not a JSON value"
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def plain_json(value: Any) -> Any:

@@ -49,6 +49,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from jobs_lib.clock import TimeParseError, parse_time
 from jobs_lib.errors import JobsError
 from jobs_lib.job import Job
+from jobs_lib.results import encodable
 from jobs_lib.store.jobs import JobStore
 
 #: The smallest Firestore timestamp: ``createdAt >= TIMESTAMP_FLOOR`` matches every timestamp and nothing else.
@@ -192,7 +193,7 @@ class JobListing:
             if entry == "done":
                 lane.done = True
             elif entry is not None:
-                if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) and _encodable(x) for x in entry) and _possible_id(entry[1])):
+                if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) and encodable(x) for x in entry) and _possible_id(entry[1])):
                     raise InvalidPageToken("pageToken is not a token this API issued")
                 value: Any = entry[0]
                 if name == "t":
@@ -209,14 +210,6 @@ class JobListing:
 def _possible_id(job_id: str) -> bool:
     """Could name a document: 1 to 1500 bytes, no slash, not ``.``, ``..`` or ``__reserved__``."""
     return 0 < len(job_id.encode()) <= 1500 and "/" not in job_id and job_id not in (".", "..") and not (job_id.startswith("__") and job_id.endswith("__"))
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class ScheduleListing:
@@ -259,7 +252,7 @@ class ScheduleListing:
         if not isinstance(state, dict) or state.get("f") != fingerprint:
             raise InvalidPageToken("pageToken belongs to a listing with other filters; start again without it")
         after = state.get("after")
-        if not isinstance(after, str) or not _encodable(after) or not _possible_id(after):
+        if not isinstance(after, str) or not encodable(after) or not _possible_id(after):
             raise InvalidPageToken("pageToken is not a token this API issued")
         return after
 
