@@ -1,5 +1,5 @@
 """The Cloud Functions, driven with the requests the platform sends: emulator and Eventarc
-CloudEvents (captured in shared/emulator-events) and Cloud Scheduler's HTTP call."""
+CloudEvents (captured from the emulator, tests/data/emulator-events) and Cloud Scheduler's HTTP call."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from jobs_lib.store import JobStore
 
 from .conftest import ROOT, wait_finished
 
-CAPTURES = ROOT.parent / "shared" / "emulator-events"
+CAPTURES = ROOT / "tests" / "data" / "emulator-events"
 MAIN = str(ROOT / "functions" / "main.py")
 
 
