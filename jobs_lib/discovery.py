@@ -43,6 +43,8 @@ SLICE_DWELL = 10.0
 CONTENDED_MEMORY = 60.0
 #: A copy of the slice table this old is read again before use.
 SLICE_TABLE_TTL = 10.0
+#: A long-lived worker starts the slow lanes this many seconds apart, after its first main-lane read.
+STAGGER = 1.5
 
 
 class Discovery:
@@ -60,7 +62,11 @@ class Discovery:
         scan_interval: float = 10.0,
         scan_page: int = 50,
         rng: random.Random | None = None,
+        eager: bool = True,
     ) -> None:
+        """With `eager` False (a long-lived worker), the first read is the main lane alone, and the
+        slow lanes follow a few seconds later: a worker joining a busy fleet claims sooner. Burst
+        runs (the tick) read every lane at once, since they stop when a read finds nothing."""
         self.store = store
         self.holder = holder
         self.exclude_types = exclude_types or (lambda: [])
@@ -83,7 +89,9 @@ class Discovery:
         self._priorities_seen_until = 0.0
         self._backlog = False
         start = time.monotonic()
-        self._next = {"expired": start, "strings": start, "scan": start, "priority": start}
+        later = 0.0 if eager else STAGGER
+        self._next = {"expired": start, "strings": start + later, "scan": start + 2 * later, "priority": start}
+        self._joined = False
 
     def _due(self, lane: str, interval: float) -> bool:
         now = time.monotonic()
@@ -117,6 +125,9 @@ class Discovery:
         """Due jobs from our slice, or from the whole queue; moves between slices as they drain."""
         if self.partition is not None and time.monotonic() - self._slice_taken > SLICE_DWELL:
             self._give_back_slice(now)  # move on, so that every slice of a lasting backlog gets its turn
+        if not self._joined and self.partitioned:
+            self._joined = True
+            self._join(now)
         wants_slice = self.partitioned and self._backlog and time.monotonic() < self._contended_until
         if self.partition is None and wants_slice:
             self._take_slice(now)
@@ -144,6 +155,14 @@ class Discovery:
         # once anyway): while none turn up, scan less and less often, down to once a minute.
         self._scan_every = self.scan_interval if found else min(self._scan_every * 2, MAX_SCAN_INTERVAL)
         return found
+
+    def _join(self, now: datetime) -> None:
+        """On the first read: when other workers lease slices, a backlog is being shared, so start
+        in a slice of our own at once rather than colliding with them on the oldest jobs first."""
+        self._table = {index: (fields, version) for index, fields, version in self.store.read_slices()}
+        self._table_read = time.monotonic()
+        if any(fields.get("holder") not in (None, self.holder) and not _past(fields.get("until"), now) for fields, _v in self._table.values()):
+            self.contended()
 
     def contended(self) -> None:
         """Claims are losing to another worker reading the same jobs: read a slice of our own."""

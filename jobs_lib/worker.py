@@ -139,7 +139,7 @@ class Worker:
         #: ... and seconds until the process must be done (a function's timeout): a job is
         #: claimed only if its handler's timeout fits, and released if still running then.
         self.hard_limit = hard_limit if hard_limit is not None else budget
-        self.discovery = discovery or Discovery(engine.store, lease_seconds=engine.lease_seconds, holder=engine.holder, exclude_types=engine.excluded_types)
+        self.discovery = discovery or Discovery(engine.store, lease_seconds=engine.lease_seconds, holder=engine.holder, exclude_types=engine.excluded_types, eager=burst)
         self.summary = WorkerSummary()
         self.scheduler = make_scheduler(engine) if schedules else None
         self._stop = threading.Event()
