@@ -91,7 +91,7 @@ class Discovery:
         start = time.monotonic()
         later = 0.0 if eager else STAGGER
         self._next = {"expired": start, "strings": start + later, "scan": start + 2 * later, "priority": start}
-        self._joined = False
+        self._joined = eager  # burst runs (the tick) never join a fleet's slices at start
 
     def _due(self, lane: str, interval: float) -> bool:
         now = time.monotonic()

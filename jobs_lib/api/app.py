@@ -42,6 +42,8 @@ from jobs_lib.api.http import (
     error_response,
     field_errors,
     json_response,
+    listing_scope,
+    parse_query,
     read_json_body,
     valid_id,
 )
@@ -63,7 +65,7 @@ from jobs_lib.logs import event
 from jobs_lib.registry import HandlerRegistry, default_registry, load_handler_modules
 from jobs_lib.schedules import ScheduleClient
 from jobs_lib.store import TRANSIENT, JobStore
-from jobs_lib.store.listing import InvalidPageToken, JobListing, RateLimiter, Scope
+from jobs_lib.store.listing import InvalidPageToken, JobListing, RateLimiter
 from jobs_lib.store.schedules import ScheduleStore
 
 log = logging.getLogger("jobs_lib.api")
@@ -238,16 +240,8 @@ class JobsApi:
     def list_jobs(self, request: Request) -> Response:
         """``GET /v1/jobs``."""
         caller = self.caller(request, "jobs.view")
-        try:
-            query = ListJobsQuery.model_validate(request.args.to_dict(flat=True))
-        except ValidationError as exc:
-            raise ApiError(400, "invalid query parameters", field_errors(exc)) from None
-        if query.scope == "org":
-            if not (caller.org_admin and caller.org_id):
-                raise ApiError(403, "listing an organisation's jobs needs the orgAdmin claim")
-            scope = Scope("orgId", caller.org_id)
-        else:
-            scope = Scope("createdBy", caller.uid)
+        query = parse_query(request, ListJobsQuery)
+        scope = listing_scope(caller, query.scope, "jobs")
         try:
             page = self.listing.page(scope, status=query.status.value if query.status else None, job_type=query.type, page_size=query.pageSize, page_token=query.pageToken)
         except InvalidPageToken as exc:

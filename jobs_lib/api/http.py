@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from werkzeug.wrappers import Request, Response
 
+from jobs_lib.api.auth import Caller
 from jobs_lib.api.models import FieldError
+from jobs_lib.store.listing import Scope
+
+QueryT = TypeVar("QueryT", bound=BaseModel)
 
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 409: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 RESERVED_ID = re.compile(r"^__.*__$")
@@ -80,4 +84,21 @@ def read_json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-__all__ = ["STATUS_NAMES", "ApiError", "error_response", "field_errors", "json_response", "read_json_body", "valid_id"]
+def parse_query(request: Request, model: type[QueryT]) -> QueryT:
+    """The request's query parameters as `model`; 400 with the fields at fault otherwise."""
+    try:
+        return model.model_validate(request.args.to_dict(flat=True))
+    except ValidationError as exc:
+        raise ApiError(400, "invalid query parameters", field_errors(exc)) from None
+
+
+def listing_scope(caller: Caller, scope: str, noun: str) -> Scope:
+    """Whose `noun` a listing shows: the caller's own, or with ``scope=org`` their org's (orgAdmin only)."""
+    if scope == "org":
+        if not (caller.org_admin and caller.org_id):
+            raise ApiError(403, f"listing an organisation's {noun} needs the orgAdmin claim")
+        return Scope("orgId", caller.org_id)
+    return Scope("createdBy", caller.uid)
+
+
+__all__ = ["STATUS_NAMES", "ApiError", "error_response", "field_errors", "json_response", "listing_scope", "parse_query", "read_json_body", "valid_id"]

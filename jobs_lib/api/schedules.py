@@ -26,7 +26,15 @@ from werkzeug.wrappers import Request, Response
 
 from jobs_lib import cron
 from jobs_lib.api.auth import Caller
-from jobs_lib.api.http import ApiError, field_errors, json_response, read_json_body, valid_id
+from jobs_lib.api.http import (
+    ApiError,
+    field_errors,
+    json_response,
+    listing_scope,
+    parse_query,
+    read_json_body,
+    valid_id,
+)
 from jobs_lib.api.models import (
     CreateScheduleRequest,
     FieldError,
@@ -38,7 +46,7 @@ from jobs_lib.api.models import (
 )
 from jobs_lib.errors import InvalidSchedule, ScheduleNotFound
 from jobs_lib.schedules import Schedule, ScheduleClient
-from jobs_lib.store.listing import InvalidPageToken, ScheduleListing, Scope
+from jobs_lib.store.listing import InvalidPageToken, ScheduleListing
 
 if TYPE_CHECKING:
     from jobs_lib.api.app import JobsApi
@@ -146,16 +154,8 @@ class ScheduleEndpoints:
     def list(self, request: Request) -> Response:
         """``GET /v1/schedules``."""
         caller = self.api.caller(request, "schedules.view")
-        try:
-            query = ListSchedulesQuery.model_validate(request.args.to_dict(flat=True))
-        except ValidationError as exc:
-            raise ApiError(400, "invalid query parameters", field_errors(exc)) from None
-        if query.scope == "org":
-            if not (caller.org_admin and caller.org_id):
-                raise ApiError(403, "listing an organisation's schedules needs the orgAdmin claim")
-            scope = Scope("orgId", caller.org_id)
-        else:
-            scope = Scope("createdBy", caller.uid)
+        query = parse_query(request, ListSchedulesQuery)
+        scope = listing_scope(caller, query.scope, "schedules")
         try:
             rows, next_token = self.listing.page(scope, page_size=query.pageSize, page_token=query.pageToken)
         except InvalidPageToken as exc:

@@ -177,16 +177,11 @@ class JobListing:
             elif lane.cursor is not None:
                 value, job_id = lane.cursor
                 state[name] = [value.isoformat() if isinstance(value, datetime) else value, job_id]
-        return base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).rstrip(b"=").decode()
+        return _pack(state)
 
     @staticmethod
     def _decode(token: str, fingerprint: str) -> dict[str, _Lane]:
-        try:
-            state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        except (binascii.Error, ValueError, UnicodeDecodeError):
-            raise InvalidPageToken("pageToken is not a token this API issued") from None
-        if not isinstance(state, dict) or state.get("f") != fingerprint:
-            raise InvalidPageToken("pageToken belongs to a listing with other filters; start again without it")
+        state = _unpack(token, fingerprint)
         lanes = {"t": _Lane(TIMESTAMP_FLOOR), "s": _Lane(STRING_FLOOR)}
         for name, lane in lanes.items():
             entry = state.get(name)
@@ -205,6 +200,22 @@ class JobListing:
                         raise InvalidPageToken("pageToken is not a token this API issued")
                 lane.cursor = (value, entry[1])
         return lanes
+
+
+def _pack(state: dict[str, Any]) -> str:
+    """A page token: the listing's state as unpadded URL-safe base64 of compact JSON."""
+    return base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).rstrip(b"=").decode()
+
+
+def _unpack(token: str, fingerprint: str) -> dict[str, Any]:
+    """The state in a page token issued for the listing with this `fingerprint`; raises `InvalidPageToken`."""
+    try:
+        state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidPageToken("pageToken is not a token this API issued") from None
+    if not isinstance(state, dict) or state.get("f") != fingerprint:
+        raise InvalidPageToken("pageToken belongs to a listing with other filters; start again without it")
+    return state
 
 
 def _possible_id(job_id: str) -> bool:
@@ -240,18 +251,11 @@ class ScheduleListing:
         if len(rows) <= page_size:
             return rows, None
         rows = rows[:page_size]
-        state = json.dumps({"f": fingerprint, "after": rows[-1][0]}, separators=(",", ":")).encode()
-        return rows, base64.urlsafe_b64encode(state).rstrip(b"=").decode()
+        return rows, _pack({"f": fingerprint, "after": rows[-1][0]})
 
     @staticmethod
     def _decode(token: str, fingerprint: str) -> str:
-        try:
-            state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        except (binascii.Error, ValueError, UnicodeDecodeError):
-            raise InvalidPageToken("pageToken is not a token this API issued") from None
-        if not isinstance(state, dict) or state.get("f") != fingerprint:
-            raise InvalidPageToken("pageToken belongs to a listing with other filters; start again without it")
-        after = state.get("after")
+        after = _unpack(token, fingerprint).get("after")
         if not isinstance(after, str) or not encodable(after) or not _possible_id(after):
             raise InvalidPageToken("pageToken is not a token this API issued")
         return after
