@@ -91,16 +91,22 @@ class Fleet:
 
     def kill_one(self, rng: random.Random, min_age: float = 0.0) -> Member | None:
         """SIGKILL a random live worker that has run at least `min_age` seconds, preferring one
-        that is mid-work (it has claimed jobs), so that the kill strands jobs to recover."""
+        that is mid-job (jobs in flight), so that the kill strands jobs to recover."""
         alive = [m for m in self.alive() if time.time() - m.started >= min_age]
         if not alive:
             return None
-        working = [m for m in alive if b'"job_claimed"' in m.log_path.read_bytes()]
+        working = [m for m in alive if self.in_flight(m)]
         victim = rng.choice(working or alive)
         victim.killed_at = time.time()
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait(10)
         return victim
+
+    def in_flight(self, member: Member) -> set[str]:
+        """Jobs the member has claimed and not yet finished, as its log shows now."""
+        events = self.events(member)
+        claimed = {e["jobId"] for e in events if e.get("event") in ("job_claimed", "job_recovered")}
+        return claimed - {e["jobId"] for e in events if e.get("event") in ("job_completed", "job_failed", "job_retrying", "job_released")}
 
     def stop(self) -> None:
         for member in self.alive():

@@ -35,7 +35,7 @@ from .proxy import Proxy
 
 
 def test_ten_thousand_jobs_while_workers_are_killed_at_random(chaos_store: JobStore, fleet: Fleet, effects_dir: Path) -> None:
-    ids = enqueue_effects(chaos_store, 10_000, seconds=0.02)  # each worker holds jobs in flight when it dies
+    ids = enqueue_effects(chaos_store, 10_000, seconds=0.1)  # jobs in flight long enough for kills to land mid-job
     fleet.args = ["--concurrency", "32", "--lease", "3", "--grace", "1"]
     for _ in range(4):
         fleet.start()
