@@ -46,7 +46,7 @@ def test_ten_thousand_jobs_while_workers_are_killed_at_random(chaos_store: JobSt
     def chaos() -> None:
         while not stop.wait(rng.uniform(3.0, 5.0)):
             victim = fleet.kill_one(rng, min_age=4.0)  # mid-work, not while it is still starting
-            if victim is not None:
+            if victim is not None and victim.killed_at is not None:
                 kills.append((victim.killed_at, victim))
                 fleet.start()
 
