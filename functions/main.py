@@ -4,6 +4,8 @@ Deploy with `jobs deploy` (it prints the gcloud commands). Each function
 parses its trigger, calls one library function and maps the outcome to a
 response; this is the only place with a catch-all, so that no unexpected
 error turns into endless redelivery (the tick picks up whatever was left).
+`jobs` holds the instance's jobs_lib, built from the environment on the first
+call, not at import.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from typing import Any
 
 import functions_framework
 
-from jobs_lib import functions as jobs
+from jobs_lib.functions import Functions
 from jobs_lib.logs import configure
 
 configure()
 log = logging.getLogger("functions")
+jobs = Functions()
 
 
 @functions_framework.cloud_event
@@ -42,11 +45,8 @@ def tick(request: Any) -> tuple[dict[str, Any], int]:
 @functions_framework.http
 def api(request: Any) -> Any:
     """The REST jobs API (/v1/jobs...): Firebase ID token auth, see jobs_lib.api."""
-    # Imported on first call, so the other functions never load the API's dependencies.
-    from jobs_lib.api import handle_request
-
     try:
-        return handle_request(request)
-    except Exception:  # handle_request answers every request itself; this is start-up failing
+        return jobs.api(request)
+    except Exception:  # the API answers every request itself; this is start-up failing
         log.exception("api failed to start")
         return {"error": {"code": 500, "status": "INTERNAL", "message": "internal error", "details": []}}, 500

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -54,16 +53,12 @@ def worker(
 ) -> None:
     """Run jobs until stopped (SIGTERM or Ctrl-C stop it gracefully)."""
     from jobs_lib import logs
-    from jobs_lib.registry import load_handler_modules
-    from jobs_lib.runner import Engine
-    from jobs_lib.store import JobStore
-    from jobs_lib.worker import Worker
+    from jobs_lib.app import App
 
-    logs.configure(os.environ.get("JOBS_LOG_LEVEL", "INFO"))
-    load_handler_modules(handlers)
-    settings = _settings(project, collection, lease_seconds=lease)
-    engine = Engine(JobStore(settings))
-    runner = Worker(engine, concurrency=concurrency, poll_interval=poll_interval, grace=grace, burst=burst)
+    settings = _settings(project, collection, lease_seconds=lease, handlers=handlers)
+    logs.configure(settings.log_level)
+    app = App(settings)
+    runner = app.worker(concurrency=concurrency, poll_interval=poll_interval, grace=grace, burst=burst)
     runner.install_signal_handlers()
     runner.run()
 
@@ -201,8 +196,9 @@ def dev(
     from jobs_lib import logs
     from jobs_lib.dev import DevStack
 
-    logs.configure(os.environ.get("JOBS_LOG_LEVEL", "INFO"))
-    stack = DevStack(project=project, handlers=handlers, tick_interval=tick_interval)
+    settings = Settings.from_env(handlers=handlers)
+    logs.configure(settings.log_level)
+    stack = DevStack(project=project, handlers=",".join(settings.handlers), tick_interval=tick_interval)
     stopping = threading.Event()
     signal_mod.signal(signal_mod.SIGTERM, lambda *_: stopping.set())
     with stack:
@@ -232,19 +228,19 @@ def deploy(
     tick_budget: Annotated[float, typer.Option(help="Seconds a tick may spend.")] = 50.0,
 ) -> None:
     """Print the commands that deploy jobs_lib to a project (functions, trigger, scheduler, rules, indexes)."""
+    from jobs_lib.app import App
     from jobs_lib.deploy import DeployPlan, commands
-    from jobs_lib.registry import default_registry, load_handler_modules
 
-    load_handler_modules(handlers)
+    app = App(_settings(None, None, handlers=handlers))
     plan = DeployPlan(
         project=project,
         region=region,
         trigger_location=trigger_location or region,
         service_account=service_account or f"jobs-runner@{project}.iam.gserviceaccount.com",
-        handlers=handlers if handlers is not None else os.environ.get("JOBS_HANDLERS", ""),
+        handlers=",".join(app.settings.handlers),
         tick_budget=tick_budget,
     )
-    for line in commands(plan, default_registry):
+    for line in commands(plan, app.registry):
         print(line)
 
 
@@ -268,11 +264,9 @@ app.add_typer(scheduler_app, name="scheduler")
 
 
 def _schedules(project: str | None, handlers: str | None = None) -> Any:
-    from jobs_lib.registry import load_handler_modules
-    from jobs_lib.schedules import ScheduleClient
+    from jobs_lib.app import App
 
-    load_handler_modules(handlers)
-    return ScheduleClient(_settings(project, None))
+    return App(_settings(project, None, handlers=handlers)).schedules
 
 
 def schedule_dict(schedule: Any) -> dict[str, Any]:
@@ -354,13 +348,10 @@ def schedules_delete(schedule_id: str, project: ProjectOpt = None) -> None:
 @schedules_app.command("fire")
 def schedules_fire(project: ProjectOpt = None, handlers: HandlersOpt = None) -> None:
     """Fire every due slot now (what each tick and worker does) and print what fired."""
-    from jobs_lib.runner import Engine
-    from jobs_lib.store import JobStore
-    from jobs_lib.worker import make_scheduler
+    from jobs_lib.app import App
 
-    _schedules(project, handlers)
-    engine = Engine(JobStore(_settings(project, None)))
-    console.print_json(data=make_scheduler(engine).fire_due().as_dict())
+    app = App(_settings(project, None, handlers=handlers))
+    console.print_json(data=app.scheduler.fire_due().as_dict())
 
 
 @scheduler_app.command("sync")

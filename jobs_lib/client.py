@@ -15,11 +15,10 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from google.api_core.exceptions import AlreadyExists
-
 from jobs_lib.config import Settings
-from jobs_lib.errors import ConfigurationError, InvalidJobState, JobNotFound
+from jobs_lib.errors import ConfigurationError, DocumentExists, InvalidJobState, JobNotFound
 from jobs_lib.job import Job, Status
+from jobs_lib.outcomes import Cancelled, CancelRequest, Change, Retried
 from jobs_lib.registry import HandlerRegistry, default_registry
 from jobs_lib.store import JobStore
 
@@ -104,7 +103,7 @@ class JobsClient:
             return Job.from_document(job_id, {**data, "createdAt": None, "scheduledFor": scheduled_for})
         try:
             self.store.create(job_id, data)
-        except AlreadyExists:
+        except DocumentExists:
             existing = self.store.get(job_id)
             if existing is None:  # deleted between the two calls: create again
                 self.store.create(job_id, data)
@@ -127,11 +126,11 @@ class JobsClient:
         Raises `InvalidJobState` for a finished job, `JobNotFound` for no job.
         """
 
-        def decide(job: Job) -> dict[str, Any] | None:
+        def decide(job: Job) -> Change | None:
             if job.status is Status.PENDING:
-                return self.store.cancelled_fields(None)
+                return Cancelled()
             if job.status is Status.IN_PROGRESS:
-                return None if job.cancel_requested else {"cancelRequested": True}
+                return None if job.cancel_requested else CancelRequest()
             raise InvalidJobState(f"job {job_id} is {job.status.value if job.status else 'unreadable'}; only pending and running jobs can be cancelled")
 
         job, _written = self.store.update_checked(job_id, decide)
@@ -151,7 +150,7 @@ class JobsClient:
             if not page:
                 break
             for job in page:
-                _found, written = self.store.update_checked(job.id, lambda j: self.store.retried_fields() if j.status is Status.FAILED else None)
+                _found, written = self.store.update_checked(job.id, lambda j: Retried() if j.status is Status.FAILED else None)
                 if written:
                     retried.append(job.id)
             after = page[-1].id
@@ -159,24 +158,24 @@ class JobsClient:
 
     def pause(self, job_type: str) -> None:
         """Pause a job type: its pending jobs stay pending until `resume` (running ones finish)."""
-        self.store.set_paused(job_type, True)
+        self.store.limits.set_paused(job_type, True)
 
     def resume(self, job_type: str) -> None:
         """Resume a paused job type."""
-        self.store.set_paused(job_type, False)
+        self.store.limits.set_paused(job_type, False)
 
     def paused(self) -> set[str]:
         """The paused job types."""
-        return self.store.paused_types()
+        return self.store.limits.paused_types()
 
     def retry(self, job_id: str) -> Job:
         """Send a failed or cancelled job back to pending with its attempts reset."""
 
-        def decide(job: Job) -> dict[str, Any] | None:
+        def decide(job: Job) -> Change | None:
             if not job.can_retry:
                 state = job.status.value if job.status else "unreadable"
                 raise InvalidJobState(f"job {job_id} is {state}; only failed and cancelled jobs can be retried")
-            return self.store.retried_fields()
+            return Retried()
 
         job, _written = self.store.update_checked(job_id, decide)
         if job is None:

@@ -15,13 +15,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from jobs_lib.errors import TimeParseError
+
 #: Widest UTC offset in use (UTC+14). A string bound widened by it catches
 #: every ISO string that may be due, whatever its offset.
 MAX_UTC_OFFSET = timedelta(hours=14)
-
-
-class TimeParseError(ValueError):
-    """A field holds something that is not a timestamp."""
 
 
 def parse_time(value: Any, field: str = "timestamp") -> datetime | None:

@@ -1,70 +1,252 @@
-"""Settings shared by the worker, the functions and the client, and the Firestore client itself."""
+"""Every setting jobs_lib reads, validated once; the only module that touches ``os.environ``.
+
+`Settings` is a frozen value. `Settings.from_env` reads each setting from its
+environment variable (the table in the README is checked against `SETTINGS`
+by a test), and any invalid value raises `ConfigurationError` naming the
+variable and what it accepts. Everything else in the package receives a
+`Settings` (through `jobs_lib.app.App`) and never looks at the environment.
+
+Why not pydantic-settings: every Cloud Function reads these at cold start, and
+a table of a dozen plain parsers costs nothing to import, while pydantic's
+model machinery costs tens of milliseconds per instance start.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
-import threading
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from jobs_lib.errors import ConfigurationError
 
 DEFAULT_PROJECT = "demo-jobs"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _setting(default: Any, env: str, doc: str, accepts: str, *, also: tuple[str, ...] = ()) -> Any:
+    """A dataclass field that knows its environment variable, its meaning and what it accepts."""
+    return field(default=default, metadata={"env": env, "also": also, "doc": doc, "accepts": accepts})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the jobs live and how the runner writes them.
+    """Where the jobs live, how the runner writes them, and how each entry point behaves.
 
-    `project` comes from ``--project`` or ``GOOGLE_CLOUD_PROJECT``; the emulator
-    is used when ``FIRESTORE_EMULATOR_HOST`` is set. `timestamps` is
-    ``"timestamp"`` (Firestore timestamps, server time) or ``"iso"`` for
-    collections whose readers expect ISO-8601 strings.
+    Build it with keywords (`Settings(project="demo-x")`) or from the environment
+    (`Settings.from_env()`); either way every value is checked here.
     """
 
-    project: str = DEFAULT_PROJECT
-    database: str = "(default)"
-    collection: str = "backgroundJobs"
-    schedules_collection: str = "scheduledJobs"
-    lease_seconds: float = 30.0
-    timestamps: Literal["timestamp", "iso"] = "timestamp"
+    project: str = _setting(DEFAULT_PROJECT, "GOOGLE_CLOUD_PROJECT", "Google Cloud project of the Firestore database", "a project id", also=("GCLOUD_PROJECT",))
+    database: str = _setting("(default)", "JOBS_DATABASE", "Firestore database id", "a database id")
+    collection: str = _setting("backgroundJobs", "JOBS_COLLECTION", "collection of job documents", "a collection id")
+    schedules_collection: str = _setting("scheduledJobs", "JOBS_SCHEDULES_COLLECTION", "collection of schedule documents", "a collection id")
+    lease_seconds: float = _setting(30.0, "JOBS_LEASE_SECONDS", "how long a claim lasts before it must be renewed", "seconds, 1 to 600")
+    timestamps: Literal["timestamp", "iso"] = _setting("timestamp", "JOBS_TIMESTAMPS", "how the runner writes times", "`timestamp` or `iso`")
+    handlers: tuple[str, ...] = _setting((), "JOBS_HANDLERS", "modules that register handlers, imported at start", "comma-separated module paths")
+    log_level: str = _setting("INFO", "JOBS_LOG_LEVEL", "level of the JSON log lines", "DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    tick_budget: float = _setting(50.0, "JOBS_TICK_BUDGET", "seconds a scheduler tick keeps claiming jobs", "seconds, 1 to 3600")
+    function_timeout: float = _setting(540.0, "JOBS_FUNCTION_TIMEOUT", "timeout of the deployed tick function (jobs it claims must fit)", "seconds, 60 to 3600")
+    tick_concurrency: int = _setting(10, "JOBS_TICK_CONCURRENCY", "jobs a tick runs at once", "an integer, 1 to 1000")
+    api_create_limit: int = _setting(60, "JOBS_API_CREATE_LIMIT", "jobs (and schedules) one user may create through the API per window", "an integer, 1 to 1000000")
+    api_create_window: float = _setting(60.0, "JOBS_API_CREATE_WINDOW", "length of the API's rate-limit window", "seconds, 1 to 86400")
+    cleanup_cron: str | None = _setting("*/15 * * * *", "JOBS_CLEANUP_CRON", "when the built-in `jobs.cleanup` schedule runs", "a cron expression, or `off`")
+    emulator_jar: str | None = _setting(None, "FIRESTORE_EMULATOR_JAR", "the Firestore emulator jar `jobs dev` and the tests start", "a path to cloud-firestore-emulator.jar")
+    java: str | None = _setting(None, "JAVA", "the java binary that runs the emulator (default: java on the PATH)", "a path to java")
 
     def __post_init__(self) -> None:
-        if self.timestamps not in ("timestamp", "iso"):
-            raise ConfigurationError(f"timestamps must be 'timestamp' or 'iso', got {self.timestamps!r}")
-        if not 1 <= self.lease_seconds <= 600:
-            raise ConfigurationError(f"lease_seconds must be between 1 and 600, got {self.lease_seconds}")
+        if isinstance(self.handlers, str):  # "--handlers a,b" as given on the command line
+            object.__setattr__(self, "handlers", _modules(self.handlers))
+        elif isinstance(self.handlers, list):
+            object.__setattr__(self, "handlers", tuple(self.handlers))
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            problem = _CHECKS[item.name](value)
+            if problem:
+                env = item.metadata["env"]
+                raise ConfigurationError(f"{env} ({item.name}) must be {item.metadata['accepts']}; got {value!r}: {problem}")
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> Settings:
-        """Settings from the environment (``JOBS_*``, ``GOOGLE_CLOUD_PROJECT``), then `overrides`."""
-        env = os.environ
-        settings = cls(
-            project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or DEFAULT_PROJECT,
-            database=env.get("JOBS_DATABASE", "(default)"),
-            collection=env.get("JOBS_COLLECTION", "backgroundJobs"),
-            schedules_collection=env.get("JOBS_SCHEDULES_COLLECTION", "scheduledJobs"),
-            lease_seconds=float(env.get("JOBS_LEASE_SECONDS", "30")),
-            timestamps="iso" if env.get("JOBS_TIMESTAMPS") == "iso" else "timestamp",
-        )
-        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from the environment (or `environ`), then `overrides` (None values are ignored)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for item in dataclasses.fields(cls):
+            names = (item.metadata["env"], *item.metadata["also"])
+            raw = next((env[name] for name in names if env.get(name)), None)
+            if raw is None:
+                continue
+            try:
+                values[item.name] = _PARSERS.get(item.name, _text)(raw)
+            except ValueError as exc:
+                raise ConfigurationError(f"{names[0]} must be {item.metadata['accepts']}; got {raw!r}: {exc}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some values changed (None values are ignored), checked again."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def environment(self) -> dict[str, str]:
+        """These settings as environment variables, for a child process (a function host, a worker)."""
+        out: dict[str, str] = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if value is None:
+                value = "off" if item.name == "cleanup_cron" else None
+            if value is None:
+                continue
+            out[item.metadata["env"]] = ",".join(value) if isinstance(value, tuple) else str(value)
+        return out
 
 
-_clients: dict[tuple[str, str, str], Any] = {}
-_clients_lock = threading.Lock()
+@dataclass(frozen=True)
+class SettingDoc:
+    """One row of the settings table."""
+
+    env: str
+    name: str
+    default: Any
+    doc: str
+    accepts: str
 
 
-def firestore_client(settings: Settings) -> Any:
-    """The process's Firestore client for these settings, created on first use."""
-    from google.cloud import firestore
-
-    key = (settings.project, settings.database, os.environ.get("FIRESTORE_EMULATOR_HOST", ""))
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = firestore.Client(project=settings.project, database=settings.database)
-            _clients[key] = client
-        return client
+def documented() -> list[SettingDoc]:
+    """Every setting, in declaration order: what the README's table must list."""
+    return [SettingDoc(f.metadata["env"], f.name, f.default, f.metadata["doc"], f.metadata["accepts"]) for f in dataclasses.fields(Settings)]
 
 
-__all__ = ["DEFAULT_PROJECT", "Settings", "firestore_client"]
+def settings_table() -> str:
+    """The README's settings table, as Markdown."""
+    rows = ["| variable | setting | default | accepts | what it does |", "| --- | --- | --- | --- | --- |"]
+    for s in documented():
+        default = "off" if s.default is None and s.name == "cleanup_cron" else ("" if s.default in (None, ()) else s.default)
+        rows.append(f"| `{s.env}` | `{s.name}` | {f'`{default}`' if default != '' else 'none'} | {s.accepts} | {s.doc} |")
+    return "\n".join(rows)
+
+
+# -- parsing and checking -------------------------------------------------------------------------
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _number(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError("not a number") from None
+
+
+def _integer(raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError("not an integer") from None
+
+
+def _modules(raw: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in raw.split(",") if m.strip())
+
+
+def _cron(raw: str) -> str | None:
+    return None if raw.strip().lower() == "off" else raw.strip()
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "lease_seconds": _number,
+    "tick_budget": _number,
+    "function_timeout": _number,
+    "api_create_window": _number,
+    "tick_concurrency": _integer,
+    "api_create_limit": _integer,
+    "handlers": _modules,
+    "cleanup_cron": _cron,
+    "log_level": lambda raw: raw.strip().upper(),
+}
+
+
+def _nonempty(value: Any) -> str:
+    return "" if isinstance(value, str) and value.strip() and "/" not in value else "empty or contains '/'"
+
+
+def _between(low: float, high: float, integer: bool = False) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            return "wrong type"
+        return "" if low <= value <= high else "out of range"
+
+    return check
+
+
+def _check_cron(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return "wrong type"
+    from jobs_lib.cron import CronError, check
+
+    try:
+        check(value, "UTC")
+    except CronError as exc:
+        return str(exc)
+    return ""
+
+
+def _optional_text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, str) and value) else "wrong type"
+
+
+_CHECKS: dict[str, Callable[[Any], str]] = {
+    "project": _nonempty,
+    "database": _nonempty,
+    "collection": _nonempty,
+    "schedules_collection": _nonempty,
+    "lease_seconds": _between(1, 600),
+    "timestamps": lambda v: "" if v in ("timestamp", "iso") else "not one of the choices",
+    "handlers": lambda v: "" if isinstance(v, tuple) and all(isinstance(m, str) and m for m in v) else "wrong type",
+    "log_level": lambda v: "" if v in LOG_LEVELS else "not one of the choices",
+    "tick_budget": _between(1, 3600),
+    "function_timeout": _between(60, 3600),
+    "tick_concurrency": _between(1, 1000, integer=True),
+    "api_create_limit": _between(1, 1_000_000, integer=True),
+    "api_create_window": _between(1, 86400),
+    "cleanup_cron": _check_cron,
+    "emulator_jar": _optional_text,
+    "java": _optional_text,
+}
+
+
+# -- the process environment, for the few places that must set or pass it ----------------------
+
+
+def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment plus `overrides`: what a child process (a function host) starts with."""
+    return {**os.environ, **overrides}
+
+
+def environment_value(name: str) -> str | None:
+    """One variable that a library reads by itself (``FIRESTORE_EMULATOR_HOST``), for display."""
+    return os.environ.get(name)
+
+
+@contextlib.contextmanager
+def exported(**values: str) -> Iterator[None]:
+    """Set environment variables for this process (libraries such as the Firestore client read
+    ``FIRESTORE_EMULATOR_HOST`` themselves) and restore them afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+__all__ = ["DEFAULT_PROJECT", "LOG_LEVELS", "SettingDoc", "Settings", "child_environment", "documented", "environment_value", "exported", "settings_table"]

@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from jobs_lib.errors import JobCancelled, LeaseLost
 from jobs_lib.job import Job
 from jobs_lib.logs import JobLogger
 
 if TYPE_CHECKING:
-    from jobs_lib.runner import Execution
     from jobs_lib.store import JobStore
 
 InputT = TypeVar("InputT")
+
+
+class RunControl(Protocol):
+    """What a context needs from the run behind it: `jobs_lib.runner.Execution` in a worker or
+    function, `jobs_lib.testing`'s stand-in in a user's test."""
+
+    @property
+    def job(self) -> Job: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def deadline(self) -> datetime: ...
+    @property
+    def logger(self) -> JobLogger: ...
+    @property
+    def db(self) -> Any: ...
+    @property
+    def store(self) -> JobStore: ...
+    @property
+    def cancel_requested(self) -> bool: ...
+    @property
+    def lease_lost(self) -> bool: ...
+    @property
+    def lost_reason(self) -> str: ...
+
+    def report_progress(self, report: dict[str, Any]) -> None: ...
 
 
 class JobContext(Generic[InputT]):
@@ -25,7 +50,7 @@ class JobContext(Generic[InputT]):
     ``job_id`` to stay idempotent.
     """
 
-    def __init__(self, execution: Execution, input: InputT) -> None:
+    def __init__(self, execution: RunControl, input: InputT) -> None:
         self._execution = execution
         self.input: InputT = input
         self.logger: JobLogger = execution.logger
@@ -33,17 +58,17 @@ class JobContext(Generic[InputT]):
     @property
     def job(self) -> Job:
         """The job document as it was claimed."""
-        return self._execution.claim.job
+        return self._execution.job
 
     @property
     def job_id(self) -> str:
         """The job's document id."""
-        return self._execution.claim.job_id
+        return self._execution.job.id
 
     @property
     def attempt(self) -> int:
         """This attempt's number, from 1."""
-        return self._execution.claim.attempt
+        return self._execution.attempt
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -59,12 +84,12 @@ class JobContext(Generic[InputT]):
     @property
     def db(self) -> Any:
         """The Firestore client, for the handler's own reads and writes."""
-        return self._execution.engine.store.db
+        return self._execution.db
 
     @property
     def store(self) -> JobStore:
         """The job store this run records through (for jobs_lib's own maintenance handlers)."""
-        return self._execution.engine.store
+        return self._execution.store
 
     @property
     def cancel_requested(self) -> bool:
@@ -108,4 +133,4 @@ class JobContext(Generic[InputT]):
             self._execution.report_progress(report)
 
 
-__all__ = ["JobContext"]
+__all__ = ["JobContext", "RunControl"]

@@ -17,9 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-
-class CronError(ValueError):
-    """A cron expression or timezone that cannot be used."""
+from jobs_lib.errors import CronError
 
 
 def zone(name: str) -> ZoneInfo:

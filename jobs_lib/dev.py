@@ -14,6 +14,7 @@ ticker calls the tick with Cloud Scheduler's headers on a fixed interval.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import logging
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs_lib import emulator as emulator_mod
+from jobs_lib.config import Settings, child_environment, environment_value, exported
 from jobs_lib.emulator import Emulator, free_port, stop_process_group
 
 log = logging.getLogger("jobs_lib.dev")
@@ -150,7 +152,7 @@ class DevStack:
     ) -> None:
         self.project = project
         self.duplicate_events = duplicate_events
-        self.handlers = handlers if handlers is not None else os.environ.get("JOBS_HANDLERS", "")
+        self.handlers = handlers if handlers is not None else ",".join(Settings.from_env().handlers)
         self.tick_interval = tick_interval
         self.functions_dir = functions_dir or ROOT / "functions"
         self.rules = rules if rules is not None else ROOT / "firestore.rules"
@@ -164,22 +166,21 @@ class DevStack:
         self.ticks: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
-        self._saved_env: dict[str, str | None] = {}
+        self._exported = contextlib.ExitStack()
 
     # -- the pieces ---------------------------------------------------------------------
 
     def function_env(self) -> dict[str, str]:
         """The environment each function process gets (what Cloud Functions would set)."""
-        return {
-            **os.environ,
+        return child_environment({
             "FIRESTORE_EMULATOR_HOST": self.emulator_address,
             "GOOGLE_CLOUD_PROJECT": self.project,
             "JOBS_HANDLERS": self.handlers,
             "THREADS": str(self.threads),
             "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), environment_value("PYTHONPATH") or "") if p),
             **self.extra_env,
-        }
+        })
 
     def start_host(self, target: str, signature: str) -> FunctionHost:
         """Start (or restart) the functions-framework process for one function."""
@@ -256,9 +257,8 @@ class DevStack:
             self.dispatcher.start()
             rules = str(self.rules) if self.rules and Path(self.rules).exists() else None
             self.emulator = emulator_mod.start(project=self.project, port=port, rules=rules, functions_emulator=self.dispatcher.address)
-            self._saved_env = {k: os.environ.get(k) for k in ("FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
-            os.environ["FIRESTORE_EMULATOR_HOST"] = self.emulator.address  # this process's clients use it too
-            os.environ["GOOGLE_CLOUD_PROJECT"] = self.project
+            # This process's clients use the emulator too.
+            self._exported.enter_context(exported(FIRESTORE_EMULATOR_HOST=self.emulator.address, GOOGLE_CLOUD_PROJECT=self.project))
             self.wait_for_hosts()
             self.register_trigger()
             if self.tick_interval:
@@ -278,12 +278,7 @@ class DevStack:
             self.dispatcher.stop()
         if self.emulator is not None:
             self.emulator.stop()
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_env = {}
+        self._exported.close()
 
     def __enter__(self) -> DevStack:
         return self.start()

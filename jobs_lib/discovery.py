@@ -159,7 +159,7 @@ class Discovery:
     def _join(self, now: datetime) -> None:
         """On the first read: when other workers lease slices, a backlog is being shared, so start
         in a slice of our own at once rather than colliding with them on the oldest jobs first."""
-        self._table = {index: (fields, version) for index, fields, version in self.store.read_slices()}
+        self._table = {index: (fields, version) for index, fields, version in self.store.slices.read_slices()}
         self._table_read = time.monotonic()
         if any(fields.get("holder") not in (None, self.holder) and not _past(fields.get("until"), now) for fields, _v in self._table.values()):
             self.contended()
@@ -195,7 +195,7 @@ class Discovery:
         self.partition = None
         for fresh in (False, True):
             if fresh or self._table is None or time.monotonic() - self._table_read > SLICE_TABLE_TTL:
-                self._table = {index: (fields, version) for index, fields, version in self.store.read_slices()}
+                self._table = {index: (fields, version) for index, fields, version in self.store.slices.read_slices()}
                 self._table_read = time.monotonic()
             free = [
                 index
@@ -206,7 +206,7 @@ class Discovery:
             until = now + timedelta(seconds=SLICE_LEASE)
             for index in free[:3]:
                 fields, version = self._table[index]
-                taken = self.store.write_slice(index, {"holder": self.holder, "until": until}, version)
+                taken = self.store.slices.write_slice(index, {"holder": self.holder, "until": until}, version)
                 if taken is not None:
                     self._table[index] = ({**fields, "holder": self.holder, "until": until}, taken)
                     self.partition, self._slice_version, self._slice_taken = index, taken, time.monotonic()
@@ -215,7 +215,7 @@ class Discovery:
 
     def _give_back_slice(self, now: datetime) -> None:
         assert self.partition is not None
-        version = self.store.write_slice(self.partition, {"until": now}, self._slice_version)
+        version = self.store.slices.write_slice(self.partition, {"until": now}, self._slice_version)
         if self._table is not None:
             if version is None:
                 self._table.pop(self.partition, None)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs_lib.config import Settings, exported
 from jobs_lib.errors import EmulatorUnavailable
 
 MAIN_CLASS = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
@@ -37,13 +38,13 @@ or point FIRESTORE_EMULATOR_JAR at cloud-firestore-emulator.jar (and JAVA at a j
 
 def find_java() -> str | None:
     """The java binary to use (``JAVA`` or ``java`` on the PATH)."""
-    java = os.environ.get("JAVA") or shutil.which("java")
+    java = Settings.from_env().java or shutil.which("java")
     return java if java and os.access(java, os.X_OK) else None
 
 
 def find_jar() -> str | None:
     """Locate cloud-firestore-emulator.jar in the usual installation places."""
-    explicit = os.environ.get("FIRESTORE_EMULATOR_JAR")
+    explicit = Settings.from_env().emulator_jar
     if explicit:
         return explicit if os.path.isfile(explicit) else None
     roots = []
@@ -182,16 +183,11 @@ def start(
 def running(**kwargs: object) -> Iterator[Emulator]:
     """Start an emulator for the duration of a ``with`` block, with FIRESTORE_EMULATOR_HOST set."""
     emulator = start(**kwargs)  # type: ignore[arg-type]
-    previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
-    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
     try:
-        yield emulator
+        with exported(FIRESTORE_EMULATOR_HOST=emulator.address):
+            yield emulator
     finally:
         emulator.stop()
-        if previous is None:
-            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
-        else:
-            os.environ["FIRESTORE_EMULATOR_HOST"] = previous
 
 
 __all__ = ["INSTALL_HELP", "Emulator", "find_jar", "find_java", "free_port", "running", "start", "stop_process_group"]

@@ -1,13 +1,25 @@
 """The errors jobs_lib raises, as one small tree.
 
     JobsError
-    ├── ConfigurationError        the library was set up wrongly (bad handler, bad option)
-    │   └── DuplicateHandlerError  two handlers claim the same type
+    ├── ConfigurationError        the library was set up wrongly (bad handler, bad option, bad setting)
+    │   ├── DuplicateHandlerError  two handlers claim the same type
+    │   ├── InvalidSchedule        a cron, timezone, type or input that cannot be scheduled
+    │   └── CronError              a cron expression or timezone that cannot be used (also a ValueError)
+    ├── InvalidValue               a value read from outside cannot be used (also a ValueError)
+    │   ├── TimeParseError         a field holds something that is not a time
+    │   └── InvalidPageToken       a page token this listing did not issue
     ├── JobNotFound                no job document with that id
     ├── ScheduleNotFound           no schedule document with that id
-    ├── InvalidSchedule            a cron, timezone, type or input that cannot be scheduled
     ├── InvalidJobState            the job is not in a state that allows the action
+    ├── StoreError                 Firestore did not do what the store asked
+    │   ├── DocumentExists         a create found the id taken
+    │   ├── Contention             the document kept changing under a read-decide-write
+    │   ├── StoreUnavailable       Firestore could not be reached in time (retried already)
+    │   └── StoreRefused           Firestore refused the request (invalid content, permission)
     ├── EmulatorUnavailable        the Firestore emulator cannot be started here
+    ├── ApiError                   a REST answer other than success (status code, field errors)
+    ├── Unauthenticated            the request has no valid Firebase ID token
+    ├── AuthUnavailable            the keys that verify tokens could not be fetched
     └── JobInterrupt               raised inside a handler to stop it early
         ├── JobCancelled           the owner asked to cancel the running job
         └── LeaseLost              this run no longer owns the job (timed out or taken over)
@@ -16,9 +28,14 @@
 
 Handlers raise ordinary exceptions to ask for a retry; `PermanentError` ends the
 job `failed` at once. The docstring of each class is its default message.
+Nothing outside ``jobs_lib.store`` sees a Google API exception: the store
+translates them into the `StoreError` branch.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
 
 
 class JobsError(Exception):
@@ -36,6 +53,26 @@ class DuplicateHandlerError(ConfigurationError):
     """A handler is already registered for this job type."""
 
 
+class InvalidSchedule(ConfigurationError):
+    """The schedule cannot be saved as given."""
+
+
+class CronError(ConfigurationError, ValueError):
+    """A cron expression or timezone that cannot be used."""
+
+
+class InvalidValue(JobsError, ValueError):
+    """A value read from outside cannot be used."""
+
+
+class TimeParseError(InvalidValue):
+    """A field holds something that is not a timestamp."""
+
+
+class InvalidPageToken(InvalidValue):
+    """The page token is not one this listing issued for these filters."""
+
+
 class JobNotFound(JobsError):
     """No job document has this id."""
 
@@ -44,16 +81,51 @@ class ScheduleNotFound(JobsError):
     """No schedule document has this id."""
 
 
-class InvalidSchedule(ConfigurationError):
-    """The schedule cannot be saved as given."""
-
-
 class InvalidJobState(JobsError):
     """The job's status does not allow this action."""
 
 
+class StoreError(JobsError):
+    """Firestore did not do what the store asked."""
+
+
+class DocumentExists(StoreError):
+    """A document with this id already exists."""
+
+
+class Contention(StoreError):
+    """The document kept changing while we tried to update it; try again later."""
+
+
+class StoreUnavailable(StoreError):
+    """Firestore could not be reached in time."""
+
+
+class StoreRefused(StoreError):
+    """Firestore refused the request."""
+
+
 class EmulatorUnavailable(JobsError):
     """The Firestore emulator cannot be started on this machine."""
+
+
+class ApiError(JobsError):
+    """An answer other than success: status code, message, field errors, extra headers."""
+
+    def __init__(self, code: int, message: str, details: Iterable[Any] = (), headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = list(details)
+        self.headers = headers or {}
+
+
+class Unauthenticated(JobsError):
+    """The request has no valid Firebase ID token."""
+
+
+class AuthUnavailable(JobsError):
+    """The keys that verify tokens could not be fetched; the request may be retried."""
 
 
 class JobInterrupt(JobsError):
@@ -73,11 +145,18 @@ class PermanentError(Exception):
 
 
 __all__ = [
+    "ApiError",
+    "AuthUnavailable",
     "ConfigurationError",
+    "Contention",
+    "CronError",
+    "DocumentExists",
     "DuplicateHandlerError",
     "EmulatorUnavailable",
     "InvalidJobState",
+    "InvalidPageToken",
     "InvalidSchedule",
+    "InvalidValue",
     "JobCancelled",
     "JobInterrupt",
     "JobNotFound",
@@ -85,4 +164,9 @@ __all__ = [
     "LeaseLost",
     "PermanentError",
     "ScheduleNotFound",
+    "StoreError",
+    "StoreRefused",
+    "StoreUnavailable",
+    "TimeParseError",
+    "Unauthenticated",
 ]

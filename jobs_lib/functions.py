@@ -19,6 +19,10 @@ is left of the tick function's own timeout (``JOBS_FUNCTION_TIMEOUT``; `jobs
 deploy` sizes it to the longest handler, up to 60 min). One longer than
 `MAX_FUNCTION_TIMEOUT` must be declared ``worker_only=True`` (registration
 refuses it otherwise) and runs on ``jobs worker``.
+
+`Functions` holds the process's `jobs_lib.app.App`, built from the environment
+on the first call (never at import, so a cold start stays cheap);
+``functions/main.py`` keeps one `Functions` and calls it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,38 +38,20 @@ from typing import Any
 from google.cloud.firestore_v1.types import document as document_types
 from google.events.cloud.firestore import DocumentEventData
 
-from jobs_lib.config import Settings
+from jobs_lib.app import App
 from jobs_lib.job import Job
 from jobs_lib.logs import event, job_fields
-from jobs_lib.registry import EVENT_BUDGET, default_registry, load_handler_modules
+from jobs_lib.registry import EVENT_BUDGET
 from jobs_lib.runner import Engine
-from jobs_lib.store import JobStore
 from jobs_lib.wire import decode_value, from_timestamp_pb
-from jobs_lib.worker import Worker, make_scheduler
 
 log = logging.getLogger("jobs_lib.functions")
 
 CREATED = "google.cloud.firestore.document.v1.created"
 CREATED_WITH_AUTH = "google.cloud.firestore.document.v1.created.withAuthContext"
 
-#: Default seconds a tick keeps claiming jobs (it fires every minute).
-DEFAULT_TICK_BUDGET = 50.0
-#: Default timeout of the deployed tick function: jobs it claims may run until then.
-#: `jobs deploy` sets it (and JOBS_FUNCTION_TIMEOUT) to fit the longest handler.
-DEFAULT_FUNCTION_TIMEOUT = 540.0
-
-_lock = threading.Lock()
-_engine: Engine | None = None
-
-
-def _shared_engine() -> Engine:
-    """The process's engine, built on first use (never at import, so a cold start stays cheap)."""
-    global _engine
-    with _lock:
-        if _engine is None:
-            load_handler_modules()
-            _engine = Engine(JobStore(Settings.from_env()), default_registry, runtime="function")
-        return _engine
+#: A tick leaves this margin under its function's timeout to record outcomes and release leases.
+TICK_MARGIN = 20.0
 
 
 @dataclass(frozen=True)
@@ -106,25 +91,77 @@ def decode_document_event(data: bytes | str | None, client: Any = None) -> Creat
     return CreatedDocument(job_id, collection, fields, from_timestamp_pb(document.update_time))
 
 
-def on_job_created(cloud_event: Any) -> str:
-    """Handle a created-event: claim and run that one job. Returns what happened, for the log."""
-    engine = _shared_engine()
-    kind = cloud_event["type"]
-    if kind not in (CREATED, CREATED_WITH_AUTH):
-        event(engine.log, "event_ignored", f"ignored a {kind} event", detail=cloud_event["id"])
-        return "ignored"
-    doc = decode_document_event(cloud_event.data, engine.store.db)
-    if doc is None:
-        event(engine.log, "event_ignored", "ignored a created-event without a document", detail=cloud_event["id"])
-        return "ignored"
-    if doc.collection != engine.store.settings.collection:
-        event(engine.log, "event_ignored", f"ignored a document in {doc.collection}, not {engine.store.settings.collection}")
-        return "ignored"
-    return run_created(engine, Job.from_document(doc.job_id, doc.fields, doc.update_time))
+class Functions:
+    """The function bodies, over one `App` built on first use (one per function instance)."""
+
+    def __init__(self, app: App | None = None) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    @property
+    def app(self) -> App:
+        """The instance's app, built from the environment on first use."""
+        with self._lock:
+            if self._app is None:
+                self._app = App(runtime="function")
+                logging.getLogger().setLevel(self._app.settings.log_level)
+            return self._app
+
+    def on_job_created(self, cloud_event: Any) -> str:
+        """Handle a created-event: claim and run that one job. Returns what happened, for the log."""
+        engine = self.app.engine
+        kind = cloud_event["type"]
+        if kind not in (CREATED, CREATED_WITH_AUTH):
+            event(engine.log, "event_ignored", f"ignored a {kind} event", detail=cloud_event["id"])
+            return "ignored"
+        doc = decode_document_event(cloud_event.data, engine.store.db)
+        if doc is None:
+            event(engine.log, "event_ignored", "ignored a created-event without a document", detail=cloud_event["id"])
+            return "ignored"
+        if doc.collection != engine.store.settings.collection:
+            event(engine.log, "event_ignored", f"ignored a document in {doc.collection}, not {engine.store.settings.collection}")
+            return "ignored"
+        return run_created(engine, Job.from_document(doc.job_id, doc.fields, doc.update_time))
+
+    def tick(self, request: Any = None) -> dict[str, Any]:
+        """One Cloud Scheduler tick: run what is due within the budget; returns a JSON-able summary."""
+        app = self.app
+        settings = app.settings
+        budget = settings.tick_budget
+        hard_limit = max(settings.function_timeout - TICK_MARGIN, budget)
+        # A fresh engine per tick (its recorder and keeper end with it); the connection and the firer are shared.
+        engine = app.new_engine()
+        worker = app.worker(engine=engine, concurrency=settings.tick_concurrency, burst=True, budget=budget, hard_limit=hard_limit, grace=0, poll_interval=0.1, schedules=False)
+        # Fire due schedule slots first, so that this tick also runs the jobs they create.
+        fired = app.scheduler.fire_due()
+        summary = worker.run().as_dict()
+        summary["schedules"] = fired.as_dict()
+        headers = getattr(request, "headers", {}) or {}
+        summary["scheduleTime"] = headers.get("X-CloudScheduler-ScheduleTime")
+        summary["budgetSeconds"] = budget
+        event(engine.log, "tick_done", f"tick claimed {summary['claimed']} jobs in {summary['seconds']}s", stats=summary)
+        return summary
+
+    def api(self, request: Any) -> Any:
+        """Answer one REST API request (the API's dependencies are imported on the first one)."""
+        return self.app.api().handle(request)
+
+    def close(self) -> None:
+        """Stop what the app started (tests call this between instances)."""
+        with self._lock:
+            app, self._app = self._app, None
+        if app is not None:
+            app.close()
 
 
 def run_created(engine: Engine, job: Job) -> str:
-    """Claim the job as the event showed it and run it here; on a stale version, read it once and retry."""
+    """Claim the job as the event showed it and run it here.
+
+    When the document changed since the event (its version is stale), the
+    claim, or the settling of a poison or cancelled job, is refused: read it
+    once as it is now and decide again, so a poison job is settled in this
+    invocation rather than left for a tick.
+    """
     spec = engine.spec_for(job)
     if spec is not None and (spec.worker_only or spec.timeout > EVENT_BUDGET):
         where = "jobs worker" if spec.worker_only else "the tick"
@@ -135,7 +172,7 @@ def run_created(engine: Engine, job: Job) -> str:
         if executions:
             return executions[0].run() or "unrecorded"
         tried, _won = engine.last_claim
-        if not tried:
+        if not tried and job.id not in engine.last_settle_refused:
             return "not_runnable"  # settled as poison or cancelled, not due yet, or taken by another
         fresh = engine.store.get(job.id)  # changed since the event: look at it as it is now
         if fresh is None:
@@ -144,25 +181,4 @@ def run_created(engine: Engine, job: Job) -> str:
     return "taken"
 
 
-def tick(request: Any = None) -> dict[str, Any]:
-    """One Cloud Scheduler tick: run what is due within the budget; returns a JSON-able summary."""
-    budget = float(os.environ.get("JOBS_TICK_BUDGET", DEFAULT_TICK_BUDGET))
-    # Leave a margin under the function's own timeout to record outcomes and release leases.
-    hard_limit = max(float(os.environ.get("JOBS_FUNCTION_TIMEOUT", DEFAULT_FUNCTION_TIMEOUT)) - 20.0, budget)
-    concurrency = int(os.environ.get("JOBS_TICK_CONCURRENCY", "10"))
-    shared = _shared_engine()
-    # A fresh engine per tick (its recorder and keeper end with it); the Firestore client is shared.
-    engine = Engine(shared.store, shared.registry, runtime="function")
-    worker = Worker(engine, concurrency=concurrency, burst=True, budget=budget, hard_limit=hard_limit, grace=0, poll_interval=0.1, schedules=False)
-    # Fire due schedule slots first, so that this tick also runs the jobs they create.
-    fired = make_scheduler(engine).fire_due()
-    summary = worker.run().as_dict()
-    summary["schedules"] = fired.as_dict()
-    headers = getattr(request, "headers", {}) or {}
-    summary["scheduleTime"] = headers.get("X-CloudScheduler-ScheduleTime")
-    summary["budgetSeconds"] = budget
-    event(engine.log, "tick_done", f"tick claimed {summary['claimed']} jobs in {summary['seconds']}s", stats=summary)
-    return summary
-
-
-__all__ = ["CREATED", "CREATED_WITH_AUTH", "CreatedDocument", "decode_document_event", "on_job_created", "run_created", "tick"]
+__all__ = ["CREATED", "CREATED_WITH_AUTH", "CreatedDocument", "Functions", "decode_document_event", "run_created"]

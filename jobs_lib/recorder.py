@@ -15,8 +15,8 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
 
+from jobs_lib.outcomes import Update
 from jobs_lib.store import Claim, FencedWrite, JobStore, WriteOutcome, WriteStatus
 
 log = logging.getLogger("jobs_lib.recorder")
@@ -35,7 +35,7 @@ FULL_ENOUGH = 64
 @dataclass
 class _Pending:
     claim: Claim
-    fields: dict[str, Any]
+    update: Update
     futures: list[Future[WriteOutcome]] = field(default_factory=list)
 
 
@@ -49,8 +49,8 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def submit(self, claim: Claim, fields: dict[str, Any]) -> Future[WriteOutcome]:
-        """Queue fields for a claimed job; the future gives the write's outcome."""
+    def submit(self, claim: Claim, update: Update) -> Future[WriteOutcome]:
+        """Queue an update to a claimed job; the future gives the write's outcome."""
         future: Future[WriteOutcome] = Future()
         with self._lock:
             if self._closed:
@@ -58,17 +58,17 @@ class Recorder:
                 return future
             pending = self._pending.get(claim.job_id)
             if pending is None:
-                self._pending[claim.job_id] = _Pending(claim, dict(fields), [future])
+                self._pending[claim.job_id] = _Pending(claim, update, [future])
             else:
-                pending.fields.update(fields)
+                pending.update = pending.update.merged(update)
                 pending.futures.append(future)
             self._ensure_thread()
             self._lock.notify()
         return future
 
-    def write(self, claim: Claim, fields: dict[str, Any], timeout: float | None = None) -> WriteOutcome:
-        """Queue fields and wait for the outcome."""
-        return self.submit(claim, fields).result(timeout)
+    def write(self, claim: Claim, update: Update, timeout: float | None = None) -> WriteOutcome:
+        """Queue an update and wait for the outcome."""
+        return self.submit(claim, update).result(timeout)
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -93,7 +93,7 @@ class Recorder:
             last_flush = time.monotonic()
 
     def _flush(self, batch: list[_Pending]) -> None:
-        writes = [FencedWrite(p.claim, p.fields) for p in batch]
+        writes = [FencedWrite(p.claim, p.update) for p in batch]
         try:
             self.store.commit(writes)
         except Exception as exc:  # a bug or an unexpected error must not strand waiting jobs

@@ -13,9 +13,7 @@ stranding jobs already queued under the old name.
 from __future__ import annotations
 
 import builtins
-import importlib
 import inspect
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from jobs_lib.errors import ConfigurationError, DuplicateHandlerError
+from jobs_lib.errors import ConfigurationError, CronError, DuplicateHandlerError
 from jobs_lib.retry import Backoff
 
 if TYPE_CHECKING:
@@ -169,7 +167,7 @@ class HandlerRegistry:
 
     def add_schedule(self, name: str, job_type: str, cron: str, *, timezone: str = "UTC", metadata: dict[str, Any] | None = None) -> CodeSchedule:
         """Declare a recurring job in code; a bad cron or timezone raises at once."""
-        from jobs_lib.cron import CronError, check
+        from jobs_lib.cron import check
 
         try:
             check(cron, timezone)
@@ -219,23 +217,4 @@ default_registry = HandlerRegistry()
 handler = default_registry.handler
 
 
-def load_handler_modules(modules: str | Iterable[str] | None = None) -> list[str]:
-    """Import the user's handler modules so their ``@handler`` decorators run.
-
-    `modules` is a comma-separated string or a list; when None, the
-    ``JOBS_HANDLERS`` environment variable is read. Built-in handlers are
-    always loaded. Returns the modules imported.
-    """
-    importlib.import_module("jobs_lib.builtin")
-    if modules is None:
-        modules = os.environ.get("JOBS_HANDLERS", "")
-    names = [m.strip() for m in (modules.split(",") if isinstance(modules, str) else modules) if m.strip()]
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise ConfigurationError(f"cannot import handler module {name!r}: {exc}") from exc
-    return names
-
-
-__all__ = ["EVENT_BUDGET", "MAX_FUNCTION_TIMEOUT", "CodeSchedule", "HandlerRegistry", "HandlerSpec", "default_registry", "handler", "load_handler_modules"]
+__all__ = ["EVENT_BUDGET", "MAX_FUNCTION_TIMEOUT", "CodeSchedule", "HandlerRegistry", "HandlerSpec", "default_registry", "handler"]

@@ -41,13 +41,22 @@ class Backoff:
         return cls(kind="exponential", delay=delay, factor=factor, max_delay=max_delay, jitter=jitter)
 
     def seconds(self, attempt: int, rng: random.Random | None = None) -> float:
-        """The wait after failed attempt number `attempt` (1-based)."""
+        """The wait after failed attempt number `attempt` (1-based), with random jitter."""
+        return self.wait(attempt, (rng or random).random())
+
+    def wait(self, attempt: int, jitter: float) -> float:
+        """The wait after failed attempt `attempt`, given a `jitter` draw in [0, 1): a pure function."""
         if self.kind == "fixed":
             return self.delay
-        base = min(self.delay * self.factor ** max(attempt - 1, 0), self.max_delay)
+        # Past ~1,000 doublings the float overflows; the cap has long been reached by then.
+        exponent = min(max(attempt - 1, 0), 1000)
+        try:
+            base = min(self.delay * self.factor**exponent, self.max_delay)
+        except OverflowError:
+            base = self.max_delay
         if not self.jitter:
             return base
-        return base * (1 - (rng or random).random() / 2)
+        return base * (1 - min(max(jitter, 0.0), 1.0) / 2)
 
 
 __all__ = ["Backoff"]

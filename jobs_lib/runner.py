@@ -27,22 +27,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from jobs_lib.context import JobContext
+from jobs_lib.decisions import AttemptEnd, Ending, decide
 from jobs_lib.errors import JobCancelled, LeaseLost, PermanentError
 from jobs_lib.job import FINISHED, Job, Status
+from jobs_lib.keeper import Keeper
 from jobs_lib.logs import JobLogger, event, job_fields
+from jobs_lib.outcomes import Cancelled, Completed, Failed, Outcome, Released, Retry, Update
 from jobs_lib.recorder import Recorder
 from jobs_lib.registry import DEFAULT_RETENTION, HandlerRegistry, HandlerSpec, default_registry
 from jobs_lib.results import storable_result
+from jobs_lib.slots import SlotClaimer
 from jobs_lib.store import Claim, JobStore, WriteOutcome, WriteStatus
 
 log = logging.getLogger("jobs_lib.runner")
 
 #: Progress is written at most this often per job (a document takes about one write a second).
 PROGRESS_INTERVAL = 1.0
-#: The keeper wakes this often to renew leases and check timeouts.
-KEEPER_INTERVAL = 0.5
-#: A type found at its concurrency limit is not tried again for this long (unless one of ours ends).
-SATURATION_SECONDS = 2.0
 #: The paused types are read again this often.
 PAUSED_REFRESH = 5.0
 
@@ -90,12 +90,13 @@ class Engine:
         self.recorder = Recorder(self.store)
         self._active: dict[str, Execution] = {}
         self._lock = threading.Lock()
-        self._keeper: threading.Thread | None = None
-        self._stopping = threading.Event()
         self.log = JobLogger(log, {"worker": self.holder})
+        self.keeper = Keeper(self.store.now, self.lease_seconds, self.active)
+        self.slots = SlotClaimer(self.store, self.holder, self.lease_seconds, self.log)
         #: (runnable jobs tried, claims won) in the last `claim` call.
         self.last_claim = (0, 0)
-        self._saturated: dict[tuple[str, str], float] = {}
+        #: Jobs the last `claim` call meant to settle (poison, cancelled) whose version had changed.
+        self.last_settle_refused: list[str] = []
         self._paused: set[str] = set()
         self._paused_read = float("-inf")
         self._rng = random.Random()
@@ -109,21 +110,13 @@ class Engine:
     def paused_types(self) -> set[str]:
         """Types an operator paused (`jobs pause`), read at most every PAUSED_REFRESH seconds."""
         if time.monotonic() - self._paused_read > PAUSED_REFRESH:
-            self._paused = self.store.paused_types()
+            self._paused = self.store.limits.paused_types()
             self._paused_read = time.monotonic()
         return self._paused
 
     def excluded_types(self) -> list[str]:
         """Types whose due jobs discovery should not even read now: paused, or at their limit."""
-        now = time.monotonic()
-        saturated = {job_type for (job_type, key), until in self._saturated.items() if key == "*" and until > now}
-        return sorted(self.paused_types() | saturated)[:10]  # Firestore's not-in takes at most 10
-
-    def _limit_key(self, job: Job, spec: HandlerSpec) -> str:
-        if spec.concurrency_key is None:
-            return "*"
-        value = job.raw.get(spec.concurrency_key)
-        return str(value) if value is not None else "-"
+        return sorted(self.paused_types() | self.slots.full_types())[:10]  # Firestore's not-in takes at most 10
 
     def max_attempts(self, job: Job) -> int:
         """The job's own ``maxAttempts``, else its handler's."""
@@ -175,7 +168,7 @@ class Engine:
             return None
         if spec.type in self.paused_types():
             return Triage(Verdict.SKIP, "its type is paused")
-        if spec.concurrency is not None and self._saturated.get((spec.type, self._limit_key(job, spec)), 0.0) > time.monotonic():
+        if spec.concurrency is not None and self.slots.saturated(job, spec):
             return Triage(Verdict.SKIP, "its type is at its concurrency limit")
         if spec.worker_only and self.runtime != "worker":
             return Triage(Verdict.SKIP, "worker_only: left to jobs worker")
@@ -194,7 +187,7 @@ class Engine:
         """Settle the poison and cancelled among `jobs`, claim up to `limit` runnable ones."""
         now = self.store.now()
         runnable: list[Job] = []
-        settle: list[tuple[Job, dict[str, Any], str, str]] = []
+        settle: list[tuple[Job, Failed | Cancelled, str, str]] = []
         seen: set[str] = set()
         for job in jobs:
             if job.id in seen:
@@ -206,21 +199,26 @@ class Engine:
                     runnable.append(job)
             elif triage.verdict is Verdict.FAIL:
                 details = {"reason": "invalid_job" if job.status is not Status.IN_PROGRESS else "lease_expired", "attempt": job.attempts}
-                settle.append((job, self.store.failed_fields(triage.reason, details, self.expire_at(job)), "job_failed", triage.reason))
+                settle.append((job, Failed(triage.reason, details, self.expire_at(job)), "job_failed", triage.reason))
             elif triage.verdict is Verdict.CANCEL:
-                settle.append((job, self.store.cancelled_fields(self.expire_at(job), triage.reason), "job_cancelled", triage.reason))
+                settle.append((job, Cancelled(triage.reason, self.expire_at(job)), "job_cancelled", triage.reason))
+        self.last_settle_refused = []
         if settle:
-            results = self.store.settle([(job, fields) for job, fields, _e, _r in settle], holder=self.holder)
-            for (job, _fields, name, reason), ok in zip(settle, results, strict=True):
+            results = self.store.settle([(job, outcome) for job, outcome, _e, _r in settle], holder=self.holder)
+            for (job, _outcome, name, reason), ok in zip(settle, results, strict=True):
                 if ok:
                     level = logging.ERROR if name == "job_failed" else logging.INFO
                     event(self.log, name, f"job {job.id} {name.removeprefix('job_')}: {reason}", level=level, **job_fields(job.id, job.type, job.attempts), error=reason)
+                else:
+                    self.last_settle_refused.append(job.id)
         executions = []
         plain = [job for job in runnable if (spec := self.spec_for(job)) is None or spec.concurrency is None]
         limited = [job for job in runnable if job not in plain]
         claims = self.store.claim(plain, self.holder, self.lease_seconds)
         for job in limited:
-            claims.append(self._claim_limited(job))
+            spec = self.spec_for(job)
+            assert spec is not None
+            claims.append(self.slots.claim(job, spec))
         runnable = plain + limited
         self.last_claim = (len(plain), sum(c is not None for c in claims[: len(plain)]))
         for job, claim in zip(runnable, claims, strict=True):
@@ -240,37 +238,12 @@ class Engine:
             for execution in executions:
                 self._active[execution.claim.job_id] = execution
         if executions:
-            self._ensure_keeper()
+            self.keeper.ensure_running()
         return executions
-
-    def _claim_limited(self, job: Job) -> Claim | None:
-        """Claim a job whose type has a concurrency limit: take a free slot with it, atomically."""
-        spec = self.spec_for(job)
-        assert spec is not None and spec.concurrency is not None
-        key = self._limit_key(job, spec)
-        if self._saturated.get((spec.type, key), 0.0) > time.monotonic():
-            return None
-        slots = self.store.read_slots(spec.type, key, spec.concurrency)
-        holders = self.store.holders([str(f["jobId"]) for _i, f, _v in slots if f.get("jobId") and f.get("jobId") != job.id])
-        now = self.store.now()
-        free = [(slot, version) for slot, fields, version in slots if fields.get("jobId") == job.id or self.store.slot_is_free(fields, holders.get(str(fields.get("jobId"))), now)]
-        if not free:
-            self._saturated[(spec.type, key)] = time.monotonic() + SATURATION_SECONDS
-            event(self.log, "job_waiting", f"job {job.id} waits: {spec.type} is at its limit of {spec.concurrency}" + (f" for {spec.concurrency_key}={key}" if spec.concurrency_key else ""), level=logging.DEBUG, **job_fields(job.id, job.type))
-            return None
-        self._rng.shuffle(free)
-        expires = now + timedelta(seconds=self.lease_seconds)
-        for slot, version in free[:2]:
-            claim = self.store.claim_with_slot(job, slot, version, self.store.claim_fields(job, expires), self.holder, expires)
-            if claim is not None:
-                return claim
-        return None
 
     def slot_released(self, job: Job) -> None:
         """One of our limited jobs ended: its slot is free, so stop treating the type as full."""
-        spec = self.spec_for(job)
-        if spec is not None and spec.concurrency is not None:
-            self._saturated.pop((spec.type, self._limit_key(job, spec)), None)
+        self.slots.released(job, self.spec_for(job))
 
     def forget(self, execution: Execution) -> None:
         """Stop tracking a finished execution."""
@@ -283,42 +256,24 @@ class Engine:
         with self._lock:
             return list(self._active.values())
 
-    # -- the keeper ---------------------------------------------------------------
-
-    def _ensure_keeper(self) -> None:
-        with self._lock:
-            if self._keeper is None or not self._keeper.is_alive():
-                self._stopping.clear()
-                self._keeper = threading.Thread(target=self._keep, name="jobs-keeper", daemon=True)
-                self._keeper.start()
-
-    def _keep(self) -> None:
-        while not self._stopping.wait(KEEPER_INTERVAL):
-            try:
-                self.keep_once()
-            except Exception:
-                log.exception("lease keeper failed; retrying")
-
-    def keep_once(self) -> None:
-        """Renew leases that are a third spent, flush due progress, abandon timed-out attempts."""
-        now = self.store.now()
-        renew_before = now + timedelta(seconds=self.lease_seconds * 2 / 3)
-        for execution in self.active():
-            if execution.finished:
-                continue
-            if now >= execution.deadline:
-                execution.time_out()
-                continue
-            execution.maintain(renew_before)
-
     def close(self) -> None:
         """Stop the keeper and flush the recorder."""
-        self._stopping.set()
+        self.keeper.stop()
         self.recorder.close()
 
 
+#: How each outcome is named in the job's status and in the log.
+_NAMES: dict[type, tuple[str, str]] = {
+    Completed: ("completed", "job_completed"),
+    Failed: ("failed", "job_failed"),
+    Retry: ("pending", "job_retrying"),
+    Cancelled: ("cancelled", "job_cancelled"),
+    Released: ("pending", "job_released"),
+}
+
+
 class Execution:
-    """One attempt at one claimed job."""
+    """One attempt at one claimed job: runs the handler, asks `decide` what to record, records it."""
 
     def __init__(self, engine: Engine, claim: Claim, spec: HandlerSpec) -> None:
         self.engine = engine
@@ -338,6 +293,28 @@ class Execution:
         self._maintaining = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
+
+    # -- what the handler's context sees (jobs_lib.context.RunControl) ---------------
+
+    @property
+    def job(self) -> Job:
+        """The job as claimed."""
+        return self.claim.job
+
+    @property
+    def attempt(self) -> int:
+        """This attempt's number, from 1."""
+        return self.claim.attempt
+
+    @property
+    def db(self) -> Any:
+        """The Firestore client."""
+        return self.engine.store.db
+
+    @property
+    def store(self) -> JobStore:
+        """The store this run records through."""
+        return self.engine.store
 
     @property
     def cancel_requested(self) -> bool:
@@ -364,29 +341,50 @@ class Execution:
         try:
             value = self._validated_input(job)
         except _InvalidInput as exc:
-            self._fail(str(exc), {"reason": "invalid_input"})
+            self._conclude(Ending.INVALID_INPUT, error=str(exc))
             return
         context: JobContext[Any] = JobContext(self, value)
         event(self.logger, "job_started", f"job {job.id} started ({job.type}, attempt {self.claim.attempt})", level=logging.DEBUG)
         try:
             result = self._run_async(context) if self.spec.is_async else self.spec.fn(context)
         except JobCancelled:
-            self._finish(self.engine.store.cancelled_fields(self.engine.expire_at(job)), "cancelled", "job_cancelled")
+            self._conclude(Ending.CANCELLED)
         except (LeaseLost, asyncio.CancelledError):
-            if self.cancel_requested and not self.lease_lost:
-                self._finish(self.engine.store.cancelled_fields(self.engine.expire_at(job)), "cancelled", "job_cancelled")
-            elif not self.finished:
-                event(self.logger, "job_interrupted", f"job {job.id} stopped: {self.lost_reason or 'lease lost'}", level=logging.WARNING)
+            self._conclude(Ending.INTERRUPTED)
         except PermanentError as exc:
-            self._fail(_describe(exc), {"reason": "permanent", "errorType": _qualname(exc)})
+            self._conclude(Ending.PERMANENT, error=_describe(exc), details={"errorType": _qualname(exc)})
         except Exception as exc:
-            self._failed_attempt(_describe(exc), {"errorType": _qualname(exc), "traceback": traceback.format_exc()[-4000:]})
+            self._conclude(Ending.RAISED, error=_describe(exc), details={"errorType": _qualname(exc), "traceback": traceback.format_exc()[-4000:]})
         else:
             problem, stored = storable_result(result, job.raw)
             if problem:
-                self._fail(problem, {"reason": "unstorable_result"})
+                self._conclude(Ending.UNSTORABLE, error=problem)
             else:
-                self._complete(stored)
+                self._conclude(Ending.RETURNED, result=stored)
+
+    def _end(self, ending: Ending, **facts: Any) -> AttemptEnd:
+        """The facts `decide` needs about this attempt ending as `ending`."""
+        return AttemptEnd(
+            ending=ending,
+            attempt=self.claim.attempt,
+            max_attempts=self.engine.max_attempts(self.claim.job),
+            now=self.engine.store.now(),
+            expire_at=self.engine.expire_at(self.claim.job),
+            backoff=self.spec.backoff,
+            jitter=self.engine._rng.random(),
+            cancel_requested=self.cancel_requested,
+            lease_lost=self.lease_lost,
+            timeout=self.spec.timeout,
+            **facts,
+        )
+
+    def _conclude(self, ending: Ending, **facts: Any) -> None:
+        """Decide what the attempt's end means and record it."""
+        outcome = decide(self._end(ending, **facts))
+        if outcome is not None:
+            self._record(outcome)
+        elif not self.finished:
+            event(self.logger, "job_interrupted", f"job {self.claim.job_id} stopped: {self.lost_reason or 'lease lost'}", level=logging.WARNING)
 
     def _validated_input(self, job: Job) -> Any:
         metadata = job.metadata if isinstance(job.metadata, dict) else {}
@@ -424,76 +422,52 @@ class Execution:
 
     # -- recording ----------------------------------------------------------------
 
-    def _complete(self, result: Any) -> None:
-        fields = self.engine.store.completed_fields(result, self.engine.expire_at(self.claim.job))
-        self._finish(fields, "completed", "job_completed")
-
-    def _fail(self, error: str, details: dict[str, Any]) -> None:
-        details = {"attempt": self.claim.attempt, **details}
-        fields = self.engine.store.failed_fields(error, details, self.engine.expire_at(self.claim.job))
-        self._finish(fields, "failed", "job_failed", error=error)
-
-    def _failed_attempt(self, error: str, details: dict[str, Any]) -> None:
-        """A failed attempt: retry after the backoff while attempts remain, else fail."""
-        attempt = self.claim.attempt
-        limit = self.engine.max_attempts(self.claim.job)
-        if attempt >= limit:
-            self._fail(f"{error} (attempt {attempt} of {limit}, no attempts left)", details)
-            return
-        delay = self.spec.backoff.seconds(attempt)
-        run_at = self.engine.store.now() + timedelta(seconds=delay)
-        fields = self.engine.store.retry_fields(error, {"attempt": attempt, **details}, run_at)
-        self._finish(fields, "pending", "job_retrying", error=error, retryInSeconds=round(delay, 3))
-
     def time_out(self) -> None:
-        """The attempt ran past its timeout: record it as failed (retried per policy) and stop listening to it.
-
-        A job whose owner asked to cancel it ends ``cancelled`` instead: the
-        handler ignored the request until its timeout.
-        """
+        """The attempt ran past its timeout: record what `decide` says (a failed attempt, retried
+        per policy, or cancelled if the owner had asked) and stop listening to it."""
         if self.finished:
             return
         self.lost_reason = f"timed out after {self.spec.timeout:g}s"
-        if self.cancel_requested:
-            reason = f"cancelled at the owner's request; the handler did not stop by itself and was abandoned at its timeout of {self.spec.timeout:g}s"
-            self._finish(self.engine.store.cancelled_fields(self.engine.expire_at(self.claim.job), reason), "cancelled", "job_cancelled")
-        else:
-            self._failed_attempt(f"the handler did not finish within its timeout of {self.spec.timeout:g}s", {"reason": "timeout"})
+        self._conclude(Ending.TIMED_OUT)
         self.lease_lost = True
         self._cancel_task()
 
     def release(self) -> None:
         """Hand the job back (the worker is shutting down): pending again at once, the attempt not counted."""
-        fields = self.engine.store.released_fields(self.claim, self.engine.store.now())
-        self._finish(fields, "pending", "job_released")
+        self._record(Released(attempts=max(self.claim.attempt - 1, 0), run_at=self.engine.store.now()))
         self.lease_lost = True
         self.lost_reason = "released at shutdown"
         self._cancel_task()
 
-    def _finish(self, fields: dict[str, Any], status: str, name: str, **extra: Any) -> None:
+    def _record(self, outcome: Outcome) -> None:
+        status, name = _NAMES[type(outcome)]
         with self._lock:
             if self.finished:
                 event(self.logger, "job_result_refused", f"job {self.claim.job_id}: late {status} outcome ignored ({self.lost_reason})", level=logging.WARNING)
                 return
             self.finished = True
-            if self._progress:
-                fields = {**fields, **self.engine.store.progress_fields(self._progress)}
-        outcome = self.engine.recorder.write(self.claim, fields)
+            progress, self._progress = self._progress, None
+        written = self.engine.recorder.write(self.claim, Update(outcome=outcome, progress=progress))
         duration = round((time.monotonic() - self._started) * 1000, 1)
-        if outcome.status is WriteStatus.INVALID and status != "failed":
+        if written.status is WriteStatus.INVALID and status != "failed":
             with self._lock:
                 self.finished = False
-            self._fail(f"Firestore refused to store the outcome: {outcome.detail}", {"reason": "unstorable_result"})
+            self._conclude(Ending.UNSTORABLE, error=f"Firestore refused to store the outcome: {written.detail}")
             return
-        if outcome.status is WriteStatus.OK:
+        if written.status is WriteStatus.OK:
             self.final_status = status
+            extra: dict[str, Any] = {}
+            if isinstance(outcome, Failed | Retry):
+                extra["error"] = outcome.error
+            if isinstance(outcome, Retry):
+                extra["retryInSeconds"] = round(max((outcome.run_at - self.engine.store.now()).total_seconds(), 0.0), 3)
             level = logging.ERROR if name == "job_failed" else logging.INFO
             event(self.logger, name, f"job {self.claim.job_id} {name.removeprefix('job_')}", level=level, durationMs=duration, **extra)
-        elif outcome.status is WriteStatus.LOST:
+        elif written.status is WriteStatus.LOST:
             self.lease_lost = True
-            event(self.logger, "job_lease_lost", f"job {self.claim.job_id}: {status} outcome refused, {outcome.detail}", level=logging.WARNING, durationMs=duration)
+            event(self.logger, "job_lease_lost", f"job {self.claim.job_id}: {status} outcome refused, {written.detail}", level=logging.WARNING, durationMs=duration)
         else:
-            event(self.logger, "job_record_failed", f"job {self.claim.job_id}: could not record {status} ({outcome.detail}); the lease will expire and the job run again", level=logging.ERROR, durationMs=duration)
+            event(self.logger, "job_record_failed", f"job {self.claim.job_id}: could not record {status} ({written.detail}); the lease will expire and the job run again", level=logging.ERROR, durationMs=duration)
 
     # -- the keeper's side ----------------------------------------------------------
 
@@ -502,19 +476,17 @@ class Execution:
         with self._lock:
             if self.finished or self._maintaining:
                 return
-            fields: dict[str, Any] = {}
             expires = None
+            progress = None
             if renew_before is not None and self.claim.lease_expires_at <= renew_before:
                 expires = self.engine.store.now() + timedelta(seconds=self.engine.lease_seconds)
-                fields.update(self.engine.store.renewal_fields(expires))
             if self._progress and time.monotonic() - self._progress_written >= PROGRESS_INTERVAL:
-                fields.update(self.engine.store.progress_fields(self._progress))
-                self._progress = None
+                progress, self._progress = self._progress, None
                 self._progress_written = time.monotonic()
-            if not fields:
+            if expires is None and progress is None:
                 return
             self._maintaining = True
-        future = self.engine.recorder.submit(self.claim, fields)
+        future = self.engine.recorder.submit(self.claim, Update(progress=progress, lease_expires_at=expires))
         future.add_done_callback(lambda f: self._maintained(f.result(), expires))
 
     def _maintained(self, outcome: WriteOutcome, expires: datetime | None) -> None:

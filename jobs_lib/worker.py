@@ -30,7 +30,6 @@ from jobs_lib.job import Job
 from jobs_lib.logs import event
 from jobs_lib.runner import Engine, Execution
 from jobs_lib.schedules import Scheduler
-from jobs_lib.store.schedules import ScheduleStore
 
 log = logging.getLogger("jobs_lib.worker")
 
@@ -48,9 +47,8 @@ MAX_PAGE = 500
 
 
 def make_scheduler(engine: Engine) -> Scheduler:
-    """A schedule firer sharing the engine's Firestore client and clock."""
-    store = engine.store
-    return Scheduler(ScheduleStore(store.settings, db=store.db, clock=store.clock), store, engine.registry, holder=engine.holder)
+    """A schedule firer on the engine's store (`jobs_lib.app.App.scheduler` is the shared one)."""
+    return Scheduler(engine.store.schedules, engine.store, engine.registry, holder=engine.holder)
 
 
 class Threads:
@@ -126,7 +124,9 @@ class Worker:
         hard_limit: float | None = None,
         discovery: Discovery | None = None,
         schedules: bool = True,
+        scheduler: Scheduler | None = None,
     ) -> None:
+        """With `schedules`, the worker also fires due schedule slots (with `scheduler`, or a firer of its own)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.engine = engine
@@ -141,7 +141,7 @@ class Worker:
         self.hard_limit = hard_limit if hard_limit is not None else budget
         self.discovery = discovery or Discovery(engine.store, lease_seconds=engine.lease_seconds, holder=engine.holder, exclude_types=engine.excluded_types, eager=burst)
         self.summary = WorkerSummary()
-        self.scheduler = make_scheduler(engine) if schedules else None
+        self.scheduler = scheduler or (make_scheduler(engine) if schedules else None)
         self._stop = threading.Event()
         self._hurry = threading.Event()
         self._wake = threading.Event()  # a slot freed, a fetch finished, or stop

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +23,6 @@ from werkzeug.test import Client, TestResponse
 
 from jobs_lib import JobsClient, Status
 from jobs_lib.api import JobsApi
-from jobs_lib.api import app as api_module
 from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store import JobStore
 
@@ -460,8 +460,8 @@ def test_unknown_paths_and_methods(http: Client) -> None:
 
 def test_the_api_cloud_function_serves_the_same_api(store: JobStore) -> None:
     """functions/main.py's `api`, as functions-framework serves it (settings from the environment)."""
-    api_module._shared = None
     app = functions_framework.create_app(target="api", source=str(ROOT / "functions" / "main.py"), signature_type="http").test_client()
+    instance = sys.modules["main"].jobs  # the jobs_lib of this function instance
     try:
         created = app.post("/v1/jobs", json={"type": "process_notifications", "metadata": {"targetUsers": ["u1"]}}, headers=auth())
         assert created.status_code == 201
@@ -472,7 +472,7 @@ def test_the_api_cloud_function_serves_the_same_api(store: JobStore) -> None:
         assert app.get("/v1/jobs").status_code == 401
         assert app.get("/v1/openapi.json").get_json()["info"]["title"] == "jobs_lib REST API"
     finally:
-        api_module._shared = None
+        instance.close()
 
 
 # -- schedules -------------------------------------------------------------------------------------

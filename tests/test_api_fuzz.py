@@ -21,7 +21,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from jobs_lib import JobsClient
 from jobs_lib.api import JobsApi, openapi_document
-from jobs_lib.registry import HandlerRegistry, default_registry, load_handler_modules
+from jobs_lib.app import load_handler_modules
+from jobs_lib.registry import HandlerRegistry, default_registry
 from jobs_lib.store import JobStore
 
 from .test_api import ALL, token

@@ -37,12 +37,12 @@ def test_contended_workers_lease_different_slices_and_read_disjoint_jobs(store: 
     assert first.partition is not None and second.partition is not None and first.partition != second.partition
     assert {partition_of(j.id) for j in a} == {first.partition} and len(a) == 10
     assert {partition_of(j.id) for j in b} == {second.partition} and len(b) == 10
-    leases = {snap.id: snap.to_dict() for snap in store.slices.stream()}
+    leases = {snap.id: snap.to_dict() for snap in store.slices.collection.stream()}
     assert leases[str(first.partition)]["holder"] == "w1" and leases[str(second.partition)]["holder"] == "w2"
     held = first.partition
     first.close()
     assert first.partition is None
-    assert store.slices.document(str(held)).get().get("until") <= datetime.now(UTC)  # handed back
+    assert store.slices.collection.document(str(held)).get().get("until") <= datetime.now(UTC)  # handed back
 
 
 def test_a_lone_worker_reads_oldest_first_without_slices(store: JobStore) -> None:
@@ -51,9 +51,9 @@ def test_a_lone_worker_reads_oldest_first_without_slices(store: JobStore) -> Non
     for _ in range(3):
         discovery.candidates(10)
     assert discovery.partition is None
-    assert list(store.slices.stream()) == []
+    assert list(store.slices.collection.stream()) == []
 
 
 def test_slices_are_plain_documents_nobody_needs_to_create(store: JobStore) -> None:
-    assert store.write_slice(3, {"holder": "w", "until": firestore.SERVER_TIMESTAMP}, None) is not None
-    assert store.write_slice(3, {"holder": "x"}, None) is None  # already exists: a second creator loses
+    assert store.slices.write_slice(3, {"holder": "w", "until": firestore.SERVER_TIMESTAMP}, None) is not None
+    assert store.slices.write_slice(3, {"holder": "x"}, None) is None  # already exists: a second creator loses

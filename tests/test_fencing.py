@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from jobs_lib import JobsClient, Status
+from jobs_lib.outcomes import Completed, Failed, Update
 from jobs_lib.recorder import Recorder
 from jobs_lib.store import JobStore, WriteStatus
 
@@ -40,7 +41,7 @@ def test_stale_worker_completion_is_refused_after_its_lease_passed_to_another(cl
     assert done.lease is not None and done.lease.holder != "stale-worker"
 
     recorder = Recorder(JobStore(store.settings))
-    outcome = recorder.write(stale, store.failed_fields("stale worker says it failed", {}, None))
+    outcome = recorder.write(stale, Update(outcome=Failed("stale worker says it failed")))
     recorder.close()
     assert outcome.status is WriteStatus.LOST
     after = store.get(job.id)
@@ -54,8 +55,8 @@ def test_renewal_by_a_superseded_holder_is_refused(client: JobsClient, store: Jo
     time.sleep(0.6)
     new = claim_one(store, job.id, "new", lease=30)
     recorder = Recorder(JobStore(store.settings))
-    assert recorder.write(old, store.renewal_fields(store.now())).status is WriteStatus.LOST
-    assert recorder.write(new, store.progress_fields({"percent": 10})).status is WriteStatus.OK
+    assert recorder.write(old, Update(lease_expires_at=store.now())).status is WriteStatus.LOST
+    assert recorder.write(new, Update(progress={"percent": 10})).status is WriteStatus.OK
     recorder.close()
     assert store.get(job.id).lease.holder == "new"  # type: ignore[union-attr]
 
@@ -65,7 +66,7 @@ def test_owner_writes_do_not_break_the_holders_fence(client: JobsClient, store: 
     claim = claim_one(store, job.id, "holder", lease=30)
     client.cancel(job.id)  # a running job: sets cancelRequested, changes the document's version
     recorder = Recorder(JobStore(store.settings))
-    outcome = recorder.write(claim, store.progress_fields({"percent": 50}))
+    outcome = recorder.write(claim, Update(progress={"percent": 50}))
     assert outcome.status is WriteStatus.OK and outcome.cancel_requested  # written, and the holder learns of the request
     assert claim.cancel_requested
     recorder.close()
@@ -77,9 +78,9 @@ def test_a_final_write_repeated_after_a_lost_answer_is_recognised(client: JobsCl
     claim = claim_one(store, job.id, "holder", lease=30)
     version_before = claim.version
     recorder = Recorder(JobStore(store.settings))
-    assert recorder.write(claim, store.completed_fields(3, None)).status is WriteStatus.OK
+    assert recorder.write(claim, Update(outcome=Completed(3))).status is WriteStatus.OK
     claim.version = version_before  # as if the answer to that write never arrived
-    again = recorder.write(claim, store.completed_fields(3, None))
+    again = recorder.write(claim, Update(outcome=Completed(3)))
     recorder.close()
     assert again.status is WriteStatus.OK and again.detail == "already written"
     assert store.get(job.id).result == 3  # type: ignore[union-attr]
@@ -90,7 +91,7 @@ def test_writes_to_a_deleted_job_are_refused(client: JobsClient, store: JobStore
     claim = claim_one(store, job.id, "holder", lease=30)
     store.ref(job.id).delete()
     recorder = Recorder(JobStore(store.settings))
-    outcome = recorder.write(claim, store.completed_fields(1, None))
+    outcome = recorder.write(claim, Update(outcome=Completed(1)))
     recorder.close()
     assert outcome.status is WriteStatus.LOST
     assert store.get(job.id) is None

@@ -4,9 +4,10 @@ CloudEvents (captured from the emulator, tests/data/emulator-events) and Cloud S
 from __future__ import annotations
 
 import base64
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,9 @@ from google.cloud.firestore_v1 import _helpers
 from google.events.cloud.firestore import DocumentEventData
 
 from jobs_lib import ConfigurationError, JobsClient, Status
-from jobs_lib import functions as jobs_functions
+from jobs_lib.app import load_handler_modules
 from jobs_lib.functions import decode_document_event
-from jobs_lib.registry import HandlerRegistry, default_registry, load_handler_modules
+from jobs_lib.registry import HandlerRegistry, default_registry
 from jobs_lib.store import JobStore
 
 from .conftest import ROOT, wait_finished
@@ -38,25 +39,31 @@ def capture(name: str) -> tuple[dict[str, str], bytes]:
     return headers, (CAPTURES / f"{name}.body").read_bytes()
 
 
-@pytest.fixture(scope="module")
-def created_app() -> Any:
+@pytest.fixture
+def function_app(store: JobStore) -> Iterator[Callable[[str, str], Any]]:
+    """Serve a function of functions/main.py as functions-framework does: each call is a new
+    instance (main.py loaded anew, its jobs_lib built from the environment on the first request)."""
     load_handler_modules("tests.handlers_for_tests")
-    return functions_framework.create_app(target="on_job_created", source=MAIN, signature_type="cloudevent").test_client()
+    instances: list[Any] = []
+
+    def serve(target: str, signature: str) -> Any:
+        client = functions_framework.create_app(target=target, source=MAIN, signature_type=signature).test_client()
+        instances.append(sys.modules["main"].jobs)  # the module functions-framework just loaded
+        return client
+
+    yield serve
+    for jobs in instances:
+        jobs.close()
 
 
-@pytest.fixture(scope="module")
-def tick_app() -> Any:
-    return functions_framework.create_app(target="tick", source=MAIN, signature_type="http").test_client()
+@pytest.fixture
+def created_app(function_app: Callable[[str, str], Any]) -> Any:
+    return function_app("on_job_created", "cloudevent")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_function_engine(store: JobStore) -> Iterator[None]:
-    """Each test gets the functions' process engine anew (as a new instance would)."""
-    jobs_functions._engine = None
-    yield
-    if jobs_functions._engine is not None:
-        jobs_functions._engine.close()
-        jobs_functions._engine = None
+@pytest.fixture
+def tick_app(function_app: Callable[[str, str], Any]) -> Any:
+    return function_app("tick", "http")
 
 
 def event_body(store: JobStore, job_id: str, *, raw: bool) -> bytes:
@@ -213,7 +220,7 @@ def long_handlers() -> Iterator[None]:
 
 
 def test_long_jobs_are_left_by_the_event_to_the_tick_and_worker_only_ones_to_workers(
-    long_handlers: None, created_app: Any, tick_app: Any, client: JobsClient, store: JobStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, worker_factory: Any
+    long_handlers: None, created_app: Any, function_app: Callable[[str, str], Any], client: JobsClient, store: JobStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, worker_factory: Any
 ) -> None:
     long_job, worker_job = client.enqueue("ten_minutes", {}), client.enqueue("worker_job", {})
     for job in (long_job, worker_job):
@@ -221,10 +228,10 @@ def test_long_jobs_are_left_by_the_event_to_the_tick_and_worker_only_ones_to_wor
     assert {r.jobId for r in caplog.records if getattr(r, "event", None) == "job_deferred"} == {long_job.id, worker_job.id}  # type: ignore[attr-defined]
     assert store.get(long_job.id).status is Status.PENDING  # type: ignore[union-attr]
 
-    monkeypatch.setenv("JOBS_FUNCTION_TIMEOUT", "300")  # too short for a 600 s handler: left alone
-    assert tick_app.post("/", headers=scheduler_headers()).get_json()["claimed"] == 0
-    monkeypatch.setenv("JOBS_FUNCTION_TIMEOUT", "900")
-    assert tick_app.post("/", headers=scheduler_headers()).get_json()["claimed"] == 1
+    monkeypatch.setenv("JOBS_FUNCTION_TIMEOUT", "300")  # a tick deployed too short for a 600 s handler: left alone
+    assert function_app("tick", "http").post("/", headers=scheduler_headers()).get_json()["claimed"] == 0
+    monkeypatch.setenv("JOBS_FUNCTION_TIMEOUT", "900")  # redeployed with room for it
+    assert function_app("tick", "http").post("/", headers=scheduler_headers()).get_json()["claimed"] == 1
     assert store.get(long_job.id).result == "ran"  # type: ignore[union-attr]
     assert store.get(worker_job.id).status is Status.PENDING  # type: ignore[union-attr]
 

@@ -33,7 +33,11 @@ STORE = ROOT / "jobs_lib" / "store"
 INDEXES = json.loads((ROOT / "firestore.indexes.json").read_text())
 
 #: Helpers that build part of a query for the methods that run it (exercised through them).
-HELPERS = {"JobStore._pending": "due, scan_pending and the other pending queries", "JobListing._lane_query": "JobListing.page"}
+HELPERS = {
+    "JobStore._pending": "due, scan_pending and the other pending queries",
+    "JobListing._lane_query": "JobListing.page",
+    "Connection.count": "count_by_status, which builds the queries it counts",
+}
 
 
 def query_builders() -> set[str]:
@@ -88,7 +92,7 @@ CALLS: dict[str, Callable[[Stores], Any]] = {
     # scheduledJobs (jobs_lib/store/schedules.py)
     "ScheduleStore.due": lambda s: s.schedules.due(NOW, 5),
     "ScheduleStore.scan": lambda s: [s.schedules.scan(None, 5), s.schedules.scan("m", 5)],
-    "ScheduleStore.list": lambda s: [s.schedules.list(), s.schedules.list(created_by="u"), s.schedules.list(org_id="o"), s.schedules.list(created_by="u", org_id="o")],
+    "ScheduleStore.list_schedules": lambda s: [s.schedules.list_schedules(), s.schedules.list_schedules(created_by="u"), s.schedules.list_schedules(org_id="o"), s.schedules.list_schedules(created_by="u", org_id="o")],
 }
 
 

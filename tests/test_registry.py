@@ -9,8 +9,9 @@ import pytest
 from pydantic import BaseModel
 
 from jobs_lib import Backoff, JobContext
+from jobs_lib.app import load_handler_modules
 from jobs_lib.errors import ConfigurationError, DuplicateHandlerError
-from jobs_lib.registry import HandlerRegistry, load_handler_modules
+from jobs_lib.registry import HandlerRegistry
 
 
 def fn(ctx: JobContext[Any]) -> None:

@@ -40,7 +40,7 @@ def test_a_concurrency_limit_holds_across_worker_processes(client: JobsClient, s
     jobs = wait_finished(store, ids + others, timeout=120)
     assert all(jobs[i].status is Status.COMPLETED for i in ids + others)
     assert max_overlap(intervals(store, ids)) == 2  # never three at once, and the two slots were used
-    slots = {s.id: s.to_dict() for s in store.slot_collection.stream()}
+    slots = {s.id: s.to_dict() for s in store.limits.slot_collection.stream()}
     assert set(slots) <= {"limited~*~0", "limited~*~1"}
     for worker in workers:
         worker.signal(signal.SIGTERM)

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from jobs_lib import JobContext, JobsClient, Status
-from jobs_lib import schedules as schedules_mod
 from jobs_lib.errors import InvalidSchedule, ScheduleNotFound
 from jobs_lib.registry import HandlerRegistry
 from jobs_lib.schedules import ScheduleClient, Scheduler, slot_job_id, system_schedule_id
@@ -24,18 +22,9 @@ from jobs_lib.store.schedules import ScheduleStore
 from .conftest import ROOT, TESTS, wait_finished
 
 
-@pytest.fixture(autouse=True)
-def _forget_process_state() -> Iterator[None]:
-    schedules_mod._synced.clear()
-    schedules_mod._scan_state.clear()
-    yield
-    schedules_mod._synced.clear()
-    schedules_mod._scan_state.clear()
-
-
 @pytest.fixture
 def schedule_store(store: JobStore) -> ScheduleStore:
-    return ScheduleStore(store.settings, db=store.db, clock=store.clock)
+    return store.schedules
 
 
 @pytest.fixture
@@ -176,18 +165,11 @@ def test_schedules_declared_in_code_need_no_document(store: JobStore, schedule_s
 
 FIRER = """
 import json, sys, time
-from jobs_lib.config import Settings
-from jobs_lib.registry import load_handler_modules, default_registry
-from jobs_lib.schedules import Scheduler
-from jobs_lib.store import JobStore
-from jobs_lib.store.schedules import ScheduleStore
-load_handler_modules("")
-settings = Settings.from_env()
-store = JobStore(settings)
-scheduler = Scheduler(ScheduleStore(settings, db=store.db, clock=store.clock), store, default_registry)
-store.calibrate()
+from jobs_lib.app import App
+app = App()  # settings from the environment: JOBS_CLEANUP_CRON=off declares no cleanup schedule
+app.store.calibrate()
 time.sleep(max(float(sys.argv[1]) - time.time(), 0))
-print(json.dumps(scheduler.fire_due().as_dict()))
+print(json.dumps(app.scheduler.fire_due().as_dict()))
 """
 
 
@@ -210,17 +192,15 @@ def test_four_processes_firing_the_same_due_schedules_create_one_job_per_slot(em
 
 
 def test_the_tick_fires_schedules_and_runs_their_jobs(schedules: ScheduleClient, schedule_store: ScheduleStore, store: JobStore) -> None:
-    from jobs_lib import functions as jobs_functions
+    from jobs_lib.functions import Functions
 
     saved = schedules.create("process_notifications", "* * * * *", metadata={"targetUsers": ["t"]})
     overdue(schedule_store, saved.id, 2)
-    jobs_functions._engine = None
+    functions = Functions()  # a new function instance: its app from the environment
     try:
-        summary = jobs_functions.tick()
+        summary = functions.tick()
     finally:
-        if jobs_functions._engine is not None:
-            jobs_functions._engine.close()
-        jobs_functions._engine = None
+        functions.close()
     assert [f["schedule"] for f in summary["schedules"]["fired"]] == [saved.id]
     [job] = jobs_of(store, saved.id)
     assert store.get(job["id"]).status is Status.COMPLETED  # type: ignore[union-attr]

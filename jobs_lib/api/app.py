@@ -25,8 +25,6 @@ retry, allowed or refused, is logged as one structured line on
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -35,10 +33,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from jobs_lib.api.auth import AuthUnavailable, Caller, TokenVerifier, Unauthenticated
+from jobs_lib.api.auth import Caller, TokenVerifier
 from jobs_lib.api.http import (
     STATUS_NAMES,
-    ApiError,
     error_response,
     field_errors,
     json_response,
@@ -56,17 +53,25 @@ from jobs_lib.api.models import (
     ListJobsQuery,
 )
 from jobs_lib.api.openapi import openapi_document
+from jobs_lib.api.ratelimit import RateLimiter
 from jobs_lib.api.schedules import ScheduleEndpoints
 from jobs_lib.client import JobsClient
 from jobs_lib.config import Settings
-from jobs_lib.errors import InvalidJobState, JobNotFound
+from jobs_lib.errors import (
+    ApiError,
+    AuthUnavailable,
+    InvalidJobState,
+    InvalidPageToken,
+    JobNotFound,
+    StoreUnavailable,
+    Unauthenticated,
+)
 from jobs_lib.job import Job
 from jobs_lib.logs import event
-from jobs_lib.registry import HandlerRegistry, default_registry, load_handler_modules
+from jobs_lib.registry import HandlerRegistry
 from jobs_lib.schedules import ScheduleClient
-from jobs_lib.store import TRANSIENT, JobStore
-from jobs_lib.store.listing import InvalidPageToken, JobListing, RateLimiter
-from jobs_lib.store.schedules import ScheduleStore
+from jobs_lib.store import JobStore
+from jobs_lib.store.listing import JobListing
 
 log = logging.getLogger("jobs_lib.api")
 audit_log = logging.getLogger("jobs_lib.api.audit")
@@ -105,13 +110,13 @@ class JobsApi:
         self.registry = registry if registry is not None else self.client.registry
         self.verifier = verifier or TokenVerifier(store.settings.project)
         self.listing = JobListing(store)
-        limit = create_limit if create_limit is not None else int(os.environ.get("JOBS_API_CREATE_LIMIT", DEFAULT_CREATE_LIMIT))
-        window = create_window if create_window is not None else float(os.environ.get("JOBS_API_CREATE_WINDOW", DEFAULT_CREATE_WINDOW))
+        limit = create_limit if create_limit is not None else store.settings.api_create_limit
+        window = create_window if create_window is not None else store.settings.api_create_window
         self.create_limiter = RateLimiter(store, limit=limit, window=window, action="create")
         #: Schedules fire jobs for ever, so creating them is limited the same way, on a budget of their own.
         self.schedule_limiter = RateLimiter(store, limit=limit, window=window, action="create_schedule")
         self._document: dict[str, Any] | None = None
-        self.schedules = ScheduleEndpoints(self, schedules or ScheduleClient(store=ScheduleStore(store.settings, db=store.db), registry=self.registry))
+        self.schedules = ScheduleEndpoints(self, schedules or ScheduleClient(store=store.schedules, registry=self.registry), store)
         routes: list[tuple[str, str, Callable[..., Response]]] = [
             ("/v1/openapi.json", "GET", self._openapi),
             ("/v1/jobs", "POST", self.create_job),
@@ -145,7 +150,7 @@ class JobsApi:
         except HTTPException as exc:
             code = exc.code or 400
             return error_response(ApiError(code if code in STATUS_NAMES else 400, exc.description or "bad request"))
-        except TRANSIENT as exc:
+        except StoreUnavailable as exc:
             log.warning("firestore unavailable: %s", exc)
             return error_response(ApiError(503, "the job store is unavailable; try again shortly", headers={"Retry-After": "5"}))
         except Exception:
@@ -282,18 +287,4 @@ class JobsApi:
         return json_response(self._envelope(caller, done))
 
 
-_shared: JobsApi | None = None
-_shared_lock = threading.Lock()
-
-
-def handle_request(request: Request) -> Response:
-    """The HTTP function's body: answer with the process's `JobsApi`, built on first use."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            load_handler_modules()
-            _shared = JobsApi(registry=default_registry)
-    return _shared.handle(request)
-
-
-__all__ = ["DEFAULT_CREATE_LIMIT", "DEFAULT_CREATE_WINDOW", "ApiError", "JobsApi", "handle_request"]
+__all__ = ["DEFAULT_CREATE_LIMIT", "DEFAULT_CREATE_WINDOW", "ApiError", "JobsApi"]

@@ -24,20 +24,14 @@ from typing import Any
 import firebase_admin
 from firebase_admin import auth as firebase_auth
 
+from jobs_lib.errors import AuthUnavailable, Unauthenticated
+
 #: Seconds of clock difference tolerated on token times.
 CLOCK_SKEW = 30
 #: Name of the firebase-admin app the API uses, so it never clashes with the application's own.
 APP_NAME = "jobs_lib_api"
 
 PERMISSIONS = ("jobs.create", "jobs.view", "jobs.cancel", "jobs.retry")
-
-
-class Unauthenticated(Exception):
-    """The request has no valid Firebase ID token."""
-
-
-class AuthUnavailable(Exception):
-    """The keys that verify tokens could not be fetched; the request may be retried."""
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from werkzeug.wrappers import Request, Response
 
 from jobs_lib.api.auth import Caller
 from jobs_lib.api.models import FieldError
+from jobs_lib.api.ratelimit import RateLimiter
+from jobs_lib.errors import ApiError
+from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store.listing import Scope
 
 QueryT = TypeVar("QueryT", bound=BaseModel)
@@ -20,15 +22,15 @@ STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSIO
 RESERVED_ID = re.compile(r"^__.*__$")
 
 
-class ApiError(Exception):
-    """An answer other than success: status code, message, field errors, extra headers."""
+class Endpoints(Protocol):
+    """What a group of routes needs from the API that mounts it: auth, audit, the registry, limits."""
 
-    def __init__(self, code: int, message: str, details: Iterable[FieldError] = (), headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = list(details)
-        self.headers = headers or {}
+    registry: HandlerRegistry
+    schedule_limiter: RateLimiter
+
+    def caller(self, request: Request, permission: str) -> Caller: ...
+
+    def audit(self, caller: Caller, action: str, target: str | None, job_type: str | None, outcome: int, message: str) -> None: ...
 
 
 def field_errors(error: ValidationError, prefix: str = "") -> list[FieldError]:

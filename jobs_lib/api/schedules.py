@@ -19,7 +19,6 @@ Creating schedules is rate limited per user like creating jobs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from werkzeug.wrappers import Request, Response
@@ -27,7 +26,7 @@ from werkzeug.wrappers import Request, Response
 from jobs_lib import cron
 from jobs_lib.api.auth import Caller
 from jobs_lib.api.http import (
-    ApiError,
+    Endpoints,
     field_errors,
     json_response,
     listing_scope,
@@ -44,12 +43,10 @@ from jobs_lib.api.models import (
     ScheduleView,
     UpdateScheduleRequest,
 )
-from jobs_lib.errors import InvalidSchedule, ScheduleNotFound
+from jobs_lib.errors import ApiError, InvalidPageToken, InvalidSchedule, ScheduleNotFound
 from jobs_lib.schedules import Schedule, ScheduleClient
-from jobs_lib.store.listing import InvalidPageToken, ScheduleListing
-
-if TYPE_CHECKING:
-    from jobs_lib.api.app import JobsApi
+from jobs_lib.store import JobStore
+from jobs_lib.store.listing import ScheduleListing
 
 
 def check_timing(cron_expression: str | None, timezone: str | None) -> list[FieldError]:
@@ -71,10 +68,10 @@ def check_timing(cron_expression: str | None, timezone: str | None) -> list[Fiel
 class ScheduleEndpoints:
     """The ``/v1/schedules`` routes of a `JobsApi` (which supplies auth, audit and rate limits)."""
 
-    def __init__(self, api: JobsApi, client: ScheduleClient) -> None:
+    def __init__(self, api: Endpoints, client: ScheduleClient, store: JobStore) -> None:
         self.api = api
         self.client = client
-        self.listing = ScheduleListing(api.client.store)
+        self.listing = ScheduleListing(store)
 
     def routes(self) -> list[tuple[str, str, Callable[..., Response]]]:
         """(path, method, handler) for each endpoint."""
@@ -160,7 +157,7 @@ class ScheduleEndpoints:
             rows, next_token = self.listing.page(scope, page_size=query.pageSize, page_token=query.pageToken)
         except InvalidPageToken as exc:
             raise ApiError(400, "invalid query parameters", [FieldError(field="pageToken", reason=str(exc))]) from None
-        schedules = [ScheduleView.of(Schedule.from_document(i, d, v)) for i, d, v in rows]
+        schedules = [ScheduleView.of(schedule) for schedule in rows]
         return json_response(ScheduleList(schedules=schedules, nextPageToken=next_token))
 
     def get(self, request: Request, schedule_id: str) -> Response:

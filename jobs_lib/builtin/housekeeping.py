@@ -2,25 +2,26 @@
 
 Finished jobs get ``expireAt`` (30 days by default, per handler with
 ``retention=``). In production a Firestore TTL policy on ``expireAt``
-(declared in firestore.indexes.json) deletes them; this system schedule does
-the same where no TTL policy runs, such as the emulator. Set
-``JOBS_CLEANUP_CRON`` to change when it runs, or to ``off`` to not declare it.
+(declared in firestore.indexes.json) deletes them; this handler does the same
+where no TTL policy runs, such as the emulator. `jobs_lib.app.App` declares
+its system schedule from ``JOBS_CLEANUP_CRON`` (`Settings.cleanup_cron`;
+``off`` declares none).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from jobs_lib.context import JobContext
-from jobs_lib.registry import default_registry, handler
+from jobs_lib.registry import handler
 
+CLEANUP_TYPE = "jobs.cleanup"
 #: Deleted per query; a run stops after MAX_BATCHES so it never runs long.
 BATCH = 400
 MAX_BATCHES = 10
 
 
-@handler("jobs.cleanup", max_attempts=3, timeout=120)
+@handler(CLEANUP_TYPE, max_attempts=3, timeout=120)
 def cleanup(ctx: JobContext[Any]) -> int:
     """Delete up to BATCH * MAX_BATCHES expired finished jobs; returns how many were deleted."""
     deleted = 0
@@ -34,6 +35,4 @@ def cleanup(ctx: JobContext[Any]) -> int:
     return deleted
 
 
-_CRON = os.environ.get("JOBS_CLEANUP_CRON", "*/15 * * * *")
-if _CRON.lower() != "off":
-    default_registry.add_schedule("jobs.cleanup", "jobs.cleanup", _CRON)
+__all__ = ["BATCH", "CLEANUP_TYPE", "MAX_BATCHES", "cleanup"]

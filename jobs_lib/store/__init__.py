@@ -1,32 +1,23 @@
 """All of jobs_lib's Firestore access, and every collection and field name.
 
 The runner, worker, discovery, scheduler and client call these stores and
-never build a query or a document themselves.
+never build a query or a document themselves; they see jobs_lib's own errors
+(`jobs_lib.errors.StoreError`), never Google's. `JobStore` is the facade: it
+owns the job documents and holds the other parts, all on one `Connection`.
 """
 
-from jobs_lib.store.base import (
-    PARTITION_BOUNDS,
-    PARTITIONS,
-    TRANSIENT,
-    Claim,
-    FencedWrite,
-    OpStats,
-    StoreBase,
-    WriteOutcome,
-    WriteStatus,
-    partition_of,
-)
+from jobs_lib.store.base import PARTITION_BOUNDS, PARTITIONS, Connection, OpStats, partition_of
+from jobs_lib.store.claims import Claim, FencedWrite, WriteOutcome, WriteStatus
 from jobs_lib.store.jobs import JobStore
 
 __all__ = [
     "PARTITIONS",
     "PARTITION_BOUNDS",
-    "TRANSIENT",
     "Claim",
+    "Connection",
     "FencedWrite",
     "JobStore",
     "OpStats",
-    "StoreBase",
     "WriteOutcome",
     "WriteStatus",
     "partition_of",

@@ -1,14 +1,18 @@
-"""Plumbing shared by the stores: the client, retries, operation counts, fenced-write types."""
+"""The connection every store part shares: the client, retries, error translation, operation counts.
+
+`Connection` is the one place a Google API exception is caught and turned
+into jobs_lib's own (`jobs_lib.errors.StoreError` and its children), so no
+caller outside ``jobs_lib.store`` ever imports ``google.api_core``.
+"""
 
 from __future__ import annotations
 
 import bisect
-import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +21,8 @@ from google.cloud import firestore
 
 from jobs_lib import wire
 from jobs_lib.clock import ServerClock, to_iso
-from jobs_lib.config import Settings, firestore_client
-from jobs_lib.job import Job
+from jobs_lib.config import Settings
+from jobs_lib.errors import Contention, DocumentExists, StoreError, StoreRefused, StoreUnavailable
 
 log = logging.getLogger("jobs_lib.store")
 
@@ -32,7 +36,7 @@ TRANSIENT = (
     gexc.Unknown,
 )
 #: gRPC status codes in BatchWrite results.
-_OK, _INVALID_ARGUMENT, _NOT_FOUND, _FAILED_PRECONDITION = 0, 3, 5, 9
+_OK, _INVALID_ARGUMENT, _NOT_FOUND, _ALREADY_EXISTS, _FAILED_PRECONDITION = 0, 3, 5, 6, 9
 
 #: Auto-ids use these 62 characters; partitions split the id space on them.
 _ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -44,6 +48,26 @@ PARTITION_BOUNDS: tuple[str | None, ...] = (None, *tuple(_ID_ALPHABET[round(i * 
 def partition_of(job_id: str) -> int:
     """The partition (slice of the id space) a document id falls in."""
     return bisect.bisect_right(PARTITION_BOUNDS[1:], job_id)  # type: ignore[type-var]
+
+
+def translate(exc: Exception) -> StoreError:
+    """The jobs_lib error for a Google API error."""
+    if isinstance(exc, gexc.AlreadyExists):
+        return DocumentExists(str(exc))
+    if isinstance(exc, gexc.FailedPrecondition | gexc.Conflict):
+        return Contention(str(exc))
+    if isinstance(exc, TRANSIENT):
+        return StoreUnavailable(f"Firestore could not be reached in time: {exc}")
+    return StoreRefused(str(exc))
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Raise Google API errors as jobs_lib's `StoreError`s."""
+    try:
+        yield
+    except gexc.GoogleAPIError as exc:
+        raise translate(exc) from exc
 
 
 class OpStats:
@@ -78,74 +102,28 @@ class OpStats:
             }
 
 
-@dataclass
-class Claim:
-    """A job this process holds: the token that fences its writes, and the version to write on."""
+class Connection:
+    """A Firestore client with retries, a server-calibrated clock and operation counts.
 
-    job: Job
-    token: str
-    holder: str
-    version: datetime
-    attempt: int
-    lease_expires_at: datetime
-    cancel_requested: bool = False
-    lost: bool = False
+    One per `jobs_lib.app.App`; every store part (jobs, slices, slots,
+    schedules, rate windows) is built on it, so they share one client, one
+    clock and one set of counts.
+    """
 
-    @property
-    def job_id(self) -> str:
-        """The job's document id."""
-        return self.job.id
-
-
-class WriteStatus(enum.Enum):
-    """What became of a fenced write."""
-
-    OK = "ok"
-    LOST = "lost"  # the lease is no longer ours: the write was refused
-    INVALID = "invalid"  # Firestore refused the content (too large, bad value)
-    ERROR = "error"  # Firestore could not be reached in time
-
-
-@dataclass
-class WriteOutcome:
-    """The result of one fenced write."""
-
-    status: WriteStatus
-    version: datetime | None = None
-    cancel_requested: bool = False
-    detail: str = ""
-
-
-@dataclass
-class FencedWrite:
-    """Fields to write to a claimed job, if the claim still holds."""
-
-    claim: Claim
-    fields: dict[str, Any]
-    final: bool = False
-    #: Filled in by `JobStore.commit`.
-    outcome: WriteOutcome | None = field(default=None)
-
-
-class StoreBase:
-    """A Firestore client with retries, a server-calibrated clock and operation counts."""
-
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        db: Any | None = None,
-        clock: ServerClock | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings | None = None, db: Any | None = None, clock: ServerClock | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self._db = db
+        self._db_lock = threading.Lock()
         self.clock = clock or ServerClock()
         self.stats = OpStats()
 
     @property
     def db(self) -> Any:
-        """The Firestore client, created on first use."""
+        """The Firestore client, created on first use (never at import: cold starts stay cheap)."""
         if self._db is None:
-            self._db = firestore_client(self.settings)
+            with self._db_lock:
+                if self._db is None:
+                    self._db = firestore.Client(project=self.settings.project, database=self.settings.database)
         return self._db
 
     def now(self) -> datetime:
@@ -156,11 +134,16 @@ class StoreBase:
         """A time as the runner writes it (timestamp, or ISO string when configured)."""
         return to_iso(moment) if self.settings.timestamps == "iso" else moment
 
-    def _now_value(self) -> Any:
+    def now_value(self) -> Any:
+        """"Now" as the runner writes it: the server's timestamp, or an ISO string when configured."""
         return to_iso(self.now()) if self.settings.timestamps == "iso" else firestore.SERVER_TIMESTAMP
 
-    def _retrying(self, fn: Callable[[], Any], budget: float = 30.0) -> Any:
-        """Call `fn`, retrying transient errors with backoff for up to `budget` seconds."""
+    def retrying(self, fn: Callable[[], Any], budget: float = 30.0) -> Any:
+        """Call `fn`, retrying transient errors with backoff for up to `budget` seconds.
+
+        Raises `StoreUnavailable` once the budget is spent, and the other
+        `StoreError`s for errors that retrying cannot help.
+        """
         deadline = time.monotonic() + budget
         delay = 0.1
         while True:
@@ -168,22 +151,64 @@ class StoreBase:
                 return fn()
             except TRANSIENT as exc:
                 if time.monotonic() + delay > deadline:
-                    raise
+                    raise translate(exc) from exc
                 log.warning("firestore call failed, retrying in %.1fs: %s", delay, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            except gexc.GoogleAPIError as exc:
+                raise translate(exc) from exc
 
-    def _query(self, query: Any, label: str) -> list[tuple[str, dict[str, Any], datetime]]:
+    def get(self, ref: Any, kind: str) -> Any:
+        """Read one document (a snapshot, which may not exist); observes the server's clock."""
+        sent = time.time()
+        snap = self.retrying(lambda: ref.get(retry=None))
+        if snap.read_time is not None:
+            self.clock.observe(snap.read_time, sent, time.time())
+        self.stats.add(reads=1, kind=f"read:{kind}")
+        return snap
+
+    def get_all(self, refs: Sequence[Any], kind: str) -> dict[str, Any]:
+        """Read several documents in one call: snapshots that exist, by id."""
+        if not refs:
+            return {}
+        snaps = self.retrying(lambda: list(self.db.get_all(list(refs))))
+        self.stats.add(reads=len(refs), kind=f"read:{kind}")
+        return {snap.id: snap for snap in snaps if snap.exists}
+
+    def query(self, query: Any, label: str) -> list[tuple[str, dict[str, Any], datetime]]:
         """Run a query; (id, fields, update time) per document. Counts as Firestore bills it."""
         sent = time.time()
-        documents, read_time = self._retrying(lambda: wire.run_query(self.db, query))
+        documents, read_time = self.retrying(lambda: wire.run_query(self.db, query))
         received = time.time()
         if read_time is not None:
             self.clock.observe(read_time, sent, received)
         self.stats.add(reads=max(1, len(documents)), queries=1, kind=f"query:{label}")
         return documents  # type: ignore[no-any-return]
 
-    def _batch_write(self, prefix: str, writes: Sequence[tuple[str, dict[str, Any], datetime | None]], kind: str, *, create: bool = False) -> list[tuple[int, datetime | None, str]]:
+    def count(self, query: Any, label: str) -> int:
+        """A count aggregation (billed one read per 1,000 index entries, at least one)."""
+        result: Any = self.retrying(lambda: query.count().get(retry=None))
+        value = int(result[0][0].value)
+        self.stats.add(reads=max(1, -(-value // 1000)), queries=1, kind=f"count:{label}")
+        return value
+
+    def commit(self, batch: Any, writes: int, kind: str) -> list[Any]:
+        """Commit a write batch atomically; a refused precondition raises `Contention` or `DocumentExists`."""
+        try:
+            results = self.retrying(lambda: batch.commit(retry=None))
+        except (Contention, DocumentExists, StoreRefused):
+            self.stats.add(writes=writes, kind=f"write:{kind}:refused")
+            raise
+        self.stats.add(writes=writes, kind=f"write:{kind}")
+        return list(results)
+
+    def write(self, fn: Callable[[], Any], kind: str, writes: int = 1) -> Any:
+        """One write call (set, create, update, delete) with retries; returns its result."""
+        result = self.retrying(fn)
+        self.stats.add(writes=writes, kind=kind)
+        return result
+
+    def batch_write(self, prefix: str, writes: Sequence[tuple[str, dict[str, Any], datetime | None]], kind: str, *, create: bool = False) -> list[tuple[int, datetime | None, str]]:
         """One BatchWrite RPC: each write applied on its own, conditioned on its version
         (or, with `create`, on there being no document). Ids are relative to `prefix`.
 
@@ -191,7 +216,7 @@ class StoreBase:
         """
         pbs = [wire.update_write(prefix + doc_id, fields, version, create=create) for doc_id, fields, version in writes]
         sent = time.time()
-        response = self._retrying(lambda: wire.batch_write(self.db, pbs))
+        response = self.retrying(lambda: wire.batch_write(self.db, pbs))
         received = time.time()
         results: list[tuple[int, datetime | None, str]] = []
         statuses = response.status
@@ -211,3 +236,41 @@ class StoreBase:
                 self.clock.observe(update_time, sent, received)
                 break
         return results
+
+
+class StorePart:
+    """A part of the store: built on a shared `Connection` (or its own, from settings)."""
+
+    def __init__(self, settings: Settings | None = None, db: Any | None = None, clock: ServerClock | None = None, *, connection: Connection | None = None) -> None:
+        self.connection = connection or Connection(settings, db, clock)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the connection was made with."""
+        return self.connection.settings
+
+    @property
+    def db(self) -> Any:
+        """The Firestore client."""
+        return self.connection.db
+
+    @property
+    def clock(self) -> ServerClock:
+        """The server-calibrated clock."""
+        return self.connection.clock
+
+    @property
+    def stats(self) -> OpStats:
+        """Billed operations counted so far."""
+        return self.connection.stats
+
+    def now(self) -> datetime:
+        """Server time, as the clock knows it."""
+        return self.connection.now()
+
+    def time_value(self, moment: datetime) -> Any:
+        """A time as the runner writes it."""
+        return self.connection.time_value(moment)
+
+
+__all__ = ["PARTITIONS", "PARTITION_BOUNDS", "TRANSIENT", "Connection", "OpStats", "StorePart", "partition_of", "translate", "translated"]

@@ -16,19 +16,30 @@ lane, and a slow scan of the pending set catches documents with no
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from jobs_lib.clock import MAX_UTC_OFFSET, to_iso
+from jobs_lib.clock import MAX_UTC_OFFSET, ServerClock, to_iso
+from jobs_lib.config import Settings
+from jobs_lib.errors import Contention, DocumentExists, StoreRefused, StoreUnavailable
 from jobs_lib.job import Job, Status
+from jobs_lib.outcomes import (
+    Cancelled,
+    CancelRequest,
+    Change,
+    Completed,
+    Failed,
+    Outcome,
+    Retried,
+    Retry,
+    Update,
+)
 from jobs_lib.store.base import (
     _FAILED_PRECONDITION,
     _INVALID_ARGUMENT,
@@ -36,21 +47,32 @@ from jobs_lib.store.base import (
     _OK,
     PARTITION_BOUNDS,
     PARTITIONS,
-    TRANSIENT,
-    Claim,
-    FencedWrite,
-    StoreBase,
-    WriteOutcome,
-    WriteStatus,
+    Connection,
+    StorePart,
 )
+from jobs_lib.store.claims import Claim, FencedWrite, WriteOutcome, WriteStatus
 from jobs_lib.store.limits import ConcurrencyLimits
+from jobs_lib.store.ratewindows import RateWindows
+from jobs_lib.store.schedules import ScheduleStore
 from jobs_lib.store.slices import SliceLeases
 
 
-class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
-    """The `backgroundJobs` collection."""
+class JobStore(StorePart):
+    """The `backgroundJobs` collection, and the facade over the store's other parts.
 
-    _prefix: str | None = None
+    Built on one `Connection`, it owns the job documents itself and holds the
+    parts that share that connection: `slices` (which worker reads which
+    slice of the id space), `limits` (concurrency slots and paused types),
+    `schedules` (``scheduledJobs``) and `rate_windows` (the API's counters).
+    """
+
+    def __init__(self, settings: Settings | None = None, db: Any | None = None, clock: ServerClock | None = None, *, connection: Connection | None = None) -> None:
+        super().__init__(settings, db, clock, connection=connection)
+        self._prefix: str | None = None
+        self.slices = SliceLeases(connection=self.connection)
+        self.limits = ConcurrencyLimits(connection=self.connection)
+        self.schedules = ScheduleStore(connection=self.connection)
+        self.rate_windows = RateWindows(connection=self.connection)
 
     @property
     def collection(self) -> Any:
@@ -61,17 +83,14 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
         """The document reference of a job."""
         return self.collection.document(job_id)
 
-
     def _document_prefix(self) -> str:
         if self._prefix is None:
             self._prefix = str(self.collection.document("x")._document_path)[:-1]
         return self._prefix
 
-    def _job(self, snap: Any) -> Job:
-        return Job.from_document(snap.id, snap.to_dict(), snap.update_time)
-
-    def _run_query(self, query: Any, label: str = "query") -> list[Job]:
-        return [Job.from_document(doc_id, fields, version) for doc_id, fields, version in self._query(query, label)]
+    def run_query(self, query: Any, label: str = "query") -> list[Job]:
+        """Run a query over job documents (built by a store part) and read each as a `Job`."""
+        return [Job.from_document(doc_id, fields, version) for doc_id, fields, version in self.connection.query(query, label)]
 
     def _pending(self) -> Any:
         return self.collection.where(filter=FieldFilter("status", "==", Status.PENDING.value))
@@ -80,12 +99,13 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
 
     def get(self, job_id: str) -> Job | None:
         """One job, or None when there is no such document."""
-        sent = time.time()
-        snap = self._retrying(lambda: self.ref(job_id).get(retry=None))
-        if snap.read_time is not None:
-            self.clock.observe(snap.read_time, sent, time.time())
-        self.stats.add(reads=1, kind="read:get")
-        return self._job(snap) if snap.exists else None
+        snap = self.connection.get(self.ref(job_id), "get")
+        return Job.from_document(snap.id, snap.to_dict(), snap.update_time) if snap.exists else None
+
+    def get_many(self, job_ids: Sequence[str], kind: str = "get_many") -> dict[str, Job]:
+        """Several jobs in one call, by id (missing ones left out)."""
+        snaps = self.connection.get_all([self.ref(i) for i in job_ids], kind)
+        return {i: Job.from_document(i, s.to_dict(), s.update_time) for i, s in snaps.items()}
 
     def calibrate(self) -> None:
         """Measure the offset to the server's clock (one billed read of a missing document)."""
@@ -109,7 +129,7 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
                 query = query.where(filter=FieldFilter("__name__", ">=", self.ref(low)))
             if high is not None:
                 query = query.where(filter=FieldFilter("__name__", "<", self.ref(high)))
-        return self._run_query(query.order_by("scheduledFor").limit(limit), "due")
+        return self.run_query(query.order_by("scheduledFor").limit(limit), "due")
 
     def due_by_priority(self, now: datetime, limit: int) -> list[Job]:
         """Due pending jobs with a positive priority, highest first."""
@@ -121,7 +141,7 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
             .order_by("scheduledFor")
             .limit(limit)
         )
-        return self._run_query(query, "due_by_priority")
+        return self.run_query(query, "due_by_priority")
 
     def due_strings(self, now: datetime, limit: int) -> list[Job]:
         """Pending jobs whose ``scheduledFor`` is an ISO string that may be due.
@@ -130,7 +150,7 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
         """
         bound = to_iso(now + MAX_UTC_OFFSET)
         query = self._pending().where(filter=FieldFilter("scheduledFor", "<=", bound))
-        return self._run_query(query.order_by("scheduledFor").limit(limit), "due_strings")
+        return self.run_query(query.order_by("scheduledFor").limit(limit), "due_strings")
 
     def scan_pending(self, after: str | None, limit: int) -> list[Job]:
         """A page of all pending jobs in id order, after the id `after`.
@@ -141,7 +161,7 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
         query = self._pending().order_by("__name__")
         if after:
             query = query.start_after({"__name__": self.ref(after)})
-        return self._run_query(query.limit(limit), "scan_pending")
+        return self.run_query(query.limit(limit), "scan_pending")
 
     def expired(self, now: datetime, limit: int) -> list[Job]:
         """Running jobs whose lease has lapsed: their worker died or lost contact."""
@@ -151,22 +171,16 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
             .order_by("leaseExpiresAt")
             .limit(limit)
         )
-        return self._run_query(query, "expired")
+        return self.run_query(query, "expired")
 
     def expired_finished(self, now: datetime, limit: int) -> list[str]:
         """Ids of finished jobs whose ``expireAt`` has passed (for the cleanup where no TTL policy runs)."""
         query = self.collection.where(filter=FieldFilter("expireAt", "<=", now)).order_by("expireAt").limit(limit)
-        return [doc_id for doc_id, _fields, _version in self._query(query, "expired_finished")]
+        return [doc_id for doc_id, _fields, _version in self.connection.query(query, "expired_finished")]
 
     def count_by_status(self) -> dict[str, int]:
         """How many jobs are in each state (aggregation queries, one per state)."""
-        counts: dict[str, int] = {}
-        for status in Status:
-            query = self.collection.where(filter=FieldFilter("status", "==", status.value)).count()
-            result: Any = self._retrying(partial(query.get, retry=None))
-            counts[status.value] = int(result[0][0].value)
-            self.stats.add(reads=1, queries=1, kind="query:count")
-        return counts
+        return {status.value: self.connection.count(self.collection.where(filter=FieldFilter("status", "==", status.value)), "status") for status in Status}
 
     def page(self, *, status: str, job_type: str | None, after: str | None, limit: int) -> list[Job]:
         """A page of jobs in one state (and type), in id order after `after`."""
@@ -176,7 +190,7 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
         query = query.order_by("__name__")
         if after:
             query = query.start_after({"__name__": self.ref(after)})
-        return self._run_query(query.limit(limit), "page")
+        return self.run_query(query.limit(limit), "page")
 
     def list_jobs(
         self,
@@ -191,7 +205,7 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
             query = query.where(filter=FieldFilter("status", "==", status))
         if job_type:
             query = query.where(filter=FieldFilter("type", "==", job_type))
-        return self._run_query(query.limit(limit))
+        return self.run_query(query.limit(limit))
 
     # -- writes -----------------------------------------------------------------
 
@@ -214,8 +228,8 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
             "type": job_type,
             "status": Status.PENDING.value,
             "metadata": metadata,
-            "createdAt": self._now_value(),
-            "scheduledFor": self.time_value(scheduled_for) if scheduled_for else self._now_value(),
+            "createdAt": self.connection.now_value(),
+            "scheduledFor": self.time_value(scheduled_for) if scheduled_for else self.connection.now_value(),
             "priority": priority,
             "attempts": 0,
         }
@@ -225,30 +239,33 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
         return data
 
     def create(self, job_id: str, data: dict[str, Any], *, transaction: Any = None, batch: Any = None) -> None:
-        """Create a job document; raises `google.api_core.exceptions.AlreadyExists` if the id is taken."""
+        """Create a job document; raises `DocumentExists` if the id is taken.
+
+        With `transaction` or `batch` the create happens when the caller commits them.
+        """
         ref = self.ref(job_id)
         if transaction is not None:
             transaction.create(ref, data)
         elif batch is not None:
             batch.create(ref, data)
         else:
-            self._retrying(lambda: ref.create(data, retry=None))
-            self.stats.add(writes=1, kind="write:create")
+            self.connection.write(lambda: ref.create(data, retry=None), "write:create")
 
     def get_in_transaction(self, job_id: str, transaction: Any) -> Job | None:
         """Read a job inside the caller's transaction."""
         snap = self.ref(job_id).get(transaction=transaction)
         self.stats.add(reads=1, kind="read:transaction")
-        return self._job(snap) if snap.exists else None
+        return Job.from_document(snap.id, snap.to_dict(), snap.update_time) if snap.exists else None
 
-    def claim_fields(self, job: Job, expires: datetime) -> dict[str, Any]:
-        """What a claim writes (the lease itself is added by the caller)."""
+    def claim_fields(self, job: Job, expires: datetime, holder: str, token: str) -> dict[str, Any]:
+        """What a claim writes: in progress, one more attempt, the lease and its token."""
         return {
             "status": Status.IN_PROGRESS.value,
-            "startedAt": self._now_value(),
-            "updatedAt": self._now_value(),
+            "startedAt": self.connection.now_value(),
+            "updatedAt": self.connection.now_value(),
             "attempts": job.attempts + 1,
             "leaseExpiresAt": expires,
+            "lease": {"holder": holder, "token": token},
         }
 
     def claim(self, jobs: Sequence[Job], holder: str, lease_seconds: float) -> list[Claim | None]:
@@ -258,16 +275,23 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
         now = self.now()
         expires = now + timedelta(seconds=lease_seconds)
         tokens = [uuid.uuid4().hex for _ in jobs]
-        writes = [(job.id, {**self.claim_fields(job, expires), "lease": {"holder": holder, "token": token}}, job.version) for job, token in zip(jobs, tokens, strict=True)]
+        writes = [(job.id, self.claim_fields(job, expires, holder, token), job.version) for job, token in zip(jobs, tokens, strict=True)]
         claims: list[Claim | None] = []
-        for job, token, (code, update_time, _msg) in zip(jobs, tokens, self._batch_write(self._document_prefix(), writes, "claim"), strict=True):
+        for job, token, (code, update_time, _msg) in zip(jobs, tokens, self.connection.batch_write(self._document_prefix(), writes, "claim"), strict=True):
             if code == _OK and update_time is not None:
                 claims.append(Claim(job, token, holder, update_time, job.attempts + 1, expires))
             else:
                 claims.append(None)
         return claims
 
-    def settle(self, outcomes: Sequence[tuple[Job, dict[str, Any]]], *, holder: str) -> list[bool]:
+    def claim_with_slot(self, job: Job, slot: str, slot_version: datetime | None, holder: str, lease_seconds: float) -> Claim | None:
+        """Claim a job and take a concurrency slot for it in one atomic commit; None if either changed."""
+        token = uuid.uuid4().hex
+        expires = self.now() + timedelta(seconds=lease_seconds)
+        version = self.limits.take_slot(slot, slot_version, job.id, token, self.ref(job.id), self.claim_fields(job, expires, holder, token), job.version)
+        return Claim(job, token, holder, version, job.attempts + 1, expires) if version is not None else None
+
+    def settle(self, outcomes: Sequence[tuple[Job, Failed | Cancelled]], *, holder: str) -> list[bool]:
         """Give jobs their final state without running them (poison, cancelled before start).
 
         Each write is conditioned on the version read and rotates the lease
@@ -278,25 +302,24 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
             (
                 job.id,
                 {
-                    **fields,
-                    "updatedAt": self._now_value(),
+                    **self._outcome_fields(outcome),
+                    "updatedAt": self.connection.now_value(),
                     "lease": {"holder": holder, "token": uuid.uuid4().hex},
-                    "leaseExpiresAt": firestore.DELETE_FIELD,
                 },
                 job.version,
             )
-            for job, fields in outcomes
+            for job, outcome in outcomes
         ]
-        return [code == _OK for code, _t, _m in self._batch_write(self._document_prefix(), writes, "settle")] if writes else []
+        return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "settle")] if writes else []
 
     def commit(self, writes: Sequence[FencedWrite]) -> None:
         """Apply fenced writes (at most one per job): one RPC, then a careful retry for any refused."""
         if not writes:
             return
-        payload = [(w.claim.job_id, {**w.fields, "updatedAt": self._now_value()}, w.claim.version) for w in writes]
+        payload = [(w.claim.job_id, self.update_fields(w.update), w.claim.version) for w in writes]
         try:
-            results = self._batch_write(self._document_prefix(), payload, "record")
-        except TRANSIENT as exc:
+            results = self.connection.batch_write(self._document_prefix(), payload, "record")
+        except StoreUnavailable as exc:
             for w in writes:
                 w.outcome = WriteOutcome(WriteStatus.ERROR, detail=str(exc))
             return
@@ -316,8 +339,8 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
         claim = write.claim
         for _ in range(attempts):
             try:
-                snap = self._retrying(lambda: self.ref(claim.job_id).get(retry=None), budget=10)
-            except TRANSIENT as exc:
+                snap = self.connection.retrying(lambda: self.ref(claim.job_id).get(retry=None), budget=10)
+            except StoreUnavailable as exc:
                 return WriteOutcome(WriteStatus.ERROR, detail=str(exc))
             self.stats.add(reads=1, kind="read:record_checked")
             if not snap.exists:
@@ -334,11 +357,13 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
                 # Our own earlier write landed though its answer was lost.
                 claim.version = snap.update_time
                 return WriteOutcome(WriteStatus.OK, snap.update_time, cancel, "already written")
-            fields = {**write.fields, "updatedAt": self._now_value()}
-            [(code, update_time, message)] = self._batch_write(self._document_prefix(), [(claim.job_id, fields, snap.update_time)], "record_checked")
+            fields = self.update_fields(write.update)
+            [(code, update_time, message)] = self.connection.batch_write(self._document_prefix(), [(claim.job_id, fields, snap.update_time)], "record_checked")
             if code == _OK and update_time is not None:
                 claim.version = update_time
                 return WriteOutcome(WriteStatus.OK, update_time, cancel)
+            if code == _INVALID_ARGUMENT:
+                return WriteOutcome(WriteStatus.INVALID, detail=message)
             if code not in (_FAILED_PRECONDITION, _NOT_FOUND):
                 return WriteOutcome(WriteStatus.ERROR, detail=message)
         return WriteOutcome(WriteStatus.ERROR, detail="the document kept changing under us")
@@ -346,134 +371,93 @@ class JobStore(SliceLeases, ConcurrencyLimits, StoreBase):
     def update_checked(
         self,
         job_id: str,
-        decide: Callable[[Job], dict[str, Any] | None],
+        decide: Callable[[Job], Change | None],
         *,
         holder: str = "client",
         attempts: int = 10,
     ) -> tuple[Job | None, bool]:
-        """Read a job, let `decide` return fields to write (or None), write them if unchanged meanwhile.
+        """Read a job, let `decide` say what to change (or None), write it if unchanged meanwhile.
 
-        An optimistic transaction without locks. A write that changes
-        ``status`` rotates the lease token, so that whoever held the job
-        before can no longer write to it. Returns the job as read last and
-        whether the write happened.
+        An optimistic transaction without locks; the policy is the caller's.
+        A change of ``status`` rotates the lease token, so that whoever held
+        the job before can no longer write to it. Returns the job as read last
+        and whether the write happened; raises `Contention` if the document
+        kept changing.
         """
         for _ in range(attempts):
             job = self.get(job_id)
             if job is None:
                 return None, False
-            fields = decide(job)
-            if fields is None:
+            change = decide(job)
+            if change is None:
                 return job, False
-            fields = {**fields, "updatedAt": self._now_value()}
+            fields = {**self._change_fields(change), "updatedAt": self.connection.now_value()}
             if "status" in fields:
                 fields["lease"] = {"holder": holder, "token": uuid.uuid4().hex}
-            [(code, _t, message)] = self._batch_write(self._document_prefix(), [(job_id, fields, job.version)], "update_checked")
+            [(code, _t, message)] = self.connection.batch_write(self._document_prefix(), [(job_id, fields, job.version)], "update_checked")
             if code == _OK:
                 return job, True
             if code not in (_FAILED_PRECONDITION, _NOT_FOUND):
-                raise gexc.GoogleAPICallError(f"writing job {job_id} failed (code {code}): {message}")  # type: ignore[no-untyped-call]
-        raise gexc.Aborted(f"job {job_id} kept changing; gave up after {attempts} tries")  # type: ignore[no-untyped-call]
+                raise StoreRefused(f"writing job {job_id} failed (code {code}): {message}")
+        raise Contention(f"job {job_id} kept changing; gave up after {attempts} tries")
 
-    # -- field sets for the runner's writes ------------------------------------
+    # -- the fields each typed value becomes --------------------------------------
 
-    def renewal_fields(self, expires: datetime) -> dict[str, Any]:
-        """Extend a lease. (Lease times are always timestamps: the expired-lease query ranges over them.)"""
-        return {"leaseExpiresAt": expires}
-
-    def progress_fields(self, progress: dict[str, Any]) -> dict[str, Any]:
-        """Report progress (``percent``, ``message``, ``currentStep``, ``totalSteps``)."""
-        return {"progress": {**progress, "updatedAt": self._now_value()}}
-
-    def completed_fields(self, result: Any, expire_at: datetime | None) -> dict[str, Any]:
-        """The job succeeded."""
-        fields = {
-            "status": Status.COMPLETED.value,
-            "completedAt": self._now_value(),
-            "result": result,
-            "error": firestore.DELETE_FIELD,
-            "errorDetails": firestore.DELETE_FIELD,
-            "leaseExpiresAt": firestore.DELETE_FIELD,
-        }
-        if expire_at is not None:
-            fields["expireAt"] = expire_at
+    def update_fields(self, update: Update) -> dict[str, Any]:
+        """The document fields of an update to a claimed job."""
+        fields: dict[str, Any] = {}
+        if update.lease_expires_at is not None:
+            # Lease times are always timestamps: the expired-lease query ranges over them.
+            fields["leaseExpiresAt"] = update.lease_expires_at
+        if update.progress:
+            fields["progress"] = {**update.progress, "updatedAt": self.connection.now_value()}
+        if update.outcome is not None:
+            fields.update(self._outcome_fields(update.outcome))
+        fields["updatedAt"] = self.connection.now_value()
         return fields
 
-    def failed_fields(self, error: str, details: dict[str, Any], expire_at: datetime | None) -> dict[str, Any]:
-        """The job failed for good."""
-        fields = {
-            "status": Status.FAILED.value,
-            "completedAt": self._now_value(),
-            "error": error,
-            "errorDetails": details,
-            "leaseExpiresAt": firestore.DELETE_FIELD,
-        }
-        if expire_at is not None:
-            fields["expireAt"] = expire_at
+    def _outcome_fields(self, outcome: Outcome) -> dict[str, Any]:
+        now = self.connection.now_value()
+        fields: dict[str, Any]
+        if isinstance(outcome, Completed):
+            fields = {"status": Status.COMPLETED.value, "completedAt": now, "result": outcome.result, "error": firestore.DELETE_FIELD, "errorDetails": firestore.DELETE_FIELD}
+        elif isinstance(outcome, Failed):
+            fields = {"status": Status.FAILED.value, "completedAt": now, "error": outcome.error, "errorDetails": outcome.details}
+        elif isinstance(outcome, Cancelled):
+            fields = {"status": Status.CANCELLED.value, "completedAt": now, "error": outcome.reason}
+        elif isinstance(outcome, Retry):
+            return {"status": Status.PENDING.value, "scheduledFor": self.time_value(outcome.run_at), "error": outcome.error, "errorDetails": outcome.details, "leaseExpiresAt": firestore.DELETE_FIELD}
+        else:  # Released: the interrupted attempt is not counted
+            return {"status": Status.PENDING.value, "scheduledFor": self.time_value(outcome.run_at), "leaseExpiresAt": firestore.DELETE_FIELD, "attempts": outcome.attempts}
+        fields["leaseExpiresAt"] = firestore.DELETE_FIELD
+        if outcome.expire_at is not None:
+            fields["expireAt"] = outcome.expire_at
         return fields
 
-    def retry_fields(self, error: str, details: dict[str, Any], run_at: datetime) -> dict[str, Any]:
-        """The attempt failed; the job waits for `run_at` and runs again."""
-        return {
-            "status": Status.PENDING.value,
-            "scheduledFor": self.time_value(run_at),
-            "error": error,
-            "errorDetails": details,
-            "leaseExpiresAt": firestore.DELETE_FIELD,
-        }
-
-    def cancelled_fields(self, expire_at: datetime | None, reason: str = "cancelled at the owner's request") -> dict[str, Any]:
-        """The job was cancelled."""
-        fields = {
-            "status": Status.CANCELLED.value,
-            "completedAt": self._now_value(),
-            "error": reason,
-            "leaseExpiresAt": firestore.DELETE_FIELD,
-        }
-        if expire_at is not None:
-            fields["expireAt"] = expire_at
-        return fields
-
-    def retried_fields(self) -> dict[str, Any]:
-        """A failed or cancelled job, sent back to pending by hand with its attempts reset."""
-        return {
-            "status": Status.PENDING.value,
-            "scheduledFor": self._now_value(),
-            "attempts": 0,
-            "cancelRequested": firestore.DELETE_FIELD,
-            "completedAt": firestore.DELETE_FIELD,
-            "startedAt": firestore.DELETE_FIELD,
-            "result": firestore.DELETE_FIELD,
-            "error": firestore.DELETE_FIELD,
-            "errorDetails": firestore.DELETE_FIELD,
-            "progress": firestore.DELETE_FIELD,
-            "expireAt": firestore.DELETE_FIELD,
-        }
-
-    def released_fields(self, claim: Claim, run_at: datetime) -> dict[str, Any]:
-        """Hand a claimed job back (a worker shutting down): the interrupted attempt is not counted."""
-        return {
-            "status": Status.PENDING.value,
-            "scheduledFor": self.time_value(run_at),
-            "leaseExpiresAt": firestore.DELETE_FIELD,
-            "attempts": max(claim.attempt - 1, 0),
-        }
+    def _change_fields(self, change: Change) -> dict[str, Any]:
+        if isinstance(change, CancelRequest):
+            return {"cancelRequested": True}
+        if isinstance(change, Retried):
+            return {
+                "status": Status.PENDING.value,
+                "scheduledFor": self.connection.now_value(),
+                "attempts": 0,
+                **dict.fromkeys(("cancelRequested", "completedAt", "startedAt", "result", "error", "errorDetails", "progress", "expireAt"), firestore.DELETE_FIELD),
+            }
+        return self._outcome_fields(change)
 
     # -- housekeeping for tests and tools --------------------------------------
 
     def delete_all(self, ids: Iterable[str]) -> int:
         """Delete jobs by id, 400 to a commit; returns how many."""
-        batch = self.db.batch()
-        count = 0
-        for count, job_id in enumerate(ids, 1):
-            batch.delete(self.ref(job_id))
-            if count % 400 == 0:
-                self._retrying(partial(batch.commit, retry=None))
-                batch = self.db.batch()
-        if count % 400:
-            self._retrying(lambda: batch.commit(retry=None))
-        self.stats.add(writes=count, kind="delete:job")
-        return count
+        todo = list(ids)
+        for start in range(0, len(todo), 400):
+            chunk = todo[start : start + 400]
+            batch = self.db.batch()
+            for job_id in chunk:
+                batch.delete(self.ref(job_id))
+            self.connection.write(partial(batch.commit, retry=None), "delete:job", writes=len(chunk))
+        return len(todo)
 
 
-__all__ = ["JobStore"]
+__all__ = ["DocumentExists", "JobStore"]

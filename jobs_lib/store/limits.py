@@ -13,15 +13,14 @@ write of its own.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
-from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from jobs_lib.errors import Contention, DocumentExists, StoreRefused
 from jobs_lib.job import Job, Status
-from jobs_lib.store.base import Claim, StoreBase
+from jobs_lib.store.base import StorePart
 
 
 def slot_id(job_type: str, key: str, index: int) -> str:
@@ -32,7 +31,7 @@ def slot_id(job_type: str, key: str, index: int) -> str:
     return f"{clean(job_type)}~{clean(key)}~{index}"
 
 
-class ConcurrencyLimits(StoreBase):
+class ConcurrencyLimits(StorePart):
     """Slot documents and the paused-types document."""
 
     @property
@@ -48,42 +47,32 @@ class ConcurrencyLimits(StoreBase):
     def read_slots(self, job_type: str, key: str, count: int) -> list[tuple[str, dict[str, Any], datetime | None]]:
         """The `count` slots of a type (and key): (slot id, fields, version or None if never used)."""
         ids = [slot_id(job_type, key, i) for i in range(count)]
-        snaps = {s.id: s for s in self._retrying(lambda: list(self.db.get_all([self.slot_collection.document(i) for i in ids])))}
-        self.stats.add(reads=count, kind="read:slots")
-        out = []
-        for i in ids:
-            snap = snaps.get(i)
-            out.append((i, snap.to_dict() or {}, snap.update_time) if snap is not None and snap.exists else (i, {}, None))
-        return out
+        snaps = self.connection.get_all([self.slot_collection.document(i) for i in ids], "slots")
+        return [(i, snaps[i].to_dict() or {}, snaps[i].update_time) if i in snaps else (i, {}, None) for i in ids]
 
     def holders(self, job_ids: list[str]) -> dict[str, Job]:
         """The jobs that hold slots, as they are now."""
-        if not job_ids:
-            return {}
         jobs_col = self.db.collection(self.settings.collection)
-        snaps = self._retrying(lambda: list(self.db.get_all([jobs_col.document(i) for i in job_ids])))
-        self.stats.add(reads=len(job_ids), kind="read:slot_holders")
-        return {s.id: Job.from_document(s.id, s.to_dict(), s.update_time) for s in snaps if s.exists}
+        snaps = self.connection.get_all([jobs_col.document(i) for i in job_ids], "slot_holders")
+        return {i: Job.from_document(i, s.to_dict(), s.update_time) for i, s in snaps.items()}
 
-    def claim_with_slot(self, job: Job, slot: str, slot_version: datetime | None, claim_fields: dict[str, Any], holder: str, lease_expires: datetime) -> Claim | None:
-        """Take the slot and claim the job in one atomic commit; None if either changed since read."""
-        token = uuid.uuid4().hex
-        fields = {**claim_fields, "lease": {"holder": holder, "token": token}}
+    def take_slot(self, slot: str, slot_version: datetime | None, job_id: str, token: str, job_ref: Any, claim_fields: dict[str, Any], job_version: datetime | None) -> datetime | None:
+        """Take the slot and write the job's claim in one atomic commit; the job's new version, or
+        None if the slot or the job changed since read."""
         batch = self.db.batch()
         slot_ref = self.slot_collection.document(slot)
-        slot_fields = {"jobId": job.id, "token": token, "takenAt": firestore.SERVER_TIMESTAMP}
+        slot_fields = {"jobId": job_id, "token": token, "takenAt": firestore.SERVER_TIMESTAMP}
         if slot_version is None:
             batch.create(slot_ref, slot_fields)
         else:
             batch.update(slot_ref, slot_fields, option=self.db.write_option(last_update_time=slot_version))
-        batch.update(self.db.collection(self.settings.collection).document(job.id), fields, option=self.db.write_option(last_update_time=job.version))
+        batch.update(job_ref, claim_fields, option=self.db.write_option(last_update_time=job_version))
         try:
-            results = self._retrying(lambda: batch.commit(retry=None))
-        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound, gexc.Conflict):
-            self.stats.add(writes=2, kind="write:claim_slot:refused")
-            return None
-        self.stats.add(writes=2, kind="write:claim_slot")
-        return Claim(job, token, holder, results[1].update_time, job.attempts + 1, lease_expires)
+            results = self.connection.commit(batch, 2, "claim_slot")
+        except (Contention, DocumentExists, StoreRefused):
+            return None  # refused: someone took the slot or the job first (or the job is gone)
+        version: datetime = results[1].update_time
+        return version
 
     @staticmethod
     def slot_is_free(fields: dict[str, Any], holder_job: Job | None, now: datetime) -> bool:
@@ -98,17 +87,14 @@ class ConcurrencyLimits(StoreBase):
 
     def paused_types(self) -> set[str]:
         """The job types paused by an operator."""
-        snap = self._retrying(lambda: self.control.get(retry=None))
-        self.stats.add(reads=1, kind="read:control")
+        snap = self.connection.get(self.control, "control")
         paused = (snap.to_dict() or {}).get("paused") if snap.exists else None
         return {p for p in paused if isinstance(p, str)} if isinstance(paused, list) else set()
 
     def set_paused(self, job_type: str, paused: bool) -> None:
         """Pause or resume a type (an atomic array change; no read needed)."""
         change = firestore.ArrayUnion([job_type]) if paused else firestore.ArrayRemove([job_type])
-        self._retrying(lambda: self.control.set({"paused": change, "updatedAt": firestore.SERVER_TIMESTAMP}, merge=True, retry=None))
-        self.stats.add(writes=1, kind="write:control")
+        self.connection.write(lambda: self.control.set({"paused": change, "updatedAt": firestore.SERVER_TIMESTAMP}, merge=True, retry=None), "write:control")
 
 
 __all__ = ["ConcurrencyLimits", "slot_id"]
-

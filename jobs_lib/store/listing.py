@@ -1,4 +1,4 @@
-"""Owner-scoped job listings for the REST API, and its per-user rate-limit windows.
+"""Owner-scoped job and schedule listings for the REST API.
 
 `JobListing` pages through one user's (or one organisation's) jobs, newest
 first, optionally filtered by status and type, with an opaque cursor.
@@ -23,10 +23,6 @@ own order and cursor, no job is skipped or repeated across pages, whatever
 the mix of types. A page costs two queries and at most ``2 * (pageSize + 1)``
 document reads. A job whose ``createdAt`` is missing or neither kind is not
 listed (jobs_lib always writes one).
-
-`RateLimiter` counts requests per user in fixed windows, one small document
-per user per window, incremented with one write whose response carries the
-new count (no read, no transaction), so every function instance shares it.
 """
 
 from __future__ import annotations
@@ -35,22 +31,19 @@ import base64
 import binascii
 import hashlib
 import json
-import math
-import threading
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from google.cloud import firestore
-from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from jobs_lib.clock import TimeParseError, parse_time
-from jobs_lib.errors import JobsError
+from jobs_lib.clock import parse_time
+from jobs_lib.errors import InvalidPageToken, TimeParseError
 from jobs_lib.job import Job
 from jobs_lib.results import encodable
 from jobs_lib.store.jobs import JobStore
+from jobs_lib.store.schedules import Schedule
 
 #: The smallest Firestore timestamp: ``createdAt >= TIMESTAMP_FLOOR`` matches every timestamp and nothing else.
 TIMESTAMP_FLOOR = datetime(1, 1, 1, tzinfo=UTC)
@@ -59,10 +52,6 @@ STRING_FLOOR = ""
 #: Fields a listing may be scoped by.
 SCOPE_FIELDS = ("createdBy", "orgId")
 MAX_PAGE_SIZE = 100
-
-
-class InvalidPageToken(JobsError):
-    """The page token is not one this listing issued for these filters."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +150,7 @@ class JobListing:
 
     def _read_lane(self, scope: Scope, status: str | None, job_type: str | None, lane: _Lane, limit: int, name: str) -> list[Job]:
         query = self._lane_query(scope, status, job_type, lane).limit(limit)
-        return self.store._run_query(query, f"list_{'timestamps' if name == 't' else 'strings'}")
+        return self.store.run_query(query, f"list_{'timestamps' if name == 't' else 'strings'}")
 
     @staticmethod
     def _fingerprint(scope: Scope, status: str | None, job_type: str | None) -> str:
@@ -226,8 +215,7 @@ def _possible_id(job_id: str) -> bool:
 class ScheduleListing:
     """Pages of one owner's schedules (``scheduledJobs``) in id order, with an opaque cursor.
 
-    An equality filter and ``__name__`` order: no composite index. Rows are
-    (id, fields, version); `jobs_lib.schedules.Schedule.from_document` reads them.
+    An equality filter and ``__name__`` order: no composite index.
     """
 
     def __init__(self, store: JobStore) -> None:
@@ -236,9 +224,9 @@ class ScheduleListing:
     @property
     def collection(self) -> Any:
         """The schedules collection reference."""
-        return self.store.db.collection(self.store.settings.schedules_collection)
+        return self.store.schedules.collection
 
-    def page(self, scope: Scope, *, page_size: int = 20, page_token: str | None = None) -> tuple[list[tuple[str, dict[str, Any], datetime]], str | None]:
+    def page(self, scope: Scope, *, page_size: int = 20, page_token: str | None = None) -> tuple[list[Schedule], str | None]:
         """A page of schedules in `scope` and the next page's token; raises `InvalidPageToken`."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
@@ -247,11 +235,11 @@ class ScheduleListing:
         if page_token:
             after = self._decode(page_token, fingerprint)
             query = query.start_after({"__name__": self.collection.document(after)})
-        rows: list[tuple[str, dict[str, Any], datetime]] = self.store._query(query.limit(page_size + 1), "list_schedules")
+        rows = self.store.schedules.page_rows(query.limit(page_size + 1), "list_schedules")
         if len(rows) <= page_size:
             return rows, None
         rows = rows[:page_size]
-        return rows, _pack({"f": fingerprint, "after": rows[-1][0]})
+        return rows, _pack({"f": fingerprint, "after": rows[-1].id})
 
     @staticmethod
     def _decode(token: str, fingerprint: str) -> str:
@@ -261,72 +249,4 @@ class ScheduleListing:
         return after
 
 
-@dataclass(frozen=True)
-class RateDecision:
-    """Whether a request may go ahead; if not, how many seconds until it may."""
-
-    allowed: bool
-    count: int
-    limit: int
-    retry_after: int
-
-
-class RateLimiter:
-    """At most `limit` actions per user per `window` seconds, counted in Firestore.
-
-    One document per user per window in ``{collection}_rateLimits`` (ids are
-    a hash of the user id and the window number), incremented by one write
-    whose result carries the new count. Documents carry ``expireAt`` for a
-    TTL policy. Once a user is over the limit, this instance remembers it
-    until the window ends and refuses without writing, so a client that
-    hammers the API does not hammer one document too.
-    """
-
-    def __init__(self, store: JobStore, *, limit: int, window: float, action: str = "create") -> None:
-        if limit < 1 or window <= 0:
-            raise ValueError("a rate limit needs limit >= 1 and a positive window")
-        self.store = store
-        self.limit = limit
-        self.window = window
-        self.action = action
-        self._blocked: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    @property
-    def collection(self) -> Any:
-        """The rate-limit windows collection (``backgroundJobs_rateLimits``)."""
-        return self.store.db.collection(f"{self.store.settings.collection}_rateLimits")
-
-    def hit(self, user: str) -> RateDecision:
-        """Count one action by `user` and say whether it is within the limit."""
-        now = self.store.now().timestamp()
-        index = math.floor(now / self.window)
-        window_end = (index + 1) * self.window
-        retry_after = max(1, math.ceil(window_end - now))
-        with self._lock:
-            blocked_until = self._blocked.get(user)
-            if blocked_until is not None and blocked_until > now:
-                return RateDecision(False, self.limit + 1, self.limit, retry_after)
-            self._blocked.pop(user, None)
-        digest = hashlib.sha256(user.encode()).hexdigest()[:32]
-        ref = self.collection.document(f"{self.action}-{digest}-{index}")
-        fields = {
-            "count": firestore.Increment(1),
-            "user": user,
-            "action": self.action,
-            "windowStart": datetime.fromtimestamp(index * self.window, UTC),
-            "expireAt": datetime.fromtimestamp(window_end, UTC) + timedelta(hours=1),
-        }
-        sent = time.time()
-        result = self.store._retrying(lambda: ref.set(fields, merge=True, retry=None))
-        self.store.clock.observe(result.update_time, sent, time.time())
-        self.store.stats.add(writes=1, kind="write:rate_limit")
-        count = int(_helpers.decode_value(result.transform_results[0], self.store.db))  # type: ignore[arg-type]
-        if count > self.limit:
-            with self._lock:
-                self._blocked[user] = window_end
-            return RateDecision(False, count, self.limit, retry_after)
-        return RateDecision(True, count, self.limit, 0)
-
-
-__all__ = ["MAX_PAGE_SIZE", "InvalidPageToken", "JobListing", "Page", "RateDecision", "RateLimiter", "ScheduleListing", "Scope"]
+__all__ = ["MAX_PAGE_SIZE", "InvalidPageToken", "JobListing", "Page", "ScheduleListing", "Scope"]

@@ -1,0 +1,89 @@
+"""Claiming a job whose handler has a concurrency limit: a free slot and the job, in one commit.
+
+A handler with ``concurrency=N`` (optionally per ``concurrency_key``) runs at
+most N jobs at once across every worker and function instance. Its slots are
+N small documents (`jobs_lib.store.limits`); a slot is free when the job it
+names no longer runs under the token it names. The claim takes a free slot
+and the job in one atomic commit, so two claimers never share a slot. A type
+found full is not tried again for `SATURATION_SECONDS` (unless one of our own
+jobs of that type ends), so a full type costs few reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+
+from jobs_lib.job import Job
+from jobs_lib.logs import JobLogger, event, job_fields
+from jobs_lib.registry import HandlerSpec
+from jobs_lib.store import Claim, JobStore
+
+#: A type found at its concurrency limit is not tried again for this long (unless one of ours ends).
+SATURATION_SECONDS = 2.0
+
+
+class SlotClaimer:
+    """Claims limited jobs for one engine, and remembers which types (and keys) are full."""
+
+    def __init__(self, store: JobStore, holder: str, lease_seconds: float, log: JobLogger) -> None:
+        self.store = store
+        self.holder = holder
+        self.lease_seconds = lease_seconds
+        self.log = log
+        self._saturated: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+
+    @staticmethod
+    def key(job: Job, spec: HandlerSpec) -> str:
+        """The limit's key for a job: its ``concurrency_key`` field's value, or ``*`` for one limit per type."""
+        if spec.concurrency_key is None:
+            return "*"
+        value = job.raw.get(spec.concurrency_key)
+        return str(value) if value is not None else "-"
+
+    def saturated(self, job: Job, spec: HandlerSpec) -> bool:
+        """True while this job's type (and key) was recently found full."""
+        with self._lock:
+            return self._saturated.get((spec.type, self.key(job, spec)), 0.0) > time.monotonic()
+
+    def full_types(self) -> set[str]:
+        """Types found full as a whole (no per-key limit): discovery need not read their jobs."""
+        now = time.monotonic()
+        with self._lock:
+            return {job_type for (job_type, key), until in self._saturated.items() if key == "*" and until > now}
+
+    def claim(self, job: Job, spec: HandlerSpec) -> Claim | None:
+        """Take a free slot and the job together; None when the type is full or another claimer won."""
+        assert spec.concurrency is not None
+        key = self.key(job, spec)
+        if self.saturated(job, spec):
+            return None
+        slots = self.store.limits.read_slots(spec.type, key, spec.concurrency)
+        holders = self.store.limits.holders([str(f["jobId"]) for _i, f, _v in slots if f.get("jobId") and f.get("jobId") != job.id])
+        now = self.store.now()
+        free = [(slot, version) for slot, fields, version in slots if fields.get("jobId") == job.id or self.store.limits.slot_is_free(fields, holders.get(str(fields.get("jobId"))), now)]
+        if not free:
+            with self._lock:
+                self._saturated[(spec.type, key)] = time.monotonic() + SATURATION_SECONDS
+            where = f" for {spec.concurrency_key}={key}" if spec.concurrency_key else ""
+            event(self.log, "job_waiting", f"job {job.id} waits: {spec.type} is at its limit of {spec.concurrency}{where}", level=logging.DEBUG, **job_fields(job.id, job.type))
+            return None
+        self._rng.shuffle(free)
+        for slot, version in free[:2]:
+            claim = self.store.claim_with_slot(job, slot, version, self.holder, self.lease_seconds)
+            if claim is not None:
+                return claim
+        return None
+
+    def released(self, job: Job, spec: HandlerSpec | None) -> None:
+        """One of our limited jobs ended: its slot is free, so stop treating the type as full."""
+        if spec is not None and spec.concurrency is not None:
+            with self._lock:
+                self._saturated.pop((spec.type, self.key(job, spec)), None)
+
+
+__all__ = ["SATURATION_SECONDS", "SlotClaimer"]
