@@ -11,6 +11,7 @@ and write status, progress, result or error back.
         ...
 """
 
+from jobs_lib.app import App
 from jobs_lib.client import JobsClient
 from jobs_lib.config import Settings
 from jobs_lib.context import JobContext
@@ -29,6 +30,7 @@ from jobs_lib.registry import HandlerRegistry, default_registry, handler
 from jobs_lib.retry import Backoff
 
 __all__ = [
+    "App",
     "Backoff",
     "ConfigurationError",
     "DuplicateHandlerError",

@@ -175,6 +175,23 @@ def watch(job_id: str, timeout: float = 300.0, project: ProjectOpt = None, colle
 
 
 @app.command()
+def settings(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's table of every setting instead.")] = False,
+) -> None:
+    """Show every setting: its variable, the value in effect here, and its default."""
+    from jobs_lib.config import documented, settings_table
+
+    if markdown:
+        print(settings_table())
+        return
+    current = Settings.from_env()
+    table = Table("variable", "setting", "value here", "default")
+    for item in documented():
+        table.add_row(item.env, item.name, str(getattr(current, item.name)), str(item.default))
+    console.print(table)
+
+
+@app.command()
 def demo(
     jobs: Annotated[int, typer.Option(help="How many process_notifications jobs to create.")] = 20,
 ) -> None:

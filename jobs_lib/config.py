@@ -250,3 +250,4 @@ def exported(**values: str) -> Iterator[None]:
 
 
 __all__ = ["DEFAULT_PROJECT", "LOG_LEVELS", "SettingDoc", "Settings", "child_environment", "documented", "environment_value", "exported", "settings_table"]
+

@@ -12,7 +12,7 @@ input), so a hypothesis property can cover the whole input space.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,9 +52,22 @@ class AttemptEnd:
     timeout: float = 0.0
 
 
+#: The error recorded when the runner had no message of its own: a failed job always says why.
+_DEFAULT_ERRORS = {
+    Ending.UNSTORABLE: "the handler's result cannot be stored in the job document",
+    Ending.INVALID_INPUT: "the job's metadata is not valid input for its handler",
+    Ending.RAISED: "the handler raised an exception",
+    Ending.PERMANENT: "the handler raised PermanentError",
+}
+#: Retry waits are capped here (ten years): a larger backoff would overflow a timestamp.
+MAX_WAIT = 10 * 365 * 86400.0
+
+
 def decide(end: AttemptEnd) -> Outcome | None:
     """The outcome to record for an attempt that ended as `end` says (None: record nothing)."""
     details = {"attempt": end.attempt, **end.details}
+    if not end.error.strip() and end.ending in _DEFAULT_ERRORS:
+        end = replace(end, error=_DEFAULT_ERRORS[end.ending])
     if end.ending is Ending.RETURNED:
         return Completed(end.result, end.expire_at)
     if end.ending is Ending.UNSTORABLE:
@@ -84,7 +97,7 @@ def _failed_attempt(end: AttemptEnd, error: str, details: dict[str, Any]) -> Out
     limit = max(end.max_attempts, 1)
     if end.attempt >= limit:
         return Failed(f"{error} (attempt {end.attempt} of {limit}, no attempts left)", details, end.expire_at)
-    delay = end.backoff.wait(end.attempt, end.jitter)
+    delay = min(end.backoff.wait(end.attempt, end.jitter), MAX_WAIT)
     return Retry(error, details, end.now + timedelta(seconds=delay))
 
 

@@ -339,8 +339,8 @@ class Execution:
     def _run(self) -> None:
         job = self.claim.job
         try:
-            value = self._validated_input(job)
-        except _InvalidInput as exc:
+            value = validated_input(self.spec, job)
+        except InvalidInput as exc:
             self._conclude(Ending.INVALID_INPUT, error=str(exc))
             return
         context: JobContext[Any] = JobContext(self, value)
@@ -352,9 +352,9 @@ class Execution:
         except (LeaseLost, asyncio.CancelledError):
             self._conclude(Ending.INTERRUPTED)
         except PermanentError as exc:
-            self._conclude(Ending.PERMANENT, error=_describe(exc), details={"errorType": _qualname(exc)})
+            self._conclude(Ending.PERMANENT, error=describe_error(exc), details={"errorType": qualname(exc)})
         except Exception as exc:
-            self._conclude(Ending.RAISED, error=_describe(exc), details={"errorType": _qualname(exc), "traceback": traceback.format_exc()[-4000:]})
+            self._conclude(Ending.RAISED, error=describe_error(exc), details={"errorType": qualname(exc), "traceback": traceback.format_exc()[-4000:]})
         else:
             problem, stored = storable_result(result, job.raw)
             if problem:
@@ -385,16 +385,6 @@ class Execution:
             self._record(outcome)
         elif not self.finished:
             event(self.logger, "job_interrupted", f"job {self.claim.job_id} stopped: {self.lost_reason or 'lease lost'}", level=logging.WARNING)
-
-    def _validated_input(self, job: Job) -> Any:
-        metadata = job.metadata if isinstance(job.metadata, dict) else {}
-        model = self.spec.input_model
-        if model is None:
-            return metadata
-        try:
-            return model.model_validate(metadata)
-        except ValidationError as exc:
-            raise _InvalidInput(f"metadata is not valid input for {self.spec.type}: {_summarise(exc)}") from None
 
     def _run_async(self, context: JobContext[Any]) -> Any:
         remaining = max((self.deadline - self.engine.store.now()).total_seconds(), 0.001)
@@ -508,16 +498,28 @@ class Execution:
             loop.call_soon_threadsafe(task.cancel)
 
 
-class _InvalidInput(Exception):
-    pass
+class InvalidInput(Exception):
+    """The job's metadata is not valid input for its handler (the message says which fields)."""
 
 
-def _qualname(exc: BaseException) -> str:
+def validated_input(spec: HandlerSpec, job: Job) -> Any:
+    """The job's metadata as its handler takes it: validated by its pydantic model, or the raw map."""
+    metadata = job.metadata if isinstance(job.metadata, dict) else {}
+    model = spec.input_model
+    if model is None:
+        return metadata
+    try:
+        return model.model_validate(metadata)
+    except ValidationError as exc:
+        raise InvalidInput(f"metadata is not valid input for {spec.type}: {_summarise(exc)}") from None
+
+
+def qualname(exc: BaseException) -> str:
     kind = type(exc)
     return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     text = str(exc).strip()
     return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:1500]
 
@@ -531,5 +533,5 @@ def _summarise(exc: ValidationError) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-__all__ = ["Engine", "Execution", "Triage", "Verdict", "new_holder_id"]
+__all__ = ["Engine", "Execution", "InvalidInput", "Triage", "Verdict", "describe_error", "new_holder_id", "qualname", "validated_input"]
 
