@@ -1,6 +1,7 @@
 """Before and after in one run: `python -m bench.versus --against REV`.
 
-Checks REV out into a temporary git worktree and measures the same
+Checks REV (and `--after`, by default HEAD) out into temporary git worktrees,
+so the checkout can change while it runs, and measures the same
 throughput cells (bench/__main__.py `run_cell`: a fresh, warmed-up emulator
 per cell, no-op jobs, jobs/s from first start to last completion) with that
 tree and with this one, alternately (before, after, before, after, ...), so
@@ -47,6 +48,7 @@ def measure(tree: Path, code: str, *args: str) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--against", required=True, help="the git revision to compare with (e.g. a commit before the change)")
+    parser.add_argument("--after", default="HEAD", help="the revision to measure against it (default: HEAD)")
     parser.add_argument("--workers", default="1,4")
     parser.add_argument("--backlog", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=2)
@@ -54,10 +56,11 @@ def main() -> None:
     parser.add_argument("--functions", type=int, default=300, help="paced jobs through the functions path (0: skip)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="jobs-versus-") as tmp:
-        before = Path(tmp) / "before"
-        subprocess.run(["git", "worktree", "add", "--detach", str(before), args.against], cwd=ROOT, check=True, capture_output=True)
+        before, after = Path(tmp) / "before", Path(tmp) / "after"
+        for tree, rev in ((before, args.against), (after, args.after)):
+            subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True, capture_output=True)
         try:
-            trees = {"before": before, "after": ROOT}
+            trees = {"before": before, "after": after}
             cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
             for workers in [int(w) for w in args.workers.split(",")]:
                 for _ in range(args.repeats):
@@ -70,9 +73,11 @@ def main() -> None:
                     print(f"{name}: functions path ...", file=sys.stderr, flush=True)
                     functions[name] = measure(tree, FUNCTIONS, str(args.functions), str(args.functions))
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, capture_output=True)
+            for tree in (before, after):
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
     rev = subprocess.run(["git", "rev-parse", "--short", args.against], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    print(f"\nbefore = {rev}, after = this tree; {args.backlog} no-op jobs, concurrency {args.concurrency}, {args.repeats} runs each, alternating\n")
+    after_rev = subprocess.run(["git", "rev-parse", "--short", args.after], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    print(f"\nbefore = {rev}, after = {after_rev}; {args.backlog} no-op jobs, concurrency {args.concurrency}, {args.repeats} runs each, alternating\n")
     print("| workers | before jobs/s | after jobs/s | after/before | before reads/job | after reads/job | before writes/job | after writes/job |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     rows = []
@@ -100,7 +105,7 @@ def main() -> None:
                 print(f"  {name}: {line}")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / "versus.json").write_text(json.dumps({"against": rev, "cells": {f"{k[0]}-{k[1]}": v for k, v in cells.items()}, "functions": functions, "rows": rows}, indent=2))
+    (out / "versus.json").write_text(json.dumps({"against": rev, "after": after_rev, "cells": {f"{k[0]}-{k[1]}": v for k, v in cells.items()}, "functions": functions, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
