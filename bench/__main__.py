@@ -107,8 +107,42 @@ def last_completion(db: Any) -> datetime:
     return snap.get("completedAt")  # type: ignore[no-any-return]
 
 
+class OtlpSink:
+    """A stand-in OpenTelemetry collector on loopback: answers every OTLP/HTTP export with 200."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        sink = self
+        self.requests = 0
+        self.bytes = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                size = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(size)
+                sink.requests += 1
+                sink.bytes += size
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def run_cell(kind: str, workers: int, backlog: int, concurrency: int) -> dict[str, Any]:
-    """One measurement on a fresh emulator: `kind` is "library" or "bare"."""
+    """One measurement on a fresh emulator: `kind` is "library", "bare", or "telemetry" (the
+    library with Prometheus metrics served and every attempt traced to an OTLP collector)."""
     with emulator.running(project=PROJECT) as emu:
         db = firestore.Client(project=PROJECT)
         warm_up(db)
@@ -117,13 +151,18 @@ def run_cell(kind: str, workers: int, backlog: int, concurrency: int) -> dict[st
         log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
         emulator_cpu_before = cpu_seconds(emu.process.pid)
         procs = []
+        sink = OtlpSink() if kind == "telemetry" else None
         for i in range(workers):
             out = open(log_dir / f"{i}.log", "wb")  # noqa: SIM115 - closed below
-            if kind == "library":
+            env = env_for(emu)
+            if kind in ("library", "telemetry"):
                 cmd = [sys.executable, "-m", "jobs_lib", "worker", "--concurrency", str(concurrency)]
+                if sink is not None:
+                    cmd += ["--metrics-port", str(emulator.free_port())]
+                    env.update({"JOBS_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint})
             else:
                 cmd = [sys.executable, "-m", "bench.bare", "--index", str(i), "--of", str(workers)]
-            procs.append((subprocess.Popen(cmd, env=env_for(emu), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT), out))
+            procs.append((subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT), out))
         deadline = time.monotonic() + 600
         while completed_count(db) < backlog:
             if time.monotonic() > deadline or any(p.poll() not in (None, 0) for p, _ in procs):
@@ -138,6 +177,9 @@ def run_cell(kind: str, workers: int, backlog: int, concurrency: int) -> dict[st
         for proc, out in procs:
             proc.wait(60)
             out.close()
+        exported = {"otlpRequests": sink.requests, "otlpBytes": sink.bytes} if sink is not None else {}
+        if sink is not None:
+            sink.close()
         reads = writes = 0
         worker_rss = worker_cpu = 0.0
         queries: dict[str, dict[str, int]] = {}
@@ -169,6 +211,7 @@ def run_cell(kind: str, workers: int, backlog: int, concurrency: int) -> dict[st
             "worker_cpu_ms_per_job": round(1000 * worker_cpu / backlog, 2),
             "emulator_cpu_ms_per_job": round(1000 * emulator_cpu / backlog, 2),
             "operations": queries,
+            **exported,
         }
 
 
@@ -284,15 +327,49 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def telemetry_overhead(workers_list: list[int], backlog: int, concurrency: int, repeats: int) -> list[dict[str, Any]]:
+    """jobs/s and worker CPU per job with telemetry on and off, in the same run, cells alternating."""
+    rows = []
+    for workers in workers_list:
+        runs: dict[str, list[dict[str, Any]]] = {"library": [], "telemetry": []}
+        for _ in range(repeats):
+            for kind in ("library", "telemetry"):
+                log(f"{kind}: {workers} process(es), {backlog} jobs ...")
+                runs[kind].append(run_cell(kind, workers, backlog, concurrency))
+                log(f"  {runs[kind][-1]['jobs_per_s']} jobs/s")
+        off, on = runs["library"], runs["telemetry"]
+
+        def median(cells: list[dict[str, Any]], key: str) -> float:
+            return float(statistics.median(c[key] for c in cells))
+
+        rows.append({
+            "workers": workers, "backlog": backlog,
+            "off jobs/s": f"{median(off, 'jobs_per_s'):.0f} ({', '.join(str(round(c['jobs_per_s'])) for c in off)})",
+            "on jobs/s": f"{median(on, 'jobs_per_s'):.0f} ({', '.join(str(round(c['jobs_per_s'])) for c in on)})",
+            "on/off": f"{100 * median(on, 'jobs_per_s') / median(off, 'jobs_per_s'):.0f}%",
+            "off CPU ms/job": median(off, "worker_cpu_ms_per_job"), "on CPU ms/job": median(on, "worker_cpu_ms_per_job"),
+            "added CPU ms/job": round(median(on, "worker_cpu_ms_per_job") - median(off, "worker_cpu_ms_per_job"), 3),
+            "OTLP requests": int(median(on, "otlpRequests")),
+        })
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--backlogs", default="1000,10000")
     parser.add_argument("--concurrency", type=int, default=64, help="jobs at once per worker process")
     parser.add_argument("--skip-latency", action="store_true")
-    parser.add_argument("--only", choices=["throughput", "latency", "functions"], help="run one part only")
+    parser.add_argument("--only", choices=["throughput", "latency", "functions", "telemetry"], help="run one part only")
+    parser.add_argument("--repeats", type=int, default=2, help="telemetry: runs of each variant, alternating")
     args = parser.parse_args()
     results: list[dict[str, Any]] = []
+    if args.only in (None, "telemetry"):
+        telemetry_rows = telemetry_overhead([int(w) for w in args.workers.split(",")][:2], max(int(b) for b in args.backlogs.split(",")), args.concurrency, args.repeats)
+        print("\nTelemetry on (Prometheus /metrics served, every attempt traced to an OTLP collector) against off, alternating\n")
+        print(table(telemetry_rows, list(telemetry_rows[0])))
+        if args.only == "telemetry":
+            return
     if args.only in (None, "functions"):
         log("functions path (jobs dev: emulator triggers -> functions-framework) ...")
         functions_rows = functions_path(paced=500, burst=1000, rate=25)

@@ -28,6 +28,7 @@ from jobs_lib.registry import CodeSchedule, HandlerRegistry, default_registry
 from jobs_lib.runner import Engine, new_holder_id
 from jobs_lib.schedules import ScheduleClient, Scheduler
 from jobs_lib.store import Connection, JobStore
+from jobs_lib.telemetry import Telemetry
 from jobs_lib.worker import Worker
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class App:
         clock: ServerClock | None = None,
         runtime: str = "worker",
         holder: str | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         """`runtime` is ``"worker"`` or ``"function"`` (Cloud Functions leave ``worker_only``
         handlers alone). Handler modules named in `settings.handlers` are imported now."""
@@ -71,6 +73,8 @@ class App:
         self.holder = holder or new_holder_id()
         self.connection = Connection(self.settings, db, clock)
         self.store = JobStore(connection=self.connection)
+        #: The instruments every part records into (no-ops until an OpenTelemetry SDK is installed).
+        self.telemetry = telemetry or Telemetry(runtime)
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._scheduler: Scheduler | None = None
@@ -104,6 +108,7 @@ class App:
 
     def _build_engine(self, **options: Any) -> Engine:
         options.setdefault("runtime", self.runtime)
+        options.setdefault("telemetry", self.telemetry)
         engine = Engine(self.store, self.registry, **options)
         self._engines.append(engine)
         return engine
@@ -119,13 +124,13 @@ class App:
         """The schedule firer (shared by the worker and every tick of this process)."""
         with self._lock:
             if self._scheduler is None:
-                self._scheduler = Scheduler(self.store.schedules, self.store, self.registry, holder=self.holder, system_schedules=self.system_schedules())
+                self._scheduler = Scheduler(self.store.schedules, self.store, self.registry, holder=self.holder, system_schedules=self.system_schedules(), telemetry=self.telemetry)
             return self._scheduler
 
     @property
     def client(self) -> JobsClient:
         """The Python client: enqueue, get, cancel, retry, pause."""
-        return JobsClient(store=self.store, registry=self.registry)
+        return JobsClient(store=self.store, registry=self.registry, telemetry=self.telemetry)
 
     @property
     def schedules(self) -> ScheduleClient:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,8 @@ def worker(
     lease: Annotated[float | None, typer.Option(help="Lease seconds (renewed while a job runs).")] = None,
     grace: Annotated[float, typer.Option(help="Seconds running jobs get to finish on SIGTERM.")] = 30.0,
     burst: Annotated[bool, typer.Option(help="Run what is due, then exit.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics at /metrics on this port (needs the telemetry extra).")] = None,
+    health_port: Annotated[int | None, typer.Option(help="Serve /healthz and /readyz on this port.")] = None,
     project: ProjectOpt = None,
     collection: CollectionOpt = None,
 ) -> None:
@@ -55,12 +58,27 @@ def worker(
     from jobs_lib import logs
     from jobs_lib.app import App
 
-    settings = _settings(project, collection, lease_seconds=lease, handlers=handlers)
-    logs.configure(settings.log_level)
+    settings = _settings(project, collection, lease_seconds=lease, handlers=handlers, metrics_port=metrics_port, health_port=health_port)
+    logs.configure(settings.log_level, project=settings.project)
+    if settings.metrics_port or settings.metrics_exporter != "none" or settings.traces_exporter != "none":
+        from jobs_lib.telemetry_export import enable
+
+        exporting = enable(metrics_exporter=settings.metrics_exporter, traces_exporter=settings.traces_exporter, metrics_port=settings.metrics_port, project=settings.project, service="jobs_lib-worker")
+        if exporting.metrics_port:
+            logs.event(logging.getLogger("jobs_lib.worker"), "metrics_serving", f"Prometheus metrics at http://0.0.0.0:{exporting.metrics_port}/metrics")
     app = App(settings)
     runner = app.worker(concurrency=concurrency, poll_interval=poll_interval, grace=grace, burst=burst)
+    health = None
+    if settings.health_port:
+        from jobs_lib.health import HealthServer
+
+        health = HealthServer(settings.health_port, loop_turned=lambda: runner.last_loop, firestore_answered=lambda: app.connection.last_answer).start()
     runner.install_signal_handlers()
-    runner.run()
+    try:
+        runner.run()
+    finally:
+        if health is not None:
+            health.stop()
 
 
 @app.command()
@@ -272,6 +290,19 @@ def functions_package(
 
     target = package_functions(Path(directory))
     console.print(f"copied jobs_lib to {target}")
+
+
+monitoring_app = typer.Typer(help="Cloud Monitoring over the JSON log lines (no code changes needed).", no_args_is_help=True)
+app.add_typer(monitoring_app, name="monitoring")
+
+
+@monitoring_app.command("setup")
+def monitoring_setup(project: Annotated[str, typer.Option(help="Your Google Cloud project id.")]) -> None:
+    """Print the commands that create log-based metrics and two alert policies (failure rate, queue lag)."""
+    from jobs_lib.monitoring import setup_commands
+
+    for line in setup_commands(project):
+        print(line)
 
 
 schedules_app = typer.Typer(help="Recurring jobs in scheduledJobs (and those declared in code).", no_args_is_help=True)

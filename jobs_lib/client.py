@@ -21,6 +21,7 @@ from jobs_lib.job import Job, Status
 from jobs_lib.outcomes import Cancelled, CancelRequest, Change, Retried
 from jobs_lib.registry import HandlerRegistry, default_registry
 from jobs_lib.store import JobStore
+from jobs_lib.telemetry import Telemetry
 
 
 def key_to_id(job_type: str, key: str) -> str:
@@ -39,10 +40,12 @@ class JobsClient:
         store: JobStore | None = None,
         registry: HandlerRegistry | None = None,
         validate_types: bool = False,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store or JobStore(settings)
         self.registry = registry if registry is not None else default_registry
         self.validate_types = validate_types
+        self.telemetry = telemetry or Telemetry()
 
     @property
     def db(self) -> Any:
@@ -90,6 +93,9 @@ class JobsClient:
             extra["createdBy"] = created_by
         if key is not None:
             extra["key"] = key
+        traceparent = self.telemetry.current_traceparent()
+        if traceparent is not None:
+            extra["traceparent"] = traceparent  # the run's span continues the caller's trace
         data = self.store.new_job_fields(
             type, metadata or {}, scheduled_for=scheduled_for, priority=priority, max_attempts=max_attempts, extra=extra
         )
@@ -100,6 +106,7 @@ class JobsClient:
                 return existing
         if transaction is not None or batch is not None:
             self.store.create(job_id, data, transaction=transaction, batch=batch)
+            self.telemetry.count("enqueued", type)  # counted when written into the caller's commit
             return Job.from_document(job_id, {**data, "createdAt": None, "scheduledFor": scheduled_for})
         try:
             self.store.create(job_id, data)
@@ -109,6 +116,7 @@ class JobsClient:
                 self.store.create(job_id, data)
             else:
                 return existing
+        self.telemetry.count("enqueued", type)
         job = self.store.get(job_id)
         assert job is not None
         return job

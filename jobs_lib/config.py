@@ -53,6 +53,10 @@ class Settings:
     api_create_limit: int = _setting(60, "JOBS_API_CREATE_LIMIT", "jobs (and schedules) one user may create through the API per window", "an integer, 1 to 1000000")
     api_create_window: float = _setting(60.0, "JOBS_API_CREATE_WINDOW", "length of the API's rate-limit window", "seconds, 1 to 86400")
     cleanup_cron: str | None = _setting("*/15 * * * *", "JOBS_CLEANUP_CRON", "when the built-in `jobs.cleanup` schedule runs", "a cron expression, or `off`")
+    metrics_exporter: str = _setting("none", "JOBS_METRICS_EXPORTER", "where metrics go (needs the `telemetry` extra)", "none, prometheus, gcp, otlp or console")
+    traces_exporter: str = _setting("none", "JOBS_TRACES_EXPORTER", "where traces go (needs the `telemetry` extra)", "none, gcp, otlp or console")
+    metrics_port: int | None = _setting(None, "JOBS_METRICS_PORT", "port of a long-lived worker's Prometheus `/metrics` (`jobs worker --metrics-port`)", "a port, 1 to 65535")
+    health_port: int | None = _setting(None, "JOBS_HEALTH_PORT", "port of a long-lived worker's `/healthz` and `/readyz` (`jobs worker --health-port`)", "a port, 1 to 65535")
     emulator_jar: str | None = _setting(None, "FIRESTORE_EMULATOR_JAR", "the Firestore emulator jar `jobs dev` and the tests start", "a path to cloud-firestore-emulator.jar")
     java: str | None = _setting(None, "JAVA", "the java binary that runs the emulator (default: java on the PATH)", "a path to java")
 
@@ -164,6 +168,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tick_concurrency": _integer,
     "api_create_limit": _integer,
     "handlers": _modules,
+    "metrics_port": _integer,
+    "health_port": _integer,
+    "metrics_exporter": lambda raw: raw.strip().lower(),
+    "traces_exporter": lambda raw: raw.strip().lower(),
     "cleanup_cron": _cron,
     "log_level": lambda raw: raw.strip().upper(),
 }
@@ -215,6 +223,10 @@ _CHECKS: dict[str, Callable[[Any], str]] = {
     "api_create_limit": _between(1, 1_000_000, integer=True),
     "api_create_window": _between(1, 86400),
     "cleanup_cron": _check_cron,
+    "metrics_exporter": lambda v: "" if v in ("none", "prometheus", "gcp", "otlp", "console") else "not one of the choices",
+    "traces_exporter": lambda v: "" if v in ("none", "gcp", "otlp", "console") else "not one of the choices",
+    "metrics_port": lambda v: "" if v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535) else "out of range",
+    "health_port": lambda v: "" if v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535) else "out of range",
     "emulator_jar": _optional_text,
     "java": _optional_text,
 }

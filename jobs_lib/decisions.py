@@ -96,7 +96,7 @@ def _failed_attempt(end: AttemptEnd, error: str, details: dict[str, Any]) -> Out
     """Retry after the backoff while attempts remain, else fail for good."""
     limit = max(end.max_attempts, 1)
     if end.attempt >= limit:
-        return Failed(f"{error} (attempt {end.attempt} of {limit}, no attempts left)", details, end.expire_at)
+        return Failed(f"{error} (attempt {end.attempt} of {limit}, no attempts left)", details, end.expire_at, exhausted=True)
     delay = min(end.backoff.wait(end.attempt, end.jitter), MAX_WAIT)
     return Retry(error, details, end.now + timedelta(seconds=delay))
 

@@ -40,7 +40,7 @@ from google.events.cloud.firestore import DocumentEventData
 
 from jobs_lib.app import App
 from jobs_lib.job import Job
-from jobs_lib.logs import event, job_fields
+from jobs_lib.logs import configure, event, job_fields
 from jobs_lib.registry import EVENT_BUDGET
 from jobs_lib.runner import Engine
 from jobs_lib.wire import decode_value, from_timestamp_pb
@@ -103,8 +103,14 @@ class Functions:
         """The instance's app, built from the environment on first use."""
         with self._lock:
             if self._app is None:
-                self._app = App(runtime="function")
-                logging.getLogger().setLevel(self._app.settings.log_level)
+                app = App(runtime="function")
+                settings = app.settings
+                configure(settings.log_level, project=settings.project)
+                if settings.metrics_exporter != "none" or settings.traces_exporter != "none":
+                    from jobs_lib.telemetry_export import enable
+
+                    enable(metrics_exporter=settings.metrics_exporter, traces_exporter=settings.traces_exporter, project=settings.project, service="jobs_lib-functions")
+                self._app = app
             return self._app
 
     def on_job_created(self, cloud_event: Any) -> str:
@@ -135,6 +141,8 @@ class Functions:
         # Fire due schedule slots first, so that this tick also runs the jobs they create.
         fired = app.scheduler.fire_due()
         summary = worker.run().as_dict()
+        if engine.telemetry.recording_metrics:
+            worker.record_queue_stats()  # the queue gauges, as of the end of this tick
         summary["schedules"] = fired.as_dict()
         headers = getattr(request, "headers", {}) or {}
         summary["scheduleTime"] = headers.get("X-CloudScheduler-ScheduleTime")

@@ -40,7 +40,7 @@ KNOWN_FIELDS = frozenset(
         "type", "status", "metadata", "createdAt", "scheduledFor", "priority", "maxAttempts",
         "orgId", "createdBy", "cancelRequested", "startedAt", "completedAt", "updatedAt",
         "attempts", "result", "error", "errorDetails", "progress", "lease", "leaseExpiresAt",
-        "expireAt", "key",
+        "expireAt", "key", "traceparent",
     }
 )
 

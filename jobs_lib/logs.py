@@ -4,6 +4,9 @@ Every line has ``severity``, ``message`` and ``time``; lines about a job add
 ``event`` (``job_claimed``, ``job_completed``, ``job_failed``, ...),
 ``jobId``, ``type``, ``attempt`` and, when it finished, ``durationMs``.
 Handlers log through `JobContext.logger`, which tags their lines the same way.
+Lines written inside a traced span (a job's attempt, see `jobs_lib.telemetry`)
+carry ``logging.googleapis.com/trace``, ``logging.googleapis.com/spanId`` and
+``correlationId`` (the trace id), so Cloud Logging shows them with the trace.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from typing import Any
 #: The fields a record may carry beyond the message (set with ``extra=``).
 _FIELDS = (
     "event", "jobId", "type", "attempt", "durationMs", "worker", "error", "errorType",
-    "retryInSeconds", "status", "count", "schedule", "detail", "user", "action", "stats",
+    "retryInSeconds", "status", "count", "schedule", "detail", "user", "action", "stats", "queueMs",
 )
+#: The fields that tie a line to its trace (set by `jobs_lib.telemetry.log_fields`).
+TRACE_FIELDS = ("logging.googleapis.com/trace", "logging.googleapis.com/spanId", "logging.googleapis.com/trace_sampled", "correlationId")
 
 _SEVERITY = {
     logging.DEBUG: "DEBUG",
@@ -32,7 +37,11 @@ _SEVERITY = {
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats a record as one Cloud Logging JSON line."""
+    """Formats a record as one Cloud Logging JSON line (`project` names the trace's project)."""
+
+    def __init__(self, project: str | None = None) -> None:
+        super().__init__()
+        self.project = project
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -45,6 +54,14 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(name)
             if value is not None:
                 entry[name] = value
+        trace_fields = {name: record.__dict__[name] for name in TRACE_FIELDS if record.__dict__.get(name) is not None}
+        if not trace_fields and self.project:
+            from jobs_lib.telemetry import (
+                log_fields,  # the current span, for lines logged by other code inside it
+            )
+
+            trace_fields = log_fields(None, self.project)
+        entry.update(trace_fields)
         labels = {k: str(entry[k]) for k in ("jobId", "type", "worker") if k in entry}
         if labels:
             entry["logging.googleapis.com/labels"] = labels
@@ -53,10 +70,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(level: int | str = logging.INFO, stream: Any = None) -> None:
-    """Send jobs_lib's logs (and the root logger's) to `stream` as JSON lines."""
+def configure(level: int | str = logging.INFO, stream: Any = None, project: str | None = None) -> None:
+    """Send jobs_lib's logs (and the root logger's) to `stream` as JSON lines.
+
+    With `project`, lines logged inside a traced span carry the trace fields."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(project))
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_jobs_lib", False):
@@ -89,4 +108,4 @@ def job_fields(job_id: str, job_type: str | None, attempt: int | None = None) ->
     return fields
 
 
-__all__ = ["JobLogger", "JsonFormatter", "configure", "event", "job_fields"]
+__all__ = ["TRACE_FIELDS", "JobLogger", "JsonFormatter", "configure", "event", "job_fields"]

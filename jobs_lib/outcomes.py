@@ -26,6 +26,8 @@ class Failed:
     error: str
     details: dict[str, Any] = field(default_factory=dict)
     expire_at: datetime | None = None
+    #: It failed because its last attempt failed (a dead letter), not because it could never run.
+    exhausted: bool = False
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from jobs_lib.registry import DEFAULT_RETENTION, HandlerRegistry, HandlerSpec, d
 from jobs_lib.results import storable_result
 from jobs_lib.slots import SlotClaimer
 from jobs_lib.store import Claim, JobStore, WriteOutcome, WriteStatus
+from jobs_lib.telemetry import Telemetry, log_fields, span_context, used
 
 log = logging.getLogger("jobs_lib.runner")
 
@@ -80,6 +81,7 @@ class Engine:
         holder: str | None = None,
         lease_seconds: float | None = None,
         runtime: str = "worker",
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store or JobStore()
         #: "worker" (``jobs worker``) or "function" (Cloud Functions: leaves worker_only handlers alone).
@@ -87,6 +89,7 @@ class Engine:
         self.registry = registry if registry is not None else default_registry
         self.holder = holder or new_holder_id()
         self.lease_seconds = lease_seconds or self.store.settings.lease_seconds
+        self.telemetry = telemetry or Telemetry(runtime)
         self.recorder = Recorder(self.store)
         self._active: dict[str, Execution] = {}
         self._lock = threading.Lock()
@@ -205,8 +208,13 @@ class Engine:
         self.last_settle_refused = []
         if settle:
             results = self.store.settle([(job, outcome) for job, outcome, _e, _r in settle], holder=self.holder)
-            for (job, _outcome, name, reason), ok in zip(settle, results, strict=True):
+            for (job, outcome, name, reason), ok in zip(settle, results, strict=True):
                 if ok:
+                    if isinstance(outcome, Failed):
+                        exhausted = outcome.details.get("reason") == "lease_expired"
+                        self.telemetry.ended(job.type, "failed", None, job.created_at, now, reason=str(outcome.details.get("reason")), exhausted=exhausted)
+                    else:
+                        self.telemetry.ended(job.type, "cancelled", None, job.created_at, now)
                     level = logging.ERROR if name == "job_failed" else logging.INFO
                     event(self.log, name, f"job {job.id} {name.removeprefix('job_')}: {reason}", level=level, **job_fields(job.id, job.type, job.attempts), error=reason)
                 else:
@@ -214,24 +222,30 @@ class Engine:
         executions = []
         plain = [job for job in runnable if (spec := self.spec_for(job)) is None or spec.concurrency is None]
         limited = [job for job in runnable if job not in plain]
+        claim_started = time.time_ns()
         claims = self.store.claim(plain, self.holder, self.lease_seconds)
         for job in limited:
             spec = self.spec_for(job)
             assert spec is not None
             claims.append(self.slots.claim(job, spec))
         runnable = plain + limited
+        claim_ended = time.time_ns()
         self.last_claim = (len(plain), sum(c is not None for c in claims[: len(plain)]))
         for job, claim in zip(runnable, claims, strict=True):
             if claim is None:
                 continue
             spec = self.spec_for(job)
             assert spec is not None  # triage checked
-            execution = Execution(self, claim, spec)
             recovered = job.status is Status.IN_PROGRESS
+            execution = Execution(self, claim, spec, claim_started)
+            self.telemetry.child("firestore claim", execution.span, start_time=claim_started, end_time=claim_ended)
+            queued_since = job.scheduled_for or job.created_at
+            self.telemetry.started(job.type, queued_since, now, recovered)
             event(
                 execution.logger,
                 "job_recovered" if recovered else "job_claimed",
                 f"job {job.id} claimed (attempt {claim.attempt})" + (" after its lease expired" if recovered else ""),
+                queueMs=round(max((now - queued_since).total_seconds(), 0.0) * 1000, 1) if queued_since else None,
             )
             executions.append(execution)
         with self._lock:
@@ -275,11 +289,14 @@ _NAMES: dict[type, tuple[str, str]] = {
 class Execution:
     """One attempt at one claimed job: runs the handler, asks `decide` what to record, records it."""
 
-    def __init__(self, engine: Engine, claim: Claim, spec: HandlerSpec) -> None:
+    def __init__(self, engine: Engine, claim: Claim, spec: HandlerSpec, started_ns: int | None = None) -> None:
         self.engine = engine
         self.claim = claim
         self.spec = spec
-        self.logger = JobLogger(log, {**job_fields(claim.job_id, claim.job.type, claim.attempt), "worker": engine.holder})
+        #: This attempt's span (a no-op unless an OpenTelemetry SDK is installed; see jobs_lib.telemetry).
+        self.span = engine.telemetry.start_attempt(claim.job_id, claim.job.type, claim.attempt, claim.job.raw.get("traceparent"), start_time=started_ns)
+        trace_fields = log_fields(self.span, engine.store.settings.project)
+        self.logger = JobLogger(log, {**job_fields(claim.job_id, claim.job.type, claim.attempt), "worker": engine.holder, **trace_fields})
         self.deadline = engine.store.now() + timedelta(seconds=spec.timeout)
         self.finished = False
         self.final_status: str | None = None
@@ -326,13 +343,17 @@ class Execution:
     def run(self) -> str | None:
         """Run the handler and record the outcome; returns the final status written (None if refused)."""
         try:
-            self._run()
+            with used(self.span):
+                self._run()
         except BaseException:
             log.exception("job %s: unexpected error while running", self.claim.job_id)
             raise
         finally:
             self.engine.forget(self)
             self.engine.slot_released(self.claim.job)
+            self.engine.telemetry.stopped(self.claim.job.type)
+            self.span.set_attribute("jobs.status", self.final_status or "unrecorded")
+            self.span.end()
             self.done.set()
         return self.final_status
 
@@ -346,7 +367,8 @@ class Execution:
         context: JobContext[Any] = JobContext(self, value)
         event(self.logger, "job_started", f"job {job.id} started ({job.type}, attempt {self.claim.attempt})", level=logging.DEBUG)
         try:
-            result = self._run_async(context) if self.spec.is_async else self.spec.fn(context)
+            with self.engine.telemetry.tracer.start_as_current_span(f"handler {job.type}", record_exception=False, set_status_on_exception=False):
+                result = self._run_async(context) if self.spec.is_async else self.spec.fn(context)
         except JobCancelled:
             self._conclude(Ending.CANCELLED)
         except (LeaseLost, asyncio.CancelledError):
@@ -437,8 +459,10 @@ class Execution:
                 return
             self.finished = True
             progress, self._progress = self._progress, None
-        written = self.engine.recorder.write(self.claim, Update(outcome=outcome, progress=progress))
-        duration = round((time.monotonic() - self._started) * 1000, 1)
+        with self.engine.telemetry.tracer.start_as_current_span("firestore record", context=span_context(self.span)):
+            written = self.engine.recorder.write(self.claim, Update(outcome=outcome, progress=progress))
+        seconds = time.monotonic() - self._started
+        duration = round(seconds * 1000, 1)
         if written.status is WriteStatus.INVALID and status != "failed":
             with self._lock:
                 self.finished = False
@@ -446,6 +470,7 @@ class Execution:
             return
         if written.status is WriteStatus.OK:
             self.final_status = status
+            self._measured(outcome, seconds)
             extra: dict[str, Any] = {}
             if isinstance(outcome, Failed | Retry):
                 extra["error"] = outcome.error
@@ -491,6 +516,22 @@ class Execution:
             self._cancel_task()
         if self.cancel_requested:
             self._cancel_task()
+
+    def _measured(self, outcome: Outcome, seconds: float) -> None:
+        """Metrics and span status for a recorded outcome."""
+        job = self.claim.job
+        telemetry = self.engine.telemetry
+        if isinstance(outcome, Completed):
+            telemetry.ended(job.type, "completed", seconds, job.created_at, self.engine.store.now())
+        elif isinstance(outcome, Failed):
+            reason = str(outcome.details.get("reason") or ("exhausted" if outcome.exhausted else "failed"))
+            telemetry.ended(job.type, "failed", seconds, job.created_at, self.engine.store.now(), reason=reason, exhausted=outcome.exhausted)
+            telemetry.failed(self.span, outcome.error)
+        elif isinstance(outcome, Retry):
+            telemetry.ended(job.type, "retried", seconds, job.created_at, self.engine.store.now())
+            telemetry.failed(self.span, outcome.error)
+        elif isinstance(outcome, Cancelled):
+            telemetry.ended(job.type, "cancelled", seconds, job.created_at, self.engine.store.now())
 
     def _cancel_task(self) -> None:
         loop, task = self._loop, self._task

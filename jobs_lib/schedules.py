@@ -31,6 +31,7 @@ from jobs_lib.logs import event
 from jobs_lib.registry import CodeSchedule, HandlerRegistry, default_registry
 from jobs_lib.store import JobStore
 from jobs_lib.store.schedules import Schedule, ScheduleChange, ScheduleStore
+from jobs_lib.telemetry import Telemetry
 
 log = logging.getLogger("jobs_lib.schedules")
 
@@ -167,12 +168,14 @@ class Scheduler:
         holder: str = "scheduler",
         *,
         system_schedules: Sequence[CodeSchedule] = (),
+        telemetry: Telemetry | None = None,
     ) -> None:
         """`system_schedules` are declared by the configuration (the cleanup) beside the registry's own."""
         self.store = store
         self.jobs = jobs
         self.registry = registry if registry is not None else default_registry
         self.system_schedules = tuple(system_schedules)
+        self.telemetry = telemetry or Telemetry()
         self.log = logging.LoggerAdapter(log, {"worker": holder})
         # One firer per App is shared by its worker and ticks; this state lives with it.
         self._lock = threading.Lock()
@@ -230,6 +233,7 @@ class Scheduler:
             extra["orgId"] = schedule.org_id
         job = self.jobs.new_job_fields(schedule.type, dict(schedule.metadata), scheduled_for=slot, priority=schedule.priority, max_attempts=None, extra=extra)
         if self.store.fire(schedule, slot, upcoming, job_id, job):
+            self.telemetry.count("enqueued", schedule.type)
             summary.fired.append({"schedule": schedule.id, "slot": slot.isoformat(), "jobId": job_id})
             event(self.log, "schedule_fired", f"schedule {schedule.id} fired its {slot.isoformat()} slot as job {job_id}", schedule=schedule.id, jobId=job_id, type=schedule.type)
         else:

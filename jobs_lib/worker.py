@@ -30,11 +30,16 @@ from jobs_lib.job import Job
 from jobs_lib.logs import event
 from jobs_lib.runner import Engine, Execution
 from jobs_lib.schedules import Scheduler
+from jobs_lib.telemetry import QueueStats
 
 log = logging.getLogger("jobs_lib.worker")
 
 #: A worker fires due schedule slots this often (the Cloud Scheduler tick does so every minute).
 SCHEDULE_EVERY = 10.0
+#: While metrics are exported, a worker counts the due jobs of each type this often (two queries a type).
+QUEUE_STATS_EVERY = 15.0
+#: At most this many types get queue gauges (each costs a count and a one-document query).
+QUEUE_STATS_TYPES = 50
 #: A claim batch winning less than this share means another worker takes the same jobs.
 CONTENDED_SHARE = 0.75
 #: Candidates read longer ago than this are dropped rather than claimed.
@@ -152,6 +157,8 @@ class Worker:
         self._first_probe = max(1, concurrency // 32)
         self._claim_log: deque[tuple[float, int]] = deque()
         self._rng = random.Random()
+        #: time.monotonic() of the main loop's last turn (what the liveness probe looks at).
+        self.last_loop: float | None = None
 
     # -- control --------------------------------------------------------------------
 
@@ -199,9 +206,12 @@ class Worker:
         fetches = claimed_since_fetch = 0
         next_fire = 0.0
         firing: Future[None] | None = None
+        next_stats = 0.0
+        stats_run: Future[None] | None = None
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
+                self.last_loop = now
                 if deadline is not None and now >= deadline:
                     break
                 self._reap_abandoned()
@@ -271,6 +281,9 @@ class Worker:
                     # the jobs they create are then found like any other.
                     next_fire = now + SCHEDULE_EVERY
                     firing = fetcher.submit(self._fire_schedules)
+                if not self.burst and (stats_run is None or stats_run.done()) and now >= next_stats and self.engine.telemetry.recording_metrics:
+                    next_stats = now + QUEUE_STATS_EVERY
+                    stats_run = fetcher.submit(self.record_queue_stats)
                 # Read the next page once this one is used up; it arrives while the jobs just claimed run.
                 if fetch is None and not buffer and free > 0 and now >= next_fetch:
                     fetch_limit = self._page_size(now)
@@ -294,6 +307,21 @@ class Worker:
             }
             event(self.engine.log, "worker_stopped", f"worker {self.engine.holder} stopped", stats=stats)
         return self.summary
+
+    def record_queue_stats(self) -> None:
+        """Count the due jobs of each registered type and find the oldest (the queue gauges)."""
+        store = self.engine.store
+        try:
+            now = store.now()
+            stats = {}
+            for job_type in self.engine.registry.types()[:QUEUE_STATS_TYPES]:
+                oldest = store.oldest_due(job_type, now)
+                due = store.due_count(job_type, now) if oldest is not None else 0
+                waited = (now - oldest.scheduled_for).total_seconds() if oldest is not None and oldest.scheduled_for else 0.0
+                stats[job_type] = QueueStats(due, max(waited, 0.0))
+            self.engine.telemetry.set_queue_stats(stats)
+        except Exception:
+            log.warning("counting due jobs for the queue gauges failed; trying again later", exc_info=True)
 
     def _fire_schedules(self) -> None:
         assert self.scheduler is not None

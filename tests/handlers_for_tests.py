@@ -8,7 +8,7 @@ from typing import Any
 
 from google.cloud import firestore
 
-from jobs_lib import JobContext, handler
+from jobs_lib import Backoff, JobContext, handler
 
 
 @handler("noop", max_attempts=3)
@@ -79,4 +79,12 @@ def effect(ctx: JobContext[Any]) -> int:
     else:
         ctx.db.collection("effects").document(ctx.job_id).set({"runs": firestore.Increment(1)}, merge=True)
     time.sleep(float(ctx.metadata.get("seconds", 0.01)))
+    return ctx.attempt
+
+
+@handler("flaky_once", max_attempts=3, backoff=Backoff.fixed(0))
+def flaky_once(ctx: JobContext[Any]) -> int:
+    """Fail the first attempt, succeed on the next (retried at once)."""
+    if ctx.attempt == 1:
+        raise ConnectionError("the first attempt always fails")
     return ctx.attempt

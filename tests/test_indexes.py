@@ -86,6 +86,8 @@ CALLS: dict[str, Callable[[Stores], Any]] = {
     "JobStore.expired_finished": lambda s: s.jobs.expired_finished(NOW, 5),
     "JobStore.page": lambda s: [s.jobs.page(status="failed", job_type=None, after=None, limit=5), s.jobs.page(status="failed", job_type="t", after="m", limit=5)],
     "JobStore.count_by_status": lambda s: s.jobs.count_by_status(),
+    "JobStore.due_count": lambda s: s.jobs.due_count("t", NOW),
+    "JobStore.oldest_due": lambda s: s.jobs.oldest_due("t", NOW),
     "JobStore.list_jobs": lambda s: [s.jobs.list_jobs(), s.jobs.list_jobs(status="pending"), s.jobs.list_jobs(job_type="t"), s.jobs.list_jobs(status="failed", job_type="t")],
     "JobListing.page": _listing_pages,
     "ScheduleListing.page": lambda s: [s.schedule_listing.page(Scope("createdBy", "u"), page_size=1), s.schedule_listing.page(Scope("orgId", "o"))],

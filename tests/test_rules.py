@@ -315,6 +315,8 @@ CASES: dict[str, Case] = {
     "job/create/delayed-with-priority-and-attempts": Case("alice", "create", f"{J}/n1", ALLOW, new_job(scheduledFor=NOW + timedelta(hours=1), priority=5, maxAttempts=3)),
     "job/create/no-org-user-without-org": Case("solo", "create", f"{J}/n1", ALLOW, new_job("solo", None)),
     "job/create/500-target-users": Case("alice", "create", f"{J}/n1", ALLOW, new_job(metadata={"targetUsers": [f"user-{i}" for i in range(500)]})),
+    "job/create/with-the-apps-traceparent": Case("alice", "create", f"{J}/n1", ALLOW, new_job(traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")),
+    "job/create/oversized-traceparent": Case("alice", "create", f"{J}/n1", DENY, new_job(traceparent="0" * 65)),
     "job/create/unauthenticated": Case("anonymous", "create", f"{J}/n1", DENY, new_job()),
     "job/create/for-another-user": Case("alice", "create", f"{J}/n1", DENY, new_job("bob")),
     "job/create/without-createdBy": Case("alice", "create", f"{J}/n1", DENY, new_job(createdBy=DROP)),

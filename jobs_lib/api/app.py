@@ -28,6 +28,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from opentelemetry import context as otel_context
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
@@ -72,6 +73,7 @@ from jobs_lib.registry import HandlerRegistry
 from jobs_lib.schedules import ScheduleClient
 from jobs_lib.store import JobStore
 from jobs_lib.store.listing import JobListing
+from jobs_lib.telemetry import Telemetry
 
 log = logging.getLogger("jobs_lib.api")
 audit_log = logging.getLogger("jobs_lib.api.audit")
@@ -230,7 +232,17 @@ class JobsApi:
         if not decision.allowed:
             self.audit(caller, "jobs.create", None, spec_in.type, 429, f"{caller.uid} refused: over {decision.limit} creates per window")
             raise ApiError(429, f"too many jobs created: at most {decision.limit} per {self.create_limiter.window:g}s", headers={"Retry-After": str(decision.retry_after)})
-        job = self.client.enqueue(
+        # A caller that sends a W3C traceparent header gets the job's run in its trace.
+        token = otel_context.attach(Telemetry.context_from_headers(dict(request.headers)))
+        try:
+            job = self._enqueue(spec_in, caller)
+        finally:
+            otel_context.detach(token)
+        self.audit(caller, "jobs.create", job.id, job.type, 201, f"{caller.uid} created job {job.id} ({job.type})")
+        return json_response(self._envelope(caller, job), 201, {"Location": f"/v1/jobs/{job.id}"})
+
+    def _enqueue(self, spec_in: CreateJobRequest, caller: Caller) -> Job:
+        return self.client.enqueue(
             spec_in.type,
             spec_in.metadata,
             scheduled_for=spec_in.scheduledFor,
@@ -239,8 +251,6 @@ class JobsApi:
             org_id=caller.org_id,
             created_by=caller.uid,
         )
-        self.audit(caller, "jobs.create", job.id, job.type, 201, f"{caller.uid} created job {job.id} ({job.type})")
-        return json_response(self._envelope(caller, job), 201, {"Location": f"/v1/jobs/{job.id}"})
 
     def list_jobs(self, request: Request) -> Response:
         """``GET /v1/jobs``."""

@@ -116,6 +116,8 @@ class Connection:
         self._db_lock = threading.Lock()
         self.clock = clock or ServerClock()
         self.stats = OpStats()
+        #: time.monotonic() of the last call Firestore answered (what a readiness probe looks at).
+        self.last_answer: float | None = None
 
     @property
     def db(self) -> Any:
@@ -148,7 +150,7 @@ class Connection:
         delay = 0.1
         while True:
             try:
-                return fn()
+                result = fn()
             except TRANSIENT as exc:
                 if time.monotonic() + delay > deadline:
                     raise translate(exc) from exc
@@ -156,7 +158,10 @@ class Connection:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
             except gexc.GoogleAPIError as exc:
+                self.last_answer = time.monotonic()  # refused, but answered
                 raise translate(exc) from exc
+            self.last_answer = time.monotonic()
+            return result
 
     def get(self, ref: Any, kind: str) -> Any:
         """Read one document (a snapshot, which may not exist); observes the server's clock."""

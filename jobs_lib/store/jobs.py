@@ -182,6 +182,18 @@ class JobStore(StorePart):
         """How many jobs are in each state (aggregation queries, one per state)."""
         return {status.value: self.connection.count(self.collection.where(filter=FieldFilter("status", "==", status.value)), "status") for status in Status}
 
+    def due_count(self, job_type: str, now: datetime) -> int:
+        """How many pending jobs of a type are due (timestamp ``scheduledFor``): one count aggregation,
+        billed one read per 1,000 index entries."""
+        query = self._pending().where(filter=FieldFilter("type", "==", job_type)).where(filter=FieldFilter("scheduledFor", "<=", now))
+        return self.connection.count(query, "due")
+
+    def oldest_due(self, job_type: str, now: datetime) -> Job | None:
+        """The pending job of a type that has been due longest (one ordered query, one read)."""
+        query = self._pending().where(filter=FieldFilter("type", "==", job_type)).where(filter=FieldFilter("scheduledFor", "<=", now)).order_by("scheduledFor").limit(1)
+        found = self.run_query(query, "oldest_due")
+        return found[0] if found else None
+
     def page(self, *, status: str, job_type: str | None, after: str | None, limit: int) -> list[Job]:
         """A page of jobs in one state (and type), in id order after `after`."""
         query = self.collection.where(filter=FieldFilter("status", "==", status))
