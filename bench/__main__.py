@@ -141,8 +141,9 @@ class OtlpSink:
 
 
 def run_cell(kind: str, workers: int, backlog: int, concurrency: int) -> dict[str, Any]:
-    """One measurement on a fresh emulator: `kind` is "library", "bare", or "telemetry" (the
-    library with Prometheus metrics served and every attempt traced to an OTLP collector)."""
+    """One measurement on a fresh emulator: `kind` is "library", "bare", "metrics" (the library
+    with Prometheus metrics served), "telemetry" (metrics, and every attempt traced to an OTLP
+    collector) or "sampled" (metrics, and 1 trace in 10)."""
     with emulator.running(project=PROJECT) as emu:
         db = firestore.Client(project=PROJECT)
         warm_up(db)
@@ -151,15 +152,18 @@ def run_cell(kind: str, workers: int, backlog: int, concurrency: int) -> dict[st
         log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
         emulator_cpu_before = cpu_seconds(emu.process.pid)
         procs = []
-        sink = OtlpSink() if kind == "telemetry" else None
+        sink = OtlpSink() if kind in ("telemetry", "sampled") else None
         for i in range(workers):
             out = open(log_dir / f"{i}.log", "wb")  # noqa: SIM115 - closed below
             env = env_for(emu)
-            if kind in ("library", "telemetry"):
+            if kind in ("library", "metrics", "telemetry", "sampled"):
                 cmd = [sys.executable, "-m", "jobs_lib", "worker", "--concurrency", str(concurrency)]
-                if sink is not None:
+                if kind != "library":
                     cmd += ["--metrics-port", str(emulator.free_port())]
+                if sink is not None:
                     env.update({"JOBS_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint})
+                if kind == "sampled":
+                    env.update({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"})
             else:
                 cmd = [sys.executable, "-m", "bench.bare", "--index", str(i), "--of", str(workers)]
             procs.append((subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT), out))
@@ -328,29 +332,33 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def telemetry_overhead(workers_list: list[int], backlog: int, concurrency: int, repeats: int) -> list[dict[str, Any]]:
-    """jobs/s and worker CPU per job with telemetry on and off, in the same run, cells alternating."""
+    """jobs/s and worker CPU per job with telemetry off and on (metrics; metrics and every trace;
+    metrics and 1 trace in 10), in the same run, the variants alternating."""
+    kinds = ("library", "metrics", "telemetry", "sampled")
+    names = {"library": "off", "metrics": "metrics", "telemetry": "metrics + all traces", "sampled": "metrics + 10% of traces"}
     rows = []
     for workers in workers_list:
-        runs: dict[str, list[dict[str, Any]]] = {"library": [], "telemetry": []}
+        runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
         for _ in range(repeats):
-            for kind in ("library", "telemetry"):
+            for kind in kinds:
                 log(f"{kind}: {workers} process(es), {backlog} jobs ...")
                 runs[kind].append(run_cell(kind, workers, backlog, concurrency))
                 log(f"  {runs[kind][-1]['jobs_per_s']} jobs/s")
-        off, on = runs["library"], runs["telemetry"]
 
         def median(cells: list[dict[str, Any]], key: str) -> float:
             return float(statistics.median(c[key] for c in cells))
 
-        rows.append({
-            "workers": workers, "backlog": backlog,
-            "off jobs/s": f"{median(off, 'jobs_per_s'):.0f} ({', '.join(str(round(c['jobs_per_s'])) for c in off)})",
-            "on jobs/s": f"{median(on, 'jobs_per_s'):.0f} ({', '.join(str(round(c['jobs_per_s'])) for c in on)})",
-            "on/off": f"{100 * median(on, 'jobs_per_s') / median(off, 'jobs_per_s'):.0f}%",
-            "off CPU ms/job": median(off, "worker_cpu_ms_per_job"), "on CPU ms/job": median(on, "worker_cpu_ms_per_job"),
-            "added CPU ms/job": round(median(on, "worker_cpu_ms_per_job") - median(off, "worker_cpu_ms_per_job"), 3),
-            "OTLP requests": int(median(on, "otlpRequests")),
-        })
+        off = runs["library"]
+        for kind in kinds:
+            cells = runs[kind]
+            rows.append({
+                "workers": workers, "backlog": backlog, "telemetry": names[kind],
+                "jobs/s": f"{median(cells, 'jobs_per_s'):.0f} ({', '.join(str(round(c['jobs_per_s'])) for c in cells)})",
+                "vs off": f"{100 * median(cells, 'jobs_per_s') / median(off, 'jobs_per_s'):.0f}%",
+                "worker CPU ms/job": round(median(cells, "worker_cpu_ms_per_job"), 3),
+                "added CPU ms/job": round(median(cells, "worker_cpu_ms_per_job") - median(off, "worker_cpu_ms_per_job"), 3),
+                "OTLP requests": int(median(cells, "otlpRequests")) if "otlpRequests" in cells[0] else 0,
+            })
     return rows
 
 
@@ -366,7 +374,7 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     if args.only in (None, "telemetry"):
         telemetry_rows = telemetry_overhead([int(w) for w in args.workers.split(",")][:2], max(int(b) for b in args.backlogs.split(",")), args.concurrency, args.repeats)
-        print("\nTelemetry on (Prometheus /metrics served, every attempt traced to an OTLP collector) against off, alternating\n")
+        print("\nTelemetry off and on (Prometheus /metrics served; traces to an OTLP collector on loopback), variants alternating\n")
         print(table(telemetry_rows, list(telemetry_rows[0])))
         if args.only == "telemetry":
             return

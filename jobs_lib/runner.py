@@ -459,8 +459,9 @@ class Execution:
                 return
             self.finished = True
             progress, self._progress = self._progress, None
-        with self.engine.telemetry.tracer.start_as_current_span("firestore record", context=span_context(self.span)):
-            written = self.engine.recorder.write(self.claim, Update(outcome=outcome, progress=progress))
+        record_span = self.engine.telemetry.tracer.start_span("firestore record", context=span_context(self.span))
+        written = self.engine.recorder.write(self.claim, Update(outcome=outcome, progress=progress))
+        record_span.end()
         seconds = time.monotonic() - self._started
         duration = round(seconds * 1000, 1)
         if written.status is WriteStatus.INVALID and status != "failed":

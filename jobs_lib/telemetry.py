@@ -73,6 +73,7 @@ class Telemetry:
     def __init__(self, runtime: str = "worker", *, meter_provider: metrics.MeterProvider | None = None, tracer_provider: trace.TracerProvider | None = None) -> None:
         self.runtime = runtime
         self._meter_provider = meter_provider
+        self._attribute_sets: dict[tuple[str | None, str | None], dict[str, str]] = {}
         meter = (meter_provider or metrics.get_meter_provider()).get_meter("jobs_lib")
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("jobs_lib")
         self._counters = {
@@ -106,9 +107,15 @@ class Telemetry:
         return type(provider).__name__ not in ("NoOpMeterProvider", "_ProxyMeterProvider")
 
     def _attributes(self, job_type: str | None, outcome: str | None = None) -> dict[str, str]:
-        attributes = {"type": job_type or "unknown", "runtime": self.runtime}
-        if outcome is not None:
-            attributes["outcome"] = outcome
+        # One dict per label set, built once: every job records several measurements with the same labels.
+        key = (job_type, outcome)
+        attributes = self._attribute_sets.get(key)
+        if attributes is None:
+            attributes = {"type": job_type or "unknown", "runtime": self.runtime}
+            if outcome is not None:
+                attributes["outcome"] = outcome
+            if len(self._attribute_sets) < 10_000:
+                self._attribute_sets[key] = attributes
         return attributes
 
     def count(self, name: str, job_type: str | None, outcome: str | None = None) -> None:
