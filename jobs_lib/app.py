@@ -135,7 +135,7 @@ class App:
     @property
     def schedules(self) -> ScheduleClient:
         """The schedules client: create, list, update, enable, disable, delete."""
-        return ScheduleClient(store=self.store.schedules, registry=self.registry)
+        return ScheduleClient(store=self.store.schedules, registry=self.registry, jobs=self.client)
 
     def worker(self, *, engine: Engine | None = None, **options: Any) -> Worker:
         """A worker on the app's engine (or `engine`) and schedule firer; `options` as for `Worker`."""

@@ -192,6 +192,48 @@ def watch(job_id: str, timeout: float = 300.0, project: ProjectOpt = None, colle
     raise typer.Exit(1)
 
 
+@app.command(name="console")
+def console_command(
+    port: Annotated[int, typer.Option(help="Port to serve the console (and the REST API) on.")] = 8090,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    dev: Annotated[bool, typer.Option("--dev", help="Sign in with emulator tokens as ready-made dev users (emulators only).")] = False,
+    handlers: Annotated[str | None, typer.Option("--handlers", help="Modules that register handlers (default: $JOBS_HANDLERS).")] = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Serve the operators' console and the REST API on a local port; print its URL."""
+    import contextlib
+
+    from jobs_lib import logs
+    from jobs_lib.app import App
+    from jobs_lib.config import exported
+    from jobs_lib.console import DEV_USERS
+    from jobs_lib.console.server import ConsoleServer
+
+    settings = _settings(project, None, handlers=handlers)
+    logs.configure(settings.log_level, project=settings.project)
+    with contextlib.ExitStack() as stack:
+        if dev:
+            if not settings.project.startswith("demo-"):
+                raise typer.BadParameter("--dev signs in with unsigned emulator tokens: use it only with a demo- project on the emulators")
+            host_value = settings.auth_emulator_host or "127.0.0.1:9099"
+            settings = settings.with_(console_auth="emulator-tokens", auth_emulator_host=host_value)
+            stack.enter_context(exported(FIREBASE_AUTH_EMULATOR_HOST=host_value))  # firebase-admin then accepts emulator tokens
+        server = ConsoleServer(App(settings).api(), host=host, port=port).start()
+        console.print(f"[bold green]jobs console[/] at {server.url}", highlight=False)
+        if dev:
+            console.print("  sign in as: " + ", ".join(u["label"] for u in DEV_USERS) + " (emulator tokens)", highlight=False)
+        stopping = threading.Event()
+        import signal as signal_mod
+
+        signal_mod.signal(signal_mod.SIGTERM, lambda *_: stopping.set())
+        try:
+            while not stopping.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        server.stop()
+
+
 @app.command()
 def settings(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's table of every setting instead.")] = False,
@@ -212,11 +254,12 @@ def settings(
 @app.command()
 def demo(
     jobs: Annotated[int, typer.Option(help="How many process_notifications jobs to create.")] = 20,
+    stay: Annotated[bool, typer.Option("--stay", help="Keep the stack and its console up after the results (Ctrl-C stops it).")] = False,
 ) -> None:
     """Start the local stack (emulator, functions, scheduler), send real jobs through it, print the results."""
     from jobs_lib.demo import run_demo
 
-    raise typer.Exit(run_demo(console, jobs=jobs))
+    raise typer.Exit(run_demo(console, jobs=jobs, stay=stay))
 
 
 @app.command()
@@ -224,8 +267,9 @@ def dev(
     handlers: Annotated[str | None, typer.Option("--handlers", help="Modules that register handlers (default: $JOBS_HANDLERS).")] = None,
     tick_interval: Annotated[float, typer.Option(help="Seconds between scheduler ticks (Cloud Scheduler: 60).")] = 60.0,
     project: Annotated[str, typer.Option(help="A demo- project id for the emulator.")] = "demo-jobs",
+    console_port: Annotated[int, typer.Option(help="Port of the operators' console (0: any free port).")] = 8090,
 ) -> None:
-    """Run the whole stack locally: emulator, functions with real trigger delivery, scheduler ticks. Ctrl-C stops it."""
+    """Run the whole stack locally: emulator, functions with real trigger delivery, scheduler ticks, the console. Ctrl-C stops it."""
     import signal as signal_mod
 
     from jobs_lib import logs
@@ -233,7 +277,7 @@ def dev(
 
     settings = Settings.from_env(handlers=handlers)
     logs.configure(settings.log_level)
-    stack = DevStack(project=project, handlers=",".join(settings.handlers), tick_interval=tick_interval)
+    stack = DevStack(project=project, handlers=",".join(settings.handlers), tick_interval=tick_interval, console_port=console_port)
     stopping = threading.Event()
     signal_mod.signal(signal_mod.SIGTERM, lambda *_: stopping.set())
     with stack:
@@ -244,6 +288,10 @@ def dev(
             console.print(f"  function {name:<16} {host.url}")
         console.print(f"  created-trigger   backgroundJobs/{{jobId}} -> dispatcher {stack.dispatcher.address if stack.dispatcher else '?'}")
         console.print(f"  scheduler tick    every {tick_interval:g}s")
+        if stack.console is not None:
+            from jobs_lib.console import DEV_USERS
+
+            console.print(f"  console           {stack.console.url}  (sign in as: {', '.join(u['label'] for u in DEV_USERS)})", highlight=False)
         console.print("Try: jobs enqueue process_notifications --metadata '{\"targetUsers\": [\"u1\"]}'   (Ctrl-C stops everything)")
         try:
             while not stopping.wait(0.5):

@@ -146,7 +146,7 @@ class JobsClient:
             raise JobNotFound(f"no job with id {job_id!r}")
         return self.get(job_id)
 
-    def retry_failed(self, job_type: str | None = None, limit: int = 10_000) -> list[str]:
+    def retry_failed(self, job_type: str | None = None, limit: int = 10_000, *, org_id: str | None = None) -> list[str]:
         """Send failed jobs (the dead letters: attempts exhausted or poison) back to pending, in bulk.
 
         Returns the ids retried. Jobs that change meanwhile are left as they are.
@@ -154,7 +154,7 @@ class JobsClient:
         retried: list[str] = []
         after: str | None = None
         while len(retried) < limit:
-            page = self.store.page(status=Status.FAILED.value, job_type=job_type, after=after, limit=min(200, limit - len(retried)))
+            page = self.store.page(status=Status.FAILED.value, job_type=job_type, after=after, limit=min(200, limit - len(retried)), org_id=org_id)
             if not page:
                 break
             for job in page:

@@ -57,6 +57,10 @@ class Settings:
     traces_exporter: str = _setting("none", "JOBS_TRACES_EXPORTER", "where traces go (needs the `telemetry` extra)", "none, gcp, otlp or console")
     metrics_port: int | None = _setting(None, "JOBS_METRICS_PORT", "port of a long-lived worker's Prometheus `/metrics` (`jobs worker --metrics-port`)", "a port, 1 to 65535")
     health_port: int | None = _setting(None, "JOBS_HEALTH_PORT", "port of a long-lived worker's `/healthz` and `/readyz` (`jobs worker --health-port`)", "a port, 1 to 65535")
+    console_auth: str = _setting("firebase", "JOBS_CONSOLE_AUTH", "how the console signs people in: the Firebase JS SDK, or unsigned emulator tokens (jobs dev without the Auth emulator)", "`firebase` or `emulator-tokens`")
+    firebase_api_key: str | None = _setting(None, "JOBS_FIREBASE_API_KEY", "the web API key the console's Firebase sign-in uses (Firebase console, project settings)", "a Firebase web API key")
+    firebase_auth_domain: str | None = _setting(None, "JOBS_FIREBASE_AUTH_DOMAIN", "the console's Firebase Auth domain (default: PROJECT.firebaseapp.com)", "a host name")
+    auth_emulator_host: str | None = _setting(None, "FIREBASE_AUTH_EMULATOR_HOST", "the Firebase Auth emulator (firebase-admin then accepts its tokens; the console signs in there)", "host:port")
     emulator_jar: str | None = _setting(None, "FIRESTORE_EMULATOR_JAR", "the Firestore emulator jar `jobs dev` and the tests start", "a path to cloud-firestore-emulator.jar")
     java: str | None = _setting(None, "JAVA", "the java binary that runs the emulator (default: java on the PATH)", "a path to java")
 
@@ -227,6 +231,10 @@ _CHECKS: dict[str, Callable[[Any], str]] = {
     "traces_exporter": lambda v: "" if v in ("none", "gcp", "otlp", "console") else "not one of the choices",
     "metrics_port": lambda v: "" if v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535) else "out of range",
     "health_port": lambda v: "" if v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535) else "out of range",
+    "console_auth": lambda v: "" if v in ("firebase", "emulator-tokens") else "not one of the choices",
+    "firebase_api_key": _optional_text,
+    "firebase_auth_domain": _optional_text,
+    "auth_emulator_host": _optional_text,
     "emulator_jar": _optional_text,
     "java": _optional_text,
 }

@@ -19,12 +19,15 @@ from jobs_lib.job import Job
 from jobs_lib.store import JobStore
 
 
-def run_demo(console: Console, *, jobs: int = 20) -> int:
-    """Run the demo; returns the exit code (0 when every job ended as expected)."""
-    console.print("[bold]Starting the local stack[/bold]: Firestore emulator, functions (functions-framework), scheduler ticks ...")
-    with DevStack(tick_interval=2.0) as stack:
+def run_demo(console: Console, *, jobs: int = 20, stay: bool = False) -> int:
+    """Run the demo; returns the exit code (0 when every job ended as expected). With `stay`, the
+    stack and its console stay up after the results until Ctrl-C."""
+    console.print("[bold]Starting the local stack[/bold]: Firestore emulator, functions (functions-framework), scheduler ticks, console ...")
+    with DevStack(tick_interval=2.0, console_port=0) as stack:
         assert stack.emulator is not None
         console.print(f"  emulator {stack.emulator.address}; functions: {', '.join(stack.hosts)}; logs in {stack.log_dir}")
+        if stack.console is not None:
+            console.print(f"  console  {stack.console.url}  (sign in as the dev operator)", highlight=False)
         client = JobsClient(store=JobStore(Settings(project=stack.project)))
         rng = random.Random(7)
         users = [f"user{i:03d}" for i in range(50)]
@@ -76,4 +79,9 @@ def run_demo(console: Console, *, jobs: int = 20) -> int:
         console.print("function log events: " + ", ".join(f"{k}={v}" for k, v in sorted(events.items()) if k != "-"))
         ok = all(j.status is not None and j.status.value == expected[j.id] for j in states) and notified == results
         console.print(f"[bold {'green' if ok else 'red'}]{'OK' if ok else 'UNEXPECTED'}[/]: {len(states)} jobs finished in {elapsed:.1f}s")
+        if stay and stack.console is not None:
+            console.print(f"The stack stays up: open {stack.console.url} (Ctrl-C stops it)", highlight=False)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(1)
         return 0 if ok else 1

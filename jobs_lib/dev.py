@@ -149,7 +149,10 @@ class DevStack:
         threads: int = 32,
         env: dict[str, str] | None = None,
         duplicate_events: bool = False,
+        console_port: int | None = None,
     ) -> None:
+        """With `console_port` (0: any free port) the operators' console is served beside the stack,
+        signing people in as ready-made dev users with emulator tokens."""
         self.project = project
         self.duplicate_events = duplicate_events
         self.handlers = handlers if handlers is not None else ",".join(Settings.from_env().handlers)
@@ -167,6 +170,9 @@ class DevStack:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._exported = contextlib.ExitStack()
+        self.console_port = console_port
+        self.console: Any = None
+        self.console_app: Any = None
 
     # -- the pieces ---------------------------------------------------------------------
 
@@ -261,6 +267,8 @@ class DevStack:
             self._exported.enter_context(exported(FIRESTORE_EMULATOR_HOST=self.emulator.address, GOOGLE_CLOUD_PROJECT=self.project))
             self.wait_for_hosts()
             self.register_trigger()
+            if self.console_port is not None:
+                self.start_console()
             if self.tick_interval:
                 self._ticker = threading.Thread(target=self._tick_loop, name="ticker", daemon=True)
                 self._ticker.start()
@@ -269,9 +277,26 @@ class DevStack:
             raise
         return self
 
+    def start_console(self) -> None:
+        """Serve the console and the REST API from this process, on the stack's emulator."""
+        from jobs_lib.app import App
+        from jobs_lib.console.server import ConsoleServer
+
+        auth_host = "127.0.0.1:9099"  # no Auth emulator runs: firebase-admin accepts unsigned emulator tokens
+        self._exported.enter_context(exported(FIREBASE_AUTH_EMULATOR_HOST=auth_host))
+        settings = Settings(project=self.project, handlers=tuple(m for m in self.handlers.split(",") if m), console_auth="emulator-tokens", auth_emulator_host=auth_host)
+        self.console_app = App(settings)
+        self.console = ConsoleServer(self.console_app.api(), port=self.console_port or 0).start()
+
     def stop(self) -> None:
         """Stop every process this stack started."""
         self._stop.set()
+        if self.console is not None:
+            self.console.stop()
+            self.console = None
+        if self.console_app is not None:
+            self.console_app.close()
+            self.console_app = None
         for host in self.hosts.values():
             host.stop()
         if self.dispatcher is not None:

@@ -39,6 +39,7 @@ from jobs_lib.results import storable_result
 from jobs_lib.slots import SlotClaimer
 from jobs_lib.store import Claim, JobStore, WriteOutcome, WriteStatus
 from jobs_lib.telemetry import Telemetry, log_fields, span_context, used
+from jobs_lib.throughput import MinuteCounter
 
 log = logging.getLogger("jobs_lib.runner")
 
@@ -90,6 +91,8 @@ class Engine:
         self.holder = holder or new_holder_id()
         self.lease_seconds = lease_seconds or self.store.settings.lease_seconds
         self.telemetry = telemetry or Telemetry(runtime)
+        #: Outcomes per minute, for the console's chart (written a few times a minute).
+        self.throughput = MinuteCounter(self.store.minute_stats, self.holder)
         self.recorder = Recorder(self.store)
         self._active: dict[str, Execution] = {}
         self._lock = threading.Lock()
@@ -213,8 +216,10 @@ class Engine:
                     if isinstance(outcome, Failed):
                         exhausted = outcome.details.get("reason") == "lease_expired"
                         self.telemetry.ended(job.type, "failed", None, job.created_at, now, reason=str(outcome.details.get("reason")), exhausted=exhausted)
+                        self.throughput.add(now, job.type, "failed")
                     else:
                         self.telemetry.ended(job.type, "cancelled", None, job.created_at, now)
+                        self.throughput.add(now, job.type, "cancelled")
                     level = logging.ERROR if name == "job_failed" else logging.INFO
                     event(self.log, name, f"job {job.id} {name.removeprefix('job_')}: {reason}", level=level, **job_fields(job.id, job.type, job.attempts), error=reason)
                 else:
@@ -271,9 +276,10 @@ class Engine:
             return list(self._active.values())
 
     def close(self) -> None:
-        """Stop the keeper and flush the recorder."""
+        """Stop the keeper, flush the recorder and the minute counts."""
         self.keeper.stop()
         self.recorder.close()
+        self.throughput.flush()
 
 
 #: How each outcome is named in the job's status and in the log.
@@ -522,6 +528,9 @@ class Execution:
         """Metrics and span status for a recorded outcome."""
         job = self.claim.job
         telemetry = self.engine.telemetry
+        name = _NAMES[type(outcome)][0]
+        if not isinstance(outcome, Released):
+            self.engine.throughput.add(self.engine.store.now(), job.type, "retried" if isinstance(outcome, Retry) else name)
         if isinstance(outcome, Completed):
             telemetry.ended(job.type, "completed", seconds, job.created_at, self.engine.store.now())
         elif isinstance(outcome, Failed):

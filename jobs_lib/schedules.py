@@ -54,9 +54,11 @@ def system_schedule_id(name: str) -> str:
 class ScheduleClient:
     """Create and manage schedules from Python (the command line and the REST API use this)."""
 
-    def __init__(self, settings: Settings | None = None, *, store: ScheduleStore | None = None, registry: HandlerRegistry | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, store: ScheduleStore | None = None, registry: HandlerRegistry | None = None, jobs: Any = None) -> None:
+        """`jobs` (a `jobs_lib.client.JobsClient`) creates the job of `fire_now`."""
         self.store = store or ScheduleStore(settings)
         self.registry = registry if registry is not None else default_registry
+        self.jobs = jobs
 
     def _validate(self, job_type: str, expression: str, timezone: str, metadata: Any) -> None:
         try:
@@ -137,6 +139,20 @@ class ScheduleClient:
     def disable(self, schedule_id: str) -> Schedule:
         """Turn a schedule off."""
         return self.update(schedule_id, enabled=False)
+
+    def fire_now(self, schedule_id: str) -> tuple[Schedule, str]:
+        """Run a schedule's job now, outside its slots (its next slot is unchanged); the schedule and the job id."""
+        schedule = self.get(schedule_id)
+        if schedule.type is None or schedule.problems:
+            raise InvalidSchedule(f"schedule {schedule_id} cannot fire: {'; '.join(schedule.problems) or 'no type'}")
+        if self.jobs is None:
+            from jobs_lib.client import JobsClient
+
+            self.jobs = JobsClient(store=JobStore(connection=self.store.connection), registry=self.registry)
+        now = self.store.now()
+        job = self.jobs.enqueue(schedule.type, dict(schedule.metadata), priority=schedule.priority, key=f"fire-now:{schedule.id}:{now.isoformat()}", org_id=schedule.org_id, created_by=schedule.created_by)
+        self.store.record_fired(schedule, job.id, now)
+        return self.get(schedule_id), job.id
 
     def delete(self, schedule_id: str) -> None:
         """Delete a schedule (its past jobs stay)."""

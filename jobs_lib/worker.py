@@ -281,9 +281,9 @@ class Worker:
                     # the jobs they create are then found like any other.
                     next_fire = now + SCHEDULE_EVERY
                     firing = fetcher.submit(self._fire_schedules)
-                if not self.burst and (stats_run is None or stats_run.done()) and now >= next_stats and self.engine.telemetry.recording_metrics:
+                if not self.burst and (stats_run is None or stats_run.done()) and now >= next_stats:
                     next_stats = now + QUEUE_STATS_EVERY
-                    stats_run = fetcher.submit(self.record_queue_stats)
+                    stats_run = fetcher.submit(self._periodic)
                 # Read the next page once this one is used up; it arrives while the jobs just claimed run.
                 if fetch is None and not buffer and free > 0 and now >= next_fetch:
                     fetch_limit = self._page_size(now)
@@ -307,6 +307,13 @@ class Worker:
             }
             event(self.engine.log, "worker_stopped", f"worker {self.engine.holder} stopped", stats=stats)
         return self.summary
+
+    def _periodic(self) -> None:
+        """Every `QUEUE_STATS_EVERY`: write the minute counts, and the queue gauges if metrics are exported."""
+        if self.engine.throughput.due():
+            self.engine.throughput.flush()
+        if self.engine.telemetry.recording_metrics:
+            self.record_queue_stats()
 
     def record_queue_stats(self) -> None:
         """Count the due jobs of each registered type and find the oldest (the queue gauges)."""

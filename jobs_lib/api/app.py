@@ -54,10 +54,12 @@ from jobs_lib.api.models import (
     ListJobsQuery,
 )
 from jobs_lib.api.openapi import openapi_document
+from jobs_lib.api.operations import OperatorEndpoints
 from jobs_lib.api.ratelimit import RateLimiter
 from jobs_lib.api.schedules import ScheduleEndpoints
 from jobs_lib.client import JobsClient
 from jobs_lib.config import Settings
+from jobs_lib.console import ConsoleRoutes
 from jobs_lib.errors import (
     ApiError,
     AuthUnavailable,
@@ -86,6 +88,8 @@ AUDIT_EVENTS = {
     "schedules.create": "api_schedule_created",
     "schedules.update": "api_schedule_updated",
     "schedules.delete": "api_schedule_deleted",
+    "schedules.fire": "api_schedule_fired",
+    "queues.manage": "api_queue_changed",
 }
 
 #: Defaults for the per-user limit on job creation (``JOBS_API_CREATE_LIMIT`` per ``JOBS_API_CREATE_WINDOW`` seconds).
@@ -118,7 +122,9 @@ class JobsApi:
         #: Schedules fire jobs for ever, so creating them is limited the same way, on a budget of their own.
         self.schedule_limiter = RateLimiter(store, limit=limit, window=window, action="create_schedule")
         self._document: dict[str, Any] | None = None
-        self.schedules = ScheduleEndpoints(self, schedules or ScheduleClient(store=store.schedules, registry=self.registry), store)
+        self.schedules = ScheduleEndpoints(self, schedules or ScheduleClient(store=store.schedules, registry=self.registry, jobs=self.client), store)
+        self.operations = OperatorEndpoints(self, self.client)
+        self.console = ConsoleRoutes(store.settings)
         routes: list[tuple[str, str, Callable[..., Response]]] = [
             ("/v1/openapi.json", "GET", self._openapi),
             ("/v1/jobs", "POST", self.create_job),
@@ -127,6 +133,8 @@ class JobsApi:
             ("/v1/jobs/<job_id>/cancel", "POST", self.cancel_job),
             ("/v1/jobs/<job_id>/retry", "POST", self.retry_job),
             *self.schedules.routes(),
+            *self.operations.routes(),
+            *self.console.routes(),
         ]
         self._handlers = {f"{method} {path}": fn for path, method, fn in routes}
         self.url_map = Map([Rule(path, endpoint=f"{method} {path}", methods=[method]) for path, method, _fn in routes], strict_slashes=False)
@@ -167,7 +175,7 @@ class JobsApi:
             raise ApiError(401, str(exc)) from None
         except AuthUnavailable as exc:
             raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
-        if not caller.can(permission):
+        if permission and not caller.can(permission):
             raise ApiError(403, f"this action needs the '{permission}' permission")
         return caller
 
@@ -256,9 +264,12 @@ class JobsApi:
         """``GET /v1/jobs``."""
         caller = self.caller(request, "jobs.view")
         query = parse_query(request, ListJobsQuery)
-        scope = listing_scope(caller, query.scope, "jobs")
+        scope = listing_scope(caller, query.scope, "jobs", query.orgId, query.createdBy)
         try:
-            page = self.listing.page(scope, status=query.status.value if query.status else None, job_type=query.type, page_size=query.pageSize, page_token=query.pageToken)
+            page = self.listing.page(
+                scope, status=query.status.value if query.status else None, job_type=query.type, page_size=query.pageSize, page_token=query.pageToken,
+                created_after=query.createdAfter, created_before=query.createdBefore,
+            )
         except InvalidPageToken as exc:
             raise ApiError(400, "invalid query parameters", [FieldError(field="pageToken", reason=str(exc))]) from None
         return json_response(JobList(jobs=[JobView.of(j) for j in page.jobs], nextPageToken=page.next_token))

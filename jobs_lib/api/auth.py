@@ -31,17 +31,28 @@ CLOCK_SKEW = 30
 #: Name of the firebase-admin app the API uses, so it never clashes with the application's own.
 APP_NAME = "jobs_lib_api"
 
-PERMISSIONS = ("jobs.create", "jobs.view", "jobs.cancel", "jobs.retry")
+PERMISSIONS = (
+    "jobs.create", "jobs.view", "jobs.cancel", "jobs.retry", "queues.manage",
+    "schedules.create", "schedules.view", "schedules.update", "schedules.delete",
+)
 
 
 @dataclass(frozen=True)
 class Caller:
-    """A verified user and the claims the API acts on."""
+    """A verified user and the claims the API acts on.
+
+    ``permissions`` (a list claim) says what the caller may do; ``orgId`` and
+    ``orgAdmin`` say whose jobs they see: their own, and an org admin their
+    organisation's too. ``operator: true`` marks the people who run the
+    queue (the console's operators and viewers): they see every job and act on
+    any, still only within their permissions.
+    """
 
     uid: str
     org_id: str | None
     org_admin: bool
     permissions: frozenset[str]
+    operator: bool = False
 
     def can(self, permission: str) -> bool:
         """True when the token grants `permission`."""
@@ -49,13 +60,15 @@ class Caller:
 
     def sees(self, created_by: str | None, org_id: str | None) -> bool:
         """May read a job or schedule with these owner fields (the same test as firestore.rules)."""
+        if self.operator:
+            return True
         if created_by is not None and created_by == self.uid:
             return True
         return self.org_admin and self.org_id is not None and org_id == self.org_id
 
     def owns(self, created_by: str | None) -> bool:
-        """May act on it (cancel, retry): only its creator, as in firestore.rules."""
-        return created_by is not None and created_by == self.uid
+        """May act on it (cancel, retry): its creator, as in firestore.rules, or an operator."""
+        return self.operator or (created_by is not None and created_by == self.uid)
 
     @classmethod
     def from_claims(cls, claims: dict[str, Any]) -> Caller:
@@ -67,6 +80,7 @@ class Caller:
             org_id=org if isinstance(org, str) and org else None,
             org_admin=claims.get("orgAdmin") is True,
             permissions=frozenset(p for p in permissions if isinstance(p, str)) if isinstance(permissions, list) else frozenset(),
+            operator=claims.get("operator") is True,
         )
 
 

@@ -94,8 +94,21 @@ def parse_query(request: Request, model: type[QueryT]) -> QueryT:
         raise ApiError(400, "invalid query parameters", field_errors(exc)) from None
 
 
-def listing_scope(caller: Caller, scope: str, noun: str) -> Scope:
-    """Whose `noun` a listing shows: the caller's own, or with ``scope=org`` their org's (orgAdmin only)."""
+def listing_scope(caller: Caller, scope: str, noun: str, org_id: str | None = None, created_by: str | None = None) -> Scope:
+    """Whose `noun` a listing shows: the caller's own; with ``scope=org`` their org's (orgAdmin
+    only); with ``scope=all`` everyone's (operators only), optionally one org's or one creator's."""
+    if scope == "all":
+        if not caller.operator:
+            raise ApiError(403, f"listing every user's {noun} needs the operator claim")
+        if org_id and created_by:
+            raise ApiError(400, "invalid query parameters", [FieldError(field="createdBy", reason="filter by orgId or by createdBy, not both")])
+        if org_id:
+            return Scope("orgId", org_id)
+        if created_by:
+            return Scope("createdBy", created_by)
+        return Scope(None, None)
+    if org_id or created_by:
+        raise ApiError(400, "invalid query parameters", [FieldError(field="orgId" if org_id else "createdBy", reason="filters by owner need scope=all (operators)")])
     if scope == "org":
         if not (caller.org_admin and caller.org_id):
             raise ApiError(403, f"listing an organisation's {noun} needs the orgAdmin claim")

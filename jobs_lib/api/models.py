@@ -94,7 +94,11 @@ class ListJobsQuery(BaseModel):
     type: str | None = Field(default=None, min_length=1, max_length=100, description="Only jobs of this type.")
     pageSize: int = Field(default=20, ge=1, le=100, description="Jobs per page.")
     pageToken: str | None = Field(default=None, max_length=2000, description="`nextPageToken` of the previous page, with the same filters; any other value answers 400.")
-    scope: Literal["mine", "org"] = Field(default="mine", description="`mine`: the caller's jobs; `org`: the caller's organisation's (org admins only).")
+    scope: Literal["mine", "org", "all"] = Field(default="mine", description="`mine`: the caller's jobs; `org`: the caller's organisation's (org admins only); `all`: everyone's (operators only).")
+    orgId: str | None = Field(default=None, min_length=1, max_length=200, description="With scope=all: only this organisation's jobs.")
+    createdBy: str | None = Field(default=None, min_length=1, max_length=200, description="With scope=all: only this user's jobs.")
+    createdAfter: AwareDatetime | None = Field(default=None, description="Only jobs created at or after this time (RFC 3339 with an offset).")
+    createdBefore: AwareDatetime | None = Field(default=None, description="Only jobs created before this time (RFC 3339 with an offset).")
 
 
 class Progress(BaseModel):
@@ -123,10 +127,13 @@ class JobView(BaseModel):
     maxAttempts: int | None = None
     result: Any = None
     error: str | None = None
+    errorDetails: Any = Field(default=None, description="What the runner recorded beside the error: attempt, reason, errorType, traceback.")
     progress: Progress | None = None
     cancelRequested: bool = False
     orgId: str | None = None
     createdBy: str | None = None
+    leaseHolder: str | None = Field(default=None, description="The worker or function instance that holds (or last held) the job.")
+    leaseExpiresAt: datetime | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobView:
@@ -149,10 +156,13 @@ class JobView(BaseModel):
             maxAttempts=job.max_attempts,
             result=plain_json(job.result),
             error=job.error,
+            errorDetails=plain_json(job.raw.get("errorDetails")),
             progress=progress,
             cancelRequested=job.cancel_requested,
             orgId=job.org_id,
             createdBy=job.created_by,
+            leaseHolder=job.lease.holder if job.lease else None,
+            leaseExpiresAt=job.lease.expires_at if job.lease else None,
         )
 
 
@@ -223,7 +233,7 @@ class ListSchedulesQuery(BaseModel):
 
     pageSize: int = Field(default=20, ge=1, le=100, description="Schedules per page.")
     pageToken: str | None = Field(default=None, max_length=2000, description="`nextPageToken` of the previous page; any other value answers 400.")
-    scope: Literal["mine", "org"] = Field(default="mine", description="`mine` or `org` (org admins only).")
+    scope: Literal["mine", "org", "all"] = Field(default="mine", description="`mine`, `org` (org admins only) or `all` (operators only).")
 
 
 class ScheduleView(BaseModel):

@@ -83,6 +83,7 @@ class ScheduleEndpoints:
             ("/v1/schedules/<schedule_id>", "DELETE", self.delete),
             ("/v1/schedules/<schedule_id>/enable", "POST", self.enable),
             ("/v1/schedules/<schedule_id>/disable", "POST", self.disable),
+            ("/v1/schedules/<schedule_id>/fire", "POST", self.fire),
         ]
 
     # -- helpers ------------------------------------------------------------------------------
@@ -195,6 +196,18 @@ class ScheduleEndpoints:
         caller = self.api.caller(request, "schedules.update")
         schedule = self._owned(caller, schedule_id, "schedules.update")
         return self._change(caller, schedule, lambda: self.client.disable(schedule.id), "disabled")
+
+    def fire(self, request: Request, schedule_id: str) -> Response:
+        """``POST /v1/schedules/{id}/fire``: run its job now (its next slot is unchanged)."""
+        caller = self.api.caller(request, "schedules.update")
+        schedule = self._owned(caller, schedule_id, "schedules.fire")
+        try:
+            fired, job_id = self.client.fire_now(schedule.id)
+        except InvalidSchedule as exc:
+            self.api.audit(caller, "schedules.fire", schedule.id, schedule.type, 409, str(exc))
+            raise ApiError(409, str(exc)) from None
+        self.api.audit(caller, "schedules.fire", schedule.id, schedule.type, 200, f"{caller.uid} fired schedule {schedule.id} now as job {job_id}")
+        return json_response({**self._envelope(caller, fired).model_dump(mode="json"), "jobId": job_id})
 
     def _change(self, caller: Caller, schedule: Schedule, change: Callable[[], Schedule], verb: str) -> Response:
         try:

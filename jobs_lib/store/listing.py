@@ -38,7 +38,7 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from jobs_lib.clock import parse_time
+from jobs_lib.clock import parse_time, to_iso
 from jobs_lib.errors import InvalidPageToken, TimeParseError
 from jobs_lib.job import Job
 from jobs_lib.results import encodable
@@ -56,13 +56,13 @@ MAX_PAGE_SIZE = 100
 
 @dataclass(frozen=True)
 class Scope:
-    """Whose jobs a listing shows: ``createdBy == value`` or ``orgId == value``."""
+    """Whose jobs a listing shows: ``createdBy == value``, ``orgId == value``, or (field None) everyone's."""
 
-    field: str
-    value: str
+    field: str | None
+    value: str | None
 
     def __post_init__(self) -> None:
-        if self.field not in SCOPE_FIELDS:
+        if self.field is not None and self.field not in SCOPE_FIELDS:
             raise ValueError(f"a listing is scoped by one of {SCOPE_FIELDS}, not {self.field!r}")
 
 
@@ -79,6 +79,15 @@ class _Lane:
     floor: Any
     cursor: tuple[Any, str] | None = None
     done: bool = False
+    ceiling: Any = None
+
+
+def _lanes(after: datetime | None, before: datetime | None) -> dict[str, _Lane]:
+    """The two typed lanes, bounded by a creation-time range (each bound in its lane's own type)."""
+    return {
+        "t": _Lane(max(after, TIMESTAMP_FLOOR) if after else TIMESTAMP_FLOOR, ceiling=before),
+        "s": _Lane(to_iso(after) if after else STRING_FLOOR, ceiling=to_iso(before) if before else None),
+    }
 
 
 def _sort_key(job: Job) -> tuple[datetime, str]:
@@ -105,12 +114,15 @@ class JobListing:
         job_type: str | None = None,
         page_size: int = 20,
         page_token: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> Page:
-        """A page of jobs in `scope`, filtered by `status` and `job_type`; raises `InvalidPageToken`."""
+        """A page of jobs in `scope`, filtered by `status`, `job_type` and creation time
+        (``created_after <= createdAt < created_before``); raises `InvalidPageToken`."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
-        fingerprint = self._fingerprint(scope, status, job_type)
-        lanes = self._decode(page_token, fingerprint) if page_token else {"t": _Lane(TIMESTAMP_FLOOR), "s": _Lane(STRING_FLOOR)}
+        fingerprint = self._fingerprint(scope, status, job_type, created_after, created_before)
+        lanes = self._decode(page_token, fingerprint, created_after, created_before) if page_token else _lanes(created_after, created_before)
         fetched: dict[str, list[Job]] = {}
         for name, lane in lanes.items():
             fetched[name] = [] if lane.done else self._read_lane(scope, status, job_type, lane, page_size + 1, name)
@@ -133,14 +145,18 @@ class JobListing:
     # -- internals --------------------------------------------------------------------------
 
     def _lane_query(self, scope: Scope, status: str | None, job_type: str | None, lane: _Lane) -> Any:
-        query = self.store.collection.where(filter=FieldFilter(scope.field, "==", scope.value))
+        query = self.store.collection
+        if scope.field is not None:
+            query = query.where(filter=FieldFilter(scope.field, "==", scope.value))
         if status:
             query = query.where(filter=FieldFilter("status", "==", status))
         if job_type:
             query = query.where(filter=FieldFilter("type", "==", job_type))
+        query = query.where(filter=FieldFilter("createdAt", ">=", lane.floor))
+        if lane.ceiling is not None:
+            query = query.where(filter=FieldFilter("createdAt", "<", lane.ceiling))
         query = (
-            query.where(filter=FieldFilter("createdAt", ">=", lane.floor))
-            .order_by("createdAt", direction=firestore.Query.DESCENDING)
+            query.order_by("createdAt", direction=firestore.Query.DESCENDING)
             .order_by("__name__", direction=firestore.Query.DESCENDING)
         )
         if lane.cursor is not None:
@@ -153,8 +169,9 @@ class JobListing:
         return self.store.run_query(query, f"list_{'timestamps' if name == 't' else 'strings'}")
 
     @staticmethod
-    def _fingerprint(scope: Scope, status: str | None, job_type: str | None) -> str:
-        text = json.dumps([scope.field, scope.value, status, job_type])
+    def _fingerprint(scope: Scope, status: str | None, job_type: str | None, after: datetime | None = None, before: datetime | None = None) -> str:
+        bounds = [after.isoformat() if after else None, before.isoformat() if before else None]
+        text = json.dumps([scope.field, scope.value, status, job_type, *([bounds] if after or before else [])])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @staticmethod
@@ -169,9 +186,9 @@ class JobListing:
         return _pack(state)
 
     @staticmethod
-    def _decode(token: str, fingerprint: str) -> dict[str, _Lane]:
+    def _decode(token: str, fingerprint: str, after: datetime | None = None, before: datetime | None = None) -> dict[str, _Lane]:
         state = _unpack(token, fingerprint)
-        lanes = {"t": _Lane(TIMESTAMP_FLOOR), "s": _Lane(STRING_FLOOR)}
+        lanes = _lanes(after, before)
         for name, lane in lanes.items():
             entry = state.get(name)
             if entry == "done":
@@ -231,7 +248,10 @@ class ScheduleListing:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
         fingerprint = JobListing._fingerprint(scope, "schedules", None)
-        query = self.collection.where(filter=FieldFilter(scope.field, "==", scope.value)).order_by("__name__")
+        query = self.collection
+        if scope.field is not None:
+            query = query.where(filter=FieldFilter(scope.field, "==", scope.value))
+        query = query.order_by("__name__")
         if page_token:
             after = self._decode(page_token, fingerprint)
             query = query.start_after({"__name__": self.collection.document(after)})

@@ -252,6 +252,10 @@ class ScheduleStore(StorePart):
                 return found
         raise Contention(f"schedule {schedule_id} kept changing")
 
+    def record_fired(self, schedule: Schedule, job_id: str, when: datetime) -> None:
+        """Note a run fired by hand (``lastRunAt``, ``lastJobId``); the next slot is unchanged."""
+        self.connection.write(lambda: self.ref(schedule.id).update({"lastRunAt": when, "lastJobId": job_id, "updatedAt": firestore.SERVER_TIMESTAMP}, retry=None), "write:schedule")
+
     def delete(self, schedule_id: str) -> None:
         """Delete a schedule."""
         self.connection.write(lambda: self.ref(schedule_id).delete(retry=None), "delete:schedule")
