@@ -98,6 +98,8 @@ def test_the_openapi_document_is_served_without_a_token(http: Client) -> None:
     assert set(doc["paths"]) == {
         "/v1/jobs", "/v1/jobs/{jobId}", "/v1/jobs/{jobId}/cancel", "/v1/jobs/{jobId}/retry",
         "/v1/schedules", "/v1/schedules/{scheduleId}", "/v1/schedules/{scheduleId}/enable", "/v1/schedules/{scheduleId}/disable",
+        "/v1/schedules/{scheduleId}/fire", "/v1/me", "/v1/overview", "/v1/jobs:count", "/v1/jobs:retryFailed", "/v1/queues",
+        "/v1/queues/{type}/pause", "/v1/queues/{type}/resume",
     }
     assert "process_notifications" in doc["components"]["schemas"]["CreateJobRequest"]["properties"]["type"]["enum"]
     assert doc["paths"]["/v1/jobs"]["post"]["responses"]["429"]["headers"]["Retry-After"]

@@ -68,12 +68,13 @@ NOW = datetime.now(UTC)
 def _listing_pages(s: Stores) -> None:
     s.jobs.ref("a").set({"type": "t", "status": "pending", "createdAt": NOW, "createdBy": "u", "orgId": "o"})
     s.jobs.ref("b").set({"type": "t", "status": "pending", "createdAt": "2025-01-01T00:00:00.000Z", "createdBy": "u", "orgId": "o"})
-    for scope in (Scope("createdBy", "u"), Scope("orgId", "o")):
+    for scope in (Scope("createdBy", "u"), Scope("orgId", "o"), Scope(None, None)):
         for status in (None, "pending"):
             for job_type in (None, "t"):
                 first = s.listing.page(scope, status=status, job_type=job_type, page_size=1)
                 assert first.next_token is not None
                 s.listing.page(scope, status=status, job_type=job_type, page_size=1, page_token=first.next_token)
+                s.listing.page(scope, status=status, job_type=job_type, page_size=1, created_after=datetime(2020, 1, 1, tzinfo=UTC), created_before=NOW)
 
 
 #: How the test calls each query method: "Class.method" -> a call with sample arguments.
@@ -84,13 +85,20 @@ CALLS: dict[str, Callable[[Stores], Any]] = {
     "JobStore.scan_pending": lambda s: [s.jobs.scan_pending(None, 5), s.jobs.scan_pending("m", 5)],
     "JobStore.expired": lambda s: s.jobs.expired(NOW, 5),
     "JobStore.expired_finished": lambda s: s.jobs.expired_finished(NOW, 5),
-    "JobStore.page": lambda s: [s.jobs.page(status="failed", job_type=None, after=None, limit=5), s.jobs.page(status="failed", job_type="t", after="m", limit=5)],
+    "JobStore.page": lambda s: [s.jobs.page(status="failed", job_type=t, after=a, limit=5, org_id=o) for t in (None, "t") for a in (None, "m") for o in (None, "o")],
     "JobStore.count_by_status": lambda s: s.jobs.count_by_status(),
     "JobStore.due_count": lambda s: s.jobs.due_count("t", NOW),
-    "JobStore.oldest_due": lambda s: s.jobs.oldest_due("t", NOW),
+    "JobStore.oldest_due": lambda s: [s.jobs.oldest_due("t", NOW), s.jobs.oldest_due("t", NOW, org_id="o")],
+    "JobStore.count_jobs": lambda s: [
+        s.jobs.count_jobs(status=status, job_type="t", org_id=org, **bound)
+        for org in (None, "o")
+        for status, bound in (("pending", {"scheduled_until": NOW}), ("pending", {"scheduled_after": NOW}), ("in_progress", {}), ("completed", {"completed_since": NOW}), ("failed", {"completed_since": NOW}))
+    ],
+    "JobStore.count_matching": lambda s: [s.jobs.count_matching(status="failed", job_type=t, org_id=o) for t in (None, "t") for o in (None, "o")],
+    "MinuteStats.since": lambda s: s.jobs.minute_stats.since(NOW),
     "JobStore.list_jobs": lambda s: [s.jobs.list_jobs(), s.jobs.list_jobs(status="pending"), s.jobs.list_jobs(job_type="t"), s.jobs.list_jobs(status="failed", job_type="t")],
     "JobListing.page": _listing_pages,
-    "ScheduleListing.page": lambda s: [s.schedule_listing.page(Scope("createdBy", "u"), page_size=1), s.schedule_listing.page(Scope("orgId", "o"))],
+    "ScheduleListing.page": lambda s: [s.schedule_listing.page(Scope("createdBy", "u"), page_size=1), s.schedule_listing.page(Scope("orgId", "o")), s.schedule_listing.page(Scope(None, None))],
     # scheduledJobs (jobs_lib/store/schedules.py)
     "ScheduleStore.due": lambda s: s.schedules.due(NOW, 5),
     "ScheduleStore.scan": lambda s: [s.schedules.scan(None, 5), s.schedules.scan("m", 5)],
@@ -237,7 +245,7 @@ def test_every_query_method_is_exercised(store: JobStore) -> None:
 
 def test_every_query_the_store_runs_has_its_index(store: JobStore, captured: list[Any]) -> None:
     s = stores(store)
-    classes = {"JobStore": JobStore, "JobListing": JobListing, "ScheduleListing": ScheduleListing, "ScheduleStore": type(s.schedules) if s.schedules is not None else None}
+    classes = {"JobStore": JobStore, "JobListing": JobListing, "ScheduleListing": ScheduleListing, "ScheduleStore": type(s.schedules) if s.schedules is not None else None, "MinuteStats": type(s.jobs.minute_stats)}
     for name, call in CALLS.items():
         owner, method = name.split(".")
         if hasattr(classes[owner], method):  # methods another branch removed or has not added yet are skipped

@@ -108,7 +108,7 @@ def listing_scope(caller: Caller, scope: str, noun: str, org_id: str | None = No
             return Scope("createdBy", created_by)
         return Scope(None, None)
     if org_id or created_by:
-        raise ApiError(400, "invalid query parameters", [FieldError(field="orgId" if org_id else "createdBy", reason="filters by owner need scope=all (operators)")])
+        raise ApiError(403, "filtering by orgId or createdBy needs scope=all, which needs the operator claim")
     if scope == "org":
         if not (caller.org_admin and caller.org_id):
             raise ApiError(403, f"listing an organisation's {noun} needs the orgAdmin claim")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -25,6 +26,9 @@ from pydantic import (
 
 from jobs_lib.job import Job, Status
 from jobs_lib.results import encodable
+
+#: The shape of an RFC 3339 date-time (pydantic then checks the values).
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})$")
 
 #: Largest metadata the API accepts, in bytes of JSON (a job document may hold 1 MiB in all).
 MAX_METADATA_BYTES = 64 * 1024
@@ -99,6 +103,14 @@ class ListJobsQuery(BaseModel):
     createdBy: str | None = Field(default=None, min_length=1, max_length=200, description="With scope=all: only this user's jobs.")
     createdAfter: AwareDatetime | None = Field(default=None, description="Only jobs created at or after this time (RFC 3339 with an offset).")
     createdBefore: AwareDatetime | None = Field(default=None, description="Only jobs created before this time (RFC 3339 with an offset).")
+
+    @field_validator("createdAfter", "createdBefore", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        # pydantic would read "0.5" as seconds since 1970; a query wants a date-time.
+        if value is not None and not (isinstance(value, str) and RFC3339.match(value)):
+            raise ValueError("must be an RFC 3339 date-time such as '2030-01-01T09:00:00Z'")
+        return value
 
 
 class Progress(BaseModel):

@@ -68,7 +68,11 @@ def _query_parameters() -> list[dict[str, Any]]:
         "type": {"type": "string", "minLength": 1, "maxLength": 100},
         "pageSize": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 20},
         "pageToken": {"type": "string", "maxLength": 2000},
-        "scope": {"type": "string", "enum": ["mine", "org"], "default": "mine"},
+        "scope": {"type": "string", "enum": ["mine", "org", "all"], "default": "mine"},
+        "orgId": {"type": "string", "minLength": 1, "maxLength": 200},
+        "createdBy": {"type": "string", "minLength": 1, "maxLength": 200},
+        "createdAfter": {"type": "string", "format": "date-time"},
+        "createdBefore": {"type": "string", "format": "date-time"},
     }
     assert set(schemas) == set(described), "ListJobsQuery and its OpenAPI parameters disagree"
     return [{"name": name, "in": "query", "required": False, "schema": schema, "description": described[name].description or ""} for name, schema in schemas.items()]
@@ -78,7 +82,7 @@ SCHEDULE_ID = {"name": "scheduleId", "in": "path", "required": True, "schema": {
 SCHEDULE_LIST_PARAMETERS = [
     {"name": "pageSize", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 20}},
     {"name": "pageToken", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 2000}, "description": "`nextPageToken` of the previous page; any other value answers 400."},
-    {"name": "scope", "in": "query", "required": False, "schema": {"type": "string", "enum": ["mine", "org"], "default": "mine"}},
+    {"name": "scope", "in": "query", "required": False, "schema": {"type": "string", "enum": ["mine", "org", "all"], "default": "mine"}},
 ]
 
 
@@ -105,6 +109,33 @@ def _schedule_paths() -> dict[str, Any]:
         "/v1/schedules/{scheduleId}/disable": {
             "post": _operation("disableSchedule", "Turn a schedule off", "schedules.update", one, ["401", "403", "404", "409", "503"], parameters=[SCHEDULE_ID]),
         },
+        "/v1/schedules/{scheduleId}/fire": {
+            "post": _operation("fireSchedule", "Run a schedule's job now (its next slot is unchanged)", "schedules.update", _object("The schedule, and `jobId` of the job it created."), ["401", "403", "404", "409", "503"], parameters=[SCHEDULE_ID]),
+        },
+    }
+
+
+def _object(description: str) -> dict[str, Any]:
+    return {"200": {"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}}
+
+
+def _query(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+def _operator_paths() -> dict[str, Any]:
+    """The console's endpoints (jobs_lib.api.operations)."""
+    status = {"type": "string", "enum": [s.value for s in Status]}
+    text = {"type": "string", "minLength": 1, "maxLength": 200}
+    job_type = {"name": "type", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}, "description": "A registered job type."}
+    return {
+        "/v1/me": {"get": _operation("me", "Who the caller is and what they may do", "any", _object("The caller's uid, org, roles and permissions."), ["401", "503"])},
+        "/v1/overview": {"get": _operation("overview", "Per-type queue figures and completions per minute (operators; org admins: their org)", "jobs.view", _object("The figures, and the reads they cost."), ["400", "401", "403", "503"], parameters=[_query("orgId", text, "Operators: one organisation's figures.")])},
+        "/v1/jobs:count": {"get": _operation("countJobs", "How many jobs match (a count aggregation)", "jobs.view", _object("`count`."), ["400", "401", "403", "503"], parameters=[_query("status", status, "The state to count.", required=True), _query("type", {**text, "maxLength": 100}, "Only this type."), _query("orgId", text, "Only this organisation's.")])},
+        "/v1/jobs:retryFailed": {"post": _operation("retryFailed", "Retry every failed job matching a filter (operators)", "jobs.retry", _object("`retried`, `expected`, and the first 100 `ids`."), ["400", "401", "403", "503"], requestBody={"required": True, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": False, "properties": {"type": {**text, "maxLength": 100}, "orgId": text, "expected": {"type": "integer", "minimum": 0}}}}}})},
+        "/v1/queues": {"get": _operation("listQueues", "Job types, paused or not", "jobs.view", _object("`queues` and `pausedTypes`."), ["401", "403", "503"])},
+        "/v1/queues/{type}/pause": {"post": _operation("pauseQueue", "Stop starting jobs of a type (operators)", "queues.manage", _object("The paused types now."), ["401", "403", "404", "503"], parameters=[job_type])},
+        "/v1/queues/{type}/resume": {"post": _operation("resumeQueue", "Start jobs of a type again (operators)", "queues.manage", _object("The paused types now."), ["401", "403", "404", "503"], parameters=[job_type])},
     }
 
 
@@ -166,6 +197,7 @@ def openapi_document(job_types: Iterable[str] | None = None) -> dict[str, Any]:
                 ),
             },
             **_schedule_paths(),
+            **_operator_paths(),
         },
         "components": {
             "schemas": components,
