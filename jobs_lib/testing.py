@@ -22,6 +22,7 @@ import asyncio
 import logging
 import traceback
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -162,6 +163,17 @@ def run_handler(
     return run
 
 
+def _run_async(coroutine: Any) -> Any:
+    """Run a coroutine to its end here, or on a thread of its own when this thread already runs an
+    event loop (pytest-asyncio, Playwright's sync API): `asyncio.run` refuses a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def _attempt(spec: HandlerSpec, job: Job, control: _TestRun, run: HandlerRun) -> Outcome | None:
     now = datetime.now(UTC)
 
@@ -174,7 +186,7 @@ def _attempt(spec: HandlerSpec, job: Job, control: _TestRun, run: HandlerRun) ->
         return end(Ending.INVALID_INPUT, error=str(exc))
     context: JobContext[Any] = JobContext(control, value)
     try:
-        result = asyncio.run(spec.fn(context)) if spec.is_async else spec.fn(context)
+        result = _run_async(spec.fn(context)) if spec.is_async else spec.fn(context)
     except JobCancelled as exc:
         run.error = exc
         return end(Ending.CANCELLED)

@@ -32,9 +32,9 @@ SCREENSHOTS = ROOT / "docs"
 AUTH_EMULATOR = "127.0.0.1:9099"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session (Debian's `chromium`; Playwright downloads nothing)."""
+    """One headless Chromium for these tests (Debian's `chromium`; Playwright downloads nothing)."""
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
         pytest.fail("the console tests need a Chromium: apt-get install -y chromium (scripts/bootstrap does)", pytrace=False)

@@ -69,7 +69,7 @@ def test_every_attempt_end_gets_exactly_the_outcome_the_rules_give(end: AttemptE
 
 def test_the_messages_a_person_reads() -> None:
     base = {"now": NOW, "expire_at": NOW, "backoff": Backoff.fixed(10)}
-    assert decide(AttemptEnd(Ending.RAISED, 3, 3, error="ValueError: bad", **base)) == Failed("ValueError: bad (attempt 3 of 3, no attempts left)", {"attempt": 3}, NOW)  # type: ignore[arg-type]
+    assert decide(AttemptEnd(Ending.RAISED, 3, 3, error="ValueError: bad", **base)) == Failed("ValueError: bad (attempt 3 of 3, no attempts left)", {"attempt": 3}, NOW, exhausted=True)  # type: ignore[arg-type]
     assert decide(AttemptEnd(Ending.RAISED, 1, 3, error="ValueError: bad", **base)) == Retry("ValueError: bad", {"attempt": 1}, NOW + timedelta(seconds=10))  # type: ignore[arg-type]
     timed_out = decide(AttemptEnd(Ending.TIMED_OUT, 1, 1, timeout=5, **base))  # type: ignore[arg-type]
     assert isinstance(timed_out, Failed) and timed_out.error == "the handler did not finish within its timeout of 5s (attempt 1 of 1, no attempts left)"

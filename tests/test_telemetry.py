@@ -259,7 +259,14 @@ def test_health_probes_flip_when_firestore_goes_away(spawn_worker: Callable[...,
         wait_for(lambda: get(f"http://127.0.0.1:{port}/readyz")[0] == 200 if _listening(port) else False, 30, 0.2, "the worker to be ready")
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
         own.stop()
-        _status, body = wait_for(lambda: (r := get(f"http://127.0.0.1:{port}/readyz"))[0] == 503 and r, 40, 0.5, "readiness to fail once the emulator is gone")
+        assert own.process.poll() is not None  # the emulator is gone
+        seen: list[Any] = []
+
+        def not_ready() -> Any:
+            seen.append(get(f"http://127.0.0.1:{port}/readyz"))
+            return seen[-1][0] == 503 and seen[-1]
+
+        _status, body = wait_for(not_ready, 40, 0.5, f"readiness to fail once the emulator is gone (last answers: {seen[-3:]}, worker log: {worker.log_path.read_text(errors='replace')[-1500:]})")
         assert body["ok"] is False and body["firestoreAnsweredSecondsAgo"] > body["limitSeconds"]
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200  # the process itself is fine: no restart
         assert get(f"http://127.0.0.1:{port}/nope")[0] == 404

@@ -116,7 +116,7 @@ class Connection:
         self._db_lock = threading.Lock()
         self.clock = clock or ServerClock()
         self.stats = OpStats()
-        #: time.monotonic() of the last call Firestore answered (what a readiness probe looks at).
+        #: time.monotonic() of the last call Firestore answered successfully (what a readiness probe looks at).
         self.last_answer: float | None = None
 
     @property
@@ -158,7 +158,6 @@ class Connection:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
             except gexc.GoogleAPIError as exc:
-                self.last_answer = time.monotonic()  # refused, but answered
                 raise translate(exc) from exc
             self.last_answer = time.monotonic()
             return result
