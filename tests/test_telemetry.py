@@ -266,7 +266,11 @@ def test_health_probes_flip_when_firestore_goes_away(spawn_worker: Callable[...,
             seen.append(get(f"http://127.0.0.1:{port}/readyz"))
             return seen[-1][0] == 503 and seen[-1]
 
-        _status, body = wait_for(not_ready, 40, 0.5, f"readiness to fail once the emulator is gone (last answers: {seen[-3:]}, worker log: {worker.log_path.read_text(errors='replace')[-1500:]})")
+        class Diagnosis:  # formatted only if the wait fails: what the probe said, what the worker logged
+            def __str__(self) -> str:
+                return f"readiness to fail once the emulator is gone (last answers: {seen[-3:]}; worker log: {worker.log_path.read_text(errors='replace')[-1500:]})"
+
+        _status, body = wait_for(not_ready, 40, 0.5, Diagnosis())  # type: ignore[arg-type]
         assert body["ok"] is False and body["firestoreAnsweredSecondsAgo"] > body["limitSeconds"]
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200  # the process itself is fine: no restart
         assert get(f"http://127.0.0.1:{port}/nope")[0] == 404
