@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import random
 import shutil
 import statistics
 import sys
@@ -144,12 +145,18 @@ def completion_latency(samples: int) -> dict[str, Any]:
             page.goto(server.url)
             page.get_by_role("button", name="Sign in as dev operator").click()
             page.wait_for_selector("#who:has-text('dev-operator')")
+            rng = random.Random(3)
             for _ in range(samples):
-                job = app.client.enqueue("sleepy", {"seconds": 1.0})
+                # Random run times, so completions fall anywhere within the page's polling period.
+                job = app.client.enqueue("sleepy", {"seconds": rng.uniform(0.5, 2.5)})
                 page.goto(f"{server.url}#/jobs/{job.id}")
                 page.wait_for_selector("#job .status[data-status='in_progress'], #job .status[data-status='pending']", timeout=20_000)
-                page.wait_for_selector("#job .status[data-status='completed']", timeout=20_000)
-                shown = page.evaluate("Date.now()") / 1000
+                # The moment the page shows it, noted by the page itself.
+                page.evaluate("""() => { window.__shownAt = null; new MutationObserver((_, observer) => {
+                    if (document.querySelector("#job .status[data-status='completed']")) { window.__shownAt = Date.now(); observer.disconnect(); }
+                }).observe(document.querySelector('#main'), {subtree: true, childList: true}); }""")
+                page.wait_for_function("window.__shownAt !== null", timeout=20_000)
+                shown = page.evaluate("window.__shownAt") / 1000
                 done = app.client.get(job.id).completed_at
                 assert done is not None
                 latencies.append(shown - done.timestamp())

@@ -291,7 +291,8 @@ def dev(
         if stack.console is not None:
             from jobs_lib.console import DEV_USERS
 
-            console.print(f"  console           {stack.console.url}  (sign in as: {', '.join(u['label'] for u in DEV_USERS)})", highlight=False)
+            how = f"Firebase Auth emulator at {stack.auth.host}, password dev-password" if stack.auth else "emulator tokens"
+            console.print(f"  console           {stack.console.url}  (sign in as: {', '.join(u['label'] for u in DEV_USERS)}; {how})", highlight=False)
         console.print("Try: jobs enqueue process_notifications --metadata '{\"targetUsers\": [\"u1\"]}'   (Ctrl-C stops everything)")
         try:
             while not stopping.wait(0.5):

@@ -23,7 +23,7 @@ def run_demo(console: Console, *, jobs: int = 20, stay: bool = False) -> int:
     """Run the demo; returns the exit code (0 when every job ended as expected). With `stay`, the
     stack and its console stay up after the results until Ctrl-C."""
     console.print("[bold]Starting the local stack[/bold]: Firestore emulator, functions (functions-framework), scheduler ticks, console ...")
-    with DevStack(tick_interval=2.0, console_port=0) as stack:
+    with DevStack(tick_interval=2.0, console_port=0, auth_emulator=False) as stack:
         assert stack.emulator is not None
         console.print(f"  emulator {stack.emulator.address}; functions: {', '.join(stack.hosts)}; logs in {stack.log_dir}")
         if stack.console is not None:

@@ -150,6 +150,7 @@ class DevStack:
         env: dict[str, str] | None = None,
         duplicate_events: bool = False,
         console_port: int | None = None,
+        auth_emulator: bool = True,
     ) -> None:
         """With `console_port` (0: any free port) the operators' console is served beside the stack,
         signing people in as ready-made dev users with emulator tokens."""
@@ -171,6 +172,9 @@ class DevStack:
         self._ticker: threading.Thread | None = None
         self._exported = contextlib.ExitStack()
         self.console_port = console_port
+        #: Start firebase-tools' Auth emulator for the console when it is installed.
+        self.auth_emulator_wanted = auth_emulator
+        self.auth: Any = None
         self.console: Any = None
         self.console_app: Any = None
 
@@ -278,13 +282,26 @@ class DevStack:
         return self
 
     def start_console(self) -> None:
-        """Serve the console and the REST API from this process, on the stack's emulator."""
+        """Serve the console and the REST API from this process, on the stack's emulator.
+
+        With firebase-tools installed, its Auth emulator runs beside the stack with the dev users
+        in it, and the console signs in through the Firebase JS SDK; otherwise with emulator tokens.
+        """
+        from jobs_lib import auth_emulator
         from jobs_lib.app import App
+        from jobs_lib.console import create_dev_users
         from jobs_lib.console.server import ConsoleServer
 
-        auth_host = "127.0.0.1:9099"  # no Auth emulator runs: firebase-admin accepts unsigned emulator tokens
-        self._exported.enter_context(exported(FIREBASE_AUTH_EMULATOR_HOST=auth_host))
-        settings = Settings(project=self.project, handlers=tuple(m for m in self.handlers.split(",") if m), console_auth="emulator-tokens", auth_emulator_host=auth_host)
+        handlers = tuple(m for m in self.handlers.split(",") if m)
+        if auth_emulator.find_firebase() is not None and self.auth_emulator_wanted:
+            self.auth = auth_emulator.start(self.project)
+            create_dev_users(self.auth)
+            settings = Settings(project=self.project, handlers=handlers, console_auth="firebase", firebase_api_key="demo-api-key", auth_emulator_host=self.auth.host)
+        else:
+            auth_host = "127.0.0.1:9099"  # no Auth emulator runs: firebase-admin accepts unsigned emulator tokens
+            settings = Settings(project=self.project, handlers=handlers, console_auth="emulator-tokens", auth_emulator_host=auth_host)
+        assert settings.auth_emulator_host is not None
+        self._exported.enter_context(exported(FIREBASE_AUTH_EMULATOR_HOST=settings.auth_emulator_host))
         self.console_app = App(settings)
         self.console = ConsoleServer(self.console_app.api(), port=self.console_port or 0).start()
 
@@ -297,6 +314,9 @@ class DevStack:
         if self.console_app is not None:
             self.console_app.close()
             self.console_app = None
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
         for host in self.hosts.values():
             host.stop()
         if self.dispatcher is not None:

@@ -303,3 +303,56 @@ def test_screenshots_of_the_overview_and_of_a_job_with_live_progress(page: Any, 
     page.wait_for_selector("#chart svg")
     page.screenshot(path=str(SCREENSHOTS / "console-overview.png"), full_page=True)
     assert Path(SCREENSHOTS / "console-overview.png").stat().st_size > 10_000
+
+
+# -- the Firebase JS SDK's own sign-in, against firebase-tools' Auth emulator ---------------------
+
+
+@pytest.fixture(scope="module")
+def auth_emulator() -> Iterator[Any]:
+    """firebase-tools' Auth emulator with the dev users in it (scripts/bootstrap installs firebase-tools)."""
+    from jobs_lib import auth_emulator as auth_mod
+    from jobs_lib.console import create_dev_users
+    from jobs_lib.errors import EmulatorUnavailable
+
+    from .conftest import PROJECT
+
+    try:
+        emulator = auth_mod.start(PROJECT)
+    except EmulatorUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    create_dev_users(emulator)
+    yield emulator
+    emulator.stop()
+
+
+def test_operators_sign_in_with_the_firebase_js_sdk_on_the_auth_emulator(page: Any, auth_emulator: Any, settings: Settings, registry: HandlerRegistry, monkeypatch: pytest.MonkeyPatch, client: JobsClient) -> None:
+    monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", auth_emulator.host)  # firebase-admin verifies the emulator's tokens
+    app = App(settings.with_(console_auth="firebase", firebase_api_key="demo-api-key", auth_emulator_host=auth_emulator.host), registry=registry)
+    served = Console(app)
+    try:
+        assert f"http://{auth_emulator.host}" in page.request.get(served.url).headers["content-security-policy"]
+        page.goto(served.url)
+        page.wait_for_selector("#signin input[type=email]")
+        page.get_by_role("button", name="Sign in as dev viewer").click()  # fills the form; the SDK signs in
+        page.wait_for_selector("#who:has-text('dev-viewer (viewer)')", timeout=20_000)
+        page.wait_for_selector("tr[data-type='process_notifications']")  # the API took the emulator's ID token, claims and all
+        assert page.locator("button[data-action='pause']").count() == 0
+        page.click("#signout")
+        page.wait_for_selector("#signin input[type=email]")
+        page.fill("#signin input[type=email]", "dev-operator@example.com")
+        page.fill("#signin input[type=password]", "wrong password")
+        page.click("#signin button[type=submit]")
+        page.wait_for_selector("#signin-message")
+        assert "Sign-in failed" in page.inner_text("#signin-message")
+        page.get_by_role("button", name="Sign in as dev operator").click()
+        page.wait_for_selector("#who:has-text('dev-operator (operator)')", timeout=20_000)
+        page.wait_for_selector("tr[data-type='process_notifications'] button[data-action='pause']")
+        job = client.enqueue("process_notifications", {"targetUsers": ["sdk"]})
+        page.goto(served.url + f"#/jobs/{job.id}")
+        page.wait_for_selector("#job .status[data-status='pending']")
+        page.click("button[data-action='cancel']")
+        page.wait_for_selector("#job .status[data-status='cancelled']", timeout=10_000)
+    finally:
+        served.stop()
+        app.close()

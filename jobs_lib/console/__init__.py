@@ -36,6 +36,21 @@ DEV_USERS: tuple[dict[str, Any], ...] = (
 )
 
 
+#: The password of the dev users created in the Auth emulator (emulators only).
+DEV_PASSWORD = "dev-password"
+
+
+def dev_email(uid: str) -> str:
+    """The sign-in email of a dev user in the Auth emulator."""
+    return f"{uid}@example.com"
+
+
+def create_dev_users(emulator: Any) -> None:
+    """Create the ready-made users, with their claims, in a running `jobs_lib.auth_emulator.AuthEmulator`."""
+    for user in DEV_USERS:
+        emulator.create_user(user["uid"], dev_email(user["uid"]), DEV_PASSWORD, user["claims"])
+
+
 def content_security_policy(settings: Settings) -> str:
     """Scripts, styles and images from the console only; API calls to itself and to Firebase Auth."""
     connect = ["'self'", "https://identitytoolkit.googleapis.com", "https://securetoken.googleapis.com"]
@@ -116,8 +131,8 @@ class ConsoleRoutes:
             }
             if settings.auth_emulator_host:
                 body["authEmulator"] = f"http://{settings.auth_emulator_host}"
-                body["devUsers"] = [{"label": u["label"], "email": f"{u['uid']}@example.com", "password": "dev-password"} for u in DEV_USERS]
+                body["devUsers"] = [{"label": u["label"], "email": dev_email(u["uid"]), "password": DEV_PASSWORD} for u in DEV_USERS]
         return self.secured(Response(json.dumps(body), mimetype="application/json"))
 
 
-__all__ = ["DEV_USERS", "ConsoleRoutes", "content_security_policy"]
+__all__ = ["DEV_PASSWORD", "DEV_USERS", "ConsoleRoutes", "content_security_policy", "create_dev_users", "dev_email"]

@@ -5,14 +5,21 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+
+class _Quiet(WSGIRequestHandler):
+    """No access log on stderr: the API writes its own structured lines (audit, errors)."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
 
 class ConsoleServer:
     """A threaded WSGI server for an app's `JobsApi` (``/v1/...`` and ``/console/``) on a daemon thread."""
 
     def __init__(self, wsgi_app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.server = make_server(host, port, wsgi_app, threaded=True)
+        self.server = make_server(host, port, wsgi_app, threaded=True, request_handler=_Quiet)
         self.host = host
         self.port = int(self.server.server_port)
         self._thread = threading.Thread(target=self.server.serve_forever, name="jobs-console", daemon=True)
