@@ -155,8 +155,8 @@ def completion_latency(samples: int) -> dict[str, Any]:
                 page.evaluate("""() => { window.__shownAt = null; new MutationObserver((_, observer) => {
                     if (document.querySelector("#job .status[data-status='completed']")) { window.__shownAt = Date.now(); observer.disconnect(); }
                 }).observe(document.querySelector('#main'), {subtree: true, childList: true}); }""")
-                page.wait_for_function("window.__shownAt !== null", timeout=20_000)
-                shown = page.evaluate("window.__shownAt") / 1000
+                page.wait_for_function("() => window.__shownAt !== null", timeout=20_000)
+                shown = page.evaluate("() => window.__shownAt") / 1000
                 done = app.client.get(job.id).completed_at
                 assert done is not None
                 latencies.append(shown - done.timestamp())

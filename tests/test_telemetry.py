@@ -122,14 +122,8 @@ def test_the_queue_gauges_count_due_jobs_and_the_oldest_wait(client: JobsClient,
 
 
 def gauge_points(reader: InMemoryMetricReader) -> dict[tuple[str, str], float]:
-    out = {}
-    data = reader.get_metrics_data()
-    for resource in data.resource_metrics if data else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                for point in metric.data.data_points:
-                    out[(metric.name, str(point.attributes.get("type")))] = getattr(point, "value", getattr(point, "count", 0))
-    return out
+    """The metrics read so far by (name, type)."""
+    return {(name, dict(labels).get("type", "")): value for (name, labels), value in metric_points(reader).items()}
 
 
 def metric_points(reader: InMemoryMetricReader) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
