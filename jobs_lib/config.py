@@ -47,6 +47,7 @@ class Settings:
     timestamps: Literal["timestamp", "iso"] = _setting("timestamp", "JOBS_TIMESTAMPS", "how the runner writes times", "`timestamp` or `iso`")
     handlers: tuple[str, ...] = _setting((), "JOBS_HANDLERS", "modules that register handlers, imported at start", "comma-separated module paths")
     log_level: str = _setting("INFO", "JOBS_LOG_LEVEL", "level of the JSON log lines", "DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    orphan_seconds: float = _setting(300.0, "JOBS_ORPHAN_SECONDS", "how long a job marked in_progress without a lease of ours (an app's own write) may sit untouched before it counts as orphaned and is recovered", "seconds, 1 to 86400")
     tick_budget: float = _setting(50.0, "JOBS_TICK_BUDGET", "seconds a scheduler tick keeps claiming jobs", "seconds, 1 to 3600")
     function_timeout: float = _setting(540.0, "JOBS_FUNCTION_TIMEOUT", "timeout of the deployed tick function (jobs it claims must fit)", "seconds, 60 to 3600")
     tick_concurrency: int = _setting(10, "JOBS_TICK_CONCURRENCY", "jobs a tick runs at once", "an integer, 1 to 1000")
@@ -166,6 +167,7 @@ def _cron(raw: str) -> str | None:
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "lease_seconds": _number,
+    "orphan_seconds": _number,
     "tick_budget": _number,
     "function_timeout": _number,
     "api_create_window": _number,
@@ -218,6 +220,7 @@ _CHECKS: dict[str, Callable[[Any], str]] = {
     "collection": _nonempty,
     "schedules_collection": _nonempty,
     "lease_seconds": _between(1, 600),
+    "orphan_seconds": _between(1, 86400),
     "timestamps": lambda v: "" if v in ("timestamp", "iso") else "not one of the choices",
     "handlers": lambda v: "" if isinstance(v, tuple) and all(isinstance(m, str) and m for m in v) else "wrong type",
     "log_level": lambda v: "" if v in LOG_LEVELS else "not one of the choices",

@@ -90,7 +90,8 @@ class Discovery:
         self._backlog = False
         start = time.monotonic()
         later = 0.0 if eager else STAGGER
-        self._next = {"expired": start, "strings": start + later, "scan": start + 2 * later, "priority": start}
+        self._next = {"expired": start, "strings": start + later, "scan": start + 2 * later, "priority": start, "odd": start + 3 * later, "running": start + 3 * later}
+        self._running_after: str | None = None
         self._joined = eager  # burst runs (the tick) never join a fleet's slices at start
 
     def _due(self, lane: str, interval: float) -> bool:
@@ -112,6 +113,11 @@ class Discovery:
             found += self.store.due_strings(now, limit)
         if self.scan_interval > 0 and self._due("scan", self._scan_every):
             found += self._scan()
+        if self.scan_interval > 0 and self._due("odd", self.scan_interval):
+            # Statuses that are none of ours (the runner fails them, naming the value), and null.
+            found += self.store.odd_statuses(self.scan_page)
+        if self.scan_interval > 0 and self._due("running", self.scan_interval):
+            found += self._orphans()
         main = self._main_lane(now, limit)
         if self._backlog and (time.monotonic() < self._priorities_seen_until or self._due("priority", slow)):
             # While priorities are in use, look for them every poll; otherwise now and then.
@@ -145,6 +151,12 @@ class Discovery:
                 main += more
                 self._backlog = True
         return main
+
+    def _orphans(self) -> list[Job]:
+        """Running jobs without a lease of ours (an app marked them in_progress itself), page by page."""
+        page = self.store.running_page(self._running_after, self.scan_page)
+        self._running_after = page[-1].id if len(page) >= self.scan_page else None
+        return [job for job in page if not job.leased_by_a_runner]
 
     def _scan(self) -> list[Job]:
         page = self.store.scan_pending(self._scan_after, self.scan_page)

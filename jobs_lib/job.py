@@ -128,7 +128,7 @@ class Job:
             except ValueError:
                 status = None
                 problems.append(
-                    f"status {raw_status!r} is not one of {', '.join(s.value for s in Status)}; "
+                    f"status {describe_value(raw_status)} is not one of {', '.join(s.value for s in Status)}; "
                     "create jobs with status 'pending' or without a status"
                 )
 
@@ -184,6 +184,11 @@ class Job:
         """True when the job may start: no ``scheduledFor`` or one not after ``now``."""
         return self.scheduled_for is None or self.scheduled_for <= now
 
+    @property
+    def leased_by_a_runner(self) -> bool:
+        """True when the lease has the shape jobs_lib writes: a holder, a token and an expiry time."""
+        return self.lease is not None and bool(self.lease.token) and bool(self.lease.holder) and self.lease.expires_at is not None
+
     def lease_expired(self, now: datetime) -> bool:
         """True for a running job whose lease has lapsed (or that never had one)."""
         expires = self.lease.expires_at if self.lease else None
@@ -200,6 +205,27 @@ class Job:
         return self.status in (Status.FAILED, Status.CANCELLED)
 
 
+def describe_value(value: Any, limit: int = 120) -> str:
+    """A field's value as a person reads it in an error: strings quoted, other kinds named."""
+    if isinstance(value, str):
+        text = repr(value)
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, datetime):
+        text = f"(a timestamp, {value.isoformat()})"
+    elif isinstance(value, int | float):
+        text = f"({value!r}, a number)"
+    elif isinstance(value, dict):
+        text = f"(a map with keys {', '.join(sorted(map(str, value)))[:60]})" if value else "(an empty map)"
+    elif isinstance(value, list | tuple):
+        text = f"(an array of {len(value)})"
+    elif isinstance(value, bytes):
+        text = f"({len(value)} bytes)"
+    else:
+        text = f"(a {type(value).__name__})"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _quiet_time(value: Any) -> datetime | None:
     """Runner-written times: unreadable ones are treated as absent, not as poison."""
     try:
@@ -212,4 +238,4 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-__all__ = ["FINISHED", "Job", "Lease", "Status"]
+__all__ = ["FINISHED", "Job", "Lease", "Status", "describe_value"]

@@ -140,18 +140,26 @@ class Engine:
         if job.status in FINISHED:
             return Triage(Verdict.SKIP, f"already {job.status.value}")
         if job.status is Status.IN_PROGRESS:
-            if not job.lease_expired(now):
+            orphan = not job.leased_by_a_runner
+            if orphan:
+                # Marked in_progress by someone else (an app's own write, seeds/000) or with a lease
+                # not in our shape: give its owner `orphan_seconds` from its last change, then recover it.
+                untouched = (now - job.version).total_seconds() if job.version else None
+                if untouched is not None and untouched < self.store.settings.orphan_seconds:
+                    return Triage(Verdict.SKIP, f"in_progress without a lease of ours for {untouched:.0f}s; orphaned after {self.store.settings.orphan_seconds:g}s")
+            elif not job.lease_expired(now):
                 return Triage(Verdict.SKIP, "running elsewhere")
             if job.cancel_requested:
                 return Triage(Verdict.CANCEL, "cancelled at the owner's request")
             limit = self.max_attempts(job)
             if job.attempts >= limit:
-                return Triage(
-                    Verdict.FAIL,
-                    f"attempt {job.attempts} of {limit} never finished: the worker running it "
-                    "stopped (crashed, was killed or lost its connection) and its lease expired",
+                why = (
+                    f"it was marked in_progress without a lease of jobs_lib's and left untouched for over {self.store.settings.orphan_seconds:g}s (an orphan)"
+                    if orphan
+                    else "the worker running it stopped (crashed, was killed or lost its connection) and its lease expired"
                 )
-            return self._fits(job, max_timeout) or Triage(Verdict.RUN, "lease expired")
+                return Triage(Verdict.FAIL, f"attempt {job.attempts} of {limit} never finished: {why}")
+            return self._fits(job, max_timeout) or Triage(Verdict.RUN, "orphaned" if orphan else "lease expired")
         if job.cancel_requested:
             return Triage(Verdict.CANCEL, "cancelled at the owner's request before it started")
         if job.problems:

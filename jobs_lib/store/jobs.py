@@ -175,6 +175,24 @@ class JobStore(StorePart):
         )
         return self.run_query(query, "expired")
 
+    def odd_statuses(self, limit: int) -> list[Job]:
+        """Documents whose ``status`` is none of ours (a number, a map, ``"done"``) or null.
+
+        ``not-in`` reads the ``status`` index outside our five values and ``== null`` one value of
+        it, so the cost is that of the odd documents found, not of the collection.
+        """
+        ours = [s.value for s in Status]
+        odd = self.run_query(self.collection.where(filter=FieldFilter("status", "not-in", ours)).limit(limit), "odd_statuses")
+        nulls = self.run_query(self.collection.where(filter=FieldFilter("status", "==", None)).limit(limit), "null_statuses")
+        return odd + nulls
+
+    def running_page(self, after: str | None, limit: int) -> list[Job]:
+        """A page of the running jobs in id order, after `after` (the set is as small as the work in flight)."""
+        query = self.collection.where(filter=FieldFilter("status", "==", Status.IN_PROGRESS.value)).order_by("__name__")
+        if after:
+            query = query.start_after({"__name__": self.ref(after)})
+        return self.run_query(query.limit(limit), "running_page")
+
     def expired_finished(self, now: datetime, limit: int) -> list[str]:
         """Ids of finished jobs whose ``expireAt`` has passed (for the cleanup where no TTL policy runs)."""
         query = self.collection.where(filter=FieldFilter("expireAt", "<=", now)).order_by("expireAt").limit(limit)
