@@ -45,6 +45,10 @@ KNOWN_FIELDS = frozenset(
 )
 
 
+#: Larger attempt counts are nonsense (and one more would not fit Firestore's 64-bit integers).
+MAX_ATTEMPTS_FIELD = 1_000_000
+
+
 @dataclass(frozen=True)
 class Lease:
     """Who holds a running job and until when; `token` fences later writes."""
@@ -138,6 +142,10 @@ class Job:
         if not isinstance(metadata, dict):
             problems.append(f"metadata must be a map of input parameters, got {type(metadata).__name__} {metadata!r}"[:300])
 
+        attempts = int_field("attempts", 0) or 0
+        if not 0 <= attempts <= MAX_ATTEMPTS_FIELD:
+            problems.append(f"attempts must be between 0 and {MAX_ATTEMPTS_FIELD}, got {attempts}")
+            attempts = 0
         max_attempts = int_field("maxAttempts", None)
         if max_attempts is not None and max_attempts < 1:
             problems.append(f"maxAttempts must be at least 1, got {max_attempts}")
@@ -163,7 +171,7 @@ class Job:
             scheduled_for=time_field("scheduledFor"),
             priority=int_field("priority", 0) or 0,
             max_attempts=max_attempts,
-            attempts=int_field("attempts", 0) or 0,
+            attempts=attempts,
             org_id=_str_or_none(data.get("orgId")),
             created_by=_str_or_none(data.get("createdBy")),
             cancel_requested=data.get("cancelRequested") is True,

@@ -45,6 +45,8 @@ log = logging.getLogger("jobs_lib.runner")
 
 #: Progress is written at most this often per job (a document takes about one write a second).
 PROGRESS_INTERVAL = 1.0
+#: No lease the runner writes runs longer than this past its write (Settings.lease_seconds is at most 600).
+MAX_LEASE_SECONDS = 660.0
 #: The paused types are read again this often.
 PAUSED_REFRESH = 5.0
 
@@ -140,7 +142,9 @@ class Engine:
         if job.status in FINISHED:
             return Triage(Verdict.SKIP, f"already {job.status.value}")
         if job.status is Status.IN_PROGRESS:
-            orphan = not job.leased_by_a_runner
+            # A lease jobs_lib wrote lasts at most 600 s from its write; one that claims longer is not ours.
+            bogus = job.lease is not None and job.lease.expires_at is not None and job.version is not None and (job.lease.expires_at - job.version).total_seconds() > MAX_LEASE_SECONDS
+            orphan = bogus or not job.leased_by_a_runner
             if orphan:
                 # Marked in_progress by someone else (an app's own write, seeds/000) or with a lease
                 # not in our shape: give its owner `orphan_seconds` from its last change, then recover it.
@@ -159,6 +163,10 @@ class Engine:
                     else "the worker running it stopped (crashed, was killed or lost its connection) and its lease expired"
                 )
                 return Triage(Verdict.FAIL, f"attempt {job.attempts} of {limit} never finished: {why}")
+            # Recovering it means running it: it must be runnable like any pending job.
+            unrunnable = self._unrunnable(job)
+            if unrunnable is not None:
+                return unrunnable
             return self._fits(job, max_timeout) or Triage(Verdict.RUN, "orphaned" if orphan else "lease expired")
         if job.cancel_requested:
             return Triage(Verdict.CANCEL, "cancelled at the owner's request before it started")
@@ -166,6 +174,12 @@ class Engine:
             return Triage(Verdict.FAIL, "; ".join(job.problems))
         if not job.is_due(now):
             return Triage(Verdict.SKIP, "not due yet")
+        return self._unrunnable(job) or self._fits(job, max_timeout) or Triage(Verdict.RUN)
+
+    def _unrunnable(self, job: Job) -> Triage | None:
+        """A FAIL when the document cannot run here at all (unreadable fields, no handler), else None."""
+        if job.problems:
+            return Triage(Verdict.FAIL, "; ".join(job.problems))
         if self.spec_for(job) is None:
             known = ", ".join(self.registry.types()) or "none"
             return Triage(
@@ -173,7 +187,7 @@ class Engine:
                 f"no handler is registered for job type {job.type!r} (registered: {known}); "
                 "load the module that defines it with --handlers or JOBS_HANDLERS",
             )
-        return self._fits(job, max_timeout) or Triage(Verdict.RUN)
+        return None
 
     def _fits(self, job: Job, max_timeout: float | None) -> Triage | None:
         """A SKIP when this runtime or the time left cannot hold the job's handler, else None."""
