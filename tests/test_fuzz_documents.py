@@ -12,6 +12,7 @@ the same with as many documents as you like.
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import threading
@@ -46,8 +47,8 @@ from jobs_lib.worker import Worker
 from .conftest import PROJECT, ROOT
 
 MAIN = str(ROOT / "functions" / "main.py")
-#: Documents in the test command (the long run: python -m bench.fuzz --documents 20000).
-COUNT = 700
+#: Documents in the test command; `python -m bench.fuzz --documents 20000` sets JOBS_FUZZ_DOCUMENTS.
+COUNT = int(os.environ.get("JOBS_FUZZ_DOCUMENTS", "700"))
 
 
 @pytest.fixture
@@ -118,7 +119,7 @@ def test_fuzzed_documents_all_end_somewhere_a_person_can_see(store: JobStore, ru
     one()
     result.updated_while_running = mutator.stop()
     result.written = len(written)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 90 + COUNT / 100
     while settled(store, written, result) and time.monotonic() < deadline:
         time.sleep(0.5)
     figures = result.as_dict()
@@ -129,7 +130,7 @@ def test_fuzzed_documents_all_end_somewhere_a_person_can_see(store: JobStore, ru
     assert result.function_errors == 0 and not result.failed_without_reason and not result.unsettled, figures
     assert result.completed > 50 and result.failed_with_reason > 50, figures  # both kinds really ran
     good_jobs = [store.get(job_id) for job_id in good]
-    assert len(good_jobs) >= 80 and all(j is not None and j.status is Status.COMPLETED for j in good_jobs)
+    assert len(good_jobs) >= COUNT // 10 and all(j is not None and j.status is Status.COMPLETED for j in good_jobs)
     delays = sorted((j.started_at - j.created_at).total_seconds() for j in good_jobs if j and j.started_at and j.created_at)
     print(f"good jobs beside them: {len(delays)}, create->start p50 {delays[len(delays) // 2]:.3f}s, max {delays[-1]:.3f}s")
     assert worker.running_count() == 0 and worker.last_loop is not None  # the worker is up and idle
