@@ -349,3 +349,22 @@ def test_traces_need_no_sdk_and_cost_nothing_without_one(client: JobsClient, sto
     job = client.enqueue("noop", {})
     assert "traceparent" not in job.raw
     assert not Telemetry().recording_metrics
+
+
+def test_the_rest_api_stores_the_callers_traceparent_header(store: JobStore, registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from werkzeug.test import Client
+
+    from jobs_lib.api import JobsApi
+
+    from .test_rules import id_token
+
+    monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9099")
+    http = Client(JobsApi(JobsClient(store=store, registry=registry)))
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    headers = {"Authorization": f"Bearer {id_token('alice', permissions=['jobs.create'])}", "traceparent": caller}
+    created = http.post("/v1/jobs", json={"type": "process_notifications", "metadata": {"targetUsers": ["u"]}}, headers=headers)
+    assert created.status_code == 201, created.get_data(as_text=True)
+    assert store.get(created.get_json()["job"]["id"]).raw["traceparent"] == caller  # type: ignore[union-attr]
+    headers["traceparent"] = "garbage"
+    plain = http.post("/v1/jobs", json={"type": "process_notifications", "metadata": {"targetUsers": ["u"]}}, headers=headers)
+    assert plain.status_code == 201 and "traceparent" not in store.get(plain.get_json()["job"]["id"]).raw  # type: ignore[union-attr]
