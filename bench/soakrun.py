@@ -35,6 +35,8 @@ from jobs_lib.functions import Functions
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "demo-soak"
 MIX = (("soak_ok", 0.8), ("soak_fail", 0.1), ("soak_retry", 0.1))
+#: Jobs not yet seen finished are looked at this often (their retention is 20 s).
+OBSERVE_EVERY = 3.0
 
 
 def proc_figures(pid: int) -> tuple[float, int]:
@@ -105,6 +107,7 @@ class Soak:
             first_figures = None
             interval = 60.0 / self.per_minute
             next_job = started
+            next_look = started + OBSERVE_EVERY
             while time.monotonic() - started < self.seconds:
                 now = time.monotonic()
                 if now >= next_job:
@@ -119,14 +122,16 @@ class Soak:
                     restarted = spawn()
                     all_logs.append(restarted.log)
                     next_restart = now + self.restart_every
-                if now >= next_window:
+                if now >= next_look:
                     self._observe(app, created, last_seen)
+                    next_look = now + OBSERVE_EVERY
+                if now >= next_window:
                     figures = proc_figures(steady.process.pid)
                     first_figures = first_figures or figures
                     self.windows.append({"window": len(self.windows) + 1, "jobs": len(window_ids), "documents": self._documents(app), "rssMb": round(figures[0], 1), "threads": figures[1]})
                     window_ids = []
                     next_window = now + self.window
-                time.sleep(max(0.0, min(next_job, next_restart, next_window) - time.monotonic()))
+                time.sleep(max(0.0, min(next_job, next_restart, next_window, next_look) - time.monotonic()))
             # Let the last jobs finish, and the cleanup come round (it runs every minute) and delete some.
             deadline = time.monotonic() + 100
             while time.monotonic() < deadline:
@@ -151,8 +156,10 @@ class Soak:
         return sum(app.store.count_by_status().values())
 
     def _observe(self, app: App, created: dict[str, float], last_seen: dict[str, tuple[str, Any]]) -> None:
-        """Note each job's state and expireAt as it is now (deleted ones are simply not found)."""
-        ids = list(created)
+        """Note the state and expireAt of each job not yet seen finished (a small set: the work in
+        flight), every few seconds, well within the 20 s retention: a job deleted later was seen
+        finished first, or the check reports it."""
+        ids = [i for i in created if last_seen.get(i, ("?", None))[0] not in ("completed", "failed", "cancelled")]
         for start in range(0, len(ids), 300):
             found = app.store.get_many(ids[start : start + 300])
             for job_id, job in found.items():
