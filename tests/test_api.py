@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -249,11 +250,14 @@ def test_job_creation_is_rate_limited_per_user_across_instances(http: Client, st
 
 def test_the_rate_limit_window_passes(store: JobStore, registry: HandlerRegistry) -> None:
     quick = Client(JobsApi(JobsClient(store=store, registry=registry), create_limit=1, create_window=1.0))
+    import time
+
+    # Start just after a window boundary, so that the two creates below share one 1-second window.
+    now = store.now().timestamp()
+    time.sleep(math.ceil(now) - now + 0.02)
     assert create(quick).status_code == 201
     refused = create(quick)
     assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
-    import time
-
     time.sleep(1.1)
     assert create(quick).status_code == 201
 

@@ -96,6 +96,8 @@ CALLS: dict[str, Callable[[Stores], Any]] = {
     ],
     "JobStore.count_matching": lambda s: [s.jobs.count_matching(status="failed", job_type=t, org_id=o) for t in (None, "t") for o in (None, "o")],
     "MinuteStats.since": lambda s: s.jobs.minute_stats.since(NOW),
+    "JobStore.odd_statuses": lambda s: s.jobs.odd_statuses(5),
+    "JobStore.running_page": lambda s: [s.jobs.running_page(None, 5), s.jobs.running_page("m", 5)],
     "JobStore.list_jobs": lambda s: [s.jobs.list_jobs(), s.jobs.list_jobs(status="pending"), s.jobs.list_jobs(job_type="t"), s.jobs.list_jobs(status="failed", job_type="t")],
     "JobListing.page": _listing_pages,
     "ScheduleListing.page": lambda s: [s.schedule_listing.page(Scope("createdBy", "u"), page_size=1), s.schedule_listing.page(Scope("orgId", "o")), s.schedule_listing.page(Scope(None, None))],

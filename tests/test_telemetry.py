@@ -246,13 +246,19 @@ def get(url: str) -> tuple[int, dict[str, Any]]:
 
 
 def test_health_probes_flip_when_firestore_goes_away(spawn_worker: Callable[..., WorkerProcess]) -> None:
+    """The worker reaches its own emulator through a TCP proxy; stopping the emulator and cutting
+    the proxy leaves it no Firestore at all (nothing else can answer its calls)."""
+    from .chaos.proxy import Proxy
+
     own = start_emulator()
+    proxy = Proxy(own.host, own.port)
     try:
         port = free_port()
-        worker = spawn_worker("--health-port", str(port), emu=own)
+        worker = spawn_worker("--health-port", str(port), emu=own, env={"FIRESTORE_EMULATOR_HOST": proxy.address})
         wait_for(lambda: get(f"http://127.0.0.1:{port}/readyz")[0] == 200 if _listening(port) else False, 30, 0.2, "the worker to be ready")
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
         own.stop()
+        proxy.cut()
         assert own.process.poll() is not None  # the emulator is gone
         seen: list[Any] = []
 
@@ -270,6 +276,7 @@ def test_health_probes_flip_when_firestore_goes_away(spawn_worker: Callable[...,
         assert get(f"http://127.0.0.1:{port}/nope")[0] == 404
         assert worker.process.poll() is None
     finally:
+        proxy.close()
         own.stop()
 
 
