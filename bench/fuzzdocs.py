@@ -117,8 +117,9 @@ def special_documents(now: datetime) -> dict[str, dict[str, Any]]:
     }
 
 
-def event_body(store: JobStore, job_id: str) -> bytes:
-    """The created-event the emulator sends for a document as it is now (base64 text of DocumentEventData)."""
+def event_body(store: JobStore, job_id: str, *, raw: bool = False) -> bytes:
+    """The created-event's data for a document as it is now: raw DocumentEventData protobuf (as
+    Eventarc sends it) or, by default, its base64 text (as the emulator sends it)."""
     snap = store.ref(job_id).get()
     message = DocumentEventData.pb()()
     message.value.name = snap.reference._document_path
@@ -126,7 +127,8 @@ def event_body(store: JobStore, job_id: str) -> bytes:
         message.value.fields[key].ParseFromString(_helpers.encode_value(value)._pb.SerializeToString())
     message.value.update_time.CopyFrom(snap.update_time.timestamp_pb())
     message.value.create_time.CopyFrom(snap.create_time.timestamp_pb())
-    return base64.b64encode(message.SerializeToString())
+    data = message.SerializeToString()
+    return data if raw else base64.b64encode(data)
 
 
 def event_headers(job_id: str, project: str) -> dict[str, str]:

@@ -14,9 +14,8 @@ from typing import Any
 
 import functions_framework
 import pytest
-from google.cloud.firestore_v1 import _helpers
-from google.events.cloud.firestore import DocumentEventData
 
+from bench.fuzzdocs import event_body as fuzz_event_body
 from jobs_lib import ConfigurationError, JobsClient, Status
 from jobs_lib.app import load_handler_modules
 from jobs_lib.functions import decode_document_event
@@ -68,15 +67,7 @@ def tick_app(function_app: Callable[[str, str], Any]) -> Any:
 
 def event_body(store: JobStore, job_id: str, *, raw: bool) -> bytes:
     """A DocumentEventData for the document as it is now: raw protobuf (Eventarc) or base64 (emulator)."""
-    snap = store.ref(job_id).get()
-    message = DocumentEventData.pb()()
-    message.value.name = snap.reference._document_path
-    for key, value in (snap.to_dict() or {}).items():
-        message.value.fields[key].ParseFromString(_helpers.encode_value(value)._pb.SerializeToString())
-    message.value.update_time.CopyFrom(snap.update_time.timestamp_pb())
-    message.value.create_time.CopyFrom(snap.create_time.timestamp_pb())
-    data = message.SerializeToString()
-    return data if raw else base64.b64encode(data)
+    return fuzz_event_body(store, job_id, raw=raw)
 
 
 def event_headers(job_id: str, event_id: str = "evt-1") -> dict[str, str]:
