@@ -145,3 +145,31 @@ def test_settings_read_every_variable_and_pass_them_to_children() -> None:
     assert (settings.api_create_limit, settings.cleanup_cron, settings.log_level, settings.timestamps) == (5, None, "DEBUG", "iso")
     assert Settings.from_env(settings.environment()) == settings  # a child process sees the same settings
     assert Settings.from_env({}) == Settings()
+
+
+def test_the_connection_retries_transient_errors_and_then_says_unavailable() -> None:
+    """A transient error is retried (and is no answer for readiness); one that lasts past the budget is `StoreUnavailable`."""
+    from google.api_core import exceptions as gexc
+
+    from jobs_lib.errors import StoreUnavailable
+    from jobs_lib.store import Connection
+
+    connection = Connection(Settings(), db=object())
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise gexc.ServiceUnavailable("connection refused")
+        return "answered"
+
+    assert connection.retrying(flaky, budget=5) == "answered" and len(calls) == 3
+    assert connection.last_answer is not None
+    connection.last_answer = None
+
+    def down() -> str:
+        raise gexc.ServiceUnavailable("connection refused")
+
+    with pytest.raises(StoreUnavailable):
+        connection.retrying(down, budget=0.5)
+    assert connection.last_answer is None  # failures are not answers

@@ -157,6 +157,7 @@ class Connection:
                 log.warning("firestore call failed, retrying in %.1fs: %s", delay, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+                continue
             except gexc.GoogleAPIError as exc:
                 raise translate(exc) from exc
             self.last_answer = time.monotonic()
