@@ -1,10 +1,19 @@
-"""Cloud Functions entry points: thin adapters over jobs_lib.functions.
+"""Cloud Functions entry points: thin adapters over jobs_lib.functions, for both toolchains.
 
-Deploy with `jobs deploy` (it prints the gcloud commands). Each function
-parses its trigger, calls one library function and maps the outcome to a
-response; this is the only place with a catch-all, so that no unexpected
-error turns into endless redelivery (the tick picks up whatever was left).
-`jobs` holds the instance's jobs_lib, built from the environment on the first
+Two declarations of the same three functions share one `jobs`:
+
+* functions-framework targets `on_job_created`, `tick`, `api`: what `jobs dev`, the tests and
+  `gcloud functions deploy` (the commands `jobs deploy` prints) serve;
+* firebase-functions SDK declarations `jobs_created`, `jobs_tick`, `jobs_api`: what the Firebase
+  CLI discovers, runs in its emulator (`jobs dev --firebase`) and deploys (`jobs deploy --firebase`).
+
+They are two sets, not one, because the SDK decodes the created-event into a DocumentSnapshot
+itself (with a Firestore client of its own per event), its scheduled wrapper drops the tick's
+summary, and importing it costs about 0.3 s of cold start; so the SDK is imported only when this
+process may serve one of its targets (`jobs_lib.firebase.sdk_wanted`). Each function parses its
+trigger, calls one library function and maps the outcome to a response; this is the only place
+with a catch-all, so that no unexpected error turns into endless redelivery (the tick picks up
+whatever was left). `jobs` holds the instance's jobs_lib, built from the environment on the first
 call, not at import.
 """
 
@@ -15,6 +24,8 @@ from typing import Any
 
 import functions_framework
 
+from jobs_lib.config import Settings
+from jobs_lib.firebase import declarations, sdk_wanted
 from jobs_lib.functions import Functions
 from jobs_lib.logs import configure
 
@@ -50,3 +61,27 @@ def api(request: Any) -> Any:
     except Exception:  # the API answers every request itself; this is start-up failing
         log.exception("api failed to start")
         return {"error": {"code": 500, "status": "INTERNAL", "message": "internal error", "details": []}}, 500
+
+
+if sdk_wanted(Settings.from_env()):
+    from firebase_functions import firestore_fn, https_fn, options, scheduler_fn
+
+    declared = declarations(Settings.from_env())
+
+    @firestore_fn.on_document_created(**{**declared.created, "memory": options.MemoryOption(declared.created["memory"])})
+    def jobs_created(event: Any) -> None:
+        """The Firebase declaration of on_job_created (retry is off: the tick is the safety net)."""
+        try:
+            jobs.on_document_created(event.document, event.data)
+        except Exception:
+            log.exception("jobs_created failed for event %s", event.id)
+
+    @scheduler_fn.on_schedule(**{**declared.tick, "memory": options.MemoryOption(declared.tick["memory"]), "timezone": scheduler_fn.Timezone(declared.tick["timezone"])})
+    def jobs_tick(event: Any) -> None:
+        """The Firebase declaration of tick (its summary goes to the log: the SDK answers Cloud Scheduler itself)."""
+        jobs.tick(schedule_time=event.schedule_time)
+
+    @https_fn.on_request(**{**declared.api, "memory": options.MemoryOption(declared.api["memory"])})
+    def jobs_api(request: Any) -> Any:
+        """The Firebase declaration of api."""
+        return api(request)

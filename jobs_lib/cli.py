@@ -268,6 +268,7 @@ def dev(
     tick_interval: Annotated[float, typer.Option(help="Seconds between scheduler ticks (Cloud Scheduler: 60).")] = 60.0,
     project: Annotated[str, typer.Option(help="A demo- project id for the emulator.")] = "demo-jobs",
     console_port: Annotated[int, typer.Option(help="Port of the operators' console (0: any free port).")] = 8090,
+    firebase_cli: Annotated[bool, typer.Option("--firebase", help="Run the Firebase CLI's emulators (firebase emulators:start on firebase.json) and tick them.")] = False,
 ) -> None:
     """Run the whole stack locally: emulator, functions with real trigger delivery, scheduler ticks, the console. Ctrl-C stops it."""
     import signal as signal_mod
@@ -277,17 +278,33 @@ def dev(
 
     settings = Settings.from_env(handlers=handlers)
     logs.configure(settings.log_level)
-    stack = DevStack(project=project, handlers=",".join(settings.handlers), tick_interval=tick_interval, console_port=console_port)
+    stack: DevStack
+    if firebase_cli:
+        from jobs_lib.firebase_dev import FirebaseStack
+
+        stack = FirebaseStack(project=project, handlers=",".join(settings.handlers), tick_interval=tick_interval, console_port=console_port)
+    else:
+        stack = DevStack(project=project, handlers=",".join(settings.handlers), tick_interval=tick_interval, console_port=console_port)
     stopping = threading.Event()
     signal_mod.signal(signal_mod.SIGTERM, lambda *_: stopping.set())
     with stack:
-        assert stack.emulator is not None
         console.print(f"[bold green]jobs dev is up[/] (logs in {stack.log_dir})")
-        console.print(f"  emulator          {stack.emulator.url}  (export FIRESTORE_EMULATOR_HOST={stack.emulator.address} GOOGLE_CLOUD_PROJECT={project})")
-        for name, host in stack.hosts.items():
-            console.print(f"  function {name:<16} {host.url}")
-        console.print(f"  created-trigger   backgroundJobs/{{jobId}} -> dispatcher {stack.dispatcher.address if stack.dispatcher else '?'}")
-        console.print(f"  scheduler tick    every {tick_interval:g}s")
+        address = stack.emulator_address
+        console.print(f"  emulator          http://{address}  (export FIRESTORE_EMULATOR_HOST={address} GOOGLE_CLOUD_PROJECT={project})")
+        if firebase_cli:
+            from jobs_lib.firebase_dev import FirebaseStack
+
+            assert isinstance(stack, FirebaseStack)
+            for note in stack.notes:
+                console.print(f"  note              {note}", highlight=False)
+            console.print(f"  firebase          emulators:start ready in {stack.ready_seconds or 0:.1f}s (its log: {stack.cli_log})")
+            console.print(f"  functions         {stack.functions_url} (jobs_created on {settings.collection}/{{jobId}}, jobs_api at {stack.api_url})")
+            console.print(f"  tick              jobs_tick on functions-framework at {stack.hosts['jobs_tick'].url}, every {tick_interval:g}s (the Functions emulator does not fire schedules)")
+        else:
+            for name, host in stack.hosts.items():
+                console.print(f"  function {name:<16} {host.url}")
+            console.print(f"  created-trigger   {settings.collection}/{{jobId}} -> dispatcher {stack.dispatcher.address if stack.dispatcher else '?'}")
+            console.print(f"  scheduler tick    every {tick_interval:g}s")
         if stack.console is not None:
             from jobs_lib.console import DEV_USERS
 
@@ -305,27 +322,50 @@ def dev(
 @app.command()
 def deploy(
     project: Annotated[str, typer.Option(help="Your Google Cloud project id.")],
-    region: Annotated[str, typer.Option(help="Region for the functions and the scheduler.")] = "us-central1",
+    region: Annotated[str | None, typer.Option(help="Region for the functions and the scheduler (default: $JOBS_REGION, us-central1).")] = None,
     trigger_location: Annotated[str | None, typer.Option(help="Location of the Firestore database (e.g. nam5); default: the region.")] = None,
     service_account: Annotated[str | None, typer.Option(help="Service account the functions and the scheduler use.")] = None,
     handlers: Annotated[str | None, typer.Option("--handlers", help="Modules that register handlers.")] = None,
     tick_budget: Annotated[float, typer.Option(help="Seconds a tick may spend.")] = 50.0,
+    firebase_cli: Annotated[bool, typer.Option("--firebase", help="Print the Firebase CLI's commands (firebase deploy) instead of gcloud's.")] = False,
 ) -> None:
     """Print the commands that deploy jobs_lib to a project (functions, trigger, scheduler, rules, indexes)."""
     from jobs_lib.app import App
-    from jobs_lib.deploy import DeployPlan, commands
+    from jobs_lib.deploy import DeployPlan, commands, firebase_commands
 
     app = App(_settings(None, None, handlers=handlers))
+    settings = app.settings
+    region = region or settings.region
     plan = DeployPlan(
         project=project,
         region=region,
         trigger_location=trigger_location or region,
-        service_account=service_account or f"jobs-runner@{project}.iam.gserviceaccount.com",
-        handlers=",".join(app.settings.handlers),
+        service_account=service_account or settings.service_account or f"jobs-runner@{project}.iam.gserviceaccount.com",
+        handlers=",".join(settings.handlers),
+        collection=settings.collection,
         tick_budget=tick_budget,
+        database=settings.database,
+        tick_schedule=settings.tick_schedule,
+        memory=settings.function_memory,
+        event_concurrency=settings.event_concurrency,
+        max_instances=settings.max_instances,
     )
-    for line in commands(plan, app.registry):
+    for line in (firebase_commands if firebase_cli else commands)(plan, app.registry):
         print(line)
+
+
+@app.command(name="functions-venv")
+def functions_venv_command(
+    directory: Annotated[str, typer.Argument(help="The functions folder.")] = "functions",
+    with_tests: Annotated[bool, typer.Option(help="Also install pytest, to run the tests on the SDK's pinned dependencies.")] = False,
+) -> None:
+    """Create functions/venv for the Firebase CLI: the runtime's Python (python312 -> python3.12), requirements.txt, this checkout."""
+    from pathlib import Path
+
+    from jobs_lib.firebase import functions_venv
+
+    venv = functions_venv(Path(directory), with_tests=with_tests, echo=console.print)
+    console.print(f"functions venv ready: {venv}")
 
 
 @app.command(name="functions-package")

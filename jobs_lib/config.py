@@ -64,6 +64,13 @@ class Settings:
     auth_emulator_host: str | None = _setting(None, "FIREBASE_AUTH_EMULATOR_HOST", "the Firebase Auth emulator (firebase-admin then accepts its tokens; the console signs in there)", "host:port")
     emulator_jar: str | None = _setting(None, "FIRESTORE_EMULATOR_JAR", "the Firestore emulator jar `jobs dev` and the tests start", "a path to cloud-firestore-emulator.jar")
     java: str | None = _setting(None, "JAVA", "the java binary that runs the emulator (default: java on the PATH)", "a path to java")
+    region: str = _setting("us-central1", "JOBS_REGION", "region of the deployed functions and of the tick's scheduler job (`jobs deploy`, the Firebase declarations)", "a Cloud Functions region")
+    service_account: str | None = _setting(None, "JOBS_SERVICE_ACCOUNT", "service account the deployed functions run as (default: the platform's)", "a service account email")
+    function_memory: int = _setting(512, "JOBS_FUNCTION_MEMORY", "memory of each deployed function, in MiB", "128, 256, 512, 1024, 2048, 4096, 8192, 16384 or 32768")
+    event_concurrency: int = _setting(8, "JOBS_EVENT_CONCURRENCY", "created-events one function instance handles at once", "an integer, 1 to 1000")
+    max_instances: int | None = _setting(None, "JOBS_MAX_INSTANCES", "most instances of the created-event function (default: the platform's, 100)", "an integer, 1 to 10000")
+    tick_schedule: str = _setting("* * * * *", "JOBS_TICK_SCHEDULE", "when Cloud Scheduler calls the tick (the Firebase declaration and `jobs deploy`)", "a cron expression")
+    function_target: str | None = _setting(None, "FUNCTION_TARGET", "the function this process serves, set by Cloud Functions and the Firebase emulator (functions/main.py loads the firebase-functions SDK only for its own targets)", "a function name")
 
     def __post_init__(self) -> None:
         if isinstance(self.handlers, str):  # "--handlers a,b" as given on the command line
@@ -172,6 +179,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "function_timeout": _number,
     "api_create_window": _number,
     "tick_concurrency": _integer,
+    "function_memory": _integer,
+    "event_concurrency": _integer,
+    "max_instances": _integer,
     "api_create_limit": _integer,
     "handlers": _modules,
     "metrics_port": _integer,
@@ -240,6 +250,13 @@ _CHECKS: dict[str, Callable[[Any], str]] = {
     "auth_emulator_host": _optional_text,
     "emulator_jar": _optional_text,
     "java": _optional_text,
+    "region": _nonempty,
+    "service_account": _optional_text,
+    "function_memory": lambda v: "" if v in (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768) else "not one of the choices",
+    "event_concurrency": _between(1, 1000, integer=True),
+    "max_instances": lambda v: "" if v is None else _between(1, 10000, integer=True)(v),
+    "tick_schedule": _check_cron,
+    "function_target": _optional_text,
 }
 
 

@@ -155,6 +155,8 @@ class DevStack:
         """With `console_port` (0: any free port) the operators' console is served beside the stack,
         signing people in as ready-made dev users with emulator tokens."""
         self.project = project
+        #: Where the jobs live (JOBS_DATABASE, JOBS_COLLECTION): the trigger is registered on them.
+        self.settings = Settings.from_env(project=project)
         self.duplicate_events = duplicate_events
         self.handlers = handlers if handlers is not None else ",".join(Settings.from_env().handlers)
         self.tick_interval = tick_interval
@@ -192,16 +194,18 @@ class DevStack:
             **self.extra_env,
         })
 
-    def start_host(self, target: str, signature: str) -> FunctionHost:
-        """Start (or restart) the functions-framework process for one function."""
+    def start_host(self, target: str, signature: str, *, python: str | None = None) -> FunctionHost:
+        """Start (or restart) the functions-framework process for one function (as Cloud Run does:
+        ``FUNCTION_TARGET`` names it), with this Python or another (functions/venv's)."""
         old = self.hosts.get(target)
         port = old.port if old else free_port()
         if old:
             old.stop()
         log_path = self.log_dir / f"{target}.log"
         handle = open(log_path, "ab")  # noqa: SIM115 - closed in FunctionHost.stop
-        command = [sys.executable, "-m", "functions_framework", f"--target={target}", f"--source={self.functions_dir / 'main.py'}", f"--signature-type={signature}", "--host=127.0.0.1", f"--port={port}"]
-        process = subprocess.Popen(command, env=self.function_env(), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        command = [python or sys.executable, "-m", "functions_framework", f"--target={target}", f"--source={self.functions_dir / 'main.py'}", f"--signature-type={signature}", "--host=127.0.0.1", f"--port={port}"]
+        env = {**self.function_env(), "FUNCTION_TARGET": target, "FUNCTION_SIGNATURE_TYPE": signature}
+        process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         host = FunctionHost(target, port, process, log_path, handle)
         self.hosts[target] = host
         return host
@@ -227,9 +231,9 @@ class DevStack:
         assert self.emulator is not None
         body = json.dumps({
             "eventType": "google.cloud.firestore.document.v1.created",
-            "database": "(default)",
+            "database": self.settings.database,
             "namespace": "(default)",
-            "document": {"value": "backgroundJobs/{jobId}", "matchType": "PATH_PATTERN"},
+            "document": {"value": self.settings.collection + "/{jobId}", "matchType": "PATH_PATTERN"},
         }).encode()
         url = f"{self.emulator.url}/emulator/v1/projects/{self.project}/eventarcTrigger?eventarcTriggerId={TRIGGER_NAME}"
         request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
@@ -296,10 +300,10 @@ class DevStack:
         if auth_emulator.find_firebase() is not None and self.auth_emulator_wanted:
             self.auth = auth_emulator.start(self.project)
             create_dev_users(self.auth)
-            settings = Settings(project=self.project, handlers=handlers, console_auth="firebase", firebase_api_key="demo-api-key", auth_emulator_host=self.auth.host)
+            settings = self.settings.with_(handlers=handlers, console_auth="firebase", firebase_api_key="demo-api-key", auth_emulator_host=self.auth.host)
         else:
             auth_host = "127.0.0.1:9099"  # no Auth emulator runs: firebase-admin accepts unsigned emulator tokens
-            settings = Settings(project=self.project, handlers=handlers, console_auth="emulator-tokens", auth_emulator_host=auth_host)
+            settings = self.settings.with_(handlers=handlers, console_auth="emulator-tokens", auth_emulator_host=auth_host)
         assert settings.auth_emulator_host is not None
         self._exported.enter_context(exported(FIREBASE_AUTH_EMULATOR_HOST=settings.auth_emulator_host))
         self.console_app = App(settings)

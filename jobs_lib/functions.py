@@ -132,7 +132,24 @@ class Functions:
             engine.throughput.flush()  # a few writes a minute per instance, for the console's chart
         return outcome
 
-    def tick(self, request: Any = None) -> dict[str, Any]:
+    def on_document_created(self, document: str, snapshot: Any) -> str:
+        """The same as `on_job_created`, for the firebase-functions SDK, which has already decoded the
+        event: `document` is the path within the database, `snapshot` its DocumentSnapshot (None for a
+        created-event without a document)."""
+        engine = self.app.engine
+        collection, _, job_id = document.rpartition("/")
+        if snapshot is None or not getattr(snapshot, "exists", False):
+            event(engine.log, "event_ignored", f"ignored a created-event without a document ({document})")
+            return "ignored"
+        if collection != engine.store.settings.collection:
+            event(engine.log, "event_ignored", f"ignored a document in {collection}, not {engine.store.settings.collection}")
+            return "ignored"
+        outcome = run_created(engine, Job.from_document(job_id, snapshot.to_dict() or {}, snapshot.update_time))
+        if engine.throughput.due():
+            engine.throughput.flush()
+        return outcome
+
+    def tick(self, request: Any = None, *, schedule_time: datetime | None = None) -> dict[str, Any]:
         """One Cloud Scheduler tick: run what is due within the budget; returns a JSON-able summary."""
         app = self.app
         settings = app.settings
@@ -148,7 +165,7 @@ class Functions:
             worker.record_queue_stats()  # the queue gauges, as of the end of this tick
         summary["schedules"] = fired.as_dict()
         headers = getattr(request, "headers", {}) or {}
-        summary["scheduleTime"] = headers.get("X-CloudScheduler-ScheduleTime")
+        summary["scheduleTime"] = schedule_time.isoformat() if schedule_time else headers.get("X-CloudScheduler-ScheduleTime")
         summary["budgetSeconds"] = budget
         event(engine.log, "tick_done", f"tick claimed {summary['claimed']} jobs in {summary['seconds']}s", stats=summary)
         return summary
