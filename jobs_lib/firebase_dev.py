@@ -87,7 +87,10 @@ class FirebaseStack(DevStack):
         self.notes.append(note)
         if binary is not None:
             overrides["FIRESTORE_EMULATOR_BINARY_PATH"] = binary
-        return child_environment(overrides)
+        env = child_environment(overrides)
+        for inherited in ("FUNCTION_TARGET", "FUNCTION_SIGNATURE_TYPE", "K_SERVICE"):
+            env.pop(inherited, None)  # the CLI and its runtimes set their own; a stale one would hide the SDK's targets
+        return env
 
     def check(self) -> str:
         """The firebase CLI to run, after checking what it needs; raises `EmulatorUnavailable` naming what to install."""

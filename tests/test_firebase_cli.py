@@ -44,7 +44,9 @@ def functions_venv() -> Path:
 
 
 def venv_python(venv: Path, code: str, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=ROOT / "functions", capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
+    # As the CLI runs discovery: no FUNCTION_TARGET (functions-framework, run in this process by other tests, sets one).
+    base = {k: v for k, v in os.environ.items() if k not in ("FUNCTION_TARGET", "FUNCTION_SIGNATURE_TYPE", "K_SERVICE")}
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=ROOT / "functions", capture_output=True, text=True, env={**base, **(env or {})}, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
