@@ -11,23 +11,65 @@ and write status, progress, result or error back.
         ...
 """
 
-from jobs_lib.app import App
-from jobs_lib.client import JobsClient
-from jobs_lib.config import Settings
-from jobs_lib.context import JobContext
-from jobs_lib.errors import (
-    ConfigurationError,
-    DuplicateHandlerError,
-    InvalidJobState,
-    JobCancelled,
-    JobNotFound,
-    JobsError,
-    LeaseLost,
-    PermanentError,
-)
-from jobs_lib.job import Job, Status
-from jobs_lib.registry import HandlerRegistry, default_registry, handler
-from jobs_lib.retry import Backoff
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from jobs_lib.app import App
+    from jobs_lib.client import JobsClient
+    from jobs_lib.config import Settings
+    from jobs_lib.context import JobContext
+    from jobs_lib.errors import (
+        ConfigurationError,
+        DuplicateHandlerError,
+        InvalidJobState,
+        JobCancelled,
+        JobNotFound,
+        JobsError,
+        LeaseLost,
+        PermanentError,
+    )
+    from jobs_lib.job import Job, Status
+    from jobs_lib.registry import HandlerRegistry, default_registry, handler
+    from jobs_lib.retry import Backoff
+
+#: Where each public name lives: imported on first access (PEP 562), so that a Cloud Function that
+#: imports one module of the package does not load all of it (cold start).
+_EXPORTS = {
+    "App": "jobs_lib.app",
+    "Backoff": "jobs_lib.retry",
+    "ConfigurationError": "jobs_lib.errors",
+    "DuplicateHandlerError": "jobs_lib.errors",
+    "HandlerRegistry": "jobs_lib.registry",
+    "InvalidJobState": "jobs_lib.errors",
+    "Job": "jobs_lib.job",
+    "JobCancelled": "jobs_lib.errors",
+    "JobContext": "jobs_lib.context",
+    "JobNotFound": "jobs_lib.errors",
+    "JobsClient": "jobs_lib.client",
+    "JobsError": "jobs_lib.errors",
+    "LeaseLost": "jobs_lib.errors",
+    "PermanentError": "jobs_lib.errors",
+    "Settings": "jobs_lib.config",
+    "Status": "jobs_lib.job",
+    "default_registry": "jobs_lib.registry",
+    "handler": "jobs_lib.registry",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jobs_lib' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "App",

@@ -20,19 +20,22 @@ from typing import TYPE_CHECKING, Any
 
 import jobs_lib.builtin  # noqa: F401  (the built-in handlers are always registered)
 from jobs_lib.builtin.housekeeping import CLEANUP_TYPE
-from jobs_lib.client import JobsClient
 from jobs_lib.clock import ServerClock
 from jobs_lib.config import Settings
 from jobs_lib.errors import ConfigurationError
 from jobs_lib.registry import CodeSchedule, HandlerRegistry, default_registry
 from jobs_lib.runner import Engine, new_holder_id
-from jobs_lib.schedules import ScheduleClient, Scheduler
 from jobs_lib.store import Connection, JobStore
 from jobs_lib.telemetry import Telemetry
-from jobs_lib.worker import Worker
 
 if TYPE_CHECKING:
     from jobs_lib.api import JobsApi
+    from jobs_lib.client import JobsClient
+    from jobs_lib.schedules import ScheduleClient, Scheduler
+    from jobs_lib.worker import Worker
+
+# The client, the schedule firer and the worker are imported where first used: a created-event
+# function instance needs none of them (cold start, see bench/coldstart.py).
 
 
 def load_handler_modules(modules: str | Iterable[str] | None) -> list[str]:
@@ -122,6 +125,8 @@ class App:
     @property
     def scheduler(self) -> Scheduler:
         """The schedule firer (shared by the worker and every tick of this process)."""
+        from jobs_lib.schedules import Scheduler
+
         with self._lock:
             if self._scheduler is None:
                 self._scheduler = Scheduler(self.store.schedules, self.store, self.registry, holder=self.holder, system_schedules=self.system_schedules(), telemetry=self.telemetry)
@@ -130,15 +135,21 @@ class App:
     @property
     def client(self) -> JobsClient:
         """The Python client: enqueue, get, cancel, retry, pause."""
+        from jobs_lib.client import JobsClient
+
         return JobsClient(store=self.store, registry=self.registry, telemetry=self.telemetry)
 
     @property
     def schedules(self) -> ScheduleClient:
         """The schedules client: create, list, update, enable, disable, delete."""
+        from jobs_lib.schedules import ScheduleClient
+
         return ScheduleClient(store=self.store.schedules, registry=self.registry, jobs=self.client)
 
     def worker(self, *, engine: Engine | None = None, **options: Any) -> Worker:
         """A worker on the app's engine (or `engine`) and schedule firer; `options` as for `Worker`."""
+        from jobs_lib.worker import Worker
+
         schedules = options.pop("schedules", True)
         return Worker(engine or self.engine, schedules=schedules, scheduler=self.scheduler if schedules else None, **options)
 

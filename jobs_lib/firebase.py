@@ -16,22 +16,17 @@ that emulator does not know, so the launcher drops it).
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import importlib.util
-import json
 import os
-import re
-import shutil
-import subprocess
-import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jobs_lib.config import Settings
 from jobs_lib.errors import EmulatorUnavailable
+
+# functions/main.py imports this module for `sdk_wanted` and `declarations` at every cold start:
+# what the CLI helpers below need (subprocess, zipfile, ...) is imported inside them.
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The functions-framework targets (gcloud, `jobs dev`, the tests) and the SDK-declared ones (the Firebase CLI).
@@ -119,12 +114,19 @@ def declarations(settings: Settings) -> Declarations:
 
 def downloaded_emulator() -> str | None:
     """The Firestore emulator jar the Firebase CLI downloaded itself, if it ever could."""
+    import glob
+
     found = sorted(glob.glob(str(Path.home() / ".cache" / "firebase" / "emulators" / "cloud-firestore-emulator-v*.jar")))
     return found[-1] if found else None
 
 
 def build_launcher(sdk_jar: str, javac: str | None = None) -> Path:
     """A jar the CLI can start with ``java -jar`` that runs `sdk_jar` (built once, cached by content)."""
+    import hashlib
+    import shutil
+    import subprocess
+    import zipfile
+
     javac = javac or shutil.which("javac")
     digest = hashlib.sha256((LAUNCHER_SOURCE + os.path.realpath(sdk_jar)).encode()).hexdigest()[:16]
     folder = CACHE / "firestore-launcher" / digest
@@ -165,6 +167,9 @@ def firestore_binary() -> tuple[str | None, str]:
 
 def java_major(java: str) -> int | None:
     """The major version of a java binary (17, 21, ...), or None when it does not run."""
+    import re
+    import subprocess
+
     try:
         result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
     except OSError:
@@ -178,6 +183,9 @@ def java_major(java: str) -> int | None:
 
 def firebase_tools_version(firebase: str) -> tuple[int, int, int] | None:
     """The firebase-tools version (``firebase --version``)."""
+    import re
+    import subprocess
+
     try:
         result = subprocess.run([firebase, "--version"], capture_output=True, text=True, timeout=120)
     except OSError:
@@ -204,6 +212,9 @@ def check_java_for_cli(cli_version: tuple[int, int, int] | None, java: int | Non
 
 def runtime_python(functions_dir: Path) -> str:
     """The ``pythonX.Y`` the functions' runtime in firebase.json names (``python312`` -> ``python3.12``)."""
+    import json
+    import re
+
     runtime = "python312"
     config = functions_dir.parent / "firebase.json"
     if config.is_file():
@@ -219,6 +230,11 @@ def runtime_python(functions_dir: Path) -> str:
 
 def find_python(name: str) -> str | None:
     """An interpreter called `name` (``python3.12``) that runs: on the PATH, or in pyenv's versions."""
+    import glob
+    import shutil
+    import subprocess
+    import sys
+
     version = name.removeprefix("python")
     candidates = [shutil.which(name)]
     pyenv_root = Path(os.path.expanduser("~/.pyenv"))
@@ -244,6 +260,9 @@ def functions_venv(functions_dir: Path | None = None, *, with_tests: bool = Fals
     `with_tests` adds what the test suite needs, to run it on the SDK's pinned dependencies.
     A stamp of the requirements keeps a second call from installing again.
     """
+    import hashlib
+    import subprocess
+
     functions_dir = (functions_dir or ROOT / "functions").resolve()
     name = runtime_python(functions_dir)
     venv = functions_dir / "venv"

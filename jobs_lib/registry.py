@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 from jobs_lib.errors import ConfigurationError, CronError, DuplicateHandlerError
 from jobs_lib.retry import Backoff
@@ -46,7 +47,9 @@ class HandlerSpec:
 
     type: str
     fn: HandlerFn
-    input_model: builtins.type[BaseModel] | None = None
+    #: A pydantic model class, or "module:Name" naming one (imported when first used, so that a
+    #: function instance that never runs this handler never imports pydantic for it).
+    input: builtins.type[BaseModel] | str | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     backoff: Backoff = field(default_factory=Backoff)
     timeout: float = DEFAULT_TIMEOUT
@@ -76,12 +79,28 @@ class HandlerSpec:
                 f"{self.type}: a timeout of {self.timeout:g}s is longer than any Cloud Function may run "
                 f"({MAX_FUNCTION_TIMEOUT:g}s with margin); declare worker_only=True and run it with `jobs worker`"
             )
-        if self.input_model is not None and not (
-            inspect.isclass(self.input_model) and issubclass(self.input_model, BaseModel)
-        ):
-            raise ConfigurationError(f"{self.type}: input must be a pydantic model class, got {self.input_model!r}")
+        if isinstance(self.input, str):
+            module, _, name = self.input.partition(":")
+            if not module or not name.isidentifier():
+                raise ConfigurationError(f"{self.type}: input must be a pydantic model class or 'module:Name', got {self.input!r}")
+        elif self.input is not None:
+            from pydantic import BaseModel
+
+            if not (inspect.isclass(self.input) and issubclass(self.input, BaseModel)):
+                raise ConfigurationError(f"{self.type}: input must be a pydantic model class, got {self.input!r}")
         if not callable(self.fn):
             raise ConfigurationError(f"{self.type}: handler {self.fn!r} is not callable")
+
+    @property
+    def input_model(self) -> builtins.type[BaseModel] | None:
+        """The handler's input model (imported on first use when named as "module:Name")."""
+        if not isinstance(self.input, str):
+            return self.input
+        import importlib
+
+        module, _, name = self.input.partition(":")
+        model: builtins.type[BaseModel] = getattr(importlib.import_module(module), name)
+        return model
 
     @property
     def is_async(self) -> bool:
@@ -124,7 +143,7 @@ class HandlerRegistry:
         self,
         type: str,
         *,
-        input: type[BaseModel] | None = None,
+        input: type[BaseModel] | str | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         backoff: Backoff | None = None,
         timeout: float = DEFAULT_TIMEOUT,
@@ -147,7 +166,7 @@ class HandlerRegistry:
                 HandlerSpec(
                     type=type,
                     fn=fn,
-                    input_model=input,
+                    input=input,
                     max_attempts=max_attempts,
                     backoff=backoff or Backoff(),
                     timeout=timeout,

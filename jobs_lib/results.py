@@ -9,9 +9,8 @@ enforce that limit, so it is checked here, before the write.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
-
-from pydantic import BaseModel
 
 from jobs_lib.wire import encoded_size
 
@@ -77,7 +76,8 @@ def _cheap_size(value: Any) -> int:
 
 def storable_result(result: Any, document: dict[str, Any]) -> tuple[str | None, Any]:
     """Check a handler's return value; returns (problem or None, the value to store)."""
-    if isinstance(result, BaseModel):
+    pydantic = sys.modules.get("pydantic")  # a model result means pydantic is loaded: never import it here
+    if pydantic is not None and isinstance(result, pydantic.BaseModel):
         result = result.model_dump(mode="json")
     if isinstance(result, tuple):
         result = list(result)

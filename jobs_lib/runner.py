@@ -22,9 +22,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 from jobs_lib.context import JobContext
 from jobs_lib.decisions import AttemptEnd, Ending, decide
@@ -581,6 +582,8 @@ def validated_input(spec: HandlerSpec, job: Job) -> Any:
     model = spec.input_model
     if model is None:
         return metadata
+    from pydantic import ValidationError
+
     try:
         return model.model_validate(metadata)
     except ValidationError as exc:

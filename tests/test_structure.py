@@ -4,7 +4,11 @@ no environment reads outside its configuration module, the settings table in the
 from __future__ import annotations
 
 import ast
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +177,16 @@ def test_the_connection_retries_transient_errors_and_then_says_unavailable() -> 
     with pytest.raises(StoreUnavailable):
         connection.retrying(down, budget=0.5)
     assert connection.last_answer is None  # failures are not answers
+
+
+def test_a_function_instance_loads_only_what_its_function_needs() -> None:
+    """Cold start (bench/coldstart.py measures it): the created-event and the tick never import the
+    API, pydantic, typer or rich; the worker loop only where a tick runs it."""
+    probe = "import json, sys, main; print(json.dumps(sorted(m for m in ('pydantic', 'typer', 'rich', 'jobs_lib.api', 'jobs_lib.worker', 'jobs_lib.cli', 'firebase_functions') if m in sys.modules)))"
+    loaded = {}
+    for target in ("on_job_created", "tick", "api"):
+        env = {k: v for k, v in os.environ.items() if k != "FUNCTION_TARGET"}
+        env.update(FUNCTION_TARGET=target, PYTHONPATH=str(ROOT))
+        result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT / "functions", env=env, capture_output=True, text=True, check=True)
+        loaded[target] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded == {"on_job_created": [], "tick": [], "api": []}, loaded

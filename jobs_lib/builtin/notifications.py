@@ -9,39 +9,21 @@ The result is the number of users notified.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from google.cloud import firestore
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from jobs_lib.context import JobContext
 from jobs_lib.registry import handler
+
+if TYPE_CHECKING:
+    from jobs_lib.builtin.notification_input import NotificationInput
 
 #: Writes per batch commit (Firestore allows 500).
 CHUNK = 400
 
 
-class NotificationInput(BaseModel):
-    """The metadata of a `process_notifications` job."""
-
-    model_config = ConfigDict(extra="allow")
-
-    targetUsers: list[str] = Field(default_factory=list, max_length=100_000)
-    notificationType: str = "general"
-    title: str | None = None
-    body: str | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("targetUsers")
-    @classmethod
-    def _valid_ids(cls, users: list[str]) -> list[str]:
-        for uid in users:
-            if not uid or "/" in uid or uid in (".", ".."):
-                raise ValueError(f"{uid!r} is not a valid user id (a non-empty id without '/')")
-        return list(dict.fromkeys(users))  # the same user twice gets one notification
-
-
-@handler("process_notifications", input=NotificationInput, max_attempts=5, timeout=300)
+@handler("process_notifications", input="jobs_lib.builtin.notification_input:NotificationInput", max_attempts=5, timeout=300)
 def process_notifications(ctx: JobContext[NotificationInput]) -> int:
     """Write a notification for each target user; return how many users were notified."""
     spec = ctx.input
