@@ -80,7 +80,9 @@ class FirebaseStack(DevStack):
 
     def _cli_environment(self) -> dict[str, str]:
         java = find_java()
-        overrides = {"JOBS_HANDLERS": self.handlers, "JOBS_DATABASE": self.settings.database, "JOBS_COLLECTION": self.settings.collection, **self.extra_env}
+        # This process may point at another emulator or project (a test session's): the CLI's functions
+        # must see the CLI's own Firestore emulator and this stack's project.
+        overrides = {"GOOGLE_CLOUD_PROJECT": self.project, "GCLOUD_PROJECT": self.project, "JOBS_HANDLERS": self.handlers, "JOBS_DATABASE": self.settings.database, "JOBS_COLLECTION": self.settings.collection, **self.extra_env}
         if java is not None:  # the CLI runs `java` from the PATH: make it this one
             overrides["PATH"] = os.pathsep.join(p for p in (str(Path(java).resolve().parent), environment_value("PATH") or "") if p)
         binary, note = firebase.firestore_binary()
@@ -88,8 +90,11 @@ class FirebaseStack(DevStack):
         if binary is not None:
             overrides["FIRESTORE_EMULATOR_BINARY_PATH"] = binary
         env = child_environment(overrides)
-        for inherited in ("FUNCTION_TARGET", "FUNCTION_SIGNATURE_TYPE", "K_SERVICE"):
-            env.pop(inherited, None)  # the CLI and its runtimes set their own; a stale one would hide the SDK's targets
+        auth_host = self.extra_env.get("FIREBASE_AUTH_EMULATOR_HOST")
+        for inherited in ("FUNCTION_TARGET", "FUNCTION_SIGNATURE_TYPE", "K_SERVICE", "FIRESTORE_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST"):
+            env.pop(inherited, None)  # the CLI and its runtimes set their own; a stale one would mislead them
+        if auth_host:
+            env["FIREBASE_AUTH_EMULATOR_HOST"] = auth_host  # asked for by the caller
         return env
 
     def check(self) -> str:
