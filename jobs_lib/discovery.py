@@ -29,6 +29,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from jobs_lib.job import Job
+from jobs_lib.runner import MAX_LEASE_SECONDS
 from jobs_lib.store import JobStore, partition_of
 
 #: The scan for documents with no usable scheduledFor backs off to this while it finds none.
@@ -156,7 +157,9 @@ class Discovery:
         """Running jobs without a lease of ours (an app marked them in_progress itself), page by page."""
         page = self.store.running_page(self._running_after, self.scan_page)
         self._running_after = page[-1].id if len(page) >= self.scan_page else None
-        return [job for job in page if not job.leased_by_a_runner]
+        # Also leases no runner writes: an expiry further past the job's last write than any lease
+        # of ours (an app's, or garbage); the expired-lease lane would wait for it for ever.
+        return [job for job in page if not job.leased_by_a_runner or _implausible_lease(job)]
 
     def _scan(self) -> list[Job]:
         page = self.store.scan_pending(self._scan_after, self.scan_page)
@@ -234,6 +237,11 @@ class Discovery:
             else:
                 self._table[self.partition] = ({"holder": self.holder, "until": now}, version)
         self.partition = self._slice_version = None
+
+
+def _implausible_lease(job: Job) -> bool:
+    expires = job.lease.expires_at if job.lease else None
+    return expires is not None and job.version is not None and (expires - job.version).total_seconds() > MAX_LEASE_SECONDS
 
 
 def _past(value: object, now: datetime) -> bool:
