@@ -63,10 +63,11 @@ def api(request: Any) -> Any:
         return {"error": {"code": 500, "status": "INTERNAL", "message": "internal error", "details": []}}, 500
 
 
-if sdk_wanted(Settings.from_env()):
+_settings = Settings.from_env()
+if sdk_wanted(_settings):
     from firebase_functions import firestore_fn, https_fn, options, scheduler_fn
 
-    declared = declarations(Settings.from_env())
+    declared = declarations(_settings)
 
     @firestore_fn.on_document_created(**{**declared.created, "memory": options.MemoryOption(declared.created["memory"])})
     def jobs_created(event: Any) -> None:

@@ -275,15 +275,19 @@ class DevStack:
             self._exported.enter_context(exported(FIRESTORE_EMULATOR_HOST=self.emulator.address, GOOGLE_CLOUD_PROJECT=self.project))
             self.wait_for_hosts()
             self.register_trigger()
-            if self.console_port is not None:
-                self.start_console()
-            if self.tick_interval:
-                self._ticker = threading.Thread(target=self._tick_loop, name="ticker", daemon=True)
-                self._ticker.start()
+            self.start_console_and_ticker()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def start_console_and_ticker(self) -> None:
+        """The console (when a port was asked for) and the Cloud Scheduler stand-in (when an interval was)."""
+        if self.console_port is not None:
+            self.start_console()
+        if self.tick_interval:
+            self._ticker = threading.Thread(target=self._tick_loop, name="ticker", daemon=True)
+            self._ticker.start()
 
     def start_console(self) -> None:
         """Serve the console and the REST API from this process, on the stack's emulator.

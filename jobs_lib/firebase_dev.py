@@ -128,13 +128,7 @@ class FirebaseStack(DevStack):
             self._exported.enter_context(exported(FIRESTORE_EMULATOR_HOST=self.emulator_address, GOOGLE_CLOUD_PROJECT=self.project))
             self.start_host("jobs_tick", "http", python=str(venv / "bin" / "python"))
             self.wait_for_hosts()
-            if self.console_port is not None:
-                self.start_console()
-            if self.tick_interval:
-                import threading
-
-                self._ticker = threading.Thread(target=self._tick_loop, name="ticker", daemon=True)
-                self._ticker.start()
+            self.start_console_and_ticker()
         except BaseException:
             self.stop()
             raise
