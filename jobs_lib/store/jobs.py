@@ -45,10 +45,12 @@ from jobs_lib.store.base import (
     _INVALID_ARGUMENT,
     _NOT_FOUND,
     _OK,
-    PARTITION_BOUNDS,
-    PARTITIONS,
+    ALL_SHARDS,
     Connection,
     StorePart,
+    partition_shards,
+    shard_of,
+    valid_shard,
 )
 from jobs_lib.store.claims import Claim, FencedWrite, WriteOutcome, WriteStatus
 from jobs_lib.store.limits import ConcurrencyLimits
@@ -56,6 +58,18 @@ from jobs_lib.store.ratewindows import RateWindows
 from jobs_lib.store.schedules import ScheduleStore
 from jobs_lib.store.slices import SliceLeases
 from jobs_lib.store.stats import MinuteStats
+
+#: With excluded types, the main lane reads at most this many shards per poll (one query each).
+EXCLUDING_SHARDS_PER_READ = 6
+
+
+def _in_shards(query: Any, shards: Sequence[int]) -> Any:
+    return query.where(filter=FieldFilter("shard", "in", list(shards)) if len(shards) > 1 else FieldFilter("shard", "==", shards[0]))
+
+
+def shard_fields(job: Job) -> dict[str, Any]:
+    """``shard`` for a document that lacks a valid one (the runner's first write adds it), else nothing."""
+    return {} if valid_shard(job.raw.get("shard")) else {"shard": shard_of(job.id)}
 
 
 class JobStore(StorePart):
@@ -94,8 +108,10 @@ class JobStore(StorePart):
         """Run a query over job documents (built by a store part) and read each as a `Job`."""
         return [Job.from_document(doc_id, fields, version) for doc_id, fields, version in self.connection.query(query, label)]
 
-    def _pending(self) -> Any:
-        return self.collection.where(filter=FieldFilter("status", "==", Status.PENDING.value))
+    def _pending(self, shards: Sequence[int] | None = ALL_SHARDS) -> Any:
+        """Pending jobs, in the shard lanes `shards` (None: every document, shard or not)."""
+        query = self.collection.where(filter=FieldFilter("status", "==", Status.PENDING.value))
+        return query if shards is None else _in_shards(query, shards)
 
     # -- reads ------------------------------------------------------------------
 
@@ -113,30 +129,40 @@ class JobStore(StorePart):
         """Measure the offset to the server's clock (one billed read of a missing document)."""
         self.get("clock-calibration")
 
-    def due(self, now: datetime, limit: int, partition: int | None = None, exclude_types: Sequence[str] = ()) -> list[Job]:
+    def due(
+        self, now: datetime, limit: int, partition: int | None = None, exclude_types: Sequence[str] = (), *, start: int = 0, shards: Sequence[int] = ALL_SHARDS
+    ) -> list[Job]:
         """Pending jobs whose timestamp ``scheduledFor`` has come, oldest first.
 
-        With `partition`, only ids in that slice of the id space, so that
-        workers sharing a backlog do not race for the same documents. Jobs of
-        `exclude_types` (paused, or at their concurrency limit) are left out,
-        so they cannot crowd other types out of the page.
+        Only the shard lanes `shards` (a tick sweeper's share); with `partition`, only that slice's
+        shards, so that workers sharing a backlog do not race for the same documents. Jobs of `exclude_types` (paused, or at their concurrency limit) are
+        left out, so they cannot crowd other types out of the page; Firestore does not combine
+        ``not-in`` with the lanes' ``in``, so then the shards are read one by one (from `start`,
+        at most `EXCLUDING_SHARDS_PER_READ` of them) until the page is full.
         """
-        query = self._pending().where(filter=FieldFilter("scheduledFor", "<=", now))
-        if exclude_types:
-            query = query.where(filter=FieldFilter("type", "not-in", list(exclude_types)[:10]))
         if partition is not None:
-            low = PARTITION_BOUNDS[partition]
-            high = PARTITION_BOUNDS[partition + 1] if partition + 1 < PARTITIONS else None
-            if low is not None:
-                query = query.where(filter=FieldFilter("__name__", ">=", self.ref(low)))
-            if high is not None:
-                query = query.where(filter=FieldFilter("__name__", "<", self.ref(high)))
-        return self.run_query(query.order_by("scheduledFor").limit(limit), "due")
+            shards = partition_shards(partition)
+        if not exclude_types:
+            query = self._pending(shards).where(filter=FieldFilter("scheduledFor", "<=", now))
+            return self.run_query(query.order_by("scheduledFor").limit(limit), "due")
+        found: list[Job] = []
+        for i in range(min(len(shards), EXCLUDING_SHARDS_PER_READ)):
+            shard = shards[(start + i) % len(shards)]
+            query = (
+                self.collection.where(filter=FieldFilter("shard", "==", shard))
+                .where(filter=FieldFilter("status", "==", Status.PENDING.value))
+                .where(filter=FieldFilter("scheduledFor", "<=", now))
+                .where(filter=FieldFilter("type", "not-in", list(exclude_types)[:10]))
+            )
+            found += self.run_query(query.order_by("scheduledFor").limit(limit - len(found)), "due:excluding")
+            if len(found) >= limit:
+                break
+        return found
 
-    def due_by_priority(self, now: datetime, limit: int) -> list[Job]:
+    def due_by_priority(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS) -> list[Job]:
         """Due pending jobs with a positive priority, highest first."""
         query = (
-            self._pending()
+            self._pending(shards)
             .where(filter=FieldFilter("priority", ">", 0))
             .where(filter=FieldFilter("scheduledFor", "<=", now))
             .order_by("priority", direction=firestore.Query.DESCENDING)
@@ -145,30 +171,31 @@ class JobStore(StorePart):
         )
         return self.run_query(query, "due_by_priority")
 
-    def due_strings(self, now: datetime, limit: int) -> list[Job]:
+    def due_strings(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS) -> list[Job]:
         """Pending jobs whose ``scheduledFor`` is an ISO string that may be due.
 
         The bound is widened by the largest UTC offset; callers check `Job.is_due`.
         """
         bound = to_iso(now + MAX_UTC_OFFSET)
-        query = self._pending().where(filter=FieldFilter("scheduledFor", "<=", bound))
+        query = self._pending(shards).where(filter=FieldFilter("scheduledFor", "<=", bound))
         return self.run_query(query.order_by("scheduledFor").limit(limit), "due_strings")
 
     def scan_pending(self, after: str | None, limit: int) -> list[Job]:
         """A page of all pending jobs in id order, after the id `after`.
 
-        The only way to find documents that lack ``scheduledFor`` (or hold
-        something unreadable there): no index holds a missing field.
+        The only way to find documents that lack ``scheduledFor`` or a valid ``shard`` (or hold
+        something unreadable there): no index holds a missing field. Served by the single-field
+        ``status`` index in document-id order, which no sequential value makes hot.
         """
-        query = self._pending().order_by("__name__")
+        query = self._pending(None).order_by("__name__")
         if after:
             query = query.start_after({"__name__": self.ref(after)})
         return self.run_query(query.limit(limit), "scan_pending")
 
-    def expired(self, now: datetime, limit: int) -> list[Job]:
+    def expired(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS) -> list[Job]:
         """Running jobs whose lease has lapsed: their worker died or lost contact."""
         query = (
-            self.collection.where(filter=FieldFilter("status", "==", Status.IN_PROGRESS.value))
+            _in_shards(self.collection.where(filter=FieldFilter("status", "==", Status.IN_PROGRESS.value)), shards)
             .where(filter=FieldFilter("leaseExpiresAt", "<=", now))
             .order_by("leaseExpiresAt")
             .limit(limit)
@@ -195,7 +222,7 @@ class JobStore(StorePart):
 
     def expired_finished(self, now: datetime, limit: int) -> list[str]:
         """Ids of finished jobs whose ``expireAt`` has passed (for the cleanup where no TTL policy runs)."""
-        query = self.collection.where(filter=FieldFilter("expireAt", "<=", now)).order_by("expireAt").limit(limit)
+        query = _in_shards(self.collection, ALL_SHARDS).where(filter=FieldFilter("expireAt", "<=", now)).order_by("expireAt").limit(limit)
         return [doc_id for doc_id, _fields, _version in self.connection.query(query, "expired_finished")]
 
     def count_by_status(self) -> dict[str, int]:
@@ -223,6 +250,8 @@ class JobStore(StorePart):
         query = self.collection.where(filter=FieldFilter("status", "==", status)).where(filter=FieldFilter("type", "==", job_type))
         if org_id is not None:
             query = query.where(filter=FieldFilter("orgId", "==", org_id))
+        if scheduled_until is not None or scheduled_after is not None or completed_since is not None:
+            query = _in_shards(query, ALL_SHARDS)  # a range on a timestamp: the sharded indexes
         if scheduled_until is not None:
             query = query.where(filter=FieldFilter("scheduledFor", "<=", scheduled_until))
         if scheduled_after is not None:
@@ -313,6 +342,8 @@ class JobStore(StorePart):
         With `transaction` or `batch` the create happens when the caller commits them.
         """
         ref = self.ref(job_id)
+        if not valid_shard(data.get("shard")):
+            data = {**data, "shard": shard_of(job_id)}
         if transaction is not None:
             transaction.create(ref, data)
         elif batch is not None:
@@ -329,6 +360,7 @@ class JobStore(StorePart):
     def claim_fields(self, job: Job, expires: datetime, holder: str, token: str) -> dict[str, Any]:
         """What a claim writes: in progress, one more attempt, the lease and its token."""
         return {
+            **shard_fields(job),
             "status": Status.IN_PROGRESS.value,
             "startedAt": self.connection.now_value(),
             "updatedAt": self.connection.now_value(),
@@ -360,6 +392,16 @@ class JobStore(StorePart):
         version = self.limits.take_slot(slot, slot_version, job.id, token, self.ref(job.id), self.claim_fields(job, expires, holder, token), job.version)
         return Claim(job, token, holder, version, job.attempts + 1, expires) if version is not None else None
 
+    def assign_shard(self, job: Job) -> bool:
+        """Give a document an app wrote without a valid ``shard`` its shard, so that the lanes find
+        it (one write, conditioned on the version read; False when it changed meanwhile)."""
+        return self.assign_shards([job]) == [True]
+
+    def assign_shards(self, jobs: Sequence[Job]) -> list[bool]:
+        """`assign_shard` for several documents in one round trip."""
+        writes = [(job.id, {"shard": shard_of(job.id)}, job.version) for job in jobs]
+        return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "assign_shard")] if writes else []
+
     def settle(self, outcomes: Sequence[tuple[Job, Failed | Cancelled]], *, holder: str) -> list[bool]:
         """Give jobs their final state without running them (poison, cancelled before start).
 
@@ -372,6 +414,7 @@ class JobStore(StorePart):
                 job.id,
                 {
                     **self._outcome_fields(outcome),
+                    **shard_fields(job),
                     "updatedAt": self.connection.now_value(),
                     "lease": {"holder": holder, "token": uuid.uuid4().hex},
                 },
