@@ -85,8 +85,9 @@ class Discovery:
         self.scan_page = scan_page
         self.expired_interval = max(lease_seconds / 3, 0.5)
         self._rng = rng or random.Random()
-        #: Where the shard-by-shard read of a poll with excluded types starts (each poll moves on).
-        self._shard_start = self._rng.randrange(SHARDS)
+        #: The shard the main lane's next read starts at (None: the first of ours). A worker
+        #: starts at a random one, so that workers joining a backlog together read apart.
+        self._shard_start: int | None = self._rng.randrange(SHARDS)
         #: The slice of the shards this worker holds, or None for the whole queue.
         self.partition: int | None = None
         self._slice_version: datetime | None = None
@@ -154,9 +155,12 @@ class Discovery:
         if self.partition is None and wants_slice:
             self._take_slice(now)
         excluded = self.exclude_types()
-        self._shard_start = (self._shard_start + 1) % SHARDS  # with exclusions, the shards read one by one take turns
+        # The lanes read by shard from a start: while pages come back full (a backlog), each read
+        # starts after the last shard the previous one reached, so every shard gets its turn; once
+        # a page is short (everything due was in it), the next read starts again from the first.
         main = self.store.due(now, limit, partition=self.partition, exclude_types=excluded, start=self._shard_start, shards=self.shards)
         self._backlog = len(main) >= limit
+        self._shard_start = _after_last_shard(main) if self._backlog else None
         if self.partition is not None and not self._backlog:
             # This slice ran dry: leave it (our lease lapses by itself, keeping others from reading
             # it meanwhile) and read the next one now, as the backlog likely goes on elsewhere.
@@ -164,7 +168,7 @@ class Discovery:
             self.partition = self._slice_version = None
             self._take_slice(now)
             if self.partition is not None:
-                more = self.store.due(now, limit - len(main), partition=self.partition, exclude_types=excluded, start=self._shard_start)
+                more = self.store.due(now, limit - len(main), partition=self.partition, exclude_types=excluded)
                 main += more
                 self._backlog = True
         return main
@@ -257,7 +261,7 @@ class Discovery:
         shard = job.raw.get("shard")
         if self._table is None or self.partition is not None or not self._backlog or not isinstance(shard, int) or not valid_shard(shard):
             return False
-        index = shard % PARTITIONS
+        index = shard * PARTITIONS // SHARDS
         fields, _version = self._table.get(index, ({}, None))
         until = fields.get("until")
         return fields.get("holder") not in (None, self.holder) and isinstance(until, datetime) and until > self.store.now()
@@ -309,10 +313,15 @@ class Discovery:
 
 
 def sweeper_shards(sweeper: int, sweepers: int) -> tuple[int, ...]:
-    """The shard lanes tick sweeper `sweeper` (0 to `sweepers` - 1) sweeps: every sweepers-th one."""
+    """The shard lanes tick sweeper `sweeper` (0 to `sweepers` - 1) sweeps: a contiguous share."""
     if not 0 <= sweeper < sweepers <= SHARDS:
         raise ValueError(f"sweeper {sweeper} of {sweepers}: sweepers are numbered 0 to {sweepers - 1}, and there are at most {SHARDS}")
-    return tuple(shard for shard in ALL_SHARDS if shard % sweepers == sweeper)
+    return tuple(shard for shard in ALL_SHARDS if shard * sweepers // SHARDS == sweeper)
+
+
+def _after_last_shard(jobs: list[Job]) -> int | None:
+    shard = jobs[-1].raw.get("shard") if jobs else None
+    return (shard + 1) % SHARDS if isinstance(shard, int) and valid_shard(shard) else None
 
 
 def _implausible_lease(job: Job) -> bool:

@@ -59,8 +59,7 @@ from jobs_lib.store.schedules import ScheduleStore
 from jobs_lib.store.slices import SliceLeases
 from jobs_lib.store.stats import MinuteStats
 
-#: With excluded types, the main lane reads at most this many shards per poll (one query each).
-EXCLUDING_SHARDS_PER_READ = 6
+ASCENDING, DESCENDING = firestore.Query.ASCENDING, firestore.Query.DESCENDING
 
 
 def _in_shards(query: Any, shards: Sequence[int]) -> Any:
@@ -129,47 +128,57 @@ class JobStore(StorePart):
         """Measure the offset to the server's clock (one billed read of a missing document)."""
         self.get("clock-calibration")
 
+    def _lane(self, label: str, base: Any, order: Sequence[tuple[str, str]], limit: int, shards: Sequence[int], start: int | None) -> list[Job]:
+        """One lane over the shard range `shards` (contiguous), by shard, then `order`.
+
+        The read starts at shard `start` (default: the first) and, when that leaves the page short,
+        goes on from the first shard up to `start`: two queries at most, each one range of ``shard``
+        on an index ``(equality fields..., shard, order fields...)``. Callers rotate `start` over a
+        lasting backlog, so that every shard gets its turn (oldest first within each).
+        """
+        low, high = min(shards), max(shards)
+        assert list(shards) == list(range(low, high + 1)), f"shard lanes are read as one range: {shards}"
+        first = low if start is None or not low <= start <= high else start
+        found: list[Job] = []
+        for lo, hi in ((first, high), (low, first - 1)):
+            if hi < lo or len(found) >= limit:
+                continue
+            query = base.where(filter=FieldFilter("shard", ">=", lo)).where(filter=FieldFilter("shard", "<=", hi)).order_by("shard")
+            for name, direction in order:
+                query = query.order_by(name, direction=direction)
+            found += self.run_query(query.limit(limit - len(found)), label)
+        return found
+
     def due(
-        self, now: datetime, limit: int, partition: int | None = None, exclude_types: Sequence[str] = (), *, start: int = 0, shards: Sequence[int] = ALL_SHARDS
+        self,
+        now: datetime,
+        limit: int,
+        partition: int | None = None,
+        exclude_types: Sequence[str] = (),
+        *,
+        start: int | None = None,
+        shards: Sequence[int] = ALL_SHARDS,
     ) -> list[Job]:
-        """Pending jobs whose timestamp ``scheduledFor`` has come, oldest first.
+        """Pending jobs whose timestamp ``scheduledFor`` has come: by shard from `start`, oldest first in each.
 
         Only the shard lanes `shards` (a tick sweeper's share); with `partition`, only that slice's
-        shards, so that workers sharing a backlog do not race for the same documents. Jobs of `exclude_types` (paused, or at their concurrency limit) are
-        left out, so they cannot crowd other types out of the page; Firestore does not combine
-        ``not-in`` with the lanes' ``in``, so then the shards are read one by one (from `start`,
-        at most `EXCLUDING_SHARDS_PER_READ` of them) until the page is full.
+        shards, so that workers sharing a backlog do not race for the same documents. Jobs of
+        `exclude_types` (paused, or at their concurrency limit) are left out (``not-in``), so they
+        cannot crowd other types out of the page.
         """
         if partition is not None:
             shards = partition_shards(partition)
-        if not exclude_types:
-            query = self._pending(shards).where(filter=FieldFilter("scheduledFor", "<=", now))
-            return self.run_query(query.order_by("scheduledFor").limit(limit), "due")
-        found: list[Job] = []
-        for i in range(min(len(shards), EXCLUDING_SHARDS_PER_READ)):
-            shard = shards[(start + i) % len(shards)]
-            query = (
-                self.collection.where(filter=FieldFilter("shard", "==", shard))
-                .where(filter=FieldFilter("status", "==", Status.PENDING.value))
-                .where(filter=FieldFilter("scheduledFor", "<=", now))
-                .where(filter=FieldFilter("type", "not-in", list(exclude_types)[:10]))
-            )
-            found += self.run_query(query.order_by("scheduledFor").limit(limit - len(found)), "due:excluding")
-            if len(found) >= limit:
-                break
-        return found
+        base = self._pending(None).where(filter=FieldFilter("scheduledFor", "<=", now))
+        order: list[tuple[str, str]] = [("scheduledFor", ASCENDING)]
+        if exclude_types:
+            base = base.where(filter=FieldFilter("type", "not-in", list(exclude_types)[:10]))
+            order.append(("type", ASCENDING))
+        return self._lane("due:excluding" if exclude_types else "due", base, order, limit, shards, start)
 
-    def due_by_priority(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS) -> list[Job]:
-        """Due pending jobs with a positive priority, highest first."""
-        query = (
-            self._pending(shards)
-            .where(filter=FieldFilter("priority", ">", 0))
-            .where(filter=FieldFilter("scheduledFor", "<=", now))
-            .order_by("priority", direction=firestore.Query.DESCENDING)
-            .order_by("scheduledFor")
-            .limit(limit)
-        )
-        return self.run_query(query, "due_by_priority")
+    def due_by_priority(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS, start: int | None = None) -> list[Job]:
+        """Due pending jobs with a positive priority, highest first (in each shard)."""
+        base = self._pending(None).where(filter=FieldFilter("priority", ">", 0)).where(filter=FieldFilter("scheduledFor", "<=", now))
+        return self._lane("due_by_priority", base, [("priority", DESCENDING), ("scheduledFor", ASCENDING)], limit, shards, start)
 
     def due_strings(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS) -> list[Job]:
         """Pending jobs whose ``scheduledFor`` is an ISO string that may be due.
@@ -177,8 +186,8 @@ class JobStore(StorePart):
         The bound is widened by the largest UTC offset; callers check `Job.is_due`.
         """
         bound = to_iso(now + MAX_UTC_OFFSET)
-        query = self._pending(shards).where(filter=FieldFilter("scheduledFor", "<=", bound))
-        return self.run_query(query.order_by("scheduledFor").limit(limit), "due_strings")
+        base = self._pending(None).where(filter=FieldFilter("scheduledFor", "<=", bound))
+        return self._lane("due_strings", base, [("scheduledFor", ASCENDING)], limit, shards, None)
 
     def scan_pending(self, after: str | None, limit: int) -> list[Job]:
         """A page of all pending jobs in id order, after the id `after`.
@@ -194,13 +203,8 @@ class JobStore(StorePart):
 
     def expired(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS) -> list[Job]:
         """Running jobs whose lease has lapsed: their worker died or lost contact."""
-        query = (
-            _in_shards(self.collection.where(filter=FieldFilter("status", "==", Status.IN_PROGRESS.value)), shards)
-            .where(filter=FieldFilter("leaseExpiresAt", "<=", now))
-            .order_by("leaseExpiresAt")
-            .limit(limit)
-        )
-        return self.run_query(query, "expired")
+        base = self.collection.where(filter=FieldFilter("status", "==", Status.IN_PROGRESS.value)).where(filter=FieldFilter("leaseExpiresAt", "<=", now))
+        return self._lane("expired", base, [("leaseExpiresAt", ASCENDING)], limit, shards, None)
 
     def odd_statuses(self, limit: int) -> list[Job]:
         """Documents whose ``status`` is none of ours (a number, a map, ``"done"``) or null.
