@@ -225,7 +225,7 @@ class Worker:
                     else:
                         running = self._running_ids()
                         # Leave jobs in slices other workers lease to them: claiming them would only collide.
-                        usable = [job for job in found if job.id not in running and not self.discovery.held_elsewhere(job)]
+                        usable = [job for job in found if job.id not in running and not self.discovery.held_elsewhere(job.id)]
                         buffer.update((job.id, job) for job in usable)
                         buffered_at = now
                         if not usable:
