@@ -29,6 +29,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from jobs_lib import emulator
+from jobs_lib.store import shard_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "demo-bench"
@@ -85,7 +86,8 @@ def create_backlog(db: Any, count: int, due: datetime) -> None:
     col = db.collection("backgroundJobs")
     batch = db.batch()
     for n in range(count):
-        batch.set(col.document(), {"type": "bench_noop", "status": "pending", "metadata": {}, "priority": 0, "attempts": 0, "createdAt": firestore.SERVER_TIMESTAMP, "scheduledFor": due})
+        ref = col.document()  # as JobsClient.enqueue writes them, in their shard lane
+        batch.set(ref, {"type": "bench_noop", "status": "pending", "metadata": {}, "priority": 0, "attempts": 0, "createdAt": firestore.SERVER_TIMESTAMP, "scheduledFor": due, "shard": shard_of(ref.id)})
         if n % 500 == 499:
             batch.commit()
             batch = db.batch()
@@ -233,7 +235,8 @@ def pickup_latency(finished_jobs: int, future_jobs: int, samples: int) -> dict[s
         for n in range(finished_jobs + future_jobs):
             fields: dict[str, Any] = {"type": "bench_noop", "metadata": {}, "createdAt": firestore.SERVER_TIMESTAMP}
             fields |= {"status": "completed"} if n < finished_jobs else {"status": "pending", "scheduledFor": far}
-            batch.set(col.document(), fields)
+            ref = col.document()
+            batch.set(ref, {**fields, "shard": shard_of(ref.id)})
             if n % 500 == 499:
                 batch.commit()
                 batch = db.batch()

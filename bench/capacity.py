@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 import time
@@ -246,7 +247,9 @@ def operations(app: App, jobs: int) -> dict[str, dict[str, float]]:
     def counted(name: str, create: Any, run: Any) -> None:
         ids = create()
         before = app.store.stats.snapshot()
+        cpu = time.process_time()
         run(ids)
+        cpu = time.process_time() - cpu
         after = app.store.stats.snapshot()
         for job_id in ids:
             wait_status(db, collection, job_id, "completed")
@@ -254,6 +257,7 @@ def operations(app: App, jobs: int) -> dict[str, dict[str, float]]:
             "reads": (after["reads"] - before["reads"]) / jobs,
             "writes": 1 + (after["writes"] - before["writes"]) / jobs,  # + the create
             "deletes": 1.0,  # the TTL policy (or jobs.cleanup) deletes each finished job once
+            "cpu_ms": 1000 * cpu / jobs,  # this process's CPU (the runner's own work; the emulator is another process)
         }
 
     def app_writes() -> list[str]:
@@ -310,9 +314,44 @@ def report(paths: dict[str, list[Step]], indexes: list[Index], ops: dict[str, di
     for name, o in ops.items():
         costs = "".join(f" {sum(o[k] * p[k] for k in ('reads', 'writes', 'deletes')) * 10:>28.2f}" for p in PRICES.values())
         print(f"{name:<14} {o['reads']:>6.2f} {o['writes']:>7.2f} {o['deletes']:>8.2f}{costs}")
+    functions_model(ops)
     if problems:
         print(f"\n{problems} hot range(s) on the runner's own writes without a note: shard the index, exempt the field, or add a note in bench/capacity.py (NOTES)", file=sys.stderr)
     return 1 if problems else 0
+
+
+#: Round trips of the event path to Firestore in production (claim, complete), each about this long.
+RPC_SECONDS = 0.015
+#: A Python function instance's cold start: the measured import (bench.coldstart, ~0.7 s) plus the
+#: platform's container start and the first Firestore channel (about 1-2 s more, Cloud Run figures).
+COLD_START_SECONDS = 2.5
+
+
+def functions_model(ops: dict[str, dict[str, float]], rate: float = TARGET) -> None:
+    """The Cloud Functions side at `rate` jobs/s: instances of the created-event function, and tick
+    sweepers for what it cannot take (delayed jobs, retries, lost events, expired leases).
+
+    Little's law: jobs in flight = rate x time per job. One instance holds JOBS_EVENT_CONCURRENCY
+    events at once and has 1 vCPU; the CPU per job is the one measured above on each path.
+    """
+    defaults = Settings()
+    cpu = ops["created-event"]["cpu_ms"] / 1000
+    tick_cpu = ops["tick"]["cpu_ms"] / 1000
+    print(f"\n## Cloud Functions at {rate:,.0f} jobs/s (1 vCPU per instance; runner CPU/job measured: event {cpu * 1000:.1f} ms, tick {tick_cpu * 1000:.1f} ms; {RPC_SECONDS * 1000:.0f} ms per Firestore round trip, 2 per job)")
+    print(f"{'handler s':>9} {'concurrency':>11} {'jobs/s/instance':>15} {'instances':>9} {'cold starts to scale from 0':>28} {'tick sweepers for all of it':>28}")
+    for handler in (0.05, 0.2, 1.0):
+        per_job = handler + 2 * RPC_SECONDS
+        for concurrency in (defaults.event_concurrency, 80):
+            per_instance = min(concurrency / per_job, 1 / cpu)  # bound by concurrency or by the CPU
+            instances = math.ceil(rate / per_instance)
+            tick_per_instance = min(defaults.tick_concurrency / per_job, 1 / tick_cpu) * defaults.tick_budget / 60  # budget per minute
+            print(f"{handler:>9} {concurrency:>11} {per_instance:>15,.0f} {instances:>9,} {f'{instances} x {COLD_START_SECONDS} s':>28} {math.ceil(rate / tick_per_instance):>28,}")
+    sweep = min(defaults.tick_concurrency / (0.05 + 2 * RPC_SECONDS), 1 / tick_cpu) * defaults.tick_budget / 60
+    print(
+        f"A sweeper (one tick instance, JOBS_TICK_CONCURRENCY={defaults.tick_concurrency}, {defaults.tick_budget:g} s of each minute) takes about {sweep:,.0f} jobs/s of 0.05 s jobs;"
+        f" JOBS_TICK_SWEEPERS=N sweeps N shares of the {SHARDS} lanes at once (at most {SHARDS}), so what the created-event leaves"
+        f" (lost events, retries, expired leases, delayed jobs) waits at most one schedule period (60 s) plus its share's backlog / {sweep:,.0f} jobs/s."
+    )
 
 
 def main() -> None:

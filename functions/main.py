@@ -77,10 +77,21 @@ if sdk_wanted(_settings):
         except Exception:
             log.exception("jobs_created failed for event %s", event.id)
 
-    @scheduler_fn.on_schedule(**{**declared.tick, "memory": options.MemoryOption(declared.tick["memory"]), "timezone": scheduler_fn.Timezone(declared.tick["timezone"])})
-    def jobs_tick(event: Any) -> None:
-        """The Firebase declaration of tick (its summary goes to the log: the SDK answers Cloud Scheduler itself)."""
-        jobs.tick(schedule_time=event.schedule_time)
+    def _scheduled_tick(name: str, sweeper: int | None) -> Any:
+        def scheduled(event: Any) -> None:
+            """The Firebase declaration of tick (its summary goes to the log: the SDK answers Cloud Scheduler itself)."""
+            jobs.tick(schedule_time=event.schedule_time, sweeper=sweeper)
+
+        # The SDK names the deployed function (and its entry point) after the function it wraps.
+        scheduled.__name__ = scheduled.__qualname__ = name
+        return scheduler_fn.on_schedule(**{**declared.tick, "memory": options.MemoryOption(declared.tick["memory"]), "timezone": scheduler_fn.Timezone(declared.tick["timezone"])})(scheduled)
+
+    # One scheduled function per tick sweeper (JOBS_TICK_SWEEPERS): jobs_tick is sweeper 0 (all
+    # lanes when there is one sweeper), jobs_tick_1 ... the others. The SDK has no request body to
+    # name a sweeper in, so each sweeper is a function of its own.
+    jobs_tick = _scheduled_tick("jobs_tick", 0 if _settings.tick_sweepers > 1 else None)
+    for _k in range(1, _settings.tick_sweepers):
+        globals()[f"jobs_tick_{_k}"] = _scheduled_tick(f"jobs_tick_{_k}", _k)
 
     @https_fn.on_request(**{**declared.api, "memory": options.MemoryOption(declared.api["memory"])})
     def jobs_api(request: Any) -> Any:

@@ -346,6 +346,7 @@ def deploy(
         tick_budget=tick_budget,
         database=settings.database,
         tick_schedule=settings.tick_schedule,
+        tick_sweepers=settings.tick_sweepers,
         memory=settings.function_memory,
         event_concurrency=settings.event_concurrency,
         max_instances=settings.max_instances,

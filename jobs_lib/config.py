@@ -69,6 +69,7 @@ class Settings:
     function_memory: int = _setting(512, "JOBS_FUNCTION_MEMORY", "memory of each deployed function, in MiB", "128, 256, 512, 1024, 2048, 4096, 8192, 16384 or 32768")
     event_concurrency: int = _setting(8, "JOBS_EVENT_CONCURRENCY", "created-events one function instance handles at once", "an integer, 1 to 1000")
     max_instances: int | None = _setting(None, "JOBS_MAX_INSTANCES", "most instances of the created-event function (default: the platform's, 100)", "an integer, 1 to 10000")
+    tick_sweepers: int = _setting(1, "JOBS_TICK_SWEEPERS", "sweepers per tick: Cloud Scheduler calls the tick this many times per schedule, each sweeping its share of the shard lanes (README: Cold start and capacity)", "an integer, 1 to 30")
     tick_schedule: str = _setting("* * * * *", "JOBS_TICK_SCHEDULE", "when Cloud Scheduler calls the tick (the Firebase declaration and `jobs deploy`)", "a cron expression")
     function_target: str | None = _setting(None, "FUNCTION_TARGET", "the function this process serves, set by Cloud Functions and the Firebase emulator (functions/main.py loads the firebase-functions SDK only for its own targets)", "a function name")
 
@@ -179,6 +180,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "function_timeout": _number,
     "api_create_window": _number,
     "tick_concurrency": _integer,
+    "tick_sweepers": _integer,
     "function_memory": _integer,
     "event_concurrency": _integer,
     "max_instances": _integer,
@@ -237,6 +239,7 @@ _CHECKS: dict[str, Callable[[Any], str]] = {
     "tick_budget": _between(1, 3600),
     "function_timeout": _between(60, 3600),
     "tick_concurrency": _between(1, 1000, integer=True),
+    "tick_sweepers": _between(1, 30, integer=True),
     "api_create_limit": _between(1, 1_000_000, integer=True),
     "api_create_window": _between(1, 86400),
     "cleanup_cron": _check_cron,

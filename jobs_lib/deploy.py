@@ -41,6 +41,7 @@ class DeployPlan:
     memory: int = 512
     event_concurrency: int = 8
     max_instances: int | None = None
+    tick_sweepers: int = 1
 
 
 def tick_timeout(plan: DeployPlan, registry: HandlerRegistry) -> int:
@@ -54,7 +55,7 @@ def commands(plan: DeployPlan, registry: HandlerRegistry) -> list[str]:
     q = shlex.quote
     env = _env_flags(plan)
     timeout = tick_timeout(plan, registry)
-    tick_env = f"{env},JOBS_TICK_BUDGET={plan.tick_budget:g},JOBS_FUNCTION_TIMEOUT={timeout}"
+    tick_env = f"{env},JOBS_TICK_BUDGET={plan.tick_budget:g},JOBS_FUNCTION_TIMEOUT={timeout},JOBS_TICK_SWEEPERS={plan.tick_sweepers}"
     common = f"--gen2 --project={q(plan.project)} --region={q(plan.region)} --runtime={plan.runtime} --source={q(plan.source)} --service-account={q(plan.service_account)}"
     scale = f" --max-instances={plan.max_instances}" if plan.max_instances else ""
     return [
@@ -77,12 +78,23 @@ def commands(plan: DeployPlan, registry: HandlerRegistry) -> list[str]:
         "# 5. The REST API (public: it verifies Firebase ID tokens itself; see README, REST API).",
         f"gcloud functions deploy jobs-api {common} --entry-point=api --trigger-http --allow-unauthenticated"
         f" --timeout={API_TIMEOUT}s --memory={plan.memory}Mi --concurrency={API_CONCURRENCY} --cpu=1 --set-env-vars={q(env)}",
-        "# 6. Cloud Scheduler calls the tick every minute with an OIDC token.",
+        "# 6. Cloud Scheduler calls the tick every minute with an OIDC token"
+        + (f" (JOBS_TICK_SWEEPERS={plan.tick_sweepers}: one scheduler job per sweeper, each sweeping its share of the shard lanes)." if plan.tick_sweepers > 1 else "."),
         f"TICK_URL=$(gcloud functions describe jobs-tick --gen2 --region={q(plan.region)} --project={q(plan.project)} --format='value(serviceConfig.uri)')",
-        f"gcloud scheduler jobs create http jobs-tick --project={q(plan.project)} --location={q(plan.region)} --schedule={q(plan.tick_schedule)}"
-        f' --uri="$TICK_URL" --http-method=POST --message-body=\'{{}}\' --oidc-service-account-email={q(plan.service_account)}'
-        f' --oidc-token-audience="$TICK_URL" --attempt-deadline={min(timeout, 1800)}s --max-retry-attempts=0',
+        *(
+            f"gcloud scheduler jobs create http {name} --project={q(plan.project)} --location={q(plan.region)} --schedule={q(plan.tick_schedule)}"
+            f' --uri="$TICK_URL" --http-method=POST --message-body={q(body)} --headers=Content-Type=application/json --oidc-service-account-email={q(plan.service_account)}'
+            f' --oidc-token-audience="$TICK_URL" --attempt-deadline={min(timeout, 1800)}s --max-retry-attempts=0'
+            for name, body in tick_jobs(plan.tick_sweepers)
+        ),
     ]
+
+
+def tick_jobs(sweepers: int) -> list[tuple[str, str]]:
+    """The Cloud Scheduler jobs that call the tick, and the body each sends: one, or one per sweeper."""
+    if sweepers <= 1:
+        return [("jobs-tick", "{}")]
+    return [(f"jobs-tick-{k}", json.dumps({"sweeper": k})) for k in range(sweepers)]
 
 
 def _env_flags(plan: DeployPlan) -> str:
@@ -108,6 +120,7 @@ def firebase_env(plan: DeployPlan, registry: HandlerRegistry) -> dict[str, str]:
         "JOBS_FUNCTION_MEMORY": str(plan.memory),
         "JOBS_EVENT_CONCURRENCY": str(plan.event_concurrency),
         "JOBS_TICK_SCHEDULE": plan.tick_schedule,
+        "JOBS_TICK_SWEEPERS": str(plan.tick_sweepers),
         "JOBS_TICK_BUDGET": f"{plan.tick_budget:g}",
         "JOBS_FUNCTION_TIMEOUT": str(tick_timeout(plan, registry)),
     }
@@ -159,4 +172,4 @@ def package_functions(destination: Path) -> Path:
     return target
 
 
-__all__ = ["DeployPlan", "commands", "firebase_commands", "firebase_databases", "firebase_env", "package_functions", "tick_timeout"]
+__all__ = ["DeployPlan", "commands", "firebase_commands", "firebase_databases", "firebase_env", "package_functions", "tick_jobs", "tick_timeout"]

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from jobs_lib.job import Job
 from jobs_lib.runner import MAX_LEASE_SECONDS
-from jobs_lib.store import JobStore, partition_of
+from jobs_lib.store import ALL_SHARDS, ID_ALPHABET, PARTITIONS, SHARDS, JobStore, valid_shard
 
 #: The scan for documents with no usable scheduledFor backs off to this while it finds none.
 MAX_SCAN_INTERVAL = 60.0
@@ -64,20 +64,31 @@ class Discovery:
         scan_page: int = 50,
         rng: random.Random | None = None,
         eager: bool = True,
+        shards: Sequence[int] | None = None,
     ) -> None:
         """With `eager` False (a long-lived worker), the first read is the main lane alone, and the
         slow lanes follow a few seconds later: a worker joining a busy fleet claims sooner. Burst
-        runs (the tick) read every lane at once, since they stop when a read finds nothing."""
+        runs (the tick) read every lane at once, since they stop when a read finds nothing.
+
+        With `shards`, the ordered lanes read only those shard lanes, and no slices are taken: a
+        tick sweeper's share of the collection (`sweeper_shards`). The lanes over every document
+        (the scan for unsharded and unreadable documents, odd statuses, orphans) then run only
+        in the sweeper whose share holds shard 0, so that sweepers never read the same pages."""
         self.store = store
         self.holder = holder
         self.exclude_types = exclude_types or (lambda: [])
-        self.partitioned = partitioned
+        self.shards: tuple[int, ...] = tuple(shards) if shards is not None else ALL_SHARDS
+        self.partitioned = partitioned and shards is None
+        self.sweeps_unsharded = shards is None or 0 in self.shards
         self.slow_interval = slow_interval
         self.scan_interval = scan_interval
         self.scan_page = scan_page
         self.expired_interval = max(lease_seconds / 3, 0.5)
         self._rng = rng or random.Random()
-        #: The slice of the id space this worker holds, or None for the whole queue.
+        #: The shard the main lane's next read starts at (None: the first of ours). A worker
+        #: starts at a random one, so that workers joining a backlog together read apart.
+        self._shard_start: int | None = self._rng.randrange(SHARDS)
+        #: The slice of the shards this worker holds, or None for the whole queue.
         self.partition: int | None = None
         self._slice_version: datetime | None = None
         self._slice_taken = 0.0
@@ -87,6 +98,9 @@ class Discovery:
         self._table_read = 0.0
         self._scan_after: str | None = None
         self._scan_every = scan_interval
+        self._scan_limit = scan_page
+        self._scanned_once = False
+        self._wrap_at_once = False
         self._priorities_seen_until = 0.0
         self._backlog = False
         start = time.monotonic()
@@ -109,20 +123,22 @@ class Discovery:
         # In a backlog the slow lanes slow down further: what they find would wait in line anyway.
         slow = self.slow_interval * (BACKLOG_SLOWDOWN if self._backlog else 1)
         if self._due("expired", self.expired_interval):
-            found += self.store.expired(now, limit)
+            found += self.store.expired(now, limit, shards=self.shards)
         if self._due("strings", slow):
-            found += self.store.due_strings(now, limit)
-        if self.scan_interval > 0 and self._due("scan", self._scan_every):
+            found += self.store.due_strings(now, limit, shards=self.shards)
+        scans = self.scan_interval > 0 and self.sweeps_unsharded
+        if scans and self._due("scan", self._scan_every):
+            self._scan_limit = limit
             found += self._scan()
-        if self.scan_interval > 0 and self._due("odd", self.scan_interval):
+        if scans and self._due("odd", self.scan_interval):
             # Statuses that are none of ours (the runner fails them, naming the value), and null.
             found += self.store.odd_statuses(self.scan_page)
-        if self.scan_interval > 0 and self._due("running", self.scan_interval):
+        if scans and self._due("running", self.scan_interval):
             found += self._orphans()
         main = self._main_lane(now, limit)
         if self._backlog and (time.monotonic() < self._priorities_seen_until or self._due("priority", slow)):
             # While priorities are in use, look for them every poll; otherwise now and then.
-            found = self.store.due_by_priority(now, limit) + found
+            found = self.store.due_by_priority(now, limit, shards=self.shards) + found
         found += main
         if any(job.priority > 0 for job in found):
             self._priorities_seen_until = time.monotonic() + 60.0
@@ -139,8 +155,12 @@ class Discovery:
         if self.partition is None and wants_slice:
             self._take_slice(now)
         excluded = self.exclude_types()
-        main = self.store.due(now, limit, partition=self.partition, exclude_types=excluded)
+        # The lanes read by shard from a start: while pages come back full (a backlog), each read
+        # starts after the last shard the previous one reached, so every shard gets its turn; once
+        # a page is short (everything due was in it), the next read starts again from the first.
+        main = self.store.due(now, limit, partition=self.partition, exclude_types=excluded, start=self._shard_start, shards=self.shards)
         self._backlog = len(main) >= limit
+        self._shard_start = _after_last_shard(main) if self._backlog else None
         if self.partition is not None and not self._backlog:
             # This slice ran dry: leave it (our lease lapses by itself, keeping others from reading
             # it meanwhile) and read the next one now, as the backlog likely goes on elsewhere.
@@ -158,17 +178,70 @@ class Discovery:
         page = self.store.running_page(self._running_after, self.scan_page)
         self._running_after = page[-1].id if len(page) >= self.scan_page else None
         # Also leases no runner writes: an expiry further past the job's last write than any lease
-        # of ours (an app's, or garbage); the expired-lease lane would wait for it for ever.
-        return [job for job in page if not job.leased_by_a_runner or _implausible_lease(job)]
+        # of ours (an app's, or garbage); the expired-lease lane would wait for it for ever. And
+        # running jobs outside the shard lanes (written before shards, or by an app) whose lease
+        # lapsed: the expired-lease lane reads only the lanes.
+        now = self.store.now()
+        return [
+            job
+            for job in page
+            if not job.leased_by_a_runner or _implausible_lease(job) or (not valid_shard(job.raw.get("shard")) and job.lease_expired(now))
+        ]
 
     def _scan(self) -> list[Job]:
-        page = self.store.scan_pending(self._scan_after, self.scan_page)
-        self._scan_after = page[-1].id if len(page) >= self.scan_page else None
-        # Timestamp and string due times are found by their own lanes.
-        found = [job for job in page if job.problems or not isinstance(job.raw.get("scheduledFor"), (datetime, str))]
-        # Such documents are rare (apps that omit scheduledFor; the created-event takes them at
-        # once anyway): while none turn up, scan less and less often, down to once a minute.
-        self._scan_every = self.scan_interval if found else min(self._scan_every * 2, MAX_SCAN_INTERVAL)
+        """The slow lane: pending documents in id order, for what the ordered lanes cannot see.
+
+        That is documents with no usable ``scheduledFor``, and documents an app wrote without a
+        valid ``shard`` (the ordered lanes read only the shard lanes). A due one of those is a
+        candidate straight from here: its claim writes its shard along with the lease, so it costs
+        what a sharded job costs. One not due yet is given its shard (one batch write per page),
+        and the tick and the main lane find it in its lane when its time comes.
+        """
+        # While such jobs turn up, read as many as a main-lane page would hold, at every poll.
+        size = max(self.scan_page, self._scan_limit) if self._scan_every == 0.0 else self.scan_page
+        if self._scan_after is None and not self._scanned_once:
+            # The first pass starts at a random id, so that workers joining together (a fleet
+            # starting on an app's backlog) read different pages instead of racing for one; the
+            # pass after it, from the first id, follows at once.
+            self._scan_after = "".join(self._rng.choice(ID_ALPHABET) for _ in range(20))
+            self._wrap_at_once = True
+        self._scanned_once = True
+        page = self.store.scan_pending(self._scan_after, size)
+        more = len(page) >= size
+        self._scan_after = page[-1].id if more else None
+        now = self.store.now()
+        excluded = set(self.exclude_types())
+        found = []
+        later = []
+        claimable = 0
+        for job in page:
+            if job.problems or not isinstance(job.raw.get("scheduledFor"), (datetime, str)):
+                found.append(job)
+            elif not valid_shard(job.raw.get("shard")):
+                if not job.is_due(now):
+                    later.append(job)
+                elif job.type not in excluded:  # paused or at their limit: left, as the main lane leaves them
+                    found.append(job)
+                    claimable += 1
+        if later:
+            self.store.assign_shards(later)
+        # Where the created-event runs such documents are rare (it takes them at once, and gives
+        # delayed ones their shard): while none turn up, scan less and less often, down to once a
+        # minute. In a worker-only deployment whose apps write jobs without a shard, scan on at
+        # every poll while they keep turning up.
+        if claimable or later:
+            # Apps' unsharded jobs are turning up: page on at every poll, pass after pass, until
+            # a page holds none we could take.
+            self._scan_every = 0.0
+        elif found or (self._wrap_at_once and not more):
+            # A first pass that began at a random id goes on from the first id at once, whether or
+            # not it found anything (a tick has only a few polls to sweep the whole set).
+            self._scan_every = 0.0 if self._wrap_at_once else self.scan_interval
+        else:
+            self._scan_every = min(max(self._scan_every, self.scan_interval) * 2, MAX_SCAN_INTERVAL)
+        if not more:
+            self._wrap_at_once = False
+        self._next["scan"] = time.monotonic() + self._scan_every
         return found
 
     def _join(self, now: datetime) -> None:
@@ -184,11 +257,13 @@ class Discovery:
         self._contended_until = time.monotonic() + CONTENDED_MEMORY
         self._backlog = True
 
-    def held_elsewhere(self, job_id: str) -> bool:
-        """True, during a backlog, when the job's id lies in a slice another worker leases (as last read)."""
-        if self._table is None or self.partition is not None or not self._backlog:
+    def held_elsewhere(self, job: Job) -> bool:
+        """True, during a backlog, when the job's shard lies in a slice another worker leases (as last
+        read). A job outside the shard lanes is nobody's: the slice holder's lanes never see it."""
+        shard = job.raw.get("shard")
+        if self._table is None or self.partition is not None or not self._backlog or not isinstance(shard, int) or not valid_shard(shard):
             return False
-        index = partition_of(job_id)
+        index = shard * PARTITIONS // SHARDS
         fields, _version = self._table.get(index, ({}, None))
         until = fields.get("until")
         return fields.get("holder") not in (None, self.holder) and isinstance(until, datetime) and until > self.store.now()
@@ -239,6 +314,18 @@ class Discovery:
         self.partition = self._slice_version = None
 
 
+def sweeper_shards(sweeper: int, sweepers: int) -> tuple[int, ...]:
+    """The shard lanes tick sweeper `sweeper` (0 to `sweepers` - 1) sweeps: a contiguous share."""
+    if not 0 <= sweeper < sweepers <= SHARDS:
+        raise ValueError(f"sweeper {sweeper} of {sweepers}: sweepers are numbered 0 to {sweepers - 1}, and there are at most {SHARDS}")
+    return tuple(shard for shard in ALL_SHARDS if shard * sweepers // SHARDS == sweeper)
+
+
+def _after_last_shard(jobs: list[Job]) -> int | None:
+    shard = jobs[-1].raw.get("shard") if jobs else None
+    return (shard + 1) % SHARDS if isinstance(shard, int) and valid_shard(shard) else None
+
+
 def _implausible_lease(job: Job) -> bool:
     expires = job.lease.expires_at if job.lease else None
     return expires is not None and job.version is not None and (expires - job.version).total_seconds() > MAX_LEASE_SECONDS
@@ -253,4 +340,4 @@ def _order_time(job: Job, now: datetime) -> float:
     return moment.timestamp() if moment else now.timestamp()
 
 
-__all__ = ["Discovery"]
+__all__ = ["Discovery", "sweeper_shards"]

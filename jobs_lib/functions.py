@@ -39,10 +39,12 @@ from google.cloud.firestore_v1.types import document as document_types
 from google.events.cloud.firestore import DocumentEventData
 
 from jobs_lib.app import App
-from jobs_lib.job import Job
+from jobs_lib.discovery import Discovery, sweeper_shards
+from jobs_lib.job import Job, Status
 from jobs_lib.logs import configure, event, job_fields
 from jobs_lib.registry import EVENT_BUDGET
 from jobs_lib.runner import Engine
+from jobs_lib.store import valid_shard
 from jobs_lib.wire import decode_value, from_timestamp_pb
 
 log = logging.getLogger("jobs_lib.functions")
@@ -149,21 +151,43 @@ class Functions:
             engine.throughput.flush()
         return outcome
 
-    def tick(self, request: Any = None, *, schedule_time: datetime | None = None) -> dict[str, Any]:
-        """One Cloud Scheduler tick: run what is due within the budget; returns a JSON-able summary."""
+    def tick(self, request: Any = None, *, schedule_time: datetime | None = None, sweeper: int | None = None) -> dict[str, Any]:
+        """One Cloud Scheduler tick: run what is due within the budget; returns a JSON-able summary.
+
+        With JOBS_TICK_SWEEPERS = N > 1, Cloud Scheduler calls the tick N times per schedule, each
+        call naming its `sweeper` (0 to N - 1; ``{"sweeper": k}`` in the body, or ``?sweeper=k``):
+        each sweeps its share of the shard lanes (`jobs_lib.discovery.sweeper_shards`) on an
+        instance of its own, and sweeper 0 also fires the schedules and scans what no lane holds.
+        A call naming none (or one out of range, with a warning) sweeps everything.
+        """
         app = self.app
         settings = app.settings
         budget = settings.tick_budget
         hard_limit = max(settings.function_timeout - TICK_MARGIN, budget)
+        if sweeper is None:
+            sweeper = _sweeper_of(request)
+        sweepers = settings.tick_sweepers
         # A fresh engine per tick (its recorder and keeper end with it); the connection and the firer are shared.
         engine = app.new_engine()
-        worker = app.worker(engine=engine, concurrency=settings.tick_concurrency, burst=True, budget=budget, hard_limit=hard_limit, grace=0, poll_interval=0.1, schedules=False)
+        shards: tuple[int, ...] | None = None
+        if sweeper is not None and sweepers > 1:
+            if 0 <= sweeper < sweepers:
+                shards = sweeper_shards(sweeper, sweepers)
+            else:
+                event(engine.log, "tick_sweeper_unknown", f"sweeper {sweeper} is not one of 0 to {sweepers - 1} (JOBS_TICK_SWEEPERS); sweeping every lane", level=logging.WARNING)
+                sweeper = None
+        discovery = Discovery(engine.store, lease_seconds=engine.lease_seconds, holder=engine.holder, exclude_types=engine.excluded_types, eager=True, shards=shards)
+        worker = app.worker(
+            engine=engine, concurrency=settings.tick_concurrency, burst=True, budget=budget, hard_limit=hard_limit, grace=0, poll_interval=0.1, schedules=False, discovery=discovery
+        )
         # Fire due schedule slots first, so that this tick also runs the jobs they create.
-        fired = app.scheduler.fire_due()
+        fired = app.scheduler.fire_due() if discovery.sweeps_unsharded else None
         summary = worker.run().as_dict()
+        summary["sweeper"] = sweeper if shards is not None else None
+        summary["shards"] = list(shards) if shards is not None else "all"
         if engine.telemetry.recording_metrics:
             worker.record_queue_stats()  # the queue gauges, as of the end of this tick
-        summary["schedules"] = fired.as_dict()
+        summary["schedules"] = fired.as_dict() if fired is not None else None
         headers = getattr(request, "headers", {}) or {}
         summary["scheduleTime"] = schedule_time.isoformat() if schedule_time else headers.get("X-CloudScheduler-ScheduleTime")
         summary["budgetSeconds"] = budget
@@ -180,6 +204,25 @@ class Functions:
             app, self._app = self._app, None
         if app is not None:
             app.close()
+
+
+def _sweeper_of(request: Any) -> int | None:
+    """The sweeper a tick request names (JSON body ``{"sweeper": k}`` or ``?sweeper=k``), if any."""
+    if request is None:
+        return None
+    value: Any = None
+    try:
+        body = request.get_json(force=True, silent=True)  # Cloud Scheduler may send it as octet-stream
+    except Exception:  # not a JSON request: no sweeper named in the body
+        body = None
+    if isinstance(body, dict):
+        value = body.get("sweeper")
+    if value is None:
+        value = (getattr(request, "args", None) or {}).get("sweeper")
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return -1  # named but unreadable: swept as everything, with a warning
 
 
 def run_created(engine: Engine, job: Job) -> str:
@@ -201,6 +244,8 @@ def run_created(engine: Engine, job: Job) -> str:
             return executions[0].run() or "unrecorded"
         tried, _won = engine.last_claim
         if not tried and job.id not in engine.last_settle_refused:
+            if job.status is Status.PENDING and not job.problems and not valid_shard(job.raw.get("shard")) and not job.is_due(engine.store.now()):
+                engine.store.assign_shard(job)  # an app's delayed job: into its shard lane, where the tick will find it
             return "not_runnable"  # settled as poison or cancelled, not due yet, or taken by another
         fresh = engine.store.get(job.id)  # changed since the event: look at it as it is now
         if fresh is None:

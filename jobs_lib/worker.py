@@ -49,6 +49,9 @@ PAGE_SECONDS = 3.0
 #: ... and holds at most this many (each query costs the same whatever its size,
 #: on the emulator ~150-300 ms over 10,000 documents, so big pages are cheap pages).
 MAX_PAGE = 500
+#: ... and at least this many: the lanes read shard by shard, so a page that holds the whole of a
+#: small queue is what puts it in strict due order (jobs_lib.store.jobs.JobStore._lane).
+MIN_PAGE = 10
 
 
 def make_scheduler(engine: Engine) -> Scheduler:
@@ -225,7 +228,7 @@ class Worker:
                     else:
                         running = self._running_ids()
                         # Leave jobs in slices other workers lease to them: claiming them would only collide.
-                        usable = [job for job in found if job.id not in running and not self.discovery.held_elsewhere(job.id)]
+                        usable = [job for job in found if job.id not in running and not self.discovery.held_elsewhere(job)]
                         buffer.update((job.id, job) for job in usable)
                         buffered_at = now
                         if not usable:
@@ -342,7 +345,7 @@ class Worker:
         while self._claim_log and self._claim_log[0][0] < now - 5.0:
             self._claim_log.popleft()
         rate = sum(n for _t, n in self._claim_log) / 5.0
-        return max(2 * self.concurrency, min(int(rate * PAGE_SECONDS), MAX_PAGE))
+        return max(2 * self.concurrency, MIN_PAGE, min(int(rate * PAGE_SECONDS), MAX_PAGE))
 
     def _running_ids(self) -> set[str]:
         with self._running_lock:

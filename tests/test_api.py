@@ -26,6 +26,7 @@ from jobs_lib import JobsClient, Status
 from jobs_lib.api import JobsApi
 from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store import JobStore
+from jobs_lib.store.base import shard_of
 
 from .conftest import PROJECT, ROOT
 from .test_rules import id_token
@@ -306,17 +307,20 @@ def test_ids_that_cannot_name_a_document_are_404(http: Client) -> None:
 
 
 def seed_mixed(store: JobStore) -> list[str]:
-    """Alice's jobs with createdAt as timestamps and as ISO strings, interleaved in time; newest first."""
+    """Alice's jobs with createdAt as timestamps and as ISO strings, interleaved in time; newest first.
+
+    Written as jobs_lib stores them, with their shard (the listings read the shard lanes; a job an
+    app wrote without one is listed once the runner has given it one: tests/test_shards.py)."""
     base = datetime(2025, 4, 27, 5, 0, tzinfo=UTC)
     ids = []
     for i in range(7):
         moment = base + timedelta(minutes=i)
         created: Any = moment if i % 2 else moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
         job_id = f"job{i}"
-        store.ref(job_id).set({"type": "process_notifications" if i != 3 else "other", "status": "completed" if i in (2, 5) else "pending", "metadata": {}, "createdAt": created, "createdBy": "alice", "orgId": "acme"})
+        store.ref(job_id).set({"type": "process_notifications" if i != 3 else "other", "status": "completed" if i in (2, 5) else "pending", "metadata": {}, "createdAt": created, "createdBy": "alice", "orgId": "acme", "shard": shard_of(job_id)})
         ids.append(job_id)
-    store.ref("bobs").set({"type": "process_notifications", "status": "pending", "createdAt": base + timedelta(hours=1), "createdBy": "bob", "orgId": "acme"})
-    store.ref("globex").set({"type": "process_notifications", "status": "pending", "createdAt": base, "createdBy": "mallory", "orgId": "globex"})
+    store.ref("bobs").set({"type": "process_notifications", "status": "pending", "createdAt": base + timedelta(hours=1), "createdBy": "bob", "orgId": "acme", "shard": shard_of("bobs")})
+    store.ref("globex").set({"type": "process_notifications", "status": "pending", "createdAt": base, "createdBy": "mallory", "orgId": "globex", "shard": shard_of("globex")})
     return ids[::-1]
 
 

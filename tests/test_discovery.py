@@ -7,21 +7,32 @@ from datetime import UTC, datetime
 from google.cloud import firestore
 
 from jobs_lib.discovery import Discovery
-from jobs_lib.store import PARTITION_BOUNDS, PARTITIONS, JobStore, partition_of
+from jobs_lib.store import (
+    ALL_SHARDS,
+    PARTITIONS,
+    SHARDS,
+    JobStore,
+    partition_of,
+    partition_shards,
+    shard_of,
+)
 
 
-def test_partitions_cover_the_id_space_in_order() -> None:
-    assert len(PARTITION_BOUNDS) == PARTITIONS and PARTITION_BOUNDS[0] is None
-    assert partition_of("0000") == 0 and partition_of("zzzz") == PARTITIONS - 1
-    ids = ["0a", "5b", "Cx", "Mm", "Zz", "aa", "kk", "zz"]
-    assert [partition_of(i) for i in ids] == sorted(partition_of(i) for i in ids)
+def test_slices_split_the_shards_and_ids_spread_over_them() -> None:
+    assert sorted(s for p in range(PARTITIONS) for s in partition_shards(p)) == list(ALL_SHARDS)
+    assert all(partition_of(f"id{i}") == shard_of(f"id{i}") * PARTITIONS // SHARDS for i in range(100))
+    counts = [0] * SHARDS
+    for i in range(30_000):
+        counts[shard_of(f"{i:020d}")] += 1
+    assert min(counts) > 800 and max(counts) < 1200  # about 1,000 each: the lanes share the writes evenly
 
 
 def backlog(store: JobStore, count: int) -> None:
     batch = store.db.batch()
     now = datetime.now(UTC)
     for _ in range(count):
-        batch.set(store.collection.document(), {"type": "t", "status": "pending", "scheduledFor": now, "priority": 0})
+        ref = store.collection.document()
+        batch.set(ref, {"type": "t", "status": "pending", "scheduledFor": now, "priority": 0, "shard": shard_of(ref.id)})
     batch.commit()
 
 

@@ -89,6 +89,11 @@ def test_the_sdk_brings_its_own_pins_and_the_manifest_lists_three_functions(func
     assert tick["timeoutSeconds"] == 1800
     api = endpoints["jobs_api"]
     assert api["httpsTrigger"]["invoker"] == ["public"] and api["timeoutSeconds"] == 60 and api["concurrency"] == 16
+    # Tick sweepers (JOBS_TICK_SWEEPERS): one scheduled function each, named for the sweeper.
+    swept = json.loads(venv_python(functions_venv, DISCOVER, {**env, "JOBS_TICK_SWEEPERS": "3"}))["endpoints"]
+    assert set(swept) == {"jobs_created", "jobs_tick", "jobs_tick_1", "jobs_tick_2", "jobs_api"}
+    assert {swept[f]["entryPoint"] for f in ("jobs_tick", "jobs_tick_1", "jobs_tick_2")} == {"jobs_tick", "jobs_tick_1", "jobs_tick_2"}
+    assert all(swept[f]["scheduleTrigger"]["schedule"] == "*/2 * * * *" for f in ("jobs_tick_1", "jobs_tick_2"))
 
 
 def test_functions_framework_targets_do_not_load_the_sdk(functions_venv: Path) -> None:

@@ -328,3 +328,47 @@ def test_functions_folder_is_self_contained_after_packaging(tmp_path: Path) -> N
     result = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith(str(folder))
+
+
+def test_tick_sweepers_each_sweep_their_share_of_the_shard_lanes(function_app: Callable[[str, str], Any], client: JobsClient, store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBS_TICK_SWEEPERS", "3")
+    tick = function_app("tick", "http")
+    from jobs_lib.store import shard_of
+
+    ids = [client.enqueue("sleep", {"seconds": 0}).id for _ in range(45)]
+    unsharded = store.collection.document()  # an app's job without a shard: sweeper 0's scan
+    unsharded.set({"type": "sleep", "status": "pending", "metadata": {"seconds": 0}, "scheduledFor": store.now()})
+    by_sweeper = {k: {i for i in ids if shard_of(i) * 3 // 30 == k} for k in range(3)}
+    assert all(by_sweeper.values())
+
+    # Cloud Scheduler sends the body as application/octet-stream: the tick reads it anyway.
+    one = tick.post("/", headers=scheduler_headers(), data=b'{"sweeper": 1}').get_json()
+    assert one["sweeper"] == 1 and one["claimed"] == len(by_sweeper[1]) and one["schedules"] is None
+    done = {i for i in ids if store.get(i).status is Status.COMPLETED}  # type: ignore[union-attr]
+    assert done == by_sweeper[1] and store.get(unsharded.id).status is Status.PENDING  # type: ignore[union-attr]
+
+    two = tick.post("/?sweeper=2", headers=scheduler_headers()).get_json()
+    assert two["claimed"] == len(by_sweeper[2])
+    zero = tick.post("/", headers=scheduler_headers(), data=b'{"sweeper": 0}').get_json()
+    assert zero["claimed"] == len(by_sweeper[0]) + 1 and zero["schedules"] is not None
+    jobs = wait_finished(store, [*ids, unsharded.id], timeout=30)
+    assert {j.status for j in jobs.values()} == {Status.COMPLETED} and {j.attempts for j in jobs.values()} == {1}
+    assert jobs[unsharded.id].raw["shard"] == shard_of(unsharded.id)
+
+    # A sweeper out of range sweeps every lane (with a warning), so a misconfigured job loses nothing.
+    late = client.enqueue("sleep", {"seconds": 0})
+    stray = tick.post("/", headers=scheduler_headers(), data=b'{"sweeper": 7}').get_json()
+    assert stray["sweeper"] is None and stray["shards"] == "all" and stray["claimed"] == 1
+    assert store.get(late.id).status is Status.COMPLETED  # type: ignore[union-attr]
+
+
+def test_deploy_schedules_one_scheduler_job_per_sweeper() -> None:
+    from jobs_lib.deploy import DeployPlan, commands
+
+    plan = DeployPlan(project="p", region="europe-west1", trigger_location="eur3", service_account="sa@p.iam.gserviceaccount.com", tick_sweepers=3)
+    jobs = [c for c in commands(plan, HandlerRegistry()) if c.startswith("gcloud scheduler jobs create")]
+    assert [c.split()[5] for c in jobs] == ["jobs-tick-0", "jobs-tick-1", "jobs-tick-2"]
+    assert all(f"--message-body='{{\"sweeper\": {k}}}'" in c for k, c in enumerate(jobs))
+    assert any("JOBS_TICK_SWEEPERS=3" in c for c in commands(plan, HandlerRegistry()) if "jobs-tick " in c)
+    single = [c for c in commands(DeployPlan(project="p", region="r", trigger_location="l", service_account="s"), HandlerRegistry()) if c.startswith("gcloud scheduler")]
+    assert len(single) == 1 and " jobs-tick " in single[0]

@@ -37,6 +37,8 @@ HELPERS = {
     "JobStore._pending": "due, scan_pending and the other pending queries",
     "JobListing._lane_query": "JobListing.page",
     "Connection.count": "count_by_status, which builds the queries it counts",
+    "_in_shards": "the sharded queries that need one order across shards (the listings, counts)",
+    "JobStore._lane": "due, due_by_priority, due_strings and expired (one range of shards each)",
 }
 
 
@@ -66,8 +68,8 @@ NOW = datetime.now(UTC)
 
 
 def _listing_pages(s: Stores) -> None:
-    s.jobs.ref("a").set({"type": "t", "status": "pending", "createdAt": NOW, "createdBy": "u", "orgId": "o"})
-    s.jobs.ref("b").set({"type": "t", "status": "pending", "createdAt": "2025-01-01T00:00:00.000Z", "createdBy": "u", "orgId": "o"})
+    s.jobs.ref("a").set({"type": "t", "status": "pending", "createdAt": NOW, "createdBy": "u", "orgId": "o", "shard": 3})
+    s.jobs.ref("b").set({"type": "t", "status": "pending", "createdAt": "2025-01-01T00:00:00.000Z", "createdBy": "u", "orgId": "o", "shard": 17})
     for scope in (Scope("createdBy", "u"), Scope("orgId", "o"), Scope(None, None)):
         for status in (None, "pending"):
             for job_type in (None, "t"):
@@ -79,7 +81,7 @@ def _listing_pages(s: Stores) -> None:
 
 #: How the test calls each query method: "Class.method" -> a call with sample arguments.
 CALLS: dict[str, Callable[[Stores], Any]] = {
-    "JobStore.due": lambda s: [s.jobs.due(NOW, 5), s.jobs.due(NOW, 5, partition=0), s.jobs.due(NOW, 5, partition=7), s.jobs.due(NOW, 5, partition=15), s.jobs.due(NOW, 5, exclude_types=["paused"]), s.jobs.due(NOW, 5, partition=3, exclude_types=["a", "b"])],
+    "JobStore.due": lambda s: [s.jobs.due(NOW, 5), s.jobs.due(NOW, 5, start=17), s.jobs.due(NOW, 5, partition=0), s.jobs.due(NOW, 5, partition=7), s.jobs.due(NOW, 5, partition=14), s.jobs.due(NOW, 5, exclude_types=["paused"]), s.jobs.due(NOW, 5, partition=3, exclude_types=["a", "b"])],
     "JobStore.due_by_priority": lambda s: s.jobs.due_by_priority(NOW, 5),
     "JobStore.due_strings": lambda s: s.jobs.due_strings(NOW, 5),
     "JobStore.scan_pending": lambda s: [s.jobs.scan_pending(None, 5), s.jobs.scan_pending("m", 5)],
@@ -259,8 +261,17 @@ def test_every_query_the_store_runs_has_its_index(store: JobStore, captured: lis
     blocked = sorted(f"{n.describe()} needs {f}" for n in needs if not n.composite for f in single_field_blocked(n))
     assert not blocked, f"queries needing a single-field index that a field override removes: {blocked}"
     # The listing's lanes are among them, in the shape its docstring promises.
-    assert Need("backgroundJobs", frozenset({"createdBy", "status", "type"}), (("createdAt", "DESCENDING"),)) in needs
-    assert Need("backgroundJobs", frozenset({"orgId"}), (("createdAt", "DESCENDING"),)) in needs
+    assert Need("backgroundJobs", frozenset({"shard", "createdBy", "status", "type"}), (("createdAt", "DESCENDING"),)) in needs
+    # Every query that ranges over or orders by a timestamp reads the shard lanes (jobs_lib.store.base.SHARDS).
+    timestamps = {"createdAt", "updatedAt", "startedAt", "completedAt", "scheduledFor", "leaseExpiresAt", "expireAt"}
+    # (shard equal to a value or in a set, or the first order: a range of shards read in shard order)
+    unsharded = sorted(
+        n.describe()
+        for n in needs
+        if n.collection == "backgroundJobs" and {f for f, _d in n.orders} & timestamps and "shard" not in n.equality and (not n.orders or n.orders[0][0] != "shard")
+    )
+    assert not unsharded, f"queries over a timestamp outside the shard lanes (a hot index range at scale): {unsharded}"
+    assert Need("backgroundJobs", frozenset({"shard", "orgId"}), (("createdAt", "DESCENDING"),)) in needs
 
 
 def test_the_derivation_follows_firestores_rules(store: JobStore) -> None:
@@ -278,7 +289,8 @@ def test_the_derivation_follows_firestores_rules(store: JobStore) -> None:
     mixed_name = c.where(filter=FieldFilter("s", "==", 1)).order_by("t").order_by("__name__", direction="DESCENDING")
     assert need_of(mixed_name._to_protobuf()).orders == (("t", "ASCENDING"), ("__name__", "DESCENDING"))
     assert not satisfied(need_of(mixed_name._to_protobuf()))
-    assert satisfied(need_of(c.where(filter=FieldFilter("status", "==", "pending")).where(filter=FieldFilter("leaseExpiresAt", "<=", 1))._to_protobuf()))
+    assert satisfied(need_of(c.where(filter=FieldFilter("shard", "in", [1, 2])).where(filter=FieldFilter("status", "==", "pending")).where(filter=FieldFilter("leaseExpiresAt", "<=", 1))._to_protobuf()))
+    assert not satisfied(need_of(c.where(filter=FieldFilter("status", "==", "pending")).where(filter=FieldFilter("leaseExpiresAt", "<=", 1))._to_protobuf()))
     exempt = c.where(filter=FieldFilter("metadata", ">", 1))
     assert single_field_blocked(need_of(exempt._to_protobuf())) == ["metadata"]
 
@@ -288,5 +300,7 @@ def test_overrides_exempt_the_large_and_hot_fields_and_set_the_ttl_fields() -> N
     for field in ("metadata", "result", "progress", "lease", "error", "errorDetails"):
         assert overrides[("backgroundJobs", field)]["indexes"] == [], field
     assert overrides[("backgroundJobs", "expireAt")]["ttl"] is True
+    for field in ("createdAt", "updatedAt", "startedAt", "completedAt", "scheduledFor", "leaseExpiresAt", "expireAt"):
+        assert overrides[("backgroundJobs", field)]["indexes"] == [], field  # sequential: only the sharded composites hold them
     assert overrides[("backgroundJobs_rateLimits", "expireAt")]["ttl"] is True
     assert overrides[("backgroundJobs_rateLimits", "count")]["indexes"] == []

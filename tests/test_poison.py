@@ -90,7 +90,9 @@ def test_unknown_status_words_are_never_run(store: JobStore, worker_factory: Any
     good = store.collection.document()
     good.set({**GOOD, "scheduledFor": now()})
     worker_factory()
-    wait_finished(store, [good.id])
-    # The worker's queries select status == "pending"; a foreign status word is left alone
-    # (the created-event path fails it with a message; see the functions tests).
-    assert store.get(odd.id).status is None  # type: ignore[union-attr]
+    jobs = wait_finished(store, [good.id, odd.id])
+    # The worker's lanes select status == "pending"; a foreign status word is never run: the
+    # odd-status lane fails it, naming the value (as the created-event path does).
+    assert jobs[good.id].status is Status.COMPLETED
+    assert jobs[odd.id].status is Status.FAILED and "status 'queued' is not one of" in (jobs[odd.id].error or "")
+    assert jobs[odd.id].attempts == 0 and jobs[odd.id].started_at is None

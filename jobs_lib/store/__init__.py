@@ -6,13 +6,26 @@ never build a query or a document themselves; they see jobs_lib's own errors
 owns the job documents and holds the other parts, all on one `Connection`.
 """
 
-from jobs_lib.store.base import PARTITION_BOUNDS, PARTITIONS, Connection, OpStats, partition_of
+from jobs_lib.store.base import (
+    ALL_SHARDS,
+    ID_ALPHABET,
+    PARTITIONS,
+    SHARDS,
+    Connection,
+    OpStats,
+    partition_of,
+    partition_shards,
+    shard_of,
+    valid_shard,
+)
 from jobs_lib.store.claims import Claim, FencedWrite, WriteOutcome, WriteStatus
 from jobs_lib.store.jobs import JobStore
 
 __all__ = [
+    "ALL_SHARDS",
+    "ID_ALPHABET",
     "PARTITIONS",
-    "PARTITION_BOUNDS",
+    "SHARDS",
     "Claim",
     "Connection",
     "FencedWrite",
@@ -21,4 +34,7 @@ __all__ = [
     "WriteOutcome",
     "WriteStatus",
     "partition_of",
+    "partition_shards",
+    "shard_of",
+    "valid_shard",
 ]

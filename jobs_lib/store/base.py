@@ -7,10 +7,10 @@ caller outside ``jobs_lib.store`` ever imports ``google.api_core``.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -38,16 +38,42 @@ TRANSIENT = (
 #: gRPC status codes in BatchWrite results.
 _OK, _INVALID_ARGUMENT, _NOT_FOUND, _ALREADY_EXISTS, _FAILED_PRECONDITION = 0, 3, 5, 6, 9
 
-#: Auto-ids use these 62 characters; partitions split the id space on them.
-_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-PARTITIONS = 16
-#: Lower bounds of the id-range partitions (the first has none, the last no upper bound).
-PARTITION_BOUNDS: tuple[str | None, ...] = (None, *tuple(_ID_ALPHABET[round(i * len(_ID_ALPHABET) / PARTITIONS)] for i in range(1, PARTITIONS)))
+#: Shard lanes. Every job carries ``shard`` (0 to SHARDS - 1, from its id, written once: at creation,
+#: or by the runner's first write for documents apps wrote without one), and every query that ranges
+#: over a timestamp reads the shard lanes. Each index with a sequential value (a timestamp near
+#: "now") then receives its writes in SHARDS key ranges instead of one: Firestore sustains about 500
+#: writes/s per such range, so 30 shards carry 10,000 jobs/s at 333 writes/s per range
+#: (bench/capacity.py). The runner's lanes read a contiguous range of shards (``shard >= a``,
+#: ``shard <= b``, ordered by shard, then the timestamp: Firestore's inequality filters on several
+#: fields), starting where the last full page ended; listings need one order across shards and read
+#: ``shard in [0..29]`` (30 is also the most values one ``in`` takes). In the emulator an ``in`` over
+#: 30 values costs about 20 plain queries (2.2 s against 0.12 s over 10,000 jobs), a range about 1.3.
+SHARDS = 30
+#: Firestore's auto-ids use these 62 characters.
+ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+ALL_SHARDS: tuple[int, ...] = tuple(range(SHARDS))
+#: A contended worker reads one slice of the backlog: slice p holds the shards 2p and 2p + 1.
+PARTITIONS = 15
+
+
+def shard_of(job_id: str) -> int:
+    """The shard a job id belongs to (a stable hash: any process computes the same)."""
+    return zlib.crc32(job_id.encode()) % SHARDS
+
+
+def valid_shard(value: object) -> bool:
+    """True for a shard value the lanes read (an app may have written none, or anything)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SHARDS
 
 
 def partition_of(job_id: str) -> int:
-    """The partition (slice of the id space) a document id falls in."""
-    return bisect.bisect_right(PARTITION_BOUNDS[1:], job_id)  # type: ignore[type-var]
+    """The slice a job id falls in."""
+    return shard_of(job_id) * PARTITIONS // SHARDS
+
+
+def partition_shards(partition: int) -> tuple[int, ...]:
+    """The shards of one slice (contiguous: the lanes read a slice as one range of ``shard``)."""
+    return tuple(shard for shard in ALL_SHARDS if shard * PARTITIONS // SHARDS == partition)
 
 
 def translate(exc: Exception) -> StoreError:
@@ -278,4 +304,4 @@ class StorePart:
         return self.connection.time_value(moment)
 
 
-__all__ = ["PARTITIONS", "PARTITION_BOUNDS", "TRANSIENT", "Connection", "OpStats", "StorePart", "partition_of", "translate", "translated"]
+__all__ = ["ALL_SHARDS", "ID_ALPHABET", "PARTITIONS", "SHARDS", "TRANSIENT", "Connection", "OpStats", "StorePart", "partition_of", "partition_shards", "shard_of", "translate", "translated", "valid_shard"]

@@ -45,10 +45,12 @@ from jobs_lib.store.base import (
     _INVALID_ARGUMENT,
     _NOT_FOUND,
     _OK,
-    PARTITION_BOUNDS,
-    PARTITIONS,
+    ALL_SHARDS,
     Connection,
     StorePart,
+    partition_shards,
+    shard_of,
+    valid_shard,
 )
 from jobs_lib.store.claims import Claim, FencedWrite, WriteOutcome, WriteStatus
 from jobs_lib.store.limits import ConcurrencyLimits
@@ -56,6 +58,35 @@ from jobs_lib.store.ratewindows import RateWindows
 from jobs_lib.store.schedules import ScheduleStore
 from jobs_lib.store.slices import SliceLeases
 from jobs_lib.store.stats import MinuteStats
+
+ASCENDING, DESCENDING = firestore.Query.ASCENDING, firestore.Query.DESCENDING
+
+
+def _in_shards(query: Any, shards: Sequence[int]) -> Any:
+    return query.where(filter=FieldFilter("shard", "in", list(shards)) if len(shards) > 1 else FieldFilter("shard", "==", shards[0]))
+
+
+def _orderable(value: object) -> tuple[int, Any]:
+    """A sort key that orders values of one kind as Firestore does and never compares kinds
+    (an app's document may hold a number where a string belongs)."""
+    if isinstance(value, bool) or value is None:
+        return (0, bool(value))
+    if isinstance(value, int | float):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    if isinstance(value, datetime):
+        return (3, value)
+    return (4, repr(value))
+
+
+def _order_key(name: str, job: Job) -> tuple[int, Any]:
+    return _orderable(job.raw.get(name))
+
+
+def shard_fields(job: Job) -> dict[str, Any]:
+    """``shard`` for a document that lacks a valid one (the runner's first write adds it), else nothing."""
+    return {} if valid_shard(job.raw.get("shard")) else {"shard": shard_of(job.id)}
 
 
 class JobStore(StorePart):
@@ -94,8 +125,10 @@ class JobStore(StorePart):
         """Run a query over job documents (built by a store part) and read each as a `Job`."""
         return [Job.from_document(doc_id, fields, version) for doc_id, fields, version in self.connection.query(query, label)]
 
-    def _pending(self) -> Any:
-        return self.collection.where(filter=FieldFilter("status", "==", Status.PENDING.value))
+    def _pending(self, shards: Sequence[int] | None = ALL_SHARDS) -> Any:
+        """Pending jobs, in the shard lanes `shards` (None: every document, shard or not)."""
+        query = self.collection.where(filter=FieldFilter("status", "==", Status.PENDING.value))
+        return query if shards is None else _in_shards(query, shards)
 
     # -- reads ------------------------------------------------------------------
 
@@ -113,67 +146,89 @@ class JobStore(StorePart):
         """Measure the offset to the server's clock (one billed read of a missing document)."""
         self.get("clock-calibration")
 
-    def due(self, now: datetime, limit: int, partition: int | None = None, exclude_types: Sequence[str] = ()) -> list[Job]:
-        """Pending jobs whose timestamp ``scheduledFor`` has come, oldest first.
+    def _lane(self, label: str, base: Any, order: Sequence[tuple[str, str]], limit: int, shards: Sequence[int], start: int | None) -> list[Job]:
+        """One lane over the shard range `shards` (contiguous), by shard, then `order`.
 
-        With `partition`, only ids in that slice of the id space, so that
-        workers sharing a backlog do not race for the same documents. Jobs of
-        `exclude_types` (paused, or at their concurrency limit) are left out,
-        so they cannot crowd other types out of the page.
+        The read starts at shard `start` (default: the first) and, when that leaves the page short,
+        goes on from the first shard up to `start`: two queries at most, each one range of ``shard``
+        on an index ``(equality fields..., shard, order fields...)``. Callers rotate `start` over a
+        lasting backlog, so that every shard gets its turn (oldest first within each).
         """
-        query = self._pending().where(filter=FieldFilter("scheduledFor", "<=", now))
-        if exclude_types:
-            query = query.where(filter=FieldFilter("type", "not-in", list(exclude_types)[:10]))
+        low, high = min(shards), max(shards)
+        assert list(shards) == list(range(low, high + 1)), f"shard lanes are read as one range: {shards}"
+        first = low if start is None or not low <= start <= high else start
+        found: list[Job] = []
+        for lo, hi in ((first, high), (low, first - 1)):
+            if hi < lo or len(found) >= limit:
+                continue
+            query = base.where(filter=FieldFilter("shard", ">=", lo)).where(filter=FieldFilter("shard", "<=", hi)).order_by("shard")
+            for name, direction in order:
+                query = query.order_by(name, direction=direction)
+            found += self.run_query(query.limit(limit - len(found)), label)
+        if len(found) < limit:
+            # A short page holds everything the lane has: put it in the lane's own order across
+            # shards, so that a queue that fits in one page runs strictly by `order` (a full page
+            # stays in shard order, which the callers' rotation of `start` reads from its end).
+            for name, direction in reversed(order):
+                found.sort(key=partial(_order_key, name), reverse=direction == DESCENDING)
+        return found
+
+    def due(
+        self,
+        now: datetime,
+        limit: int,
+        partition: int | None = None,
+        exclude_types: Sequence[str] = (),
+        *,
+        start: int | None = None,
+        shards: Sequence[int] = ALL_SHARDS,
+    ) -> list[Job]:
+        """Pending jobs whose timestamp ``scheduledFor`` has come: by shard from `start`, oldest first in each.
+
+        Only the shard lanes `shards` (a tick sweeper's share); with `partition`, only that slice's
+        shards, so that workers sharing a backlog do not race for the same documents. Jobs of
+        `exclude_types` (paused, or at their concurrency limit) are left out (``not-in``), so they
+        cannot crowd other types out of the page.
+        """
         if partition is not None:
-            low = PARTITION_BOUNDS[partition]
-            high = PARTITION_BOUNDS[partition + 1] if partition + 1 < PARTITIONS else None
-            if low is not None:
-                query = query.where(filter=FieldFilter("__name__", ">=", self.ref(low)))
-            if high is not None:
-                query = query.where(filter=FieldFilter("__name__", "<", self.ref(high)))
-        return self.run_query(query.order_by("scheduledFor").limit(limit), "due")
+            shards = partition_shards(partition)
+        base = self._pending(None).where(filter=FieldFilter("scheduledFor", "<=", now))
+        order: list[tuple[str, str]] = [("scheduledFor", ASCENDING)]
+        if exclude_types:
+            base = base.where(filter=FieldFilter("type", "not-in", list(exclude_types)[:10]))
+            order.append(("type", ASCENDING))
+        return self._lane("due:excluding" if exclude_types else "due", base, order, limit, shards, start)
 
-    def due_by_priority(self, now: datetime, limit: int) -> list[Job]:
-        """Due pending jobs with a positive priority, highest first."""
-        query = (
-            self._pending()
-            .where(filter=FieldFilter("priority", ">", 0))
-            .where(filter=FieldFilter("scheduledFor", "<=", now))
-            .order_by("priority", direction=firestore.Query.DESCENDING)
-            .order_by("scheduledFor")
-            .limit(limit)
-        )
-        return self.run_query(query, "due_by_priority")
+    def due_by_priority(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS, start: int | None = None) -> list[Job]:
+        """Due pending jobs with a positive priority, highest first (in each shard)."""
+        base = self._pending(None).where(filter=FieldFilter("priority", ">", 0)).where(filter=FieldFilter("scheduledFor", "<=", now))
+        return self._lane("due_by_priority", base, [("priority", DESCENDING), ("scheduledFor", ASCENDING)], limit, shards, start)
 
-    def due_strings(self, now: datetime, limit: int) -> list[Job]:
+    def due_strings(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS) -> list[Job]:
         """Pending jobs whose ``scheduledFor`` is an ISO string that may be due.
 
         The bound is widened by the largest UTC offset; callers check `Job.is_due`.
         """
         bound = to_iso(now + MAX_UTC_OFFSET)
-        query = self._pending().where(filter=FieldFilter("scheduledFor", "<=", bound))
-        return self.run_query(query.order_by("scheduledFor").limit(limit), "due_strings")
+        base = self._pending(None).where(filter=FieldFilter("scheduledFor", "<=", bound))
+        return self._lane("due_strings", base, [("scheduledFor", ASCENDING)], limit, shards, None)
 
     def scan_pending(self, after: str | None, limit: int) -> list[Job]:
         """A page of all pending jobs in id order, after the id `after`.
 
-        The only way to find documents that lack ``scheduledFor`` (or hold
-        something unreadable there): no index holds a missing field.
+        The only way to find documents that lack ``scheduledFor`` or a valid ``shard`` (or hold
+        something unreadable there): no index holds a missing field. Served by the single-field
+        ``status`` index in document-id order, which no sequential value makes hot.
         """
-        query = self._pending().order_by("__name__")
+        query = self._pending(None).order_by("__name__")
         if after:
             query = query.start_after({"__name__": self.ref(after)})
         return self.run_query(query.limit(limit), "scan_pending")
 
-    def expired(self, now: datetime, limit: int) -> list[Job]:
+    def expired(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS) -> list[Job]:
         """Running jobs whose lease has lapsed: their worker died or lost contact."""
-        query = (
-            self.collection.where(filter=FieldFilter("status", "==", Status.IN_PROGRESS.value))
-            .where(filter=FieldFilter("leaseExpiresAt", "<=", now))
-            .order_by("leaseExpiresAt")
-            .limit(limit)
-        )
-        return self.run_query(query, "expired")
+        base = self.collection.where(filter=FieldFilter("status", "==", Status.IN_PROGRESS.value)).where(filter=FieldFilter("leaseExpiresAt", "<=", now))
+        return self._lane("expired", base, [("leaseExpiresAt", ASCENDING)], limit, shards, None)
 
     def odd_statuses(self, limit: int) -> list[Job]:
         """Documents whose ``status`` is none of ours (a number, a map, ``"done"``) or null.
@@ -195,7 +250,7 @@ class JobStore(StorePart):
 
     def expired_finished(self, now: datetime, limit: int) -> list[str]:
         """Ids of finished jobs whose ``expireAt`` has passed (for the cleanup where no TTL policy runs)."""
-        query = self.collection.where(filter=FieldFilter("expireAt", "<=", now)).order_by("expireAt").limit(limit)
+        query = _in_shards(self.collection, ALL_SHARDS).where(filter=FieldFilter("expireAt", "<=", now)).order_by("expireAt").limit(limit)
         return [doc_id for doc_id, _fields, _version in self.connection.query(query, "expired_finished")]
 
     def count_by_status(self) -> dict[str, int]:
@@ -223,6 +278,8 @@ class JobStore(StorePart):
         query = self.collection.where(filter=FieldFilter("status", "==", status)).where(filter=FieldFilter("type", "==", job_type))
         if org_id is not None:
             query = query.where(filter=FieldFilter("orgId", "==", org_id))
+        if scheduled_until is not None or scheduled_after is not None or completed_since is not None:
+            query = _in_shards(query, ALL_SHARDS)  # a range on a timestamp: the sharded indexes
         if scheduled_until is not None:
             query = query.where(filter=FieldFilter("scheduledFor", "<=", scheduled_until))
         if scheduled_after is not None:
@@ -313,6 +370,8 @@ class JobStore(StorePart):
         With `transaction` or `batch` the create happens when the caller commits them.
         """
         ref = self.ref(job_id)
+        if not valid_shard(data.get("shard")):
+            data = {**data, "shard": shard_of(job_id)}
         if transaction is not None:
             transaction.create(ref, data)
         elif batch is not None:
@@ -329,6 +388,7 @@ class JobStore(StorePart):
     def claim_fields(self, job: Job, expires: datetime, holder: str, token: str) -> dict[str, Any]:
         """What a claim writes: in progress, one more attempt, the lease and its token."""
         return {
+            **shard_fields(job),
             "status": Status.IN_PROGRESS.value,
             "startedAt": self.connection.now_value(),
             "updatedAt": self.connection.now_value(),
@@ -360,6 +420,16 @@ class JobStore(StorePart):
         version = self.limits.take_slot(slot, slot_version, job.id, token, self.ref(job.id), self.claim_fields(job, expires, holder, token), job.version)
         return Claim(job, token, holder, version, job.attempts + 1, expires) if version is not None else None
 
+    def assign_shard(self, job: Job) -> bool:
+        """Give a document an app wrote without a valid ``shard`` its shard, so that the lanes find
+        it (one write, conditioned on the version read; False when it changed meanwhile)."""
+        return self.assign_shards([job]) == [True]
+
+    def assign_shards(self, jobs: Sequence[Job]) -> list[bool]:
+        """`assign_shard` for several documents in one round trip."""
+        writes = [(job.id, {"shard": shard_of(job.id)}, job.version) for job in jobs]
+        return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "assign_shard")] if writes else []
+
     def settle(self, outcomes: Sequence[tuple[Job, Failed | Cancelled]], *, holder: str) -> list[bool]:
         """Give jobs their final state without running them (poison, cancelled before start).
 
@@ -372,6 +442,7 @@ class JobStore(StorePart):
                 job.id,
                 {
                     **self._outcome_fields(outcome),
+                    **shard_fields(job),
                     "updatedAt": self.connection.now_value(),
                     "lease": {"holder": holder, "token": uuid.uuid4().hex},
                 },

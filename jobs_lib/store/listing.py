@@ -22,7 +22,8 @@ document taken (or that the lane is exhausted). Because each lane keeps its
 own order and cursor, no job is skipped or repeated across pages, whatever
 the mix of types. A page costs two queries and at most ``2 * (pageSize + 1)``
 document reads. A job whose ``createdAt`` is missing or neither kind is not
-listed (jobs_lib always writes one).
+listed (jobs_lib always writes one), nor is one outside the shard lanes until the runner has
+given it its shard (at once for a job the created-event or a tick sees).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from jobs_lib.clock import parse_time, to_iso
 from jobs_lib.errors import InvalidPageToken, TimeParseError
 from jobs_lib.job import Job
 from jobs_lib.results import encodable
+from jobs_lib.store.base import ALL_SHARDS
 from jobs_lib.store.jobs import JobStore
 from jobs_lib.store.schedules import Schedule
 
@@ -145,7 +147,9 @@ class JobListing:
     # -- internals --------------------------------------------------------------------------
 
     def _lane_query(self, scope: Scope, status: str | None, job_type: str | None, lane: _Lane) -> Any:
-        query = self.store.collection
+        # In the shard lanes, like the runner's queries: the createdAt indexes then take each status
+        # change of a job in one of SHARDS ranges, never all in one (see jobs_lib.store.base).
+        query = self.store.collection.where(filter=FieldFilter("shard", "in", list(ALL_SHARDS)))
         if scope.field is not None:
             query = query.where(filter=FieldFilter(scope.field, "==", scope.value))
         if status:
