@@ -12,16 +12,37 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from google.cloud.firestore_v1.transforms import SERVER_TIMESTAMP
+
 from jobs_lib.config import Settings
-from jobs_lib.errors import ConfigurationError, DocumentExists, InvalidJobState, JobNotFound
+from jobs_lib.errors import (
+    ConfigurationError,
+    DocumentExists,
+    EnqueueFailed,
+    InvalidJobState,
+    JobNotFound,
+)
 from jobs_lib.job import Job, Status
 from jobs_lib.outcomes import Cancelled, CancelRequest, Change, Retried
 from jobs_lib.registry import HandlerRegistry, default_registry
-from jobs_lib.store import JobStore
+from jobs_lib.store import JobStore, shard_of
 from jobs_lib.telemetry import Telemetry
+
+#: Creates per BatchWrite RPC in `enqueue_many` (Firestore's limit per request).
+BATCH_LIMIT = 500
+_ALREADY_EXISTS = 6  # google.rpc.Code
+_ENQUEUE_ARGUMENTS = frozenset({"type", "metadata", "scheduled_for", "priority", "max_attempts", "key", "org_id", "created_by"})
+
+
+def _as_created(job_id: str, data: dict[str, Any], update_time: datetime) -> Job:
+    """The job as created: its server timestamps are the commit time, which the write returned."""
+    written = {name: update_time if value is SERVER_TIMESTAMP else value for name, value in data.items()}
+    return Job.from_document(job_id, written, update_time)
 
 
 def key_to_id(job_type: str, key: str) -> str:
@@ -74,32 +95,9 @@ class JobsClient:
         and a transaction, enqueue reads the job id first, so call it before
         the transaction's own writes (Firestore wants reads before writes).
         """
-        if not isinstance(type, str) or not type.strip():
-            raise ConfigurationError("a job needs a non-empty string type")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise ConfigurationError(f"metadata must be a dict, got {metadata.__class__.__name__}")
-        if self.validate_types and type not in self.registry:
-            raise ConfigurationError(f"no handler is registered for job type {type!r}")
-        if max_attempts is not None and max_attempts < 1:
-            raise ConfigurationError("max_attempts must be at least 1")
-        if scheduled_for is not None and scheduled_for.tzinfo is None:
-            raise ConfigurationError("scheduled_for must be timezone-aware (use datetime.now(timezone.utc))")
         if batch is not None and key is not None:
             raise ConfigurationError("a key needs a read to be idempotent; use a transaction, not a batch")
-        extra: dict[str, Any] = {}
-        if org_id is not None:
-            extra["orgId"] = org_id
-        if created_by is not None:
-            extra["createdBy"] = created_by
-        if key is not None:
-            extra["key"] = key
-        traceparent = self.telemetry.current_traceparent()
-        if traceparent is not None:
-            extra["traceparent"] = traceparent  # the run's span continues the caller's trace
-        data = self.store.new_job_fields(
-            type, metadata or {}, scheduled_for=scheduled_for, priority=priority, max_attempts=max_attempts, extra=extra
-        )
-        job_id = key_to_id(type, key) if key is not None else self.store.new_id()
+        job_id, data = self._prepare(type, metadata, scheduled_for=scheduled_for, priority=priority, max_attempts=max_attempts, key=key, org_id=org_id, created_by=created_by)
         if transaction is not None and key is not None:
             existing = self.store.get_in_transaction(job_id, transaction)
             if existing is not None:
@@ -120,6 +118,139 @@ class JobsClient:
         job = self.store.get(job_id)
         assert job is not None
         return job
+
+    def _prepare(
+        self,
+        type: str,
+        metadata: dict[str, Any] | None,
+        *,
+        scheduled_for: datetime | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        key: str | None = None,
+        org_id: str | None = None,
+        created_by: str | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """A job's id and document, checked as `enqueue` checks it; raises `ConfigurationError`."""
+        if not isinstance(type, str) or not type.strip():
+            raise ConfigurationError("a job needs a non-empty string type")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ConfigurationError(f"metadata must be a dict, got {metadata.__class__.__name__}")
+        if self.validate_types and type not in self.registry:
+            raise ConfigurationError(f"no handler is registered for job type {type!r}")
+        if max_attempts is not None and max_attempts < 1:
+            raise ConfigurationError("max_attempts must be at least 1")
+        if scheduled_for is not None and scheduled_for.tzinfo is None:
+            raise ConfigurationError("scheduled_for must be timezone-aware (use datetime.now(timezone.utc))")
+        extra: dict[str, Any] = {}
+        if org_id is not None:
+            extra["orgId"] = org_id
+        if created_by is not None:
+            extra["createdBy"] = created_by
+        if key is not None:
+            extra["key"] = key
+        traceparent = self.telemetry.current_traceparent()
+        if traceparent is not None:
+            extra["traceparent"] = traceparent  # the run's span continues the caller's trace
+        data = self.store.new_job_fields(
+            type, metadata or {}, scheduled_for=scheduled_for, priority=priority, max_attempts=max_attempts, extra=extra
+        )
+        job_id = key_to_id(type, key) if key is not None else self.store.new_id()
+        data["shard"] = shard_of(job_id)
+        return job_id, data
+
+    def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[Job]:
+        """Create many pending jobs; returns them in the order given.
+
+        Each item holds `enqueue`'s arguments by name (``{"type": "send_email", "metadata": {...},
+        "key": "welcome:u1", "priority": 3}``). Every item is checked before anything is written
+        (a `ConfigurationError` names the first bad one), then the jobs go out in BatchWrite RPCs of
+        up to 500 creates each. Creates are conditional, so an idempotency key already used (or
+        used twice in the call) returns the job it names, as `enqueue` does, and the others are
+        written all the same. A write refused for another reason is retried once, then raised
+        (`EnqueueFailed`, listing what was created and what was not).
+        """
+        prepared: list[tuple[str, dict[str, Any]]] = []
+        for n, item in enumerate(jobs):
+            if not isinstance(item, Mapping):
+                raise ConfigurationError(f"job {n}: each job is a mapping of enqueue's arguments, got {item.__class__.__name__}")
+            unknown = set(item) - _ENQUEUE_ARGUMENTS
+            if unknown:
+                raise ConfigurationError(f"job {n}: unknown argument(s) {', '.join(sorted(map(str, unknown)))}; expected {', '.join(sorted(_ENQUEUE_ARGUMENTS))}")
+            if "type" not in item:
+                raise ConfigurationError(f"job {n}: a job needs a type")
+            try:
+                prepared.append(self._prepare(**item))
+            except (ConfigurationError, TypeError, AttributeError) as error:
+                raise ConfigurationError(f"job {n}: {error}") from None
+        first_of: dict[str, int] = {}
+        for n, (job_id, _data) in enumerate(prepared):
+            first_of.setdefault(job_id, n)  # the same key twice in one call: one job
+        unique = [(job_id, data) for n, (job_id, data) in enumerate(prepared) if first_of[job_id] == n]
+        found: dict[str, Job] = {}
+        existing: list[str] = []
+        for start in range(0, len(unique), BATCH_LIMIT):
+            chunk = unique[start : start + BATCH_LIMIT]
+            pending = chunk
+            for attempt in range(2):
+                results = self.store.create_many(pending)
+                retry = []
+                for (job_id, data), (code, update_time, message) in zip(pending, results, strict=True):
+                    if update_time is not None:
+                        found[job_id] = _as_created(job_id, data, update_time)
+                        self.telemetry.count("enqueued", str(data["type"]))
+                    elif code == _ALREADY_EXISTS:
+                        existing.append(job_id)
+                    else:
+                        retry.append((job_id, data, message))
+                if not retry:
+                    break
+                if attempt == 1:
+                    created = [job_id for job_id, _d in unique if job_id in found]
+                    raise EnqueueFailed(created, {job_id: message for job_id, _d, message in retry})
+                pending = [(job_id, data) for job_id, data, _m in retry]
+        for start in range(0, len(existing), BATCH_LIMIT):
+            found.update(self.store.get_many(existing[start : start + BATCH_LIMIT], "enqueue_many:existing"))
+        missing = {job_id for job_id in existing if job_id not in found}
+        if missing:  # deleted between the refused create and the read: create those again
+            again = [(job_id, data) for job_id, data in unique if job_id in missing]
+            for (job_id, data), (_code, update_time, message) in zip(again, self.store.create_many(again), strict=True):
+                if update_time is None:
+                    raise EnqueueFailed([job_id for job_id, _d in unique if job_id in found], {job_id: message or "created and deleted meanwhile"})
+                found[job_id] = _as_created(job_id, data, update_time)
+        return [found[job_id] for job_id, _data in prepared]
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> Job:
+        """Block until the job is completed, failed or cancelled, and return it as it ended.
+
+        Built on a snapshot listener on that one document (one read per change it sees, none
+        while it waits); raises `JobNotFound` if there is no such document (or it is deleted
+        while waited on), and `TimeoutError` when it has not finished within `timeout` seconds.
+        """
+        done = threading.Event()
+        ended: list[Job | None] = []
+
+        def on_snapshot(snapshots: list[Any], _changes: Any, _read_time: Any) -> None:
+            for snap in snapshots:
+                self.store.stats.add(reads=1, kind="read:wait")
+                if not snap.exists:
+                    ended.append(None)
+                    done.set()
+                    return
+                job = Job.from_document(snap.id, snap.to_dict(), snap.update_time)
+                if job.status is not None and job.status.finished:
+                    ended.append(job)
+                    done.set()
+
+        watch = self.store.ref(job_id).on_snapshot(on_snapshot)
+        try:
+            if not done.wait(timeout):
+                raise TimeoutError(f"job {job_id!r} did not finish within {timeout:g}s")
+        finally:
+            watch.unsubscribe()
+        if ended[0] is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return ended[0]
 
     def get(self, job_id: str) -> Job:
         """The job with this id; raises `JobNotFound`."""

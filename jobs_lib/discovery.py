@@ -108,6 +108,7 @@ class Discovery:
         self._next = {"expired": start, "strings": start + later, "scan": start + 2 * later, "priority": start, "odd": start + 3 * later, "running": start + 3 * later}
         self._running_after: str | None = None
         self._joined = eager  # burst runs (the tick) never join a fleet's slices at start
+        self._first_read_done = False
 
     def _due(self, lane: str, interval: float) -> bool:
         now = time.monotonic()
@@ -136,6 +137,14 @@ class Discovery:
         if scans and self._due("running", self.scan_interval):
             found += self._orphans()
         main = self._main_lane(now, limit)
+        if not self._first_read_done:
+            self._first_read_done = True
+            if not self._backlog:
+                # No backlog to join: the staggered slow lanes need not wait (a worker starting on
+                # an idle queue finds app-written jobs at its next poll, not seconds later).
+                start = time.monotonic()
+                for lane in ("strings", "scan", "odd", "running"):
+                    self._next[lane] = min(self._next[lane], start)
         if self._backlog and (time.monotonic() < self._priorities_seen_until or self._due("priority", slow)):
             # While priorities are in use, look for them every poll; otherwise now and then.
             found = self.store.due_by_priority(now, limit, shards=self.shards) + found

@@ -105,6 +105,16 @@ class StoreRefused(StoreError):
     """Firestore refused the request."""
 
 
+class EnqueueFailed(StoreError):
+    """Firestore refused some of the jobs of an `enqueue_many`."""
+
+    def __init__(self, created: list[str], refused: dict[str, str]) -> None:
+        self.created = created
+        self.refused = refused
+        first = next(iter(refused.items()))
+        super().__init__(f"{len(refused)} job(s) were not created ({first[0]}: {first[1]}); {len(created)} were")
+
+
 class EmulatorUnavailable(JobsError):
     """The Firestore emulator cannot be started on this machine."""
 
@@ -153,6 +163,7 @@ __all__ = [
     "DocumentExists",
     "DuplicateHandlerError",
     "EmulatorUnavailable",
+    "EnqueueFailed",
     "InvalidJobState",
     "InvalidPageToken",
     "InvalidSchedule",

@@ -47,8 +47,10 @@ from jobs_lib.api.http import (
 )
 from jobs_lib.api.models import (
     CreateJobRequest,
+    CreateJobsRequest,
     FieldError,
     JobEnvelope,
+    JobEnvelopeList,
     JobList,
     JobView,
     ListJobsQuery,
@@ -128,6 +130,7 @@ class JobsApi:
         routes: list[tuple[str, str, Callable[..., Response]]] = [
             ("/v1/openapi.json", "GET", self._openapi),
             ("/v1/jobs", "POST", self.create_job),
+            ("/v1/jobs:batch", "POST", self.create_jobs),
             ("/v1/jobs", "GET", self.list_jobs),
             ("/v1/jobs/<job_id>", "GET", self.get_job),
             ("/v1/jobs/<job_id>/cancel", "POST", self.cancel_job),
@@ -228,14 +231,9 @@ class JobsApi:
             spec_in = CreateJobRequest.model_validate(body)
         except ValidationError as exc:
             raise ApiError(400, "invalid job", field_errors(exc)) from None
-        spec = self.registry.get(spec_in.type)
-        if spec is None:
-            raise ApiError(400, "invalid job", [FieldError(field="type", reason=f"no handler is registered for job type {spec_in.type!r}")])
-        if spec.input_model is not None:
-            try:
-                spec.input_model.model_validate(spec_in.metadata)
-            except ValidationError as exc:
-                raise ApiError(400, f"invalid metadata for {spec_in.type}", field_errors(exc, "metadata.")) from None
+        problems = self._check_job(spec_in)
+        if problems:
+            raise ApiError(400, "invalid job" if problems[0].field == "type" else f"invalid metadata for {spec_in.type}", problems)
         decision = self.create_limiter.hit(caller.uid)
         if not decision.allowed:
             self.audit(caller, "jobs.create", None, spec_in.type, 429, f"{caller.uid} refused: over {decision.limit} creates per window")
@@ -248,6 +246,48 @@ class JobsApi:
             otel_context.detach(token)
         self.audit(caller, "jobs.create", job.id, job.type, 201, f"{caller.uid} created job {job.id} ({job.type})")
         return json_response(self._envelope(caller, job), 201, {"Location": f"/v1/jobs/{job.id}"})
+
+    def _check_job(self, spec_in: CreateJobRequest, prefix: str = "") -> list[FieldError]:
+        """What is wrong with a job beyond its schema: an unregistered type, metadata its handler refuses."""
+        spec = self.registry.get(spec_in.type)
+        if spec is None:
+            return [FieldError(field=f"{prefix}type", reason=f"no handler is registered for job type {spec_in.type!r}")]
+        if spec.input_model is not None:
+            try:
+                spec.input_model.model_validate(spec_in.metadata)
+            except ValidationError as exc:
+                return field_errors(exc, f"{prefix}metadata.")
+        return []
+
+    def create_jobs(self, request: Request) -> Response:
+        """``POST /v1/jobs:batch``: every job checked first (nothing is created when one is wrong),
+        then all created for the caller, 500 to a Firestore RPC; each counts against the create limit."""
+        caller = self.caller(request, "jobs.create")
+        body = read_json_body(request)
+        try:
+            batch = CreateJobsRequest.model_validate(body)
+        except ValidationError as exc:
+            raise ApiError(400, "invalid jobs", field_errors(exc)) from None
+        errors = [error for n, spec_in in enumerate(batch.jobs) for error in self._check_job(spec_in, f"jobs.{n}.")]
+        if errors:
+            raise ApiError(400, "invalid jobs", errors)
+        decision = self.create_limiter.hit(caller.uid, len(batch.jobs))
+        if not decision.allowed:
+            self.audit(caller, "jobs.create", None, None, 429, f"{caller.uid} refused a batch of {len(batch.jobs)}: over {decision.limit} creates per window")
+            raise ApiError(429, f"too many jobs created: at most {decision.limit} per {self.create_limiter.window:g}s", headers={"Retry-After": str(decision.retry_after)})
+        token = otel_context.attach(Telemetry.context_from_headers(dict(request.headers)))
+        try:
+            jobs = self.client.enqueue_many(
+                [
+                    {"type": j.type, "metadata": j.metadata, "scheduled_for": j.scheduledFor, "priority": j.priority, "max_attempts": j.maxAttempts, "org_id": caller.org_id, "created_by": caller.uid}
+                    for j in batch.jobs
+                ]
+            )
+        finally:
+            otel_context.detach(token)
+        types = sorted({job.type or "" for job in jobs})
+        self.audit(caller, "jobs.create", None, ",".join(types)[:200], 201, f"{caller.uid} created {len(jobs)} jobs in a batch ({', '.join(types)[:200]})")
+        return json_response(JobEnvelopeList(jobs=[self._envelope(caller, job) for job in jobs]), 201)
 
     def _enqueue(self, spec_in: CreateJobRequest, caller: Caller) -> Job:
         return self.client.enqueue(

@@ -34,6 +34,8 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|
 MAX_METADATA_BYTES = 64 * 1024
 MAX_PRIORITY = 10
 MAX_ATTEMPTS = 20
+#: Jobs per POST /v1/jobs:batch (one Firestore BatchWrite RPC).
+MAX_BATCH = 500
 
 
 def json_integer(value: Any) -> Any:
@@ -178,12 +180,26 @@ class JobView(BaseModel):
         )
 
 
+class CreateJobsRequest(BaseModel):
+    """``POST /v1/jobs:batch``: up to 500 jobs, created together for the caller."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[CreateJobRequest] = Field(min_length=1, max_length=MAX_BATCH, description=f"The jobs, each as for POST /v1/jobs (1 to {MAX_BATCH}).")
+
+
 class JobEnvelope(BaseModel):
     """A job and what the caller may do with it now."""
 
     job: JobView
     canCancel: bool = Field(description="The job is pending or running and the caller may cancel it.")
     canRetry: bool = Field(description="The job failed or was cancelled and the caller may retry it.")
+
+
+class JobEnvelopeList(BaseModel):
+    """The jobs a batch created, in the order asked."""
+
+    jobs: list[JobEnvelope]
 
 
 class JobList(BaseModel):
@@ -391,14 +407,17 @@ def _number_or_text(value: Any, key: str) -> Any:
 
 __all__ = [
     "MAX_ATTEMPTS",
+    "MAX_BATCH",
     "MAX_METADATA_BYTES",
     "MAX_PRIORITY",
     "CreateJobRequest",
+    "CreateJobsRequest",
     "CreateScheduleRequest",
     "ErrorBody",
     "ErrorResponse",
     "FieldError",
     "JobEnvelope",
+    "JobEnvelopeList",
     "JobList",
     "JobView",
     "ListJobsQuery",

@@ -13,9 +13,11 @@ from pydantic.json_schema import models_json_schema
 
 from jobs_lib.api.models import (
     CreateJobRequest,
+    CreateJobsRequest,
     CreateScheduleRequest,
     ErrorResponse,
     JobEnvelope,
+    JobEnvelopeList,
     JobList,
     ListJobsQuery,
     ScheduleEnvelope,
@@ -145,7 +147,7 @@ JOB_ID = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "s
 def openapi_document(job_types: Iterable[str] | None = None) -> dict[str, Any]:
     """The API's OpenAPI 3.1 document; `job_types` (the registered types) become the enum of ``type``."""
     _, schemas = models_json_schema(
-        [(m, "validation") for m in (CreateJobRequest, JobEnvelope, JobList, ErrorResponse, CreateScheduleRequest, UpdateScheduleRequest, ScheduleEnvelope, ScheduleList)],
+        [(m, "validation") for m in (CreateJobRequest, CreateJobsRequest, JobEnvelope, JobEnvelopeList, JobList, ErrorResponse, CreateScheduleRequest, UpdateScheduleRequest, ScheduleEnvelope, ScheduleList)],
         ref_template="#/components/schemas/{model}",
     )
     components = schemas.get("$defs", {})
@@ -179,6 +181,14 @@ def openapi_document(job_types: Iterable[str] | None = None) -> dict[str, Any]:
                 "get": _operation(
                     "listJobs", "The caller's jobs (or their org's), newest first", "jobs.view",
                     _ok("A page of jobs.", "JobList"), ["400", "401", "403", "503"], parameters=list_params,
+                ),
+            },
+            "/v1/jobs:batch": {
+                "post": _operation(
+                    "createJobs", "Create up to 500 jobs for the caller at once (all checked before any is created)", "jobs.create",
+                    {**_ok("The jobs were created, in the order asked.", "JobEnvelopeList", "201")},
+                    ["400", "401", "403", "429", "503"],
+                    requestBody={"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateJobsRequest"}}}},
                 ),
             },
             "/v1/jobs/{jobId}": {

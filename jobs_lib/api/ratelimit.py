@@ -39,8 +39,8 @@ class RateLimiter:
         self._blocked: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def hit(self, user: str) -> RateDecision:
-        """Count one action by `user` and say whether it is within the limit."""
+    def hit(self, user: str, count: int = 1) -> RateDecision:
+        """Count `count` actions by `user` (a batch of creates counts each) and say whether they are within the limit."""
         now = self.store.now().timestamp()
         index = math.floor(now / self.window)
         window_end = (index + 1) * self.window
@@ -50,7 +50,7 @@ class RateLimiter:
             if blocked_until is not None and blocked_until > now:
                 return RateDecision(False, self.limit + 1, self.limit, retry_after)
             self._blocked.pop(user, None)
-        count = self.store.rate_windows.increment(self.action, user, index, self.window)
+        count = self.store.rate_windows.increment(self.action, user, index, self.window, count)
         if count > self.limit:
             with self._lock:
                 self._blocked[user] = window_end

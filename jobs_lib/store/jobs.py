@@ -379,6 +379,12 @@ class JobStore(StorePart):
         else:
             self.connection.write(lambda: ref.create(data, retry=None), "write:create")
 
+    def create_many(self, jobs: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[int, datetime | None, str]]:
+        """Create up to 500 jobs in one BatchWrite RPC, each on its own and only where no document
+        has its id; returns (grpc code, update time, message) per job, in order."""
+        writes = [(job_id, data if valid_shard(data.get("shard")) else {**data, "shard": shard_of(job_id)}, None) for job_id, data in jobs]
+        return self.connection.batch_write(self._document_prefix(), writes, "create", create=True)
+
     def get_in_transaction(self, job_id: str, transaction: Any) -> Job | None:
         """Read a job inside the caller's transaction."""
         snap = self.ref(job_id).get(transaction=transaction)

@@ -27,15 +27,15 @@ class RateWindows(StorePart):
         """The rate-limit windows collection (``backgroundJobs_rateLimits``)."""
         return self.db.collection(f"{self.settings.collection}_rateLimits")
 
-    def increment(self, action: str, user: str, index: int, window: float) -> int:
-        """Count one `action` by `user` in window number `index` (of `window` seconds); the new count.
+    def increment(self, action: str, user: str, index: int, window: float, count: int = 1) -> int:
+        """Count `count` actions by `user` in window number `index` (of `window` seconds); the new count.
 
         Documents carry ``expireAt`` (an hour after the window) for a TTL policy.
         """
         digest = hashlib.sha256(user.encode()).hexdigest()[:32]
         ref = self.collection.document(f"{action}-{digest}-{index}")
         fields = {
-            "count": firestore.Increment(1),
+            "count": firestore.Increment(count),
             "user": user,
             "action": action,
             "windowStart": datetime.fromtimestamp(index * window, UTC),
