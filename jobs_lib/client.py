@@ -39,9 +39,9 @@ _ALREADY_EXISTS = 6  # google.rpc.Code
 _ENQUEUE_ARGUMENTS = frozenset({"type", "metadata", "scheduled_for", "priority", "max_attempts", "key", "org_id", "created_by"})
 
 
-def _as_created(job_id: str, data: dict[str, Any], update_time: datetime) -> Job:
-    """The job as created: its server timestamps are the commit time, which the write returned."""
-    written = {name: update_time if value is SERVER_TIMESTAMP else value for name, value in data.items()}
+def _as_created(job_id: str, data: dict[str, Any], update_time: datetime, stamps: dict[str, datetime]) -> Job:
+    """The job as created: its server timestamps as Firestore returned them with the write."""
+    written = {name: stamps.get(name) if value is SERVER_TIMESTAMP else value for name, value in data.items()}
     return Job.from_document(job_id, written, update_time)
 
 
@@ -122,7 +122,7 @@ class JobsClient:
     def _prepare(
         self,
         type: str,
-        metadata: dict[str, Any] | None,
+        metadata: dict[str, Any] | None = None,
         *,
         scheduled_for: datetime | None = None,
         priority: int = 0,
@@ -195,9 +195,9 @@ class JobsClient:
             for attempt in range(2):
                 results = self.store.create_many(pending)
                 retry = []
-                for (job_id, data), (code, update_time, message) in zip(pending, results, strict=True):
+                for (job_id, data), (code, update_time, message, stamps) in zip(pending, results, strict=True):
                     if update_time is not None:
-                        found[job_id] = _as_created(job_id, data, update_time)
+                        found[job_id] = _as_created(job_id, data, update_time, stamps)
                         self.telemetry.count("enqueued", str(data["type"]))
                     elif code == _ALREADY_EXISTS:
                         existing.append(job_id)
@@ -214,10 +214,10 @@ class JobsClient:
         missing = {job_id for job_id in existing if job_id not in found}
         if missing:  # deleted between the refused create and the read: create those again
             again = [(job_id, data) for job_id, data in unique if job_id in missing]
-            for (job_id, data), (_code, update_time, message) in zip(again, self.store.create_many(again), strict=True):
+            for (job_id, data), (_code, update_time, message, stamps) in zip(again, self.store.create_many(again), strict=True):
                 if update_time is None:
                     raise EnqueueFailed([job_id for job_id, _d in unique if job_id in found], {job_id: message or "created and deleted meanwhile"})
-                found[job_id] = _as_created(job_id, data, update_time)
+                found[job_id] = _as_created(job_id, data, update_time, stamps)
         return [found[job_id] for job_id, _data in prepared]
 
     def wait(self, job_id: str, timeout: float = 60.0) -> Job:
@@ -231,6 +231,11 @@ class JobsClient:
         ended: list[Job | None] = []
 
         def on_snapshot(snapshots: list[Any], _changes: Any, _read_time: Any) -> None:
+            if not snapshots:  # the document does not exist, or was just deleted
+                self.store.stats.add(reads=1, kind="read:wait")
+                ended.append(None)
+                done.set()
+                return
             for snap in snapshots:
                 self.store.stats.add(reads=1, kind="read:wait")
                 if not snap.exists:

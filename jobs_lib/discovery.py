@@ -34,6 +34,8 @@ from jobs_lib.store import ALL_SHARDS, ID_ALPHABET, PARTITIONS, SHARDS, JobStore
 
 #: The scan for documents with no usable scheduledFor backs off to this while it finds none.
 MAX_SCAN_INTERVAL = 60.0
+#: ... unless the whole pending set came back in fewer documents than this (billed reads).
+CHEAP_SCAN = 10
 #: How much slower the slow lanes go while the main lane has a backlog.
 BACKLOG_SLOWDOWN = 30
 #: A slice lease lasts this long; a worker moves to another slice after SLICE_DWELL
@@ -215,6 +217,7 @@ class Discovery:
             self._scan_after = "".join(self._rng.choice(ID_ALPHABET) for _ in range(20))
             self._wrap_at_once = True
         self._scanned_once = True
+        whole = self._scan_after is None  # from the first id: a short page is the whole pending set
         page = self.store.scan_pending(self._scan_after, size)
         more = len(page) >= size
         self._scan_after = page[-1].id if more else None
@@ -230,7 +233,10 @@ class Discovery:
                 if not job.is_due(now):
                     later.append(job)
                 elif job.type not in excluded:  # paused or at their limit: left, as the main lane leaves them
-                    found.append(job)
+                    # A full page is a backlog of them: give them their shards (one write each, one
+                    # RPC per page) and let the sliced lanes share them out, rather than have every
+                    # worker's scan converge on the same ids. A few are claimed from here at once.
+                    (later if more else found).append(job)
                     claimable += 1
         if later:
             self.store.assign_shards(later)
@@ -246,6 +252,10 @@ class Discovery:
             # A first pass that began at a random id goes on from the first id at once, whether or
             # not it found anything (a tick has only a few polls to sweep the whole set).
             self._scan_every = 0.0 if self._wrap_at_once else self.scan_interval
+        elif whole and len(page) < CHEAP_SCAN:
+            # The whole pending set fits in a few reads (an idle or small queue): scanning it is
+            # cheap, so look again soon, and an app's job written without a shard waits seconds.
+            self._scan_every = self.slow_interval
         else:
             self._scan_every = min(max(self._scan_every, self.scan_interval) * 2, MAX_SCAN_INTERVAL)
         if not more:

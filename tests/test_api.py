@@ -98,7 +98,7 @@ def test_the_openapi_document_is_served_without_a_token(http: Client) -> None:
     doc = response.get_json()
     assert doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {
-        "/v1/jobs", "/v1/jobs/{jobId}", "/v1/jobs/{jobId}/cancel", "/v1/jobs/{jobId}/retry",
+        "/v1/jobs", "/v1/jobs:batch", "/v1/jobs/{jobId}", "/v1/jobs/{jobId}/cancel", "/v1/jobs/{jobId}/retry",
         "/v1/schedules", "/v1/schedules/{scheduleId}", "/v1/schedules/{scheduleId}/enable", "/v1/schedules/{scheduleId}/disable",
         "/v1/schedules/{scheduleId}/fire", "/v1/me", "/v1/overview", "/v1/jobs:count", "/v1/jobs:retryFailed", "/v1/queues",
         "/v1/queues/{type}/pause", "/v1/queues/{type}/resume",
@@ -179,6 +179,34 @@ def test_create_makes_a_pending_job_owned_by_the_caller(http: Client, store: Job
     assert raw["metadata"] == {"targetUsers": ["u1", "u2"], "notificationType": "digest"}
     assert (raw["priority"], raw["maxAttempts"]) == (3, 2) and raw["scheduledFor"] == when
     assert audit_lines(caplog) == [{"event": "api_job_created", "user": "alice", "action": "jobs.create", "jobId": job_id, "type": "process_notifications", "status": 201, "detail": {"orgId": "acme"}}]
+
+
+def test_a_batch_creates_every_job_for_the_caller_or_none(http: Client, store: JobStore, caplog: pytest.LogCaptureFixture) -> None:
+    jobs = [{"type": "process_notifications", "metadata": {"targetUsers": [f"u{n}"]}, "priority": n} for n in range(3)]
+    response = http.post("/v1/jobs:batch", json={"jobs": jobs}, headers=auth())
+    assert response.status_code == 201, response.get_json()
+    created = response.get_json()["jobs"]
+    assert [j["job"]["metadata"]["targetUsers"] for j in created] == [["u0"], ["u1"], ["u2"]]
+    assert all(j["job"]["createdBy"] == "alice" and j["job"]["orgId"] == "acme" and j["job"]["status"] == "pending" and j["canCancel"] for j in created)
+    assert all(j["job"]["createdAt"] for j in created)
+    raw = {doc.id: doc.to_dict() for doc in store.collection.stream()}
+    assert set(raw) == {j["job"]["id"] for j in created} and {d["priority"] for d in raw.values()} == {0, 1, 2}
+    assert audit_lines(caplog) == [
+        {"event": "api_job_created", "user": "alice", "action": "jobs.create", "jobId": j["job"]["id"], "type": "process_notifications", "status": 201, "detail": {"orgId": "acme"}} for j in created
+    ]
+    # One bad job refuses the whole batch, naming it; nothing more is written.
+    bad = http.post("/v1/jobs:batch", json={"jobs": [jobs[0], jobs[1], {"type": "process_notifications", "colour": "red"}]}, headers=auth())
+    assert bad.status_code == 400 and error_of(bad)["details"] == [{"field": "jobs.2.colour", "reason": "Extra inputs are not permitted"}]
+    unknown = http.post("/v1/jobs:batch", json={"jobs": [jobs[0], {"type": "no_such_type"}]}, headers=auth())
+    assert unknown.status_code == 400 and error_of(unknown)["details"] == [{"field": "jobs.1.type", "reason": "no handler is registered for job type 'no_such_type'"}]
+    assert http.post("/v1/jobs:batch", json={"jobs": []}, headers=auth()).status_code == 400
+    too_many = http.post("/v1/jobs:batch", json={"jobs": [jobs[0]] * 501}, headers=auth())
+    assert too_many.status_code == 400 and error_of(too_many)["details"][0]["field"] == "jobs"
+    assert len(list(store.collection.stream())) == 3
+    # Each job of a batch counts against the create limit (5 per window here: 3 used).
+    over = http.post("/v1/jobs:batch", json={"jobs": jobs}, headers=auth())
+    assert over.status_code == 429 and "Retry-After" in over.headers
+    assert len(list(store.collection.stream())) == 3
 
 
 def test_a_user_without_an_org_creates_jobs_without_one(http: Client, store: JobStore) -> None:

@@ -239,11 +239,14 @@ class Connection:
         self.stats.add(writes=writes, kind=kind)
         return result
 
-    def batch_write(self, prefix: str, writes: Sequence[tuple[str, dict[str, Any], datetime | None]], kind: str, *, create: bool = False) -> list[tuple[int, datetime | None, str]]:
+    def batch_write(
+        self, prefix: str, writes: Sequence[tuple[str, dict[str, Any], datetime | None]], kind: str, *, create: bool = False, server_times: list[list[datetime]] | None = None
+    ) -> list[tuple[int, datetime | None, str]]:
         """One BatchWrite RPC: each write applied on its own, conditioned on its version
         (or, with `create`, on there being no document). Ids are relative to `prefix`.
 
-        Returns (grpc code, new update time, message) per write.
+        Returns (grpc code, new update time, message) per write; with `server_times`, also fills
+        it with the values Firestore gave each write's SERVER_TIMESTAMP fields, in field order.
         """
         pbs = [wire.update_write(prefix + doc_id, fields, version, create=create) for doc_id, fields, version in writes]
         sent = time.time()
@@ -257,6 +260,8 @@ class Connection:
             message = statuses[i].message if i < len(statuses) else ""
             update_time = wire.from_timestamp_pb(write_result.update_time) if code == _OK else None
             results.append((code, update_time, message))
+            if server_times is not None:
+                server_times.append([wire.from_timestamp_pb(v.timestamp_value) for v in write_result.transform_results if v.HasField("timestamp_value")])
         won = sum(code == _OK for code, _t, _m in results)
         if won:
             self.stats.add(writes=won, kind=f"write:{kind}")

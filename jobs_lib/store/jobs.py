@@ -379,11 +379,18 @@ class JobStore(StorePart):
         else:
             self.connection.write(lambda: ref.create(data, retry=None), "write:create")
 
-    def create_many(self, jobs: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[int, datetime | None, str]]:
+    def create_many(self, jobs: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[int, datetime | None, str, dict[str, datetime]]]:
         """Create up to 500 jobs in one BatchWrite RPC, each on its own and only where no document
-        has its id; returns (grpc code, update time, message) per job, in order."""
+        has its id; per job, in order: (grpc code, update time, message, the server timestamps
+        Firestore wrote by field)."""
         writes = [(job_id, data if valid_shard(data.get("shard")) else {**data, "shard": shard_of(job_id)}, None) for job_id, data in jobs]
-        return self.connection.batch_write(self._document_prefix(), writes, "create", create=True)
+        stamps: list[list[datetime]] = []
+        results = self.connection.batch_write(self._document_prefix(), writes, "create", create=True, server_times=stamps)
+        out = []
+        for (_job_id, data, _v), (code, update_time, message), values in zip(writes, results, stamps, strict=True):
+            names = [name for name, value in data.items() if value is firestore.SERVER_TIMESTAMP]
+            out.append((code, update_time, message, dict(zip(names, values, strict=False))))
+        return out
 
     def get_in_transaction(self, job_id: str, transaction: Any) -> Job | None:
         """Read a job inside the caller's transaction."""

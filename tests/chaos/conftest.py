@@ -22,7 +22,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from jobs_lib.config import Settings
 from jobs_lib.emulator import Emulator
-from jobs_lib.store import JobStore
+from jobs_lib.store import JobStore, shard_of
 
 from ..conftest import ROOT, TESTS, start_emulator
 
@@ -217,7 +217,7 @@ def enqueue_effects(store: JobStore, count: int, seconds: float = 0.0) -> set[st
     for n in range(count):
         ref = store.collection.document()
         ids.add(ref.id)
-        batch.set(ref, {"type": "effect", "status": "pending", "metadata": {"seconds": seconds}, "priority": 0, "attempts": 0, "createdAt": now, "scheduledFor": now})
+        batch.set(ref, {"type": "effect", "status": "pending", "metadata": {"seconds": seconds}, "priority": 0, "attempts": 0, "createdAt": now, "scheduledFor": now, "shard": shard_of(ref.id)})
         if n % 400 == 399:
             batch.commit()
             batch = store.db.batch()

@@ -1,0 +1,110 @@
+"""Many jobs at once (`JobsClient.enqueue_many`) and waiting for one (`JobsClient.wait`), on the emulator."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from jobs_lib import JobContext, JobsClient, Status
+from jobs_lib.errors import ConfigurationError, JobNotFound
+from jobs_lib.registry import HandlerRegistry
+from jobs_lib.store import JobStore, shard_of
+
+from .conftest import wait_finished
+
+
+def test_enqueue_many_writes_500_per_rpc_honours_keys_and_the_jobs_run(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
+    ran: list[int] = []
+    registry.handler("counted")(lambda ctx: ran.append(ctx.metadata["n"]))
+    earlier = client.enqueue("counted", {"n": -1}, key="already")
+    later = datetime.now(UTC) + timedelta(hours=1)
+    items: list[dict[str, Any]] = [{"type": "counted", "metadata": {"n": n}} for n in range(1200)]
+    items[7] = {"type": "counted", "metadata": {"n": 7}, "key": "twice", "priority": 4}
+    items[8] = {"type": "counted", "metadata": {"n": 8}, "key": "twice"}  # the same key again: the same job
+    items[9] = {"type": "counted", "metadata": {"n": 9}, "key": "already"}  # enqueued before: that job
+    items[10] = {"type": "counted", "metadata": {"n": 10}, "scheduled_for": later, "org_id": "acme", "created_by": "alice"}
+    before = client.store.stats.snapshot()["byKind"]
+    jobs = client.enqueue_many(items)
+    after = client.store.stats.snapshot()["byKind"]
+    spent = {kind: {k: v - before.get(kind, {}).get(k, 0) for k, v in counts.items()} for kind, counts in after.items()}
+
+    assert len(jobs) == 1200
+    assert spent["write:create"]["calls"] == 3  # 1,199 distinct jobs, 500 per BatchWrite RPC
+    assert spent["write:create"]["writes"] == 1198 and spent["write:create:refused"]["writes"] == 1  # "already" existed
+    assert jobs[7].id == jobs[8].id and jobs[9].id == earlier.id and jobs[9].metadata == {"n": -1}
+    assert len({j.id for j in jobs}) == 1199
+    stored = store.get_many([j.id for j in jobs])
+    assert all(stored[j.id].raw["shard"] == shard_of(j.id) and stored[j.id].status is Status.PENDING for j in jobs)
+    # What enqueue_many returns is what the documents hold, server timestamps included.
+    assert all(stored[j.id].created_at == j.created_at for j in jobs[:20]) and jobs[0].created_at is not None
+    assert (stored[jobs[7].id].priority, stored[jobs[10].id].scheduled_for) == (4, later)
+    assert (stored[jobs[10].id].org_id, stored[jobs[10].id].created_by) == ("acme", "alice")
+
+    worker_factory(concurrency=8)
+    due = [j.id for n, j in enumerate(jobs) if n != 10]
+    done = wait_finished(store, due, timeout=120)
+    assert {j.status for j in done.values()} == {Status.COMPLETED}
+    assert sorted(ran) == sorted({-1, *range(1200)} - {8, 9, 10})  # each distinct job ran once
+    assert store.get(jobs[10].id).status is Status.PENDING  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"type": ""}, "job 2: a job needs a non-empty string type"),
+        ({"metadata": {}}, "job 2: a job needs a type"),
+        ({"type": "t", "metadata": [1]}, "job 2: metadata must be a dict, got list"),
+        ({"type": "t", "max_attempts": 0}, "job 2: max_attempts must be at least 1"),
+        ({"type": "t", "scheduled_for": datetime(2030, 1, 1)}, "job 2: scheduled_for must be timezone-aware"),
+        ({"type": "t", "colour": "red"}, "job 2: unknown argument(s) colour"),
+        ("t", "job 2: each job is a mapping"),
+    ],
+)
+def test_enqueue_many_checks_every_job_before_writing_any(client: JobsClient, store: JobStore, bad: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        client.enqueue_many([{"type": "t"}, {"type": "t"}, bad, {"type": "t"}])
+    assert list(store.collection.stream()) == []
+
+
+def test_wait_returns_the_job_as_it_ended(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
+    @registry.handler("slow_answer")
+    def slow_answer(ctx: JobContext[Any]) -> dict[str, int]:
+        time.sleep(0.5)
+        return {"answer": 42}
+
+    @registry.handler("refuses")
+    def refuses(ctx: JobContext[Any]) -> None:
+        raise ValueError("no, thank you")
+
+    job = client.enqueue("slow_answer")
+    failing = client.enqueue("refuses", max_attempts=1)
+    started = {}
+
+    def start_later() -> None:
+        time.sleep(0.5)  # the wait is already listening when the worker starts
+        started["worker"] = worker_factory()
+
+    threading.Thread(target=start_later).start()
+    ended = client.wait(job.id, timeout=60)
+    assert ended.status is Status.COMPLETED and ended.result == {"answer": 42}
+    assert ended == client.get(job.id)
+    failed = client.wait(failing.id, timeout=60)
+    assert failed.status is Status.FAILED and "no, thank you" in (failed.error or "")
+    assert client.wait(job.id, timeout=5).status is Status.COMPLETED  # already finished: at once
+
+
+def test_wait_times_out_and_names_missing_jobs(client: JobsClient, store: JobStore) -> None:
+    nobody_runs = client.enqueue("no_worker_for_this", scheduled_for=datetime.now(UTC) + timedelta(hours=1))
+    with pytest.raises(TimeoutError, match=f"job '{nobody_runs.id}' did not finish within 1s"):
+        client.wait(nobody_runs.id, timeout=1)
+    with pytest.raises(JobNotFound):
+        client.wait("no-such-job", timeout=5)
+    # Deleted while waited on: JobNotFound, not a wait until the timeout.
+    doomed = client.enqueue("no_worker_for_this", scheduled_for=datetime.now(UTC) + timedelta(hours=1))
+    threading.Timer(0.5, lambda: store.ref(doomed.id).delete()).start()
+    with pytest.raises(JobNotFound):
+        client.wait(doomed.id, timeout=30)
