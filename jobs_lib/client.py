@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import threading
 from collections.abc import Iterable, Mapping
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from google.cloud.firestore_v1.transforms import SERVER_TIMESTAMP
 
@@ -117,6 +118,44 @@ class JobsClient:
         self.telemetry.count("enqueued", type)
         job = self.store.get(job_id)
         assert job is not None
+        return job
+
+    def enqueue_once(
+        self,
+        type: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        key: str,
+        period: float,
+        mode: Literal["throttle", "debounce"] = "throttle",
+        **options: Any,
+    ) -> Job:
+        """One job per `key` (and type) per `period` seconds; returns it.
+
+        Periods are windows of `period` seconds on the server's clock, counted from the epoch.
+        ``throttle``: the first call in a window creates the job, due at once; the window's later
+        calls return that job unchanged. ``debounce``: the job is due at the end of its window, and
+        each later call in the window replaces its metadata while it is still pending, so the last
+        call's metadata is what runs (once it has started, calls return it unchanged). The id is
+        the key's and window's (as for `enqueue(key=...)`), so it holds across every process.
+        `options` are `enqueue`'s (priority, max_attempts, org_id, created_by).
+        """
+        if not isinstance(period, int | float) or isinstance(period, bool) or not period > 0:
+            raise ConfigurationError(f"period must be a positive number of seconds, got {period!r}")
+        if mode not in ("throttle", "debounce"):
+            raise ConfigurationError(f"mode must be 'throttle' or 'debounce', got {mode!r}")
+        if "scheduled_for" in options or "key" in options:
+            raise ConfigurationError("enqueue_once sets the job's key and due time itself")
+        window = math.floor(self.store.now().timestamp() / period)
+        due = datetime.fromtimestamp((window + 1) * period, UTC) if mode == "debounce" else None
+        job = self.enqueue(type, metadata, key=f"{key}|{mode} {period:g}s|{window}", scheduled_for=due, **options)
+        wanted = metadata or {}
+        for _ in range(5):
+            if mode == "throttle" or job.status is not Status.PENDING or job.metadata == wanted:
+                return job
+            if self.store.replace_metadata(job, wanted):
+                return self.get(job.id)
+            job = self.get(job.id)  # changed meanwhile (another call, or a worker took it): look again
         return job
 
     def _prepare(

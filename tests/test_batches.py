@@ -108,3 +108,55 @@ def test_wait_times_out_and_names_missing_jobs(client: JobsClient, store: JobSto
     threading.Timer(0.5, lambda: store.ref(doomed.id).delete()).start()
     with pytest.raises(JobNotFound):
         client.wait(doomed.id, timeout=30)
+
+
+def next_window(store: JobStore, period: float) -> None:
+    """Wait (on the server's clock) until a new window of `period` seconds has begun."""
+    window = store.now().timestamp() // period
+    while store.now().timestamp() // period == window:
+        time.sleep(0.05)
+
+
+def test_throttle_keeps_the_first_job_of_each_period(client: JobsClient, store: JobStore) -> None:
+    first = client.enqueue_once("digest", {"n": 1}, key="org-7", period=3600)
+    again = client.enqueue_once("digest", {"n": 2}, key="org-7", period=3600)
+    other = client.enqueue_once("digest", {"n": 3}, key="org-8", period=3600)
+    assert again.id == first.id and again.metadata == {"n": 1} and other.id != first.id
+    assert first.scheduled_for is not None and first.scheduled_for <= store.now()  # due at once
+    # The next period is a new job.
+    next_window(store, 2)
+    fresh = client.enqueue_once("digest", {"n": 4}, key="org-7", period=2)
+    next_window(store, 2)
+    later = client.enqueue_once("digest", {"n": 5}, key="org-7", period=2)
+    assert fresh.id != later.id and (fresh.metadata, later.metadata) == ({"n": 4}, {"n": 5})
+    with pytest.raises(ConfigurationError, match="period must be a positive number"):
+        client.enqueue_once("digest", key="k", period=0)
+
+
+def test_debounce_runs_the_last_metadata_of_the_period_once(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
+    seen: list[Any] = []
+    registry.handler("reindex")(lambda ctx: seen.append(ctx.metadata["n"]))
+    period = 3.0
+    clients = [JobsClient(store=JobStore(store.settings), registry=registry) for _ in range(4)]
+    results: list[Any] = []
+
+    def calls(c: JobsClient, base: int) -> None:
+        for n in range(5):
+            results.append(c.enqueue_once("reindex", {"n": base + n}, key="search", period=period, mode="debounce"))
+
+    # Four clients (separate connections) debounce the same key at once.
+    threads = [threading.Thread(target=calls, args=(c, 10 * k)) for k, c in enumerate(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    windows = {int(j.scheduled_for.timestamp() // period) for j in results}
+    job_ids = {j.id for j in results}
+    assert len(job_ids) == len(windows) <= 2  # one job per window (the calls may straddle two)
+    stored = store.get_many(sorted(job_ids))
+    assert all(j.status is Status.PENDING and j.scheduled_for.timestamp() % period == 0 for j in stored.values())  # type: ignore[union-attr]
+    last_of = {j.id: j.metadata["n"] for j in stored.values()}
+    worker_factory()
+    done = wait_finished(store, sorted(job_ids), timeout=30)
+    assert sorted(seen) == sorted(last_of.values())  # each window's job ran once, with the metadata it ended with
+    assert all(j.started_at >= j.scheduled_for for j in done.values())  # type: ignore[operator]

@@ -438,6 +438,11 @@ class JobStore(StorePart):
         it (one write, conditioned on the version read; False when it changed meanwhile)."""
         return self.assign_shards([job]) == [True]
 
+    def replace_metadata(self, job: Job, metadata: dict[str, Any]) -> bool:
+        """Replace a job's metadata if the document is still as read (one conditional write)."""
+        writes = [(job.id, {"metadata": metadata, "updatedAt": self.connection.now_value(), **shard_fields(job)}, job.version)]
+        return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "replace_metadata")] == [True]
+
     def assign_shards(self, jobs: Sequence[Job]) -> list[bool]:
         """`assign_shard` for several documents in one round trip."""
         writes = [(job.id, {"shard": shard_of(job.id)}, job.version) for job in jobs]
