@@ -223,7 +223,8 @@ def test_a_job_written_by_a_client_completes_through_the_functions_emulator(stac
     assert doc["status"] == "completed", doc
     completed = wait_for(lambda: [e for e in cli_events(stack, "job_completed") if e.get("jobId") == ref.id], message="the emulator's log shows the run")
     assert completed[0]["type"] == "effect"
-    assert 'Finished "us-central1-jobs_created"' in stack.log_tail(5_000_000)
+    # The emulator logs "Finished" once the function has returned, which is after its last write.
+    wait_for(lambda: 'Finished "us-central1-jobs_created"' in stack.log_tail(5_000_000), message="the emulator's log shows the function finished")
     assert stack.ready_seconds is not None and any("FIRESTORE_EMULATOR_BINARY_PATH" in n or "downloaded" in n for n in stack.notes)
 
 
