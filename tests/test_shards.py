@@ -57,13 +57,7 @@ def app_backlog(store: JobStore, fields: list[dict[str, Any]]) -> list[str]:
 
 
 def test_many_workers_over_every_shard_run_each_job_once(client: JobsClient, store: JobStore, spawn_worker: Any, tmp_path: Path) -> None:
-    ids = []
-    batch = client.db.batch()
-    for n in range(1200):
-        ids.append(client.enqueue("effect", {"seconds": 0.005}, batch=batch).id)
-        if n % 400 == 399:
-            batch.commit()
-            batch = client.db.batch()
+    ids = [job.id for job in client.enqueue_many([{"type": "effect", "metadata": {"seconds": 0.005}}] * 1200)]
     shards = collections.Counter(store.get(i).raw["shard"] for i in ids[:300])  # type: ignore[union-attr]
     assert set(shards) == set(ALL_SHARDS)  # enqueue writes the shard; 300 jobs reach all 30 lanes
     env = effects_env(tmp_path)
@@ -83,13 +77,7 @@ def test_many_workers_over_every_shard_run_each_job_once(client: JobsClient, sto
 
 
 def test_a_worker_joining_and_one_leaving_mid_backlog_lose_nothing(client: JobsClient, store: JobStore, spawn_worker: Any, tmp_path: Path) -> None:
-    ids = []
-    batch = client.db.batch()
-    for n in range(800):
-        ids.append(client.enqueue("effect", {"seconds": 0.03}, batch=batch).id)
-        if n % 400 == 399:
-            batch.commit()
-            batch = client.db.batch()
+    ids = [job.id for job in client.enqueue_many([{"type": "effect", "metadata": {"seconds": 0.03}}] * 800)]
     env = effects_env(tmp_path)
     first = spawn_worker("--concurrency", "4", "--lease", "3", env=env)
     wait_for(lambda: store.count_by_status()["completed"] >= 100, timeout=120, interval=0.2, message="the first worker to complete 100 jobs")
