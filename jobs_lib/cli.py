@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -393,6 +394,88 @@ def monitoring_setup(project: Annotated[str, typer.Option(help="Your Google Clou
 
     for line in setup_commands(project):
         print(line)
+
+
+flow_app = typer.Typer(help="Flows: jobs that wait for one another (dependsOn).", no_args_is_help=True)
+app.add_typer(flow_app, name="flow")
+
+#: The keys of a job in a flow file, and the argument of JobsClient.flow each becomes.
+_FLOW_FILE_KEYS = {"name": "name", "type": "type", "metadata": "metadata", "dependsOn": "depends_on", "priority": "priority", "maxAttempts": "max_attempts", "scheduledFor": "scheduled_for"}
+
+
+def flow_items(document: Any) -> tuple[list[dict[str, Any]], str, str | None]:
+    """The jobs, failure policy and flow id of a flow file (``{"jobs": [...], "onParentFailure": ..., "flowId": ...}``);
+    raises `typer.BadParameter` naming what is wrong."""
+    if not isinstance(document, dict) or not isinstance(document.get("jobs"), list):
+        raise typer.BadParameter('a flow file holds {"jobs": [{"name": ..., "type": ..., "dependsOn": [...]}, ...]}')
+    unknown = set(document) - {"jobs", "onParentFailure", "flowId"}
+    if unknown:
+        raise typer.BadParameter(f"unknown key(s) {', '.join(sorted(unknown))}; a flow file has jobs, onParentFailure and flowId")
+    items = []
+    for n, job in enumerate(document["jobs"]):
+        if not isinstance(job, dict) or set(job) - set(_FLOW_FILE_KEYS):
+            raise typer.BadParameter(f"jobs[{n}]: a job is an object with some of {', '.join(_FLOW_FILE_KEYS)}")
+        item = {_FLOW_FILE_KEYS[k]: v for k, v in job.items()}
+        if isinstance(item.get("scheduled_for"), str):
+            try:
+                item["scheduled_for"] = datetime.fromisoformat(item["scheduled_for"])
+            except ValueError:
+                raise typer.BadParameter(f"jobs[{n}].scheduledFor is not an ISO 8601 time: {item['scheduled_for']!r}") from None
+        items.append(item)
+    return items, str(document.get("onParentFailure", "fail")), document.get("flowId")
+
+
+def _print_flow(flow_id: str, jobs: list[Job]) -> None:
+    table = Table(title=f"flow {flow_id}")
+    for column in ("name", "id", "type", "status", "waits for", "error"):
+        table.add_column(column, overflow="fold")
+    names = {job.id: job.flow_name or job.id for job in jobs}
+    for job in jobs:
+        table.add_row(job.flow_name or "", job.id, job.type or "?", job.status.value if job.status else "?", ", ".join(names.get(p, p) for p in job.depends_on), (job.error or "")[:70])
+    console.print(table)
+
+
+@flow_app.command("create")
+def flow_create(
+    path: Annotated[Path, typer.Argument(metavar="FILE", help='A JSON file: {"jobs": [{"name", "type", "metadata", "dependsOn"}...], "onParentFailure": "fail|ignore|wait"}.')],
+    project: ProjectOpt = None,
+    collection: CollectionOpt = None,
+) -> None:
+    """Create the flow a JSON file describes (checked whole first) and print its jobs."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise typer.BadParameter(f"{path}: {exc}") from None
+    items, policy, flow_id = flow_items(document)
+    client = _client(project, collection)
+
+    def create() -> None:
+        flow = client.flow(items, on_parent_failure=policy, flow_id=flow_id, atomic=len(items) <= 500)
+        _print_flow(flow.id, client.flow_jobs(flow.id))
+
+    _run(create)
+
+
+@flow_app.command("show")
+def flow_show(flow_id: str, project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
+    """A flow's jobs, what each waits for, and their states."""
+    jobs = _client(project, collection).flow_jobs(flow_id)
+    if not jobs:
+        console.print(f"[red]no flow with id {flow_id!r}[/red]")
+        raise typer.Exit(1)
+    _print_flow(flow_id, jobs)
+
+
+@flow_app.command("cancel")
+def flow_cancel(flow_id: str, project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
+    """Cancel what has not finished in a flow (running jobs are asked to stop)."""
+    client = _client(project, collection)
+
+    def cancel() -> None:
+        client.cancel_flow(flow_id)
+        _print_flow(flow_id, client.flow_jobs(flow_id))
+
+    _run(cancel)
 
 
 schedules_app = typer.Typer(help="Recurring jobs in scheduledJobs (and those declared in code).", no_args_is_help=True)

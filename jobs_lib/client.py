@@ -11,10 +11,12 @@ atomically with the app's own writes (seeds/003).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import math
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -28,6 +30,7 @@ from jobs_lib.errors import (
     InvalidJobState,
     JobNotFound,
 )
+from jobs_lib.flows import ATOMIC_LIMIT, POLICIES, Policy, Releaser, plan
 from jobs_lib.job import Job, Status
 from jobs_lib.outcomes import Cancelled, CancelRequest, Change, Retried
 from jobs_lib.registry import HandlerRegistry, default_registry
@@ -44,6 +47,14 @@ def _as_created(job_id: str, data: dict[str, Any], update_time: datetime, stamps
     """The job as created: its server timestamps as Firestore returned them with the write."""
     written = {name: stamps.get(name) if value is SERVER_TIMESTAMP else value for name, value in data.items()}
     return Job.from_document(job_id, written, update_time)
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A flow as created: its id and its jobs' ids by name (`JobsClient.flow_jobs` reads their states)."""
+
+    id: str
+    job_ids: dict[str, str]
 
 
 def key_to_id(job_type: str, key: str) -> str:
@@ -68,6 +79,7 @@ class JobsClient:
         self.registry = registry if registry is not None else default_registry
         self.validate_types = validate_types
         self.telemetry = telemetry or Telemetry()
+        self.flows = Releaser(self.store, self.registry, "client")
 
     @property
     def db(self) -> Any:
@@ -304,22 +316,127 @@ class JobsClient:
         return job
 
     def cancel(self, job_id: str) -> Job:
-        """Cancel a job: a pending one ends ``cancelled`` now, a running one is asked to stop.
+        """Cancel a job: a pending or blocked one ends ``cancelled`` now, a running one is asked to stop.
 
-        Raises `InvalidJobState` for a finished job, `JobNotFound` for no job.
+        Raises `InvalidJobState` for a finished job, `JobNotFound` for no job. The jobs of its flow
+        that wait for it are then dealt with by their flow's ``onParentFailure``.
         """
+        job, ended = self._cancel(job_id)
+        if ended and job.has_dependents:
+            self.flows.release([job_id])
+        return self.get(job_id)
+
+    def _cancel(self, job_id: str) -> tuple[Job, bool]:
+        """Cancel without dealing with the jobs that wait for it; returns the job as read and
+        whether it ended cancelled here."""
 
         def decide(job: Job) -> Change | None:
-            if job.status is Status.PENDING:
+            if job.status in (Status.PENDING, Status.BLOCKED):
                 return Cancelled()
             if job.status is Status.IN_PROGRESS:
                 return None if job.cancel_requested else CancelRequest()
-            raise InvalidJobState(f"job {job_id} is {job.status.value if job.status else 'unreadable'}; only pending and running jobs can be cancelled")
+            raise InvalidJobState(f"job {job_id} is {job.status.value if job.status else 'unreadable'}; only pending, blocked and running jobs can be cancelled")
 
-        job, _written = self.store.update_checked(job_id, decide)
+        job, written = self.store.update_checked(job_id, decide)
         if job is None:
             raise JobNotFound(f"no job with id {job_id!r}")
-        return self.get(job_id)
+        return job, written and job.status is not Status.IN_PROGRESS
+
+    # -- flows -----------------------------------------------------------------
+
+    def flow(self, jobs: Iterable[Mapping[str, Any]], *, on_parent_failure: Policy = "fail", flow_id: str | None = None, atomic: bool = True) -> Flow:
+        """Create jobs that wait for one another: each item holds `enqueue`'s arguments, a ``name``
+        and ``depends_on`` (the names of the jobs it waits for).
+
+        A job with parents starts ``blocked`` and becomes ``pending`` once every parent has
+        completed. `on_parent_failure` says what a failed or cancelled parent means for the jobs
+        that wait for it: ``fail`` (they end ``cancelled``, naming the parent), ``ignore`` (they run
+        once every parent has ended) or ``wait`` (they stay blocked until the parent is retried to
+        success). Everything is checked first (`ConfigurationError`: unknown names, cycles, more
+        than 50 parents, too many jobs); up to 500 jobs are written in one atomic commit. Larger
+        flows (up to 20,000) need ``atomic=False``: commits of 500, the jobs that wait first and
+        the first to run last, so that nothing starts before the whole flow is written.
+
+        The job ids derive from the flow id, so creating a flow again with the same `flow_id`
+        creates nothing new (and finishes a non-atomic creation that stopped partway).
+        """
+        if on_parent_failure not in POLICIES:
+            raise ConfigurationError(f"on_parent_failure must be one of {', '.join(POLICIES)}, got {on_parent_failure!r}")
+        steps = plan(jobs, atomic=atomic)
+        flow_id = flow_id or self.store.new_id()
+        if not isinstance(flow_id, str) or not flow_id or len(flow_id) > 200:
+            raise ConfigurationError("flow_id must be a non-empty string of at most 200 characters")
+        ids = {step.name: key_to_id(f"flow:{flow_id}", step.name) for step in steps}
+        parents = {d for step in steps for d in step.depends_on}
+        prepared: list[tuple[str, dict[str, Any]]] = []
+        for step in steps:
+            unknown = set(step.arguments) - _ENQUEUE_ARGUMENTS
+            if unknown:
+                raise ConfigurationError(f"flow job {step.name!r}: unknown argument(s) {', '.join(sorted(map(str, unknown)))}")
+            if "type" not in step.arguments:
+                raise ConfigurationError(f"flow job {step.name!r}: a job needs a type")
+            try:
+                _id, data = self._prepare(**step.arguments)
+            except (ConfigurationError, TypeError, AttributeError) as error:
+                raise ConfigurationError(f"flow job {step.name!r}: {error}") from None
+            job_id = ids[step.name]
+            data.update({"shard": shard_of(job_id), "flowId": flow_id, "flowName": step.name})
+            if step.depends_on:
+                data.update({"status": Status.BLOCKED.value, "dependsOn": [ids[d] for d in step.depends_on], "onParentFailure": on_parent_failure})
+            if step.name in parents:
+                data["dependentsSettled"] = False
+            prepared.append((job_id, data))
+        for start in range(0, len(prepared), ATOMIC_LIMIT):
+            chunk = prepared[start : start + ATOMIC_LIMIT]
+            try:
+                self.store.create_atomically(chunk)
+            except DocumentExists:
+                existing = self.store.get_many([job_id for job_id, _d in chunk], "flow:existing")
+                if any(job.flow_id != flow_id for job in existing.values()):
+                    raise ConfigurationError(f"the ids of flow {flow_id!r} are taken by jobs of another flow") from None
+                if atomic:
+                    break  # created before (the same flow id): nothing new
+                # A creation that stopped partway: write what is missing, one document at a time.
+                missing = [(job_id, data) for job_id, data in chunk if job_id not in existing]
+                for (job_id, _d), (code, _t, message, _s) in zip(missing, self.store.create_many(missing), strict=True):
+                    if code not in (0, _ALREADY_EXISTS):
+                        raise EnqueueFailed([], {job_id: message}) from None
+            for _job_id, data in chunk:
+                self.telemetry.count("enqueued", str(data["type"]))
+        return Flow(flow_id, ids)
+
+    def flow_jobs(self, flow_id: str, limit: int = 20_000) -> list[Job]:
+        """The jobs of a flow, in id order (one query per 500)."""
+        found: list[Job] = []
+        after: str | None = None
+        while len(found) < limit:
+            page = self.store.flow_page(flow_id, after, min(500, limit - len(found)))
+            found += page
+            if len(page) < 500:
+                break
+            after = page[-1].id
+        return found
+
+    def cancel_flow(self, flow_id: str) -> list[str]:
+        """Cancel what has not finished in a flow: blocked and pending jobs end ``cancelled`` now,
+        running ones are asked to stop. Returns the ids it cancelled or asked to stop; raises
+        `JobNotFound` when no job has this flow id."""
+        jobs = self.flow_jobs(flow_id)
+        if not jobs:
+            raise JobNotFound(f"no flow with id {flow_id!r}")
+        # The jobs that wait first, so that no parent's end releases one of them meanwhile; their
+        # release is dealt with once all are cancelled (it then finds none still blocked).
+        order = {Status.BLOCKED: 0, Status.PENDING: 1, Status.IN_PROGRESS: 2}
+        touched: list[str] = []
+        ended: list[str] = []
+        for job in sorted((j for j in jobs if j.status in order), key=lambda j: order[j.status] if j.status else 3):
+            with contextlib.suppress(InvalidJobState, JobNotFound):
+                found, cancelled = self._cancel(job.id)
+                touched.append(job.id)
+                if cancelled and found.has_dependents:
+                    ended.append(job.id)
+        self.flows.release(ended)
+        return touched
 
     def retry_failed(self, job_type: str | None = None, limit: int = 10_000, *, org_id: str | None = None) -> list[str]:
         """Send failed jobs (the dead letters: attempts exhausted or poison) back to pending, in bulk.
@@ -366,4 +483,4 @@ class JobsClient:
         return self.get(job_id)
 
 
-__all__ = ["JobsClient", "key_to_id"]
+__all__ = ["Flow", "JobsClient", "key_to_id"]

@@ -54,6 +54,7 @@ class JobContext(Generic[InputT]):
         self._execution = execution
         self.input: InputT = input
         self.logger: JobLogger = execution.logger
+        self._parent_results: dict[str, Any] | None = None
 
     @property
     def job(self) -> Job:
@@ -90,6 +91,22 @@ class JobContext(Generic[InputT]):
     def store(self) -> JobStore:
         """The job store this run records through (for jobs_lib's own maintenance handlers)."""
         return self._execution.store
+
+    @property
+    def parent_results(self) -> dict[str, Any]:
+        """The results of the jobs this one waits for in its flow, by their names in the flow
+        (read once, with one batched read, on first use; empty for a job outside a flow)."""
+        if self._parent_results is None:
+            given = getattr(self._execution, "parent_results", None)
+            self._parent_results = dict(given) if given is not None else self._read_parent_results()
+        return self._parent_results
+
+    def _read_parent_results(self) -> dict[str, Any]:
+        job = self.job
+        if not job.depends_on:
+            return {}
+        found = self._execution.store.get_many(list(job.depends_on), "flows:parent_results")
+        return {(parent.flow_name or parent_id): parent.result for parent_id in job.depends_on if (parent := found.get(parent_id)) is not None}
 
     @property
     def cancel_requested(self) -> bool:

@@ -31,6 +31,7 @@ import base64
 import binascii
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -182,7 +183,10 @@ class Functions:
         )
         # Fire due schedule slots first, so that this tick also runs the jobs they create.
         fired = app.scheduler.fire_due() if discovery.sweeps_unsharded else None
+        # Finish flows a process left (its jobs released now run in this tick).
+        repaired = _repair_flows(engine) if discovery.sweeps_unsharded else None
         summary = worker.run().as_dict()
+        summary["flows"] = repaired
         summary["sweeper"] = sweeper if shards is not None else None
         summary["shards"] = list(shards) if shards is not None else "all"
         if engine.telemetry.recording_metrics:
@@ -225,6 +229,10 @@ def _sweeper_of(request: Any) -> int | None:
         return -1  # named but unreadable: swept as everything, with a warning
 
 
+#: Released jobs a created-event invocation runs itself after the job it was called for.
+INLINE_RELEASED = 10
+
+
 def run_created(engine: Engine, job: Job) -> str:
     """Claim the job as the event showed it and run it here.
 
@@ -238,10 +246,13 @@ def run_created(engine: Engine, job: Job) -> str:
         where = "jobs worker" if spec.worker_only else "the tick"
         event(engine.log, "job_deferred", f"job {job.id} left to {where}: its timeout of {spec.timeout:g}s exceeds what an event function may run", **job_fields(job.id, job.type))
         return "deferred"
+    started = time.monotonic()
     for _ in range(2):
         executions = engine.claim([job], limit=1, max_timeout=EVENT_BUDGET)
         if executions:
-            return executions[0].run() or "unrecorded"
+            outcome = executions[0].run() or "unrecorded"
+            _run_released(engine, executions[0].released, started)
+            return outcome
         tried, _won = engine.last_claim
         if not tried and job.id not in engine.last_settle_refused:
             if job.status is Status.PENDING and not job.problems and not valid_shard(job.raw.get("shard")) and not job.is_due(engine.store.now()):
@@ -252,6 +263,31 @@ def run_created(engine: Engine, job: Job) -> str:
             return "deleted"
         job = fresh
     return "taken"
+
+
+def _repair_flows(engine: Engine) -> dict[str, int] | None:
+    try:
+        repaired = engine.flows.repair()
+    except Exception:
+        log.exception("repairing flows failed; the next tick tries again")
+        return None
+    return {"released": len(repaired.released), "ended": len(repaired.ended)}
+
+
+def _run_released(engine: Engine, released: list[str], started: float) -> None:
+    """Run here, one after another, the first jobs a run's end released (pending now, and no
+    created-event will come for them): within the event's budget, at most `INLINE_RELEASED`;
+    the rest start at the next tick or in a worker."""
+    todo = list(released[:INLINE_RELEASED])
+    while todo:
+        left = EVENT_BUDGET - (time.monotonic() - started)
+        if left <= 1.0:
+            return
+        found = engine.store.get_many(todo[:1], "released")
+        todo = todo[1:]
+        for execution in engine.claim(list(found.values()), limit=1, max_timeout=left):
+            execution.run()
+            todo += execution.released[: max(INLINE_RELEASED - len(todo), 0)]
 
 
 __all__ = ["CREATED", "CREATED_WITH_AUTH", "CreatedDocument", "Functions", "decode_document_event", "run_created"]

@@ -21,6 +21,8 @@ class Status(StrEnum):
     """The states of a job (the words seeds/000 uses)."""
 
     PENDING = "pending"
+    #: Part of a flow, waiting for the jobs it depends on (``dependsOn``) to finish.
+    BLOCKED = "blocked"
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -41,6 +43,8 @@ KNOWN_FIELDS = frozenset(
         "orgId", "createdBy", "cancelRequested", "startedAt", "completedAt", "updatedAt",
         "attempts", "result", "error", "errorDetails", "progress", "lease", "leaseExpiresAt",
         "expireAt", "key", "traceparent",
+        # flows (jobs_lib.flows)
+        "dependsOn", "flowId", "flowName", "onParentFailure", "dependentsSettled",
     }
 )
 
@@ -81,6 +85,11 @@ class Job:
     error: str | None = None
     progress: dict[str, Any] | None = None
     lease: Lease | None = None
+    #: The ids of the jobs this one waits for (a flow's ``dependsOn``).
+    depends_on: tuple[str, ...] = ()
+    #: The flow this job belongs to, and its name in that flow.
+    flow_id: str | None = None
+    flow_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     #: The document's update time when read: the precondition for the next write.
     version: datetime | None = None
@@ -160,6 +169,16 @@ class Job:
                 expires_at=_quiet_time(data.get("leaseExpiresAt")),
             )
 
+        depends_on: tuple[str, ...] = ()
+        raw_depends = data.get("dependsOn")
+        if raw_depends is not None:
+            if isinstance(raw_depends, list) and all(isinstance(p, str) and p for p in raw_depends):
+                depends_on = tuple(raw_depends)
+            else:
+                problems.append(f"dependsOn must be an array of job ids, got {describe_value(raw_depends)}")
+        if status is Status.BLOCKED and not depends_on and raw_depends is None:
+            problems.append("status 'blocked' needs dependsOn (the ids of the jobs it waits for); create jobs with status 'pending' or through JobsClient.flow")
+
         progress = data.get("progress")
         error = data.get("error")
         return cls(
@@ -182,6 +201,9 @@ class Job:
             error=error if isinstance(error, str) else (None if error is None else str(error)),
             progress=progress if isinstance(progress, dict) else None,
             lease=lease,
+            depends_on=depends_on,
+            flow_id=_str_or_none(data.get("flowId")),
+            flow_name=_str_or_none(data.get("flowName")),
             extra={k: v for k, v in data.items() if k not in KNOWN_FIELDS},
             version=version,
             problems=tuple(problems),
@@ -204,8 +226,13 @@ class Job:
 
     @property
     def can_cancel(self) -> bool:
-        """Pending and running jobs can be cancelled."""
-        return self.status in (Status.PENDING, Status.IN_PROGRESS)
+        """Blocked, pending and running jobs can be cancelled."""
+        return self.status in (Status.PENDING, Status.BLOCKED, Status.IN_PROGRESS)
+
+    @property
+    def has_dependents(self) -> bool:
+        """True for a job other jobs of its flow depend on (the runner releases them when it ends)."""
+        return "dependentsSettled" in self.raw
 
     @property
     def can_retry(self) -> bool:

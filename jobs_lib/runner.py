@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 from jobs_lib.context import JobContext
 from jobs_lib.decisions import AttemptEnd, Ending, decide
 from jobs_lib.errors import JobCancelled, LeaseLost, PermanentError
+from jobs_lib.flows import Releaser
 from jobs_lib.job import FINISHED, Job, Status
 from jobs_lib.keeper import Keeper
 from jobs_lib.logs import JobLogger, event, job_fields
@@ -102,6 +103,7 @@ class Engine:
         self.log = JobLogger(log, {"worker": self.holder})
         self.keeper = Keeper(self.store.now, self.lease_seconds, self.active)
         self.slots = SlotClaimer(self.store, self.holder, self.lease_seconds, self.log)
+        self.flows = Releaser(self.store, self.registry, self.holder)
         #: (runnable jobs tried, claims won) in the last `claim` call.
         self.last_claim = (0, 0)
         #: Jobs the last `claim` call meant to settle (poison, cancelled) whose version had changed.
@@ -142,6 +144,10 @@ class Engine:
             return Triage(Verdict.FAIL, "; ".join(job.problems))
         if job.status in FINISHED:
             return Triage(Verdict.SKIP, f"already {job.status.value}")
+        if job.status is Status.BLOCKED:
+            if job.problems:
+                return Triage(Verdict.FAIL, "; ".join(job.problems))
+            return Triage(Verdict.SKIP, "blocked: waiting for the jobs it depends on")
         if job.status is Status.IN_PROGRESS:
             # A lease jobs_lib wrote lasts at most 600 s from its write; one that claims longer is not ours.
             bogus = job.lease is not None and job.lease.expires_at is not None and job.version is not None and (job.lease.expires_at - job.version).total_seconds() > MAX_LEASE_SECONDS
@@ -234,6 +240,7 @@ class Engine:
         self.last_settle_refused = []
         if settle:
             results = self.store.settle([(job, outcome) for job, outcome, _e, _r in settle], holder=self.holder)
+            self.release_dependents([job.id for (job, _o, _n, _r), ok in zip(settle, results, strict=True) if ok and job.has_dependents])
             for (job, outcome, name, reason), ok in zip(settle, results, strict=True):
                 if ok:
                     if isinstance(outcome, Failed):
@@ -283,6 +290,18 @@ class Engine:
             self.keeper.ensure_running()
         return executions
 
+    def release_dependents(self, job_ids: list[str]) -> list[str]:
+        """These jobs just ended: release (or end) the jobs of their flows that wait for them; returns
+        the ids released. A failure here is logged and left to `Releaser.repair` (the obligation is
+        in the documents)."""
+        if not job_ids:
+            return []
+        try:
+            return self.flows.release(job_ids).released
+        except Exception:
+            log.warning("releasing the dependents of %s failed; the next repair pass does it", ", ".join(job_ids), exc_info=True)
+            return []
+
     def slot_released(self, job: Job) -> None:
         """One of our limited jobs ended: its slot is free, so stop treating the type as full."""
         self.slots.released(job, self.spec_for(job))
@@ -329,6 +348,8 @@ class Execution:
         self.deadline = engine.store.now() + timedelta(seconds=spec.timeout)
         self.finished = False
         self.final_status: str | None = None
+        #: Jobs of its flow this run's end released (pending now).
+        self.released: list[str] = []
         self.lease_lost = False
         self.lost_reason = ""
         self.done = threading.Event()
@@ -500,6 +521,8 @@ class Execution:
             return
         if written.status is WriteStatus.OK:
             self.final_status = status
+            if isinstance(outcome, Completed | Failed | Cancelled) and self.claim.job.has_dependents:
+                self.released = self.engine.release_dependents([self.claim.job_id])
             self._measured(outcome, seconds)
             extra: dict[str, Any] = {}
             if isinstance(outcome, Failed | Retry):

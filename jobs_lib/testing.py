@@ -105,6 +105,7 @@ class _TestRun:
         self.lease_lost = False
         self.lost_reason = ""
         self.reports: list[dict[str, Any]] = []
+        self.parent_results: dict[str, Any] | None = {}
 
     @property
     def db(self) -> Any:
@@ -133,6 +134,7 @@ def run_handler(
     cancel_requested: bool = False,
     db: Any = None,
     app: Any = None,
+    parent_results: dict[str, Any] | None = None,
 ) -> HandlerRun:
     """Run the handler registered for `job_type` on a job with this `metadata`, here and now.
 
@@ -140,7 +142,8 @@ def run_handler(
     `attempt` sets ``ctx.attempt`` (and whether a failure would be retried);
     `cancel_requested` makes ``ctx.progress()`` raise as an owner's cancel would.
     `app` (a `jobs_lib.app.App` on the emulator) gives the handler ``ctx.db``
-    and ``ctx.store``; `db` alone gives ``ctx.db``.
+    and ``ctx.store``; `db` alone gives ``ctx.db``. `parent_results` is what
+    ``ctx.parent_results`` returns (the results of a flow job's parents, by name).
     """
     registry = registry if registry is not None else (app.registry if app is not None else default_registry)
     spec = registry.get(job_type)
@@ -154,6 +157,7 @@ def run_handler(
     base.setLevel(logging.DEBUG)
     logger = JobLogger(base, {**job_fields(job.id, job_type, attempt), "worker": "jobs_lib.testing"})
     control = _TestRun(job, attempt, spec, logger, db if db is not None else (app.db if app is not None else None), app.store if app is not None else None, cancel_requested)
+    control.parent_results = parent_results if parent_results is not None else ({} if not job.depends_on or app is None else None)
     run = HandlerRun(job=job, logs=lines)
     try:
         run.outcome = _attempt(spec, job, control, run)

@@ -334,11 +334,16 @@ class Worker:
             log.warning("counting due jobs for the queue gauges failed; trying again later", exc_info=True)
 
     def _fire_schedules(self) -> None:
+        """Every `SCHEDULE_EVERY`: fire due schedule slots, and repair flows a process left."""
         assert self.scheduler is not None
         try:
             self.scheduler.fire_due()
         except Exception:
             log.exception("firing schedules failed; retrying at the next round")
+        try:
+            self.engine.flows.repair()
+        except Exception:
+            log.exception("repairing flows failed; retrying at the next round")
 
     def _page_size(self, now: float) -> int:
         """Enough candidates for ``PAGE_SECONDS`` at the recent claim rate, at least two rounds of slots."""

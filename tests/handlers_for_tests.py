@@ -88,3 +88,17 @@ def flaky_once(ctx: JobContext[Any]) -> int:
     if ctx.attempt == 1:
         raise ConnectionError("the first attempt always fails")
     return ctx.attempt
+
+
+if os.environ.get("JOBS_TEST_KILL_BEFORE_RELEASE"):
+    # The chaos of tests/test_flows.py: this process dies (SIGKILL) right after a parent's final
+    # write has landed and before the jobs waiting for it are released.
+    import signal
+
+    from jobs_lib.runner import Engine
+
+    def _die(self: Engine, job_ids: list[str]) -> list[str]:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return []
+
+    Engine.release_dependents = _die  # type: ignore[method-assign]

@@ -101,7 +101,7 @@ def test_the_openapi_document_is_served_without_a_token(http: Client) -> None:
         "/v1/jobs", "/v1/jobs:batch", "/v1/jobs/{jobId}", "/v1/jobs/{jobId}/cancel", "/v1/jobs/{jobId}/retry",
         "/v1/schedules", "/v1/schedules/{scheduleId}", "/v1/schedules/{scheduleId}/enable", "/v1/schedules/{scheduleId}/disable",
         "/v1/schedules/{scheduleId}/fire", "/v1/me", "/v1/overview", "/v1/jobs:count", "/v1/jobs:retryFailed", "/v1/queues",
-        "/v1/queues/{type}/pause", "/v1/queues/{type}/resume",
+        "/v1/queues/{type}/pause", "/v1/queues/{type}/resume", "/v1/flows", "/v1/flows/{flowId}", "/v1/flows/{flowId}/cancel",
     }
     assert "process_notifications" in doc["components"]["schemas"]["CreateJobRequest"]["properties"]["type"]["enum"]
     assert doc["paths"]["/v1/jobs"]["post"]["responses"]["429"]["headers"]["Retry-After"]
@@ -207,6 +207,39 @@ def test_a_batch_creates_every_job_for_the_caller_or_none(http: Client, store: J
     over = http.post("/v1/jobs:batch", json={"jobs": jobs}, headers=auth())
     assert over.status_code == 429 and "Retry-After" in over.headers
     assert len(list(store.collection.stream())) == 3
+
+
+def test_a_flow_is_created_read_and_cancelled_by_its_owner_only(http: Client, store: JobStore, caplog: pytest.LogCaptureFixture) -> None:
+    jobs = [
+        {"name": "first", "type": "process_notifications", "metadata": {"targetUsers": ["u1"]}},
+        {"name": "second", "type": "process_notifications", "metadata": {"targetUsers": ["u2"]}, "dependsOn": ["first"]},
+    ]
+    response = http.post("/v1/flows", json={"jobs": jobs, "onParentFailure": "ignore"}, headers=auth())
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    flow_id = body["flowId"]
+    assert response.headers["Location"] == f"/v1/flows/{flow_id}"
+    by_name = {j["job"]["flowName"]: j for j in body["jobs"]}
+    assert (by_name["first"]["job"]["status"], by_name["second"]["job"]["status"]) == ("pending", "blocked")
+    assert by_name["second"]["job"]["dependsOn"] == [by_name["first"]["job"]["id"]] and by_name["second"]["canCancel"]
+    raw = store.ref(by_name["second"]["job"]["id"]).get().to_dict()
+    assert (raw["createdBy"], raw["orgId"], raw["onParentFailure"], raw["flowId"]) == ("alice", "acme", "ignore", flow_id)
+    assert [line["jobId"] for line in audit_lines(caplog)] == [j["job"]["id"] for j in body["jobs"]]
+
+    cycle = http.post("/v1/flows", json={"jobs": [{**jobs[0], "dependsOn": ["second"]}, jobs[1]]}, headers=auth())
+    assert cycle.status_code == 400 and "the flow has a cycle" in error_of(cycle)["details"][0]["reason"]
+    unknown = http.post("/v1/flows", json={"jobs": [jobs[0], {**jobs[1], "type": "no_such_type"}]}, headers=auth())
+    assert error_of(unknown)["details"] == [{"field": "jobs.1.type", "reason": "no handler is registered for job type 'no_such_type'"}]
+    assert http.post("/v1/flows", json={"jobs": [jobs[0]] * 501}, headers=auth()).status_code == 400
+    assert len(list(store.collection.stream())) == 2
+
+    assert http.get(f"/v1/flows/{flow_id}", headers=auth()).get_json()["flowId"] == flow_id
+    assert http.get(f"/v1/flows/{flow_id}", headers=auth(uid="mallory", org="evil")).status_code == 404
+    assert http.get("/v1/flows/nope", headers=auth()).status_code == 404
+    assert http.post(f"/v1/flows/{flow_id}/cancel", headers=auth(uid="mallory", org="evil")).status_code == 404
+    cancelled = http.post(f"/v1/flows/{flow_id}/cancel", headers=auth())
+    assert cancelled.status_code == 200
+    assert {j["job"]["status"] for j in cancelled.get_json()["jobs"]} == {"cancelled"}
 
 
 def test_a_user_without_an_org_creates_jobs_without_one(http: Client, store: JobStore) -> None:

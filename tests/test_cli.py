@@ -88,3 +88,33 @@ def test_deploy_prints_a_command_for_every_function_in_main_py() -> None:
     assert "JOBS_HANDLERS=jobs_lib.builtin" in deployed["tick"][1]["set-env-vars"]
     assert any(line.startswith("gcloud scheduler jobs create http jobs-tick") for line in lines)
     assert lines[0] == "jobs functions-package functions"
+
+
+def test_a_flow_from_a_json_file_is_created_shown_and_cancelled(client: JobsClient, store: JobStore, tmp_path: Any) -> None:
+    path = tmp_path / "flow.json"
+    path.write_text(json.dumps({
+        "flowId": "nightly-2026-12-02",
+        "onParentFailure": "wait",
+        "jobs": [
+            {"name": "extract", "type": "process_notifications", "metadata": {"targetUsers": ["a"]}},
+            {"name": "load", "type": "process_notifications", "dependsOn": ["extract"], "priority": 3},
+        ],
+    }))
+    created = invoke("flow", "create", str(path), "--collection", store.settings.collection)
+    assert created.exit_code == 0, created.output
+    assert "flow nightly-2026-12-02" in created.output and "blocked" in created.output and "extract" in created.output
+    jobs = {job.flow_name: job for job in client.flow_jobs("nightly-2026-12-02")}
+    assert (jobs["extract"].status, jobs["load"].status, jobs["load"].priority) == (Status.PENDING, Status.BLOCKED, 3)
+    assert jobs["load"].depends_on == (jobs["extract"].id,) and jobs["load"].raw["onParentFailure"] == "wait"
+    assert invoke("flow", "show", "nightly-2026-12-02").exit_code == 0
+    cancelled = invoke("flow", "cancel", "nightly-2026-12-02")
+    assert cancelled.exit_code == 0 and "cancelled" in cancelled.output
+    assert {job.status for job in client.flow_jobs("nightly-2026-12-02")} == {Status.CANCELLED}
+
+    path.write_text(json.dumps({"jobs": [{"name": "a", "type": "process_notifications", "dependsOn": ["a"]}]}))
+    refused = invoke("flow", "create", str(path))
+    assert refused.exit_code == 1 and "depends on itself" in refused.output
+    path.write_text(json.dumps({"jobs": [{"name": "a", "kind": "x"}]}))
+    assert "jobs[0]: a job is an object" in invoke("flow", "create", str(path)).output
+    missing = invoke("flow", "show", "nope")
+    assert missing.exit_code == 1 and "no flow with id 'nope'" in missing.output

@@ -103,7 +103,7 @@ def test_cancel_a_pending_job(client: JobsClient) -> None:
     job = client.enqueue("process_notifications", {})
     cancelled = client.cancel(job.id)
     assert cancelled.status is Status.CANCELLED and cancelled.completed_at is not None
-    with pytest.raises(InvalidJobState, match="only pending and running jobs can be cancelled"):
+    with pytest.raises(InvalidJobState, match="only pending, blocked and running jobs can be cancelled"):
         client.cancel(job.id)
 
 

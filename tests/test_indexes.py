@@ -102,6 +102,11 @@ CALLS: dict[str, Callable[[Stores], Any]] = {
     "JobStore.running_page": lambda s: [s.jobs.running_page(None, 5), s.jobs.running_page("m", 5)],
     "JobStore.list_jobs": lambda s: [s.jobs.list_jobs(), s.jobs.list_jobs(status="pending"), s.jobs.list_jobs(job_type="t"), s.jobs.list_jobs(status="failed", job_type="t")],
     "JobListing.page": _listing_pages,
+    # flows (jobs_lib.flows)
+    "JobStore.dependents": lambda s: [s.jobs.dependents("p", None, 5), s.jobs.dependents("p", "m", 5)],
+    "JobStore.unsettled_parents": lambda s: s.jobs.unsettled_parents(5),
+    "JobStore.blocked_page": lambda s: [s.jobs.blocked_page(None, 5), s.jobs.blocked_page("m", 5)],
+    "JobStore.flow_page": lambda s: [s.jobs.flow_page("f", None, 5), s.jobs.flow_page("f", "m", 5)],
     "ScheduleListing.page": lambda s: [s.schedule_listing.page(Scope("createdBy", "u"), page_size=1), s.schedule_listing.page(Scope("orgId", "o")), s.schedule_listing.page(Scope(None, None))],
     # scheduledJobs (jobs_lib/store/schedules.py)
     "ScheduleStore.due": lambda s: s.schedules.due(NOW, 5),

@@ -5,6 +5,9 @@
     GET  /v1/jobs/{id}               a job, plus canCancel and canRetry   jobs.view     200
     POST /v1/jobs/{id}/cancel        cancel (or ask a running job to stop) jobs.cancel  200
     POST /v1/jobs/{id}/retry         send a failed/cancelled job back     jobs.retry    200
+    POST /v1/flows                   jobs that wait for one another       jobs.create   201
+    GET  /v1/flows/{id}              a flow's jobs and their states       jobs.view     200
+    POST /v1/flows/{id}/cancel       cancel what has not finished         jobs.cancel   200
     GET  /v1/openapi.json            this API's OpenAPI document          (no token)
     ... and /v1/schedules (create, list, get, update, enable, disable, delete): see jobs_lib.api.schedules
 
@@ -46,9 +49,11 @@ from jobs_lib.api.http import (
     valid_id,
 )
 from jobs_lib.api.models import (
+    CreateFlowRequest,
     CreateJobRequest,
     CreateJobsRequest,
     FieldError,
+    FlowView,
     JobEnvelope,
     JobEnvelopeList,
     JobList,
@@ -65,12 +70,14 @@ from jobs_lib.console import ConsoleRoutes
 from jobs_lib.errors import (
     ApiError,
     AuthUnavailable,
+    ConfigurationError,
     InvalidJobState,
     InvalidPageToken,
     JobNotFound,
     StoreUnavailable,
     Unauthenticated,
 )
+from jobs_lib.flows import plan
 from jobs_lib.job import Job
 from jobs_lib.logs import event
 from jobs_lib.registry import HandlerRegistry
@@ -135,6 +142,9 @@ class JobsApi:
             ("/v1/jobs/<job_id>", "GET", self.get_job),
             ("/v1/jobs/<job_id>/cancel", "POST", self.cancel_job),
             ("/v1/jobs/<job_id>/retry", "POST", self.retry_job),
+            ("/v1/flows", "POST", self.create_flow),
+            ("/v1/flows/<flow_id>", "GET", self.get_flow),
+            ("/v1/flows/<flow_id>/cancel", "POST", self.cancel_flow),
             *self.schedules.routes(),
             *self.operations.routes(),
             *self.console.routes(),
@@ -234,10 +244,7 @@ class JobsApi:
         problems = self._check_job(spec_in)
         if problems:
             raise ApiError(400, "invalid job" if problems[0].field == "type" else f"invalid metadata for {spec_in.type}", problems)
-        decision = self.create_limiter.hit(caller.uid)
-        if not decision.allowed:
-            self.audit(caller, "jobs.create", None, spec_in.type, 429, f"{caller.uid} refused: over {decision.limit} creates per window")
-            raise ApiError(429, f"too many jobs created: at most {decision.limit} per {self.create_limiter.window:g}s", headers={"Retry-After": str(decision.retry_after)})
+        self._refuse_over_limit(caller, 1, spec_in.type)
         # A caller that sends a W3C traceparent header gets the job's run in its trace.
         token = otel_context.attach(Telemetry.context_from_headers(dict(request.headers)))
         try:
@@ -271,10 +278,7 @@ class JobsApi:
         errors = [error for n, spec_in in enumerate(batch.jobs) for error in self._check_job(spec_in, f"jobs.{n}.")]
         if errors:
             raise ApiError(400, "invalid jobs", errors)
-        decision = self.create_limiter.hit(caller.uid, len(batch.jobs))
-        if not decision.allowed:
-            self.audit(caller, "jobs.create", None, None, 429, f"{caller.uid} refused a batch of {len(batch.jobs)}: over {decision.limit} creates per window")
-            raise ApiError(429, f"too many jobs created: at most {decision.limit} per {self.create_limiter.window:g}s", headers={"Retry-After": str(decision.retry_after)})
+        self._refuse_over_limit(caller, len(batch.jobs), None)
         token = otel_context.attach(Telemetry.context_from_headers(dict(request.headers)))
         try:
             jobs = self.client.enqueue_many(
@@ -288,6 +292,71 @@ class JobsApi:
         for job in jobs:  # one line per job, as POST /v1/jobs writes: an auditor searches by job id
             self.audit(caller, "jobs.create", job.id, job.type, 201, f"{caller.uid} created job {job.id} ({job.type}) in a batch of {len(jobs)}")
         return json_response(JobEnvelopeList(jobs=[self._envelope(caller, job) for job in jobs]), 201)
+
+    def _refuse_over_limit(self, caller: Caller, count: int, job_type: str | None) -> None:
+        """Count `count` creates against the caller's limit; 429 (audited) when over it."""
+        decision = self.create_limiter.hit(caller.uid, count)
+        if not decision.allowed:
+            what = f"a batch of {count}" if count > 1 else "a job"
+            self.audit(caller, "jobs.create", None, job_type, 429, f"{caller.uid} refused {what}: over {decision.limit} creates per window")
+            raise ApiError(429, f"too many jobs created: at most {decision.limit} per {self.create_limiter.window:g}s", headers={"Retry-After": str(decision.retry_after)})
+
+    def create_flow(self, request: Request) -> Response:
+        """``POST /v1/flows``: checked whole (names, references, cycles, each job as for POST /v1/jobs),
+        then created in one atomic write; each job counts against the create limit."""
+        caller = self.caller(request, "jobs.create")
+        body = read_json_body(request)
+        try:
+            flow_in = CreateFlowRequest.model_validate(body)
+        except ValidationError as exc:
+            raise ApiError(400, "invalid flow", field_errors(exc)) from None
+        errors = [error for n, spec_in in enumerate(flow_in.jobs) for error in self._check_job(spec_in, f"jobs.{n}.")]
+        if errors:
+            raise ApiError(400, "invalid flow", errors)
+        items = [
+            {
+                "name": j.name, "depends_on": j.dependsOn, "type": j.type, "metadata": j.metadata, "scheduled_for": j.scheduledFor,
+                "priority": j.priority, "max_attempts": j.maxAttempts, "org_id": caller.org_id, "created_by": caller.uid,
+            }
+            for j in flow_in.jobs
+        ]
+        try:
+            plan(items, atomic=True)
+        except ConfigurationError as exc:
+            raise ApiError(400, "invalid flow", [FieldError(field="jobs", reason=str(exc))]) from None
+        self._refuse_over_limit(caller, len(items), None)
+        flow = self.client.flow(items, on_parent_failure=flow_in.onParentFailure)
+        jobs = self.client.flow_jobs(flow.id)
+        for job in jobs:
+            self.audit(caller, "jobs.create", job.id, job.type, 201, f"{caller.uid} created job {job.id} ({job.type}) in flow {flow.id}")
+        return json_response(self._flow_view(caller, flow.id, jobs), 201, {"Location": f"/v1/flows/{flow.id}"})
+
+    def _flow_view(self, caller: Caller, flow_id: str, jobs: list[Job]) -> FlowView:
+        return FlowView(flowId=flow_id, jobs=[self._envelope(caller, job) for job in jobs])
+
+    def _visible_flow(self, caller: Caller, flow_id: str) -> list[Job]:
+        """The flow's jobs, if the caller may see them; 404 alike for no flow and another user's."""
+        jobs = self.client.flow_jobs(flow_id, limit=5_000) if valid_id(flow_id) else []
+        if not jobs or not all(caller.sees(job.created_by, job.org_id) for job in jobs):
+            raise ApiError(404, f"no flow {flow_id!r}")
+        return jobs
+
+    def get_flow(self, request: Request, flow_id: str) -> Response:
+        """``GET /v1/flows/{id}``."""
+        caller = self.caller(request, "jobs.view")
+        return json_response(self._flow_view(caller, flow_id, self._visible_flow(caller, flow_id)))
+
+    def cancel_flow(self, request: Request, flow_id: str) -> Response:
+        """``POST /v1/flows/{id}/cancel``: only the user who created the flow."""
+        caller = self.caller(request, "jobs.cancel")
+        jobs = self._visible_flow(caller, flow_id)
+        if not all(caller.owns(job.created_by) for job in jobs):
+            self.audit(caller, "jobs.cancel", None, None, 403, f"{caller.uid} may not cancel flow {flow_id}, created by another user")
+            raise ApiError(403, "only the user who created a flow may cancel it")
+        touched = self.client.cancel_flow(flow_id)
+        for job_id in touched:
+            self.audit(caller, "jobs.cancel", job_id, None, 200, f"{caller.uid} cancelled job {job_id} with flow {flow_id}")
+        return json_response(self._flow_view(caller, flow_id, self.client.flow_jobs(flow_id)))
 
     def _enqueue(self, spec_in: CreateJobRequest, caller: Caller) -> Job:
         return self.client.enqueue(

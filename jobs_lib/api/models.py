@@ -147,6 +147,9 @@ class JobView(BaseModel):
     orgId: str | None = None
     createdBy: str | None = None
     leaseHolder: str | None = Field(default=None, description="The worker or function instance that holds (or last held) the job.")
+    flowId: str | None = Field(default=None, description="The flow the job belongs to (POST /v1/flows).")
+    flowName: str | None = Field(default=None, description="Its name in that flow.")
+    dependsOn: list[str] = Field(default_factory=list, description="The ids of the jobs it waits for; while any has not completed, it is `blocked`.")
     leaseExpiresAt: datetime | None = None
 
     @classmethod
@@ -176,6 +179,9 @@ class JobView(BaseModel):
             orgId=job.org_id,
             createdBy=job.created_by,
             leaseHolder=job.lease.holder if job.lease else None,
+            flowId=job.flow_id,
+            flowName=job.flow_name,
+            dependsOn=list(job.depends_on),
             leaseExpiresAt=job.lease.expires_at if job.lease else None,
         )
 
@@ -188,12 +194,42 @@ class CreateJobsRequest(BaseModel):
     jobs: list[CreateJobRequest] = Field(min_length=1, max_length=MAX_BATCH, description=f"The jobs, each as for POST /v1/jobs (1 to {MAX_BATCH}).")
 
 
+class FlowJobRequest(CreateJobRequest):
+    """One job of ``POST /v1/flows``: a job as for POST /v1/jobs, its name in the flow, the names it waits for."""
+
+    name: StrictStr = Field(min_length=1, max_length=200, description="The job's name in the flow (what other jobs' dependsOn name).")
+    dependsOn: list[StrictStr] = Field(default_factory=list, max_length=50, description="The names of the jobs of this flow it waits for (at most 50).")
+
+
+class CreateFlowRequest(BaseModel):
+    """``POST /v1/flows``: up to 500 jobs that wait for one another, created in one atomic write."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[FlowJobRequest] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description=f"The flow's jobs (1 to {MAX_BATCH}). Rules beyond this schema answer 400 with details naming `jobs`: names unique, dependsOn naming other jobs of the flow, no cycle.",
+    )
+    onParentFailure: Literal["fail", "ignore", "wait"] = Field(
+        default="fail",
+        description="A failed or cancelled parent: `fail` cancels the jobs that wait for it, `ignore` runs them once every parent has ended, `wait` keeps them blocked until it is retried to success.",
+    )
+
+
 class JobEnvelope(BaseModel):
     """A job and what the caller may do with it now."""
 
     job: JobView
     canCancel: bool = Field(description="The job is pending or running and the caller may cancel it.")
     canRetry: bool = Field(description="The job failed or was cancelled and the caller may retry it.")
+
+
+class FlowView(BaseModel):
+    """A flow: its id and its jobs (with their names in the flow) and what the caller may do with each."""
+
+    flowId: str
+    jobs: list[JobEnvelope]
 
 
 class JobEnvelopeList(BaseModel):
@@ -410,12 +446,15 @@ __all__ = [
     "MAX_BATCH",
     "MAX_METADATA_BYTES",
     "MAX_PRIORITY",
+    "CreateFlowRequest",
     "CreateJobRequest",
     "CreateJobsRequest",
     "CreateScheduleRequest",
     "ErrorBody",
     "ErrorResponse",
     "FieldError",
+    "FlowJobRequest",
+    "FlowView",
     "JobEnvelope",
     "JobEnvelopeList",
     "JobList",

@@ -12,10 +12,12 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from jobs_lib.api.models import (
+    CreateFlowRequest,
     CreateJobRequest,
     CreateJobsRequest,
     CreateScheduleRequest,
     ErrorResponse,
+    FlowView,
     JobEnvelope,
     JobEnvelopeList,
     JobList,
@@ -144,15 +146,18 @@ def _operator_paths() -> dict[str, Any]:
 JOB_ID = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}, "description": "The job's document id."}
 
 
+FLOW_ID = {"name": "flowId", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}, "description": "The flow's id."}
+
+
 def openapi_document(job_types: Iterable[str] | None = None) -> dict[str, Any]:
     """The API's OpenAPI 3.1 document; `job_types` (the registered types) become the enum of ``type``."""
     _, schemas = models_json_schema(
-        [(m, "validation") for m in (CreateJobRequest, CreateJobsRequest, JobEnvelope, JobEnvelopeList, JobList, ErrorResponse, CreateScheduleRequest, UpdateScheduleRequest, ScheduleEnvelope, ScheduleList)],
+        [(m, "validation") for m in (CreateJobRequest, CreateJobsRequest, CreateFlowRequest, FlowView, JobEnvelope, JobEnvelopeList, JobList, ErrorResponse, CreateScheduleRequest, UpdateScheduleRequest, ScheduleEnvelope, ScheduleList)],
         ref_template="#/components/schemas/{model}",
     )
     components = schemas.get("$defs", {})
     create = components["CreateJobRequest"]["properties"]
-    for model in ("CreateJobRequest", "CreateScheduleRequest"):
+    for model in ("CreateJobRequest", "CreateScheduleRequest", "FlowJobRequest"):
         props = components[model]["properties"]
         if job_types is not None:
             props["type"] = {**props["type"], "enum": sorted(job_types)}
@@ -204,6 +209,23 @@ def openapi_document(job_types: Iterable[str] | None = None) -> dict[str, Any]:
                 "post": _operation(
                     "retryJob", "Send a failed or cancelled job back to pending", "jobs.retry",
                     _ok("The job after the request.", "JobEnvelope"), ["401", "403", "404", "409", "503"], parameters=[JOB_ID],
+                ),
+            },
+            "/v1/flows": {
+                "post": _operation(
+                    "createFlow", "Create up to 500 jobs that wait for one another (dependsOn), in one atomic write", "jobs.create",
+                    {**_ok("The flow was created: its jobs, those that wait `blocked`.", "FlowView", "201")},
+                    ["400", "401", "403", "429", "503"],
+                    requestBody={"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateFlowRequest"}}}},
+                ),
+            },
+            "/v1/flows/{flowId}": {
+                "get": _operation("getFlow", "A flow's jobs and their states", "jobs.view", _ok("The flow.", "FlowView"), ["401", "403", "404", "503"], parameters=[FLOW_ID]),
+            },
+            "/v1/flows/{flowId}/cancel": {
+                "post": _operation(
+                    "cancelFlow", "Cancel what has not finished in a flow (running jobs are asked to stop)", "jobs.cancel",
+                    _ok("The flow after the request.", "FlowView"), ["401", "403", "404", "503"], parameters=[FLOW_ID],
                 ),
             },
             **_schedule_paths(),

@@ -89,6 +89,16 @@ def shard_fields(job: Job) -> dict[str, Any]:
     return {} if valid_shard(job.raw.get("shard")) else {"shard": shard_of(job.id)}
 
 
+_FINAL_VALUES = frozenset({Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value})
+
+
+def dependents_flag(job: Job, fields: dict[str, Any]) -> dict[str, Any]:
+    """``dependentsSettled: false`` when a write ends a job other jobs depend on: the obligation to
+    release (or cancel) them, written in the same write as the final state, cleared by
+    `jobs_lib.flows.Releaser` once done, and found by its repair if the process dies between."""
+    return {"dependentsSettled": False} if job.has_dependents and fields.get("status") in _FINAL_VALUES else {}
+
+
 class JobStore(StorePart):
     """The `backgroundJobs` collection, and the facade over the store's other parts.
 
@@ -460,6 +470,7 @@ class JobStore(StorePart):
                 job.id,
                 {
                     **self._outcome_fields(outcome),
+                    **dependents_flag(job, {"status": "failed"}),
                     **shard_fields(job),
                     "updatedAt": self.connection.now_value(),
                     "lease": {"holder": holder, "token": uuid.uuid4().hex},
@@ -474,7 +485,7 @@ class JobStore(StorePart):
         """Apply fenced writes (at most one per job): one RPC, then a careful retry for any refused."""
         if not writes:
             return
-        payload = [(w.claim.job_id, self.update_fields(w.update), w.claim.version) for w in writes]
+        payload = [(w.claim.job_id, self._record_fields(w), w.claim.version) for w in writes]
         try:
             results = self.connection.batch_write(self._document_prefix(), payload, "record")
         except StoreUnavailable as exc:
@@ -515,7 +526,7 @@ class JobStore(StorePart):
                 # Our own earlier write landed though its answer was lost.
                 claim.version = snap.update_time
                 return WriteOutcome(WriteStatus.OK, snap.update_time, cancel, "already written")
-            fields = self.update_fields(write.update)
+            fields = self._record_fields(write)
             [(code, update_time, message)] = self.connection.batch_write(self._document_prefix(), [(claim.job_id, fields, snap.update_time)], "record_checked")
             if code == _OK and update_time is not None:
                 claim.version = update_time
@@ -550,6 +561,7 @@ class JobStore(StorePart):
             if change is None:
                 return job, False
             fields = {**self._change_fields(change), "updatedAt": self.connection.now_value()}
+            fields.update(dependents_flag(job, fields))
             if "status" in fields:
                 fields["lease"] = {"holder": holder, "token": uuid.uuid4().hex}
             [(code, _t, message)] = self.connection.batch_write(self._document_prefix(), [(job_id, fields, job.version)], "update_checked")
@@ -560,6 +572,10 @@ class JobStore(StorePart):
         raise Contention(f"job {job_id} kept changing; gave up after {attempts} tries")
 
     # -- the fields each typed value becomes --------------------------------------
+
+    def _record_fields(self, write: FencedWrite) -> dict[str, Any]:
+        fields = self.update_fields(write.update)
+        return {**fields, **dependents_flag(write.claim.job, fields)}
 
     def update_fields(self, update: Update) -> dict[str, Any]:
         """The document fields of an update to a claimed job."""
@@ -603,6 +619,67 @@ class JobStore(StorePart):
                 **dict.fromkeys(("cancelRequested", "completedAt", "startedAt", "result", "error", "errorDetails", "progress", "expireAt"), firestore.DELETE_FIELD),
             }
         return self._outcome_fields(change)
+
+    # -- flows (jobs_lib.flows) ---------------------------------------------------
+
+    def create_atomically(self, jobs: Sequence[tuple[str, dict[str, Any]]], kind: str = "create_flow") -> None:
+        """Create up to 500 jobs in one commit: all of them or none (`DocumentExists` if an id is taken)."""
+        batch = self.db.batch()
+        for job_id, data in jobs:
+            self.create(job_id, data, batch=batch)
+        self.connection.write(partial(batch.commit, retry=None), f"write:{kind}", writes=len(jobs))
+
+    def dependents(self, parent_id: str, after: str | None, limit: int) -> list[Job]:
+        """Blocked jobs that depend on `parent_id`, in id order after `after`.
+
+        Equality on ``status`` and ``array-contains`` on ``dependsOn``: Firestore merges the two
+        single-field indexes, so no composite index is needed.
+        """
+        query = self.collection.where(filter=FieldFilter("dependsOn", "array_contains", parent_id)).where(filter=FieldFilter("status", "==", Status.BLOCKED.value)).order_by("__name__")
+        if after:
+            query = query.start_after({"__name__": self.ref(after)})
+        return self.run_query(query.limit(limit), "dependents")
+
+    def unsettled_parents(self, limit: int) -> list[Job]:
+        """Finished jobs whose dependents were not yet released (the process doing it died)."""
+        query = self.collection.where(filter=FieldFilter("dependentsSettled", "==", False)).where(filter=FieldFilter("status", "in", sorted(_FINAL_VALUES)))
+        return self.run_query(query.limit(limit), "unsettled_parents")
+
+    def blocked_page(self, after: str | None, limit: int) -> list[Job]:
+        """A page of the blocked jobs in id order after `after` (the repair's audit)."""
+        query = self.collection.where(filter=FieldFilter("status", "==", Status.BLOCKED.value)).order_by("__name__")
+        if after:
+            query = query.start_after({"__name__": self.ref(after)})
+        return self.run_query(query.limit(limit), "blocked_page")
+
+    def flow_page(self, flow_id: str, after: str | None, limit: int) -> list[Job]:
+        """A page of one flow's jobs, in id order after `after`."""
+        query = self.collection.where(filter=FieldFilter("flowId", "==", flow_id)).order_by("__name__")
+        if after:
+            query = query.start_after({"__name__": self.ref(after)})
+        return self.run_query(query.limit(limit), "flow_page")
+
+    def resolve_blocked(self, decisions: Sequence[tuple[Job, Failed | Cancelled | None]], *, holder: str = "flows") -> list[bool]:
+        """End each blocked job's wait in one round trip, each write conditioned on the version read:
+        None makes it pending (due now, or at its own later ``scheduledFor``), an outcome ends it.
+        False where the job changed meanwhile (another process got there first)."""
+        now = self.now()
+        writes = []
+        for job, outcome in decisions:
+            if outcome is None:
+                fields: dict[str, Any] = {"status": Status.PENDING.value}
+                if job.scheduled_for is None or job.scheduled_for <= now:
+                    fields["scheduledFor"] = self.connection.now_value()
+            else:
+                fields = {**self._outcome_fields(outcome), "lease": {"holder": holder, "token": uuid.uuid4().hex}}
+                fields.update(dependents_flag(job, fields))
+            writes.append((job.id, {**fields, **shard_fields(job), "updatedAt": self.connection.now_value()}, job.version))
+        return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "resolve_blocked")] if writes else []
+
+    def mark_settled(self, job: Job) -> bool:
+        """Record that a finished job's dependents were dealt with (conditioned on the version read)."""
+        [(code, _t, _m)] = self.connection.batch_write(self._document_prefix(), [(job.id, {"dependentsSettled": True}, job.version)], "settled")
+        return code == _OK
 
     # -- housekeeping for tests and tools --------------------------------------
 
