@@ -240,7 +240,7 @@ def settings(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's table of every setting instead.")] = False,
 ) -> None:
     """Show every setting: its variable, the value in effect here, and its default."""
-    from jobs_lib.config import documented, settings_table
+    from jobs_lib.config import SECRET_SETTINGS, documented, settings_table
 
     if markdown:
         print(settings_table())
@@ -248,7 +248,8 @@ def settings(
     current = Settings.from_env()
     table = Table("variable", "setting", "value here", "default")
     for item in documented():
-        table.add_row(item.env, item.name, str(getattr(current, item.name)), str(item.default))
+        value = getattr(current, item.name)
+        table.add_row(item.env, item.name, "********" if item.name in SECRET_SETTINGS and value else str(value), str(item.default))
     console.print(table)
 
 

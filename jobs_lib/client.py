@@ -10,9 +10,7 @@ atomically with the app's own writes (seeds/003).
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import math
 import threading
 from collections.abc import Iterable, Mapping
@@ -31,16 +29,17 @@ from jobs_lib.errors import (
     JobNotFound,
 )
 from jobs_lib.flows import ATOMIC_LIMIT, POLICIES, Policy, Releaser, plan
-from jobs_lib.job import Job, Status
+from jobs_lib.job import Job, Status, key_to_id
 from jobs_lib.outcomes import Cancelled, CancelRequest, Change, Retried
 from jobs_lib.registry import HandlerRegistry, default_registry
 from jobs_lib.store import JobStore, shard_of
 from jobs_lib.telemetry import Telemetry
+from jobs_lib.webhooks import check_url
 
 #: Creates per BatchWrite RPC in `enqueue_many` (Firestore's limit per request).
 BATCH_LIMIT = 500
 _ALREADY_EXISTS = 6  # google.rpc.Code
-_ENQUEUE_ARGUMENTS = frozenset({"type", "metadata", "scheduled_for", "priority", "max_attempts", "key", "org_id", "created_by"})
+_ENQUEUE_ARGUMENTS = frozenset({"type", "metadata", "scheduled_for", "priority", "max_attempts", "key", "org_id", "created_by", "webhook"})
 
 
 def _as_created(job_id: str, data: dict[str, Any], update_time: datetime, stamps: dict[str, datetime]) -> Job:
@@ -55,12 +54,6 @@ class Flow:
 
     id: str
     job_ids: dict[str, str]
-
-
-def key_to_id(job_type: str, key: str) -> str:
-    """The document id an idempotency key names: 26 base32 characters of a hash of type and key."""
-    digest = hashlib.sha256(f"{job_type}\x00{key}".encode()).digest()
-    return base64.b32encode(digest).decode().rstrip("=")[:26]
 
 
 class JobsClient:
@@ -97,20 +90,22 @@ class JobsClient:
         key: str | None = None,
         org_id: str | None = None,
         created_by: str | None = None,
+        webhook: str | None = None,
         transaction: Any = None,
         batch: Any = None,
     ) -> Job:
         """Create a pending job and return it.
 
         `key` makes the call idempotent: a second enqueue with the same type
-        and key returns the job the first created. With `transaction` or
+        and key returns the job the first created. `webhook` (default: the
+        handler's) is POSTed to when the job ends (jobs_lib.webhooks). With `transaction` or
         `batch` the job is written when the caller commits them; with a key
         and a transaction, enqueue reads the job id first, so call it before
         the transaction's own writes (Firestore wants reads before writes).
         """
         if batch is not None and key is not None:
             raise ConfigurationError("a key needs a read to be idempotent; use a transaction, not a batch")
-        job_id, data = self._prepare(type, metadata, scheduled_for=scheduled_for, priority=priority, max_attempts=max_attempts, key=key, org_id=org_id, created_by=created_by)
+        job_id, data = self._prepare(type, metadata, scheduled_for=scheduled_for, priority=priority, max_attempts=max_attempts, key=key, org_id=org_id, created_by=created_by, webhook=webhook)
         if transaction is not None and key is not None:
             existing = self.store.get_in_transaction(job_id, transaction)
             if existing is not None:
@@ -181,6 +176,7 @@ class JobsClient:
         key: str | None = None,
         org_id: str | None = None,
         created_by: str | None = None,
+        webhook: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """A job's id and document, checked as `enqueue` checks it; raises `ConfigurationError`."""
         if not isinstance(type, str) or not type.strip():
@@ -200,6 +196,10 @@ class JobsClient:
             extra["createdBy"] = created_by
         if key is not None:
             extra["key"] = key
+        spec = self.registry.get(type)
+        webhook = webhook if webhook is not None else (spec.webhook if spec is not None else None)
+        if webhook is not None:
+            extra["webhook"] = check_url(webhook, self.store.settings.webhook_allow)
         traceparent = self.telemetry.current_traceparent()
         if traceparent is not None:
             extra["traceparent"] = traceparent  # the run's span continues the caller's trace
@@ -322,7 +322,7 @@ class JobsClient:
         that wait for it are then dealt with by their flow's ``onParentFailure``.
         """
         job, ended = self._cancel(job_id)
-        if ended and job.has_dependents:
+        if ended and job.has_follow_ups:
             self.flows.release([job_id])
         return self.get(job_id)
 
@@ -433,7 +433,7 @@ class JobsClient:
             with contextlib.suppress(InvalidJobState, JobNotFound):
                 found, cancelled = self._cancel(job.id)
                 touched.append(job.id)
-                if cancelled and found.has_dependents:
+                if cancelled and found.has_follow_ups:
                     ended.append(job.id)
         self.flows.release(ended)
         return touched

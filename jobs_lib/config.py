@@ -24,6 +24,8 @@ from jobs_lib.errors import ConfigurationError
 
 DEFAULT_PROJECT = "demo-jobs"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Settings shown masked (`jobs settings`, error messages).
+SECRET_SETTINGS = frozenset({"webhook_secret"})
 
 
 def _setting(default: Any, env: str, doc: str, accepts: str, *, also: tuple[str, ...] = ()) -> Any:
@@ -71,19 +73,24 @@ class Settings:
     max_instances: int | None = _setting(None, "JOBS_MAX_INSTANCES", "most instances of the created-event function (default: the platform's, 100)", "an integer, 1 to 10000")
     tick_sweepers: int = _setting(1, "JOBS_TICK_SWEEPERS", "sweepers per tick: Cloud Scheduler calls the tick this many times per schedule, each sweeping its share of the shard lanes (README: Cold start and capacity)", "an integer, 1 to 30")
     tick_schedule: str = _setting("* * * * *", "JOBS_TICK_SCHEDULE", "when Cloud Scheduler calls the tick (the Firebase declaration and `jobs deploy`)", "a cron expression")
+    webhook_secret: str | None = _setting(None, "JOBS_WEBHOOK_SECRET", "the shared secret completion webhooks are signed with (HMAC-SHA256; never written to a document, `jobs settings` shows it masked)", "a string of at least 16 characters")
+    webhook_allow: tuple[str, ...] = _setting((), "JOBS_WEBHOOK_ALLOW", "hosts, addresses or networks webhooks may call although private (loopback, 10.0.0.0/8, ...)", "comma-separated host names, IP addresses or CIDR networks")
     function_target: str | None = _setting(None, "FUNCTION_TARGET", "the function this process serves, set by Cloud Functions and the Firebase emulator (functions/main.py loads the firebase-functions SDK only for its own targets)", "a function name")
 
     def __post_init__(self) -> None:
-        if isinstance(self.handlers, str):  # "--handlers a,b" as given on the command line
-            object.__setattr__(self, "handlers", _modules(self.handlers))
-        elif isinstance(self.handlers, list):
-            object.__setattr__(self, "handlers", tuple(self.handlers))
+        for name in ("handlers", "webhook_allow"):
+            value = getattr(self, name)
+            if isinstance(value, str):  # "--handlers a,b" as given on the command line
+                object.__setattr__(self, name, _modules(value))
+            elif isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
             problem = _CHECKS[item.name](value)
             if problem:
                 env = item.metadata["env"]
-                raise ConfigurationError(f"{env} ({item.name}) must be {item.metadata['accepts']}; got {value!r}: {problem}")
+                shown = "(hidden)" if item.name in SECRET_SETTINGS else repr(value)
+                raise ConfigurationError(f"{env} ({item.name}) must be {item.metadata['accepts']}; got {shown}: {problem}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -98,7 +105,8 @@ class Settings:
             try:
                 values[item.name] = _PARSERS.get(item.name, _text)(raw)
             except ValueError as exc:
-                raise ConfigurationError(f"{names[0]} must be {item.metadata['accepts']}; got {raw!r}: {exc}") from None
+                shown = "(hidden)" if item.name in SECRET_SETTINGS else repr(raw)
+                raise ConfigurationError(f"{names[0]} must be {item.metadata['accepts']}; got {shown}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -186,6 +194,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_instances": _integer,
     "api_create_limit": _integer,
     "handlers": _modules,
+    "webhook_allow": _modules,
     "metrics_port": _integer,
     "health_port": _integer,
     "metrics_exporter": lambda raw: raw.strip().lower(),
@@ -260,6 +269,8 @@ _CHECKS: dict[str, Callable[[Any], str]] = {
     "max_instances": lambda v: "" if v is None else _between(1, 10000, integer=True)(v),
     "tick_schedule": _check_cron,
     "function_target": _optional_text,
+    "webhook_secret": lambda v: "" if v is None or (isinstance(v, str) and len(v) >= 16) else "too short (at least 16 characters)",
+    "webhook_allow": lambda v: "" if isinstance(v, tuple) and all(isinstance(a, str) and a for a in v) else "wrong type",
 }
 
 
@@ -292,5 +303,5 @@ def exported(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
-__all__ = ["DEFAULT_PROJECT", "LOG_LEVELS", "SettingDoc", "Settings", "child_environment", "documented", "environment_value", "exported", "settings_table"]
+__all__ = ["DEFAULT_PROJECT", "LOG_LEVELS", "SECRET_SETTINGS", "SettingDoc", "Settings", "child_environment", "documented", "environment_value", "exported", "settings_table"]
 

@@ -1,4 +1,5 @@
-"""Flows: jobs that wait for other jobs (``dependsOn``), released exactly once.
+"""Flows: jobs that wait for other jobs (``dependsOn``), released exactly once; and the other
+follow-up of a job's end, its completion webhook (jobs_lib.webhooks), kept the same way.
 
 A flow is a set of jobs written together (`jobs_lib.client.JobsClient.flow`):
 each job names the jobs it waits for by their names in the flow; those that
@@ -34,11 +35,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from jobs_lib.errors import ConfigurationError
-from jobs_lib.job import FINISHED, Job, Status
+from jobs_lib.errors import ConfigurationError, StoreRefused
+from jobs_lib.job import FINISHED, Job, Status, key_to_id
 from jobs_lib.logs import event, job_fields
 from jobs_lib.outcomes import Cancelled, Failed
 from jobs_lib.registry import DEFAULT_RETENTION, HandlerRegistry
+from jobs_lib.webhooks import WEBHOOK_TYPE, delivery_key, payload
 
 if TYPE_CHECKING:
     from jobs_lib.store import JobStore
@@ -157,6 +159,7 @@ class ReleaseSummary:
     released: list[str] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
     settled: list[str] = field(default_factory=list)
+    deliveries: list[str] = field(default_factory=list)
 
 
 class Releaser:
@@ -181,12 +184,29 @@ class Releaser:
         while todo:
             batch, todo = todo[:ATOMIC_LIMIT], todo[ATOMIC_LIMIT:]
             for parent in self.store.get_many(batch, "flows:parent").values():
-                if parent.status not in FINISHED or not parent.has_dependents:
+                if parent.status not in FINISHED or not parent.has_follow_ups:
                     continue
-                todo += self._settle_children(parent, summary)
-                if parent.raw.get("dependentsSettled") is not True and self.store.mark_settled(parent):
+                if parent.flow_id:
+                    todo += self._settle_children(parent, summary)
+                extra = {}
+                if parent.raw.get("webhook"):
+                    extra["webhookJobId"] = self._deliver_later(parent)
+                    summary.deliveries.append(extra["webhookJobId"])
+                if parent.raw.get("dependentsSettled") is not True and self.store.mark_settled(parent, extra):
                     summary.settled.append(parent.id)
         return summary
+
+    def _deliver_later(self, job: Job) -> str:
+        """Create the ``jobs.webhook`` job that POSTs this end of `job` (once: its id names the end)."""
+        delivery_id = key_to_id(WEBHOOK_TYPE, delivery_key(job))
+        owner = {k: job.raw[k] for k in ("orgId", "createdBy") if isinstance(job.raw.get(k), str)}
+        data = self.store.new_job_fields(
+            WEBHOOK_TYPE, {"url": job.raw.get("webhook"), "payload": payload(job)}, scheduled_for=None, priority=0, max_attempts=None, extra={**owner, "webhookFor": job.id}
+        )
+        [(code, _t, message, _s)] = self.store.create_many([(delivery_id, data)])
+        if code not in (0, 6):  # created, or created before (a repair)
+            raise StoreRefused(f"creating the webhook delivery of job {job.id} failed (code {code}): {message}")
+        return delivery_id
 
     def _settle_children(self, parent: Job, summary: ReleaseSummary) -> list[str]:
         """Every blocked child of `parent`, page by page; returns the children this ended that have dependents."""
@@ -218,7 +238,7 @@ class Releaser:
                         event(log, "job_released", f"job {child.id} released: the jobs it depends on have ended", level=logging.DEBUG, **job_fields(child.id, child.type))
                     else:
                         summary.ended.append(child.id)
-                        if child.has_dependents:
+                        if child.has_follow_ups:
                             ended_parents.append(child.id)
                         event(log, "job_cancelled" if isinstance(outcome, Cancelled) else "job_failed", f"job {child.id} ended without running: {outcome.reason if isinstance(outcome, Cancelled) else outcome.error}", **job_fields(child.id, child.type))
                 if not refused:
@@ -277,7 +297,7 @@ class Releaser:
         for (child, outcome), ok in zip(decisions, self.store.resolve_blocked(decisions, holder=self.holder), strict=True):
             if ok:
                 (summary.released if outcome is None else summary.ended).append(child.id)
-                if outcome is not None and child.has_dependents:
+                if outcome is not None and child.has_follow_ups:
                     ended.append(child.id)
         if decisions:
             event(log, "flows_audited", f"the blocked-job audit released {sum(o is None for _c, o in decisions)} and ended {sum(o is not None for _c, o in decisions)}", level=logging.WARNING)

@@ -8,6 +8,8 @@ ISO-8601 strings; unknown fields are kept in `Job.extra`.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,6 +47,8 @@ KNOWN_FIELDS = frozenset(
         "expireAt", "key", "traceparent",
         # flows (jobs_lib.flows)
         "dependsOn", "flowId", "flowName", "onParentFailure", "dependentsSettled",
+        # completion webhooks (jobs_lib.webhooks)
+        "webhook", "webhookJobId", "webhookFor",
     }
 )
 
@@ -230,14 +234,21 @@ class Job:
         return self.status in (Status.PENDING, Status.BLOCKED, Status.IN_PROGRESS)
 
     @property
-    def has_dependents(self) -> bool:
-        """True for a job other jobs of its flow depend on (the runner releases them when it ends)."""
-        return "dependentsSettled" in self.raw
+    def has_follow_ups(self) -> bool:
+        """True for a job with something to do when it ends: jobs of its flow that wait for it (the
+        runner releases them), or a webhook to call."""
+        return "dependentsSettled" in self.raw or bool(self.raw.get("webhook"))
 
     @property
     def can_retry(self) -> bool:
         """Failed and cancelled jobs can be retried by hand."""
         return self.status in (Status.FAILED, Status.CANCELLED)
+
+
+def key_to_id(job_type: str, key: str) -> str:
+    """The document id an idempotency key names: 26 base32 characters of a hash of type and key."""
+    digest = hashlib.sha256(f"{job_type}\x00{key}".encode()).digest()
+    return base64.b32encode(digest).decode().rstrip("=")[:26]
 
 
 def describe_value(value: Any, limit: int = 120) -> str:
@@ -273,4 +284,4 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-__all__ = ["FINISHED", "Job", "Lease", "Status", "describe_value"]
+__all__ = ["FINISHED", "Job", "Lease", "Status", "describe_value", "key_to_id"]

@@ -62,6 +62,8 @@ class HandlerSpec:
     concurrency: int | None = None
     #: ... per value of this job field (e.g. "orgId": at most N per organisation).
     concurrency_key: str | None = None
+    #: A URL to POST to when one of its jobs ends (jobs_lib.webhooks), unless the job names its own.
+    webhook: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not self.type.strip():
@@ -74,6 +76,10 @@ class HandlerSpec:
             raise ConfigurationError(f"{self.type}: concurrency must be between 1 and 100, got {self.concurrency}")
         if self.concurrency_key is not None and self.concurrency is None:
             raise ConfigurationError(f"{self.type}: concurrency_key needs concurrency")
+        if self.webhook is not None:
+            from jobs_lib.webhooks import check_url
+
+            check_url(self.webhook, resolve=False)  # the address is checked when a job is created
         if self.timeout > MAX_FUNCTION_TIMEOUT and not self.worker_only:
             raise ConfigurationError(
                 f"{self.type}: a timeout of {self.timeout:g}s is longer than any Cloud Function may run "
@@ -154,6 +160,7 @@ class HandlerRegistry:
         timezone: str = "UTC",
         concurrency: int | None = None,
         concurrency_key: str | None = None,
+        webhook: str | None = None,
     ) -> Callable[[HandlerFn], HandlerFn]:
         """Decorator that registers a function as the handler for `type`.
 
@@ -176,6 +183,7 @@ class HandlerRegistry:
                     worker_only=worker_only,
                     concurrency=concurrency,
                     concurrency_key=concurrency_key,
+                    webhook=webhook,
                 )
             )
             if schedule is not None:

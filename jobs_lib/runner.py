@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -240,7 +240,7 @@ class Engine:
         self.last_settle_refused = []
         if settle:
             results = self.store.settle([(job, outcome) for job, outcome, _e, _r in settle], holder=self.holder)
-            self.release_dependents([job.id for (job, _o, _n, _r), ok in zip(settle, results, strict=True) if ok and job.has_dependents])
+            self.release_dependents([job.id for (job, _o, _n, _r), ok in zip(settle, results, strict=True) if ok and job.has_follow_ups])
             for (job, outcome, name, reason), ok in zip(settle, results, strict=True):
                 if ok:
                     if isinstance(outcome, Failed):
@@ -255,6 +255,7 @@ class Engine:
                 else:
                     self.last_settle_refused.append(job.id)
         executions = []
+        runnable = [self._with_default_webhook(job) for job in runnable]
         plain = [job for job in runnable if (spec := self.spec_for(job)) is None or spec.concurrency is None]
         limited = [job for job in runnable if job not in plain]
         claim_started = time.time_ns()
@@ -289,6 +290,13 @@ class Engine:
         if executions:
             self.keeper.ensure_running()
         return executions
+
+    def _with_default_webhook(self, job: Job) -> Job:
+        """The job with its handler's webhook when the document names none (the claim writes it)."""
+        spec = self.spec_for(job)
+        if spec is None or spec.webhook is None or "webhook" in job.raw:
+            return job
+        return replace(job, raw={**job.raw, "webhook": spec.webhook})
 
     def release_dependents(self, job_ids: list[str]) -> list[str]:
         """These jobs just ended: release (or end) the jobs of their flows that wait for them; returns
@@ -521,7 +529,7 @@ class Execution:
             return
         if written.status is WriteStatus.OK:
             self.final_status = status
-            if isinstance(outcome, Completed | Failed | Cancelled) and self.claim.job.has_dependents:
+            if isinstance(outcome, Completed | Failed | Cancelled) and self.claim.job.has_follow_ups:
                 self.released = self.engine.release_dependents([self.claim.job_id])
             self._measured(outcome, seconds)
             extra: dict[str, Any] = {}

@@ -1,5 +1,5 @@
 """Handlers that are always registered."""
 
-from jobs_lib.builtin import housekeeping, notifications
+from jobs_lib.builtin import housekeeping, notifications, webhooks
 
-__all__ = ["housekeeping", "notifications"]
+__all__ = ["housekeeping", "notifications", "webhooks"]

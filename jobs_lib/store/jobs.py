@@ -96,7 +96,7 @@ def dependents_flag(job: Job, fields: dict[str, Any]) -> dict[str, Any]:
     """``dependentsSettled: false`` when a write ends a job other jobs depend on: the obligation to
     release (or cancel) them, written in the same write as the final state, cleared by
     `jobs_lib.flows.Releaser` once done, and found by its repair if the process dies between."""
-    return {"dependentsSettled": False} if job.has_dependents and fields.get("status") in _FINAL_VALUES else {}
+    return {"dependentsSettled": False} if job.has_follow_ups and fields.get("status") in _FINAL_VALUES else {}
 
 
 class JobStore(StorePart):
@@ -412,6 +412,7 @@ class JobStore(StorePart):
         """What a claim writes: in progress, one more attempt, the lease and its token."""
         return {
             **shard_fields(job),
+            **({"webhook": job.raw["webhook"]} if job.raw.get("webhook") else {}),  # a handler's default, kept for the job's end
             "status": Status.IN_PROGRESS.value,
             "startedAt": self.connection.now_value(),
             "updatedAt": self.connection.now_value(),
@@ -676,9 +677,9 @@ class JobStore(StorePart):
             writes.append((job.id, {**fields, **shard_fields(job), "updatedAt": self.connection.now_value()}, job.version))
         return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "resolve_blocked")] if writes else []
 
-    def mark_settled(self, job: Job) -> bool:
-        """Record that a finished job's dependents were dealt with (conditioned on the version read)."""
-        [(code, _t, _m)] = self.connection.batch_write(self._document_prefix(), [(job.id, {"dependentsSettled": True}, job.version)], "settled")
+    def mark_settled(self, job: Job, extra: dict[str, Any] | None = None) -> bool:
+        """Record that a finished job's follow-ups were dealt with (conditioned on the version read)."""
+        [(code, _t, _m)] = self.connection.batch_write(self._document_prefix(), [(job.id, {"dependentsSettled": True, **(extra or {})}, job.version)], "settled")
         return code == _OK
 
     # -- housekeeping for tests and tools --------------------------------------
