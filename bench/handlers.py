@@ -10,3 +10,8 @@ from jobs_lib import JobContext, handler
 @handler("bench_noop", max_attempts=3)
 def bench_noop(ctx: JobContext[Any]) -> None:
     """Do nothing: what is measured is the runner."""
+
+
+@handler("bench_rated", max_attempts=3, rate="50/s")
+def bench_rated(ctx: JobContext[Any]) -> None:
+    """Do nothing, at most 50 starts a second across every worker (bench/ratelimit.py)."""

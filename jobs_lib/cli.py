@@ -166,11 +166,24 @@ def list_jobs(
 @app.command()
 def stats(project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
     """Count jobs by state."""
-    counts = _client(project, collection).store.count_by_status()
+    from jobs_lib.overview import breaker_view
+
+    store = _client(project, collection).store
+    counts = store.count_by_status()
     table = Table("status", "jobs")
     for name, count in counts.items():
         table.add_row(name, str(count))
     console.print(table)
+    paused, breakers = store.limits.control_state()
+    if paused:
+        console.print(f"paused: {', '.join(sorted(paused))}")
+    if breakers:
+        now = store.now()
+        open_table = Table("type", "circuit breaker", "open until", "failures in a row", "last error", title="circuit breakers")
+        for job_type, entry in sorted(breakers.items()):
+            view = breaker_view(entry, now) or {}
+            open_table.add_row(job_type, str(view.get("state")), str(view.get("openUntil")), str(view.get("failures")), str(view.get("lastError") or "")[:80])
+        console.print(open_table)
 
 
 @app.command()

@@ -32,6 +32,20 @@ SETTLED = timedelta(minutes=2)
 FINISHED = (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value)
 
 
+def breaker_view(entry: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
+    """An open circuit breaker as the console, the API and `jobs stats` show it (None when closed)."""
+    if entry is None:
+        return None
+    until = entry.get("openUntil")
+    state = "open" if isinstance(until, datetime) and now < until else "half-open"
+    return {
+        "state": state,
+        "openUntil": until.isoformat() if isinstance(until, datetime) else None,
+        "failures": entry.get("failures"),
+        "lastError": entry.get("lastError"),
+    }
+
+
 class Overview:
     """Per-type queue figures and the per-minute chart, for one API instance."""
 
@@ -52,9 +66,11 @@ class Overview:
                 return cached[1]
         reads_before = self.store.stats.snapshot()["reads"]
         now = self.store.now()
-        paused = self.store.limits.paused_types()
+        paused, breakers = self.store.limits.control_state()
         types = self.registry.types()
         rows = list(self._pool.map(lambda t: self._type_figures(t, now, org_id, t in paused), types))
+        for row in rows:
+            row["breaker"] = breaker_view(breakers.get(row["type"]), now)
         chart = self._chart(now) if org_id is None else None  # minute summaries are not kept per organisation
         result = {
             "generatedAt": now.isoformat(),

@@ -41,6 +41,24 @@ EVENT_BUDGET = 510.0
 MAX_FUNCTION_TIMEOUT = 3540.0
 
 
+_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+#: Starts per window a rate may allow (one token document each).
+MAX_RATE = 100_000
+
+
+def parse_rate(rate: str, job_type: str = "") -> tuple[int, float]:
+    """``"100/s"`` -> (100, 1.0): starts per window and the window's seconds; raises `ConfigurationError`."""
+    count, _, unit = str(rate).partition("/")
+    period = _PERIODS.get(unit.strip().lower())
+    try:
+        starts = int(count.strip())
+    except ValueError:
+        starts = 0
+    if period is None or not 1 <= starts <= MAX_RATE:
+        raise ConfigurationError(f"{job_type}: rate must look like '100/s', '20/m' or '1000/h' (1 to {MAX_RATE} starts per second, minute or hour), got {rate!r}")
+    return starts, period
+
+
 @dataclass(frozen=True)
 class HandlerSpec:
     """A handler and the options it runs with."""
@@ -64,6 +82,15 @@ class HandlerSpec:
     concurrency_key: str | None = None
     #: A URL to POST to when one of its jobs ends (jobs_lib.webhooks), unless the job names its own.
     webhook: str | None = None
+    #: At most this many starts per second, minute or hour ("100/s", "20/m", "1000/h"), across every
+    #: worker and function instance (jobs_lib.rates) ...
+    rate: str | None = None
+    #: ... per value of this job field (e.g. "orgId": that many per organisation).
+    rate_key: str | None = None
+    #: After this many failed attempts in a row (seen by one runner), the type pauses itself for
+    #: `breaker_cooldown` seconds, then lets one job through and resumes when it succeeds (jobs_lib.breakers).
+    breaker: int | None = None
+    breaker_cooldown: float = 60.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not self.type.strip():
@@ -76,6 +103,16 @@ class HandlerSpec:
             raise ConfigurationError(f"{self.type}: concurrency must be between 1 and 100, got {self.concurrency}")
         if self.concurrency_key is not None and self.concurrency is None:
             raise ConfigurationError(f"{self.type}: concurrency_key needs concurrency")
+        if self.rate is not None:
+            parse_rate(self.rate, self.type)
+            if self.concurrency is not None:
+                raise ConfigurationError(f"{self.type}: rate and concurrency together are not supported; choose one")
+        if self.breaker is not None and not 1 <= self.breaker <= 1000:
+            raise ConfigurationError(f"{self.type}: breaker (failures in a row before it opens) must be between 1 and 1000, got {self.breaker}")
+        if not 1 <= self.breaker_cooldown <= 86400:
+            raise ConfigurationError(f"{self.type}: breaker_cooldown must be between 1 and 86400 seconds, got {self.breaker_cooldown}")
+        if self.rate_key is not None and self.rate is None:
+            raise ConfigurationError(f"{self.type}: rate_key needs rate")
         if self.webhook is not None:
             from jobs_lib.webhooks import check_url
 
@@ -161,6 +198,10 @@ class HandlerRegistry:
         concurrency: int | None = None,
         concurrency_key: str | None = None,
         webhook: str | None = None,
+        rate: str | None = None,
+        rate_key: str | None = None,
+        breaker: int | None = None,
+        breaker_cooldown: float = 60.0,
     ) -> Callable[[HandlerFn], HandlerFn]:
         """Decorator that registers a function as the handler for `type`.
 
@@ -184,6 +225,10 @@ class HandlerRegistry:
                     concurrency=concurrency,
                     concurrency_key=concurrency_key,
                     webhook=webhook,
+                    rate=rate,
+                    rate_key=rate_key,
+                    breaker=breaker,
+                    breaker_cooldown=breaker_cooldown,
                 )
             )
             if schedule is not None:

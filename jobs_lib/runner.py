@@ -11,6 +11,7 @@ coalesced progress and abandons attempts that pass their timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
+from jobs_lib.breakers import Breakers
 from jobs_lib.context import JobContext
 from jobs_lib.decisions import AttemptEnd, Ending, decide
 from jobs_lib.errors import JobCancelled, LeaseLost, PermanentError
@@ -35,6 +37,7 @@ from jobs_lib.job import FINISHED, Job, Status
 from jobs_lib.keeper import Keeper
 from jobs_lib.logs import JobLogger, event, job_fields
 from jobs_lib.outcomes import Cancelled, Completed, Failed, Outcome, Released, Retry, Update
+from jobs_lib.rates import RateClaimer
 from jobs_lib.recorder import Recorder
 from jobs_lib.registry import DEFAULT_RETENTION, HandlerRegistry, HandlerSpec, default_registry
 from jobs_lib.results import storable_result
@@ -103,6 +106,10 @@ class Engine:
         self.log = JobLogger(log, {"worker": self.holder})
         self.keeper = Keeper(self.store.now, self.lease_seconds, self.active)
         self.slots = SlotClaimer(self.store, self.holder, self.lease_seconds, self.log)
+        self.rates = RateClaimer(self.store, self.holder, self.lease_seconds, self.log)
+        self._breaker_state: dict[str, dict[str, Any]] = {}
+        self._control_watch: Any = None
+        self.breakers = Breakers(self.store, self.holder, self.lease_seconds, self.log, lambda: self._breaker_state)
         self.flows = Releaser(self.store, self.registry, self.holder)
         #: (runnable jobs tried, claims won) in the last `claim` call.
         self.last_claim = (0, 0)
@@ -120,14 +127,27 @@ class Engine:
 
     def paused_types(self) -> set[str]:
         """Types an operator paused (`jobs pause`), read at most every PAUSED_REFRESH seconds."""
-        if time.monotonic() - self._paused_read > PAUSED_REFRESH:
-            self._paused = self.store.limits.paused_types()
-            self._paused_read = time.monotonic()
+        if self._control_watch is None and any(spec.breaker is not None for spec in map(self.registry.get, self.registry.types()) if spec):
+            # A breaker must stop every runner at once, not within PAUSED_REFRESH: listen instead.
+            try:
+                self._control_watch = self.store.limits.watch_control(self._control_changed)
+            except Exception:
+                log.warning("could not listen to the control document; reading it every %ss", PAUSED_REFRESH, exc_info=True)
+                self._control_watch = False
+        if time.monotonic() - self._paused_read > (PAUSED_REFRESH * 12 if self._control_watch else PAUSED_REFRESH):
+            self._control_changed(*self.store.limits.control_state())
         return self._paused
+
+    def _control_changed(self, paused: set[str], breakers: dict[str, dict[str, Any]]) -> None:
+        self._paused, self._breaker_state = paused, breakers
+        self._paused_read = time.monotonic()
+        self.breakers.refreshed()
 
     def excluded_types(self) -> list[str]:
         """Types whose due jobs discovery should not even read now: paused, or at their limit."""
-        return sorted(self.paused_types() | self.slots.full_types())[:10]  # Firestore's not-in takes at most 10
+        paused = self.paused_types()  # also refreshes the breakers
+        open_breakers = self.breakers.open_types(self.store.now(), self.registry.get)
+        return sorted(paused | open_breakers | self.slots.full_types() | self.rates.full_types())[:10]  # Firestore's not-in takes at most 10
 
     def max_attempts(self, job: Job) -> int:
         """The job's own ``maxAttempts``, else its handler's."""
@@ -205,6 +225,10 @@ class Engine:
             return Triage(Verdict.SKIP, "its type is paused")
         if spec.concurrency is not None and self.slots.saturated(job, spec):
             return Triage(Verdict.SKIP, "its type is at its concurrency limit")
+        if spec.rate is not None and self.rates.saturated(job, spec):
+            return Triage(Verdict.SKIP, "its type has used its rate for now")
+        if spec.breaker is not None and self.breakers.state(spec, self.store.now()) == "open":
+            return Triage(Verdict.SKIP, "its circuit breaker is open")
         if spec.worker_only and self.runtime != "worker":
             return Triage(Verdict.SKIP, "worker_only: left to jobs worker")
         if max_timeout is not None and spec.timeout > max_timeout:
@@ -256,14 +280,21 @@ class Engine:
                     self.last_settle_refused.append(job.id)
         executions = []
         runnable = [self._with_default_webhook(job) for job in runnable]
-        plain = [job for job in runnable if (spec := self.spec_for(job)) is None or spec.concurrency is None]
-        limited = [job for job in runnable if job not in plain]
+        probing = {spec.type for job in runnable if (spec := self.spec_for(job)) is not None and self.breakers.state(spec, now) == "half-open"}
+        plain = [job for job in runnable if (spec := self.spec_for(job)) is None or (spec.concurrency is None and spec.rate is None and spec.type not in probing)]
+        limited: list[Job] = []
+        for job in runnable:  # at most one probe per half-open type per call
+            if job not in plain and (job.type not in probing or not any(j.type == job.type for j in limited)):
+                limited.append(job)
         claim_started = time.time_ns()
         claims = self.store.claim(plain, self.holder, self.lease_seconds)
         for job in limited:
             spec = self.spec_for(job)
             assert spec is not None
-            claims.append(self.slots.claim(job, spec))
+            if spec.type in probing:
+                claims.append(self.breakers.claim_probe(job, spec, now))
+            else:
+                claims.append(self.slots.claim(job, spec) if spec.concurrency is not None else self.rates.claim(job, spec))
         runnable = plain + limited
         claim_ended = time.time_ns()
         self.last_claim = (len(plain), sum(c is not None for c in claims[: len(plain)]))
@@ -274,6 +305,7 @@ class Engine:
             assert spec is not None  # triage checked
             recovered = job.status is Status.IN_PROGRESS
             execution = Execution(self, claim, spec, claim_started)
+            execution.probe = spec.type in probing
             self.telemetry.child("firestore claim", execution.span, start_time=claim_started, end_time=claim_ended)
             queued_since = job.scheduled_for or job.created_at
             self.telemetry.started(job.type, queued_since, now, recovered)
@@ -326,7 +358,10 @@ class Engine:
             return list(self._active.values())
 
     def close(self) -> None:
-        """Stop the keeper, flush the recorder and the minute counts."""
+        """Stop the keeper, the control listener, flush the recorder and the minute counts."""
+        if self._control_watch:
+            with contextlib.suppress(Exception):
+                self._control_watch.unsubscribe()
         self.keeper.stop()
         self.recorder.close()
         self.throughput.flush()
@@ -358,6 +393,8 @@ class Execution:
         self.final_status: str | None = None
         #: Jobs of its flow this run's end released (pending now).
         self.released: list[str] = []
+        #: This run is its type's circuit-breaker probe (jobs_lib.breakers).
+        self.probe = False
         self.lease_lost = False
         self.lost_reason = ""
         self.done = threading.Event()
@@ -531,6 +568,11 @@ class Execution:
             self.final_status = status
             if isinstance(outcome, Completed | Failed | Cancelled) and self.claim.job.has_follow_ups:
                 self.released = self.engine.release_dependents([self.claim.job_id])
+            if self.spec.breaker is not None:
+                try:
+                    self.engine.breakers.after(self.spec, outcome, self.probe)
+                except Exception:
+                    log.warning("job %s: updating the circuit breaker of %s failed", self.claim.job_id, self.spec.type, exc_info=True)
             self._measured(outcome, seconds)
             extra: dict[str, Any] = {}
             if isinstance(outcome, Failed | Retry):

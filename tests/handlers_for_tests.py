@@ -90,6 +90,24 @@ def flaky_once(ctx: JobContext[Any]) -> int:
     return ctx.attempt
 
 
+@handler("rated", rate="10/s", max_attempts=3, timeout=30)
+def rated(ctx: JobContext[Any]) -> int:
+    """At most 10 starts a second across every process (tests/test_rates.py)."""
+    time.sleep(float(ctx.metadata.get("seconds", 0.0)))
+    return ctx.attempt
+
+
+@handler("downstream", breaker=3, breaker_cooldown=2.0, max_attempts=1, timeout=30)
+def downstream(ctx: JobContext[Any]) -> str:
+    """Fails while the file $JOBS_TEST_DOWNSTREAM holds "down" (tests/test_breakers.py)."""
+    path = os.environ.get("JOBS_TEST_DOWNSTREAM", "")
+    with open(path) as f:
+        if f.read().strip() == "down":
+            raise ConnectionError("the downstream service is down")
+    time.sleep(0.2)
+    return "up"
+
+
 if os.environ.get("JOBS_TEST_KILL_BEFORE_RELEASE"):
     # The chaos of tests/test_flows.py: this process dies (SIGKILL) right after a parent's final
     # write has landed and before the jobs waiting for it are released.

@@ -38,7 +38,7 @@ def receiver() -> Iterator[Receiver]:
     state = Receiver(url="")
 
     class Handle(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             state.received.append((dict(self.headers.items()), body))
             status = state.answers.pop(0) if state.answers else 200

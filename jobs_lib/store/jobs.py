@@ -54,6 +54,7 @@ from jobs_lib.store.base import (
 )
 from jobs_lib.store.claims import Claim, FencedWrite, WriteOutcome, WriteStatus
 from jobs_lib.store.limits import ConcurrencyLimits
+from jobs_lib.store.rates import RateTokens
 from jobs_lib.store.ratewindows import RateWindows
 from jobs_lib.store.schedules import ScheduleStore
 from jobs_lib.store.slices import SliceLeases
@@ -113,6 +114,7 @@ class JobStore(StorePart):
         self._prefix: str | None = None
         self.slices = SliceLeases(connection=self.connection)
         self.limits = ConcurrencyLimits(connection=self.connection)
+        self.rates = RateTokens(connection=self.connection)
         self.schedules = ScheduleStore(connection=self.connection)
         self.rate_windows = RateWindows(connection=self.connection)
         self.minute_stats = MinuteStats(connection=self.connection)
@@ -443,6 +445,14 @@ class JobStore(StorePart):
         expires = self.now() + timedelta(seconds=lease_seconds)
         version = self.limits.take_slot(slot, slot_version, job.id, token, self.ref(job.id), self.claim_fields(job, expires, holder, token), job.version)
         return Claim(job, token, holder, version, job.attempts + 1, expires) if version is not None else None
+
+    def claim_with_token(self, job: Job, token: str, token_expires: datetime, holder: str, lease_seconds: float) -> Claim | None:
+        """Claim a job and take a rate-limit token for it in one atomic commit; None if the job
+        changed; raises `jobs_lib.store.rates.TokenTaken` if another claimer has the token."""
+        lease_token = uuid.uuid4().hex
+        expires = self.now() + timedelta(seconds=lease_seconds)
+        version = self.rates.take(token, token_expires, job.id, self.ref(job.id), self.claim_fields(job, expires, holder, lease_token), job.version)
+        return Claim(job, lease_token, holder, version, job.attempts + 1, expires) if version is not None else None
 
     def assign_shard(self, job: Job) -> bool:
         """Give a document an app wrote without a valid ``shard`` its shard, so that the lanes find

@@ -13,10 +13,12 @@ write of its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.field_path import FieldPath
 
 from jobs_lib.errors import Contention, DocumentExists, StoreRefused
 from jobs_lib.job import Job, Status
@@ -87,9 +89,43 @@ class ConcurrencyLimits(StorePart):
 
     def paused_types(self) -> set[str]:
         """The job types paused by an operator."""
+        return self.control_state()[0]
+
+    def control_state(self) -> tuple[set[str], dict[str, dict[str, Any]]]:
+        """One read of the control document: the paused types, and the open circuit breakers by type
+        (``openUntil``, ``openedAt``, ``failures``, ``lastError``)."""
         snap = self.connection.get(self.control, "control")
-        paused = (snap.to_dict() or {}).get("paused") if snap.exists else None
-        return {p for p in paused if isinstance(p, str)} if isinstance(paused, list) else set()
+        return self._control_fields((snap.to_dict() or {}) if snap.exists else {})
+
+    def watch_control(self, changed: Callable[[set[str], dict[str, dict[str, Any]]], None]) -> Any:
+        """Listen to the control document (one billed read per change): `changed` gets what
+        `control_state` returns, at once and after each change. Returns the watch (``unsubscribe()``)."""
+
+        def on_snapshot(snapshots: list[Any], _changes: Any, _read_time: Any) -> None:
+            self.stats.add(reads=1, kind="read:control_watch")
+            snap = snapshots[0] if snapshots else None
+            changed(*self._control_fields((snap.to_dict() or {}) if snap is not None and snap.exists else {}))
+
+        return self.control.on_snapshot(on_snapshot)
+
+    @staticmethod
+    def _control_fields(data: dict[str, Any]) -> tuple[set[str], dict[str, dict[str, Any]]]:
+        paused = data.get("paused")
+        breakers = data.get("breakers")
+        return (
+            {p for p in paused if isinstance(p, str)} if isinstance(paused, list) else set(),
+            {t: b for t, b in breakers.items() if isinstance(b, dict)} if isinstance(breakers, dict) else {},
+        )
+
+    def open_breaker(self, job_type: str, until: datetime, opened_at: datetime, failures: int, error: str | None) -> None:
+        """Open (or open again) a type's circuit breaker: one write, merged into the control document."""
+        entry = {"openUntil": until, "openedAt": opened_at, "failures": failures, "lastError": (error or "")[:500]}
+        self.connection.write(lambda: self.control.set({"breakers": {job_type: entry}, "updatedAt": firestore.SERVER_TIMESTAMP}, merge=True, retry=None), "write:breaker")
+
+    def close_breaker(self, job_type: str) -> None:
+        """Close a type's circuit breaker (its probe succeeded)."""
+        path = FieldPath("breakers", job_type).to_api_repr()
+        self.connection.write(lambda: self.control.update({path: firestore.DELETE_FIELD, "updatedAt": firestore.SERVER_TIMESTAMP}, retry=None), "write:breaker")
 
     def set_paused(self, job_type: str, paused: bool) -> None:
         """Pause or resume a type (an atomic array change; no read needed)."""

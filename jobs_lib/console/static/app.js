@@ -323,7 +323,9 @@ function overviewRow(t) {
   const link = (status, text) => el("a", { href: `#/jobs?type=${encodeURIComponent(t.type)}&status=${status}` }, String(text));
   return el("tr", { "data-type": t.type },
     el("td", {}, t.type),
-    el("td", {}, t.paused ? el("span", { class: "paused" }, "paused") : "running"),
+    el("td", { "data-figure": "state" }, t.paused ? el("span", { class: "paused" }, "paused")
+      : t.breaker ? el("span", { class: "paused", title: t.breaker.lastError || "" }, t.breaker.state === "open" ? `breaker open until ${when(t.breaker.openUntil)}` : "breaker half-open: probing")
+      : "running"),
     el("td", { class: "num", "data-figure": "due" }, link("pending", t.due)),
     el("td", { class: "num", "data-figure": "delayed" }, String(t.delayed)),
     el("td", { class: "num", "data-figure": "inProgress" }, link("in_progress", t.inProgress)),
