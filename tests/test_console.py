@@ -11,6 +11,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,11 @@ def test_the_overview_shows_per_type_figures_and_pauses_a_type(page: Any, consol
     page.click(f"{row} button[data-action='resume']")
     page.wait_for_selector(f"{row} button[data-action='pause']", timeout=10_000)
     assert client.paused() == set()
+    # An open circuit breaker (jobs_lib.breakers) shows in the type's state, its last error on hover.
+    now = store.now()
+    store.limits.open_breaker("process_notifications", now + timedelta(minutes=5), now, 5, "ConnectionError: the push service is down")
+    page.wait_for_selector(f"{row} [data-figure='state']:has-text('breaker open until')", timeout=15_000)
+    assert page.get_attribute(f"{row} [data-figure='state'] span", "title") == "ConnectionError: the push service is down"
 
 
 def test_a_viewer_sees_no_action_buttons_and_a_forged_action_is_refused(page: Any, console: Console, client: JobsClient, store: JobStore, worker_factory: Callable[..., Any]) -> None:
