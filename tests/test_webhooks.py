@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +14,10 @@ from typing import Any
 import pytest
 
 from jobs_lib import Backoff, JobContext, JobsClient, Status
+from jobs_lib.app import App
 from jobs_lib.config import Settings
 from jobs_lib.errors import PermanentError
+from jobs_lib.functions import Functions
 from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store import JobStore
 from jobs_lib.webhooks import DELIVERY_HEADER, WEBHOOK_TYPE, WebhookRefused, check_url, verify
@@ -166,3 +169,22 @@ def test_a_delivery_to_a_private_address_fails_without_calling_it(store: JobStor
     delivery = wait_finished(store, [delivery_id], 10)[delivery_id]
     assert delivery.status is Status.FAILED and "169.254.169.254, a private, loopback, link-local or reserved address" in (delivery.error or "")
     assert receiver.received == []
+
+
+def test_a_process_killed_before_the_delivery_was_created_is_repaired_by_the_tick(client: JobsClient, store: JobStore, registry: HandlerRegistry, spawn_worker: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = client.enqueue("noop", {}, webhook=receiver.url)
+    env = {"JOBS_TEST_KILL_BEFORE_RELEASE": "1", "JOBS_WEBHOOK_SECRET": SECRET, "JOBS_WEBHOOK_ALLOW": "127.0.0.1"}
+    worker = spawn_worker("--concurrency", "1", env=env)
+    assert worker.wait(30) == -signal.SIGKILL  # right after the job's final write
+    ended = store.get(job.id)
+    assert ended is not None and ended.status is Status.COMPLETED and ended.raw["dependentsSettled"] is False and "webhookJobId" not in ended.raw
+    assert receiver.received == []
+
+    monkeypatch.setattr("jobs_lib.flows.REPAIR_GRACE_SECONDS", 0.0)
+    summary = Functions(App(store.settings, registry=registry, runtime="function")).tick()
+    assert summary["flows"] == {"released": 0, "ended": 0} and summary["claimed"] >= 1
+    delivery_id = store.get(job.id).raw["webhookJobId"]  # type: ignore[union-attr]
+    assert wait_finished(store, [delivery_id], 10)[delivery_id].status is Status.COMPLETED
+    assert len(receiver.received) == 1 and verify(SECRET, *receiver.received[0])
+    assert Functions(App(store.settings, registry=registry, runtime="function")).tick()["claimed"] == 0  # nothing twice
+    assert len(receiver.received) == 1
