@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -14,7 +17,7 @@ from jobs_lib.errors import ConfigurationError, JobNotFound
 from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store import JobStore, shard_of
 
-from .conftest import wait_finished
+from .conftest import ROOT, wait_finished
 
 
 def test_enqueue_many_writes_500_per_rpc_honours_keys_and_the_jobs_run(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
@@ -160,3 +163,24 @@ def test_debounce_runs_the_last_metadata_of_the_period_once(client: JobsClient, 
     done = wait_finished(store, sorted(job_ids), timeout=30)
     assert sorted(seen) == sorted(last_of.values())  # each window's job ran once, with the metadata it ended with
     assert all(j.started_at >= j.scheduled_for for j in done.values())  # type: ignore[operator]
+
+
+def test_debounce_from_four_processes_at_once_keeps_one_job_per_window(store: JobStore, emulator: Any) -> None:
+    period = 4.0
+    code = (
+        "import sys\nfrom jobs_lib import JobsClient\nc = JobsClient()\n"
+        f"print(' '.join(c.enqueue_once('reindex', {{'n': int(sys.argv[1]) + n}}, key='search', period={period}, mode='debounce').id for n in range(5)))"
+    )
+    env = {**os.environ, "FIRESTORE_EMULATOR_HOST": emulator.address, "GOOGLE_CLOUD_PROJECT": emulator.project, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(10 * k)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for k in range(4)]
+    ids: set[str] = set()
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        ids |= set(out.decode().split())
+    stored = store.get_many(sorted(ids))
+    windows = {int(j.scheduled_for.timestamp() // period) for j in stored.values()}  # type: ignore[union-attr]
+    assert len(ids) == len(stored) == len(windows) <= 2  # one job per window across the processes
+    # Each holds the metadata of one of the calls (the last write of its window won, whole).
+    assert all(j.metadata["n"] in {10 * k + n for k in range(4) for n in range(5)} for j in stored.values())
+    assert len(list(store.collection.stream())) == len(ids)
