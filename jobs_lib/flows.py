@@ -31,6 +31,7 @@ import graphlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -56,8 +57,9 @@ MAX_FLOW_JOBS = 20_000
 #: Parents per job: each parent's end reads the child and all its parents, so a fan-in of N costs
 #: about N * (N + 1) reads in all; 50 keeps the worst case at 2,550 reads.
 MAX_PARENTS = 50
-#: Children read per page when a parent ends (one query and one BatchWrite per page).
-PAGE = 300
+#: Children read per page when a parent ends (one query and one BatchWrite per page; 500 is the
+#: most one BatchWrite takes).
+PAGE = 500
 #: A finished parent whose release is this recent is left to the process doing it.
 REPAIR_GRACE_SECONDS = 10.0
 #: The audit of the blocked set reads this many jobs per repair, at most this often.
@@ -72,6 +74,16 @@ class FlowStep:
     name: str
     depends_on: tuple[str, ...]
     arguments: dict[str, Any]
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _done(value: Any) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_result(value)
+    return future
 
 
 def plan(items: Iterable[Mapping[str, Any]], *, atomic: bool) -> list[FlowStep]:
@@ -212,44 +224,54 @@ class Releaser:
         """Every blocked child of `parent`, page by page; returns the children this ended that have dependents."""
         known: dict[str, Job | None] = {parent.id: parent}
         ended_parents: list[str] = []
-        after: str | None = None
-        while True:
-            page = self.store.dependents(parent.id, after, PAGE)
-            if not page:
-                return ended_parents
-            after = page[-1].id
-            for _attempt in range(10):
-                unknown = {p for child in page for p in child.depends_on if p not in known}
-                if unknown:
-                    found = self.store.get_many(sorted(unknown), "flows:parents")
-                    known.update({p: found.get(p) for p in unknown})
-                decisions = []
-                for child in page:
-                    act, outcome = verdict(child, known, self._expire_at(child))
-                    if act:
-                        decisions.append((child, outcome))
-                results = self.store.resolve_blocked(decisions, holder=self.holder)
-                refused = []
-                for (child, outcome), ok in zip(decisions, results, strict=True):
-                    if not ok:
-                        refused.append(child.id)
-                    elif outcome is None:
-                        summary.released.append(child.id)
-                        event(log, "job_released", f"job {child.id} released: the jobs it depends on have ended", level=logging.DEBUG, **job_fields(child.id, child.type))
-                    else:
-                        summary.ended.append(child.id)
-                        if child.has_follow_ups:
-                            ended_parents.append(child.id)
-                        event(log, "job_cancelled" if isinstance(outcome, Cancelled) else "job_failed", f"job {child.id} ended without running: {outcome.reason if isinstance(outcome, Cancelled) else outcome.error}", **job_fields(child.id, child.type))
-                if not refused:
-                    break
-                # Changed since read (another parent's process released or ended it, or the owner
-                # asked to cancel): read those again, with their parents, and decide anew.
-                fresh = self.store.get_many(refused, "flows:reread")
-                page = [job for job in fresh.values() if job.status is Status.BLOCKED]
-                known = {parent.id: parent}
+        # The next page is read while this one is written (a fan-out of thousands is mostly waiting).
+        with ThreadPoolExecutor(1, thread_name_prefix="jobs-flows") as reader:
+            upcoming = reader.submit(self.store.dependents, parent.id, None, PAGE)
+            while True:
+                page = upcoming.result()
                 if not page:
-                    break
+                    return ended_parents
+                if len(page) == PAGE:
+                    upcoming = reader.submit(self.store.dependents, parent.id, page[-1].id, PAGE)
+                else:
+                    upcoming = _done([])
+                known = self._settle_page(parent, page, known, summary, ended_parents)
+
+    def _settle_page(self, parent: Job, page: list[Job], known: dict[str, Job | None], summary: ReleaseSummary, ended_parents: list[str]) -> dict[str, Job | None]:
+        """Release or end one page of `parent`'s blocked children; returns the parents known now."""
+        for _attempt in range(10):
+            unknown = {p for child in page for p in child.depends_on if p not in known}
+            for chunk in _chunks(sorted(unknown), ATOMIC_LIMIT):
+                found = self.store.get_many(chunk, "flows:parents")
+                known.update({p: found.get(p) for p in chunk})
+            decisions = []
+            for child in page:
+                act, outcome = verdict(child, known, self._expire_at(child))
+                if act:
+                    decisions.append((child, outcome))
+            results = self.store.resolve_blocked(decisions, holder=self.holder)
+            refused = []
+            for (child, outcome), ok in zip(decisions, results, strict=True):
+                if not ok:
+                    refused.append(child.id)
+                elif outcome is None:
+                    summary.released.append(child.id)
+                    event(log, "job_released", f"job {child.id} released: the jobs it depends on have ended", level=logging.DEBUG, **job_fields(child.id, child.type))
+                else:
+                    summary.ended.append(child.id)
+                    if child.has_follow_ups:
+                        ended_parents.append(child.id)
+                    event(log, "job_cancelled" if isinstance(outcome, Cancelled) else "job_failed", f"job {child.id} ended without running: {outcome.reason if isinstance(outcome, Cancelled) else outcome.error}", **job_fields(child.id, child.type))
+            if not refused:
+                break
+            # Changed since read (another parent's process released or ended it, or the owner
+            # asked to cancel): read those again, with their parents, and decide anew.
+            fresh = self.store.get_many(refused, "flows:reread")
+            page = [job for job in fresh.values() if job.status is Status.BLOCKED]
+            known = {parent.id: parent}
+            if not page:
+                break
+        return known
 
     def repair(self, limit: int = 100) -> ReleaseSummary:
         """Finish what a process that died left: parents ended whose dependents were not dealt with;
@@ -282,11 +304,10 @@ class Releaser:
         page = list({job.id: job for job in page}.values())
         if not page:
             return
-        parent_ids = sorted({p for child in page for p in child.depends_on})
         parents: dict[str, Job | None] = {}
-        for start in range(0, len(parent_ids), ATOMIC_LIMIT):
-            found = self.store.get_many(parent_ids[start : start + ATOMIC_LIMIT], "flows:audit")
-            parents.update({p: found.get(p) for p in parent_ids[start : start + ATOMIC_LIMIT]})
+        for chunk in _chunks(sorted({p for child in page for p in child.depends_on}), ATOMIC_LIMIT):
+            found = self.store.get_many(chunk, "flows:audit")
+            parents.update({p: found.get(p) for p in chunk})
         decisions = []
         for child in page:
             act, outcome = verdict(child, parents, self._expire_at(child))
