@@ -68,6 +68,17 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def log_entries(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a worker's log (other lines skipped)."""
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
+
+
 def warm_up(db: Any) -> None:
     """JVM warm-up: the first seconds of a fresh emulator are ~3x slower; discard them."""
     col = db.collection("warmup")
@@ -190,11 +201,7 @@ def run_cell(kind: str, workers: int, backlog: int, concurrency: int) -> dict[st
         worker_rss = worker_cpu = 0.0
         queries: dict[str, dict[str, int]] = {}
         for i in range(workers):
-            for line in (log_dir / f"{i}.log").read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+            for entry in log_entries(log_dir / f"{i}.log"):
                 if kind == "bare" and "reads" in entry:
                     reads += entry["reads"]
                     writes += entry["writes"]

@@ -30,7 +30,7 @@ from typing import Any
 
 from google.cloud import firestore
 
-from bench.__main__ import PROJECT, ROOT, env_for, log, run_cell, warm_up
+from bench.__main__ import PROJECT, ROOT, env_for, log, log_entries, run_cell, warm_up
 from jobs_lib import emulator
 from jobs_lib.store import shard_of
 
@@ -77,11 +77,7 @@ def rated_cell(workers: int, seconds: float, concurrency: int) -> dict[str, Any]
         token_counts = [per_token_window.get(w, 0) for w in range(lo, hi)]
         reads = writes = refused = 0
         for i in range(workers):
-            for line in (log_dir / f"{i}.log").read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+            for entry in log_entries(log_dir / f"{i}.log"):
                 if entry.get("event") == "worker_stopped":
                     fs = entry["stats"]["firestore"]
                     reads += fs["reads"]

@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 from jobs_lib.job import Job
 from jobs_lib.logs import JobLogger, event, job_fields
 from jobs_lib.registry import HandlerSpec, parse_rate
+from jobs_lib.slots import Saturation, limit_key
 from jobs_lib.store import Claim, JobStore
 from jobs_lib.store.rates import TokenTaken, token_id
 
@@ -42,29 +42,23 @@ class RateClaimer:
         self.log = log
         #: (type, key, window) -> the token indexes seen taken (ours and others').
         self._taken: dict[tuple[str, str, int], set[int]] = {}
-        #: (type, key) -> monotonic time until which its window is full.
-        self._full: dict[tuple[str, str], float] = {}
+        #: Which types (and keys) have used up their window, until it ends.
+        self._full = Saturation()
         self._lock = threading.Lock()
         self._rng = random.Random()
 
     @staticmethod
     def key(job: Job, spec: HandlerSpec) -> str:
         """The limit's key for a job: its ``rate_key`` field's value, or ``*`` for one limit per type."""
-        if spec.rate_key is None:
-            return "*"
-        value = job.raw.get(spec.rate_key)
-        return str(value) if value is not None else "-"
+        return limit_key(job, spec.rate_key)
 
     def saturated(self, job: Job, spec: HandlerSpec) -> bool:
         """True while this job's type (and key) has used up its current window."""
-        with self._lock:
-            return self._full.get((spec.type, self.key(job, spec)), 0.0) > time.monotonic()
+        return self._full.holds(spec.type, self.key(job, spec))
 
     def full_types(self) -> set[str]:
         """Types whose whole window is used up (no per-key limit): discovery need not read their jobs."""
-        now = time.monotonic()
-        with self._lock:
-            return {job_type for (job_type, key), until in self._full.items() if key == "*" and until > now}
+        return self._full.whole_types()
 
     def claim(self, job: Job, spec: HandlerSpec) -> Claim | None:
         """Take a token of the current window and the job together; None when the window is used up
@@ -104,9 +98,7 @@ class RateClaimer:
 
     def _window_full(self, spec: HandlerSpec, key: str, now: float, period: float) -> None:
         """Leave this type (and key) alone until its current window ends."""
-        left = (int(now // period) + 1) * period - now
-        with self._lock:
-            self._full[(spec.type, key)] = time.monotonic() + max(left, 0.0)
+        self._full.mark(spec.type, key, (int(now // period) + 1) * period - now)
 
     def _pick(self, starts: int, taken: set[int]) -> int | None:
         """A random token index not seen taken, or None when all are."""

@@ -127,13 +127,14 @@ class Engine:
 
     def paused_types(self) -> set[str]:
         """Types an operator paused (`jobs pause`), read at most every PAUSED_REFRESH seconds."""
-        if self._control_watch is None and any(spec.breaker is not None for spec in map(self.registry.get, self.registry.types()) if spec):
-            # A breaker must stop every runner at once, not within PAUSED_REFRESH: listen instead.
-            try:
-                self._control_watch = self.store.limits.watch_control(self._control_changed)
-            except Exception:
-                log.warning("could not listen to the control document; reading it every %ss", PAUSED_REFRESH, exc_info=True)
-                self._control_watch = False
+        if self._control_watch is None:  # decided once: the first call looks at the handlers
+            self._control_watch = False
+            if any(spec.breaker is not None for spec in map(self.registry.get, self.registry.types()) if spec):
+                # A breaker must stop every runner at once, not within PAUSED_REFRESH: listen instead.
+                try:
+                    self._control_watch = self.store.limits.watch_control(self._control_changed)
+                except Exception:
+                    log.warning("could not listen to the control document; reading it every %ss", PAUSED_REFRESH, exc_info=True)
         if time.monotonic() - self._paused_read > (PAUSED_REFRESH * 12 if self._control_watch else PAUSED_REFRESH):
             self._control_changed(*self.store.limits.control_state())
         return self._paused

@@ -25,6 +25,42 @@ from jobs_lib.store import Claim, JobStore
 SATURATION_SECONDS = 2.0
 
 
+def limit_key(job: Job, field: str | None) -> str:
+    """The key of a per-key limit for a job: its `field`'s value, ``*`` for one limit per type, ``-``
+    for a job without the field."""
+    if field is None:
+        return "*"
+    value = job.raw.get(field)
+    return str(value) if value is not None else "-"
+
+
+class Saturation:
+    """Which (type, key) limits were found used up, until when (monotonic), shared by the slot and
+    rate claimers."""
+
+    def __init__(self) -> None:
+        self._until: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def mark(self, job_type: str, key: str, seconds: float) -> None:
+        with self._lock:
+            self._until[(job_type, key)] = time.monotonic() + max(seconds, 0.0)
+
+    def clear(self, job_type: str, key: str) -> None:
+        with self._lock:
+            self._until.pop((job_type, key), None)
+
+    def holds(self, job_type: str, key: str) -> bool:
+        with self._lock:
+            return self._until.get((job_type, key), 0.0) > time.monotonic()
+
+    def whole_types(self) -> set[str]:
+        """Types used up as a whole (no per-key limit): discovery need not read their jobs."""
+        now = time.monotonic()
+        with self._lock:
+            return {job_type for (job_type, key), until in self._until.items() if key == "*" and until > now}
+
+
 class SlotClaimer:
     """Claims limited jobs for one engine, and remembers which types (and keys) are full."""
 
@@ -33,28 +69,21 @@ class SlotClaimer:
         self.holder = holder
         self.lease_seconds = lease_seconds
         self.log = log
-        self._saturated: dict[tuple[str, str], float] = {}
-        self._lock = threading.Lock()
+        self._saturated = Saturation()
         self._rng = random.Random()
 
     @staticmethod
     def key(job: Job, spec: HandlerSpec) -> str:
         """The limit's key for a job: its ``concurrency_key`` field's value, or ``*`` for one limit per type."""
-        if spec.concurrency_key is None:
-            return "*"
-        value = job.raw.get(spec.concurrency_key)
-        return str(value) if value is not None else "-"
+        return limit_key(job, spec.concurrency_key)
 
     def saturated(self, job: Job, spec: HandlerSpec) -> bool:
         """True while this job's type (and key) was recently found full."""
-        with self._lock:
-            return self._saturated.get((spec.type, self.key(job, spec)), 0.0) > time.monotonic()
+        return self._saturated.holds(spec.type, self.key(job, spec))
 
     def full_types(self) -> set[str]:
         """Types found full as a whole (no per-key limit): discovery need not read their jobs."""
-        now = time.monotonic()
-        with self._lock:
-            return {job_type for (job_type, key), until in self._saturated.items() if key == "*" and until > now}
+        return self._saturated.whole_types()
 
     def claim(self, job: Job, spec: HandlerSpec) -> Claim | None:
         """Take a free slot and the job together; None when the type is full or another claimer won."""
@@ -67,8 +96,7 @@ class SlotClaimer:
         now = self.store.now()
         free = [(slot, version) for slot, fields, version in slots if fields.get("jobId") == job.id or self.store.limits.slot_is_free(fields, holders.get(str(fields.get("jobId"))), now)]
         if not free:
-            with self._lock:
-                self._saturated[(spec.type, key)] = time.monotonic() + SATURATION_SECONDS
+            self._saturated.mark(spec.type, key, SATURATION_SECONDS)
             where = f" for {spec.concurrency_key}={key}" if spec.concurrency_key else ""
             event(self.log, "job_waiting", f"job {job.id} waits: {spec.type} is at its limit of {spec.concurrency}{where}", level=logging.DEBUG, **job_fields(job.id, job.type))
             return None
@@ -82,8 +110,7 @@ class SlotClaimer:
     def released(self, job: Job, spec: HandlerSpec | None) -> None:
         """One of our limited jobs ended: its slot is free, so stop treating the type as full."""
         if spec is not None and spec.concurrency is not None:
-            with self._lock:
-                self._saturated.pop((spec.type, self.key(job, spec)), None)
+            self._saturated.clear(spec.type, self.key(job, spec))
 
 
 __all__ = ["SATURATION_SECONDS", "SlotClaimer"]

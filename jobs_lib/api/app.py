@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 from pydantic import ValidationError
@@ -104,6 +104,10 @@ AUDIT_EVENTS = {
 #: Defaults for the per-user limit on job creation (``JOBS_API_CREATE_LIMIT`` per ``JOBS_API_CREATE_WINDOW`` seconds).
 DEFAULT_CREATE_LIMIT = 60
 DEFAULT_CREATE_WINDOW = 60.0
+
+
+#: The bodies that hold a list of jobs (`JobsApi._checked_jobs`).
+JobsBody = TypeVar("JobsBody", CreateJobsRequest, CreateFlowRequest)
 
 
 class JobsApi:
@@ -270,28 +274,28 @@ class JobsApi:
         """``POST /v1/jobs:batch``: every job checked first (nothing is created when one is wrong),
         then all created for the caller, 500 to a Firestore RPC; each counts against the create limit."""
         caller = self.caller(request, "jobs.create")
-        body = read_json_body(request)
-        try:
-            batch = CreateJobsRequest.model_validate(body)
-        except ValidationError as exc:
-            raise ApiError(400, "invalid jobs", field_errors(exc)) from None
-        errors = [error for n, spec_in in enumerate(batch.jobs) for error in self._check_job(spec_in, f"jobs.{n}.")]
-        if errors:
-            raise ApiError(400, "invalid jobs", errors)
+        batch = self._checked_jobs(request, CreateJobsRequest, "invalid jobs")
         self._refuse_over_limit(caller, len(batch.jobs), None)
         token = otel_context.attach(Telemetry.context_from_headers(dict(request.headers)))
         try:
-            jobs = self.client.enqueue_many(
-                [
-                    {"type": j.type, "metadata": j.metadata, "scheduled_for": j.scheduledFor, "priority": j.priority, "max_attempts": j.maxAttempts, "org_id": caller.org_id, "created_by": caller.uid}
-                    for j in batch.jobs
-                ]
-            )
+            jobs = self.client.enqueue_many([_enqueue_arguments(j, caller) for j in batch.jobs])
         finally:
             otel_context.detach(token)
         for job in jobs:  # one line per job, as POST /v1/jobs writes: an auditor searches by job id
             self.audit(caller, "jobs.create", job.id, job.type, 201, f"{caller.uid} created job {job.id} ({job.type}) in a batch of {len(jobs)}")
         return json_response(JobEnvelopeList(jobs=[self._envelope(caller, job) for job in jobs]), 201)
+
+    def _checked_jobs(self, request: Request, model: type[JobsBody], invalid: str) -> JobsBody:
+        """The body as `model` (a list of jobs under ``jobs``), each job checked as POST /v1/jobs checks
+        one; 400 naming ``jobs.N.field`` for the first problems, before anything is written."""
+        try:
+            body = model.model_validate(read_json_body(request))
+        except ValidationError as exc:
+            raise ApiError(400, invalid, field_errors(exc)) from None
+        errors = [error for n, spec_in in enumerate(body.jobs) for error in self._check_job(spec_in, f"jobs.{n}.")]
+        if errors:
+            raise ApiError(400, invalid, errors)
+        return body
 
     def _refuse_over_limit(self, caller: Caller, count: int, job_type: str | None) -> None:
         """Count `count` creates against the caller's limit; 429 (audited) when over it."""
@@ -305,21 +309,8 @@ class JobsApi:
         """``POST /v1/flows``: checked whole (names, references, cycles, each job as for POST /v1/jobs),
         then created in one atomic write; each job counts against the create limit."""
         caller = self.caller(request, "jobs.create")
-        body = read_json_body(request)
-        try:
-            flow_in = CreateFlowRequest.model_validate(body)
-        except ValidationError as exc:
-            raise ApiError(400, "invalid flow", field_errors(exc)) from None
-        errors = [error for n, spec_in in enumerate(flow_in.jobs) for error in self._check_job(spec_in, f"jobs.{n}.")]
-        if errors:
-            raise ApiError(400, "invalid flow", errors)
-        items = [
-            {
-                "name": j.name, "depends_on": j.dependsOn, "type": j.type, "metadata": j.metadata, "scheduled_for": j.scheduledFor,
-                "priority": j.priority, "max_attempts": j.maxAttempts, "org_id": caller.org_id, "created_by": caller.uid,
-            }
-            for j in flow_in.jobs
-        ]
+        flow_in = self._checked_jobs(request, CreateFlowRequest, "invalid flow")
+        items = [{"name": j.name, "depends_on": j.dependsOn, **_enqueue_arguments(j, caller)} for j in flow_in.jobs]
         try:
             plan(items, atomic=True)
         except ConfigurationError as exc:
@@ -359,15 +350,7 @@ class JobsApi:
         return json_response(self._flow_view(caller, flow_id, self.client.flow_jobs(flow_id)))
 
     def _enqueue(self, spec_in: CreateJobRequest, caller: Caller) -> Job:
-        return self.client.enqueue(
-            spec_in.type,
-            spec_in.metadata,
-            scheduled_for=spec_in.scheduledFor,
-            priority=spec_in.priority,
-            max_attempts=spec_in.maxAttempts,
-            org_id=caller.org_id,
-            created_by=caller.uid,
-        )
+        return self.client.enqueue(**_enqueue_arguments(spec_in, caller))
 
     def list_jobs(self, request: Request) -> Response:
         """``GET /v1/jobs``."""
@@ -415,6 +398,14 @@ class JobsApi:
             raise ApiError(404, f"no job {job_id!r}") from None
         self.audit(caller, permission, done.id, done.type, 200, f"{caller.uid} {verb} job {done.id} (now {done.status.value if done.status else '?'})")
         return json_response(self._envelope(caller, done))
+
+
+def _enqueue_arguments(spec_in: CreateJobRequest, caller: Caller) -> dict[str, Any]:
+    """`JobsClient.enqueue`'s arguments for a job the API creates for `caller`."""
+    return {
+        "type": spec_in.type, "metadata": spec_in.metadata, "scheduled_for": spec_in.scheduledFor, "priority": spec_in.priority,
+        "max_attempts": spec_in.maxAttempts, "org_id": caller.org_id, "created_by": caller.uid,
+    }
 
 
 __all__ = ["DEFAULT_CREATE_LIMIT", "DEFAULT_CREATE_WINDOW", "ApiError", "JobsApi"]
