@@ -109,6 +109,7 @@ class Discovery:
         later = 0.0 if eager else STAGGER
         self._next = {"expired": start, "strings": start + later, "scan": start + 2 * later, "priority": start, "odd": start + 3 * later, "running": start + 3 * later}
         self._running_after: str | None = None
+        self.eager = eager
         self._joined = eager  # burst runs (the tick) never join a fleet's slices at start
         self._first_read_done = False
 
@@ -210,10 +211,12 @@ class Discovery:
         """
         # While such jobs turn up, read as many as a main-lane page would hold, at every poll.
         size = max(self.scan_page, self._scan_limit) if self._scan_every == 0.0 else self.scan_page
-        if self._scan_after is None and not self._scanned_once:
-            # The first pass starts at a random id, so that workers joining together (a fleet
-            # starting on an app's backlog) read different pages instead of racing for one; the
-            # pass after it, from the first id, follows at once.
+        if self._scan_after is None and not self._scanned_once and not self.eager:
+            # A worker's first pass starts at a random id, so that workers joining together (a
+            # fleet starting on an app's backlog) read different pages instead of racing for one;
+            # the pass after it, from the first id, follows at once. A burst run (the tick) reads
+            # from the first id: it stops when a read finds nothing, so a pass begun midway would
+            # miss what lies before its start.
             self._scan_after = "".join(self._rng.choice(ID_ALPHABET) for _ in range(20))
             self._wrap_at_once = True
         self._scanned_once = True

@@ -17,6 +17,7 @@ from jobs_lib.errors import InvalidSchedule, ScheduleNotFound
 from jobs_lib.registry import HandlerRegistry
 from jobs_lib.schedules import ScheduleClient, Scheduler, slot_job_id, system_schedule_id
 from jobs_lib.store import JobStore
+from jobs_lib.store.base import shard_of
 from jobs_lib.store.schedules import ScheduleStore
 
 from .conftest import ROOT, TESTS, wait_finished
@@ -82,6 +83,8 @@ def test_a_schedule_overdue_by_ten_slots_fires_once(schedules: ScheduleClient, s
     assert after.next_run_at is not None and now < after.next_run_at <= now + timedelta(minutes=1)
     assert (job["type"], job["status"], job["metadata"]) == ("process_notifications", "pending", {"targetUsers": ["x"]})
     assert job["id"] == slot_job_id(saved.id, after.last_run_at)  # type: ignore[arg-type]
+    # With its shard like any job the library writes: the tick's ordered lanes read only shard lanes.
+    assert job["shard"] == shard_of(job["id"])
 
 
 def test_fired_jobs_run_like_any_other(schedules: ScheduleClient, schedule_store: ScheduleStore, worker_factory: Any, store: JobStore) -> None:
