@@ -207,6 +207,7 @@ class Worker:
         probe = self._first_probe
         contended_until = 0.0
         fetches = claimed_since_fetch = 0
+        read_again = False  # a claim lost to another worker: a burst reads once more before it stops
         next_fire = 0.0
         firing: Future[None] | None = None
         next_stats = 0.0
@@ -239,6 +240,7 @@ class Worker:
                     fetch = None
                     fetches += 1
                     claimed_since_fetch = 0
+                    read_again = False
                 if buffer and now - buffered_at > MAX_CANDIDATE_AGE:
                     buffer.clear()  # read too long ago: likely taken or changed since
                 free = self.concurrency - self.running_count()
@@ -268,6 +270,7 @@ class Worker:
                         buffer.clear()
                         probe = self._claim_batch
                         contended_until = now + 30.0
+                        read_again = True  # what the others left of the page is found by a fresh read
                     elif won == tried:
                         # While other workers read the whole queue too, keep batches small: a big one
                         # that loses costs a refused write per job.
@@ -277,7 +280,7 @@ class Worker:
                     self._claim_log.append((now, len(executions)))
                     claimed_since_fetch += len(executions)
                     continue
-                if self.burst and fetch is None and not buffer and fetches and not claimed_since_fetch and not self.running_count():
+                if self.burst and fetch is None and not buffer and fetches and not claimed_since_fetch and not read_again and not self.running_count():
                     break  # burst mode: the last read found nothing more to run
                 if self.scheduler is not None and (firing is None or firing.done()) and now >= next_fire:
                     # Fire due schedule slots on the discovery thread (after any read in flight);
