@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from bench.__main__ import PROJECT, ROOT, env_for, log, log_entries, run_cell, warm_up
 from jobs_lib import emulator
@@ -67,7 +68,7 @@ def rated_cell(workers: int, seconds: float, concurrency: int) -> dict[str, Any]
         for proc, out in procs:
             proc.wait(60)
             out.close()
-        starts = [snap.get("startedAt") for snap in db.collection("backgroundJobs").where("status", "==", "completed").stream()]
+        starts = [snap.get("startedAt") for snap in db.collection("backgroundJobs").where(filter=FieldFilter("status", "==", "completed")).stream()]
         tokens = [snap.id.rsplit("~", 1)[1] for snap in db.collection("backgroundJobs_rateTokens").stream()]
         first = min(starts).timestamp()
         lo, hi = math.floor(first + SKIP), math.floor(first + SKIP) + int(seconds)

@@ -132,6 +132,9 @@ class Emulator:
         log_file = self._log_file
         if log_file is not None:
             log_file.close()  # type: ignore[attr-defined]
+            # Its output is read only while it runs (log_tail); each run left one in /tmp before.
+            with contextlib.suppress(OSError):
+                os.unlink(self.log_path)
 
 
 def start(
@@ -175,8 +178,9 @@ def start(
         if emulator.alive():
             return emulator
         time.sleep(0.2)
+    tail = emulator.log_tail()  # read before stop() deletes the log
     emulator.stop()
-    raise EmulatorUnavailable(f"the Firestore emulator did not answer on {emulator.address} within {timeout:g}s:\n{emulator.log_tail()}")
+    raise EmulatorUnavailable(f"the Firestore emulator did not answer on {emulator.address} within {timeout:g}s:\n{tail}")
 
 
 @contextlib.contextmanager
