@@ -66,6 +66,11 @@ def valid_shard(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SHARDS
 
 
+def with_shard(job_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A new job's fields with its shard, as every job the library writes: the ordered lanes read only shard lanes."""
+    return data if valid_shard(data.get("shard")) else {**data, "shard": shard_of(job_id)}
+
+
 def partition_of(job_id: str) -> int:
     """The slice a job id falls in."""
     return shard_of(job_id) * PARTITIONS // SHARDS
@@ -309,4 +314,4 @@ class StorePart:
         return self.connection.time_value(moment)
 
 
-__all__ = ["ALL_SHARDS", "ID_ALPHABET", "PARTITIONS", "SHARDS", "TRANSIENT", "Connection", "OpStats", "StorePart", "partition_of", "partition_shards", "shard_of", "translate", "translated", "valid_shard"]
+__all__ = ["ALL_SHARDS", "ID_ALPHABET", "PARTITIONS", "SHARDS", "TRANSIENT", "Connection", "OpStats", "StorePart", "partition_of", "partition_shards", "shard_of", "translate", "translated", "valid_shard", "with_shard"]

@@ -51,6 +51,7 @@ from jobs_lib.store.base import (
     partition_shards,
     shard_of,
     valid_shard,
+    with_shard,
 )
 from jobs_lib.store.claims import Claim, FencedWrite, WriteOutcome, WriteStatus
 from jobs_lib.store.limits import ConcurrencyLimits
@@ -382,8 +383,7 @@ class JobStore(StorePart):
         With `transaction` or `batch` the create happens when the caller commits them.
         """
         ref = self.ref(job_id)
-        if not valid_shard(data.get("shard")):
-            data = {**data, "shard": shard_of(job_id)}
+        data = with_shard(job_id, data)
         if transaction is not None:
             transaction.create(ref, data)
         elif batch is not None:
@@ -395,7 +395,7 @@ class JobStore(StorePart):
         """Create up to 500 jobs in one BatchWrite RPC, each on its own and only where no document
         has its id; per job, in order: (grpc code, update time, message, the server timestamps
         Firestore wrote by field)."""
-        writes = [(job_id, data if valid_shard(data.get("shard")) else {**data, "shard": shard_of(job_id)}, None) for job_id, data in jobs]
+        writes = [(job_id, with_shard(job_id, data), None) for job_id, data in jobs]
         stamps: list[list[datetime]] = []
         results = self.connection.batch_write(self._document_prefix(), writes, "create", create=True, server_times=stamps)
         out = []

@@ -19,7 +19,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from jobs_lib import cron
 from jobs_lib.clock import parse_time
 from jobs_lib.errors import Contention, CronError, DocumentExists, StoreRefused, TimeParseError
-from jobs_lib.store.base import StorePart, shard_of, valid_shard
+from jobs_lib.store.base import StorePart, with_shard
 
 
 @dataclass(frozen=True)
@@ -270,8 +270,7 @@ class ScheduleStore(StorePart):
         assert schedule.version is not None
         fields = {"lastRunAt": slot, "lastJobId": job_id, "nextRunAt": next_run_at, "error": firestore.DELETE_FIELD, "updatedAt": firestore.SERVER_TIMESTAMP}
         batch = self.db.batch()
-        # With its shard, like every job the library writes: the ordered lanes read only the shard lanes.
-        batch.create(self.jobs.document(job_id), job if valid_shard(job.get("shard")) else {**job, "shard": shard_of(job_id)})
+        batch.create(self.jobs.document(job_id), with_shard(job_id, job))
         batch.update(self.ref(schedule.id), fields, option=self.db.write_option(last_update_time=schedule.version))
         try:
             self.connection.commit(batch, 2, "fire")
