@@ -25,6 +25,7 @@ from jobs_lib.errors import (
     ConfigurationError,
     DocumentExists,
     EnqueueFailed,
+    IdTaken,
     InvalidJobState,
     JobNotFound,
 )
@@ -40,6 +41,17 @@ from jobs_lib.webhooks import check_url
 BATCH_LIMIT = 500
 _ALREADY_EXISTS = 6  # google.rpc.Code
 _ENQUEUE_ARGUMENTS = frozenset({"type", "metadata", "scheduled_for", "priority", "max_attempts", "key", "org_id", "created_by", "webhook"})
+
+
+def _keyed(existing: Job, job_type: str, key: Any) -> Job:
+    """The job an idempotency key names, found already written: ours only if enqueue wrote it with
+    that type and key (a client cannot write ``key``; README: Security model). Raises `IdTaken`."""
+    if existing.raw.get("key") != key or existing.type != job_type:
+        raise IdTaken(
+            f"the id {existing.id} that key {key!r} of {job_type} names is held by a document jobs_lib did not write "
+            f"(type {existing.type!r}, created by {existing.created_by!r}); it is not treated as this key's job"
+        )
+    return existing
 
 
 def _as_created(job_id: str, data: dict[str, Any], update_time: datetime, stamps: dict[str, datetime]) -> Job:
@@ -109,7 +121,7 @@ class JobsClient:
         if transaction is not None and key is not None:
             existing = self.store.get_in_transaction(job_id, transaction)
             if existing is not None:
-                return existing
+                return _keyed(existing, type, key)
         if transaction is not None or batch is not None:
             self.store.create(job_id, data, transaction=transaction, batch=batch)
             self.telemetry.count("enqueued", type)  # counted when written into the caller's commit
@@ -121,7 +133,7 @@ class JobsClient:
             if existing is None:  # deleted between the two calls: create again
                 self.store.create(job_id, data)
             else:
-                return existing
+                return _keyed(existing, type, key)
         self.telemetry.count("enqueued", type)
         job = self.store.get(job_id)
         assert job is not None
@@ -197,9 +209,10 @@ class JobsClient:
         if key is not None:
             extra["key"] = key
         spec = self.registry.get(type)
-        webhook = webhook if webhook is not None else (spec.webhook if spec is not None else None)
         if webhook is not None:
             extra["webhook"] = check_url(webhook, self.store.settings.webhook_allow)
+        elif spec is not None and spec.webhook is not None:
+            extra["webhook"] = True  # the handler's own URL, looked up at delivery: it stays on the server
         traceparent = self.telemetry.current_traceparent()
         if traceparent is not None:
             extra["traceparent"] = traceparent  # the run's span continues the caller's trace
@@ -260,8 +273,10 @@ class JobsClient:
                     created = [job_id for job_id, _d in unique if job_id in found]
                     raise EnqueueFailed(created, {job_id: message for job_id, _d, message in retry})
                 pending = [(job_id, data) for job_id, data, _m in retry]
+        wanted = dict(unique)
         for start in range(0, len(existing), BATCH_LIMIT):
-            found.update(self.store.get_many(existing[start : start + BATCH_LIMIT], "enqueue_many:existing"))
+            for job_id, job in self.store.get_many(existing[start : start + BATCH_LIMIT], "enqueue_many:existing").items():
+                found[job_id] = _keyed(job, str(wanted[job_id]["type"]), wanted[job_id].get("key"))
         missing = {job_id for job_id in existing if job_id not in found}
         if missing:  # deleted between the refused create and the read: create those again
             again = [(job_id, data) for job_id, data in unique if job_id in missing]
@@ -392,8 +407,9 @@ class JobsClient:
                 self.store.create_atomically(chunk)
             except DocumentExists:
                 existing = self.store.get_many([job_id for job_id, _d in chunk], "flow:existing")
-                if any(job.flow_id != flow_id for job in existing.values()):
-                    raise ConfigurationError(f"the ids of flow {flow_id!r} are taken by jobs of another flow") from None
+                names = {job_id: data.get("flowName") for job_id, data in chunk}
+                if any(job.flow_id != flow_id or job.flow_name != names.get(job.id) for job in existing.values()):
+                    raise IdTaken(f"the ids of flow {flow_id!r} are held by documents that are not this flow's jobs") from None
                 if atomic:
                     break  # created before (the same flow id): nothing new
                 # A creation that stopped partway: write what is missing, one document at a time.

@@ -10,12 +10,17 @@ runs delayed jobs early.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobs_lib.errors import TimeParseError
+
+#: The ISO-8601 strings `parse_time` reads: a date, optionally a time (to the minute, second or a
+#: fraction) after ``T`` or a space, optionally ``Z`` or an offset.
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?")
 
 #: Widest UTC offset in use (UTC+14). A string bound widened by it catches
 #: every ISO string that may be due, whatever its offset.
@@ -33,10 +38,15 @@ def parse_time(value: Any, field: str = "timestamp") -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, str):
-        text = value.strip()
+        text = value
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
+            if not _ISO.fullmatch(value):
+                # Strict: no spaces around it, no week dates or other forms fromisoformat also reads.
+                # A string that only looks like a time (" 2099-01-01T00:00:00Z") must not sort
+                # among real ones and still parse (README: Security model).
+                raise ValueError(value)
             parsed = datetime.fromisoformat(text)
         except ValueError:
             raise TimeParseError(

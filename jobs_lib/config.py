@@ -55,6 +55,8 @@ class Settings:
     tick_concurrency: int = _setting(10, "JOBS_TICK_CONCURRENCY", "jobs a tick runs at once", "an integer, 1 to 1000")
     api_create_limit: int = _setting(60, "JOBS_API_CREATE_LIMIT", "jobs (and schedules) one user may create through the API per window", "an integer, 1 to 1000000")
     api_create_window: float = _setting(60.0, "JOBS_API_CREATE_WINDOW", "length of the API's rate-limit window", "seconds, 1 to 86400")
+    client_max_priority: int = _setting(0, "JOBS_CLIENT_MAX_PRIORITY", "the highest priority a user may give their own job or schedule through the API (operators: any; the rules have their own `clientMaxPriority()`)", "an integer, 0 to 10")
+    schedules_per_user: int = _setting(20, "JOBS_SCHEDULES_PER_USER", "schedules one user may have (through the API or the rules); the scheduler switches off a user's schedules beyond it, naming the limit", "an integer, 1 to 10000")
     cleanup_cron: str | None = _setting("*/15 * * * *", "JOBS_CLEANUP_CRON", "when the built-in `jobs.cleanup` schedule runs", "a cron expression, or `off`")
     metrics_exporter: str = _setting("none", "JOBS_METRICS_EXPORTER", "where metrics go (needs the `telemetry` extra)", "none, prometheus, gcp, otlp or console")
     traces_exporter: str = _setting("none", "JOBS_TRACES_EXPORTER", "where traces go (needs the `telemetry` extra)", "none, gcp, otlp or console")
@@ -193,6 +195,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "event_concurrency": _integer,
     "max_instances": _integer,
     "api_create_limit": _integer,
+    "client_max_priority": _integer,
+    "schedules_per_user": _integer,
     "handlers": _modules,
     "webhook_allow": _modules,
     "metrics_port": _integer,
@@ -251,6 +255,8 @@ _CHECKS: dict[str, Callable[[Any], str]] = {
     "tick_sweepers": _between(1, 30, integer=True),
     "api_create_limit": _between(1, 1_000_000, integer=True),
     "api_create_window": _between(1, 86400),
+    "client_max_priority": _between(0, 10, integer=True),
+    "schedules_per_user": _between(1, 10000, integer=True),
     "cleanup_cron": _check_cron,
     "metrics_exporter": lambda v: "" if v in ("none", "prometheus", "gcp", "otlp", "console") else "not one of the choices",
     "traces_exporter": lambda v: "" if v in ("none", "gcp", "otlp", "console") else "not one of the choices",

@@ -10,6 +10,7 @@ from jobs_lib.job import Job
 from jobs_lib.logs import JobLogger
 
 if TYPE_CHECKING:
+    from jobs_lib.registry import HandlerRegistry
     from jobs_lib.store import JobStore
 
 InputT = TypeVar("InputT")
@@ -31,6 +32,8 @@ class RunControl(Protocol):
     def db(self) -> Any: ...
     @property
     def store(self) -> JobStore: ...
+    @property
+    def registry(self) -> HandlerRegistry: ...
     @property
     def cancel_requested(self) -> bool: ...
     @property
@@ -91,6 +94,12 @@ class JobContext(Generic[InputT]):
     def store(self) -> JobStore:
         """The job store this run records through (for jobs_lib's own maintenance handlers)."""
         return self._execution.store
+
+    @property
+    def registry(self) -> HandlerRegistry:
+        """The handlers of the process running this job (jobs_lib's own handlers look up a type's
+        options here, such as the webhook a handler declares, which no document holds)."""
+        return self._execution.registry
 
     @property
     def parent_results(self) -> dict[str, Any]:

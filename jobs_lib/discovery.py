@@ -90,6 +90,8 @@ class Discovery:
         #: The shard the main lane's next read starts at (None: the first of ours). A worker
         #: starts at a random one, so that workers joining a backlog together read apart.
         self._shard_start: int | None = self._rng.randrange(SHARDS)
+        #: The same for the string lane (which starts at the first shard).
+        self._strings_start: int | None = None
         #: The slice of the shards this worker holds, or None for the whole queue.
         self.partition: int | None = None
         self._slice_version: datetime | None = None
@@ -129,7 +131,7 @@ class Discovery:
         if self._due("expired", self.expired_interval):
             found += self.store.expired(now, limit, shards=self.shards)
         if self._due("strings", slow):
-            found += self.store.due_strings(now, limit, shards=self.shards)
+            found += self._strings(now, limit)
         scans = self.scan_interval > 0 and self.sweeps_unsharded
         if scans and self._due("scan", self._scan_every):
             self._scan_limit = limit
@@ -184,6 +186,22 @@ class Discovery:
                 main += more
                 self._backlog = True
         return main
+
+    def _strings(self, now: datetime, limit: int) -> list[Job]:
+        """The string lane: pending jobs whose ``scheduledFor`` is an ISO string that may be due.
+
+        Like the main lane it reads by shard and, while its pages come back full, starts each read
+        after the last shard the previous one reached, so that documents in one shard cannot hold
+        the lane at one place. A string that is not due although it sorts among due ones (an offset
+        such as ``-12:00``) is rewritten in the runner's own form (`JobStore.normalize_times`, one
+        conditioned write, once), which takes it out of the lane's way.
+        """
+        page = self.store.due_strings(now, limit, shards=self.shards, start=self._strings_start)
+        self._strings_start = _after_last_shard(page) if len(page) >= limit else None
+        misplaced = [job for job in page if not job.problems and not job.is_due(now) and isinstance(job.raw.get("scheduledFor"), str) and not _utc_text(job.raw["scheduledFor"])]
+        if misplaced:
+            self.store.normalize_times(misplaced)
+        return page
 
     def _orphans(self) -> list[Job]:
         """Running jobs without a lease of ours (an app marked them in_progress itself), page by page."""
@@ -346,6 +364,11 @@ def sweeper_shards(sweeper: int, sweepers: int) -> tuple[int, ...]:
 def _after_last_shard(jobs: list[Job]) -> int | None:
     shard = jobs[-1].raw.get("shard") if jobs else None
     return (shard + 1) % SHARDS if isinstance(shard, int) and valid_shard(shard) else None
+
+
+def _utc_text(text: str) -> bool:
+    """True for an ISO string in UTC (``...Z``): its text order is its time order."""
+    return text.endswith(("Z", "z"))
 
 
 def _implausible_lease(job: Job) -> bool:

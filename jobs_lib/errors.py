@@ -8,11 +8,13 @@
     ├── InvalidValue               a value read from outside cannot be used (also a ValueError)
     │   ├── TimeParseError         a field holds something that is not a time
     │   └── InvalidPageToken       a page token this listing did not issue
+    ├── IdTaken                    an id jobs_lib derives is held by a document it did not write
     ├── JobNotFound                no job document with that id
     ├── ScheduleNotFound           no schedule document with that id
     ├── InvalidJobState            the job is not in a state that allows the action
     ├── StoreError                 Firestore did not do what the store asked
     │   ├── DocumentExists         a create found the id taken
+    │   ├── EnqueueFailed          Firestore refused some jobs of an enqueue_many
     │   ├── Contention             the document kept changing under a read-decide-write
     │   ├── StoreUnavailable       Firestore could not be reached in time (retried already)
     │   └── StoreRefused           Firestore refused the request (invalid content, permission)
@@ -71,6 +73,11 @@ class TimeParseError(InvalidValue):
 
 class InvalidPageToken(InvalidValue):
     """The page token is not one this listing issued for these filters."""
+
+
+class IdTaken(JobsError):
+    """An id jobs_lib derives (an idempotency key's, a flow's) is held by a document jobs_lib did not
+    write; the library never treats such a document as its own."""
 
 
 class JobNotFound(JobsError):
@@ -164,6 +171,7 @@ __all__ = [
     "DuplicateHandlerError",
     "EmulatorUnavailable",
     "EnqueueFailed",
+    "IdTaken",
     "InvalidJobState",
     "InvalidPageToken",
     "InvalidSchedule",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import graphlib
 import logging
+import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -184,6 +185,12 @@ class Releaser:
         self._audit_after: str | None = None
         self._audit_at = float("-inf")
 
+    def _declared_webhook(self, job: Job) -> bool:
+        """True when the job's handler declares a webhook (an app's job whose end came before any
+        claim wrote the ``webhook: true`` mark)."""
+        spec = self.registry.get(job.type) if self.registry is not None else None
+        return spec is not None and spec.webhook is not None
+
     def _expire_at(self, job: Job) -> datetime:
         spec = self.registry.get(job.type) if self.registry is not None else None
         return self.store.now() + (spec.retention if spec else DEFAULT_RETENTION)
@@ -201,7 +208,7 @@ class Releaser:
                 if parent.flow_id:
                     todo += self._settle_children(parent, summary)
                 extra = {}
-                if parent.raw.get("webhook"):
+                if parent.raw.get("webhook") or self._declared_webhook(parent):
                     extra["webhookJobId"] = self._deliver_later(parent)
                     summary.deliveries.append(extra["webhookJobId"])
                 if parent.raw.get("dependentsSettled") is not True and self.store.mark_settled(parent, extra):
@@ -209,15 +216,28 @@ class Releaser:
         return summary
 
     def _deliver_later(self, job: Job) -> str:
-        """Create the ``jobs.webhook`` job that POSTs this end of `job` (once: its id names the end)."""
+        """Create the ``jobs.webhook`` job that POSTs this end of `job` (once: its id names the end).
+
+        The delivery belongs to the system (no owner fields: the job's owner can neither read,
+        cancel nor retry it). Its metadata holds the URL only when the job named its own; a
+        handler's declared URL is looked up by the delivery (``jobType``) and never written down.
+        """
         delivery_id = key_to_id(WEBHOOK_TYPE, delivery_key(job))
-        owner = {k: job.raw[k] for k in ("orgId", "createdBy") if isinstance(job.raw.get(k), str)}
-        data = self.store.new_job_fields(
-            WEBHOOK_TYPE, {"url": job.raw.get("webhook"), "payload": payload(job)}, scheduled_for=None, priority=0, max_attempts=None, extra={**owner, "webhookFor": job.id}
-        )
-        [(code, _t, message, _s)] = self.store.create_many([(delivery_id, data)])
-        if code not in (0, 6):  # created, or created before (a repair)
-            raise StoreRefused(f"creating the webhook delivery of job {job.id} failed (code {code}): {message}")
+        target: dict[str, Any] = {"url": job.raw["webhook"]} if isinstance(job.raw.get("webhook"), str) else {}
+        metadata = {**target, "jobId": job.id, "jobType": job.type, "payload": payload(job)}
+        data = self.store.new_job_fields(WEBHOOK_TYPE, metadata, scheduled_for=None, priority=0, max_attempts=None, extra={"webhookFor": job.id})
+        for _attempt in range(2):
+            [(code, _t, message, _s)] = self.store.create_many([(delivery_id, data)])
+            if code == 0:
+                return delivery_id
+            if code != 6:
+                raise StoreRefused(f"creating the webhook delivery of job {job.id} failed (code {code}): {message}")
+            held = self.store.get(delivery_id)
+            if held is not None and held.type == WEBHOOK_TYPE and held.raw.get("webhookFor") == job.id:
+                return delivery_id  # created before (a repair)
+            # A document the library did not write holds the id: deliver under one nobody can guess.
+            log.warning("the id %s of the webhook delivery of job %s is held by another document; delivering under another id", delivery_id, job.id)
+            delivery_id = f"{delivery_id}-{secrets.token_hex(6)}"
         return delivery_id
 
     def _settle_children(self, parent: Job, summary: ReleaseSummary) -> list[str]:

@@ -80,7 +80,8 @@ class HandlerSpec:
     concurrency: int | None = None
     #: ... per value of this job field (e.g. "orgId": at most N per organisation).
     concurrency_key: str | None = None
-    #: A URL to POST to when one of its jobs ends (jobs_lib.webhooks), unless the job names its own.
+    #: A URL to POST to when one of its jobs ends (jobs_lib.webhooks), unless the job names its own;
+    #: it stays on the server (jobs carry `webhook: true`, the delivery looks the URL up here).
     webhook: str | None = None
     #: At most this many starts per second, minute or hour ("100/s", "20/m", "1000/h"), across every
     #: worker and function instance (jobs_lib.rates) ...
@@ -91,6 +92,9 @@ class HandlerSpec:
     #: `breaker_cooldown` seconds, then lets one job through and resumes when it succeeds (jobs_lib.breakers).
     breaker: int | None = None
     breaker_cooldown: float = 60.0
+    #: The runner's own type: never created, retried or scheduled by users (the REST API and the
+    #: project's rules refuse it). Every ``jobs.*`` type is internal whatever this says.
+    internal: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not self.type.strip():
@@ -116,7 +120,7 @@ class HandlerSpec:
         if self.webhook is not None:
             from jobs_lib.webhooks import check_url
 
-            check_url(self.webhook, resolve=False)  # the address is checked when a job is created
+            check_url(self.webhook, resolve=False)  # its address is checked at each delivery (it is never written to a job)
         if self.timeout > MAX_FUNCTION_TIMEOUT and not self.worker_only:
             raise ConfigurationError(
                 f"{self.type}: a timeout of {self.timeout:g}s is longer than any Cloud Function may run "
@@ -144,6 +148,11 @@ class HandlerSpec:
         module, _, name = self.input.partition(":")
         model: builtins.type[BaseModel] = getattr(importlib.import_module(module), name)
         return model
+
+    @property
+    def is_internal(self) -> bool:
+        """True for a type users may not create, retry or schedule (`internal`, or ``jobs.*``)."""
+        return self.internal or is_internal_type(self.type)
 
     @property
     def is_async(self) -> bool:
@@ -202,11 +211,14 @@ class HandlerRegistry:
         rate_key: str | None = None,
         breaker: int | None = None,
         breaker_cooldown: float = 60.0,
+        internal: bool = False,
     ) -> Callable[[HandlerFn], HandlerFn]:
         """Decorator that registers a function as the handler for `type`.
 
         With `schedule` (a cron expression, in `timezone`), the job also runs
-        on that schedule, declared here in code (see `add_schedule`).
+        on that schedule, declared here in code (see `add_schedule`). With `internal`, users may
+        not create, retry or schedule its jobs (the REST API refuses them; the rules' list of
+        client types should not hold it): only the server's own code enqueues it.
         """
 
         def decorate(fn: HandlerFn) -> HandlerFn:
@@ -229,6 +241,7 @@ class HandlerRegistry:
                     rate_key=rate_key,
                     breaker=breaker,
                     breaker_cooldown=breaker_cooldown,
+                    internal=internal,
                 )
             )
             if schedule is not None:
@@ -277,6 +290,18 @@ class HandlerRegistry:
         """Registered type names, sorted."""
         return sorted(self._specs)
 
+    def user_types(self) -> list[str]:
+        """The registered types users may create (every type but the internal ones), sorted."""
+        return sorted(name for name, spec in self._specs.items() if not spec.is_internal)
+
+    def is_internal(self, job_type: str | None) -> bool:
+        """True for a type users may not create, retry or schedule: ``jobs.*``, or a handler
+        registered with ``internal=True`` (an alias of one too)."""
+        if job_type is None:
+            return False
+        spec = self.get(job_type)
+        return is_internal_type(job_type) or (spec is not None and spec.is_internal)
+
     def __contains__(self, job_type: object) -> bool:
         return isinstance(job_type, str) and self.get(job_type) is not None
 
@@ -284,9 +309,18 @@ class HandlerRegistry:
         return len(self._specs)
 
 
+#: Job types in this namespace are jobs_lib's own (webhook deliveries, housekeeping).
+INTERNAL_PREFIX = "jobs."
+
+
+def is_internal_type(job_type: str) -> bool:
+    """True for a type in jobs_lib's own namespace (``jobs.*``), whether or not it is registered."""
+    return job_type.startswith(INTERNAL_PREFIX)
+
+
 #: The registry that `jobs_lib.handler` registers into and the worker and functions use.
 default_registry = HandlerRegistry()
 handler = default_registry.handler
 
 
-__all__ = ["EVENT_BUDGET", "MAX_FUNCTION_TIMEOUT", "CodeSchedule", "HandlerRegistry", "HandlerSpec", "default_registry", "handler"]
+__all__ = ["EVENT_BUDGET", "INTERNAL_PREFIX", "MAX_FUNCTION_TIMEOUT", "CodeSchedule", "HandlerRegistry", "HandlerSpec", "default_registry", "handler", "is_internal_type"]

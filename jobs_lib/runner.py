@@ -325,11 +325,13 @@ class Engine:
         return executions
 
     def _with_default_webhook(self, job: Job) -> Job:
-        """The job with its handler's webhook when the document names none (the claim writes it)."""
+        """The job marked ``webhook: true`` when its handler declares a URL and the document names
+        none (an app's job): the claim writes the mark, and the delivery looks the URL up in the
+        registry, so the URL itself never reaches a document the job's owner can read."""
         spec = self.spec_for(job)
         if spec is None or spec.webhook is None or "webhook" in job.raw:
             return job
-        return replace(job, raw={**job.raw, "webhook": spec.webhook})
+        return replace(job, raw={**job.raw, "webhook": True})
 
     def release_dependents(self, job_ids: list[str]) -> list[str]:
         """These jobs just ended: release (or end) the jobs of their flows that wait for them; returns
@@ -428,6 +430,11 @@ class Execution:
     def store(self) -> JobStore:
         """The store this run records through."""
         return self.engine.store
+
+    @property
+    def registry(self) -> HandlerRegistry:
+        """The handlers of this process."""
+        return self.engine.registry
 
     @property
     def cancel_requested(self) -> bool:

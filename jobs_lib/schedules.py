@@ -17,6 +17,7 @@ both and their last and next runs can be read like any other schedule.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -102,6 +103,10 @@ class ScheduleClient:
         if found is None:
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         return found
+
+    def count_of(self, created_by: str) -> int:
+        """How many schedules one user has."""
+        return self.store.count_of(created_by)
 
     def list(self, *, created_by: str | None = None, org_id: str | None = None, limit: int = 100) -> list[Schedule]:
         """Schedules, optionally of one user or organisation."""
@@ -235,6 +240,8 @@ class Scheduler:
             return
         if not schedule.enabled:
             return
+        if schedule.created_by and schedule.next_run_at is None and not schedule.system and not self._within_limit(schedule):
+            return
         assert schedule.cron is not None and schedule.type is not None
         slot, upcoming = cron.fire(schedule.cron, schedule.timezone, schedule.next_run_at, now)
         if slot is None:
@@ -242,18 +249,38 @@ class Scheduler:
                 self.store.move_next_run(schedule, upcoming)
             return
         job_id = slot_job_id(schedule.id, slot)
-        extra: dict[str, Any] = {"scheduleId": schedule.id, "scheduleSlot": slot}
+        extra: dict[str, Any] = {}
         if schedule.created_by:
             extra["createdBy"] = schedule.created_by
         if schedule.org_id:
             extra["orgId"] = schedule.org_id
         job = self.jobs.new_job_fields(schedule.type, dict(schedule.metadata), scheduled_for=slot, priority=schedule.priority, max_attempts=None, extra=extra)
-        if self.store.fire(schedule, slot, upcoming, job_id, job):
+        fired = self.store.fire(schedule, slot, upcoming, job_id, job)
+        if fired == "taken":
+            # A document the scheduler did not write holds the slot's id (the rules refuse such ids
+            # to clients; this is the check on use): fire the slot under an id nobody can guess.
+            event(self.log, "schedule_slot_taken", f"schedule {schedule.id}: the id {job_id} of its {slot.isoformat()} slot is held by a document the scheduler did not write; firing it under another id", level=logging.WARNING, schedule=schedule.id, jobId=job_id)
+            job_id = f"{job_id}-{secrets.token_hex(6)}"
+            fired = self.store.fire(schedule, slot, upcoming, job_id, job)
+        if fired == "fired":
             self.telemetry.count("enqueued", schedule.type)
             summary.fired.append({"schedule": schedule.id, "slot": slot.isoformat(), "jobId": job_id})
             event(self.log, "schedule_fired", f"schedule {schedule.id} fired its {slot.isoformat()} slot as job {job_id}", schedule=schedule.id, jobId=job_id, type=schedule.type)
         else:
             summary.lost += 1  # another firer took this slot (or the schedule changed): nothing to do
+
+    def _within_limit(self, schedule: Schedule) -> bool:
+        """A user's schedule the scheduler meets for the first time (no nextRunAt yet): True when
+        it is among the user's first `schedules_per_user` schedules (by id, the same answer in every
+        process), else it is switched off with an error naming the limit."""
+        assert schedule.created_by is not None
+        most = self.store.settings.schedules_per_user
+        if schedule.id in self.store.owner_ids(schedule.created_by, most):
+            return True
+        reason = f"switched off: its owner has more than {most} schedules, the most one user may have (JOBS_SCHEDULES_PER_USER)"
+        if self.store.over_limit(schedule, reason):
+            event(self.log, "schedule_over_limit", f"schedule {schedule.id} of {schedule.created_by} {reason}", level=logging.WARNING, schedule=schedule.id, user=schedule.created_by)
+        return False
 
     def declared(self) -> list[CodeSchedule]:
         """Schedules declared in code: the registry's and the configuration's."""
@@ -267,10 +294,13 @@ class Scheduler:
                 return
         existing = self.store.get_many([system_schedule_id(s.name) for s in declared])
         for spec in declared:
-            self.store.sync_declared(
-                system_schedule_id(spec.name), existing.get(system_schedule_id(spec.name)), job_type=spec.type, cron_expression=spec.cron,
+            name = system_schedule_id(spec.name)
+            reclaimed = self.store.sync_declared(
+                name, existing.get(name), job_type=spec.type, cron_expression=spec.cron,
                 timezone=spec.timezone, metadata=spec.metadata, next_run_at=lambda spec=spec: cron.next_after(spec.cron, spec.timezone, now),  # type: ignore[misc]
             )
+            if reclaimed:
+                event(self.log, "schedule_reclaimed", f"schedule {name} was held by a document the scheduler did not write; replaced by the one declared in code", level=logging.WARNING, schedule=name)
         with self._lock:
             self._synced = True
 

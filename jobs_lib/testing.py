@@ -94,7 +94,7 @@ class _Capture(logging.Handler):
 class _TestRun:
     """The `jobs_lib.context.RunControl` behind a test run: no lease, nothing written."""
 
-    def __init__(self, job: Job, attempt: int, spec: HandlerSpec, logger: JobLogger, db: Any, store: JobStore | None, cancel_requested: bool) -> None:
+    def __init__(self, job: Job, attempt: int, spec: HandlerSpec, logger: JobLogger, db: Any, store: JobStore | None, cancel_requested: bool, registry: HandlerRegistry | None = None) -> None:
         self.job = job
         self.attempt = attempt
         self.deadline = datetime.now(UTC) + timedelta(seconds=spec.timeout)
@@ -106,6 +106,7 @@ class _TestRun:
         self.lost_reason = ""
         self.reports: list[dict[str, Any]] = []
         self.parent_results: dict[str, Any] | None = {}
+        self.registry = registry if registry is not None else default_registry
 
     @property
     def db(self) -> Any:
@@ -156,7 +157,7 @@ def run_handler(
     base.addHandler(capture)
     base.setLevel(logging.DEBUG)
     logger = JobLogger(base, {**job_fields(job.id, job_type, attempt), "worker": "jobs_lib.testing"})
-    control = _TestRun(job, attempt, spec, logger, db if db is not None else (app.db if app is not None else None), app.store if app is not None else None, cancel_requested)
+    control = _TestRun(job, attempt, spec, logger, db if db is not None else (app.db if app is not None else None), app.store if app is not None else None, cancel_requested, registry)
     control.parent_results = parent_results if parent_results is not None else ({} if not job.depends_on or app is None else None)
     run = HandlerRun(job=job, logs=lines)
     try:

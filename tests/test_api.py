@@ -63,7 +63,8 @@ def auth(uid: str = "alice", **kwargs: Any) -> dict[str, str]:
 
 @pytest.fixture
 def api(store: JobStore, registry: HandlerRegistry) -> JobsApi:
-    return JobsApi(JobsClient(store=store, registry=registry), create_limit=5, create_window=60)
+    # Users may give their jobs priorities up to 5 here (JOBS_CLIENT_MAX_PRIORITY; the default is 0).
+    return JobsApi(JobsClient(store=JobStore(store.settings.with_(client_max_priority=5)), registry=registry), create_limit=5, create_window=60)
 
 
 @pytest.fixture

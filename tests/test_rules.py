@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from jobs_lib import emulator as emulator_mod
+from jobs_lib.job import key_to_id
 from jobs_lib.store import JobStore
 
 from .conftest import PROJECT, ROOT
@@ -129,6 +130,7 @@ class Rest:
 
     @staticmethod
     def _fields(data: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        data = {k: v() if callable(v) else v for k, v in data.items()}  # times relative to the request (`soon`)
         fields = {k: encode(v) for k, v in data.items() if v is not SERVER_TIME}
         transforms = [{"fieldPath": k, "setToServerValue": "REQUEST_TIME"} for k, v in data.items() if v is SERVER_TIME]
         return fields, transforms
@@ -195,6 +197,17 @@ def rules(emulator: emulator_mod.Emulator) -> Iterator[None]:
 # -- the documents every case starts from ---------------------------------------------------------
 
 NOW = datetime.now(UTC)
+
+
+def soon(seconds: float = 0.0, *, iso: bool = False) -> Callable[[], Any]:
+    """A time `seconds` from the moment the request is sent (the rules compare times a client
+    writes with the request's own time; a module-level NOW may be long past when a case runs)."""
+
+    def value() -> Any:
+        moment = datetime.now(UTC) + timedelta(seconds=seconds)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z" if iso else moment
+
+    return value
 
 
 def job_doc(owner: str, org: str | None, status: str = "pending", **extra: Any) -> dict[str, Any]:
@@ -311,8 +324,10 @@ CASES: dict[str, Case] = {
     # ---- creating jobs ----
     "job/create/own-pending": Case("alice", "create", f"{J}/n1", ALLOW, new_job()),
     "job/create/own-without-status": Case("alice", "create", f"{J}/n1", ALLOW, new_job(status=DROP)),
-    "job/create/iso-string-times-as-seed-000": Case("alice", "create", f"{J}/n1", ALLOW, new_job(createdAt="2025-04-27T05:39:36.941Z", scheduledFor="2025-04-27T05:39:36.941Z", metadata={})),
-    "job/create/delayed-with-priority-and-attempts": Case("alice", "create", f"{J}/n1", ALLOW, new_job(scheduledFor=NOW + timedelta(hours=1), priority=5, maxAttempts=3)),
+    "job/create/iso-string-times-as-seed-000": Case("alice", "create", f"{J}/n1", ALLOW, new_job(createdAt=soon(iso=True), scheduledFor=soon(iso=True), metadata={})),
+    "job/create/iso-string-times-a-client-clock-behind": Case("alice", "create", f"{J}/n1", ALLOW, new_job(createdAt=soon(-300, iso=True), scheduledFor=soon(-300, iso=True))),
+    "job/create/delayed-with-priority-and-attempts": Case("alice", "create", f"{J}/n1", ALLOW, new_job(scheduledFor=soon(3600), priority=0, maxAttempts=3)),
+    "job/create/delayed-iso-string": Case("alice", "create", f"{J}/n1", ALLOW, new_job(scheduledFor=soon(86400, iso=True))),
     "job/create/no-org-user-without-org": Case("solo", "create", f"{J}/n1", ALLOW, new_job("solo", None)),
     "job/create/500-target-users": Case("alice", "create", f"{J}/n1", ALLOW, new_job(metadata={"targetUsers": [f"user-{i}" for i in range(500)]})),
     "job/create/with-the-apps-traceparent": Case("alice", "create", f"{J}/n1", ALLOW, new_job(traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")),
@@ -335,8 +350,27 @@ CASES: dict[str, Case] = {
     "job/create/nested-data-map": Case("alice", "create", f"{J}/n1", DENY, new_job(metadata={"data": {"deep": {"deeper": "x"}}})),
     "job/create/metadata-not-a-map": Case("alice", "create", f"{J}/n1", DENY, new_job(metadata="x")),
     "job/create/priority-above-10": Case("alice", "create", f"{J}/n1", DENY, new_job(priority=1000)),
+    "job/create/priority-above-the-clients-most": Case("alice", "create", f"{J}/n1", DENY, new_job(priority=1)),
     "job/create/max-attempts-1000": Case("alice", "create", f"{J}/n1", DENY, new_job(maxAttempts=1000)),
     "job/create/backdated-createdAt": Case("alice", "create", f"{J}/n1", DENY, new_job(createdAt=NOW - timedelta(days=30))),
+    # Times (README: Security model): a timestamp or a strict ISO-8601 UTC string, about now.
+    "job/create/createdAt-string-from-the-year-9999": Case("alice", "create", f"{J}/n1", DENY, new_job(createdAt="9999-12-31T23:59:59Z")),
+    "job/create/createdAt-string-a-day-ahead": Case("alice", "create", f"{J}/n1", DENY, new_job(createdAt=soon(86400, iso=True))),
+    "job/create/createdAt-string-seed-000-dated-2025": Case("alice", "create", f"{J}/n1", DENY, new_job(createdAt="2025-04-27T05:39:36.941Z")),
+    "job/create/scheduledFor-timestamp-in-year-1": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor=datetime(1, 1, 1, tzinfo=UTC))),
+    "job/create/scheduledFor-string-in-year-1": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor="0001-01-01T00:00:00Z")),
+    "job/create/scheduledFor-string-an-hour-ago": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor=soon(-3600, iso=True))),
+    "job/create/scheduledFor-with-a-leading-space": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor=" 2099-01-01T00:00:00Z")),
+    "job/create/scheduledFor-with-an-offset": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor="2099-01-01T00:00:00-12:00")),
+    "job/create/scheduledFor-date-only": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor="2099-01-01")),
+    "job/create/scheduledFor-impossible-date": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor="2099-02-30T00:00:00Z")),
+    "job/create/scheduledFor-a-number": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor=4102444800)),
+    # Ids and types the library derives or owns (README: Security model).
+    "job/create/schedule-slot-id": Case("alice", "create", f"{J}/sched-system-jobs-cleanup-20991231T2345Z", DENY, new_job()),
+    "job/create/idempotency-key-id": Case("alice", "create", f"{J}/{key_to_id('process_notifications', 'welcome:victim')}", DENY, new_job()),
+    "job/set/idempotency-key-id-with-setDoc": Case("alice", "set", f"{J}/{key_to_id('process_notifications', 'welcome:victim')}", DENY, new_job()),
+    "job/create/webhook-delivery-type": Case("alice", "create", f"{J}/n1", DENY, new_job(type="jobs.webhook", metadata={})),
+    "job/create/cleanup-type": Case("alice", "create", f"{J}/n1", DENY, new_job(type="jobs.cleanup", metadata={})),
     "job/create/unknown-field": Case("alice", "create", f"{J}/n1", DENY, new_job(isAdmin=True)),
     "job/create/already-cancel-requested": Case("alice", "create", f"{J}/n1", DENY, new_job(cancelRequested=True)),
     **{f"job/create/forged-{name}": Case("alice", "create", f"{J}/n1", DENY, new_job(**{name: value})) for name, value in RUNNER_FIELDS.items()},
@@ -387,6 +421,9 @@ CASES: dict[str, Case] = {
     "schedule/create/for-another-user": Case("alice", "create", f"{S}/s1", DENY, new_schedule("bob")),
     "schedule/create/into-another-org": Case("alice", "create", f"{S}/s1", DENY, new_schedule(org="globex")),
     "schedule/create/type-not-for-clients": Case("alice", "create", f"{S}/s1", DENY, new_schedule(type="housekeeping")),
+    "schedule/create/internal-type": Case("alice", "create", f"{S}/s1", DENY, new_schedule(type="jobs.cleanup", metadata={})),
+    "schedule/create/the-id-of-a-schedule-declared-in-code": Case("alice", "create", f"{S}/system-jobs-cleanup", DENY, new_schedule(enabled=False)),
+    "schedule/create/createdAt-string-from-the-year-9999": Case("alice", "create", f"{S}/s1", DENY, new_schedule(createdAt="9999-12-31T23:59:59Z")),
     "schedule/create/without-cron": Case("alice", "create", f"{S}/s1", DENY, new_schedule(cron=DROP)),
     "schedule/create/oversized-metadata": Case("alice", "create", f"{S}/s1", DENY, new_schedule(metadata={"body": "x" * 5000})),
     **{f"schedule/create/forged-{name}": Case("alice", "create", f"{S}/s1", DENY, new_schedule(**{name: value})) for name, value in SCHEDULER_FIELDS.items()},

@@ -234,7 +234,7 @@ class JobsApi:
 
     def _openapi(self, request: Request) -> Response:
         if self._document is None:
-            self._document = openapi_document(self.registry.types())
+            self._document = openapi_document(self.registry.user_types(), self.client.store.settings.client_max_priority)
         return json_response(self._document)
 
     def create_job(self, request: Request) -> Response:
@@ -245,10 +245,10 @@ class JobsApi:
             spec_in = CreateJobRequest.model_validate(body)
         except ValidationError as exc:
             raise ApiError(400, "invalid job", field_errors(exc)) from None
-        problems = self._check_job(spec_in)
+        problems = self._check_job(spec_in, caller)
         if problems:
             raise ApiError(400, "invalid job" if problems[0].field == "type" else f"invalid metadata for {spec_in.type}", problems)
-        self._refuse_over_limit(caller, 1, spec_in.type)
+        self.refuse_over_limit(caller, 1, spec_in.type)
         # A caller that sends a W3C traceparent header gets the job's run in its trace.
         token = otel_context.attach(Telemetry.context_from_headers(dict(request.headers)))
         try:
@@ -258,9 +258,15 @@ class JobsApi:
         self.audit(caller, "jobs.create", job.id, job.type, 201, f"{caller.uid} created job {job.id} ({job.type})")
         return json_response(self._envelope(caller, job), 201, {"Location": f"/v1/jobs/{job.id}"})
 
-    def _check_job(self, spec_in: CreateJobRequest, prefix: str = "") -> list[FieldError]:
-        """What is wrong with a job beyond its schema: an unregistered type, metadata its handler refuses."""
+    def _check_job(self, spec_in: CreateJobRequest, caller: Caller, prefix: str = "") -> list[FieldError]:
+        """What is wrong with a job beyond its schema: an internal or unregistered type, a priority
+        above what users may give themselves, metadata its handler refuses."""
+        most = self.client.store.settings.client_max_priority
+        if spec_in.priority > most and not caller.operator:
+            return [FieldError(field=f"{prefix}priority", reason=f"at most {most}: the highest priority a user may give their own job (JOBS_CLIENT_MAX_PRIORITY)")]
         spec = self.registry.get(spec_in.type)
+        if self.registry.is_internal(spec_in.type):
+            return [FieldError(field=f"{prefix}type", reason=f"{spec_in.type!r} is an internal job type of the runner (its deliveries and housekeeping): users cannot create it")]
         if spec is None:
             return [FieldError(field=f"{prefix}type", reason=f"no handler is registered for job type {spec_in.type!r}")]
         if spec.input_model is not None:
@@ -274,30 +280,30 @@ class JobsApi:
         """``POST /v1/jobs:batch``: every job checked first (nothing is created when one is wrong),
         then all created for the caller, 500 to a Firestore RPC; each counts against the create limit."""
         caller = self.caller(request, "jobs.create")
-        batch = self._checked_jobs(request, CreateJobsRequest, "invalid jobs")
-        self._refuse_over_limit(caller, len(batch.jobs), None)
+        batch = self._checked_jobs(request, caller, CreateJobsRequest, "invalid jobs")
+        self.refuse_over_limit(caller, len(batch.jobs), None)
         token = otel_context.attach(Telemetry.context_from_headers(dict(request.headers)))
         try:
-            jobs = self.client.enqueue_many([_enqueue_arguments(j, caller) for j in batch.jobs])
+            jobs = self.client.enqueue_many([self._enqueue_arguments(j, caller) for j in batch.jobs])
         finally:
             otel_context.detach(token)
         for job in jobs:  # one line per job, as POST /v1/jobs writes: an auditor searches by job id
             self.audit(caller, "jobs.create", job.id, job.type, 201, f"{caller.uid} created job {job.id} ({job.type}) in a batch of {len(jobs)}")
         return json_response(JobEnvelopeList(jobs=[self._envelope(caller, job) for job in jobs]), 201)
 
-    def _checked_jobs(self, request: Request, model: type[JobsBody], invalid: str) -> JobsBody:
+    def _checked_jobs(self, request: Request, caller: Caller, model: type[JobsBody], invalid: str) -> JobsBody:
         """The body as `model` (a list of jobs under ``jobs``), each job checked as POST /v1/jobs checks
         one; 400 naming ``jobs.N.field`` for the first problems, before anything is written."""
         try:
             body = model.model_validate(read_json_body(request))
         except ValidationError as exc:
             raise ApiError(400, invalid, field_errors(exc)) from None
-        errors = [error for n, spec_in in enumerate(body.jobs) for error in self._check_job(spec_in, f"jobs.{n}.")]
+        errors = [error for n, spec_in in enumerate(body.jobs) for error in self._check_job(spec_in, caller, f"jobs.{n}.")]
         if errors:
             raise ApiError(400, invalid, errors)
         return body
 
-    def _refuse_over_limit(self, caller: Caller, count: int, job_type: str | None) -> None:
+    def refuse_over_limit(self, caller: Caller, count: int, job_type: str | None) -> None:
         """Count `count` creates against the caller's limit; 429 (audited) when over it."""
         decision = self.create_limiter.hit(caller.uid, count)
         if not decision.allowed:
@@ -309,13 +315,13 @@ class JobsApi:
         """``POST /v1/flows``: checked whole (names, references, cycles, each job as for POST /v1/jobs),
         then created in one atomic write; each job counts against the create limit."""
         caller = self.caller(request, "jobs.create")
-        flow_in = self._checked_jobs(request, CreateFlowRequest, "invalid flow")
-        items = [{"name": j.name, "depends_on": j.dependsOn, **_enqueue_arguments(j, caller)} for j in flow_in.jobs]
+        flow_in = self._checked_jobs(request, caller, CreateFlowRequest, "invalid flow")
+        items = [{"name": j.name, "depends_on": j.dependsOn, **self._enqueue_arguments(j, caller)} for j in flow_in.jobs]
         try:
             plan(items, atomic=True)
         except ConfigurationError as exc:
             raise ApiError(400, "invalid flow", [FieldError(field="jobs", reason=str(exc))]) from None
-        self._refuse_over_limit(caller, len(items), None)
+        self.refuse_over_limit(caller, len(items), None)
         flow = self.client.flow(items, on_parent_failure=flow_in.onParentFailure)
         jobs = self.client.flow_jobs(flow.id)
         for job in jobs:
@@ -350,7 +356,18 @@ class JobsApi:
         return json_response(self._flow_view(caller, flow_id, self.client.flow_jobs(flow_id)))
 
     def _enqueue(self, spec_in: CreateJobRequest, caller: Caller) -> Job:
-        return self.client.enqueue(**_enqueue_arguments(spec_in, caller))
+        return self.client.enqueue(**self._enqueue_arguments(spec_in, caller))
+
+    def _enqueue_arguments(self, spec_in: CreateJobRequest, caller: Caller) -> dict[str, Any]:
+        """`JobsClient.enqueue`'s arguments for a job the API creates for `caller`. A time in the past
+        means now: a job dated years back would go before every other user's (README: Security model)."""
+        when = spec_in.scheduledFor
+        if when is not None and when < self.client.store.now():
+            when = None
+        return {
+            "type": spec_in.type, "metadata": spec_in.metadata, "scheduled_for": when, "priority": spec_in.priority,
+            "max_attempts": spec_in.maxAttempts, "org_id": caller.org_id, "created_by": caller.uid,
+        }
 
     def list_jobs(self, request: Request) -> Response:
         """``GET /v1/jobs``."""
@@ -389,6 +406,9 @@ class JobsApi:
         if not caller.owns(job.created_by):
             self.audit(caller, permission, job.id, job.type, 403, f"{caller.uid} may not act on job {job.id}, created by another user")
             raise ApiError(403, "only the user who created a job may cancel or retry it")
+        if self.registry.is_internal(job.type):
+            self.audit(caller, permission, job.id, job.type, 403, f"{caller.uid} may not act on job {job.id}: {job.type} is internal")
+            raise ApiError(403, f"jobs of the internal type {job.type!r} belong to the runner: users cannot cancel or retry them")
         try:
             done = action(job.id)
         except InvalidJobState as exc:
@@ -398,14 +418,6 @@ class JobsApi:
             raise ApiError(404, f"no job {job_id!r}") from None
         self.audit(caller, permission, done.id, done.type, 200, f"{caller.uid} {verb} job {done.id} (now {done.status.value if done.status else '?'})")
         return json_response(self._envelope(caller, done))
-
-
-def _enqueue_arguments(spec_in: CreateJobRequest, caller: Caller) -> dict[str, Any]:
-    """`JobsClient.enqueue`'s arguments for a job the API creates for `caller`."""
-    return {
-        "type": spec_in.type, "metadata": spec_in.metadata, "scheduled_for": spec_in.scheduledFor, "priority": spec_in.priority,
-        "max_attempts": spec_in.maxAttempts, "org_id": caller.org_id, "created_by": caller.uid,
-    }
 
 
 __all__ = ["DEFAULT_CREATE_LIMIT", "DEFAULT_CREATE_WINDOW", "ApiError", "JobsApi"]

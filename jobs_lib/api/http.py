@@ -32,6 +32,8 @@ class Endpoints(Protocol):
 
     def audit(self, caller: Caller, action: str, target: str | None, job_type: str | None, outcome: int, message: str) -> None: ...
 
+    def refuse_over_limit(self, caller: Caller, count: int, job_type: str | None) -> None: ...
+
 
 def field_errors(error: ValidationError, prefix: str = "") -> list[FieldError]:
     """A pydantic error as (field, reason) pairs; `prefix` places them under a field."""

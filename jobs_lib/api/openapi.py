@@ -149,8 +149,9 @@ JOB_ID = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "s
 FLOW_ID = {"name": "flowId", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}, "description": "The flow's id."}
 
 
-def openapi_document(job_types: Iterable[str] | None = None) -> dict[str, Any]:
-    """The API's OpenAPI 3.1 document; `job_types` (the registered types) become the enum of ``type``."""
+def openapi_document(job_types: Iterable[str] | None = None, max_priority: int | None = None) -> dict[str, Any]:
+    """The API's OpenAPI 3.1 document; `job_types` (the types users may create) become the enum of
+    ``type``, and `max_priority` (``JOBS_CLIENT_MAX_PRIORITY``) the most a user's ``priority`` may be."""
     _, schemas = models_json_schema(
         [(m, "validation") for m in (CreateJobRequest, CreateJobsRequest, CreateFlowRequest, FlowView, JobEnvelope, JobEnvelopeList, JobList, ErrorResponse, CreateScheduleRequest, UpdateScheduleRequest, ScheduleEnvelope, ScheduleList)],
         ref_template="#/components/schemas/{model}",
@@ -162,6 +163,12 @@ def openapi_document(job_types: Iterable[str] | None = None) -> dict[str, Any]:
         if job_types is not None:
             props["type"] = {**props["type"], "enum": sorted(job_types)}
         props["metadata"]["propertyNames"] = {"minLength": 1, "not": {"pattern": "^__.*__$"}}
+    for model in ("CreateJobRequest", "CreateScheduleRequest", "FlowJobRequest", "UpdateScheduleRequest"):
+        priority = components[model]["properties"].get("priority")
+        if max_priority is not None and priority is not None:
+            target = next((option for option in priority.get("anyOf", []) if option.get("type") == "integer"), priority)
+            target["maximum"] = max_priority
+            priority["description"] = (priority.get("description") or "") + " Users may give at most JOBS_CLIENT_MAX_PRIORITY; operators up to 10."
     create["metadata"]["description"] += (
         " Rules beyond this schema answer 400 with details naming `metadata` or `metadata.<field>`:"
         " the handler's own (say, a user id without '/') and Firestore's (at most 20 levels deep,"

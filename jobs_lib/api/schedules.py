@@ -112,6 +112,12 @@ class ScheduleEndpoints:
     def _envelope(self, caller: Caller, schedule: Schedule) -> ScheduleEnvelope:
         return ScheduleEnvelope(schedule=ScheduleView.of(schedule), canEdit=caller.owns(schedule.created_by) and caller.can("schedules.update"))
 
+    def _check_priority(self, caller: Caller, priority: int | None) -> list[FieldError]:
+        most = self.client.store.settings.client_max_priority
+        if priority is not None and priority > most and not caller.operator:
+            return [FieldError(field="priority", reason=f"at most {most}: the highest priority a user may give their own jobs (JOBS_CLIENT_MAX_PRIORITY)")]
+        return []
+
     def _check_metadata(self, job_type: str, metadata: dict[str, object]) -> None:
         spec = self.api.registry.get(job_type)
         if spec is not None and spec.input_model is not None:
@@ -130,11 +136,18 @@ class ScheduleEndpoints:
         except ValidationError as exc:
             raise ApiError(400, "invalid schedule", field_errors(exc)) from None
         errors = check_timing(body.cron, body.timezone)
-        if self.api.registry.get(body.type) is None:
+        if self.api.registry.is_internal(body.type):
+            errors.insert(0, FieldError(field="type", reason=f"{body.type!r} is an internal job type of the runner: users cannot schedule it"))
+        elif self.api.registry.get(body.type) is None:
             errors.insert(0, FieldError(field="type", reason=f"no handler is registered for job type {body.type!r}"))
+        errors += self._check_priority(caller, body.priority)
         if errors:
             raise ApiError(400, "invalid schedule", errors)
         self._check_metadata(body.type, body.metadata)
+        most = self.client.store.settings.schedules_per_user
+        if self.client.count_of(caller.uid) >= most:
+            self.api.audit(caller, "schedules.create", None, body.type, 409, f"{caller.uid} refused: already has {most} schedules")
+            raise ApiError(409, f"you have {most} schedules, the most one user may have (JOBS_SCHEDULES_PER_USER); delete one first")
         decision = self.api.schedule_limiter.hit(caller.uid)
         if not decision.allowed:
             self.api.audit(caller, "schedules.create", None, body.type, 429, f"{caller.uid} refused: over {decision.limit} schedule creates per window")
@@ -175,7 +188,7 @@ class ScheduleEndpoints:
             raise ApiError(400, "invalid schedule", field_errors(exc)) from None
         if not body.model_fields_set:
             raise ApiError(400, "nothing to change", [FieldError(field="body", reason="give at least one of cron, timezone, metadata, enabled, priority")])
-        errors = check_timing(body.cron, body.timezone)
+        errors = check_timing(body.cron, body.timezone) + self._check_priority(caller, body.priority)
         if errors:
             raise ApiError(400, "invalid schedule", errors)
         schedule = self._owned(caller, schedule_id, "schedules.update")
@@ -201,6 +214,7 @@ class ScheduleEndpoints:
         """``POST /v1/schedules/{id}/fire``: run its job now (its next slot is unchanged)."""
         caller = self.api.caller(request, "schedules.update")
         schedule = self._owned(caller, schedule_id, "schedules.fire")
+        self.api.refuse_over_limit(caller, 1, schedule.type)  # a fired job is a job created: it counts
         try:
             fired, job_id = self.client.fire_now(schedule.id)
         except InvalidSchedule as exc:

@@ -2,25 +2,31 @@
 
 Input (the job's ``metadata``): ``targetUsers`` (user ids), ``notificationType``,
 and optional ``title``, ``body`` and ``data``. Each user gets
-``users/{uid}/notifications/{jobId}``: the job id is the document id, so
-running the job again rewrites the same documents and never duplicates one.
-The result is the number of users notified.
+``users/{uid}/notifications/{jobId}``, created (never overwritten): a run of the
+job again finds its own documents (their ``jobId`` is this job's) and counts
+them as written, and a document of that id that is not this job's (the app's
+own, or a job whose id a client chose to collide with it) is left as it was and
+logged. The result is the number of users notified.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from google.cloud import firestore
 
 from jobs_lib.context import JobContext
+from jobs_lib.errors import StoreRefused
+from jobs_lib.logs import event
 from jobs_lib.registry import handler
 
 if TYPE_CHECKING:
     from jobs_lib.builtin.notification_input import NotificationInput
 
-#: Writes per batch commit (Firestore allows 500).
+#: Creates per BatchWrite RPC (Firestore allows 500).
 CHUNK = 400
+_CREATED, _TAKEN = 0, 6  # google.rpc.Code of a create
 
 
 @handler("process_notifications", input="jobs_lib.builtin.notification_input:NotificationInput", max_attempts=5, timeout=300)
@@ -30,24 +36,30 @@ def process_notifications(ctx: JobContext[NotificationInput]) -> int:
     users = spec.targetUsers
     total_steps = max((len(users) + CHUNK - 1) // CHUNK, 1)
     ctx.progress(0, f"notifying {len(users)} users", step=0, total_steps=total_steps)
+    notified = 0
     for step, start in enumerate(range(0, len(users), CHUNK), 1):
-        batch = ctx.db.batch()
-        for uid in users[start : start + CHUNK]:
-            ref = ctx.db.collection("users").document(uid).collection("notifications").document(ctx.job_id)
-            batch.set(
-                ref,
-                {
-                    "type": spec.notificationType,
-                    "title": spec.title,
-                    "body": spec.body,
-                    "data": spec.data,
-                    "jobId": ctx.job_id,
-                    "read": False,
-                    "createdAt": firestore.SERVER_TIMESTAMP,
-                },
-            )
-        batch.commit()
+        chunk = users[start : start + CHUNK]
+        paths = [f"users/{uid}/notifications/{ctx.job_id}" for uid in chunk]
+        document = {
+            "type": spec.notificationType,
+            "title": spec.title,
+            "body": spec.body,
+            "data": spec.data,
+            "jobId": ctx.job_id,
+            "read": False,
+            "createdAt": firestore.SERVER_TIMESTAMP,
+        }
+        codes = ctx.store.create_documents([(path, document) for path in paths], "notifications")
+        refused = [(path, code) for path, code in zip(paths, codes, strict=True) if code not in (_CREATED, _TAKEN)]
+        if refused:
+            raise StoreRefused(f"{len(refused)} notification(s) were not written (first: {refused[0][0]}, code {refused[0][1]})")
+        taken = [path for path, code in zip(paths, codes, strict=True) if code == _TAKEN]
+        held = ctx.store.documents(taken, "notifications:existing") if taken else {}
+        foreign = [path for path in taken if held.get(path, {}).get("jobId") != ctx.job_id]
+        notified += len(chunk) - len(foreign)
+        if foreign:
+            event(ctx.logger, "notification_skipped", f"{len(foreign)} notification document(s) with this job's id were not written by it and were left as they were (first: {foreign[0]})", level=logging.WARNING, count=len(foreign))
         done = min(start + CHUNK, len(users))
         ctx.progress(round(100 * done / len(users), 1), f"notified {done} of {len(users)} users", step=step, total_steps=total_steps)
-    ctx.logger.info("notified %d users", len(users), extra={"count": len(users)})
-    return len(users)
+    ctx.logger.info("notified %d users", notified, extra={"count": notified})
+    return notified

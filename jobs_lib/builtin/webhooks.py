@@ -17,7 +17,7 @@ from jobs_lib.webhooks import (
     WEBHOOK_TYPE,
     DeliveryFailed,
     WebhookRefused,
-    check_url,
+    checked_target,
     post,
     signature,
 )
@@ -28,13 +28,23 @@ _FINAL_REFUSALS = frozenset(range(400, 500)) - {408, 425, 429}
 
 @handler(WEBHOOK_TYPE, max_attempts=8, timeout=30, backoff=Backoff.exponential(delay=2, max_delay=300))
 def deliver(ctx: JobContext[Any]) -> dict[str, Any]:
-    """One delivery attempt; returns the receiver's status."""
+    """One delivery attempt; returns the receiver's status.
+
+    The URL is the job's own (``metadata.url``, given at enqueue), or else its handler's declared
+    default, looked up now in this process's registry (``metadata.jobType``): a handler's URL is
+    never written to a document.
+    """
     settings = ctx.store.settings
     if not settings.webhook_secret:
         raise PermanentError("JOBS_WEBHOOK_SECRET is not set where this delivery ran: webhooks are always signed")
     url = ctx.metadata.get("url")
+    if url is None:
+        spec = ctx.registry.get(ctx.metadata.get("jobType"))
+        url = spec.webhook if spec is not None else None
+        if url is None:
+            raise PermanentError(f"no webhook to call: the job names none and the handler of {ctx.metadata.get('jobType')!r} here declares none")
     try:
-        check_url(url, settings.webhook_allow)  # again: the name may resolve elsewhere now
+        url, addresses = checked_target(url, settings.webhook_allow)  # again: the name may resolve elsewhere now
     except WebhookRefused as exc:
         raise PermanentError(str(exc)) from None
     body = json.dumps(ctx.metadata.get("payload"), sort_keys=True, separators=(",", ":")).encode()
@@ -46,7 +56,7 @@ def deliver(ctx: JobContext[Any]) -> dict[str, Any]:
         TIMESTAMP_HEADER: stamp,
         SIGNATURE_HEADER: signature(settings.webhook_secret, stamp, body),
     }
-    status = post(str(url), body, headers)
+    status = post(url, body, headers, addresses)
     if 200 <= status < 300:
         return {"status": status, "attempt": ctx.attempt}
     if status in _FINAL_REFUSALS:

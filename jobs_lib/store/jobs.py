@@ -217,14 +217,23 @@ class JobStore(StorePart):
         base = self._pending(None).where(filter=FieldFilter("priority", ">", 0)).where(filter=FieldFilter("scheduledFor", "<=", now))
         return self._lane("due_by_priority", base, [("priority", DESCENDING), ("scheduledFor", ASCENDING)], limit, shards, start)
 
-    def due_strings(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS) -> list[Job]:
-        """Pending jobs whose ``scheduledFor`` is an ISO string that may be due.
+    def due_strings(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS, start: int | None = None) -> list[Job]:
+        """Pending jobs whose ``scheduledFor`` is an ISO string that may be due, by shard from `start`.
 
-        The bound is widened by the largest UTC offset; callers check `Job.is_due`.
+        The bound is widened by the largest UTC offset; callers check `Job.is_due` (and move the
+        strings that are not due out of the lane: `normalize_times`).
         """
         bound = to_iso(now + MAX_UTC_OFFSET)
         base = self._pending(None).where(filter=FieldFilter("scheduledFor", "<=", bound))
-        return self._lane("due_strings", base, [("scheduledFor", ASCENDING)], limit, shards, None)
+        return self._lane("due_strings", base, [("scheduledFor", ASCENDING)], limit, shards, start)
+
+    def normalize_times(self, jobs: Sequence[Job]) -> list[bool]:
+        """Rewrite each job's ``scheduledFor`` as the runner writes times (a timestamp, or a UTC
+        ``Z`` string whose text order is time order), conditioned on the version read: a string
+        with an offset then no longer sorts among the due ones in the string lane. False where the
+        job changed meanwhile."""
+        writes = [(job.id, {"scheduledFor": self.time_value(job.scheduled_for), **shard_fields(job)}, job.version) for job in jobs if job.scheduled_for is not None]
+        return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "normalize_times")] if writes else []
 
     def scan_pending(self, after: str | None, limit: int) -> list[Job]:
         """A page of all pending jobs in id order, after the id `after`.
@@ -404,6 +413,23 @@ class JobStore(StorePart):
             out.append((code, update_time, message, dict(zip(names, values, strict=False))))
         return out
 
+    def create_documents(self, writes: Sequence[tuple[str, dict[str, Any]]], kind: str) -> list[int]:
+        """Create documents anywhere in the database (paths from its root; ``SERVER_TIMESTAMP``
+        allowed), in one BatchWrite RPC, each on its own and only where no document is: the gRPC
+        code per write (0 created, 6 the path was taken). For handlers that must never overwrite
+        a document they did not write (`jobs_lib.builtin.notifications`)."""
+        root = self._document_prefix()[: -len(self.settings.collection) - 1]
+        return [code for code, _t, _m in self.connection.batch_write(root, [(path, data, None) for path, data in writes], kind, create=True)] if writes else []
+
+    def documents(self, paths: Sequence[str], kind: str) -> dict[str, dict[str, Any]]:
+        """Read documents anywhere in the database by path, in one call: the fields of those that exist."""
+        if not paths:
+            return {}
+        refs = [self.db.document(path) for path in paths]
+        snaps = self.connection.retrying(lambda: list(self.db.get_all(refs)))
+        self.stats.add(reads=len(refs), kind=f"read:{kind}")
+        return {snap.reference.path: snap.to_dict() or {} for snap in snaps if snap.exists}
+
     def get_in_transaction(self, job_id: str, transaction: Any) -> Job | None:
         """Read a job inside the caller's transaction."""
         snap = self.ref(job_id).get(transaction=transaction)
@@ -414,7 +440,7 @@ class JobStore(StorePart):
         """What a claim writes: in progress, one more attempt, the lease and its token."""
         return {
             **shard_fields(job),
-            **({"webhook": job.raw["webhook"]} if job.raw.get("webhook") else {}),  # a handler's default, kept for the job's end
+            **({"webhook": True} if job.raw.get("webhook") is True else {}),  # a handler's own URL is due at the job's end
             "status": Status.IN_PROGRESS.value,
             "startedAt": self.connection.now_value(),
             "updatedAt": self.connection.now_value(),

@@ -109,6 +109,11 @@ class ScheduleChange:
     next_run_at: datetime | None = None
 
 
+#: Fields of a fired job that name the schedule and the slot it fired (clients cannot write them).
+SLOT_OWNER = "scheduleId"
+SLOT_FIELD = "scheduleSlot"
+
+
 class ScheduleStore(StorePart):
     """Schedule documents, and firing a slot (creating its job) atomically with the schedule's update."""
 
@@ -260,38 +265,73 @@ class ScheduleStore(StorePart):
         """Delete a schedule."""
         self.connection.write(lambda: self.ref(schedule_id).delete(retry=None), "delete:schedule")
 
-    def fire(self, schedule: Schedule, slot: datetime, next_run_at: datetime, job_id: str, job: dict[str, Any]) -> bool:
+    def fire(self, schedule: Schedule, slot: datetime, next_run_at: datetime, job_id: str, job: dict[str, Any]) -> str:
         """Create the slot's job and advance the schedule in one atomic commit.
 
         The job id is fixed by the schedule and the slot, and the schedule
         update is conditioned on the version read, so of several firers at
         the same moment exactly one commit succeeds: one job per slot.
+        Returns ``"fired"``, ``"lost"`` (another firer has fired it, or the schedule changed), or
+        ``"taken"``: a document the scheduler did not write holds the slot's id (the caller fires
+        the slot under another id; the schedule's precondition still lets only one firer through).
         """
         assert schedule.version is not None
         fields = {"lastRunAt": slot, "lastJobId": job_id, "nextRunAt": next_run_at, "error": firestore.DELETE_FIELD, "updatedAt": firestore.SERVER_TIMESTAMP}
         batch = self.db.batch()
-        batch.create(self.jobs.document(job_id), with_shard(job_id, job))
+        batch.create(self.jobs.document(job_id), with_shard(job_id, {**job, SLOT_OWNER: schedule.id, SLOT_FIELD: slot}))
         batch.update(self.ref(schedule.id), fields, option=self.db.write_option(last_update_time=schedule.version))
         try:
             self.connection.commit(batch, 2, "fire")
-        except (DocumentExists, Contention, StoreRefused):
-            return False
-        return True
+        except DocumentExists:
+            holder = self.connection.get(self.jobs.document(job_id), "fire:holder")
+            data = (holder.to_dict() or {}) if holder.exists else {}
+            ours = data.get(SLOT_OWNER) == schedule.id and data.get(SLOT_FIELD) == slot
+            return "lost" if ours or not holder.exists else "taken"
+        except (Contention, StoreRefused):
+            return "lost"
+        return "fired"
 
-    def sync_declared(self, schedule_id: str, found: Schedule | None, *, job_type: str, cron_expression: str, timezone: str, metadata: dict[str, Any], next_run_at: Callable[[], datetime]) -> None:
-        """Make the document of a schedule declared in code match the code (create it if missing)."""
+    def owner_ids(self, created_by: str, limit: int) -> list[str]:
+        """The ids of one user's first `limit` schedules, in id order (an equality filter and the
+        document id: no composite index)."""
+        query = self.collection.where(filter=FieldFilter("createdBy", "==", created_by)).order_by("__name__").limit(limit)
+        return [row[0] for row in self.connection.query(query, "schedules_of_owner")]
+
+    def count_of(self, created_by: str) -> int:
+        """How many schedules one user has (a count aggregation, one read per 1,000)."""
+        return self.connection.count(self.collection.where(filter=FieldFilter("createdBy", "==", created_by)), "schedules_of_owner")
+
+    def over_limit(self, schedule: Schedule, reason: str) -> bool:
+        """Switch off a user's schedule beyond their limit, saying why, and forget its next run
+        (so that switching it back on brings it to the scheduler's check again)."""
+        assert schedule.version is not None
+        return self._write(schedule.id, {"enabled": False, "error": reason, "nextRunAt": firestore.DELETE_FIELD}, schedule.version)
+
+    def sync_declared(self, schedule_id: str, found: Schedule | None, *, job_type: str, cron_expression: str, timezone: str, metadata: dict[str, Any], next_run_at: Callable[[], datetime]) -> bool:
+        """Make the document of a schedule declared in code match the code (create it if missing).
+
+        Returns True when it found the id held by a document the library did not write (no
+        ``system: true``, or an owner): that document is replaced by the library's own, enabled,
+        owned by nobody, so a squatted id can neither stop the schedule nor be steered by a user.
+        """
         wanted = {"type": job_type, "cron": cron_expression, "timezone": timezone, "metadata": metadata, "system": True}
         if found is None:
             with contextlib.suppress(DocumentExists):  # another process got there first
                 self.create(schedule_id, job_type=job_type, cron_expression=cron_expression, timezone=timezone, metadata=metadata, enabled=True, priority=0, next_run_at=next_run_at(), system=True)
-            return
+            return False
+        assert found.version is not None
+        if found.raw.get("system") is not True or found.created_by is not None or found.org_id is not None:
+            fresh: dict[str, Any] = {**wanted, "enabled": True, "priority": 0, "nextRunAt": next_run_at(), "createdAt": firestore.SERVER_TIMESTAMP}
+            fresh.update({name: firestore.DELETE_FIELD for name in found.raw if name not in fresh})
+            self._write(schedule_id, fresh, found.version)
+            return True
         if all(found.raw.get(k) == v for k, v in wanted.items()):
-            return
+            return False
         fields = dict(wanted)
         if found.raw.get("cron") != cron_expression or found.raw.get("timezone") != timezone:
             fields["nextRunAt"] = next_run_at()
-        assert found.version is not None
         self._write(schedule_id, fields, found.version)
+        return False
 
     # Last in the class: a method named `list` shadows the builtin in the annotations after it.
     def list(self, *, created_by: str | None = None, org_id: str | None = None, limit: int = 100) -> list[Schedule]:
