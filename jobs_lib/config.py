@@ -55,7 +55,7 @@ class Settings:
     tick_concurrency: int = _setting(10, "JOBS_TICK_CONCURRENCY", "jobs a tick runs at once", "an integer, 1 to 1000")
     api_create_limit: int = _setting(60, "JOBS_API_CREATE_LIMIT", "jobs (and schedules) one user may create through the API per window", "an integer, 1 to 1000000")
     api_create_window: float = _setting(60.0, "JOBS_API_CREATE_WINDOW", "length of the API's rate-limit window", "seconds, 1 to 86400")
-    client_max_priority: int = _setting(0, "JOBS_CLIENT_MAX_PRIORITY", "the highest priority a user may give their own job or schedule through the API (operators: any; the rules have their own `clientMaxPriority()`)", "an integer, 0 to 10")
+    client_max_priority: int = _setting(0, "JOBS_CLIENT_MAX_PRIORITY", "the highest priority a user may give their own job or schedule through the API (operators: up to 10; the rules have their own `clientMaxPriority()`)", "an integer, 0 to 10")
     schedules_per_user: int = _setting(20, "JOBS_SCHEDULES_PER_USER", "schedules one user may have (through the API or the rules); the scheduler switches off a user's schedules beyond it, naming the limit", "an integer, 1 to 10000")
     cleanup_cron: str | None = _setting("*/15 * * * *", "JOBS_CLEANUP_CRON", "when the built-in `jobs.cleanup` schedule runs", "a cron expression, or `off`")
     metrics_exporter: str = _setting("none", "JOBS_METRICS_EXPORTER", "where metrics go (needs the `telemetry` extra)", "none, prometheus, gcp, otlp or console")

@@ -10,10 +10,15 @@ from jobs_lib.job import Job
 from jobs_lib.logs import JobLogger
 
 if TYPE_CHECKING:
-    from jobs_lib.registry import HandlerRegistry
     from jobs_lib.store import JobStore
 
 InputT = TypeVar("InputT")
+
+
+class Handlers(Protocol):
+    """The handler registry as a context sees it (`jobs_lib.registry.HandlerRegistry`)."""
+
+    def get(self, job_type: str | None) -> Any: ...
 
 
 class RunControl(Protocol):
@@ -33,7 +38,7 @@ class RunControl(Protocol):
     @property
     def store(self) -> JobStore: ...
     @property
-    def registry(self) -> HandlerRegistry: ...
+    def registry(self) -> Handlers: ...
     @property
     def cancel_requested(self) -> bool: ...
     @property
@@ -96,7 +101,7 @@ class JobContext(Generic[InputT]):
         return self._execution.store
 
     @property
-    def registry(self) -> HandlerRegistry:
+    def registry(self) -> Handlers:
         """The handlers of the process running this job (jobs_lib's own handlers look up a type's
         options here, such as the webhook a handler declares, which no document holds)."""
         return self._execution.registry
@@ -159,4 +164,4 @@ class JobContext(Generic[InputT]):
             self._execution.report_progress(report)
 
 
-__all__ = ["JobContext", "RunControl"]
+__all__ = ["Handlers", "JobContext", "RunControl"]
