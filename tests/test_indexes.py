@@ -112,6 +112,8 @@ CALLS: dict[str, Callable[[Stores], Any]] = {
     "ScheduleStore.due": lambda s: s.schedules.due(NOW, 5),
     "ScheduleStore.scan": lambda s: [s.schedules.scan(None, 5), s.schedules.scan("m", 5)],
     "ScheduleStore.list_schedules": lambda s: [s.schedules.list_schedules(), s.schedules.list_schedules(created_by="u"), s.schedules.list_schedules(org_id="o"), s.schedules.list_schedules(created_by="u", org_id="o")],
+    "ScheduleStore.owner_ids": lambda s: s.schedules.owner_ids("u", 20),
+    "ScheduleStore.count_of": lambda s: s.schedules.count_of("u"),
 }
 
 
