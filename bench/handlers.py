@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from jobs_lib import JobContext, handler
@@ -15,3 +16,19 @@ def bench_noop(ctx: JobContext[Any]) -> None:
 @handler("bench_rated", max_attempts=3, rate="50/s")
 def bench_rated(ctx: JobContext[Any]) -> None:
     """Do nothing, at most 50 starts a second across every worker (bench/ratelimit.py)."""
+
+
+@handler("bench_rated10", max_attempts=3, rate="10/s")
+def bench_rated10(ctx: JobContext[Any]) -> None:
+    """Do nothing, at most 10 starts a second (bench/appjobs.py)."""
+
+
+@handler("bench_rated100", max_attempts=3, rate="100/s")
+def bench_rated100(ctx: JobContext[Any]) -> None:
+    """Do nothing, at most 100 starts a second (bench/appjobs.py)."""
+
+
+@handler("bench_limited5", max_attempts=3, concurrency=5)
+def bench_limited5(ctx: JobContext[Any]) -> None:
+    """Sleep 50 ms, at most 5 at once across every worker (bench/appjobs.py): 100 jobs/s at best."""
+    time.sleep(0.05)
