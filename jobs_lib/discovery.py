@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from jobs_lib.job import Job
 from jobs_lib.runner import MAX_LEASE_SECONDS
 from jobs_lib.store import ALL_SHARDS, ID_ALPHABET, PARTITIONS, SHARDS, JobStore, valid_shard
+from jobs_lib.store.jobs import adopted
 
 #: The scan for documents with no usable scheduledFor backs off to this while it finds none.
 MAX_SCAN_INTERVAL = 60.0
@@ -48,6 +49,10 @@ CONTENDED_MEMORY = 60.0
 SLICE_TABLE_TTL = 10.0
 #: A long-lived worker starts the slow lanes this many seconds apart, after its first main-lane read.
 STAGGER = 1.5
+#: The sweep for documents with no status reads this many documents a page ...
+STATUSLESS_PAGE = 100
+#: ... and rests this long after a pass over the collection that found none.
+STATUSLESS_REST = 300.0
 
 
 class Discovery:
@@ -109,11 +114,18 @@ class Discovery:
         self._backlog = False
         start = time.monotonic()
         later = 0.0 if eager else STAGGER
-        self._next = {"expired": start, "strings": start + later, "scan": start + 2 * later, "priority": start, "odd": start + 3 * later, "running": start + 3 * later}
+        self._next = {"expired": start, "strings": start + later, "scan": start + 2 * later, "priority": start, "odd": start + 3 * later, "running": start + 3 * later, "statusless": start + 4 * later}
         self._running_after: str | None = None
+        #: The sweep for documents with no status: where it is, how often it reads a page.
+        self._statusless_after: str | None = None if eager else "".join(self._rng.choice(ID_ALPHABET) for _ in range(20))
+        self._statusless_every = scan_interval
+        self._statusless_found = False
         self.eager = eager
         self._joined = eager  # burst runs (the tick) never join a fleet's slices at start
         self._first_read_done = False
+        #: The main lane's last read covered every shard of ours (no slice): a burst run stops only
+        #: after such a read found nothing.
+        self.last_read_whole = True
 
     def _due(self, lane: str, interval: float) -> bool:
         now = time.monotonic()
@@ -141,6 +153,8 @@ class Discovery:
             found += self.store.odd_statuses(self.scan_page)
         if scans and self._due("running", self.scan_interval):
             found += self._orphans()
+        if scans and self._due("statusless", self._statusless_every):
+            found += self._statusless()
         main = self._main_lane(now, limit)
         if not self._first_read_done:
             self._first_read_done = True
@@ -148,7 +162,7 @@ class Discovery:
                 # No backlog to join: the staggered slow lanes need not wait (a worker starting on
                 # an idle queue finds app-written jobs at its next poll, not seconds later).
                 start = time.monotonic()
-                for lane in ("strings", "scan", "odd", "running"):
+                for lane in ("strings", "scan", "odd", "running", "statusless"):
                     self._next[lane] = min(self._next[lane], start)
         if self._backlog and (time.monotonic() < self._priorities_seen_until or self._due("priority", slow)):
             # While priorities are in use, look for them every poll; otherwise now and then.
@@ -172,6 +186,7 @@ class Discovery:
         # The lanes read by shard from a start: while pages come back full (a backlog), each read
         # starts after the last shard the previous one reached, so every shard gets its turn; once
         # a page is short (everything due was in it), the next read starts again from the first.
+        self.last_read_whole = self.partition is None
         main = self.store.due(now, limit, partition=self.partition, exclude_types=excluded, start=self._shard_start, shards=self.shards)
         self._backlog = len(main) >= limit
         self._shard_start = _after_last_shard(main) if self._backlog else None
@@ -185,6 +200,7 @@ class Discovery:
                 more = self.store.due(now, limit - len(main), partition=self.partition, exclude_types=excluded)
                 main += more
                 self._backlog = True
+                self.last_read_whole = False
         return main
 
     def _strings(self, now: datetime, limit: int) -> list[Job]:
@@ -218,14 +234,38 @@ class Discovery:
             if not job.leased_by_a_runner or _implausible_lease(job) or (not valid_shard(job.raw.get("shard")) and job.lease_expired(now))
         ]
 
+    def _statusless(self) -> list[Job]:
+        """Documents written with no ``status`` at all (read as pending, DESIGN: "a document created
+        without it is still taken up"): no query can ask for a missing field, so this sweeps every
+        document in id order, `STATUSLESS_PAGE` at a time, one page per `scan_interval` (10 s) and
+        a pause of `STATUSLESS_REST` after a pass that found none. Their created-event takes them at
+        once; this is how a worker or a tick finds them without one. What it finds is claimed (the
+        claim writes ``status``) or given its fields (`JobStore.adoption_fields`) at once."""
+        page = self.store.document_page(self._statusless_after, STATUSLESS_PAGE)
+        more = len(page) >= STATUSLESS_PAGE
+        self._statusless_after = page[-1].id if more else None
+        found = [job for job in page if job.raw.get("status") is None and job.status is not None]
+        if found:
+            self._statusless_found = True
+        if not more:
+            # The end of a pass (a tick's first page starts it from the first id, a worker's from a
+            # random one): rest a while unless it found some.
+            self._statusless_every = self.scan_interval if self._statusless_found else STATUSLESS_REST
+            self._next["statusless"] = time.monotonic() + self._statusless_every
+            self._statusless_found = False
+        else:
+            self._statusless_every = self.scan_interval
+        return found
+
     def _scan(self) -> list[Job]:
-        """The slow lane: pending documents in id order, for what the ordered lanes cannot see.
+        """The lane for what the ordered lanes cannot see: pending documents in id order.
 
         That is documents with no usable ``scheduledFor``, and documents an app wrote without a
-        valid ``shard`` (the ordered lanes read only the shard lanes). A due one of those is a
-        candidate straight from here: its claim writes its shard along with the lease, so it costs
-        what a sharded job costs. One not due yet is given its shard (one batch write per page),
-        and the tick and the main lane find it in its lane when its time comes.
+        valid ``shard`` (seeds/000; the ordered lanes read only the shard lanes). A due one of
+        those is a candidate straight from here, a page at a time like the main lane's: its claim
+        writes its `JobStore.adoption_fields` along with the lease, so it costs what an enqueued
+        job costs. One that cannot run now (not due yet, its type paused or at its limit) is
+        given them in one batch write per page, and the main lane finds it from then on.
         """
         # While such jobs turn up, read as many as a main-lane page would hold, at every poll.
         size = max(self.scan_page, self._scan_limit) if self._scan_every == 0.0 else self.scan_page
@@ -249,18 +289,16 @@ class Discovery:
         claimable = 0
         for job in page:
             if job.problems or not isinstance(job.raw.get("scheduledFor"), (datetime, str)):
-                found.append(job)
-            elif not valid_shard(job.raw.get("shard")):
-                if not job.is_due(now):
-                    later.append(job)
-                elif job.type not in excluded:  # paused or at their limit: left, as the main lane leaves them
-                    # A full page is a backlog of them: give them their shards (one write each, one
-                    # RPC per page) and let the sliced lanes share them out, rather than have every
-                    # worker's scan converge on the same ids. A few are claimed from here at once.
-                    (later if more else found).append(job)
+                found.append(job)  # an app's job with no time (due now), or poison to settle
+                claimable += not adopted(job)
+            elif not adopted(job):
+                if job.is_due(now) and job.type not in excluded:
+                    found.append(job)
                     claimable += 1
+                else:  # not due, or its type is paused or at its limit: into its lane
+                    later.append(job)
         if later:
-            self.store.assign_shards(later)
+            self.store.adopt(later)
         # Where the created-event runs such documents are rare (it takes them at once, and gives
         # delayed ones their shard): while none turn up, scan less and less often, down to once a
         # minute. In a worker-only deployment whose apps write jobs without a shard, scan on at
@@ -293,9 +331,21 @@ class Discovery:
             self.contended()
 
     def contended(self) -> None:
-        """Claims are losing to another worker reading the same jobs: read a slice of our own."""
+        """Claims are losing to another worker reading the same jobs: read a slice of our own (and
+        go on with the scan of apps' documents from another place in the id space)."""
         self._contended_until = time.monotonic() + CONTENDED_MEMORY
         self._backlog = True
+        if self._scan_after is not None and self._scan_every == 0.0:
+            self._scan_after = "".join(self._rng.choice(ID_ALPHABET) for _ in range(20))
+            self._wrap_at_once = True
+
+    def read_whole_next(self) -> None:
+        """Make the next read cover every shard of ours: hand back the slice held, forget the
+        contention (a burst run's last look before it stops)."""
+        self._contended_until = 0.0
+        self._backlog = False
+        if self.partition is not None:
+            self._give_back_slice(self.store.now())
 
     def held_elsewhere(self, job: Job) -> bool:
         """True, during a backlog, when the job's shard lies in a slice another worker leases (as last

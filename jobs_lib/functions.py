@@ -41,11 +41,10 @@ from google.events.cloud.firestore import DocumentEventData
 
 from jobs_lib.app import App
 from jobs_lib.discovery import Discovery, sweeper_shards
-from jobs_lib.job import Job, Status
+from jobs_lib.job import Job
 from jobs_lib.logs import configure, event, job_fields
 from jobs_lib.registry import EVENT_BUDGET
 from jobs_lib.runner import Engine
-from jobs_lib.store import valid_shard
 from jobs_lib.wire import decode_value, from_timestamp_pb
 
 log = logging.getLogger("jobs_lib.functions")
@@ -65,6 +64,7 @@ class CreatedDocument:
     collection: str
     fields: dict[str, Any]
     update_time: datetime
+    create_time: datetime | None = None
 
 
 def decode_document_event(data: bytes | str | None, client: Any = None) -> CreatedDocument | None:
@@ -91,7 +91,8 @@ def decode_document_event(data: bytes | str | None, client: Any = None) -> Creat
     fields = {key: decode_value(value, client) for key, value in document.fields.items()}
     path = document.name.split("/documents/", 1)[1]
     collection, _, job_id = path.rpartition("/")
-    return CreatedDocument(job_id, collection, fields, from_timestamp_pb(document.update_time))
+    created = from_timestamp_pb(document.create_time) if document.HasField("create_time") else None
+    return CreatedDocument(job_id, collection, fields, from_timestamp_pb(document.update_time), created)
 
 
 class Functions:
@@ -130,7 +131,7 @@ class Functions:
         if doc.collection != engine.store.settings.collection:
             event(engine.log, "event_ignored", f"ignored a document in {doc.collection}, not {engine.store.settings.collection}")
             return "ignored"
-        outcome = run_created(engine, Job.from_document(doc.job_id, doc.fields, doc.update_time))
+        outcome = run_created(engine, Job.from_document(doc.job_id, doc.fields, doc.update_time, created=doc.create_time))
         if engine.throughput.due():
             engine.throughput.flush()  # a few writes a minute per instance, for the console's chart
         return outcome
@@ -147,7 +148,7 @@ class Functions:
         if collection != engine.store.settings.collection:
             event(engine.log, "event_ignored", f"ignored a document in {collection}, not {engine.store.settings.collection}")
             return "ignored"
-        outcome = run_created(engine, Job.from_document(job_id, snapshot.to_dict() or {}, snapshot.update_time))
+        outcome = run_created(engine, Job.from_document(job_id, snapshot.to_dict() or {}, snapshot.update_time, created=getattr(snapshot, "create_time", None)))
         if engine.throughput.due():
             engine.throughput.flush()
         return outcome
@@ -245,6 +246,7 @@ def run_created(engine: Engine, job: Job) -> str:
     if spec is not None and (spec.worker_only or spec.timeout > EVENT_BUDGET):
         where = "jobs worker" if spec.worker_only else "the tick"
         event(engine.log, "job_deferred", f"job {job.id} left to {where}: its timeout of {spec.timeout:g}s exceeds what an event function may run", **job_fields(job.id, job.type))
+        engine.adopt([job])  # an app's job: into its shard lane, where they will find it
         return "deferred"
     started = time.monotonic()
     for _ in range(2):
@@ -255,9 +257,10 @@ def run_created(engine: Engine, job: Job) -> str:
             return outcome
         tried, _won = engine.last_claim
         if not tried and job.id not in engine.last_settle_refused:
-            if job.status is Status.PENDING and not job.problems and not valid_shard(job.raw.get("shard")) and not job.is_due(engine.store.now()):
-                engine.store.assign_shard(job)  # an app's delayed job: into its shard lane, where the tick will find it
-            return "not_runnable"  # settled as poison or cancelled, not due yet, or taken by another
+            # Settled as poison or cancelled, or left for later: not due yet, its type paused or at
+            # its limit (an app's job was given its shard lane by the claim's triage, where the tick
+            # and the workers find it), or taken by another.
+            return "not_runnable"
         fresh = engine.store.get(job.id)  # changed since the event: look at it as it is now
         if fresh is None:
             return "deleted"

@@ -97,14 +97,17 @@ class Job:
     extra: dict[str, Any] = field(default_factory=dict)
     #: The document's update time when read: the precondition for the next write.
     version: datetime | None = None
+    #: The document's create time (Firestore's own, known even when the app wrote no createdAt).
+    create_time: datetime | None = None
     #: Why this document cannot run, one message per unreadable field.
     problems: tuple[str, ...] = ()
     #: The raw document, as read.
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_document(cls, job_id: str, data: dict[str, Any] | None, version: datetime | None = None) -> Job:
-        """Read a document's fields; never raises (see `problems`)."""
+    def from_document(cls, job_id: str, data: dict[str, Any] | None, version: datetime | None = None, *, created: datetime | None = None) -> Job:
+        """Read a document's fields; never raises (see `problems`). `created` is the document's
+        create time as Firestore reports it."""
         data = dict(data or {})
         problems: list[str] = []
 
@@ -210,6 +213,7 @@ class Job:
             flow_name=_str_or_none(data.get("flowName")),
             extra={k: v for k, v in data.items() if k not in KNOWN_FIELDS},
             version=version,
+            create_time=created,
             problems=tuple(problems),
             raw=data,
         )

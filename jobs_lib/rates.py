@@ -60,6 +60,10 @@ class RateClaimer:
         """Types whose whole window is used up (no per-key limit): discovery need not read their jobs."""
         return self._full.whole_types()
 
+    def next_room(self) -> float | None:
+        """When (monotonic) the first used-up window ends, or None."""
+        return self._full.next_end()
+
     def claim(self, job: Job, spec: HandlerSpec) -> Claim | None:
         """Take a token of the current window and the job together; None when the window is used up
         or another claimer took the job."""

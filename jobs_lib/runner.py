@@ -43,6 +43,7 @@ from jobs_lib.registry import DEFAULT_RETENTION, HandlerRegistry, HandlerSpec, d
 from jobs_lib.results import storable_result
 from jobs_lib.slots import SlotClaimer
 from jobs_lib.store import Claim, JobStore, WriteOutcome, WriteStatus
+from jobs_lib.store.jobs import adopted
 from jobs_lib.telemetry import Telemetry, log_fields, span_context, used
 from jobs_lib.throughput import MinuteCounter
 
@@ -63,6 +64,9 @@ class Verdict(Enum):
     FAIL = "fail"
     CANCEL = "cancel"
     SKIP = "skip"
+    #: Runnable as soon as its type (or key) has room again: at its concurrency limit, or its rate
+    #: used up for this window. A worker keeps such candidates and claims them when room frees.
+    WAIT = "wait"
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,9 @@ class Engine:
         self.last_claim = (0, 0)
         #: Jobs the last `claim` call meant to settle (poison, cancelled) whose version had changed.
         self.last_settle_refused: list[str] = []
+        #: Jobs the last `claim` call left because their type (or key) was at its limit, as they are
+        #: now (an app's job given its shard lane meanwhile): claimable once room frees.
+        self.last_waiting: list[Job] = []
         self._paused: set[str] = set()
         self._paused_read = float("-inf")
         self._rng = random.Random()
@@ -149,6 +156,12 @@ class Engine:
         paused = self.paused_types()  # also refreshes the breakers
         open_breakers = self.breakers.open_types(self.store.now(), self.registry.get)
         return sorted(paused | open_breakers | self.slots.full_types() | self.rates.full_types())[:10]  # Firestore's not-in takes at most 10
+
+    def next_room(self) -> float | None:
+        """When (monotonic) a type or key now at its limit may have room again, or None: a worker
+        holding jobs that wait for room claims them then, or when one of its own jobs ends."""
+        ends = [t for t in (self.slots.next_room(), self.rates.next_room()) if t is not None]
+        return min(ends) if ends else None
 
     def max_attempts(self, job: Job) -> int:
         """The job's own ``maxAttempts``, else its handler's."""
@@ -225,9 +238,9 @@ class Engine:
         if spec.type in self.paused_types():
             return Triage(Verdict.SKIP, "its type is paused")
         if spec.concurrency is not None and self.slots.saturated(job, spec):
-            return Triage(Verdict.SKIP, "its type is at its concurrency limit")
+            return Triage(Verdict.WAIT, "its type is at its concurrency limit")
         if spec.rate is not None and self.rates.saturated(job, spec):
-            return Triage(Verdict.SKIP, "its type has used its rate for now")
+            return Triage(Verdict.WAIT, "its type has used its rate for now")
         if spec.breaker is not None and self.breakers.state(spec, self.store.now()) == "open":
             return Triage(Verdict.SKIP, "its circuit breaker is open")
         if spec.worker_only and self.runtime != "worker":
@@ -248,6 +261,8 @@ class Engine:
         now = self.store.now()
         runnable: list[Job] = []
         settle: list[tuple[Job, Failed | Cancelled, str, str]] = []
+        left: list[Job] = []
+        waiting: set[str] = set()
         seen: set[str] = set()
         for job in jobs:
             if job.id in seen:
@@ -257,11 +272,19 @@ class Engine:
             if triage.verdict is Verdict.RUN:
                 if limit is None or len(runnable) < limit:
                     runnable.append(job)
+            elif triage.verdict in (Verdict.SKIP, Verdict.WAIT):
+                left.append(job)
+                if triage.verdict is Verdict.WAIT:
+                    waiting.add(job.id)
             elif triage.verdict is Verdict.FAIL:
                 details = {"reason": "invalid_job" if job.status is not Status.IN_PROGRESS else "lease_expired", "attempt": job.attempts}
                 settle.append((job, Failed(triage.reason, details, self.expire_at(job)), "job_failed", triage.reason))
             elif triage.verdict is Verdict.CANCEL:
                 settle.append((job, Cancelled(triage.reason, self.expire_at(job)), "job_cancelled", triage.reason))
+        # An app's job this call leaves (not due, paused, at its limit) gets its shard lane now, so
+        # that the main lane and every other runner find it from here on like an enqueued one.
+        adopted = {job.id: job for job in self.adopt(left)}
+        self.last_waiting = [adopted.get(job.id, job) for job in left if job.id in waiting]
         self.last_settle_refused = []
         if settle:
             results = self.store.settle([(job, outcome) for job, outcome, _e, _r in settle], holder=self.holder)
@@ -308,7 +331,7 @@ class Engine:
             execution = Execution(self, claim, spec, claim_started)
             execution.probe = spec.type in probing
             self.telemetry.child("firestore claim", execution.span, start_time=claim_started, end_time=claim_ended)
-            queued_since = job.scheduled_for or job.created_at
+            queued_since = job.scheduled_for or job.created_at or job.create_time
             self.telemetry.started(job.type, queued_since, now, recovered)
             event(
                 execution.logger,
@@ -323,6 +346,15 @@ class Engine:
         if executions:
             self.keeper.ensure_running()
         return executions
+
+    def adopt(self, jobs: list[Job]) -> list[Job]:
+        """Give the pending documents among `jobs` that an app wrote without a shard their
+        `adoption_fields` (one conditioned write each, one round trip); returns them as they are
+        now (those that changed meanwhile are left out, for their next reader)."""
+        todo = [job for job in jobs if job.status is Status.PENDING and not job.problems and not adopted(job)]
+        if not todo:
+            return []
+        return self.store.adopt(todo)
 
     def _with_default_webhook(self, job: Job) -> Job:
         """The job marked ``webhook: true`` when its handler declares a URL and the document names

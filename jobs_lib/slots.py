@@ -60,6 +60,13 @@ class Saturation:
         with self._lock:
             return {job_type for (job_type, key), until in self._until.items() if key == "*" and until > now}
 
+    def next_end(self) -> float | None:
+        """The earliest moment (monotonic) a limit now used up may have room again, or None."""
+        now = time.monotonic()
+        with self._lock:
+            ends = [until for until in self._until.values() if until > now]
+        return min(ends) if ends else None
+
 
 class SlotClaimer:
     """Claims limited jobs for one engine, and remembers which types (and keys) are full."""
@@ -85,6 +92,10 @@ class SlotClaimer:
         """Types found full as a whole (no per-key limit): discovery need not read their jobs."""
         return self._saturated.whole_types()
 
+    def next_room(self) -> float | None:
+        """When (monotonic) a type found full is tried again at the latest, or None."""
+        return self._saturated.next_end()
+
     def claim(self, job: Job, spec: HandlerSpec) -> Claim | None:
         """Take a free slot and the job together; None when the type is full or another claimer won."""
         assert spec.concurrency is not None
@@ -104,6 +115,10 @@ class SlotClaimer:
         for slot, version in free[:2]:
             claim = self.store.claim_with_slot(job, slot, version, self.holder, self.lease_seconds)
             if claim is not None:
+                if len(free) == 1:
+                    # That was the last free slot: the next job of this type need not read them to
+                    # learn it (one of our own ending, or SATURATION_SECONDS, clears this).
+                    self._saturated.mark(spec.type, key, SATURATION_SECONDS)
                 return claim
         return None
 

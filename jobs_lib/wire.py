@@ -11,7 +11,7 @@ handed to the library's own encoder, so the result is the same message.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud.firestore_v1 import _helpers
@@ -129,11 +129,20 @@ def batch_write(client: Any, writes: list[Any], timeout: float = 30.0) -> Any:
     return response._pb
 
 
-def run_query(client: Any, query: Any, timeout: float = 60.0) -> tuple[list[tuple[str, dict[str, Any], DatetimeWithNanoseconds]], DatetimeWithNanoseconds | None]:
+class Row(NamedTuple):
+    """A document a query returned: its id, fields, update time (the version a conditioned write
+    names) and create time (Firestore's own, whatever the fields say)."""
+
+    id: str
+    fields: dict[str, Any]
+    version: DatetimeWithNanoseconds
+    created: DatetimeWithNanoseconds
+
+
+def run_query(client: Any, query: Any, timeout: float = 60.0) -> tuple[list[Row], DatetimeWithNanoseconds | None]:
     """Run a query built with the client library; decode the documents without proto-plus.
 
-    Returns (document id, fields, update time) per document, and the read
-    time, which the server sends even when nothing matched.
+    Returns a `Row` per document, and the read time, which the server sends even when nothing matched.
     """
     request = RunQueryRequest(parent=f"{client._database_string}/documents")
     request.structured_query.CopyFrom(query._to_protobuf()._pb)
@@ -152,7 +161,7 @@ def run_query(client: Any, query: Any, timeout: float = 60.0) -> tuple[list[tupl
         if pb.HasField("document"):
             doc = pb.document
             fields = {key: _helpers.decode_value(value, client) for key, value in doc.fields.items()}
-            documents.append((doc.name.rsplit("/", 1)[1], fields, from_timestamp_pb(doc.update_time)))
+            documents.append(Row(doc.name.rsplit("/", 1)[1], fields, from_timestamp_pb(doc.update_time), from_timestamp_pb(doc.create_time)))
     return documents, (from_timestamp_pb(read_time) if read_time is not None else None)
 
 
@@ -176,4 +185,4 @@ def encoded_size(value: Any) -> int:
     return int(target.ByteSize())
 
 
-__all__ = ["BatchWriteRequest", "Write", "batch_write", "decode_value", "encoded_size", "fill_value", "from_timestamp_pb", "run_query", "timestamp_pb", "update_write"]
+__all__ = ["BatchWriteRequest", "Row", "Write", "batch_write", "decode_value", "encoded_size", "fill_value", "from_timestamp_pb", "run_query", "timestamp_pb", "update_write"]

@@ -153,6 +153,7 @@ class Worker:
         self._stop = threading.Event()
         self._hurry = threading.Event()
         self._wake = threading.Event()  # a slot freed, a fetch finished, or stop
+        self._room = threading.Event()  # one of our jobs ended: its type's limit may have room
         self._running: dict[str, Execution] = {}
         self._running_lock = threading.Lock()
         self._threads = Threads("jobs-runner")
@@ -203,6 +204,12 @@ class Worker:
         fetch_limit = 0
         buffer: dict[str, Job] = {}
         buffered_at = 0.0
+        #: Candidates whose type (or key) was at its limit when tried: claimed again once room may
+        #: have freed (one of our jobs ended, or the limit's window or hold-off passed), without
+        #: reading them again; a fetch still runs for everything else.
+        waiting: dict[str, Job] = {}
+        waiting_since = 0.0
+        claim_after = 0.0
         next_fetch = 0.0
         probe = self._first_probe
         contended_until = 0.0
@@ -243,6 +250,15 @@ class Worker:
                     read_again = False
                 if buffer and now - buffered_at > MAX_CANDIDATE_AGE:
                     buffer.clear()  # read too long ago: likely taken or changed since
+                if waiting and now - waiting_since > MAX_CANDIDATE_AGE:
+                    waiting.clear()
+                if self._room.is_set():
+                    self._room.clear()
+                    claim_after = 0.0  # one of our jobs ended: a limit of its type may have room
+                if waiting and now >= claim_after:
+                    for job_id, job in waiting.items():
+                        buffer.setdefault(job_id, job)
+                    waiting.clear()
                 free = self.concurrency - self.running_count()
                 # Claim in batches (one round trip each) unless the worker would sit idle.
                 if buffer and (free >= self._claim_batch or free == self.concurrency):
@@ -264,6 +280,12 @@ class Worker:
                         executions = []
                     tried, won = self.engine.last_claim
                     log.debug("claim batch", extra={"event": "claim_batch", "count": won, "detail": f"tried={tried} partition={self.discovery.partition} buffer={len(buffer)}"})
+                    if self.engine.last_waiting:
+                        if not waiting:
+                            waiting_since = now
+                        waiting.update((job.id, job) for job in self.engine.last_waiting)
+                        room = self.engine.next_room()
+                        claim_after = room if room is not None else now + self.poll_interval
                     if tried and won < tried * CONTENDED_SHARE and self.discovery.partition is None:
                         # Another worker reads the same jobs: the rest of this page is likely taken too.
                         fetcher.submit(self.discovery.contended)  # runs before the next fetch
@@ -281,6 +303,13 @@ class Worker:
                     claimed_since_fetch += len(executions)
                     continue
                 if self.burst and fetch is None and not buffer and fetches and not claimed_since_fetch and not read_again and not self.running_count():
+                    if not self.discovery.last_read_whole:
+                        # The last read was of one slice (claims had lost to another runner): read
+                        # the whole of our share once more, so nothing due is left behind in the
+                        # slices nobody read (another tick may have stopped already).
+                        self.discovery.read_whole_next()
+                        read_again = True
+                        continue
                     break  # burst mode: the last read found nothing more to run
                 if self.scheduler is not None and (firing is None or firing.done()) and now >= next_fire:
                     # Fire due schedule slots on the discovery thread (after any read in flight);
@@ -296,7 +325,10 @@ class Worker:
                     fetch = fetcher.submit(self.discovery.candidates, fetch_limit)
                     fetch.add_done_callback(lambda _f: self._wake.set())
                     continue
-                self._wake.wait(max(min(next_fetch - now, self.poll_interval), 0.001) if fetch is None else self.poll_interval)
+                timeout = max(min(next_fetch - now, self.poll_interval), 0.001) if fetch is None else self.poll_interval
+                if waiting:
+                    timeout = max(min(timeout, claim_after - now), 0.001)
+                self._wake.wait(timeout)
                 self._wake.clear()
         finally:
             fetcher.shutdown(wait=False, cancel_futures=True)
@@ -381,6 +413,7 @@ class Worker:
             if self._running.pop(execution.claim.job_id, None) is None:
                 return
         self.summary.outcomes[execution.final_status or "unrecorded"] += 1
+        self._room.set()
         self._wake.set()
 
     def _reap_abandoned(self) -> None:

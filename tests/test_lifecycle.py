@@ -129,6 +129,8 @@ def test_exhausted_attempts_end_failed_with_the_last_error(client: JobsClient, s
     assert done.attempts == 2
     assert done.error == "RuntimeError: disk full (attempt 2 of 2, no attempts left)"
     assert done.completed_at is not None
+    # The worker logs the outcome just after its write lands: wait for the line, then count.
+    wait_for(lambda: events(caplog, "job_failed", job.id), 5, message="the job_failed line")
     assert len(events(caplog, "job_retrying", job.id)) == 1
     assert len(events(caplog, "job_failed", job.id)) == 1
 

@@ -211,8 +211,9 @@ class Connection:
         self.stats.add(reads=len(refs), kind=f"read:{kind}")
         return {snap.id: snap for snap in snaps if snap.exists}
 
-    def query(self, query: Any, label: str) -> list[tuple[str, dict[str, Any], datetime]]:
-        """Run a query; (id, fields, update time) per document. Counts as Firestore bills it."""
+    def query(self, query: Any, label: str) -> list[wire.Row]:
+        """Run a query; a `wire.Row` (id, fields, update time, create time) per document. Counts as
+        Firestore bills it."""
         sent = time.time()
         documents, read_time = self.retrying(lambda: wire.run_query(self.db, query))
         received = time.time()

@@ -86,9 +86,10 @@ def _order_key(name: str, job: Job) -> tuple[int, Any]:
     return _orderable(job.raw.get(name))
 
 
-def shard_fields(job: Job) -> dict[str, Any]:
-    """``shard`` for a document that lacks a valid one (the runner's first write adds it), else nothing."""
-    return {} if valid_shard(job.raw.get("shard")) else {"shard": shard_of(job.id)}
+def adopted(job: Job) -> bool:
+    """True for a document the runner's lanes can find: one with a valid ``shard`` (every job the
+    library writes, and an app's once the runner has written to it: `JobStore.adoption_fields`)."""
+    return valid_shard(job.raw.get("shard"))
 
 
 _FINAL_VALUES = frozenset({Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value})
@@ -129,6 +130,38 @@ class JobStore(StorePart):
         """The document reference of a job."""
         return self.collection.document(job_id)
 
+    def adoption_fields(self, job: Job) -> dict[str, Any]:
+        """What a document an app wrote (seeds/000: no ``shard``, maybe no ``status`` or
+        ``createdAt``, times as ISO strings) needs to be found and listed like one `enqueue` wrote,
+        added to the runner's first write to it (its claim, its final state without a run, or its
+        shard when it is not due yet), never in a write of its own:
+
+        * ``shard``, from its id (the lanes read the shard lanes);
+        * ``createdAt``: the server's create time when it has none (the listings order by it), in
+          the runner's form (a timestamp, or a UTC ISO string with ``JOBS_TIMESTAMPS=iso``); one the
+          app wrote is left as written (the rules hold a client's to the server's time, give or
+          take `clientClockSkew()`);
+        * ``scheduledFor``: its time in the runner's form (a string with an offset sorts wrongly),
+          or the create time when it has none (absent means "now");
+        * ``status: "pending"`` when it has none (the worker's and the tick's queries find only
+          ``pending``); the claim's or the outcome's own status comes after it and wins.
+
+        Nothing for a document that already has its shard (written by the library, or adopted)."""
+        if adopted(job):
+            return {}
+        fields: dict[str, Any] = {"shard": shard_of(job.id)}
+        created = job.create_time
+        if created is not None and job.raw.get("createdAt") is None:
+            fields["createdAt"] = self.time_value(created)
+        when = job.raw.get("scheduledFor")
+        if when is None and created is not None:
+            fields["scheduledFor"] = self.time_value(created)
+        elif isinstance(when, str) and job.scheduled_for is not None:
+            fields["scheduledFor"] = self.time_value(job.scheduled_for)
+        if job.raw.get("status") is None:
+            fields["status"] = Status.PENDING.value
+        return fields
+
     def _document_prefix(self) -> str:
         if self._prefix is None:
             self._prefix = str(self.collection.document("x")._document_path)[:-1]
@@ -136,7 +169,7 @@ class JobStore(StorePart):
 
     def run_query(self, query: Any, label: str = "query") -> list[Job]:
         """Run a query over job documents (built by a store part) and read each as a `Job`."""
-        return [Job.from_document(doc_id, fields, version) for doc_id, fields, version in self.connection.query(query, label)]
+        return [Job.from_document(row.id, row.fields, row.version, created=row.created) for row in self.connection.query(query, label)]
 
     def _pending(self, shards: Sequence[int] | None = ALL_SHARDS) -> Any:
         """Pending jobs, in the shard lanes `shards` (None: every document, shard or not)."""
@@ -148,12 +181,12 @@ class JobStore(StorePart):
     def get(self, job_id: str) -> Job | None:
         """One job, or None when there is no such document."""
         snap = self.connection.get(self.ref(job_id), "get")
-        return Job.from_document(snap.id, snap.to_dict(), snap.update_time) if snap.exists else None
+        return Job.from_document(snap.id, snap.to_dict(), snap.update_time, created=snap.create_time) if snap.exists else None
 
     def get_many(self, job_ids: Sequence[str], kind: str = "get_many") -> dict[str, Job]:
         """Several jobs in one call, by id (missing ones left out)."""
         snaps = self.connection.get_all([self.ref(i) for i in job_ids], kind)
-        return {i: Job.from_document(i, s.to_dict(), s.update_time) for i, s in snaps.items()}
+        return {i: Job.from_document(i, s.to_dict(), s.update_time, created=s.create_time) for i, s in snaps.items()}
 
     def calibrate(self) -> None:
         """Measure the offset to the server's clock (one billed read of a missing document)."""
@@ -232,7 +265,7 @@ class JobStore(StorePart):
         ``Z`` string whose text order is time order), conditioned on the version read: a string
         with an offset then no longer sorts among the due ones in the string lane. False where the
         job changed meanwhile."""
-        writes = [(job.id, {"scheduledFor": self.time_value(job.scheduled_for), **shard_fields(job)}, job.version) for job in jobs if job.scheduled_for is not None]
+        writes = [(job.id, {**self.adoption_fields(job), "scheduledFor": self.time_value(job.scheduled_for)}, job.version) for job in jobs if job.scheduled_for is not None]
         return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "normalize_times")] if writes else []
 
     def scan_pending(self, after: str | None, limit: int) -> list[Job]:
@@ -263,6 +296,15 @@ class JobStore(StorePart):
         nulls = self.run_query(self.collection.where(filter=FieldFilter("status", "==", None)).limit(limit), "null_statuses")
         return odd + nulls
 
+    def document_page(self, after: str | None, limit: int) -> list[Job]:
+        """A page of every document in id order, after `after`: the one way to find documents
+        written with no ``status`` at all (no index holds a missing field). Billed a read per
+        document, whatever its state: the caller pages slowly (`jobs_lib.discovery`)."""
+        query = self.collection.order_by("__name__")
+        if after:
+            query = query.start_after({"__name__": self.ref(after)})
+        return self.run_query(query.limit(limit), "document_page")
+
     def running_page(self, after: str | None, limit: int) -> list[Job]:
         """A page of the running jobs in id order, after `after` (the set is as small as the work in flight)."""
         query = self.collection.where(filter=FieldFilter("status", "==", Status.IN_PROGRESS.value)).order_by("__name__")
@@ -273,7 +315,7 @@ class JobStore(StorePart):
     def expired_finished(self, now: datetime, limit: int) -> list[str]:
         """Ids of finished jobs whose ``expireAt`` has passed (for the cleanup where no TTL policy runs)."""
         query = _in_shards(self.collection, ALL_SHARDS).where(filter=FieldFilter("expireAt", "<=", now)).order_by("expireAt").limit(limit)
-        return [doc_id for doc_id, _fields, _version in self.connection.query(query, "expired_finished")]
+        return [row.id for row in self.connection.query(query, "expired_finished")]
 
     def count_by_status(self) -> dict[str, int]:
         """How many jobs are in each state (aggregation queries, one per state)."""
@@ -434,12 +476,12 @@ class JobStore(StorePart):
         """Read a job inside the caller's transaction."""
         snap = self.ref(job_id).get(transaction=transaction)
         self.stats.add(reads=1, kind="read:transaction")
-        return Job.from_document(snap.id, snap.to_dict(), snap.update_time) if snap.exists else None
+        return Job.from_document(snap.id, snap.to_dict(), snap.update_time, created=snap.create_time) if snap.exists else None
 
     def claim_fields(self, job: Job, expires: datetime, holder: str, token: str) -> dict[str, Any]:
         """What a claim writes: in progress, one more attempt, the lease and its token."""
         return {
-            **shard_fields(job),
+            **self.adoption_fields(job),
             **({"webhook": True} if job.raw.get("webhook") is True else {}),  # a handler's own URL is due at the job's end
             "status": Status.IN_PROGRESS.value,
             "startedAt": self.connection.now_value(),
@@ -480,6 +522,21 @@ class JobStore(StorePart):
         version = self.rates.take(token, token_expires, job.id, self.ref(job.id), self.claim_fields(job, expires, holder, lease_token), job.version)
         return Claim(job, lease_token, holder, version, job.attempts + 1, expires) if version is not None else None
 
+    def adopt(self, jobs: Sequence[Job]) -> list[Job]:
+        """Write each job's `adoption_fields` (one BatchWrite RPC, each write conditioned on the
+        version read); returns the jobs written, as they are now."""
+        fields = [self.adoption_fields(job) for job in jobs]
+        writes = [(job.id, f, job.version) for job, f in zip(jobs, fields, strict=True) if f]
+        if not writes:
+            return []
+        results = self.connection.batch_write(self._document_prefix(), writes, "adopt")
+        done = []
+        for (job_id, written, _v), (code, update_time, _m) in zip(writes, results, strict=True):
+            if code == _OK and update_time is not None:
+                job = next(j for j in jobs if j.id == job_id)
+                done.append(Job.from_document(job.id, {**job.raw, **written}, update_time, created=job.create_time))
+        return done
+
     def assign_shard(self, job: Job) -> bool:
         """Give a document an app wrote without a valid ``shard`` its shard, so that the lanes find
         it (one write, conditioned on the version read; False when it changed meanwhile)."""
@@ -487,12 +544,12 @@ class JobStore(StorePart):
 
     def replace_metadata(self, job: Job, metadata: dict[str, Any]) -> bool:
         """Replace a job's metadata if the document is still as read (one conditional write)."""
-        writes = [(job.id, {"metadata": metadata, "updatedAt": self.connection.now_value(), **shard_fields(job)}, job.version)]
+        writes = [(job.id, {**self.adoption_fields(job), "metadata": metadata, "updatedAt": self.connection.now_value()}, job.version)]
         return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "replace_metadata")] == [True]
 
     def assign_shards(self, jobs: Sequence[Job]) -> list[bool]:
-        """`assign_shard` for several documents in one round trip."""
-        writes = [(job.id, {"shard": shard_of(job.id)}, job.version) for job in jobs]
+        """`assign_shard` for several documents in one round trip (each gets its `adoption_fields`)."""
+        writes = [(job.id, self.adoption_fields(job) or {"shard": shard_of(job.id)}, job.version) for job in jobs]
         return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "assign_shard")] if writes else []
 
     def settle(self, outcomes: Sequence[tuple[Job, Failed | Cancelled]], *, holder: str) -> list[bool]:
@@ -506,9 +563,9 @@ class JobStore(StorePart):
             (
                 job.id,
                 {
+                    **self.adoption_fields(job),
                     **self._outcome_fields(outcome),
                     **dependents_flag(job, {"status": "failed"}),
-                    **shard_fields(job),
                     "updatedAt": self.connection.now_value(),
                     "lease": {"holder": holder, "token": uuid.uuid4().hex},
                 },
@@ -710,7 +767,7 @@ class JobStore(StorePart):
             else:
                 fields = {**self._outcome_fields(outcome), "lease": {"holder": holder, "token": uuid.uuid4().hex}}
                 fields.update(dependents_flag(job, fields))
-            writes.append((job.id, {**fields, **shard_fields(job), "updatedAt": self.connection.now_value()}, job.version))
+            writes.append((job.id, {**self.adoption_fields(job), **fields, "updatedAt": self.connection.now_value()}, job.version))
         return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "resolve_blocked")] if writes else []
 
     def mark_settled(self, job: Job, extra: dict[str, Any] | None = None) -> bool:

@@ -56,7 +56,7 @@ class ConcurrencyLimits(StorePart):
         """The jobs that hold slots, as they are now."""
         jobs_col = self.db.collection(self.settings.collection)
         snaps = self.connection.get_all([jobs_col.document(i) for i in job_ids], "slot_holders")
-        return {i: Job.from_document(i, s.to_dict(), s.update_time) for i, s in snaps.items()}
+        return {i: Job.from_document(i, s.to_dict(), s.update_time, created=s.create_time) for i, s in snaps.items()}
 
     def take_slot(self, slot: str, slot_version: datetime | None, job_id: str, token: str, job_ref: Any, claim_fields: dict[str, Any], job_version: datetime | None) -> datetime | None:
         """Take the slot and write the job's claim in one atomic commit; the job's new version, or

@@ -135,8 +135,8 @@ class ScheduleStore(StorePart):
         """A fresh auto-id for a schedule."""
         return str(self.collection.document().id)
 
-    def _rows(self, rows: list[tuple[str, dict[str, Any], datetime]]) -> list[Schedule]:
-        return [Schedule.from_document(i, d, v) for i, d, v in rows]
+    def _rows(self, rows: list[Any]) -> list[Schedule]:
+        return [Schedule.from_document(row.id, row.fields, row.version) for row in rows]
 
     def get(self, schedule_id: str) -> Schedule | None:
         """A schedule, or None."""

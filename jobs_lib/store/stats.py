@@ -52,7 +52,7 @@ class MinuteStats(StorePart):
         """Every summary from `start` on: (minute, type -> outcome -> n), one read per document."""
         query = self.collection.where(filter=FieldFilter("minute", ">=", start)).order_by("minute")
         rows = []
-        for _id, fields, _version in self.connection.query(query, "minute_stats"):
+        for _id, fields, _version, _created in self.connection.query(query, "minute_stats"):
             minute, counts = fields.get("minute"), fields.get("counts")
             if isinstance(minute, datetime) and isinstance(counts, dict):
                 rows.append((minute, {t: {o: int(n) for o, n in c.items() if isinstance(n, int)} for t, c in counts.items() if isinstance(c, dict)}))
