@@ -6,8 +6,8 @@ each kind of handler (a no-op; rated ``10/s`` and ``100/s``; limited to 5 at onc
 each number of ``jobs worker`` processes (1 and 3), the same backlog is written twice, each on a
 fresh emulator: by `JobsClient.enqueue_many`, and by a raw client in the seeds/000 shape. Then the
 created-event path (the local stack's functions, no worker): jobs written one at a time at a steady
-pace, both ways. Printed per cell: jobs/s (for rated kinds from the first start to the last; else
-to the last completion), create-to-start p50 and p95 (``createdAt`` to ``startedAt``, both the
+pace, both ways. Printed per cell: jobs/s (for rated kinds the starts over the one-second
+windows they fill; else from the first start to the last completion), create-to-start p50 and p95 (``createdAt`` to ``startedAt``, both the
 server's clock), and the ratio of the seeds/000 figures to enqueue's; rated kinds as a share of
 their limit, limited kinds as a share of what their slots allow (5 slots / 50 ms = 100 jobs/s).
 
@@ -105,8 +105,10 @@ def figures(db: Any, kind: Kind, jobs: int) -> dict[str, Any]:
     ends = [d["completedAt"] for d in docs if isinstance(d.get("completedAt"), datetime)]
     waits = sorted((d["startedAt"] - d["createdAt"]).total_seconds() for d in docs if isinstance(d.get("startedAt"), datetime) and isinstance(d.get("createdAt"), datetime))
     if kind.rate is not None:
-        span = (starts[-1] - starts[0]).total_seconds()
-        per_second = (len(starts) - 1) / span if span > 0 else float("nan")
+        # Starts come at the opening of each one-second window: N starts fill N / rate windows,
+        # from the first start's window to the end of the last start's.
+        span = (starts[-1] - starts[0]).total_seconds() + 1.0
+        per_second = len(starts) / span
     else:
         span = (max(ends) - starts[0]).total_seconds()
         per_second = len(ends) / span if span > 0 else float("nan")

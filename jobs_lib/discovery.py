@@ -120,6 +120,8 @@ class Discovery:
         self._statusless_after: str | None = None if eager else "".join(self._rng.choice(ID_ALPHABET) for _ in range(20))
         self._statusless_every = scan_interval
         self._statusless_found = False
+        #: The pass under way began at the first id (a tick's, or any pass after a worker's first).
+        self._statusless_whole = eager
         self.eager = eager
         self._joined = eager  # burst runs (the tick) never join a fleet's slices at start
         self._first_read_done = False
@@ -244,17 +246,20 @@ class Discovery:
         page = self.store.document_page(self._statusless_after, STATUSLESS_PAGE)
         more = len(page) >= STATUSLESS_PAGE
         self._statusless_after = page[-1].id if more else None
-        found = [job for job in page if job.raw.get("status") is None and job.status is not None]
-        if found:
-            self._statusless_found = True
+        found = [job for job in page if job.raw.get("status") is None]
+        self._statusless_found = self._statusless_found or bool(found)
+        self._statusless_every = self.scan_interval
         if not more:
-            # The end of a pass (a tick's first page starts it from the first id, a worker's from a
-            # random one): rest a while unless it found some.
-            self._statusless_every = self.scan_interval if self._statusless_found else STATUSLESS_REST
-            self._next["statusless"] = time.monotonic() + self._statusless_every
+            # The end of the id space. A worker's first pass began at a random id (a fleet starting
+            # together reads apart): it goes on from the first id at once. After a pass from the
+            # first id that found none, the sweep rests.
+            if self._statusless_whole and not self._statusless_found:
+                self._statusless_every = STATUSLESS_REST
+            else:
+                self._statusless_every = 0.0 if not self._statusless_whole else self.scan_interval
+            self._statusless_whole = True
             self._statusless_found = False
-        else:
-            self._statusless_every = self.scan_interval
+            self._next["statusless"] = time.monotonic() + self._statusless_every
         return found
 
     def _scan(self) -> list[Job]:

@@ -158,7 +158,22 @@ def start(
     if java is None or jar is None:
         missing = "Java" if java is None else "the Cloud Firestore emulator jar"
         raise EmulatorUnavailable(f"cannot start the Firestore emulator: {missing} not found.\n{INSTALL_HELP}")
-    port = port or free_port()
+    for attempt in range(3):
+        try:
+            return _start(java, jar, project, port or free_port(), host, rules, functions_emulator, timeout, java_heap)
+        except _PortTaken:
+            # A free port was taken between our check and the emulator's bind (or one of the ports
+            # it opens on its own collided): another port, unless the caller chose this one.
+            if port is not None or attempt == 2:
+                raise EmulatorUnavailable(f"the Firestore emulator could not bind its ports ({'port ' + str(port) if port else 'three free ports tried'})") from None
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(Exception):
+    """The emulator exited at start because an address was in use."""
+
+
+def _start(java: str, jar: str, project: str, port: int, host: str, rules: str | None, functions_emulator: str | None, timeout: float, java_heap: str | None) -> Emulator:
     command = [java, "-Duser.language=en"]
     if java_heap:
         command.append(f"-Xmx{java_heap}")
@@ -174,7 +189,11 @@ def start(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise EmulatorUnavailable(f"the Firestore emulator exited with code {process.returncode}:\n{emulator.log_tail()}\n{INSTALL_HELP}")
+            tail = emulator.log_tail()
+            emulator.stop()
+            if "Address already in use" in tail:
+                raise _PortTaken(tail)
+            raise EmulatorUnavailable(f"the Firestore emulator exited with code {process.returncode}:\n{tail}\n{INSTALL_HELP}")
         if emulator.alive():
             return emulator
         time.sleep(0.2)

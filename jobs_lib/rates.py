@@ -80,6 +80,8 @@ class RateClaimer:
                     del self._taken[old]
                 taken = self._taken.setdefault((spec.type, key, window), set())
                 index = self._pick(starts, taken)
+                if index is not None:
+                    taken.add(index)  # ours while we try it: a claim on another thread picks another
             if index is None:
                 self._window_full(spec, key, now, period)
                 break
@@ -87,13 +89,11 @@ class RateClaimer:
             try:
                 claim = self.store.claim_with_token(job, token_id(spec.type, key, window, index), expires, self.holder, self.lease_seconds)
             except TokenTaken:
+                continue  # another claimer has it (it stays marked taken)
+            if claim is None:
                 with self._lock:
-                    taken.add(index)
-                continue
-            if claim is not None:
-                with self._lock:
-                    taken.add(index)
-            return claim  # None: the job changed (another claimer has it); the token stays free
+                    taken.discard(index)  # the job changed (another claimer has it); the token stays free
+            return claim
         else:
             self._window_full(spec, key, self.store.now().timestamp(), period)  # refused every time
         where = f" for {spec.rate_key}={key}" if spec.rate_key else ""
