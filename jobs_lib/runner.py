@@ -125,6 +125,8 @@ class Engine:
         #: Jobs the last `claim` call left because their type (or key) was at its limit, as they are
         #: now (an app's job given its shard lane meanwhile): claimable once room frees.
         self.last_waiting: list[Job] = []
+        #: Runnable jobs the last `claim` call did not try, past its `limit`: still candidates.
+        self.last_unused: list[Job] = []
         self._paused: set[str] = set()
         self._paused_read = float("-inf")
         self._rate_claimers: ThreadPoolExecutor | None = None
@@ -266,6 +268,7 @@ class Engine:
         runnable: list[Job] = []
         settle: list[tuple[Job, Failed | Cancelled, str, str]] = []
         left: list[Job] = []
+        unused: list[Job] = []
         waiting: set[str] = set()
         seen: set[str] = set()
         for job in jobs:
@@ -276,6 +279,8 @@ class Engine:
             if triage.verdict is Verdict.RUN:
                 if limit is None or len(runnable) < limit:
                     runnable.append(job)
+                else:
+                    unused.append(job)
             elif triage.verdict in (Verdict.SKIP, Verdict.WAIT):
                 left.append(job)
                 if triage.verdict is Verdict.WAIT:
@@ -289,6 +294,7 @@ class Engine:
         # that the main lane and every other runner find it from here on like an enqueued one.
         adopted = {job.id: job for job in self.adopt(left)}
         self.last_waiting = [adopted.get(job.id, job) for job in left if job.id in waiting]
+        self.last_unused = unused
         self.last_settle_refused = []
         if settle:
             results = self.store.settle([(job, outcome) for job, outcome, _e, _r in settle], holder=self.holder)
@@ -319,19 +325,36 @@ class Engine:
         # Rate-limited claims are one commit each (a token and the job together) and independent
         # of one another: a few at once, so that one process can start a hundred a second.
         rated = [job for job in limited if job.type not in probing and (spec := self.spec_for(job)) is not None and spec.rate is not None]
-        by_rate = dict(zip((job.id for job in rated), self._rate_pool().map(self._claim_rated, rated), strict=True)) if len(rated) > 1 else {}
+        by_job: dict[str, Claim | None] = dict(zip((job.id for job in rated), self._rate_pool().map(self._claim_rated, rated), strict=True)) if len(rated) > 1 else {}
+        # Concurrency-limited claims: the slots of a type (and key) read once for all its jobs here.
+        self.slots.untried.clear()
+        slotted: dict[tuple[str, str], list[Job]] = {}
+        for job in limited:
+            spec = self.spec_for(job)
+            if spec is not None and spec.concurrency is not None and job.type not in probing:
+                slotted.setdefault((spec.type, self.slots.key(job, spec)), []).append(job)
+        for group in slotted.values():
+            spec = self.spec_for(group[0])
+            assert spec is not None
+            by_job.update(zip((job.id for job in group), self.slots.claim_many(group, spec), strict=True))
         for job in limited:
             spec = self.spec_for(job)
             assert spec is not None
             if spec.type in probing:
                 claims.append(self.breakers.claim_probe(job, spec, now))
-            elif job.id in by_rate:
-                claims.append(by_rate[job.id])
+            elif job.id in by_job:
+                claims.append(by_job[job.id])
             else:
-                claims.append(self.slots.claim(job, spec) if spec.concurrency is not None else self.rates.claim(job, spec))
+                claims.append(self.rates.claim(job, spec))
+        # Those of them left unclaimed because their limit is used up wait for room, like the ones
+        # triage found so (another claimer taking the same job is not waiting).
+        self.last_waiting += [job for job, claim in zip(limited, claims[len(plain):], strict=True) if claim is None and (job.id in self.slots.untried or self._at_limit(job))]
         runnable = plain + limited
         claim_ended = time.time_ns()
-        self.last_claim = (len(plain), sum(c is not None for c in claims[: len(plain)]))
+        # Limited jobs count as tried unless their limit, not another claimer, kept them: claims lost
+        # on them tell a worker that others read the same jobs, as lost plain claims do.
+        contested = [claim for job, claim in zip(limited, claims[len(plain):], strict=True) if claim is not None or job.id not in {j.id for j in self.last_waiting}]
+        self.last_claim = (len(plain) + len(contested), sum(c is not None for c in claims[: len(plain)]) + sum(c is not None for c in contested))
         for job, claim in zip(runnable, claims, strict=True):
             if claim is None:
                 continue
@@ -356,6 +379,12 @@ class Engine:
         if executions:
             self.keeper.ensure_running()
         return executions
+
+    def _at_limit(self, job: Job) -> bool:
+        spec = self.spec_for(job)
+        if spec is None:
+            return False
+        return (spec.concurrency is not None and self.slots.saturated(job, spec)) or (spec.rate is not None and self.rates.saturated(job, spec))
 
     def _claim_rated(self, job: Job) -> Claim | None:
         spec = self.spec_for(job)
@@ -398,9 +427,10 @@ class Engine:
             log.warning("releasing the dependents of %s failed; the next repair pass does it", ", ".join(job_ids), exc_info=True)
             return []
 
-    def slot_released(self, job: Job) -> None:
-        """One of our limited jobs ended: its slot is free, so stop treating the type as full."""
-        self.slots.released(job, self.spec_for(job))
+    def slot_released(self, job: Job, ended: bool = True) -> None:
+        """One of our limited jobs stopped: its slot is free, so stop treating the type as full (with
+        `ended`, its end was recorded, and the next job of its type may take its slot unread)."""
+        self.slots.released(job, self.spec_for(job), ended)
 
     def forget(self, execution: Execution) -> None:
         """Stop tracking a finished execution."""
@@ -508,7 +538,7 @@ class Execution:
             raise
         finally:
             self.engine.forget(self)
-            self.engine.slot_released(self.claim.job)
+            self.engine.slot_released(self.claim.job, self.final_status is not None and not self.lease_lost)
             self.engine.telemetry.stopped(self.claim.job.type)
             self.span.set_attribute("jobs.status", self.final_status or "unrecorded")
             self.span.end()

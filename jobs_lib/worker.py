@@ -280,12 +280,13 @@ class Worker:
                         executions = []
                     tried, won = self.engine.last_claim
                     log.debug("claim batch", extra={"event": "claim_batch", "count": won, "detail": f"tried={tried} partition={self.discovery.partition} buffer={len(buffer)}"})
-                    if self.engine.last_waiting:
+                    held = self.engine.last_waiting + self.engine.last_unused  # not tried now: still candidates
+                    if held:
                         if not waiting:
                             waiting_since = now
-                        waiting.update((job.id, job) for job in self.engine.last_waiting)
+                        waiting.update((job.id, job) for job in held)
                         room = self.engine.next_room()
-                        claim_after = room if room is not None else now + self.poll_interval
+                        claim_after = room if room is not None and not executions else now + (0.0 if executions else self.poll_interval)
                     if tried and won < tried * CONTENDED_SHARE and self.discovery.partition is None:
                         # Another worker reads the same jobs: the rest of this page is likely taken too.
                         fetcher.submit(self.discovery.contended)  # runs before the next fetch

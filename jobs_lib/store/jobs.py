@@ -507,12 +507,16 @@ class JobStore(StorePart):
                 claims.append(None)
         return claims
 
-    def claim_with_slot(self, job: Job, slot: str, slot_version: datetime | None, holder: str, lease_seconds: float) -> Claim | None:
-        """Claim a job and take a concurrency slot for it in one atomic commit; None if either changed."""
+    def claim_with_slot(self, job: Job, slot: str, slot_version: datetime | None, holder: str, lease_seconds: float) -> tuple[Claim, datetime] | None:
+        """Claim a job and take a concurrency slot for it in one atomic commit: the claim and the
+        slot's new version; None if either changed."""
         token = uuid.uuid4().hex
         expires = self.now() + timedelta(seconds=lease_seconds)
-        version = self.limits.take_slot(slot, slot_version, job.id, token, self.ref(job.id), self.claim_fields(job, expires, holder, token), job.version)
-        return Claim(job, token, holder, version, job.attempts + 1, expires) if version is not None else None
+        taken = self.limits.take_slot(slot, slot_version, job.id, token, self.ref(job.id), self.claim_fields(job, expires, holder, token), job.version)
+        if taken is None:
+            return None
+        version, slot_now = taken
+        return Claim(job, token, holder, version, job.attempts + 1, expires), slot_now
 
     def claim_with_token(self, job: Job, token: str, token_expires: datetime, holder: str, lease_seconds: float) -> Claim | None:
         """Claim a job and take a rate-limit token for it in one atomic commit; None if the job

@@ -58,9 +58,9 @@ class ConcurrencyLimits(StorePart):
         snaps = self.connection.get_all([jobs_col.document(i) for i in job_ids], "slot_holders")
         return {i: Job.from_document(i, s.to_dict(), s.update_time, created=s.create_time) for i, s in snaps.items()}
 
-    def take_slot(self, slot: str, slot_version: datetime | None, job_id: str, token: str, job_ref: Any, claim_fields: dict[str, Any], job_version: datetime | None) -> datetime | None:
-        """Take the slot and write the job's claim in one atomic commit; the job's new version, or
-        None if the slot or the job changed since read."""
+    def take_slot(self, slot: str, slot_version: datetime | None, job_id: str, token: str, job_ref: Any, claim_fields: dict[str, Any], job_version: datetime | None) -> tuple[datetime, datetime] | None:
+        """Take the slot and write the job's claim in one atomic commit; the job's and the slot's new
+        versions, or None if the slot or the job changed since read."""
         batch = self.db.batch()
         slot_ref = self.slot_collection.document(slot)
         slot_fields = {"jobId": job_id, "token": token, "takenAt": firestore.SERVER_TIMESTAMP}
@@ -73,8 +73,7 @@ class ConcurrencyLimits(StorePart):
             results = self.connection.commit(batch, 2, "claim_slot")
         except (Contention, DocumentExists, StoreRefused):
             return None  # refused: someone took the slot or the job first (or the job is gone)
-        version: datetime = results[1].update_time
-        return version
+        return results[1].update_time, results[0].update_time
 
     @staticmethod
     def slot_is_free(fields: dict[str, Any], holder_job: Job | None, now: datetime) -> bool:
