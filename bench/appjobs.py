@@ -118,6 +118,7 @@ def figures(db: Any, kind: Kind, jobs: int) -> dict[str, Any]:
         "jobs_per_s": round(per_second, 1),
         "p50_s": round(statistics.median(waits), 2),
         "p95_s": round(waits[int(len(waits) * 0.95) - 1], 2),
+        "max_s": round(waits[-1], 2),
         "missing_createdAt": sum(not isinstance(d.get("createdAt"), datetime) for d in docs),
     }
     if kind.ceiling is not None:
