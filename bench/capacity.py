@@ -61,6 +61,10 @@ NOTES: dict[str, str] = {
     "orgId,status,type,scheduledFor": "application query: pending of a type in one organisation by due time; caps one organisation",
     "status,scheduledFor": "application query (seeds/000: pending by scheduledFor)",
     "status,type,scheduledFor": "application query (seeds/000: pending of a type by scheduledFor)",
+    "createdBy,createdAt": "web client query (clients/web listJobs: a user's own jobs, newest first, before the runner has given them a shard); caps one user's jobs",
+    "createdBy,status,createdAt": "web client query (clients/web listJobs by status); caps one user's jobs",
+    "createdBy,type,createdAt": "web client query (clients/web listJobs by type); caps one user's jobs",
+    "createdBy,status,type,createdAt": "web client query (clients/web listJobs by status and type); caps one user's jobs",
 }
 
 

@@ -308,7 +308,7 @@ class JobsClient:
                     ended.append(None)
                     done.set()
                     return
-                job = Job.from_document(snap.id, snap.to_dict(), snap.update_time)
+                job = Job.from_document(snap.id, snap.to_dict(), snap.update_time, created=snap.create_time)
                 if job.status is not None and job.status.finished:
                     ended.append(job)
                     done.set()
