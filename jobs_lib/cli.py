@@ -266,6 +266,36 @@ def settings(
     console.print(table)
 
 
+@app.command(name="types")
+def types_command(
+    handlers: Annotated[str | None, typer.Option("--handlers", help="Modules that register handlers (default: $JOBS_HANDLERS).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the TypeScript here (default: print it).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1, changing nothing, when --out is not what would be written.")] = False,
+) -> None:
+    """TypeScript declarations of the handlers' input models for the web client (jobs-lib-web):
+    `enqueueJob(db, "resize_image", {...})` is then checked by tsc against the pydantic model."""
+    from jobs_lib.app import load_handler_modules
+    from jobs_lib.registry import default_registry
+    from jobs_lib.webtypes import typescript
+
+    load_handler_modules(handlers if handlers is not None else ",".join(Settings.from_env().handlers))
+    try:
+        text = typescript(default_registry)
+    except JobsError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if out is None:
+        print(text, end="")
+    elif check:
+        if not out.exists() or out.read_text() != text:
+            console.print(f"[red]{out} is out of date[/red]: run jobs types --out {out}")
+            raise typer.Exit(1)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        console.print(f"wrote {out} ({len(default_registry.user_types())} job types)")
+
+
 @app.command()
 def demo(
     jobs: Annotated[int, typer.Option(help="How many process_notifications jobs to create.")] = 20,

@@ -23,11 +23,15 @@ def run_demo(console: Console, *, jobs: int = 20, stay: bool = False) -> int:
     """Run the demo; returns the exit code (0 when every job ended as expected). With `stay`, the
     stack and its console stay up after the results until Ctrl-C."""
     console.print("[bold]Starting the local stack[/bold]: Firestore emulator, functions (functions-framework), scheduler ticks, console ...")
-    with DevStack(tick_interval=2.0, console_port=0, auth_emulator=False) as stack:
+    with DevStack(tick_interval=2.0, console_port=0, example=True) as stack:
         assert stack.emulator is not None
         console.print(f"  emulator {stack.emulator.address}; functions: {', '.join(stack.hosts)}; logs in {stack.log_dir}")
         if stack.console is not None:
             console.print(f"  console  {stack.console.url}  (sign in as the dev operator)", highlight=False)
+        if stack.example is not None:
+            console.print(f"  web app  {stack.example.url}  (the example web app: sign in as alice@example.test / alice-password, send, watch, cancel)", highlight=False)
+        elif stack.example_missing:
+            console.print(f"  web app  not served: {stack.example_missing}")
         client = JobsClient(store=JobStore(Settings(project=stack.project)))
         rng = random.Random(7)
         users = [f"user{i:03d}" for i in range(50)]

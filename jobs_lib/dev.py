@@ -151,9 +151,11 @@ class DevStack:
         duplicate_events: bool = False,
         console_port: int | None = None,
         auth_emulator: bool = True,
+        example: bool = False,
     ) -> None:
         """With `console_port` (0: any free port) the operators' console is served beside the stack,
-        signing people in as ready-made dev users with emulator tokens."""
+        signing people in as ready-made dev users with emulator tokens. With `example` as well (and
+        the Auth emulator running), the example web app (`jobs_lib.webapp`) is served too."""
         self.project = project
         #: Where the jobs live (JOBS_DATABASE, JOBS_COLLECTION): the trigger is registered on them.
         self.settings = Settings.from_env(project=project)
@@ -179,6 +181,10 @@ class DevStack:
         self.auth: Any = None
         self.console: Any = None
         self.console_app: Any = None
+        self.example_wanted = example
+        self.example: Any = None
+        #: Why the example app is not served (when it was wanted), for the demo to say.
+        self.example_missing: str | None = None
 
     # -- the pieces ---------------------------------------------------------------------
 
@@ -285,6 +291,8 @@ class DevStack:
         """The console (when a port was asked for) and the Cloud Scheduler stand-in (when an interval was)."""
         if self.console_port is not None:
             self.start_console()
+            if self.example_wanted:
+                self.start_example()
         if self.tick_interval:
             self._ticker = threading.Thread(target=self._tick_loop, name="ticker", daemon=True)
             self._ticker.start()
@@ -313,9 +321,26 @@ class DevStack:
         self.console_app = App(settings)
         self.console = ConsoleServer(self.console_app.api(), port=self.console_port or 0).start()
 
+    def start_example(self) -> None:
+        """Serve the example web app, with a user `alice` (org acme) in the Auth emulator to sign in as."""
+        from jobs_lib import webapp
+
+        if self.auth is None or self.emulator is None:
+            self.example_missing = "it signs in on the Auth emulator, which needs firebase-tools (scripts/bootstrap installs it)"
+            return
+        if not webapp.available():
+            self.example_missing = f"it is not built: npm ci && npm run build:example in {webapp.EXAMPLE.parent} (scripts/bootstrap does)"
+            return
+        self.auth.create_user("alice", "alice@example.test", "alice-password", {"orgId": "acme"})
+        config = webapp.config_for(self.project, self.emulator.address, self.auth.host, email="alice@example.test", password="alice-password")
+        self.example = webapp.ExampleServer(config).start()
+
     def stop(self) -> None:
         """Stop every process this stack started."""
         self._stop.set()
+        if self.example is not None:
+            self.example.stop()
+            self.example = None
         if self.console is not None:
             self.console.stop()
             self.console = None

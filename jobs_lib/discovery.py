@@ -114,7 +114,7 @@ class Discovery:
         self._backlog = False
         start = time.monotonic()
         later = 0.0 if eager else STAGGER
-        self._next = {"expired": start, "strings": start + later, "scan": start + 2 * later, "priority": start, "odd": start + 3 * later, "running": start + 3 * later, "statusless": start + 4 * later}
+        self._next = {"expired": start, "strings": start + later, "scan": start + 2 * later, "priority": start, "odd": start + 3 * later, "running": start + 3 * later, "statusless": start + 4 * later, "cancels": start + later}
         self._running_after: str | None = None
         #: The sweep for documents with no status: where it is, how often it reads a page.
         self._statusless_after: str | None = None if eager else "".join(self._rng.choice(ID_ALPHABET) for _ in range(20))
@@ -157,6 +157,8 @@ class Discovery:
             found += self._orphans()
         if scans and self._due("statusless", self._statusless_every):
             found += self._statusless()
+        if scans and self._due("cancels", slow):
+            found += self.store.cancel_requests(limit)  # owners' cancels of jobs not due yet
         main = self._main_lane(now, limit)
         if not self._first_read_done:
             self._first_read_done = True
@@ -164,7 +166,7 @@ class Discovery:
                 # No backlog to join: the staggered slow lanes need not wait (a worker starting on
                 # an idle queue finds app-written jobs at its next poll, not seconds later).
                 start = time.monotonic()
-                for lane in ("strings", "scan", "odd", "running", "statusless"):
+                for lane in ("strings", "scan", "odd", "running", "statusless", "cancels"):
                     self._next[lane] = min(self._next[lane], start)
         if self._backlog and (time.monotonic() < self._priorities_seen_until or self._due("priority", slow)):
             # While priorities are in use, look for them every poll; otherwise now and then.

@@ -58,6 +58,8 @@ def input_schema(registry: HandlerRegistry) -> dict[str, Any]:
         schema["title"] = name
         defs[name] = schema
         properties[job_type] = {"$ref": f"#/$defs/{name}"}
+    for body in defs.values():
+        _untitle_fields(body)
     return {
         "title": "GeneratedJobInputs",
         "description": "The input of each job type users may create, by type name.",
@@ -67,6 +69,19 @@ def input_schema(registry: HandlerRegistry) -> dict[str, Any]:
         "additionalProperties": False,
         "$defs": defs,
     }
+
+
+def _untitle_fields(schema: Any) -> None:
+    """Drop the titles pydantic gives each field ("Targetusers"): json-schema-to-typescript would make
+    each a type alias of its own. The models' own titles (their interface names) stay."""
+    if isinstance(schema, dict):
+        for key in ("properties", "items", "anyOf", "oneOf", "allOf", "additionalProperties", "prefixItems"):
+            value = schema.get(key)
+            children = value.values() if isinstance(value, dict) and key == "properties" else value if isinstance(value, list) else [value]
+            for child in children:
+                if isinstance(child, dict):
+                    child.pop("title", None)
+                    _untitle_fields(child)
 
 
 def find_json2ts(start: Path | None = None) -> Path | None:

@@ -101,6 +101,7 @@ CALLS: dict[str, Callable[[Stores], Any]] = {
     "JobStore.odd_statuses": lambda s: s.jobs.odd_statuses(5),
     "JobStore.running_page": lambda s: [s.jobs.running_page(None, 5), s.jobs.running_page("m", 5)],
     "JobStore.document_page": lambda s: [s.jobs.document_page(None, 5), s.jobs.document_page("m", 5)],
+    "JobStore.cancel_requests": lambda s: s.jobs.cancel_requests(5),
     "JobStore.list_jobs": lambda s: [s.jobs.list_jobs(), s.jobs.list_jobs(status="pending"), s.jobs.list_jobs(job_type="t"), s.jobs.list_jobs(status="failed", job_type="t")],
     "JobListing.page": _listing_pages,
     # flows (jobs_lib.flows)

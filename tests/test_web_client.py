@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from jobs_lib import auth_emulator as auth_mod
 from jobs_lib.app import load_handler_modules
 from jobs_lib.errors import EmulatorUnavailable
 from jobs_lib.registry import HandlerRegistry, default_registry
+from jobs_lib.webapp import ExampleServer, config_for
 from jobs_lib.webtypes import typescript
 
 from .conftest import PROJECT, ROOT
+from .test_console import browser  # noqa: F401 - the session's headless Chromium
 from .test_rules import load_rules
 
 WEB = ROOT / "clients" / "web"
@@ -51,7 +54,7 @@ def web_build() -> Path:
         installed = run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], timeout=900)
         assert installed.returncode == 0, f"npm ci in clients/web failed:\n{installed.stdout}\n{installed.stderr}"
         stamp.write_bytes(lock)
-    for script in ("build", "build:test"):
+    for script in ("build", "build:test", "build:example"):
         built = run([npm, "run", "--silent", script])
         assert built.returncode == 0, f"npm run {script} failed:\n{built.stdout}\n{built.stderr}"
     return WEB
@@ -86,6 +89,12 @@ def web_registry(registry: HandlerRegistry) -> HandlerRegistry:
                 ctx.progress(25 * step, f"step {step + 1} of 4", step=step, total_steps=4)
                 clock.sleep(0.6)
             return {"steps": 4}
+        if kind == "course_reminder":  # the example app's: notify a few users a second, reporting as it goes
+            users = ctx.input.targetUsers
+            for n in range(len(users)):
+                ctx.progress(round(100 * n / len(users), 1), f"notified {n} of {len(users)}")
+                clock.sleep(0.4)
+            return len(users)
         if kind == "slow":
             for n in range(300):
                 ctx.progress(round(n / 3, 1), "working slowly")
@@ -101,6 +110,7 @@ def test_the_package_works_against_the_emulators_and_the_projects_rules(web_buil
     worker_factory(concurrency=4)
     result = run(["node", "--test", "--test-concurrency=1", "--test-reporter=spec", "build-test/test/"], env={"FIRESTORE_EMULATOR_HOST": emulator.address, "FIREBASE_AUTH_EMULATOR_HOST": auth.host, "JOBS_PROJECT": PROJECT}, timeout=300)
     output = result.stdout + result.stderr
+    (Path(os.environ.get("TMPDIR", "/tmp")) / "jobs-lib-web-test.log").write_text(output)
     assert result.returncode == 0, output[-6000:]
     summary = dict(line.split()[1:3] for line in output.splitlines() if line.startswith("\N{INFORMATION SOURCE} ") and len(line.split()) == 3)
     assert int(summary["pass"]) >= 14 and summary["fail"] == "0", output[-3000:]
@@ -166,3 +176,43 @@ def test_npm_pack_makes_an_installable_tarball_versioned_with_the_python_package
     used = run(["node", "-e", 'import("jobs-lib-web").then(m => console.log(Object.keys(m).filter(k => typeof m[k] === "function" && /Job|Jobs/.test(k)).sort().join(",")))'], cwd=app)
     assert used.returncode == 0, used.stderr
     assert set(used.stdout.strip().split(",")) >= {"cancelJob", "enqueueJob", "listJobs", "waitForJob", "watchJob"}
+
+
+def test_the_example_app_signs_in_enqueues_and_shows_the_job_live(web_build: Path, auth: auth_mod.AuthEmulator, emulator: Any, registry: HandlerRegistry, worker_factory: Any, browser: Any) -> None:  # noqa: F811 - fixture
+    load_rules(emulator, (ROOT / "firestore.rules").read_text())
+    web_registry(registry)
+    worker_factory(concurrency=2)
+    server = ExampleServer(config_for(PROJECT, emulator.address, auth.host, email="alice@example.test", password="alice-password")).start()
+    context = browser.new_context(viewport={"width": 900, "height": 720})
+    page = context.new_page()
+    try:
+        page.goto(server.url)
+        page.click("#signin-form button[type=submit]")
+        page.wait_for_selector("#app:not([hidden])")
+        assert page.inner_text("#who") == "alice@example.test"
+        page.evaluate("window.__noReload = true")  # survives only if the page never reloads
+        page.fill("#count", "6")
+        page.click("#enqueue")
+        seen = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            state = page.evaluate("({ value: document.getElementById('bar').value, status: document.getElementById('status').dataset.status })")
+            seen.append((state["value"], state["status"]))
+            if state["status"] == "completed":
+                break
+            time.sleep(0.1)
+        values = [v for v, _status in seen]
+        assert seen[-1] == (100, "completed"), seen[-5:]
+        assert any(0 < v < 100 for v in values) and len(set(values)) >= 3, values
+        assert values == sorted(values)  # the bar only moves forward
+        assert page.inner_text("#result") == "Done: 6 users notified."
+        page.screenshot(path=str(ROOT / "docs" / "web-example.png"))
+        # Send again and cancel it while it runs.
+        page.click("#enqueue")
+        page.wait_for_selector("#status[data-status='in_progress']", timeout=20_000)
+        page.click("#cancel")
+        page.wait_for_selector("#status[data-status='cancelled']", timeout=20_000)
+        assert page.evaluate("window.__noReload") is True
+    finally:
+        context.close()
+        server.stop()

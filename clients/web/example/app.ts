@@ -62,9 +62,10 @@ async function main(): Promise<void> {
     status.dataset.status = job.status;
     const bar = $<HTMLProgressElement>("bar");
     bar.value = job.status === "completed" ? 100 : job.progress?.percent ?? 0;
-    $("message").textContent = job.progress?.message ?? (job.status === "pending" ? "waiting for a runner" : "");
     const finished = ["completed", "failed", "cancelled"].includes(job.status);
-    $<HTMLButtonElement>("cancel").disabled = finished || job.cancelRequested;
+    $("message").textContent = finished ? "" : job.cancelRequested ? "cancelling..." : job.progress?.message ?? (job.status === "pending" ? "waiting for a runner" : "");
+    $<HTMLButtonElement>("cancel").hidden = finished;
+    $<HTMLButtonElement>("cancel").disabled = job.cancelRequested;
     $<HTMLButtonElement>("enqueue").disabled = !finished;
     const result = $("result");
     result.hidden = !finished;

@@ -21,7 +21,6 @@ import {
   type DocumentData,
   type DocumentSnapshot,
   type Firestore,
-  FirestoreError,
   type QueryConstraint,
   Timestamp,
   collection,
@@ -271,6 +270,7 @@ export async function enqueueJob<T extends JobType>(db: Firestore, type: T, meta
  */
 export function watchJob(db: Firestore, id: string, onChange: (job: Job) => void, onError?: (error: JobsClientError) => void, options: ClientOptions = {}): () => void {
   let stopped = false;
+  let seen = false;
   const stop = onSnapshot(
     doc(db, collectionOf(options), id),
     (snapshot) => {
@@ -281,11 +281,15 @@ export function watchJob(db: Firestore, id: string, onChange: (job: Job) => void
         onError?.(new JobNotFoundError(id));
         return;
       }
+      seen = true;
       onChange(toJob(snapshot));
     },
     (error) => {
       stopped = true;
-      onError?.(refusal(error, `read job ${id}`));
+      // The rules read the job to decide who may read it, so a job deleted while watched ends the
+      // listener with permission-denied, as one that never was the user's does: having seen it, it
+      // was deleted (by the retention cleanup, or an operator).
+      onError?.(seen && isCode(error, "permission-denied") ? new JobNotFoundError(id) : refusal(error, `read job ${id}`));
     },
   );
   return () => {
@@ -444,8 +448,17 @@ function currentUser(db: Firestore, options: ClientOptions): User {
   return user;
 }
 
+/** The Firestore error code of `error` (the SDK's errors carry a `code` string; matched by
+ * shape, since an app may load a second copy of the SDK whose classes differ from ours). */
+function codeOf(error: unknown): string | null {
+  if (typeof error === "object" && error !== null && "code" in error && typeof (error as { code: unknown }).code === "string") {
+    return (error as { code: string }).code;
+  }
+  return null;
+}
+
 function isCode(error: unknown, code: string): boolean {
-  return error instanceof FirestoreError && error.code === code;
+  return codeOf(error) === code;
 }
 
 /** The id an idempotency key names for one user and type: `k_<uid>_` and 40 hex characters of SHA-256. */
@@ -473,10 +486,13 @@ function refusal(error: unknown, what: string, data?: Record<string, unknown>): 
         error,
       );
     }
-    return new JobRefusedError(`the project's rules do not let this user ${what}: only the job's creator (and an admin of its organisation, for reading) may`, error);
+    return new JobRefusedError(
+      `the project's rules do not let this user ${what}: there is no such job, or it is not theirs (only its creator, and an admin of its organisation for reading, may)`,
+      error,
+    );
   }
   if (isCode(error, "not-found")) return new JobsClientError("not-found", `could not ${what}: no such job`, error);
-  const code = error instanceof FirestoreError ? error.code : "unknown";
+  const code = codeOf(error) ?? "unknown";
   const message = error instanceof Error ? error.message : String(error);
   return new JobsClientError(code, `could not ${what}: ${message}`, error);
 }
