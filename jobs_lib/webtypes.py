@@ -14,13 +14,13 @@ clients/web's in this repository.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from jobs_lib.config import child_environment
 from jobs_lib.errors import ConfigurationError
 from jobs_lib.registry import HandlerRegistry
 
@@ -119,7 +119,7 @@ def typescript(registry: HandlerRegistry, json2ts: Path | None = None) -> str:
             "(in this repository, `npm install` in clients/web)"
         )
     schema = json.dumps(input_schema(registry), sort_keys=True)
-    result = subprocess.run([node, "-e", _COMPILE], input=schema, capture_output=True, text=True, env={**os.environ, "JSON2TS": str(package)}, timeout=120)
+    result = subprocess.run([node, "-e", _COMPILE], input=schema, capture_output=True, text=True, env=child_environment({"JSON2TS": str(package)}), timeout=120)
     if result.returncode != 0:
         raise ConfigurationError(f"json-schema-to-typescript failed: {result.stderr.strip()[-2000:]}")
     return (
