@@ -49,8 +49,10 @@ CONTENDED_MEMORY = 60.0
 SLICE_TABLE_TTL = 10.0
 #: A long-lived worker starts the slow lanes this many seconds apart, after its first main-lane read.
 STAGGER = 1.5
-#: The sweep for documents with no status reads this many documents a page ...
+#: The sweep for documents with no status reads this many documents a page, a page at most this
+#: often (each page is billed a read per document, whatever its state) ...
 STATUSLESS_PAGE = 100
+STATUSLESS_EVERY = 30.0
 #: ... and rests this long after a pass over the collection that found none.
 STATUSLESS_REST = 300.0
 
@@ -118,7 +120,7 @@ class Discovery:
         self._running_after: str | None = None
         #: The sweep for documents with no status: where it is, how often it reads a page.
         self._statusless_after: str | None = None if eager else "".join(self._rng.choice(ID_ALPHABET) for _ in range(20))
-        self._statusless_every = scan_interval
+        self._statusless_every = STATUSLESS_EVERY
         self._statusless_found = False
         #: The pass under way began at the first id (a tick's, or any pass after a worker's first).
         self._statusless_whole = eager
@@ -241,8 +243,9 @@ class Discovery:
     def _statusless(self) -> list[Job]:
         """Documents written with no ``status`` at all (read as pending, DESIGN: "a document created
         without it is still taken up"): no query can ask for a missing field, so this sweeps every
-        document in id order, `STATUSLESS_PAGE` at a time, one page per `scan_interval` (10 s) and
-        a pause of `STATUSLESS_REST` after a pass that found none. Their created-event takes them at
+        document in id order, `STATUSLESS_PAGE` at a time, a page every `STATUSLESS_EVERY` seconds
+        (every `scan_interval` while it finds some) and a pause of `STATUSLESS_REST` after a pass
+        that found none. Their created-event takes them at
         once; this is how a worker or a tick finds them without one. What it finds is claimed (the
         claim writes ``status``) or given its fields (`JobStore.adoption_fields`) at once."""
         page = self.store.document_page(self._statusless_after, STATUSLESS_PAGE)
@@ -250,7 +253,7 @@ class Discovery:
         self._statusless_after = page[-1].id if more else None
         found = [job for job in page if job.raw.get("status") is None]
         self._statusless_found = self._statusless_found or bool(found)
-        self._statusless_every = self.scan_interval
+        self._statusless_every = STATUSLESS_EVERY if not found else self.scan_interval
         if not more:
             # The end of the id space. A worker's first pass began at a random id (a fleet starting
             # together reads apart): it goes on from the first id at once. After a pass from the
@@ -258,7 +261,7 @@ class Discovery:
             if self._statusless_whole and not self._statusless_found:
                 self._statusless_every = STATUSLESS_REST
             else:
-                self._statusless_every = 0.0 if not self._statusless_whole else self.scan_interval
+                self._statusless_every = 0.0 if not self._statusless_whole else STATUSLESS_EVERY
             self._statusless_whole = True
             self._statusless_found = False
             self._next["statusless"] = time.monotonic() + self._statusless_every

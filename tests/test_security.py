@@ -39,7 +39,7 @@ from jobs_lib.store import JobStore
 from jobs_lib.webhooks import WEBHOOK_TYPE, WebhookRefused, check_url, checked_target, post
 
 from .conftest import ROOT, wait_finished, wait_for
-from .test_api import ALL, token
+from .test_api import ALL, away_from_a_window_boundary, token
 from .test_rules import SERVER_TIME, Rest, id_token, load_rules
 
 SECRET = "test-secret-of-32-characters-xx"
@@ -425,6 +425,7 @@ def test_a_user_cannot_put_their_jobs_before_another_users(store: JobStore, regi
 
 
 def test_firing_a_schedule_by_hand_counts_against_the_create_limit(store: JobStore, registry: HandlerRegistry, client: JobsClient) -> None:
+    away_from_a_window_boundary(store)
     http = api_for(client, create_limit=3)
     alice = bearer("alice", permissions=ALL)
     schedule = http.post("/v1/schedules", json={"type": "process_notifications", "cron": "0 0 1 1 *"}, headers=alice).get_json()["schedule"]
