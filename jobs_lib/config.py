@@ -52,6 +52,7 @@ class Settings:
     orphan_seconds: float = _setting(300.0, "JOBS_ORPHAN_SECONDS", "how long a job marked in_progress without a lease of ours (an app's own write) may sit untouched before it counts as orphaned and is recovered", "seconds, 1 to 86400")
     tick_budget: float = _setting(50.0, "JOBS_TICK_BUDGET", "seconds a scheduler tick keeps claiming jobs", "seconds, 1 to 3600")
     function_timeout: float = _setting(540.0, "JOBS_FUNCTION_TIMEOUT", "timeout of the deployed tick function (jobs it claims must fit)", "seconds, 60 to 3600")
+    slice_seconds: float | None = _setting(None, "JOBS_SLICE_SECONDS", "the longest a continuable handler runs in one invocation before it is continued in the next (default: as long as the invocation may run)", "seconds, 0.1 to 3600")
     tick_concurrency: int = _setting(10, "JOBS_TICK_CONCURRENCY", "jobs a tick runs at once", "an integer, 1 to 1000")
     api_create_limit: int = _setting(60, "JOBS_API_CREATE_LIMIT", "jobs (and schedules) one user may create through the API per window", "an integer, 1 to 1000000")
     api_create_window: float = _setting(60.0, "JOBS_API_CREATE_WINDOW", "length of the API's rate-limit window", "seconds, 1 to 86400")
@@ -200,6 +201,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "handlers": _modules,
     "webhook_allow": _modules,
     "metrics_port": _integer,
+    "slice_seconds": _number,
     "health_port": _integer,
     "metrics_exporter": lambda raw: raw.strip().lower(),
     "traces_exporter": lambda raw: raw.strip().lower(),
@@ -260,6 +262,7 @@ _CHECKS: dict[str, Callable[[Any], str]] = {
     "cleanup_cron": _check_cron,
     "metrics_exporter": lambda v: "" if v in ("none", "prometheus", "gcp", "otlp", "console") else "not one of the choices",
     "traces_exporter": lambda v: "" if v in ("none", "gcp", "otlp", "console") else "not one of the choices",
+    "slice_seconds": lambda v: "" if v is None or (isinstance(v, int | float) and not isinstance(v, bool) and 0.1 <= v <= 3600) else "out of range",
     "metrics_port": lambda v: "" if v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535) else "out of range",
     "health_port": lambda v: "" if v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535) else "out of range",
     "console_auth": lambda v: "" if v in ("firebase", "emulator-tokens") else "not one of the choices",

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from jobs_lib.durable import check_step_name
 from jobs_lib.errors import JobCancelled, LeaseLost
 from jobs_lib.job import Job
 from jobs_lib.logs import JobLogger
@@ -13,6 +18,7 @@ if TYPE_CHECKING:
     from jobs_lib.store import JobStore
 
 InputT = TypeVar("InputT")
+T = TypeVar("T")
 
 
 class Handlers(Protocol):
@@ -47,6 +53,13 @@ class RunControl(Protocol):
     def lost_reason(self) -> str: ...
 
     def report_progress(self, report: dict[str, Any]) -> None: ...
+    def now(self) -> datetime: ...
+    def saved_step(self, name: str) -> tuple[bool, Any]: ...
+    def record_step(self, name: str, value: Any, ms: float) -> Any: ...
+    @property
+    def cursor(self) -> Any: ...
+    def checkpoint(self, cursor: Any) -> None: ...
+    def sleep_until(self, when: datetime) -> None: ...
 
 
 class JobContext(Generic[InputT]):
@@ -133,6 +146,75 @@ class JobContext(Generic[InputT]):
             raise LeaseLost(f"job {self.job_id}: this run no longer holds the job ({self._execution.lost_reason})")
         if self._execution.cancel_requested:
             raise JobCancelled(f"job {self.job_id} was cancelled at its owner's request")
+
+    # -- durable jobs (jobs_lib.durable) -------------------------------------------------
+
+    def step(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` once for this job and return its result.
+
+        The result is recorded in Firestore (fenced by this run's claim) before the handler goes
+        on; on a later attempt, continuation or wake-up the step returns the recorded result
+        without running `fn` again. Results come back as stored: JSON-like values (a pydantic
+        model as its dump, a tuple as a list). A step that raises records nothing and runs again
+        on the next attempt. Names are 1 to 128 letters, digits, ``_`` or ``-``, unique in the job.
+        """
+        check_step_name(name)
+        found, value = self._execution.saved_step(name)
+        if found:
+            return value  # type: ignore[no-any-return]
+        self.check_cancelled()
+        started = time.monotonic()
+        result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            raise TypeError(f"step {name!r}: {fn!r} returned an awaitable; use `await ctx.astep(...)` for async functions")
+        return self._execution.record_step(name, result, (time.monotonic() - started) * 1000)  # type: ignore[no-any-return]
+
+    async def astep(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """`step` for async handlers: `fn` may be a coroutine function (or a plain one); reading
+        and recording run off the event loop."""
+        check_step_name(name)
+        found, value = await asyncio.to_thread(self._execution.saved_step, name)
+        if found:
+            return value
+        self.check_cancelled()
+        started = time.monotonic()
+        result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return await asyncio.to_thread(self._execution.record_step, name, result, (time.monotonic() - started) * 1000)
+
+    @property
+    def cursor(self) -> Any:
+        """The last checkpoint saved (by this run, or by the run this one continues); None at first."""
+        return self._execution.cursor
+
+    def checkpoint(self, cursor: Any) -> None:
+        """Save a position inside a long step (rows done, the last id handled): JSON-like, small.
+
+        It is written with the next progress write (at most once a second) and always when the
+        invocation ends. In a ``continuable=True`` handler this is also where the job stops when
+        its invocation nears its end: the runner hands it back as a continuation and the next
+        invocation goes on, reading ``ctx.cursor``. Raises `JobCancelled` or `LeaseLost` as
+        `progress` does. Finishing a step clears the cursor.
+        """
+        self.check_cancelled()
+        self._execution.checkpoint(cursor)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep durably: end this invocation and resume the handler after `seconds`, holding no
+        concurrency slot, lease or instance meanwhile, the attempt not counted. The handler runs
+        again from the top: its steps return their results, and this sleep returns at once. Sleeps
+        are told apart by their order, so a handler must sleep in the same order on every run."""
+        if seconds < 0:
+            raise ValueError(f"a sleep must not be negative, got {seconds}")
+        self.sleep_until(self._execution.now() + timedelta(seconds=seconds))
+
+    def sleep_until(self, when: datetime) -> None:
+        """`sleep` until a time (an aware datetime); a time already past returns at once."""
+        if when.tzinfo is None:
+            raise ValueError("sleep_until needs an aware datetime (with a timezone)")
+        self.check_cancelled()
+        self._execution.sleep_until(when)
 
     def progress(
         self,

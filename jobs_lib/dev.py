@@ -216,9 +216,10 @@ class DevStack:
         self.hosts[target] = host
         return host
 
-    def wait_for_hosts(self, timeout: float = 60.0) -> None:
+    def wait_for_hosts(self, timeout: float = 60.0, targets: tuple[str, ...] | None = None) -> None:
+        """Wait until every function host (or those of `targets`) answers."""
         deadline = time.monotonic() + timeout
-        for host in self.hosts.values():
+        for host in (h for h in self.hosts.values() if targets is None or h.target in targets):
             while True:
                 if host.process.poll() is not None:
                     raise RuntimeError(f"function {host.target} exited:\n{host.log_path.read_text(errors='replace')[-3000:]}")

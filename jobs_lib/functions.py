@@ -40,8 +40,9 @@ from google.cloud.firestore_v1.types import document as document_types
 from google.events.cloud.firestore import DocumentEventData
 
 from jobs_lib.app import App
+from jobs_lib.builtin.continuations import CONTINUE_TYPE
 from jobs_lib.discovery import Discovery, sweeper_shards
-from jobs_lib.job import Job
+from jobs_lib.job import Job, Status
 from jobs_lib.logs import configure, event, job_fields
 from jobs_lib.registry import EVENT_BUDGET
 from jobs_lib.runner import Engine
@@ -243,7 +244,9 @@ def run_created(engine: Engine, job: Job) -> str:
     invocation rather than left for a tick.
     """
     spec = engine.spec_for(job)
-    if spec is not None and (spec.worker_only or spec.timeout > EVENT_BUDGET):
+    if job.type == CONTINUE_TYPE and job.status is Status.PENDING and isinstance(job.metadata, dict) and isinstance(job.metadata.get("jobId"), str):
+        return _run_continued(engine, job, job.metadata["jobId"])
+    if spec is not None and (spec.worker_only or (spec.timeout > EVENT_BUDGET and not spec.continuable)):
         where = "jobs worker" if spec.worker_only else "the tick"
         event(engine.log, "job_deferred", f"job {job.id} left to {where}: its timeout of {spec.timeout:g}s exceeds what an event function may run", **job_fields(job.id, job.type))
         engine.adopt([job])  # an app's job: into its shard lane, where they will find it
@@ -266,6 +269,20 @@ def run_created(engine: Engine, job: Job) -> str:
             return "deleted"
         job = fresh
     return "taken"
+
+
+def _run_continued(engine: Engine, wake: Job, job_id: str) -> str:
+    """A wake-up document's created-event: delete it and run the next slice of the job it names."""
+    try:
+        engine.store.delete(wake.id, "delete:wake")
+    except Exception:  # left, it is a no-op job that a tick completes, and it expires within the hour
+        log.warning("could not delete the wake-up document %s", wake.id, exc_info=True)
+    job = engine.store.get(job_id)
+    if job is None:
+        return "deleted"
+    if job.status is not Status.PENDING:
+        return "not_runnable"
+    return run_created(engine, job)
 
 
 def _repair_flows(engine: Engine) -> dict[str, int] | None:

@@ -49,6 +49,8 @@ KNOWN_FIELDS = frozenset(
         "dependsOn", "flowId", "flowName", "onParentFailure", "dependentsSettled",
         # completion webhooks (jobs_lib.webhooks)
         "webhook", "webhookJobId", "webhookFor",
+        # durable jobs (jobs_lib.durable)
+        "steps", "stepDocuments", "cursor", "continuations", "sliceMs", "activeMs", "sleeps",
     }
 )
 
@@ -242,6 +244,47 @@ class Job:
         """True for a job with something to do when it ends: jobs of its flow that wait for it (the
         runner releases them), or a webhook to call."""
         return "dependentsSettled" in self.raw or bool(self.raw.get("webhook"))
+
+    # -- durable jobs (jobs_lib.durable) ---------------------------------------------
+
+    @property
+    def steps(self) -> dict[str, Any]:
+        """The durable steps the job recorded, by name (``value``, or ``document`` for a large one;
+        ``at``, ``attempt``, ``ms``, ``size``)."""
+        steps = self.raw.get("steps")
+        return {k: v for k, v in steps.items() if isinstance(v, dict)} if isinstance(steps, dict) else {}
+
+    @property
+    def cursor(self) -> Any:
+        """The job's last checkpoint (``ctx.checkpoint``), None when it has none."""
+        return self.raw.get("cursor")
+
+    @property
+    def continuations(self) -> int:
+        """How many times the job was continued in another invocation."""
+        value = self.raw.get("continuations")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    @property
+    def slice_ms(self) -> list[int]:
+        """The lengths of its latest slices (runs that ended in a continuation), in milliseconds."""
+        value = self.raw.get("sliceMs")
+        return [v for v in value if isinstance(v, int) and not isinstance(v, bool)] if isinstance(value, list) else []
+
+    @property
+    def active_ms(self) -> int:
+        """Time the job ran before its last continuation or sleep, over all its slices, in milliseconds."""
+        value = self.raw.get("activeMs")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    @property
+    def sleeps(self) -> list[datetime]:
+        """When each of its durable sleeps ended (or ends), in the order the handler slept."""
+        value = self.raw.get("sleeps")
+        if not isinstance(value, dict):
+            return []
+        found = sorted((int(k), v) for k, v in value.items() if isinstance(k, str) and k.isdigit() and isinstance(v, datetime))
+        return [v for _k, v in found]
 
     @property
     def can_retry(self) -> bool:

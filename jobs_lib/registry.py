@@ -95,6 +95,10 @@ class HandlerSpec:
     #: The runner's own type: never created, retried or scheduled by users (the REST API and the
     #: project's rules refuse it). Every ``jobs.*`` type is internal whatever this says.
     internal: bool = False
+    #: The handler checkpoints (``ctx.checkpoint``) and may be continued in another invocation when
+    #: this one nears its end (jobs_lib.durable): its `timeout` is then its time over all its
+    #: slices, and it runs on the functions however long that is.
+    continuable: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not self.type.strip():
@@ -121,10 +125,11 @@ class HandlerSpec:
             from jobs_lib.webhooks import check_url
 
             check_url(self.webhook, resolve=False)  # its address is checked at each delivery (it is never written to a job)
-        if self.timeout > MAX_FUNCTION_TIMEOUT and not self.worker_only:
+        if self.timeout > MAX_FUNCTION_TIMEOUT and not self.worker_only and not self.continuable:
             raise ConfigurationError(
                 f"{self.type}: a timeout of {self.timeout:g}s is longer than any Cloud Function may run "
-                f"({MAX_FUNCTION_TIMEOUT:g}s with margin); declare worker_only=True and run it with `jobs worker`"
+                f"({MAX_FUNCTION_TIMEOUT:g}s with margin); make it continuable=True (it checkpoints and runs in slices) "
+                "or declare worker_only=True and run it with `jobs worker`"
             )
         if isinstance(self.input, str):
             module, _, name = self.input.partition(":")
@@ -212,13 +217,16 @@ class HandlerRegistry:
         breaker: int | None = None,
         breaker_cooldown: float = 60.0,
         internal: bool = False,
+        continuable: bool = False,
     ) -> Callable[[HandlerFn], HandlerFn]:
         """Decorator that registers a function as the handler for `type`.
 
         With `schedule` (a cron expression, in `timezone`), the job also runs
         on that schedule, declared here in code (see `add_schedule`). With `internal`, users may
         not create, retry or schedule its jobs (the REST API refuses them; the rules' list of
-        client types should not hold it): only the server's own code enqueues it.
+        client types should not hold it): only the server's own code enqueues it. With
+        `continuable`, the handler checkpoints and may run in slices (jobs_lib.durable): `timeout` is
+        then its time over every slice, and the functions run it however long that is.
         """
 
         def decorate(fn: HandlerFn) -> HandlerFn:
@@ -242,6 +250,7 @@ class HandlerRegistry:
                     breaker=breaker,
                     breaker_cooldown=breaker_cooldown,
                     internal=internal,
+                    continuable=continuable,
                 )
             )
             if schedule is not None:

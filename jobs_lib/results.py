@@ -74,16 +74,25 @@ def _cheap_size(value: Any) -> int:
     return SMALL_RESULT if isinstance(value, (dict, list)) and value else 16
 
 
+def storable_value(value: Any, what: str) -> tuple[str | None, Any]:
+    """Check a value bound for a document (a result, a step's result, a cursor): returns (problem or
+    None, the value as stored: a pydantic model dumped, a tuple as a list)."""
+    pydantic = sys.modules.get("pydantic")  # a model value means pydantic is loaded: never import it here
+    if pydantic is not None and isinstance(value, pydantic.BaseModel):
+        value = value.model_dump(mode="json")
+    if isinstance(value, tuple):
+        value = list(value)
+    problem = _problem(value, "result", 0)
+    if problem:
+        return f"{what} cannot be stored: {problem}", None
+    return None, value
+
+
 def storable_result(result: Any, document: dict[str, Any]) -> tuple[str | None, Any]:
     """Check a handler's return value; returns (problem or None, the value to store)."""
-    pydantic = sys.modules.get("pydantic")  # a model result means pydantic is loaded: never import it here
-    if pydantic is not None and isinstance(result, pydantic.BaseModel):
-        result = result.model_dump(mode="json")
-    if isinstance(result, tuple):
-        result = list(result)
-    problem = _problem(result, "result", 0)
+    problem, result = storable_value(result, "the handler's result")
     if problem:
-        return f"the handler's result cannot be stored: {problem}", None
+        return problem, None
     if _cheap_size(result) < SMALL_RESULT:
         return None, result
     size = encoded_size(result)
@@ -98,4 +107,4 @@ def storable_result(result: Any, document: dict[str, Any]) -> tuple[str | None, 
     return None, result
 
 
-__all__ = ["DOCUMENT_LIMIT", "encodable", "encoded_size", "storable_result"]
+__all__ = ["DOCUMENT_LIMIT", "encodable", "encoded_size", "storable_result", "storable_value"]

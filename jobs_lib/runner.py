@@ -32,12 +32,36 @@ if TYPE_CHECKING:
 from jobs_lib.breakers import Breakers
 from jobs_lib.context import JobContext
 from jobs_lib.decisions import AttemptEnd, Ending, decide
-from jobs_lib.errors import JobCancelled, LeaseLost, PermanentError
+from jobs_lib.durable import (
+    INLINE_STEP_BYTES,
+    INLINE_TOTAL_BYTES,
+    KEPT_SLICES,
+    MAX_STEPS,
+    MIN_SLICE_SECONDS,
+    SLICE_MARGIN_SECONDS,
+    SavedStep,
+    Suspend,
+    cursor_value,
+    saved_sleeps,
+    saved_steps,
+    step_value,
+)
+from jobs_lib.errors import JobCancelled, LeaseLost, PermanentError, StoreUnavailable
 from jobs_lib.flows import Releaser
 from jobs_lib.job import FINISHED, Job, Status
 from jobs_lib.keeper import Keeper
 from jobs_lib.logs import JobLogger, event, job_fields
-from jobs_lib.outcomes import Cancelled, Completed, Failed, Outcome, Released, Retry, Update
+from jobs_lib.outcomes import (
+    Cancelled,
+    Completed,
+    Continued,
+    Failed,
+    Outcome,
+    Released,
+    Retry,
+    Slept,
+    Update,
+)
 from jobs_lib.rates import RateClaimer
 from jobs_lib.recorder import Recorder
 from jobs_lib.registry import DEFAULT_RETENTION, HandlerRegistry, HandlerSpec, default_registry
@@ -47,6 +71,7 @@ from jobs_lib.store import Claim, JobStore, WriteOutcome, WriteStatus
 from jobs_lib.store.jobs import adopted
 from jobs_lib.telemetry import Telemetry, log_fields, span_context, used
 from jobs_lib.throughput import MinuteCounter
+from jobs_lib.wire import encoded_size
 
 log = logging.getLogger("jobs_lib.runner")
 
@@ -251,7 +276,11 @@ class Engine:
             return Triage(Verdict.SKIP, "its circuit breaker is open")
         if spec.worker_only and self.runtime != "worker":
             return Triage(Verdict.SKIP, "worker_only: left to jobs worker")
-        if max_timeout is not None and spec.timeout > max_timeout:
+        if spec.continuable:
+            # It runs in slices: any invocation with time for one slice will do.
+            if max_timeout is not None and max_timeout < MIN_SLICE_SECONDS + SLICE_MARGIN_SECONDS:
+                return Triage(Verdict.SKIP, f"continuable, but the {max_timeout:g}s left here are too few for a slice")
+        elif max_timeout is not None and spec.timeout > max_timeout:
             return Triage(Verdict.SKIP, f"needs up to {spec.timeout:g}s, {max_timeout:g}s left here")
         return None
 
@@ -361,7 +390,7 @@ class Engine:
             spec = self.spec_for(job)
             assert spec is not None  # triage checked
             recovered = job.status is Status.IN_PROGRESS
-            execution = Execution(self, claim, spec, claim_started)
+            execution = Execution(self, claim, spec, claim_started, max_timeout)
             execution.probe = spec.type in probing
             self.telemetry.child("firestore claim", execution.span, start_time=claim_started, end_time=claim_ended)
             queued_since = job.scheduled_for or job.created_at or job.create_time
@@ -405,6 +434,14 @@ class Engine:
         if not todo:
             return []
         return self.store.adopt(todo)
+
+    def wake(self, job: Job) -> None:
+        """Bring a job continued on the functions its next created-event (jobs_lib.builtin.continuations)."""
+        from jobs_lib.builtin.continuations import CONTINUE_TYPE, WAKE_RETENTION
+
+        wake_id = self.store.create_wake(job.id, CONTINUE_TYPE, WAKE_RETENTION)
+        if wake_id is not None:
+            event(self.log, "job_wake_created", f"job {job.id}: wake-up {wake_id} created for its next slice", level=logging.DEBUG, **job_fields(job.id, job.type))
 
     def _with_default_webhook(self, job: Job) -> Job:
         """The job marked ``webhook: true`` when its handler declares a URL and the document names
@@ -462,21 +499,40 @@ _NAMES: dict[type, tuple[str, str]] = {
     Retry: ("pending", "job_retrying"),
     Cancelled: ("cancelled", "job_cancelled"),
     Released: ("pending", "job_released"),
+    Continued: ("pending", "job_continued"),
+    Slept: ("pending", "job_slept"),
 }
 
 
 class Execution:
     """One attempt at one claimed job: runs the handler, asks `decide` what to record, records it."""
 
-    def __init__(self, engine: Engine, claim: Claim, spec: HandlerSpec, started_ns: int | None = None) -> None:
+    def __init__(self, engine: Engine, claim: Claim, spec: HandlerSpec, started_ns: int | None = None, max_timeout: float | None = None) -> None:
         self.engine = engine
         self.claim = claim
         self.spec = spec
+        job = claim.job
+        # Durable jobs (jobs_lib.durable): what earlier runs recorded, and this run's slice.
+        self._steps: dict[str, SavedStep] = saved_steps(job.raw.get("steps"))
+        self._inline_bytes = sum(encoded_size(s.value) for s in self._steps.values() if s.document is None) if self._steps else 0
+        self._sleeps = saved_sleeps(job.raw.get("sleeps"))
+        self._sleep_count = 0
+        self._cursor: Any = job.cursor
+        self._cursor_dirty = False
+        #: A continuable run stops at its next checkpoint once this (monotonic) time has passed, or
+        #: once `continue_requested` is set (a worker shutting down); None: no end of its own.
+        slice_seconds = min(
+            max_timeout - SLICE_MARGIN_SECONDS if max_timeout is not None else float("inf"),
+            engine.store.settings.slice_seconds or float("inf"),
+        )
+        self.slice_end: float | None = time.monotonic() + max(slice_seconds, 0.0) if spec.continuable and slice_seconds != float("inf") else None
+        self.continue_requested = False
         #: This attempt's span (a no-op unless an OpenTelemetry SDK is installed; see jobs_lib.telemetry).
         self.span = engine.telemetry.start_attempt(claim.job_id, claim.job.type, claim.attempt, claim.job.raw.get("traceparent"), start_time=started_ns)
         trace_fields = log_fields(self.span, engine.store.settings.project)
         self.logger = JobLogger(log, {**job_fields(claim.job_id, claim.job.type, claim.attempt), "worker": engine.holder, **trace_fields})
-        self.deadline = engine.store.now() + timedelta(seconds=spec.timeout)
+        # The timeout counts the earlier slices too (continuations and sleeps).
+        self.deadline = engine.store.now() + timedelta(seconds=max(spec.timeout - job.active_ms / 1000, 0.001))
         self.finished = False
         self.final_status: str | None = None
         #: Jobs of its flow this run's end released (pending now).
@@ -557,6 +613,8 @@ class Execution:
         try:
             with self.engine.telemetry.tracer.start_as_current_span(f"handler {job.type}", record_exception=False, set_status_on_exception=False):
                 result = self._run_async(context) if self.spec.is_async else self.spec.fn(context)
+        except Suspend as suspended:
+            self._suspend(suspended)
         except JobCancelled:
             self._conclude(Ending.CANCELLED)
         except (LeaseLost, asyncio.CancelledError):
@@ -571,6 +629,113 @@ class Execution:
                 self._conclude(Ending.UNSTORABLE, error=problem)
             else:
                 self._conclude(Ending.RETURNED, result=stored)
+
+    def _suspend(self, suspended: Suspend) -> None:
+        """The handler stopped at a checkpoint or a sleep: record a continuation or a sleep (the
+        attempt not counted), unless this run no longer holds the job or its owner asked to cancel."""
+        if self.lease_lost:
+            self._conclude(Ending.INTERRUPTED)
+            return
+        if self.cancel_requested:
+            self._conclude(Ending.CANCELLED)
+            return
+        job = self.claim.job
+        ran_ms = round((time.monotonic() - self._started) * 1000)
+        active_ms = job.active_ms + ran_ms
+        attempts = max(self.claim.attempt - 1, 0)
+        outcome: Outcome
+        if suspended.until is not None:
+            outcome = Slept(attempts, suspended.until, suspended.index, active_ms)
+        else:
+            with self._lock:
+                cursor = self._cursor
+            outcome = Continued(attempts, self.engine.store.now(), cursor, job.continuations + 1, (*job.slice_ms, ran_ms)[-KEPT_SLICES:], active_ms)
+        self._record(outcome)
+        if isinstance(outcome, Continued) and self.final_status is not None and self.engine.runtime == "function":
+            # No created-event comes for a job that is pending again: a wake-up document brings one,
+            # so that the next slice starts at once rather than at the next tick.
+            self.engine.wake(job)
+
+    # -- durable steps, checkpoints and sleeps (jobs_lib.context.RunControl) -------------
+
+    def now(self) -> datetime:
+        """The server's time, as this process knows it."""
+        return self.engine.store.now()
+
+    def saved_step(self, name: str) -> tuple[bool, Any]:
+        """(True, its result) when an earlier run recorded the step `name`, else (False, None)."""
+        saved = self._steps.get(name)
+        if saved is None:
+            return False, None
+        if saved.document is not None:
+            saved.value, saved.document = self.engine.store.step_document(self.claim.job_id, saved.document), None
+        return True, saved.value
+
+    def record_step(self, name: str, value: Any, ms: float) -> Any:
+        """Record the step's result, fenced by the claim; returns it as stored (as a replay returns
+        it). Raises `LeaseLost` when this run no longer holds the job: its result is not recorded."""
+        if self.finished or self.lease_lost:
+            raise LeaseLost(f"job {self.claim.job_id}: step {name!r} not recorded, this run no longer holds the job ({self.lost_reason or 'ended'})")
+        if len(self._steps) >= MAX_STEPS:
+            raise PermanentError(f"a job may record at most {MAX_STEPS} steps; step {name!r} is one more")
+        stored, size = step_value(name, value)
+        record: dict[str, Any] = {"at": self.engine.store.now(), "attempt": self.claim.attempt, "ms": round(ms, 1), "size": size}
+        inline = size <= INLINE_STEP_BYTES and self._inline_bytes + size <= INLINE_TOTAL_BYTES
+        if inline:
+            record["value"] = stored
+        else:
+            # Named after this claim: a run that lost the job never overwrites what another recorded.
+            record["document"] = f"{name}-{self.claim.token[:16]}"
+            self.engine.store.save_step_document(self.claim.job_id, record["document"], name, stored)
+        with self._lock:
+            self._cursor, self._cursor_dirty = None, False
+        written = self.engine.recorder.write(self.claim, Update(steps={name: record}, has_cursor=True))
+        if written.status is WriteStatus.LOST:
+            self.lease_lost = True
+            self.lost_reason = written.detail or "lease lost"
+            raise LeaseLost(f"job {self.claim.job_id}: step {name!r} not recorded: {self.lost_reason}")
+        if written.status is WriteStatus.INVALID:
+            raise PermanentError(f"step {name!r}: Firestore refused to store its result: {written.detail}")
+        if written.status is not WriteStatus.OK:
+            raise StoreUnavailable(f"step {name!r}: its result could not be recorded ({written.detail}); the step runs again on the next attempt")
+        self._steps[name] = SavedStep(stored)
+        if inline:
+            self._inline_bytes += size
+        return stored
+
+    @property
+    def cursor(self) -> Any:
+        """The last checkpoint (this run's, or the one the job was continued from)."""
+        with self._lock:
+            return self._cursor
+
+    def checkpoint(self, cursor: Any) -> None:
+        """Save `cursor` (with the next progress write, at most once a second, and with the
+        continuation); raises `Suspend` when a continuable run's slice is over."""
+        stored = cursor_value(cursor)
+        with self._lock:
+            self._cursor, self._cursor_dirty = stored, True
+        if self.spec.continuable and (self.continue_requested or (self.slice_end is not None and time.monotonic() >= self.slice_end)):
+            raise Suspend()
+        with self._lock:
+            due = time.monotonic() - self._progress_written >= PROGRESS_INTERVAL and not self._maintaining
+        if due:
+            self.maintain(None)
+
+    def sleep_until(self, when: datetime) -> None:
+        """The handler's next durable sleep: returns at once when it has slept it already (a
+        replay) or `when` has passed, else raises `Suspend` to end the invocation until `when`."""
+        index = self._sleep_count
+        self._sleep_count += 1
+        recorded = self._sleeps.get(index)
+        until = recorded if recorded is not None else when
+        if until <= self.engine.store.now():
+            return
+        raise Suspend(until=until, index=index)
+
+    def request_continuation(self) -> None:
+        """Ask a continuable run to stop at its next checkpoint (a worker shutting down)."""
+        self.continue_requested = True
 
     def _end(self, ending: Ending, **facts: Any) -> AttemptEnd:
         """The facts `decide` needs about this attempt ending as `ending`."""
@@ -691,13 +856,16 @@ class Execution:
             progress = None
             if renew_before is not None and self.claim.lease_expires_at <= renew_before:
                 expires = self.engine.store.now() + timedelta(seconds=self.engine.lease_seconds)
-            if self._progress and time.monotonic() - self._progress_written >= PROGRESS_INTERVAL:
+            cursor_due = False
+            if (self._progress or self._cursor_dirty) and time.monotonic() - self._progress_written >= PROGRESS_INTERVAL:
                 progress, self._progress = self._progress, None
+                cursor_due, self._cursor_dirty = self._cursor_dirty, False
                 self._progress_written = time.monotonic()
-            if expires is None and progress is None:
+            if expires is None and progress is None and not cursor_due:
                 return
             self._maintaining = True
-        future = self.engine.recorder.submit(self.claim, Update(progress=progress, lease_expires_at=expires))
+            update = Update(progress=progress, lease_expires_at=expires, cursor=self._cursor if cursor_due else None, has_cursor=cursor_due)
+        future = self.engine.recorder.submit(self.claim, update)
         future.add_done_callback(lambda f: self._maintained(f.result(), expires))
 
     def _maintained(self, outcome: WriteOutcome, expires: datetime | None) -> None:
@@ -718,7 +886,7 @@ class Execution:
         job = self.claim.job
         telemetry = self.engine.telemetry
         name = _NAMES[type(outcome)][0]
-        if not isinstance(outcome, Released):
+        if not isinstance(outcome, Released | Continued | Slept):
             self.engine.throughput.add(self.engine.store.now(), job.type, "retried" if isinstance(outcome, Retry) else name)
         if isinstance(outcome, Completed):
             telemetry.ended(job.type, "completed", seconds, job.created_at, self.engine.store.now())

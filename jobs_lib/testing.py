@@ -10,7 +10,12 @@
 The handler runs exactly as a worker runs it (its pydantic input model, its
 `JobContext`, its retry policy decided by the same `jobs_lib.decisions.decide`),
 but in the calling thread, with no claim, no lease and no writes to the job
-document: what it would have recorded is returned instead. A handler that
+document: what it would have recorded is returned instead. Durable handlers
+run whole: ``ctx.step`` results are kept in memory (``run.steps``; pass
+``steps=`` to start as a later attempt would, some already recorded),
+``ctx.checkpoint`` cursors are collected, a ``ctx.sleep`` ends the slice and
+the handler is replayed at once from the top as after its wake-up, and
+``continue_every=N`` continues a continuable handler at every N-th checkpoint. A handler that
 never touches ``ctx.db`` needs no Firestore at all (like procrastinate's
 in-memory connector or dramatiq's stub broker); pass ``db=`` (an emulator
 client) or ``app=`` for one that does.
@@ -29,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs_lib.context import JobContext
 from jobs_lib.decisions import AttemptEnd, Ending, decide
+from jobs_lib.durable import MAX_STEPS, Suspend, cursor_value, step_value
 from jobs_lib.errors import ConfigurationError, JobCancelled, LeaseLost, PermanentError
 from jobs_lib.job import Job
 from jobs_lib.logs import JobLogger, job_fields
@@ -56,6 +62,16 @@ class HandlerRun:
     error: BaseException | None = None
     #: What the runner would record: Completed, Retry (attempts remain), Failed or Cancelled.
     outcome: Outcome | None = None
+    #: The durable steps' results by name (those given as `steps=` too), and the names of the
+    #: steps that ran here (each at most once).
+    steps: dict[str, Any] = field(default_factory=dict)
+    steps_run: list[str] = field(default_factory=list)
+    #: Each ``ctx.checkpoint`` cursor, in order.
+    checkpoints: list[Any] = field(default_factory=list)
+    #: Each durable sleep's length in seconds, in order (run_handler does not wait them out).
+    sleeps: list[float] = field(default_factory=list)
+    #: How many times the handler was continued (``continue_every``) or replayed after a sleep.
+    continuations: int = 0
 
     @property
     def status(self) -> str:
@@ -107,6 +123,14 @@ class _TestRun:
         self.reports: list[dict[str, Any]] = []
         self.parent_results: dict[str, Any] | None = {}
         self.registry = registry if registry is not None else default_registry
+        self.steps: dict[str, Any] = {}
+        self.steps_run: list[str] = []
+        self.cursor: Any = None
+        self.checkpoints: list[Any] = []
+        self.continue_every: int | None = None
+        self.sleep_count = 0
+        self.slept: set[int] = set()
+        self.sleep_seconds: list[float] = []
 
     @property
     def db(self) -> Any:
@@ -123,6 +147,43 @@ class _TestRun:
     def report_progress(self, report: dict[str, Any]) -> None:
         self.reports.append(dict(report))
 
+    # -- durable jobs: kept in memory across the replays of one run_handler call --------
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def saved_step(self, name: str) -> tuple[bool, Any]:
+        if name in self.steps:
+            return True, self.steps[name]
+        return False, None
+
+    def record_step(self, name: str, value: Any, ms: float) -> Any:
+        if len(self.steps) >= MAX_STEPS:
+            raise PermanentError(f"a job may record at most {MAX_STEPS} steps; step {name!r} is one more")
+        stored, _size = step_value(name, value)
+        self.steps[name] = stored
+        self.steps_run.append(name)
+        self.cursor = None
+        return stored
+
+    def checkpoint(self, cursor: Any) -> None:
+        self.cursor = cursor_value(cursor)
+        self.checkpoints.append(self.cursor)
+        if self.continue_every and len(self.checkpoints) % self.continue_every == 0:
+            raise Suspend()
+
+    def sleep_until(self, when: datetime) -> None:
+        index = self.sleep_count
+        self.sleep_count += 1
+        if index in self.slept:
+            return
+        seconds = (when - self.now()).total_seconds()
+        if seconds <= 0:
+            return
+        self.slept.add(index)
+        self.sleep_seconds.append(seconds)
+        raise Suspend(until=when, index=index)
+
 
 def run_handler(
     job_type: str,
@@ -136,6 +197,9 @@ def run_handler(
     db: Any = None,
     app: Any = None,
     parent_results: dict[str, Any] | None = None,
+    steps: dict[str, Any] | None = None,
+    cursor: Any = None,
+    continue_every: int | None = None,
 ) -> HandlerRun:
     """Run the handler registered for `job_type` on a job with this `metadata`, here and now.
 
@@ -144,7 +208,9 @@ def run_handler(
     `cancel_requested` makes ``ctx.progress()`` raise as an owner's cancel would.
     `app` (a `jobs_lib.app.App` on the emulator) gives the handler ``ctx.db``
     and ``ctx.store``; `db` alone gives ``ctx.db``. `parent_results` is what
-    ``ctx.parent_results`` returns (the results of a flow job's parents, by name).
+    ``ctx.parent_results`` returns (the results of a flow job's parents, by name). `steps`
+    (name -> result) are steps an earlier run recorded, `cursor` the checkpoint it left;
+    `continue_every` continues a ``continuable`` handler at every N-th ``ctx.checkpoint``.
     """
     registry = registry if registry is not None else (app.registry if app is not None else default_registry)
     spec = registry.get(job_type)
@@ -159,13 +225,29 @@ def run_handler(
     logger = JobLogger(base, {**job_fields(job.id, job_type, attempt), "worker": "jobs_lib.testing"})
     control = _TestRun(job, attempt, spec, logger, db if db is not None else (app.db if app is not None else None), app.store if app is not None else None, cancel_requested, registry)
     control.parent_results = parent_results if parent_results is not None else ({} if not job.depends_on or app is None else None)
+    control.steps = dict(steps or {})
+    control.cursor = cursor
+    control.continue_every = continue_every if spec.continuable else None
     run = HandlerRun(job=job, logs=lines)
     try:
-        run.outcome = _attempt(spec, job, control, run)
+        for _ in range(MAX_REPLAYS):
+            control.sleep_count = 0
+            try:
+                run.outcome = _attempt(spec, job, control, run)
+                break
+            except Suspend:
+                run.continuations += 1  # a continuation or a wake-up: the handler runs again from the top
+        else:
+            raise RuntimeError(f"the handler was continued {MAX_REPLAYS} times without ending")
     finally:
         base.removeHandler(capture)
         run.progress = control.reports
+        run.steps, run.steps_run, run.checkpoints, run.sleeps = control.steps, control.steps_run, control.checkpoints, control.sleep_seconds
     return run
+
+
+#: A run_handler call replays a handler (after sleeps and continuations) at most this often.
+MAX_REPLAYS = 10_000
 
 
 def _run_async(coroutine: Any) -> Any:

@@ -74,7 +74,7 @@ def fill_value(target: Any, value: Any) -> None:
 
 def update_write(document_name: str, fields: dict[str, Any], update_time: dt.datetime | None, *, create: bool = False) -> Any:
     """An update of top-level `fields` (SERVER_TIMESTAMP and DELETE_FIELD allowed, also one level
-    down) conditioned on the document's `update_time`, or on its existence when None; with
+    down; a key "map.name" writes one entry of a map, keeping the others) conditioned on the document's `update_time`, or on its existence when None; with
     `create`, a new document, conditioned on there being none."""
     write = Write()
     write.update.name = document_name
@@ -82,7 +82,17 @@ def update_write(document_name: str, fields: dict[str, Any], update_time: dt.dat
     doc_fields = write.update.fields
     server_times: list[str] = []
     for key, value in fields.items():
-        if value is DELETE_FIELD:
+        if "." in key:
+            # One entry of a map ("steps.fetch"): written alone, its siblings kept.
+            top, sub = key.split(".", 1)
+            path = f"{top}.`{sub.replace(chr(92), chr(92) * 2).replace('`', chr(92) + '`')}`"
+            if isinstance(value, Sentinel) and value is not DELETE_FIELD:
+                raise ValueError(f"unsupported sentinel at {key}")
+            mask.append(path)
+            if value is not DELETE_FIELD:
+                doc_fields[top].map_value.SetInParent()
+                fill_value(doc_fields[top].map_value.fields[sub], value)
+        elif value is DELETE_FIELD:
             mask.append(key)
         elif value is SERVER_TIMESTAMP:
             server_times.append(key)

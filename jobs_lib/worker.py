@@ -435,6 +435,10 @@ class Worker:
             wait_until = deadline  # burst mode: running jobs may run until the hard limit
         else:
             wait_until = time.monotonic() + (0 if self._hurry.is_set() else self.grace)
+            for execution in self._snapshot():
+                # A continuable job stops at its next checkpoint, its cursor saved, and another
+                # runner goes on from there (jobs_lib.durable).
+                execution.request_continuation()
         while self._snapshot() and time.monotonic() < wait_until and not self._hurry.is_set():
             self._reap_abandoned()
             self._wake.wait(0.1)

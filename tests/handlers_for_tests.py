@@ -120,3 +120,43 @@ if os.environ.get("JOBS_TEST_KILL_BEFORE_RELEASE"):
         return []
 
     Engine.release_dependents = _die  # type: ignore[method-assign]
+
+
+def _mark(name: str, line: str) -> None:
+    """Append a line to $JOBS_TEST_EFFECTS_DIR/<name> (kept by the OS if the process is killed next)."""
+    fd = os.open(os.path.join(os.environ["JOBS_TEST_EFFECTS_DIR"], name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{line}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _stage(ctx: JobContext[Any], k: int) -> int:
+    _mark("started", f"{k} {os.getpid()}")
+    time.sleep(float(ctx.metadata.get("pause", 0.6)))  # where the test kills the process
+    _mark("effects", str(k))  # the step's side effect
+    return k * 10
+
+
+@handler("five_steps", max_attempts=10, timeout=60)
+def five_steps(ctx: JobContext[Any]) -> list[int]:
+    """Five durable steps, each marking its start and its side effect (tests/test_durable.py)."""
+    return [ctx.step(f"stage-{k}", _stage, ctx, k) for k in range(1, 6)]
+
+
+@handler("rows", continuable=True, max_attempts=3, timeout=600)
+def rows(ctx: JobContext[Any]) -> dict[str, Any]:
+    """Process `metadata.rows` rows in chunks of 1,000, checkpointing after each chunk; each chunk
+    counts itself in chunks/{jobId}-{n} with where it ran (a continuable job, tests/test_dev_stack.py)."""
+    total = int(ctx.metadata.get("rows", 100_000))
+    pause = float(ctx.metadata.get("pause", 0.05))
+    done = int(ctx.cursor or 0)
+    while done < total:
+        chunk = done // 1000
+        time.sleep(pause)  # the work on rows done .. done + 999
+        ctx.db.collection("chunks").document(f"{ctx.job_id}-{chunk}").set(
+            {"count": firestore.Increment(1), "where": os.environ.get("FUNCTION_TARGET", "worker"), "pid": os.getpid()}, merge=True
+        )
+        done = min(done + 1000, total)
+        ctx.checkpoint(done)
+    return {"rows": done}

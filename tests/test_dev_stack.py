@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +24,8 @@ from .conftest import ROOT, wait_finished, wait_for
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[DevStack]:
-    dev = DevStack(project="demo-jobs-dev", handlers="tests.handlers_for_tests", tick_interval=None, env={"PYTHONPATH": str(ROOT)})
+    # Continuable handlers run slices of at most 0.2 s here (test_a_continuable_job_...).
+    dev = DevStack(project="demo-jobs-dev", handlers="tests.handlers_for_tests", tick_interval=None, env={"PYTHONPATH": str(ROOT), "JOBS_SLICE_SECONDS": "0.2"})
     try:
         dev.start()
     except EmulatorUnavailable as exc:
@@ -121,3 +123,34 @@ def test_the_ticker_calls_the_tick_on_its_interval(dev_store: JobStore) -> None:
     with DevStack(project="demo-jobs-ticker", tick_interval=0.5, env={"PYTHONPATH": str(ROOT)}) as dev:
         wait_for(lambda: len(dev.ticks) >= 2, timeout=30, message="two ticks")
         assert all(t["claimed"] == 0 for t in dev.ticks)
+
+
+def test_a_continuable_job_runs_in_slices_on_the_functions_alone(stack: DevStack, dev_client: JobsClient, dev_store: JobStore) -> None:
+    """100,000 rows, a checkpoint every 1,000, slices of 0.2 s (JOBS_SLICE_SECONDS), no worker: first
+    three ticks alone (the event function down), then created-events, each slice's continuation
+    bringing the next one a created-event of its own (a wake-up document)."""
+    assert stack.dispatcher is not None
+    stack.hosts["on_job_created"].stop()
+    try:
+        job = dev_client.enqueue("rows", {"rows": 100_000, "pause": 0.05})
+        for n in range(1, 4):
+            assert stack.tick_now()["claimed"] >= 1  # a slice per tick
+            after = dev_store.get(job.id)
+            assert after is not None and after.status is Status.PENDING and after.continuations == n and 0 < after.cursor < 100_000 and after.cursor % 1000 == 0
+        stack.start_host("on_job_created", "cloudevent")
+        stack.wait_for_hosts()
+        stack.tick_now()  # its continuation's wake-up reaches the event function now, which carries on
+        done = wait_finished(dev_store, [job.id], timeout=90)[job.id]
+    finally:
+        if stack.hosts["on_job_created"].process.poll() is not None:
+            stack.start_host("on_job_created", "cloudevent")
+            stack.wait_for_hosts()
+    assert done.status is Status.COMPLETED and done.result == {"rows": 100_000} and done.attempts == 1
+    chunks = {snap.id: snap.to_dict() for snap in dev_store.db.collection("chunks").stream()}
+    assert sorted(chunks) == sorted(f"{job.id}-{n}" for n in range(100)) and {c["count"] for c in chunks.values()} == {1}  # every row once
+    where = Counter(c["where"] for c in chunks.values())
+    assert where["tick"] >= 4 and where["on_job_created"] >= 40 and set(where) == {"tick", "on_job_created"}, where
+    assert done.continuations >= 20 and len(done.slice_ms) == min(done.continuations, 50)
+    assert all(150 <= ms < 5000 for ms in done.slice_ms), done.slice_ms
+    assert done.active_ms >= sum(done.slice_ms) and done.cursor == 100_000  # the last position it reached
+    assert len(function_events(stack, "on_job_created", "job_continued")) >= 10

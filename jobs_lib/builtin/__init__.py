@@ -1,5 +1,5 @@
 """Handlers that are always registered."""
 
-from jobs_lib.builtin import housekeeping, notifications, webhooks
+from jobs_lib.builtin import continuations, housekeeping, notifications, webhooks
 
-__all__ = ["housekeeping", "notifications", "webhooks"]
+__all__ = ["continuations", "housekeeping", "notifications", "webhooks"]

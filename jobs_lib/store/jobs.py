@@ -16,6 +16,7 @@ lane, and a slow scan of the pending set catches documents with no
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -34,10 +35,12 @@ from jobs_lib.outcomes import (
     CancelRequest,
     Change,
     Completed,
+    Continued,
     Failed,
     Outcome,
     Retried,
     Retry,
+    Slept,
     Update,
 )
 from jobs_lib.store.base import (
@@ -61,7 +64,11 @@ from jobs_lib.store.schedules import ScheduleStore
 from jobs_lib.store.slices import SliceLeases
 from jobs_lib.store.stats import MinuteStats
 
+log = logging.getLogger("jobs_lib.store")
+
 ASCENDING, DESCENDING = firestore.Query.ASCENDING, firestore.Query.DESCENDING
+#: Where a job keeps step results too large for its own document (jobs_lib.durable).
+STEPS_SUBCOLLECTION = "steps"
 
 
 def _in_shards(query: Any, shards: Sequence[int]) -> Any:
@@ -84,6 +91,11 @@ def _orderable(value: object) -> tuple[int, Any]:
 
 def _order_key(name: str, job: Job) -> tuple[int, Any]:
     return _orderable(job.raw.get(name))
+
+
+def _listed(collection: Any) -> list[Any]:
+    """Every document reference of a (small) collection."""
+    return list(collection.list_documents(retry=None))
 
 
 def adopted(job: Job) -> bool:
@@ -321,8 +333,62 @@ class JobStore(StorePart):
 
     def expired_finished(self, now: datetime, limit: int) -> list[str]:
         """Ids of finished jobs whose ``expireAt`` has passed (for the cleanup where no TTL policy runs)."""
+        return [job_id for job_id, _docs in self.expired_finished_jobs(now, limit)]
+
+    def expired_finished_jobs(self, now: datetime, limit: int) -> list[tuple[str, bool]]:
+        """`expired_finished`, each id with whether the job kept step results in documents of their own."""
         query = _in_shards(self.collection, ALL_SHARDS).where(filter=FieldFilter("expireAt", "<=", now)).order_by("expireAt").limit(limit)
-        return [row.id for row in self.connection.query(query, "expired_finished")]
+        return [(row.id, row.fields.get("stepDocuments") is True) for row in self.connection.query(query, "expired_finished")]
+
+    # -- durable jobs (jobs_lib.durable) ----------------------------------------------
+
+    def create_wake(self, job_id: str, job_type: str, lifetime: timedelta) -> str | None:
+        """Create a wake-up document (a `job_type` job naming `job_id`) whose created-event runs the
+        job's next slice; it expires after `lifetime`. Returns its id, None if it could not be
+        written (the job is pending and due: a tick or a worker takes it)."""
+        wake_id = f"{job_id}-wake-{uuid.uuid4().hex[:10]}"
+        data = self.new_job_fields(job_type, {"jobId": job_id}, scheduled_for=None, priority=0, max_attempts=1, extra={"expireAt": self.now() + lifetime})
+        try:
+            self.create(wake_id, data)
+        except Exception:  # best effort: without it the next slice starts at the next tick
+            log.warning("could not create the wake-up document of job %s", job_id, exc_info=True)
+            return None
+        return wake_id
+
+    def delete(self, job_id: str, kind: str = "delete:job") -> None:
+        """Delete one job document (one write)."""
+        self.connection.write(partial(self.ref(job_id).delete, retry=None), kind)
+
+    def _step_ref(self, job_id: str, document: str) -> Any:
+        return self.ref(job_id).collection(STEPS_SUBCOLLECTION).document(document)
+
+    def save_step_document(self, job_id: str, document: str, name: str, value: Any) -> None:
+        """Write a large step result to a document of its own in the job's steps subcollection (one
+        write; the job document then names it, in a write fenced by the claim)."""
+        self.connection.write(partial(self._step_ref(job_id, document).set, {"step": name, "value": value}, retry=None), "write:step_document")
+
+    def step_document(self, job_id: str, document: str) -> Any:
+        """The result a step document holds (one read); raises `StoreRefused` when it is gone."""
+        snap = self.connection.retrying(partial(self._step_ref(job_id, document).get, retry=None))
+        self.stats.add(reads=1, kind="read:step_document")
+        if not snap.exists:
+            raise StoreRefused(f"job {job_id}: the document holding a step's result ({STEPS_SUBCOLLECTION}/{document}) is missing")
+        return (snap.to_dict() or {}).get("value")
+
+    def delete_step_documents(self, job_ids: Iterable[str]) -> int:
+        """Delete the step documents of these jobs (a listing and a delete per document); returns how many."""
+        deleted = 0
+        for job_id in job_ids:
+            refs: list[Any] = self.connection.retrying(partial(_listed, self.ref(job_id).collection(STEPS_SUBCOLLECTION)))
+            self.stats.add(reads=max(1, len(refs)), kind="read:step_documents")
+            for start in range(0, len(refs), 400):
+                batch = self.db.batch()
+                chunk = refs[start : start + 400]
+                for ref in chunk:
+                    batch.delete(ref)
+                self.connection.write(partial(batch.commit, retry=None), "delete:step_document", writes=len(chunk))
+            deleted += len(refs)
+        return deleted
 
     def count_by_status(self) -> dict[str, int]:
         """How many jobs are in each state (aggregation queries, one per state)."""
@@ -690,6 +756,13 @@ class JobStore(StorePart):
             fields["leaseExpiresAt"] = update.lease_expires_at
         if update.progress:
             fields["progress"] = {**update.progress, "updatedAt": self.connection.now_value()}
+        for name, record in (update.steps or {}).items():
+            fields[f"steps.{name}"] = record
+            if "document" in record:
+                fields["stepDocuments"] = True  # the retention cleanup deletes those documents too
+        if update.steps or update.has_cursor:
+            # A recorded step ends the cursor of the step that ran (a new checkpoint sets the next).
+            fields["cursor"] = update.cursor if update.has_cursor and update.cursor is not None else firestore.DELETE_FIELD
         if update.outcome is not None:
             fields.update(self._outcome_fields(update.outcome))
         fields["updatedAt"] = self.connection.now_value()
@@ -706,6 +779,26 @@ class JobStore(StorePart):
             fields = {"status": Status.CANCELLED.value, "completedAt": now, "error": outcome.reason}
         elif isinstance(outcome, Retry):
             return {"status": Status.PENDING.value, "scheduledFor": self.time_value(outcome.run_at), "error": outcome.error, "errorDetails": outcome.details, "leaseExpiresAt": firestore.DELETE_FIELD}
+        elif isinstance(outcome, Continued):  # the next slice goes on from the cursor; the attempt is not counted
+            return {
+                "status": Status.PENDING.value,
+                "scheduledFor": self.time_value(outcome.run_at),
+                "leaseExpiresAt": firestore.DELETE_FIELD,
+                "attempts": outcome.attempts,
+                "cursor": outcome.cursor if outcome.cursor is not None else firestore.DELETE_FIELD,
+                "continuations": outcome.continuations,
+                "sliceMs": list(outcome.slices),
+                "activeMs": outcome.active_ms,
+            }
+        elif isinstance(outcome, Slept):  # due again when it wakes; the attempt is not counted
+            return {
+                "status": Status.PENDING.value,
+                "scheduledFor": self.time_value(outcome.until),
+                "leaseExpiresAt": firestore.DELETE_FIELD,
+                "attempts": outcome.attempts,
+                f"sleeps.{outcome.index}": outcome.until,
+                "activeMs": outcome.active_ms,
+            }
         else:  # Released: the interrupted attempt is not counted
             return {"status": Status.PENDING.value, "scheduledFor": self.time_value(outcome.run_at), "leaseExpiresAt": firestore.DELETE_FIELD, "attempts": outcome.attempts}
         fields["leaseExpiresAt"] = firestore.DELETE_FIELD
