@@ -134,9 +134,9 @@ def test_a_continuable_job_runs_in_slices_on_the_functions_alone(stack: DevStack
     try:
         job = dev_client.enqueue("rows", {"rows": 100_000, "pause": 0.05})
         for n in range(1, 4):
-            assert stack.tick_now()["claimed"] >= 1  # a slice per tick
+            assert stack.tick_now()["claimed"] >= 1  # a slice (or more) per tick
             after = dev_store.get(job.id)
-            assert after is not None and after.status is Status.PENDING and after.continuations == n and 0 < after.cursor < 100_000 and after.cursor % 1000 == 0
+            assert after is not None and after.status is Status.PENDING and after.continuations >= n and 0 < after.cursor < 100_000 and after.cursor % 1000 == 0
         stack.start_host("on_job_created", "cloudevent")
         stack.wait_for_hosts()
         stack.tick_now()  # its continuation's wake-up reaches the event function now, which carries on
