@@ -124,6 +124,24 @@ def test_an_operator_sees_a_failed_job_retries_it_and_watches_it_complete(page: 
     assert page.locator("button[data-action='retry']").count() == 0  # nothing left to retry
 
 
+def test_a_durable_jobs_steps_slices_and_sleeps_are_shown(page: Any, console: Console, client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Callable[..., Any]) -> None:
+    @registry.handler("durable_console", continuable=True)
+    def durable(ctx: Any) -> int:
+        ctx.step("fetch", lambda: list(range(10)))
+        ctx.sleep(0.3)
+        ctx.step("store", lambda: "x" * 70_000)  # over the inline size: kept in a document of its own
+        return 1
+
+    worker_factory()
+    job = client.enqueue("durable_console")
+    assert wait_finished(store, [job.id])[job.id].status is Status.COMPLETED
+    sign_in(page, console, "dev-viewer", f"#/jobs/{job.id}")
+    page.wait_for_selector("#durable tr[data-step='store']")
+    cells = [page.inner_text(f"#durable tr[data-step='{name}'] td:last-child") for name in ("fetch", "store")]
+    assert cells == ["in the job", "own document"]
+    assert page.inner_text("#continuations") == "0" and page.inner_text("#sleeps").count("Z") == 1
+
+
 def test_the_overview_shows_per_type_figures_and_pauses_a_type(page: Any, console: Console, client: JobsClient, store: JobStore, worker_factory: Callable[..., Any]) -> None:
     worker_factory()
     done = [client.enqueue("process_notifications", {"targetUsers": ["u1"]}).id for _ in range(3)]

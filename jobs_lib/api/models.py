@@ -11,7 +11,7 @@ import base64
 import json
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import (
@@ -124,6 +124,18 @@ class Progress(BaseModel):
     totalSteps: int | None = None
 
 
+class StepView(BaseModel):
+    """A durable step the job recorded (``ctx.step``): when, by which attempt, how long it ran, how
+    large its result is and where it is kept (the value itself is the handler's business)."""
+
+    name: str
+    at: datetime | None = None
+    attempt: int | None = None
+    ms: float | None = None
+    size: int | None = None
+    stored: Literal["inline", "document"] = Field(description="In the job document, or (a large result) in a document of the job's `steps` subcollection.")
+
+
 class JobView(BaseModel):
     """A job as the API shows it. Times are RFC 3339 strings, whatever the document holds."""
 
@@ -151,6 +163,11 @@ class JobView(BaseModel):
     flowName: str | None = Field(default=None, description="Its name in that flow.")
     dependsOn: list[str] = Field(default_factory=list, description="The ids of the jobs it waits for; while any has not completed, it is `blocked`.")
     leaseExpiresAt: datetime | None = None
+    steps: list[StepView] = Field(default_factory=list, description="The durable steps it recorded (`ctx.step`), in the order they were recorded.")
+    continuations: int = Field(default=0, description="How many times it was continued in another invocation (a continuable handler's slices).")
+    sliceMs: list[int] = Field(default_factory=list, description="How long each of its latest slices ran, in milliseconds (at most the last 50).")
+    activeMs: int = Field(default=0, description="Time it ran before its last continuation or sleep, over every slice, in milliseconds.")
+    sleeps: list[datetime] = Field(default_factory=list, description="When each of its durable sleeps (`ctx.sleep`) ended or ends, in order.")
 
     @classmethod
     def of(cls, job: Job) -> JobView:
@@ -183,7 +200,30 @@ class JobView(BaseModel):
             flowName=job.flow_name,
             dependsOn=list(job.depends_on),
             leaseExpiresAt=job.lease.expires_at if job.lease else None,
+            steps=_steps(job),
+            continuations=job.continuations,
+            sliceMs=job.slice_ms,
+            activeMs=job.active_ms,
+            sleeps=job.sleeps,
         )
+
+
+def _steps(job: Job) -> list[StepView]:
+    """A job's recorded steps as the API shows them, oldest first."""
+    views = []
+    for name, record in job.steps.items():
+        at = record.get("at")
+        views.append(
+            StepView(
+                name=name,
+                at=at if isinstance(at, datetime) else None,
+                attempt=record.get("attempt") if isinstance(record.get("attempt"), int) else None,
+                ms=record.get("ms") if isinstance(record.get("ms"), int | float) else None,
+                size=record.get("size") if isinstance(record.get("size"), int) else None,
+                stored="document" if isinstance(record.get("document"), str) else "inline",
+            )
+        )
+    return sorted(views, key=lambda v: (v.at is None, v.at or datetime.min.replace(tzinfo=UTC), v.name))
 
 
 class CreateJobsRequest(BaseModel):

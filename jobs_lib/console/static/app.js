@@ -476,6 +476,30 @@ function progressBar(percent) {
   return el("div", { class: "progress", role: "progressbar", "aria-valuenow": percent ?? 0, "aria-valuemin": 0, "aria-valuemax": 100 }, fill);
 }
 
+function durableCard(job) {
+  // A durable job's steps, slices and sleeps (jobs_lib.durable); nothing for a job without them.
+  const steps = job.steps || [];
+  const sleeps = job.sleeps || [];
+  if (!steps.length && !job.continuations && !sleeps.length) return null;
+  const slices = job.sliceMs || [];
+  return el("div", { class: "card", id: "durable" },
+    el("h3", {}, "Steps and slices"),
+    el("dl", { class: "facts" }, [
+      [el("dt", {}, "continuations"), el("dd", { id: "continuations" }, String(job.continuations || 0))],
+      [el("dt", {}, "slices (ms)"), el("dd", { id: "slices" }, slices.length ? slices.join(", ") : "–")],
+      [el("dt", {}, "time over all slices"), el("dd", {}, `${((job.activeMs || 0) / 1000).toFixed(1)} s`)],
+      [el("dt", {}, "sleeps until"), el("dd", { id: "sleeps" }, sleeps.length ? sleeps.map(when).join(", ") : "–")],
+    ]),
+    steps.length ? el("table", { id: "steps" },
+      el("thead", {}, el("tr", {}, ["step", "recorded", "attempt", "ms", "bytes", "kept"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, steps.map((s) => el("tr", { "data-step": s.name },
+        el("td", {}, s.name), el("td", {}, when(s.at)), el("td", { class: "num" }, String(s.attempt ?? "–")),
+        el("td", { class: "num" }, s.ms == null ? "–" : String(Math.round(s.ms))), el("td", { class: "num" }, String(s.size ?? "–")),
+        el("td", {}, s.stored === "document" ? "own document" : "in the job")))),
+    ) : el("p", { class: "muted" }, "No steps recorded."),
+  );
+}
+
 function jobDetails({ job, canCancel, canRetry }) {
   const progress = job.progress || {};
   const percent = typeof progress.percent === "number" ? Math.max(0, Math.min(100, progress.percent)) : null;
@@ -518,6 +542,7 @@ function jobDetails({ job, canCancel, canRetry }) {
       ["created", when(job.createdAt)], ["scheduled for", when(job.scheduledFor)], ["started", when(job.startedAt)],
       ["completed", when(job.completedAt)], ["updated", when(job.updatedAt)],
     ])),
+    durableCard(job),
     el("div", { class: "card" },
       el("h3", {}, "Metadata"), el("pre", { id: "metadata" }, json(job.metadata)),
       el("h3", {}, "Result"), el("pre", { id: "result" }, json(job.result)),
