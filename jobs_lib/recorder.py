@@ -48,11 +48,14 @@ class Recorder:
         self._pending: dict[str, _Pending] = {}
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._urgent = False
 
-    def submit(self, claim: Claim, update: Update) -> Future[WriteOutcome]:
-        """Queue an update to a claimed job; the future gives the write's outcome."""
+    def submit(self, claim: Claim, update: Update, *, urgent: bool = False) -> Future[WriteOutcome]:
+        """Queue an update to a claimed job; the future gives the write's outcome. An `urgent` one
+        (a handler waits for it: a durable step) goes with the next flush without lingering."""
         future: Future[WriteOutcome] = Future()
         with self._lock:
+            self._urgent = self._urgent or urgent
             if self._closed:
                 future.set_result(WriteOutcome(WriteStatus.ERROR, detail="recorder stopped"))
                 return future
@@ -66,9 +69,9 @@ class Recorder:
             self._lock.notify()
         return future
 
-    def write(self, claim: Claim, update: Update, timeout: float | None = None) -> WriteOutcome:
+    def write(self, claim: Claim, update: Update, timeout: float | None = None, *, urgent: bool = False) -> WriteOutcome:
         """Queue an update and wait for the outcome."""
-        return self.submit(claim, update).result(timeout)
+        return self.submit(claim, update, urgent=urgent).result(timeout)
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -83,10 +86,11 @@ class Recorder:
                     self._lock.wait()
                 if not self._pending and self._closed:
                     return
-                if time.monotonic() - last_flush < BUSY_WINDOW and not self._closed:
+                if time.monotonic() - last_flush < BUSY_WINDOW and not self._closed and not self._urgent:
                     linger_until = time.monotonic() + LINGER
-                    while len(self._pending) < FULL_ENOUGH and (left := linger_until - time.monotonic()) > 0:
+                    while len(self._pending) < FULL_ENOUGH and not self._urgent and (left := linger_until - time.monotonic()) > 0:
                         self._lock.wait(left)
+                self._urgent = False
                 take = list(self._pending)[:MAX_BATCH]
                 batch = [self._pending.pop(job_id) for job_id in take]
             self._flush(batch)

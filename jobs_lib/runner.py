@@ -689,7 +689,7 @@ class Execution:
             self.engine.store.save_step_document(self.claim.job_id, record["document"], name, stored)
         with self._lock:
             self._cursor, self._cursor_dirty = None, False
-        written = self.engine.recorder.write(self.claim, Update(steps={name: record}, has_cursor=True))
+        written = self.engine.recorder.write(self.claim, Update(steps={name: record}, has_cursor=True), urgent=True)
         if written.status is WriteStatus.LOST:
             self.lease_lost = True
             self.lost_reason = written.detail or "lease lost"
