@@ -196,3 +196,30 @@ def test_a_step_after_the_lease_is_lost_raises_lease_lost(client: JobsClient, st
     with pytest.raises(LeaseLost):
         execution.record_step("a", 1, 1.0)
     assert "steps" not in store.get(job.id).raw  # type: ignore[union-attr]
+
+
+def test_a_worker_shutting_down_hands_a_continuable_job_on_at_its_next_checkpoint(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
+    seen: list[tuple[int, int]] = []
+
+    @registry.handler("counting", continuable=True, timeout=120)
+    def counting(ctx: JobContext[Any]) -> int:
+        n = int(ctx.cursor or 0)
+        while n < 40:
+            time.sleep(0.05)
+            n += 1
+            seen.append((ctx.attempt, n))
+            ctx.checkpoint(n)
+        return n
+
+    job = client.enqueue("counting")
+    first = worker_factory(grace=10.0)
+    wait_for(lambda: len(seen) >= 5, 10, 0.02, "a few rows")
+    first.stop()  # SIGTERM's path: the job stops at its next checkpoint, well within the grace
+    handed = store.get(job.id)
+    assert handed is not None and handed.status is Status.PENDING and handed.continuations == 1 and handed.attempts == 0
+    stopped_at = handed.cursor
+    assert isinstance(stopped_at, int) and 5 <= stopped_at < 40
+    worker_factory()
+    done = wait_finished(store, [job.id])[job.id]
+    assert done.status is Status.COMPLETED and done.result == 40 and done.attempts == 1
+    assert [n for _a, n in seen] == list(range(1, 41))  # every row once, the second worker from the cursor on
