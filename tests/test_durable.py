@@ -168,8 +168,8 @@ def test_cancel_during_a_sleep_ends_the_job_cancelled(client: JobsClient, store:
 
 
 def test_five_steps_each_killed_in_turn_run_each_side_effect_once(client: JobsClient, store: JobStore, spawn_worker: Any, tmp_path: Path) -> None:
-    env = {"JOBS_TEST_EFFECTS_DIR": str(tmp_path), "JOBS_LEASE_SECONDS": "2"}
-    job = client.enqueue("five_steps", {"pause": 1.0})
+    env = {"JOBS_TEST_EFFECTS_DIR": str(tmp_path), "JOBS_LEASE_SECONDS": "1"}
+    job = client.enqueue("five_steps", {"pause": 0.6})
     started = tmp_path / "started"
     for step in range(1, 6):
         worker = spawn_worker("--concurrency", "1", env=env)

@@ -87,6 +87,7 @@ CALLS: dict[str, Callable[[Stores], Any]] = {
     "JobStore.scan_pending": lambda s: [s.jobs.scan_pending(None, 5), s.jobs.scan_pending("m", 5)],
     "JobStore.expired": lambda s: s.jobs.expired(NOW, 5),
     "JobStore.expired_finished": lambda s: s.jobs.expired_finished(NOW, 5),
+    "JobStore.expired_finished_jobs": lambda s: s.jobs.expired_finished_jobs(NOW, 5),
     "JobStore.page": lambda s: [s.jobs.page(status="failed", job_type=t, after=a, limit=5, org_id=o) for t in (None, "t") for a in (None, "m") for o in (None, "o")],
     "JobStore.count_by_status": lambda s: s.jobs.count_by_status(),
     "JobStore.due_count": lambda s: s.jobs.due_count("t", NOW),

@@ -15,7 +15,7 @@ from bench.soakrun import Soak
 
 @pytest.mark.heavy
 def test_a_short_soak_keeps_every_promise() -> None:
-    figures = Soak(seconds=45, per_minute=300, restart_every=15, window=15).run()
+    figures = Soak(seconds=30, per_minute=480, restart_every=10, window=10).run()
     print("soak figures:", figures)
     assert figures["problems"] == [] and figures["unfinished"] == 0, figures
     assert figures["jobs"] >= 200 and figures["worker starts"] >= 4, figures

@@ -108,12 +108,12 @@ class Fleet:
         claimed = {e["jobId"] for e in events if e.get("event") in ("job_claimed", "job_recovered")}
         return claimed - {e["jobId"] for e in events if e.get("event") in ("job_completed", "job_failed", "job_retrying", "job_released")}
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         for member in self.alive():
             member.process.send_signal(signal.SIGTERM)
         for member in self.members:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                member.process.wait(30)
+                member.process.wait(timeout)
             if member.process.poll() is None:
                 member.process.kill()
                 member.process.wait(10)

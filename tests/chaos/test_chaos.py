@@ -34,8 +34,8 @@ from .conftest import (
 from .proxy import Proxy
 
 
-def test_ten_thousand_jobs_while_workers_are_killed_at_random(chaos_store: JobStore, fleet: Fleet, effects_dir: Path) -> None:
-    ids = enqueue_effects(chaos_store, 10_000, seconds=0.1)  # jobs in flight long enough for kills to land mid-job
+def test_four_thousand_jobs_while_workers_are_killed_at_random(chaos_store: JobStore, fleet: Fleet, effects_dir: Path) -> None:
+    ids = enqueue_effects(chaos_store, 4_000, seconds=0.1)  # jobs in flight long enough for kills to land mid-job
     fleet.args = ["--concurrency", "32", "--lease", "3", "--grace", "1"]
     for _ in range(4):
         fleet.start()
@@ -184,7 +184,7 @@ def test_a_worker_with_a_skewed_clock_neither_steals_leases_nor_runs_early(chaos
     behind = fleet.start(env={**skew_env, "JOBS_TEST_CLOCK_SKEW": "-60"})
     ids = long_jobs | {later.id}
     seconds = wait_all_final(chaos_store, len(ids), timeout=120)
-    fleet.stop()
+    fleet.stop(timeout=5)  # the worker 60 s behind may sit in the client library's retries (504s) past its SIGTERM; the assertions need none of them
     jobs = all_jobs(chaos_store)
     assert all(jobs[j]["attempts"] == 1 for j in long_jobs), "a skewed worker took a live lease"
     assert jobs[later.id]["startedAt"] >= jobs[later.id]["scheduledFor"], "a skewed worker ran a delayed job early"
