@@ -160,3 +160,11 @@ def rows(ctx: JobContext[Any]) -> dict[str, Any]:
         done = min(done + 1000, total)
         ctx.checkpoint(done)
     return {"rows": done}
+
+
+@handler("napping", max_attempts=3, timeout=60)
+def napping(ctx: JobContext[Any]) -> dict[str, Any]:
+    """A step, a durable sleep of `metadata.seconds`, another step (tests/test_functions.py)."""
+    before = ctx.step("before", lambda: os.environ.get("FUNCTION_TARGET", "worker"))
+    ctx.sleep(float(ctx.metadata.get("seconds", 0.5)))
+    return {"before": before, "after": ctx.step("after", lambda: os.environ.get("FUNCTION_TARGET", "worker"))}

@@ -4,6 +4,7 @@ created-events and ticks with no worker is in tests/test_dev_stack.py (it needs 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -223,3 +224,26 @@ def test_a_worker_shutting_down_hands_a_continuable_job_on_at_its_next_checkpoin
     done = wait_finished(store, [job.id])[job.id]
     assert done.status is Status.COMPLETED and done.result == 40 and done.attempts == 1
     assert [n for _a, n in seen] == list(range(1, 41))  # every row once, the second worker from the cursor on
+
+
+def test_async_steps_run_once_across_a_retry(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
+    ran: Counter[str] = Counter()
+
+    async def fetch(n: int) -> dict[str, int]:
+        await asyncio.sleep(0.01)
+        ran.update(["fetch"])
+        return {"n": n}
+
+    @registry.handler("async_steps", max_attempts=3, backoff=Backoff.fixed(0))
+    async def async_steps(ctx: JobContext[Any]) -> int:
+        fetched = await ctx.astep("fetch", fetch, 41)
+        plain = await ctx.astep("plain", lambda: ran.update(["plain"]) or 1)
+        if ctx.attempt == 1:
+            raise ConnectionError("fails once after its steps")
+        return int(fetched["n"]) + int(plain)
+
+    job = client.enqueue("async_steps")
+    worker_factory()
+    done = wait_finished(store, [job.id])[job.id]
+    assert done.status is Status.COMPLETED and done.result == 42 and done.attempts == 2
+    assert ran == Counter({"fetch": 1, "plain": 1})

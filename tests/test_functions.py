@@ -303,6 +303,20 @@ def test_two_ticks_at_the_same_moment_run_each_job_once(tick_app: Any, client: J
     assert all(store.get(j).status is Status.COMPLETED for j in ids)  # type: ignore[union-attr]
 
 
+def test_a_job_that_sleeps_in_its_created_event_is_woken_by_a_tick(created_app: Any, tick_app: Any, client: JobsClient, store: JobStore) -> None:
+    job = client.enqueue("napping", {"seconds": 0.5})
+    assert created_app.post("/", headers=event_headers(job.id), data=event_body(store, job.id, raw=False)).status_code == 200
+    slept = store.get(job.id)
+    assert slept is not None and slept.status is Status.PENDING and slept.attempts == 0 and len(slept.sleeps) == 1
+    assert tick_app.post("/", headers=scheduler_headers()).get_json()["claimed"] == 0  # not due yet: nothing to run
+    time.sleep(max((slept.sleeps[0] - store.now()).total_seconds(), 0) + 0.1)
+    assert tick_app.post("/", headers=scheduler_headers()).get_json()["claimed"] == 1
+    done = store.get(job.id)
+    assert done is not None and done.status is Status.COMPLETED and done.attempts == 1
+    assert done.started_at is not None and done.started_at >= slept.sleeps[0]
+    assert set(done.steps) == {"before", "after"} and done.steps["before"]["attempt"] == 1
+
+
 def test_an_idle_tick_returns_quickly_with_an_empty_summary(tick_app: Any, store: JobStore) -> None:
     started = time.monotonic()
     summary = tick_app.post("/", headers=scheduler_headers()).get_json()
