@@ -60,6 +60,7 @@ class RunControl(Protocol):
     def cursor(self) -> Any: ...
     def checkpoint(self, cursor: Any) -> None: ...
     def sleep_until(self, when: datetime) -> None: ...
+    def limit_step(self, name: str, seconds: float | None) -> None: ...
 
 
 class JobContext(Generic[InputT]):
@@ -149,7 +150,7 @@ class JobContext(Generic[InputT]):
 
     # -- durable jobs (jobs_lib.durable) -------------------------------------------------
 
-    def step(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    def step(self, name: str, fn: Callable[..., T], /, *args: Any, step_timeout: float | None = None, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` once for this job and return its result.
 
         The result is recorded in Firestore (fenced by this run's claim) before the handler goes
@@ -157,30 +158,43 @@ class JobContext(Generic[InputT]):
         without running `fn` again. Results come back as stored: JSON-like values (a pydantic
         model as its dump, a tuple as a list). A step that raises records nothing and runs again
         on the next attempt. Names are 1 to 128 letters, digits, ``_`` or ``-``, unique in the job.
+        With `step_timeout` (seconds), a step still running then fails the attempt as a timeout
+        ("step 'name' did not finish within its timeout"), retried by the handler's policy.
         """
         check_step_name(name)
         found, value = self._execution.saved_step(name)
         if found:
             return value  # type: ignore[no-any-return]
         self.check_cancelled()
+        _check_timeout(step_timeout)
         started = time.monotonic()
-        result = fn(*args, **kwargs)
+        if step_timeout is not None:
+            self._execution.limit_step(name, step_timeout)
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            if step_timeout is not None:
+                self._execution.limit_step(name, None)
         if inspect.isawaitable(result):
             raise TypeError(f"step {name!r}: {fn!r} returned an awaitable; use `await ctx.astep(...)` for async functions")
         return self._execution.record_step(name, result, (time.monotonic() - started) * 1000)  # type: ignore[no-any-return]
 
-    async def astep(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    async def astep(self, name: str, fn: Callable[..., Any], /, *args: Any, step_timeout: float | None = None, **kwargs: Any) -> Any:
         """`step` for async handlers: `fn` may be a coroutine function (or a plain one); reading
-        and recording run off the event loop."""
+        and recording run off the event loop. `step_timeout` cancels a coroutine still running then."""
         check_step_name(name)
         found, value = await asyncio.to_thread(self._execution.saved_step, name)
         if found:
             return value
         self.check_cancelled()
+        _check_timeout(step_timeout)
         started = time.monotonic()
         result = fn(*args, **kwargs)
         if inspect.isawaitable(result):
-            result = await result
+            try:
+                result = await asyncio.wait_for(result, step_timeout)
+            except TimeoutError:
+                raise TimeoutError(f"step {name!r} did not finish within its timeout of {step_timeout:g}s") from None
         return await asyncio.to_thread(self._execution.record_step, name, result, (time.monotonic() - started) * 1000)
 
     @property
@@ -244,6 +258,11 @@ class JobContext(Generic[InputT]):
             report["totalSteps"] = total_steps
         if report:
             self._execution.report_progress(report)
+
+
+def _check_timeout(seconds: float | None) -> None:
+    if seconds is not None and not seconds > 0:
+        raise ValueError(f"a step's timeout must be a positive number of seconds, got {seconds!r}")
 
 
 __all__ = ["Handlers", "JobContext", "RunControl"]

@@ -50,6 +50,8 @@ class AttemptEnd:
     cancel_requested: bool = False
     lease_lost: bool = False
     timeout: float = 0.0
+    #: What ran out of time ("the handler", or a durable step: "step 'upload'").
+    timed_out: str = "the handler"
 
 
 #: The error recorded when the runner had no message of its own: a failed job always says why.
@@ -88,7 +90,7 @@ def decide(end: AttemptEnd) -> Outcome | None:
                 f"cancelled at the owner's request; the handler did not stop by itself and was abandoned at its timeout of {end.timeout:g}s",
                 end.expire_at,
             )
-        return _failed_attempt(end, f"the handler did not finish within its timeout of {end.timeout:g}s", {**details, "reason": "timeout"})
+        return _failed_attempt(end, f"{end.timed_out} did not finish within its timeout of {end.timeout:g}s", {**details, "reason": "timeout"})
     return _failed_attempt(end, end.error, details)
 
 

@@ -533,6 +533,9 @@ class Execution:
         self.logger = JobLogger(log, {**job_fields(claim.job_id, claim.job.type, claim.attempt), "worker": engine.holder, **trace_fields})
         # The timeout counts the earlier slices too (continuations and sleeps).
         self.deadline = engine.store.now() + timedelta(seconds=max(spec.timeout - job.active_ms / 1000, 0.001))
+        self._handler_deadline = self.deadline
+        #: A durable step running with a timeout of its own: (name, seconds, when it ends).
+        self._step_limit: tuple[str, float, datetime] | None = None
         self.finished = False
         self.final_status: str | None = None
         #: Jobs of its flow this run's end released (pending now).
@@ -737,8 +740,20 @@ class Execution:
         """Ask a continuable run to stop at its next checkpoint (a worker shutting down)."""
         self.continue_requested = True
 
+    def limit_step(self, name: str, seconds: float | None) -> None:
+        """A durable step with a timeout of its own starts (`seconds`), or ends (None): until then the
+        keeper abandons the attempt at the step's end, not only at the handler's."""
+        if seconds is None:
+            self._step_limit = None
+            self.deadline = self._handler_deadline
+            return
+        until = self.engine.store.now() + timedelta(seconds=seconds)
+        self._step_limit = (name, seconds, until)
+        self.deadline = min(self._handler_deadline, until)
+
     def _end(self, ending: Ending, **facts: Any) -> AttemptEnd:
         """The facts `decide` needs about this attempt ending as `ending`."""
+        facts.setdefault("timeout", self.spec.timeout)
         return AttemptEnd(
             ending=ending,
             attempt=self.claim.attempt,
@@ -749,7 +764,6 @@ class Execution:
             jitter=self.engine._rng.random(),
             cancel_requested=self.cancel_requested,
             lease_lost=self.lease_lost,
-            timeout=self.spec.timeout,
             **facts,
         )
 
@@ -792,8 +806,14 @@ class Execution:
         per policy, or cancelled if the owner had asked) and stop listening to it."""
         if self.finished:
             return
-        self.lost_reason = f"timed out after {self.spec.timeout:g}s"
-        self._conclude(Ending.TIMED_OUT)
+        step = self._step_limit
+        if step is not None:  # a durable step's own time ran out, not the handler's
+            name, seconds, _until = step
+            self.lost_reason = f"step {name!r} timed out after {seconds:g}s"
+            self._conclude(Ending.TIMED_OUT, timeout=seconds, timed_out=f"step {name!r}")
+        else:
+            self.lost_reason = f"timed out after {self.spec.timeout:g}s"
+            self._conclude(Ending.TIMED_OUT)
         self.lease_lost = True
         self._cancel_task()
 

@@ -247,3 +247,27 @@ def test_async_steps_run_once_across_a_retry(client: JobsClient, store: JobStore
     done = wait_finished(store, [job.id])[job.id]
     assert done.status is Status.COMPLETED and done.result == 42 and done.attempts == 2
     assert ran == Counter({"fetch": 1, "plain": 1})
+
+
+def test_a_step_past_its_own_timeout_fails_the_attempt_and_the_retry_goes_on_from_it(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
+    ran: Counter[str] = Counter()
+
+    def slow(attempt: int) -> str:
+        ran.update([f"slow-{attempt}"])
+        time.sleep(3.0 if attempt == 1 else 0.5)  # the first run hangs past the step's 1 s
+        return f"attempt {attempt}"
+
+    @registry.handler("timed_steps", max_attempts=3, timeout=60, backoff=Backoff.fixed(0))
+    def timed_steps(ctx: JobContext[Any]) -> list[str]:
+        first = ctx.step("first", lambda: ran.update(["first"]) or "once")
+        return [first, ctx.step("slow", slow, ctx.attempt, step_timeout=1.0)]
+
+    job = client.enqueue("timed_steps")
+    worker_factory()
+    wait_for(lambda: (store.get(job.id).error or "").startswith("step 'slow' did not finish"), 10, 0.05, "the step's timeout")  # type: ignore[union-attr]
+    done = wait_finished(store, [job.id])[job.id]
+    assert done.status is Status.COMPLETED and done.result == ["once", "attempt 2"] and done.attempts == 2
+    assert ran == Counter({"first": 1, "slow-1": 1, "slow-2": 1})
+    assert done.steps["slow"]["value"] == "attempt 2"  # the abandoned first run's late result was never recorded
+    time.sleep(2.5)  # the abandoned run ends now: its late result must still not land
+    assert store.get(job.id).steps["slow"]["value"] == "attempt 2"  # type: ignore[union-attr]
