@@ -44,8 +44,8 @@ def test_four_thousand_jobs_while_workers_are_killed_at_random(chaos_store: JobS
     kills: list[tuple[float, Any]] = []
 
     def chaos() -> None:
-        while not stop.wait(rng.uniform(2.0, 3.5)):
-            victim = fleet.kill_one(rng, min_age=3.0)  # mid-work, not while it is still starting
+        while not stop.wait(rng.uniform(1.5, 2.5)):
+            victim = fleet.kill_one(rng, min_age=2.5)  # mid-work, not while it is still starting
             if victim is not None and victim.killed_at is not None:
                 kills.append((victim.killed_at, victim))
                 fleet.start()
