@@ -833,7 +833,8 @@ class Execution:
             self.finished = True
             progress, self._progress = self._progress, None
         record_span = self.engine.telemetry.tracer.start_span("firestore record", context=span_context(self.span))
-        written = self.engine.recorder.write(self.claim, Update(outcome=outcome, progress=progress))
+        # A limited job's slot frees when its end is recorded: that write goes at once (no linger).
+        written = self.engine.recorder.write(self.claim, Update(outcome=outcome, progress=progress), urgent=self.spec.concurrency is not None)
         record_span.end()
         seconds = time.monotonic() - self._started
         duration = round(seconds * 1000, 1)
