@@ -254,13 +254,13 @@ def test_a_step_past_its_own_timeout_fails_the_attempt_and_the_retry_goes_on_fro
 
     def slow(attempt: int) -> str:
         ran.update([f"slow-{attempt}"])
-        time.sleep(3.0 if attempt == 1 else 0.5)  # the first run hangs past the step's 1 s
+        time.sleep(4.0 if attempt == 1 else 0.3)  # the first run hangs past the step's 2 s
         return f"attempt {attempt}"
 
     @registry.handler("timed_steps", max_attempts=3, timeout=60, backoff=Backoff.fixed(0))
     def timed_steps(ctx: JobContext[Any]) -> list[str]:
         first = ctx.step("first", lambda: ran.update(["first"]) or "once")
-        return [first, ctx.step("slow", slow, ctx.attempt, step_timeout=1.0)]
+        return [first, ctx.step("slow", slow, ctx.attempt, step_timeout=2.0)]
 
     job = client.enqueue("timed_steps")
     worker_factory()
