@@ -83,6 +83,8 @@ MAX_LEASE_SECONDS = 660.0
 PAUSED_REFRESH = 5.0
 #: Rate-limited claims (one commit each) made at once by one engine.
 RATE_CLAIMERS = 8
+#: Closing waits at most this long for the minute counts' last write.
+CLOSE_FLUSH_SECONDS = 5.0
 
 
 class Verdict(Enum):
@@ -487,7 +489,11 @@ class Engine:
                 self._control_watch.unsubscribe()
         self.keeper.stop()
         self.recorder.close()
-        self.throughput.flush()
+        # The minute counts are best effort: a store that does not answer (its writes retry for up
+        # to 30 s) must not hold a stopping process past its grace.
+        flusher = threading.Thread(target=self.throughput.flush, name="jobs-minute-flush", daemon=True)
+        flusher.start()
+        flusher.join(CLOSE_FLUSH_SECONDS)
         if self._rate_claimers is not None:
             self._rate_claimers.shutdown(wait=False)
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -101,6 +101,46 @@ class Threads:
                     except queue.Empty:
                         self._idle -= 1
                         return
+
+
+class Background:
+    """One daemon thread that runs the calls given to it in order, each answered by a Future.
+
+    Not a ThreadPoolExecutor: Python joins an executor's threads when the interpreter exits, so a
+    Firestore call retrying there (up to its 30 s budget while the store does not answer) would
+    hold a stopped worker's process that long after SIGTERM and its grace.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Queue ``fn(*args)``; its Future gives the result (or the exception)."""
+        future: Future[Any] = Future()
+        self._calls.put((future, fn, args))
+        return future
+
+    def _run(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn, args = call
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to whoever waits on the future
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Cancel what has not started and let the thread end after the call it is in (if any)."""
+        while True:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                break
+            if call is not None:
+                call[0].cancel()
+        self._calls.put(None)
 
 
 @dataclass
@@ -199,7 +239,7 @@ class Worker:
         store = self.engine.store
         store.calibrate()
         event(self.engine.log, "worker_started", f"worker {self.engine.holder} started (concurrency {self.concurrency})", detail=f"clock offset {store.clock.offset:+.3f}s")
-        fetcher = ThreadPoolExecutor(1, thread_name_prefix="jobs-discovery")
+        fetcher = Background("jobs-discovery")
         fetch: Future[list[Job]] | None = None
         fetch_limit = 0
         buffer: dict[str, Job] = {}
@@ -332,7 +372,7 @@ class Worker:
                 self._wake.wait(timeout)
                 self._wake.clear()
         finally:
-            fetcher.shutdown(wait=False, cancel_futures=True)
+            fetcher.shutdown()
             with contextlib.suppress(Exception):
                 self.discovery.close()
             self._shutdown(hard_deadline)
