@@ -262,8 +262,7 @@ class Job:
     @property
     def continuations(self) -> int:
         """How many times the job was continued in another invocation."""
-        value = self.raw.get("continuations")
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+        return _count(self.raw.get("continuations"))
 
     @property
     def slice_ms(self) -> list[int]:
@@ -274,8 +273,7 @@ class Job:
     @property
     def active_ms(self) -> int:
         """Time the job ran before its last continuation or sleep, over all its slices, in milliseconds."""
-        value = self.raw.get("activeMs")
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+        return _count(self.raw.get("activeMs"))
 
     @property
     def sleeps(self) -> list[datetime]:
@@ -325,6 +323,11 @@ def _quiet_time(value: Any) -> datetime | None:
         return parse_time(value)
     except TimeParseError:
         return None
+
+
+def _count(value: Any) -> int:
+    """A positive integer field as written, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _str_or_none(value: Any) -> str | None:
