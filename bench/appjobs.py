@@ -4,11 +4,11 @@ Seeds/000 is how jobs arrive: an app's Firebase SDK writes ``{type, status: "pen
 scheduledFor, metadata}`` (server timestamps, no ``shard``, no ``priority``, no ``attempts``). For
 each kind of handler (a no-op; rated ``10/s`` and ``100/s``; limited to 5 at once, 50 ms each) and
 each number of ``jobs worker`` processes (1 and 3), the same backlog is written twice, each on a
-fresh emulator: by `JobsClient.enqueue_many`, and by a raw client in the seeds/000 shape. Then the
+fresh emulator: by `JobsClient.enqueue_many`, and by a raw client in the original app's shape. Then the
 created-event path (the local stack's functions, no worker): jobs written one at a time at a steady
 pace, both ways. Printed per cell: jobs/s (for rated kinds the starts over the one-second
 windows they fill; else from the first start to the last completion), create-to-start p50 and p95 (``createdAt`` to ``startedAt``, both the
-server's clock), and the ratio of the seeds/000 figures to enqueue's; rated kinds as a share of
+server's clock), and the ratio of the original app's figures to enqueue's; rated kinds as a share of
 their limit, limited kinds as a share of what their slots allow (5 slots / 50 ms = 100 jobs/s).
 
     python -m bench.appjobs                 # every cell (about 10 minutes on 2 cores)
@@ -74,7 +74,7 @@ SHAPES = ("enqueue", "seeds000")
 
 
 def write_backlog(db: Any, kind: Kind, shape: str) -> None:
-    """`kind.backlog` due jobs, as `enqueue_many` writes them or as seeds/000 does."""
+    """`kind.backlog` due jobs, as `enqueue_many` writes them or as the original app does."""
     if shape == "enqueue":
         client = JobsClient(store=JobStore(Settings(project=PROJECT)), registry=HandlerRegistry())
         for start in range(0, kind.backlog, 500):
@@ -89,7 +89,7 @@ def write_backlog(db: Any, kind: Kind, shape: str) -> None:
 
 
 def seeds000(job_type: str, n: int) -> dict[str, Any]:
-    """A job as seeds/000's setDoc writes it: server timestamps, no shard, priority or attempts."""
+    """A job as the original app's setDoc writes it: server timestamps, no shard, priority or attempts."""
     return {"type": job_type, "status": "pending", "createdAt": firestore.SERVER_TIMESTAMP, "scheduledFor": firestore.SERVER_TIMESTAMP, "metadata": {"n": n}}
 
 
@@ -204,7 +204,7 @@ def main() -> None:
             cells[shape] = event_cell(shape, args.event_jobs, args.event_pace)
         rows.append({"path": "created-event", "kind": "plain", **cells})
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{'path':<15}{'kind':<10}{'enqueue jobs/s':>15}{'seeds/000':>11}{'ratio':>7}{'p50 enq':>9}{'p50 s/000':>10}{'p95 enq':>9}{'p95 s/000':>10}{'of limit (enq / s/000)':>25}")
+    print(f"\n{'path':<15}{'kind':<10}{'enqueue jobs/s':>15}{'app':>11}{'ratio':>7}{'p50 enq':>9}{'p50 app':>10}{'p95 enq':>9}{'p95 app':>10}{'of limit (enq / app)':>25}")
     for row in rows:
         a, b = row["enqueue"], row["seeds000"]
         limit = f"{a['of_ceiling']:.0%} / {b['of_ceiling']:.0%}" if "of_ceiling" in a else ""

@@ -56,11 +56,11 @@ PRICES = {"multi-region (nam5, eur3)": {"reads": 0.06, "writes": 0.18, "deletes"
 
 #: Indexes and fields that are not the runner's: what queries them and the ceiling they impose.
 NOTES: dict[str, str] = {
-    "status,type,completedAt": "application query (seeds/000: recently completed of a type); caps completions of one type",
+    "status,type,completedAt": "application query (the original app: recently completed of a type); caps completions of one type",
     "orgId,status,type,completedAt": "application query: recently completed of a type in one organisation; caps one organisation's completions",
     "orgId,status,type,scheduledFor": "application query: pending of a type in one organisation by due time; caps one organisation",
-    "status,scheduledFor": "application query (seeds/000: pending by scheduledFor)",
-    "status,type,scheduledFor": "application query (seeds/000: pending of a type by scheduledFor)",
+    "status,scheduledFor": "application query (the original app: pending by scheduledFor)",
+    "status,type,scheduledFor": "application query (the original app: pending of a type by scheduledFor)",
     "createdBy,createdAt": "web client query (clients/web listJobs: a user's own jobs, newest first, before the runner has given them a shard); caps one user's jobs",
     "createdBy,status,createdAt": "web client query (clients/web listJobs by status); caps one user's jobs",
     "createdBy,type,createdAt": "web client query (clients/web listJobs by type); caps one user's jobs",
@@ -217,7 +217,7 @@ def observe(app: App, probe: Probe, job_id: str, created: dict[str, Any], run: A
 
 
 def app_document() -> dict[str, Any]:
-    """What an app writes (seeds/000): no shard, no scheduledFor, a server timestamp."""
+    """What an app writes (the original app): no shard, no scheduledFor, a server timestamp."""
     return {"type": "capacity_probe", "status": "pending", "metadata": {"note": "written by an app"}, "createdAt": firestore.SERVER_TIMESTAMP, "createdBy": "u1"}
 
 

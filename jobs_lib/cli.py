@@ -250,7 +250,7 @@ def console_command(
 
 @app.command()
 def settings(
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's table of every setting instead.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the table of every setting (docs/reference/settings.md) instead.")] = False,
 ) -> None:
     """Show every setting: its variable, the value in effect here, and its default."""
     from jobs_lib.config import SECRET_SETTINGS, documented, settings_table

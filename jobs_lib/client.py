@@ -5,7 +5,7 @@
 
 `enqueue` with a `key` is idempotent: the same key always names the same job
 document, created once. Passing `transaction=` or `batch=` creates the job
-atomically with the app's own writes (seeds/003).
+atomically with the app's own writes.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ _ENQUEUE_ARGUMENTS = frozenset({"type", "metadata", "scheduled_for", "priority",
 
 def _keyed(existing: Job, job_type: str, key: Any) -> Job:
     """The job an idempotency key names, found already written: ours only if enqueue wrote it with
-    that type and key (a client cannot write ``key``; README: Security model). Raises `IdTaken`."""
+    that type and key (a client cannot write ``key``; docs: discussions/security.md). Raises `IdTaken`."""
     if existing.raw.get("key") != key or existing.type != job_type:
         raise IdTaken(
             f"the id {existing.id} that key {key!r} of {job_type} names is held by a document jobs_lib did not write "

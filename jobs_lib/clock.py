@@ -1,6 +1,6 @@
 """Time: reading the timestamps apps write, and a clock that follows the server's.
 
-Apps write Firestore timestamps and ISO-8601 strings (seeds/000 stores
+Apps write Firestore timestamps and ISO-8601 strings (the original app stores
 ``"2025-04-27T05:39:36.941Z"``); `parse_time` reads both. Leases and due times
 are compared against `ServerClock.now()`, the local clock corrected by the
 offset to Firestore's own clock as observed in write results and read times,
@@ -45,7 +45,7 @@ def parse_time(value: Any, field: str = "timestamp") -> datetime | None:
             if not _ISO.fullmatch(value):
                 # Strict: no spaces around it, no week dates or other forms fromisoformat also reads.
                 # A string that only looks like a time (" 2099-01-01T00:00:00Z") must not sort
-                # among real ones and still parse (README: Security model).
+                # among real ones and still parse (docs: discussions/security.md).
                 raise ValueError(value)
             parsed = datetime.fromisoformat(text)
         except ValueError:

@@ -1,7 +1,7 @@
 """Every setting jobs_lib reads, validated once; the only module that touches ``os.environ``.
 
 `Settings` is a frozen value. `Settings.from_env` reads each setting from its
-environment variable (the table in the README is checked against `SETTINGS`
+environment variable (the table in docs/reference/settings.md is checked against `SETTINGS`
 by a test), and any invalid value raises `ConfigurationError` naming the
 variable and what it accepts. Everything else in the package receives a
 `Settings` (through `jobs_lib.app.App`) and never looks at the environment.
@@ -74,7 +74,7 @@ class Settings:
     function_memory: int = _setting(512, "JOBS_FUNCTION_MEMORY", "memory of each deployed function, in MiB", "128, 256, 512, 1024, 2048, 4096, 8192, 16384 or 32768")
     event_concurrency: int = _setting(8, "JOBS_EVENT_CONCURRENCY", "created-events one function instance handles at once", "an integer, 1 to 1000")
     max_instances: int | None = _setting(None, "JOBS_MAX_INSTANCES", "most instances of the created-event function (default: the platform's, 100)", "an integer, 1 to 10000")
-    tick_sweepers: int = _setting(1, "JOBS_TICK_SWEEPERS", "sweepers per tick: Cloud Scheduler calls the tick this many times per schedule, each sweeping its share of the shard lanes (README: Cold start and capacity)", "an integer, 1 to 30")
+    tick_sweepers: int = _setting(1, "JOBS_TICK_SWEEPERS", "sweepers per tick: Cloud Scheduler calls the tick this many times per schedule, each sweeping its share of the shard lanes", "an integer, 1 to 30")
     tick_schedule: str = _setting("* * * * *", "JOBS_TICK_SCHEDULE", "when Cloud Scheduler calls the tick (the Firebase declaration and `jobs deploy`)", "a cron expression")
     webhook_secret: str | None = _setting(None, "JOBS_WEBHOOK_SECRET", "the shared secret completion webhooks are signed with (HMAC-SHA256; never written to a document, `jobs settings` shows it masked)", "a string of at least 16 characters")
     webhook_allow: tuple[str, ...] = _setting((), "JOBS_WEBHOOK_ALLOW", "hosts, addresses or networks webhooks may call although private (loopback, 10.0.0.0/8, ...)", "comma-separated host names, IP addresses or CIDR networks")
@@ -142,12 +142,12 @@ class SettingDoc:
 
 
 def documented() -> list[SettingDoc]:
-    """Every setting, in declaration order: what the README's table must list."""
+    """Every setting, in declaration order: what the settings table of the docs must list."""
     return [SettingDoc(f.metadata["env"], f.name, f.default, f.metadata["doc"], f.metadata["accepts"]) for f in dataclasses.fields(Settings)]
 
 
 def settings_table() -> str:
-    """The README's settings table, as Markdown."""
+    """The settings table of docs/reference/settings.md, as Markdown."""
     rows = ["| variable | setting | default | accepts | what it does |", "| --- | --- | --- | --- | --- |"]
     for s in documented():
         default = "off" if s.default is None and s.name == "cleanup_cron" else ("" if s.default in (None, ()) else s.default)

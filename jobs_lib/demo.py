@@ -39,7 +39,7 @@ def run_demo(console: Console, *, jobs: int = 20, stay: bool = False) -> int:
         for _ in range(jobs):
             target = rng.sample(users, rng.randint(1, 12))
             expected[client.enqueue("process_notifications", {"targetUsers": target, "notificationType": "course_reminder", "title": "Your course starts soon"}).id] = "completed"
-        # The seeds/000 document as a browser writes it: ISO-string timestamps, empty metadata, no priority.
+        # The original app's document as a browser writes it: ISO-string timestamps, empty metadata, no priority.
         seed = client.db.collection("backgroundJobs").document()
         seed.set({"type": "process_notifications", "status": "pending", "createdAt": "2025-04-27T05:39:36.941Z", "scheduledFor": "2025-04-27T05:39:36.941Z", "metadata": {}})
         expected[seed.id] = "completed"

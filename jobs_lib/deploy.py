@@ -75,7 +75,7 @@ def commands(plan: DeployPlan, registry: HandlerRegistry) -> list[str]:
         f"gcloud functions deploy jobs-tick {common} --entry-point=tick --trigger-http --no-allow-unauthenticated"
         f" --timeout={timeout}s --memory={plan.memory}Mi --set-env-vars={q(tick_env)}",
         f"gcloud functions add-invoker-policy-binding jobs-tick --region={q(plan.region)} --project={q(plan.project)} --member={q('serviceAccount:' + plan.service_account)}",
-        "# 5. The REST API (public: it verifies Firebase ID tokens itself; see README, REST API).",
+        "# 5. The REST API (public: it verifies Firebase ID tokens itself; see docs/reference/rest-api.md).",
         f"gcloud functions deploy jobs-api {common} --entry-point=api --trigger-http --allow-unauthenticated"
         f" --timeout={API_TIMEOUT}s --memory={plan.memory}Mi --concurrency={API_CONCURRENCY} --cpu=1 --set-env-vars={q(env)}",
         "# 6. Cloud Scheduler calls the tick every minute with an OIDC token"

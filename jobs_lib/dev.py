@@ -4,7 +4,7 @@
     ticker ───Cloud Scheduler POST─────────────────────────────> functions-framework: tick
 
 The emulator delivers events one at a time, waits for each answer and drops
-any that fails or takes too long (shared/EMULATOR.md). So the dispatcher,
+any that fails or takes too long (measured; see docs/deployment/functions.md). So the dispatcher,
 standing in for Eventarc, answers at once and hands each event to the
 function on a pool of threads, as separate instances would run in the cloud,
 retrying a few times when the function host is down. Each function runs in

@@ -1,7 +1,7 @@
 """How a worker finds jobs to claim, without a listener and without piling onto one document.
 
 A snapshot listener over the pending set makes the emulator re-run its query
-on every write (shared/EMULATOR.md: every write slowed from ~5 ms to ~120 ms
+on every write (every write slowed from ~5 ms to ~120 ms
 in our measurement), so workers poll. Each poll runs the main lane, due
 pending jobs with a timestamp ``scheduledFor``, oldest first. A worker alone
 takes them strictly in that order. When its claims start losing to another
@@ -271,7 +271,7 @@ class Discovery:
         """The lane for what the ordered lanes cannot see: pending documents in id order.
 
         That is documents with no usable ``scheduledFor``, and documents an app wrote without a
-        valid ``shard`` (seeds/000; the ordered lanes read only the shard lanes). A due one of
+        valid ``shard`` (an app's write; the ordered lanes read only the shard lanes). A due one of
         those is a candidate straight from here, a page at a time like the main lane's: its claim
         writes its `JobStore.adoption_fields` along with the lease, so it costs what an enqueued
         job costs. One that cannot run now (not due yet, its type paused or at its limit) is

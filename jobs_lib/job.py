@@ -20,7 +20,7 @@ from jobs_lib.clock import TimeParseError, parse_time
 
 
 class Status(StrEnum):
-    """The states of a job (the words seeds/000 uses)."""
+    """The states of a job (the words the original app uses)."""
 
     PENDING = "pending"
     #: Part of a flow, waiting for the jobs it depends on (``dependsOn``) to finish.

@@ -167,7 +167,7 @@ class HandlerSpec:
 
 @dataclass(frozen=True)
 class CodeSchedule:
-    """A recurring job declared in code (seeds/001 system schedules): no document needed."""
+    """A recurring job declared in code (a system schedule): no document needed."""
 
     name: str
     type: str

@@ -1,4 +1,4 @@
-"""Backoff between attempts: fixed, or exponential with jitter (seeds/004)."""
+"""Backoff between attempts: fixed, or exponential with jitter."""
 
 from __future__ import annotations
 

@@ -220,7 +220,7 @@ class Engine:
             bogus = job.lease is not None and job.lease.expires_at is not None and job.version is not None and (job.lease.expires_at - job.version).total_seconds() > MAX_LEASE_SECONDS
             orphan = bogus or not job.leased_by_a_runner
             if orphan:
-                # Marked in_progress by someone else (an app's own write, seeds/000) or with a lease
+                # Marked in_progress by someone else (an app's own write) or with a lease
                 # not in our shape: give its owner `orphan_seconds` from its last change, then recover it.
                 untouched = (now - job.version).total_seconds() if job.version else None
                 if untouched is not None and untouched < self.store.settings.orphan_seconds:

@@ -31,7 +31,7 @@ attempt runs in a span (``job <type>``) whose parent is that context on the
 first attempt and which links to it on retries; the claim, the handler and
 the outcome's write are child spans. Every log line about the job carries
 ``logging.googleapis.com/trace``, ``logging.googleapis.com/spanId`` and the
-trace id as ``correlationId`` (seeds/004), so Cloud Logging groups a job's
+trace id as ``correlationId`` (the original app's log field), so Cloud Logging groups a job's
 lines with its trace.
 """
 
@@ -209,7 +209,7 @@ class Telemetry:
 
 
 def log_fields(span: Span | None, project: str) -> dict[str, Any]:
-    """The fields that make Cloud Logging group a line with its trace (and seeds/004's correlationId)."""
+    """The fields that make Cloud Logging group a line with its trace (and the original app's correlationId)."""
     context = (span or trace.get_current_span()).get_span_context()
     if not context.is_valid:
         return {}

@@ -1,7 +1,7 @@
-"""Jobs apps write (seeds/000) are first-class: they run on every path and every operator sees them.
+"""Jobs apps write (the original app) are first-class: they run on every path and every operator sees them.
 
 The documents are written as a browser's Firebase SDK writes them: REST requests under the
-project's own rules with a user's token, in the shapes apps use (the minimal one, seeds/000's with
+project's own rules with a user's token, in the shapes apps use (the minimal one, the original app's with
 server timestamps, ISO-string times, no status at all), with no ``shard``, ``priority`` or
 ``attempts``. A `jobs worker` process (no created-event) runs them; the operators find each one in
 `GET /v1/jobs?scope=all` and in the console's job list in a headless Chromium, and the worker's

@@ -64,7 +64,7 @@ def runs(store: JobStore, job_id: str) -> dict[str, Any]:
 
 def test_jobs_run_from_the_emulators_created_events(stack: DevStack, dev_client: JobsClient, dev_store: JobStore) -> None:
     ids = [dev_client.enqueue("process_notifications", {"targetUsers": [f"u{i}", "shared"]}).id for i in range(5)]
-    seed = dev_store.collection.document()  # seeds/000, as a browser writes it: string timestamps, no status
+    seed = dev_store.collection.document()  # the original app's document, as a browser writes it: string timestamps, no status
     seed.set({"createdAt": "2025-04-27T05:39:36.941Z", "metadata": {}, "scheduledFor": "2025-04-27T05:39:36.941Z", "type": "process_notifications"})
     jobs = wait_finished(dev_store, [*ids, seed.id], timeout=30)
     assert all(jobs[i].status is Status.COMPLETED and jobs[i].result == 2 for i in ids)

@@ -71,7 +71,7 @@ def test_statuses_that_are_not_ours_end_failed_naming_the_value(store: JobStore,
 
 def test_an_apps_own_in_progress_is_an_orphan_after_a_bounded_time(store: JobStore, quick_worker: Callable[..., Worker]) -> None:
     started = datetime.now(UTC).isoformat()
-    store.ref("app-marked").set({"type": "process_notifications", "status": "in_progress", "startedAt": started, "metadata": {"targetUsers": ["u"]}})  # seeds/000's write
+    store.ref("app-marked").set({"type": "process_notifications", "status": "in_progress", "startedAt": started, "metadata": {"targetUsers": ["u"]}})  # the original app's write
     store.ref("wrong-lease").set({"type": "process_notifications", "status": "in_progress", "lease": "mine", "metadata": {"targetUsers": ["u"]}})
     store.ref("half-lease").set({"type": "process_notifications", "status": "in_progress", "lease": {"holder": "someone"}, "metadata": {"targetUsers": ["u"]}})
     store.ref("no-attempts-left").set({"type": "process_notifications", "status": "in_progress", "attempts": 3, "maxAttempts": 3, "metadata": {}})

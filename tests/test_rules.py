@@ -249,7 +249,7 @@ def snapshot(store: JobStore, path: str) -> dict[str, Any] | None:
 
 
 def new_job(owner: str = "alice", org: str | None = "acme", **fields: Any) -> dict[str, Any]:
-    """What a browser app writes to create a job (seeds/000), as `owner`."""
+    """What a browser app writes to create a job (the original app), as `owner`."""
     doc: dict[str, Any] = {"type": "process_notifications", "status": "pending", "metadata": {"targetUsers": ["u1", "u2"], "notificationType": "course_reminder"}, "createdAt": SERVER_TIME, "createdBy": owner}
     if org is not None:
         doc["orgId"] = org

@@ -72,7 +72,7 @@ def browser(emulator: Any, uid: str, org: str | None = "acme") -> Rest:
 
 
 def seed_job(uid: str = "mallory", org: str | None = "acme", **fields: Any) -> dict[str, Any]:
-    """A job document as a browser writes it (seeds/000), owned by `uid`."""
+    """A job document as a browser writes it (the original app), owned by `uid`."""
     doc = {"type": "process_notifications", "status": "pending", "metadata": {"targetUsers": ["u1"]}, "createdAt": SERVER_TIME, "createdBy": uid, **fields}
     if org:
         doc["orgId"] = org

@@ -1,4 +1,4 @@
-"""The REST jobs API (seeds/002 in our document vocabulary), as a WSGI app and an HTTP function.
+"""The REST jobs API (the original app's export API, in our document vocabulary), as a WSGI app and an HTTP function.
 
     POST /v1/jobs                    create a job for the caller          jobs.create   201
     GET  /v1/jobs                    the caller's jobs, newest first      jobs.view     200
@@ -360,7 +360,7 @@ class JobsApi:
 
     def _enqueue_arguments(self, spec_in: CreateJobRequest, caller: Caller) -> dict[str, Any]:
         """`JobsClient.enqueue`'s arguments for a job the API creates for `caller`. A time in the past
-        means now: a job dated years back would go before every other user's (README: Security model)."""
+        means now: a job dated years back would go before every other user's (docs: discussions/security.md)."""
         when = spec_in.scheduledFor
         if when is not None and when < self.client.store.now():
             when = None

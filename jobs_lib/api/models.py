@@ -1,6 +1,6 @@
 """The REST API's request and response bodies, as pydantic models (and so its OpenAPI schemas).
 
-Field names are the job document's (shared/DESIGN.md), not seeds/002's
+Field names are the job document's (docs/reference/document.md), not the original API's
 (``type`` not ``jobType``, ``metadata`` not ``payload``, ``attempts`` not
 ``retryCount``), so a job reads the same in Firestore, in Python and here.
 """

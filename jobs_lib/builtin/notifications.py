@@ -1,4 +1,4 @@
-"""`process_notifications` (seeds/000): one notification document per target user.
+"""`process_notifications` (the original app's job type): one notification document per target user.
 
 Input (the job's ``metadata``): ``targetUsers`` (user ids), ``notificationType``,
 and optional ``title``, ``body`` and ``data``. Each user gets

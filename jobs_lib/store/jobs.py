@@ -143,7 +143,7 @@ class JobStore(StorePart):
         return self.collection.document(job_id)
 
     def adoption_fields(self, job: Job) -> dict[str, Any]:
-        """What a document an app wrote (seeds/000: no ``shard``, maybe no ``status`` or
+        """What a document an app wrote (no ``shard``, maybe no ``status`` or
         ``createdAt``, times as ISO strings) needs to be found and listed like one `enqueue` wrote,
         added to the runner's first write to it (its claim, its final state without a run, or its
         shard when it is not due yet), never in a write of its own:

@@ -4,7 +4,7 @@
 first, optionally filtered by status and type, with an opaque cursor.
 
 ``createdAt`` may hold a Firestore timestamp (what jobs_lib and server-side
-apps write) or an ISO-8601 string (what browser apps write, seeds/000), and
+apps write) or an ISO-8601 string (what browser apps write), and
 Firestore orders values by type before value: an ``orderBy`` on ``createdAt``
 would put every string after every timestamp, and a range on a timestamp never
 sees a string. So a page is read from two *lanes*, each one typed query:
