@@ -28,7 +28,7 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from jobs_lib import emulator
+from jobs_lib.devstack import emulator
 from jobs_lib.store import shard_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -276,7 +276,7 @@ def functions_path(paced: int, burst: int, rate: float) -> list[dict[str, Any]]:
     """Through the emulator's created-events and functions-framework (`jobs dev`'s pieces), no worker."""
     from jobs_lib.client import JobsClient
     from jobs_lib.config import Settings
-    from jobs_lib.dev import DevStack
+    from jobs_lib.devstack.dev import DevStack
 
     rows = []
     with DevStack(project=PROJECT, handlers="bench.handlers", tick_interval=None, env={"PYTHONPATH": str(ROOT)}):

@@ -35,7 +35,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from bench.__main__ import ROOT, env_for, log, warm_up
 from jobs_lib import JobsClient, Settings, emulator
-from jobs_lib.dev import DevStack
+from jobs_lib.devstack.dev import DevStack
 from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store import JobStore
 

@@ -38,7 +38,7 @@ from google.cloud import firestore
 
 from jobs_lib import App, JobContext, Settings, emulator
 from jobs_lib.functions import Functions, run_created
-from jobs_lib.job import Job
+from jobs_lib.model.job import Job
 from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store import base as store_base
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from google.cloud import firestore
 
-from jobs_lib.firebase_dev import FirebaseStack
+from jobs_lib.devstack.firebase_dev import FirebaseStack
 
 PROJECT = "demo-bench-firebase"
 

@@ -28,7 +28,7 @@ from google.cloud.firestore_v1._helpers import GeoPoint
 from google.events.cloud.firestore import DocumentEventData
 from hypothesis import strategies as st
 
-from jobs_lib.job import Status
+from jobs_lib.model.job import Status
 from jobs_lib.store import JobStore
 
 OURS = [s.value for s in Status]
@@ -164,7 +164,7 @@ class Settled:
 
 def future(value: Any, now: datetime) -> bool:
     """A due time a pending job may rightly wait for."""
-    from jobs_lib.clock import MAX_UTC_OFFSET, parse_time
+    from jobs_lib.model.clock import MAX_UTC_OFFSET, parse_time
 
     try:
         when = parse_time(value)

@@ -32,7 +32,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from bench.__main__ import PROJECT, ROOT, env_for, log, log_entries, run_cell, warm_up
-from jobs_lib import emulator
+from jobs_lib.devstack import emulator
 from jobs_lib.store import shard_of
 
 RATE = 50  # bench.handlers.bench_rated

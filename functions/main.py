@@ -10,7 +10,7 @@ Two declarations of the same three functions share one `jobs`:
 They are two sets, not one, because the SDK decodes the created-event into a DocumentSnapshot
 itself (with a Firestore client of its own per event), its scheduled wrapper drops the tick's
 summary, and importing it costs about 0.3 s of cold start; so the SDK is imported only when this
-process may serve one of its targets (`jobs_lib.firebase.sdk_wanted`). Each function parses its
+process may serve one of its targets (`jobs_lib.deploy.firebase.sdk_wanted`). Each function parses its
 trigger, calls one library function and maps the outcome to a response; this is the only place
 with a catch-all, so that no unexpected error turns into endless redelivery (the tick picks up
 whatever was left). `jobs` holds the instance's jobs_lib, built from the environment on the first
@@ -25,9 +25,9 @@ from typing import Any
 import functions_framework
 
 from jobs_lib.config import Settings
-from jobs_lib.firebase import declarations, sdk_wanted
+from jobs_lib.deploy.firebase import declarations, sdk_wanted
 from jobs_lib.functions import Functions
-from jobs_lib.logs import configure
+from jobs_lib.observability.logs import configure
 
 configure()
 log = logging.getLogger("functions")

@@ -28,20 +28,20 @@ if _typing.TYPE_CHECKING:
         LeaseLost,
         PermanentError,
     )
-    from jobs_lib.job import Job, Status
+    from jobs_lib.model.job import Job, Status
+    from jobs_lib.model.retry import Backoff
     from jobs_lib.registry import HandlerRegistry, default_registry, handler
-    from jobs_lib.retry import Backoff
 
 #: Where each public name lives: imported on first access (PEP 562), so that a Cloud Function that
 #: imports one module of the package does not load all of it (cold start).
 _EXPORTS = {
     "App": "jobs_lib.app",
-    "Backoff": "jobs_lib.retry",
+    "Backoff": "jobs_lib.model.retry",
     "ConfigurationError": "jobs_lib.errors",
     "DuplicateHandlerError": "jobs_lib.errors",
     "HandlerRegistry": "jobs_lib.registry",
     "InvalidJobState": "jobs_lib.errors",
-    "Job": "jobs_lib.job",
+    "Job": "jobs_lib.model.job",
     "JobCancelled": "jobs_lib.errors",
     "JobContext": "jobs_lib.context",
     "JobNotFound": "jobs_lib.errors",
@@ -50,7 +50,7 @@ _EXPORTS = {
     "LeaseLost": "jobs_lib.errors",
     "PermanentError": "jobs_lib.errors",
     "Settings": "jobs_lib.config",
-    "Status": "jobs_lib.job",
+    "Status": "jobs_lib.model.job",
     "default_registry": "jobs_lib.registry",
     "handler": "jobs_lib.registry",
 }

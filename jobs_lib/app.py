@@ -20,18 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 import jobs_lib.builtin  # noqa: F401  (the built-in handlers are always registered)
 from jobs_lib.builtin.housekeeping import CLEANUP_TYPE
-from jobs_lib.clock import ServerClock
 from jobs_lib.config import Settings
+from jobs_lib.engine.runner import Engine, new_holder_id
 from jobs_lib.errors import ConfigurationError
+from jobs_lib.model.clock import ServerClock
+from jobs_lib.observability.telemetry import Telemetry
 from jobs_lib.registry import CodeSchedule, HandlerRegistry, default_registry
-from jobs_lib.runner import Engine, new_holder_id
 from jobs_lib.store import Connection, JobStore
-from jobs_lib.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from jobs_lib.api import JobsApi
     from jobs_lib.client import JobsClient
-    from jobs_lib.schedules import ScheduleClient, Scheduler
+    from jobs_lib.engine.schedules import ScheduleClient, Scheduler
     from jobs_lib.worker import Worker
 
 # The client, the schedule firer and the worker are imported where first used: a created-event
@@ -125,7 +125,7 @@ class App:
     @property
     def scheduler(self) -> Scheduler:
         """The schedule firer (shared by the worker and every tick of this process)."""
-        from jobs_lib.schedules import Scheduler
+        from jobs_lib.engine.schedules import Scheduler
 
         with self._lock:
             if self._scheduler is None:
@@ -142,7 +142,7 @@ class App:
     @property
     def schedules(self) -> ScheduleClient:
         """The schedules client: create, list, update, enable, disable, delete."""
-        from jobs_lib.schedules import ScheduleClient
+        from jobs_lib.engine.schedules import ScheduleClient
 
         return ScheduleClient(store=self.store.schedules, registry=self.registry, jobs=self.client)
 

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from jobs_lib.config import Settings
 from jobs_lib.errors import JobsError
-from jobs_lib.job import Job
+from jobs_lib.model.job import Job
 
 app = typer.Typer(help="jobs_lib: a Firestore-native background job runner.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -56,13 +56,13 @@ def worker(
     collection: CollectionOpt = None,
 ) -> None:
     """Run jobs until stopped (SIGTERM or Ctrl-C stop it gracefully)."""
-    from jobs_lib import logs
     from jobs_lib.app import App
+    from jobs_lib.observability import logs
 
     settings = _settings(project, collection, lease_seconds=lease, handlers=handlers, metrics_port=metrics_port, health_port=health_port)
     logs.configure(settings.log_level, project=settings.project)
     if settings.metrics_port or settings.metrics_exporter != "none" or settings.traces_exporter != "none":
-        from jobs_lib.telemetry_export import enable
+        from jobs_lib.observability.export import enable
 
         exporting = enable(metrics_exporter=settings.metrics_exporter, traces_exporter=settings.traces_exporter, metrics_port=settings.metrics_port, project=settings.project, service="jobs_lib-worker")
         if exporting.metrics_port:
@@ -71,7 +71,7 @@ def worker(
     runner = app.worker(concurrency=concurrency, poll_interval=poll_interval, grace=grace, burst=burst)
     health = None
     if settings.health_port:
-        from jobs_lib.health import HealthServer
+        from jobs_lib.observability.health import HealthServer
 
         health = HealthServer(settings.health_port, loop_turned=lambda: runner.last_loop, firestore_answered=lambda: app.connection.last_answer).start()
     runner.install_signal_handlers()
@@ -166,7 +166,7 @@ def list_jobs(
 @app.command()
 def stats(project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
     """Count jobs by state."""
-    from jobs_lib.overview import breaker_view
+    from jobs_lib.console.overview import breaker_view
 
     store = _client(project, collection).store
     counts = store.count_by_status()
@@ -217,11 +217,11 @@ def console_command(
     """Serve the operators' console and the REST API on a local port; print its URL."""
     import contextlib
 
-    from jobs_lib import logs
     from jobs_lib.app import App
     from jobs_lib.config import exported
     from jobs_lib.console import DEV_USERS
     from jobs_lib.console.server import ConsoleServer
+    from jobs_lib.observability import logs
 
     settings = _settings(project, None, handlers=handlers)
     logs.configure(settings.log_level, project=settings.project)
@@ -274,9 +274,9 @@ def types_command(
 ) -> None:
     """TypeScript declarations of the handlers' input models for the web client (jobs-lib-web):
     `enqueueJob(db, "resize_image", {...})` is then checked by tsc against the pydantic model."""
+    from jobs_lib.api.webtypes import typescript
     from jobs_lib.app import load_handler_modules
     from jobs_lib.registry import default_registry
-    from jobs_lib.webtypes import typescript
 
     load_handler_modules(handlers if handlers is not None else ",".join(Settings.from_env().handlers))
     try:
@@ -302,7 +302,7 @@ def demo(
     stay: Annotated[bool, typer.Option("--stay", help="Keep the stack and its console up after the results (Ctrl-C stops it).")] = False,
 ) -> None:
     """Start the local stack (emulator, functions, scheduler), send real jobs through it, print the results."""
-    from jobs_lib.demo import run_demo
+    from jobs_lib.devstack.demo import run_demo
 
     raise typer.Exit(run_demo(console, jobs=jobs, stay=stay))
 
@@ -318,14 +318,14 @@ def dev(
     """Run the whole stack locally: emulator, functions with real trigger delivery, scheduler ticks, the console. Ctrl-C stops it."""
     import signal as signal_mod
 
-    from jobs_lib import logs
-    from jobs_lib.dev import DevStack
+    from jobs_lib.devstack.dev import DevStack
+    from jobs_lib.observability import logs
 
     settings = Settings.from_env(handlers=handlers)
     logs.configure(settings.log_level)
     stack: DevStack
     if firebase_cli:
-        from jobs_lib.firebase_dev import FirebaseStack
+        from jobs_lib.devstack.firebase_dev import FirebaseStack
 
         stack = FirebaseStack(project=project, handlers=",".join(settings.handlers), tick_interval=tick_interval, console_port=console_port)
     else:
@@ -337,7 +337,7 @@ def dev(
         address = stack.emulator_address
         console.print(f"  emulator          http://{address}  (export FIRESTORE_EMULATOR_HOST={address} GOOGLE_CLOUD_PROJECT={project})")
         if firebase_cli:
-            from jobs_lib.firebase_dev import FirebaseStack
+            from jobs_lib.devstack.firebase_dev import FirebaseStack
 
             assert isinstance(stack, FirebaseStack)
             for note in stack.notes:
@@ -376,7 +376,7 @@ def deploy(
 ) -> None:
     """Print the commands that deploy jobs_lib to a project (functions, trigger, scheduler, rules, indexes)."""
     from jobs_lib.app import App
-    from jobs_lib.deploy import DeployPlan, commands, firebase_commands
+    from jobs_lib.deploy.commands import DeployPlan, commands, firebase_commands
 
     app = App(_settings(None, None, handlers=handlers))
     settings = app.settings
@@ -408,7 +408,7 @@ def functions_venv_command(
     """Create functions/venv for the Firebase CLI: the runtime's Python (python312 -> python3.12), requirements.txt, this checkout."""
     from pathlib import Path
 
-    from jobs_lib.firebase import functions_venv
+    from jobs_lib.deploy.firebase import functions_venv
 
     venv = functions_venv(Path(directory), with_tests=with_tests, echo=console.print)
     console.print(f"functions venv ready: {venv}")
@@ -421,7 +421,7 @@ def functions_package(
     """Copy jobs_lib into the functions folder so that it deploys on its own."""
     from pathlib import Path
 
-    from jobs_lib.deploy import package_functions
+    from jobs_lib.deploy.commands import package_functions
 
     target = package_functions(Path(directory))
     console.print(f"copied jobs_lib to {target}")
@@ -434,7 +434,7 @@ app.add_typer(monitoring_app, name="monitoring")
 @monitoring_app.command("setup")
 def monitoring_setup(project: Annotated[str, typer.Option(help="Your Google Cloud project id.")]) -> None:
     """Print the commands that create log-based metrics and two alert policies (failure rate, queue lag)."""
-    from jobs_lib.monitoring import setup_commands
+    from jobs_lib.deploy.monitoring import setup_commands
 
     for line in setup_commands(project):
         print(line)
@@ -630,7 +630,7 @@ def scheduler_sync(
     endpoint: Annotated[str | None, typer.Option(help="Cloud Scheduler API endpoint (tests point it at a stand-in).")] = None,
 ) -> None:
     """Create or update the Cloud Scheduler job that calls the tick; delete ones jobs_lib made that are no longer wanted."""
-    from jobs_lib.cloud_scheduler import TickTarget, client_for, sync
+    from jobs_lib.deploy.cloud_scheduler import TickTarget, client_for, sync
 
     target = TickTarget(project=project, location=location, uri=uri, service_account=service_account, schedule=schedule)
     result = sync(client_for(endpoint), [] if remove else [target], parents=[target.parent])

@@ -21,6 +21,8 @@ from typing import Any, Literal
 from google.cloud.firestore_v1.transforms import SERVER_TIMESTAMP
 
 from jobs_lib.config import Settings
+from jobs_lib.engine.followups import ATOMIC_LIMIT, POLICIES, Policy, Releaser, plan
+from jobs_lib.engine.webhooks import check_url
 from jobs_lib.errors import (
     ConfigurationError,
     DocumentExists,
@@ -29,13 +31,11 @@ from jobs_lib.errors import (
     InvalidJobState,
     JobNotFound,
 )
-from jobs_lib.flows import ATOMIC_LIMIT, POLICIES, Policy, Releaser, plan
-from jobs_lib.job import Job, Status, key_to_id
-from jobs_lib.outcomes import Cancelled, CancelRequest, Change, Retried
+from jobs_lib.model.job import Job, Status, key_to_id
+from jobs_lib.model.outcomes import Cancelled, CancelRequest, Change, Retried
+from jobs_lib.observability.telemetry import Telemetry
 from jobs_lib.registry import HandlerRegistry, default_registry
 from jobs_lib.store import JobStore, shard_of
-from jobs_lib.telemetry import Telemetry
-from jobs_lib.webhooks import check_url
 
 #: Creates per BatchWrite RPC in `enqueue_many` (Firestore's limit per request).
 BATCH_LIMIT = 500
@@ -110,7 +110,7 @@ class JobsClient:
 
         `key` makes the call idempotent: a second enqueue with the same type
         and key returns the job the first created. `webhook` (default: the
-        handler's) is POSTed to when the job ends (jobs_lib.webhooks). With `transaction` or
+        handler's) is POSTed to when the job ends (jobs_lib.engine.webhooks). With `transaction` or
         `batch` the job is written when the caller commits them; with a key
         and a transaction, enqueue reads the job id first, so call it before
         the transaction's own writes (Firestore wants reads before writes).

@@ -228,7 +228,7 @@ def _check_cron(value: Any) -> str:
         return ""
     if not isinstance(value, str):
         return "wrong type"
-    from jobs_lib.cron import CronError, check
+    from jobs_lib.model.cron import CronError, check
 
     try:
         check(value, "UTC")

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from jobs_lib.durable import check_step_name
+from jobs_lib.engine.durable import check_step_name
 from jobs_lib.errors import JobCancelled, LeaseLost
-from jobs_lib.job import Job
-from jobs_lib.logs import JobLogger
+from jobs_lib.model.job import Job
+from jobs_lib.observability.logs import JobLogger
 
 if TYPE_CHECKING:
     from jobs_lib.store import JobStore
@@ -28,7 +28,7 @@ class Handlers(Protocol):
 
 
 class RunControl(Protocol):
-    """What a context needs from the run behind it: `jobs_lib.runner.Execution` in a worker or
+    """What a context needs from the run behind it: `jobs_lib.engine.runner.Execution` in a worker or
     function, `jobs_lib.testing`'s stand-in in a user's test."""
 
     @property
@@ -148,7 +148,7 @@ class JobContext(Generic[InputT]):
         if self._execution.cancel_requested:
             raise JobCancelled(f"job {self.job_id} was cancelled at its owner's request")
 
-    # -- durable jobs (jobs_lib.durable) -------------------------------------------------
+    # -- durable jobs (jobs_lib.engine.durable) -------------------------------------------------
 
     def step(self, name: str, fn: Callable[..., T], /, *args: Any, step_timeout: float | None = None, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` once for this job and return its result.

@@ -41,12 +41,12 @@ from google.events.cloud.firestore import DocumentEventData
 
 from jobs_lib.app import App
 from jobs_lib.builtin.continuations import CONTINUE_TYPE
-from jobs_lib.discovery import Discovery, sweeper_shards
-from jobs_lib.job import Job, Status
-from jobs_lib.logs import configure, event, job_fields
+from jobs_lib.engine.discovery import Discovery, sweeper_shards
+from jobs_lib.engine.runner import Engine
+from jobs_lib.model.job import Job, Status
+from jobs_lib.observability.logs import configure, event, job_fields
 from jobs_lib.registry import EVENT_BUDGET
-from jobs_lib.runner import Engine
-from jobs_lib.wire import decode_value, from_timestamp_pb
+from jobs_lib.store.wire import decode_value, from_timestamp_pb
 
 log = logging.getLogger("jobs_lib.functions")
 
@@ -112,7 +112,7 @@ class Functions:
                 settings = app.settings
                 configure(settings.log_level, project=settings.project)
                 if settings.metrics_exporter != "none" or settings.traces_exporter != "none":
-                    from jobs_lib.telemetry_export import enable
+                    from jobs_lib.observability.export import enable
 
                     enable(metrics_exporter=settings.metrics_exporter, traces_exporter=settings.traces_exporter, project=settings.project, service="jobs_lib-functions")
                 self._app = app
@@ -159,7 +159,7 @@ class Functions:
 
         With JOBS_TICK_SWEEPERS = N > 1, Cloud Scheduler calls the tick N times per schedule, each
         call naming its `sweeper` (0 to N - 1; ``{"sweeper": k}`` in the body, or ``?sweeper=k``):
-        each sweeps its share of the shard lanes (`jobs_lib.discovery.sweeper_shards`) on an
+        each sweeps its share of the shard lanes (`jobs_lib.engine.discovery.sweeper_shards`) on an
         instance of its own, and sweeper 0 also fires the schedules and scans what no lane holds.
         A call naming none (or one out of range, with a warning) sweeps everything.
         """

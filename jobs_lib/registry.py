@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 from jobs_lib.errors import ConfigurationError, CronError, DuplicateHandlerError
-from jobs_lib.retry import Backoff
+from jobs_lib.model.retry import Backoff
 
 if TYPE_CHECKING:
     from jobs_lib.context import JobContext
@@ -80,23 +80,23 @@ class HandlerSpec:
     concurrency: int | None = None
     #: ... per value of this job field (e.g. "orgId": at most N per organisation).
     concurrency_key: str | None = None
-    #: A URL to POST to when one of its jobs ends (jobs_lib.webhooks), unless the job names its own;
+    #: A URL to POST to when one of its jobs ends (jobs_lib.engine.webhooks), unless the job names its own;
     #: it stays on the server (jobs carry `webhook: true`, the delivery looks the URL up here).
     webhook: str | None = None
     #: At most this many starts per second, minute or hour ("100/s", "20/m", "1000/h"), across every
-    #: worker and function instance (jobs_lib.rates) ...
+    #: worker and function instance (jobs_lib.limits.rates) ...
     rate: str | None = None
     #: ... per value of this job field (e.g. "orgId": that many per organisation).
     rate_key: str | None = None
     #: After this many failed attempts in a row (seen by one runner), the type pauses itself for
-    #: `breaker_cooldown` seconds, then lets one job through and resumes when it succeeds (jobs_lib.breakers).
+    #: `breaker_cooldown` seconds, then lets one job through and resumes when it succeeds (jobs_lib.limits.breakers).
     breaker: int | None = None
     breaker_cooldown: float = 60.0
     #: The runner's own type: never created, retried or scheduled by users (the REST API and the
     #: project's rules refuse it). Every ``jobs.*`` type is internal whatever this says.
     internal: bool = False
     #: The handler checkpoints (``ctx.checkpoint``) and may be continued in another invocation when
-    #: this one nears its end (jobs_lib.durable): its `timeout` is then its time over all its
+    #: this one nears its end (jobs_lib.engine.durable): its `timeout` is then its time over all its
     #: slices, and it runs on the functions however long that is.
     continuable: bool = False
 
@@ -122,7 +122,7 @@ class HandlerSpec:
         if self.rate_key is not None and self.rate is None:
             raise ConfigurationError(f"{self.type}: rate_key needs rate")
         if self.webhook is not None:
-            from jobs_lib.webhooks import check_url
+            from jobs_lib.engine.webhooks import check_url
 
             check_url(self.webhook, resolve=False)  # its address is checked at each delivery (it is never written to a job)
         if self.timeout > MAX_FUNCTION_TIMEOUT and not self.worker_only and not self.continuable:
@@ -225,7 +225,7 @@ class HandlerRegistry:
         on that schedule, declared here in code (see `add_schedule`). With `internal`, users may
         not create, retry or schedule its jobs (the REST API refuses them; the rules' list of
         client types should not hold it): only the server's own code enqueues it. With
-        `continuable`, the handler checkpoints and may run in slices (jobs_lib.durable): `timeout` is
+        `continuable`, the handler checkpoints and may run in slices (jobs_lib.engine.durable): `timeout` is
         then its time over every slice, and the functions run it however long that is.
         """
 
@@ -261,7 +261,7 @@ class HandlerRegistry:
 
     def add_schedule(self, name: str, job_type: str, cron: str, *, timezone: str = "UTC", metadata: dict[str, Any] | None = None) -> CodeSchedule:
         """Declare a recurring job in code; a bad cron or timezone raises at once."""
-        from jobs_lib.cron import check
+        from jobs_lib.model.cron import check
 
         try:
             check(cron, timezone)

@@ -8,7 +8,7 @@
         assert run.progress[0]["message"] == "downloading"
 
 The handler runs exactly as a worker runs it (its pydantic input model, its
-`JobContext`, its retry policy decided by the same `jobs_lib.decisions.decide`),
+`JobContext`, its retry policy decided by the same `jobs_lib.model.decisions.decide`),
 but in the calling thread, with no claim, no lease and no writes to the job
 document: what it would have recorded is returned instead. Durable handlers
 run whole: ``ctx.step`` results are kept in memory (``run.steps``; pass
@@ -33,15 +33,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from jobs_lib.context import JobContext
-from jobs_lib.decisions import AttemptEnd, Ending, decide
-from jobs_lib.durable import MAX_STEPS, Suspend, cursor_value, step_value
+from jobs_lib.engine.durable import MAX_STEPS, Suspend, cursor_value, step_value
+from jobs_lib.engine.runner import InvalidInput, describe_error, qualname, validated_input
 from jobs_lib.errors import ConfigurationError, JobCancelled, LeaseLost, PermanentError
-from jobs_lib.job import Job
-from jobs_lib.logs import JobLogger, job_fields
-from jobs_lib.outcomes import Cancelled, Completed, Failed, Outcome, Retry
+from jobs_lib.model.decisions import AttemptEnd, Ending, decide
+from jobs_lib.model.job import Job
+from jobs_lib.model.outcomes import Cancelled, Completed, Failed, Outcome, Retry
+from jobs_lib.observability.logs import JobLogger, job_fields
 from jobs_lib.registry import DEFAULT_RETENTION, HandlerRegistry, HandlerSpec, default_registry
-from jobs_lib.results import storable_result
-from jobs_lib.runner import InvalidInput, describe_error, qualname, validated_input
+from jobs_lib.store.results import storable_result
 
 if TYPE_CHECKING:
     from jobs_lib.store import JobStore

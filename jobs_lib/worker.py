@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from jobs_lib.discovery import Discovery
-from jobs_lib.job import Job
-from jobs_lib.logs import event
-from jobs_lib.runner import Engine, Execution
-from jobs_lib.schedules import Scheduler
-from jobs_lib.telemetry import QueueStats
+from jobs_lib.engine.discovery import Discovery
+from jobs_lib.engine.runner import Engine, Execution
+from jobs_lib.engine.schedules import Scheduler
+from jobs_lib.model.job import Job
+from jobs_lib.observability.logs import event
+from jobs_lib.observability.telemetry import QueueStats
 
 log = logging.getLogger("jobs_lib.worker")
 
@@ -477,7 +477,7 @@ class Worker:
             wait_until = time.monotonic() + (0 if self._hurry.is_set() else self.grace)
             for execution in self._snapshot():
                 # A continuable job stops at its next checkpoint, its cursor saved, and another
-                # runner goes on from there (jobs_lib.durable).
+                # runner goes on from there (jobs_lib.engine.durable).
                 execution.request_continuation()
         while self._snapshot() and time.monotonic() < wait_until and not self._hurry.is_set():
             self._reap_abandoned()

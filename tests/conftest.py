@@ -24,13 +24,13 @@ from typing import Any
 
 import pytest
 
-from jobs_lib import emulator as emulator_mod
 from jobs_lib.app import load_handler_modules
 from jobs_lib.client import JobsClient
 from jobs_lib.config import Settings
+from jobs_lib.devstack import emulator as emulator_mod
+from jobs_lib.engine.runner import Engine
 from jobs_lib.errors import EmulatorUnavailable
 from jobs_lib.registry import HandlerRegistry, default_registry
-from jobs_lib.runner import Engine
 from jobs_lib.store import JobStore
 from jobs_lib.worker import Worker
 

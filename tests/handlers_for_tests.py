@@ -113,7 +113,7 @@ if os.environ.get("JOBS_TEST_KILL_BEFORE_RELEASE"):
     # write has landed and before the jobs waiting for it are released.
     import signal
 
-    from jobs_lib.runner import Engine
+    from jobs_lib.engine.runner import Engine
 
     def _die(self: Engine, job_ids: list[str]) -> list[str]:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -513,7 +513,7 @@ def test_refused_attempts_on_other_users_jobs_are_audited(http: Client, client: 
 def test_audit_lines_are_one_json_object_each(http: Client) -> None:
     import io
 
-    from jobs_lib.logs import JsonFormatter
+    from jobs_lib.observability.logs import JsonFormatter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -19,7 +19,7 @@ from werkzeug.test import Client
 
 from jobs_lib import JobsClient, Status
 from jobs_lib.api import JobsApi
-from jobs_lib.emulator import free_port
+from jobs_lib.devstack.emulator import free_port
 from jobs_lib.store import JobStore, valid_shard
 
 from .conftest import WorkerProcess, wait_finished, wait_for

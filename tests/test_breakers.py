@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from jobs_lib import JobContext, JobsClient, Status
 from jobs_lib.cli import app
-from jobs_lib.overview import Overview
+from jobs_lib.console.overview import Overview
 from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store import JobStore
 

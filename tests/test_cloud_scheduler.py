@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jobs_lib.cli import app
-from jobs_lib.cloud_scheduler import MARKER, TickTarget, client_for, sync
+from jobs_lib.deploy.cloud_scheduler import MARKER, TickTarget, client_for, sync
 
 
 class StandIn:

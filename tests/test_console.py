@@ -159,7 +159,7 @@ def test_the_overview_shows_per_type_figures_and_pauses_a_type(page: Any, consol
     page.click(f"{row} button[data-action='resume']")
     page.wait_for_selector(f"{row} button[data-action='pause']", timeout=10_000)
     assert client.paused() == set()
-    # An open circuit breaker (jobs_lib.breakers) shows in the type's state, its last error on hover.
+    # An open circuit breaker (jobs_lib.limits.breakers) shows in the type's state, its last error on hover.
     now = store.now()
     store.limits.open_breaker("process_notifications", now + timedelta(minutes=5), now, 5, "ConnectionError: the push service is down")
     page.wait_for_selector(f"{row} [data-figure='state']:has-text('breaker open until')", timeout=15_000)
@@ -335,8 +335,8 @@ def test_screenshots_of_the_overview_and_of_a_job_with_live_progress(page: Any, 
 @pytest.fixture(scope="module")
 def auth_emulator() -> Iterator[Any]:
     """firebase-tools' Auth emulator with the dev users in it (scripts/bootstrap installs firebase-tools)."""
-    from jobs_lib import auth_emulator as auth_mod
     from jobs_lib.console import create_dev_users
+    from jobs_lib.devstack import auth_emulator as auth_mod
     from jobs_lib.errors import EmulatorUnavailable
 
     from .conftest import PROJECT

@@ -10,7 +10,7 @@ from cronsim import CronSim
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs_lib import cron
+from jobs_lib.model import cron
 
 NY = "America/New_York"
 

@@ -1,4 +1,4 @@
-"""`jobs_lib.decisions.decide`: the whole after-an-attempt rule, checked over its input space."""
+"""`jobs_lib.model.decisions.decide`: the whole after-an-attempt rule, checked over its input space."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs_lib.decisions import AttemptEnd, Ending, decide
-from jobs_lib.outcomes import Cancelled, Completed, Failed, Retry
-from jobs_lib.retry import Backoff
+from jobs_lib.model.decisions import AttemptEnd, Ending, decide
+from jobs_lib.model.outcomes import Cancelled, Completed, Failed, Retry
+from jobs_lib.model.retry import Backoff
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 

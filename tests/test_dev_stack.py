@@ -15,7 +15,7 @@ import pytest
 
 from jobs_lib import JobsClient, Status
 from jobs_lib.config import Settings
-from jobs_lib.dev import DevStack
+from jobs_lib.devstack.dev import DevStack
 from jobs_lib.errors import EmulatorUnavailable
 from jobs_lib.store import JobStore
 

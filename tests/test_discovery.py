@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from google.cloud import firestore
 
-from jobs_lib.discovery import Discovery
+from jobs_lib.engine.discovery import Discovery
 from jobs_lib.store import (
     ALL_SHARDS,
     PARTITIONS,

@@ -1,4 +1,4 @@
-"""Durable jobs (`jobs_lib.durable`): steps recorded once, fenced; sleeps that hold no slot; cancel
+"""Durable jobs (`jobs_lib.engine.durable`): steps recorded once, fenced; sleeps that hold no slot; cancel
 during a sleep; a process SIGKILLed in each of five steps in turn. The continuation of a job across
 created-events and ticks with no worker is in tests/test_dev_stack.py (it needs the functions)."""
 

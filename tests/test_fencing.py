@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from jobs_lib import JobsClient, Status
-from jobs_lib.outcomes import Completed, Failed, Update
-from jobs_lib.recorder import Recorder
+from jobs_lib.engine.recorder import Recorder
+from jobs_lib.model.outcomes import Completed, Failed, Update
 from jobs_lib.store import JobStore, WriteStatus
 
 from .conftest import wait_finished, wait_for

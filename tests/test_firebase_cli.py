@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from jobs_lib import firebase
+from jobs_lib.deploy import firebase
+from jobs_lib.devstack.firebase_dev import FirebaseStack
 from jobs_lib.errors import EmulatorUnavailable
-from jobs_lib.firebase_dev import FirebaseStack
 
 from .conftest import ROOT, wait_for
 from .test_cli import invoke
@@ -135,7 +135,7 @@ def test_a_missing_node_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 def test_the_launcher_starts_the_sdks_emulator_as_the_cli_does() -> None:
     """`java -jar launcher.jar --host --port --database-edition=...`: what the CLI runs, offline."""
-    from jobs_lib.emulator import find_jar, find_java, free_port
+    from jobs_lib.devstack.emulator import find_jar, find_java, free_port
 
     jar, java = find_jar(), find_java()
     if jar is None or java is None:
@@ -146,7 +146,7 @@ def test_the_launcher_starts_the_sdks_emulator_as_the_cli_does() -> None:
     try:
         wait_for(lambda: _answers(f"http://127.0.0.1:{port}/"), timeout=60, message="the launched emulator answers")
     finally:
-        from jobs_lib.emulator import stop_process_group
+        from jobs_lib.devstack.emulator import stop_process_group
 
         stop_process_group(process)  # type: ignore[arg-type]
     assert process.stdout is not None
@@ -162,7 +162,7 @@ def _answers(url: str) -> bool:
 
 
 def firebase_cli() -> str:
-    from jobs_lib.auth_emulator import INSTALL_HELP, find_firebase
+    from jobs_lib.devstack.auth_emulator import INSTALL_HELP, find_firebase
 
     cli = find_firebase()
     if cli is None:

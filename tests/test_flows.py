@@ -12,10 +12,10 @@ import pytest
 
 from jobs_lib import JobContext, JobsClient, Status
 from jobs_lib.app import App
+from jobs_lib.engine.runner import Engine
 from jobs_lib.errors import ConfigurationError, PermanentError
 from jobs_lib.functions import Functions, run_created
 from jobs_lib.registry import HandlerRegistry, default_registry
-from jobs_lib.runner import Engine
 from jobs_lib.store import JobStore
 
 from .conftest import wait_finished, wait_for
@@ -218,7 +218,7 @@ def test_a_process_killed_between_a_parents_end_and_the_release_is_repaired_by_t
     assert parent is not None and parent.status is Status.COMPLETED and parent.raw["dependentsSettled"] is False  # the obligation, written with the end
     assert states(client, flow.id) == {"parent": "completed", "child": "blocked", "other": "blocked"}
 
-    monkeypatch.setattr("jobs_lib.flows.REPAIR_GRACE_SECONDS", 0.0)  # the tick need not wait for the dead process
+    monkeypatch.setattr("jobs_lib.engine.followups.REPAIR_GRACE_SECONDS", 0.0)  # the tick need not wait for the dead process
     from . import handlers_for_tests  # noqa: F401 - registers "effect" in the default registry
 
     if "effect" not in registry:

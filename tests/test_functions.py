@@ -329,7 +329,7 @@ def test_functions_folder_is_self_contained_after_packaging(tmp_path: Path) -> N
     import subprocess
     import sys
 
-    from jobs_lib.deploy import package_functions
+    from jobs_lib.deploy.commands import package_functions
 
     folder = tmp_path / "functions"
     shutil.copytree(ROOT / "functions", folder, ignore=shutil.ignore_patterns("jobs_lib", "__pycache__"))
@@ -377,7 +377,7 @@ def test_tick_sweepers_each_sweep_their_share_of_the_shard_lanes(function_app: C
 
 
 def test_deploy_schedules_one_scheduler_job_per_sweeper() -> None:
-    from jobs_lib.deploy import DeployPlan, commands
+    from jobs_lib.deploy.commands import DeployPlan, commands
 
     plan = DeployPlan(project="p", region="europe-west1", trigger_location="eur3", service_account="sa@p.iam.gserviceaccount.com", tick_sweepers=3)
     jobs = [c for c in commands(plan, HandlerRegistry()) if c.startswith("gcloud scheduler jobs create")]

@@ -36,11 +36,11 @@ from bench.fuzzdocs import (
     special_documents,
 )
 from jobs_lib import App, Settings, Status
-from jobs_lib.discovery import Discovery
+from jobs_lib.engine.discovery import Discovery
+from jobs_lib.engine.runner import Engine
 from jobs_lib.functions import Functions
+from jobs_lib.model.retry import Backoff
 from jobs_lib.registry import HandlerRegistry
-from jobs_lib.retry import Backoff
-from jobs_lib.runner import Engine
 from jobs_lib.store import JobStore
 from jobs_lib.worker import Worker
 

@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from jobs_lib import emulator
+from jobs_lib.devstack import emulator
 from jobs_lib.errors import EmulatorUnavailable
-from jobs_lib.logs import JobLogger, JsonFormatter, configure, event
+from jobs_lib.observability.logs import JobLogger, JsonFormatter, configure, event
 
 
 def test_missing_emulator_jar_names_the_install_commands(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 
-from jobs_lib import wire
-from jobs_lib.store import JobStore
+from jobs_lib.store import JobStore, wire
 from jobs_lib.store.listing import JobListing, ScheduleListing, Scope
 
 from .conftest import ROOT
@@ -105,7 +104,7 @@ CALLS: dict[str, Callable[[Stores], Any]] = {
     "JobStore.cancel_requests": lambda s: s.jobs.cancel_requests(5),
     "JobStore.list_jobs": lambda s: [s.jobs.list_jobs(), s.jobs.list_jobs(status="pending"), s.jobs.list_jobs(job_type="t"), s.jobs.list_jobs(status="failed", job_type="t")],
     "JobListing.page": _listing_pages,
-    # flows (jobs_lib.flows)
+    # flows (jobs_lib.engine.followups)
     "JobStore.dependents": lambda s: [s.jobs.dependents("p", None, 5), s.jobs.dependents("p", "m", 5)],
     "JobStore.unsettled_parents": lambda s: s.jobs.unsettled_parents(5),
     "JobStore.blocked_page": lambda s: [s.jobs.blocked_page(None, 5), s.jobs.blocked_page("m", 5)],

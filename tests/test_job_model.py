@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jobs_lib.clock import TimeParseError, parse_time, to_iso
-from jobs_lib.job import Job, Status
+from jobs_lib.model.clock import TimeParseError, parse_time, to_iso
+from jobs_lib.model.job import Job, Status
 
 SEED_000 = {
     "completedAt": "2025-04-27T15:07:23.171Z",

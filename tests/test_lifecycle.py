@@ -62,7 +62,7 @@ def test_seed_000_document_with_string_timestamps_completes(store: JobStore, wor
 def test_iso_timestamp_mode_writes_strings_and_still_runs(settings: Any, registry: HandlerRegistry, engine_factory: Any) -> None:
     from dataclasses import replace
 
-    from jobs_lib.runner import Engine
+    from jobs_lib.engine.runner import Engine
     from jobs_lib.worker import Worker
 
     iso_store = JobStore(replace(settings, timestamps="iso"))

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 import pytest
 
 from jobs_lib import Settings, Status
-from jobs_lib.discovery import Discovery
+from jobs_lib.engine.discovery import Discovery
+from jobs_lib.engine.runner import Engine
 from jobs_lib.registry import HandlerRegistry
-from jobs_lib.runner import Engine
 from jobs_lib.store import JobStore
 from jobs_lib.worker import Worker
 

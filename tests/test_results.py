@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from jobs_lib.results import storable_result
+from jobs_lib.store.results import storable_result
 
 
 class Report(BaseModel):

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from jobs_lib import emulator as emulator_mod
-from jobs_lib.job import key_to_id
+from jobs_lib.devstack import emulator as emulator_mod
+from jobs_lib.model.job import key_to_id
 from jobs_lib.store import JobStore
 
 from .conftest import PROJECT, ROOT

@@ -13,9 +13,9 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from jobs_lib import JobContext, JobsClient, Status
+from jobs_lib.engine.schedules import ScheduleClient, Scheduler, slot_job_id, system_schedule_id
 from jobs_lib.errors import InvalidSchedule, ScheduleNotFound
 from jobs_lib.registry import HandlerRegistry
-from jobs_lib.schedules import ScheduleClient, Scheduler, slot_job_id, system_schedule_id
 from jobs_lib.store import JobStore
 from jobs_lib.store.base import shard_of
 from jobs_lib.store.schedules import ScheduleStore

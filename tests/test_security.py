@@ -28,15 +28,15 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from werkzeug.test import Client
 
 from jobs_lib import JobsClient, Status
-from jobs_lib import webhooks as webhooks_mod
 from jobs_lib.api import JobsApi
 from jobs_lib.config import Settings
+from jobs_lib.engine import webhooks as webhooks_mod
+from jobs_lib.engine.schedules import Scheduler, slot_job_id, system_schedule_id
+from jobs_lib.engine.webhooks import WEBHOOK_TYPE, WebhookRefused, check_url, checked_target, post
 from jobs_lib.errors import IdTaken
-from jobs_lib.job import key_to_id
+from jobs_lib.model.job import key_to_id
 from jobs_lib.registry import HandlerRegistry
-from jobs_lib.schedules import Scheduler, slot_job_id, system_schedule_id
 from jobs_lib.store import JobStore
-from jobs_lib.webhooks import WEBHOOK_TYPE, WebhookRefused, check_url, checked_target, post
 
 from .conftest import ROOT, wait_finished, wait_for
 from .test_api import ALL, away_from_a_window_boundary, token

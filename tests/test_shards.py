@@ -17,7 +17,7 @@ from typing import Any
 from google.cloud import firestore
 
 from jobs_lib import JobsClient, Status
-from jobs_lib.discovery import Discovery, sweeper_shards
+from jobs_lib.engine.discovery import Discovery, sweeper_shards
 from jobs_lib.store import ALL_SHARDS, SHARDS, JobStore, shard_of
 
 from .conftest import wait_finished, wait_for

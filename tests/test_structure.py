@@ -84,9 +84,48 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_no_import_cycles_inside_jobs_lib() -> None:
     graph = {name: imports_of(name, path) for name, path in MODULES.items()}
-    assert len(graph) > 40 and graph["jobs_lib.runner"] >= {"jobs_lib.store", "jobs_lib.decisions"}
+    assert len(graph) > 40 and graph["jobs_lib.engine.runner"] >= {"jobs_lib.store", "jobs_lib.model.decisions"}
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def folder_of(module: str) -> str:
+    """The folder a module lives in (``engine``, ``store``...), or ``top`` for the package's top level."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()) else "top"
+
+
+#: Which folders each folder may import (besides itself): arrows run one way, from the entry points
+#: down to the model. ``errors`` and ``config`` are leaves everyone may use.
+MAY_IMPORT = {
+    "model": set(),
+    "store": {"model"},
+    "observability": {"model"},
+    "limits": {"model", "store", "observability", "registry"},
+    "engine": {"model", "store", "limits", "observability", "registry", "context", "builtin"},
+}
+#: Arrows that run back up today, each a seam to mend rather than a rule to relax.
+KNOWN_UPWARD = {
+    # The schedule firer creates a schedule's job through the client's enqueue.
+    ("jobs_lib.engine.schedules", "jobs_lib.client"),
+}
+
+
+def test_folders_import_downwards_only() -> None:
+    leaves = {"jobs_lib", "jobs_lib.errors", "jobs_lib.config"}
+    wrong = []
+    for name, path in MODULES.items():
+        folder = folder_of(name)
+        if folder not in MAY_IMPORT:
+            continue
+        for target in imports_of(name, path):
+            to = folder_of(target)
+            top_name = target.split(".")[1] if target.count(".") == 1 else None
+            allowed = to == folder or to in MAY_IMPORT[folder] or top_name in MAY_IMPORT[folder]
+            if target not in leaves and not allowed and (name, target) not in KNOWN_UPWARD:
+                wrong.append(f"{name} -> {target}")
+    assert not wrong, "imports against the layering (docs/reference/layout.md):\n" + "\n".join(sorted(wrong))
+    assert folder_of("jobs_lib.engine.runner") == "engine" and folder_of("jobs_lib.client") == "top"
 
 
 ENV_READS = re.compile(r"\bos\.(environ|getenv|putenv|unsetenv)\b|\bfrom os import\b.*\benviron\b")

@@ -27,10 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobs_lib import App, JobsClient, Settings, Status
 from jobs_lib.app import load_handler_modules
-from jobs_lib.emulator import Emulator, free_port
+from jobs_lib.devstack.emulator import Emulator, free_port
 from jobs_lib.functions import Functions
+from jobs_lib.observability.telemetry import Telemetry
 from jobs_lib.store import JobStore
-from jobs_lib.telemetry import Telemetry
 
 from .conftest import PROJECT, ROOT, TESTS, WorkerProcess, start_emulator, wait_finished, wait_for
 from .test_functions import event_body, event_headers, scheduler_headers

@@ -15,8 +15,8 @@ import pytest
 from pydantic import BaseModel
 
 from jobs_lib import App, ConfigurationError, HandlerRegistry, JobContext, PermanentError, Settings
-from jobs_lib.outcomes import Retry
-from jobs_lib.retry import Backoff
+from jobs_lib.model.outcomes import Retry
+from jobs_lib.model.retry import Backoff
 from jobs_lib.testing import run_handler
 
 # -- the user's handlers (what would be myapp/jobs.py) ------------------------------------------

@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 
 from jobs_lib import JobContext, PermanentError
-from jobs_lib import auth_emulator as auth_mod
+from jobs_lib.api.webtypes import typescript
 from jobs_lib.app import load_handler_modules
+from jobs_lib.devstack import auth_emulator as auth_mod
+from jobs_lib.devstack.webapp import ExampleServer, config_for
 from jobs_lib.errors import EmulatorUnavailable
 from jobs_lib.registry import HandlerRegistry, default_registry
-from jobs_lib.webapp import ExampleServer, config_for
-from jobs_lib.webtypes import typescript
 
 from .conftest import PROJECT, ROOT
 from .test_console import browser  # noqa: F401 - the session's headless Chromium

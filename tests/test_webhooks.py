@@ -1,4 +1,4 @@
-"""Completion webhooks (jobs_lib.webhooks): signed POSTs to a real receiver on 127.0.0.1, retried, refused."""
+"""Completion webhooks (jobs_lib.engine.webhooks): signed POSTs to a real receiver on 127.0.0.1, retried, refused."""
 
 from __future__ import annotations
 
@@ -16,11 +16,17 @@ import pytest
 from jobs_lib import Backoff, JobContext, JobsClient, Status
 from jobs_lib.app import App
 from jobs_lib.config import Settings
+from jobs_lib.engine.webhooks import (
+    DELIVERY_HEADER,
+    WEBHOOK_TYPE,
+    WebhookRefused,
+    check_url,
+    verify,
+)
 from jobs_lib.errors import PermanentError
 from jobs_lib.functions import Functions
 from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store import JobStore
-from jobs_lib.webhooks import DELIVERY_HEADER, WEBHOOK_TYPE, WebhookRefused, check_url, verify
 
 from .conftest import wait_finished, wait_for
 
@@ -182,7 +188,7 @@ def test_a_process_killed_before_the_delivery_was_created_is_repaired_by_the_tic
     assert ended is not None and ended.status is Status.COMPLETED and ended.raw["dependentsSettled"] is False and "webhookJobId" not in ended.raw
     assert receiver.received == []
 
-    monkeypatch.setattr("jobs_lib.flows.REPAIR_GRACE_SECONDS", 0.0)
+    monkeypatch.setattr("jobs_lib.engine.followups.REPAIR_GRACE_SECONDS", 0.0)
     summary = Functions(App(store.settings, registry=registry, runtime="function")).tick()
     assert summary["flows"] == {"released": 0, "ended": 0} and summary["claimed"] >= 1
     delivery_id = store.get(job.id).raw["webhookJobId"]  # type: ignore[union-attr]

@@ -38,6 +38,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from jobs_lib.api.auth import Caller, TokenVerifier
+from jobs_lib.api.create_limit import RateLimiter
 from jobs_lib.api.http import (
     STATUS_NAMES,
     error_response,
@@ -62,11 +63,12 @@ from jobs_lib.api.models import (
 )
 from jobs_lib.api.openapi import openapi_document
 from jobs_lib.api.operations import OperatorEndpoints
-from jobs_lib.api.ratelimit import RateLimiter
 from jobs_lib.api.schedules import ScheduleEndpoints
 from jobs_lib.client import JobsClient
 from jobs_lib.config import Settings
 from jobs_lib.console import ConsoleRoutes
+from jobs_lib.engine.followups import plan
+from jobs_lib.engine.schedules import ScheduleClient
 from jobs_lib.errors import (
     ApiError,
     AuthUnavailable,
@@ -77,14 +79,12 @@ from jobs_lib.errors import (
     StoreUnavailable,
     Unauthenticated,
 )
-from jobs_lib.flows import plan
-from jobs_lib.job import Job
-from jobs_lib.logs import event
+from jobs_lib.model.job import Job
+from jobs_lib.observability.logs import event
+from jobs_lib.observability.telemetry import Telemetry
 from jobs_lib.registry import HandlerRegistry
-from jobs_lib.schedules import ScheduleClient
 from jobs_lib.store import JobStore
 from jobs_lib.store.listing import JobListing
-from jobs_lib.telemetry import Telemetry
 
 log = logging.getLogger("jobs_lib.api")
 audit_log = logging.getLogger("jobs_lib.api.audit")

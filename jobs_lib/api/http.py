@@ -10,8 +10,8 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.wrappers import Request, Response
 
 from jobs_lib.api.auth import Caller
+from jobs_lib.api.create_limit import RateLimiter
 from jobs_lib.api.models import FieldError
-from jobs_lib.api.ratelimit import RateLimiter
 from jobs_lib.errors import ApiError
 from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store.listing import Scope

@@ -24,8 +24,8 @@ from pydantic import (
     field_validator,
 )
 
-from jobs_lib.job import Job, Status
-from jobs_lib.results import encodable
+from jobs_lib.model.job import Job, Status
+from jobs_lib.store.results import encodable
 
 #: The shape of an RFC 3339 date-time (pydantic then checks the values).
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -360,7 +360,7 @@ class ScheduleView(BaseModel):
 
     @classmethod
     def of(cls, schedule: Any) -> ScheduleView:
-        """The view of a `jobs_lib.schedules.Schedule`."""
+        """The view of a `jobs_lib.engine.schedules.Schedule`."""
         return cls(
             id=schedule.id,
             type=schedule.type,

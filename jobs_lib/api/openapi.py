@@ -26,7 +26,7 @@ from jobs_lib.api.models import (
     ScheduleList,
     UpdateScheduleRequest,
 )
-from jobs_lib.job import Status
+from jobs_lib.model.job import Status
 from jobs_lib.store.listing import MAX_PAGE_SIZE
 
 _ERRORS = {

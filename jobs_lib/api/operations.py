@@ -25,9 +25,9 @@ from jobs_lib.api.auth import Caller
 from jobs_lib.api.http import Endpoints, field_errors, json_response, parse_query, read_json_body
 from jobs_lib.api.models import FieldError
 from jobs_lib.client import JobsClient
+from jobs_lib.console.overview import Overview
 from jobs_lib.errors import ApiError
-from jobs_lib.job import Status
-from jobs_lib.overview import Overview
+from jobs_lib.model.job import Status
 
 #: At most this many jobs are retried by one bulk request (the confirmation says how many match).
 MAX_BULK = 10_000

@@ -1,4 +1,4 @@
-"""The schedule endpoints of the REST API, over `jobs_lib.schedules.ScheduleClient`.
+"""The schedule endpoints of the REST API, over `jobs_lib.engine.schedules.ScheduleClient`.
 
     POST   /v1/schedules                 create a schedule for the caller   schedules.create  201
     GET    /v1/schedules                 the caller's schedules (id order)  schedules.view    200
@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pydantic import ValidationError
 from werkzeug.wrappers import Request, Response
 
-from jobs_lib import cron
 from jobs_lib.api.auth import Caller
 from jobs_lib.api.http import (
     Endpoints,
@@ -43,8 +42,9 @@ from jobs_lib.api.models import (
     ScheduleView,
     UpdateScheduleRequest,
 )
+from jobs_lib.engine.schedules import Schedule, ScheduleClient
 from jobs_lib.errors import ApiError, InvalidPageToken, InvalidSchedule, ScheduleNotFound
-from jobs_lib.schedules import Schedule, ScheduleClient
+from jobs_lib.model import cron
 from jobs_lib.store import JobStore
 from jobs_lib.store.listing import ScheduleListing
 

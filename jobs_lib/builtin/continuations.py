@@ -1,6 +1,6 @@
 """`jobs.continue`: the wake-up document that brings a continued job its next created-event.
 
-A continuable job that ends a slice on the functions (`jobs_lib.durable`) is
+A continuable job that ends a slice on the functions (`jobs_lib.engine.durable`) is
 pending again, and no created-event comes for a document that is only
 updated. The runner then creates a small ``jobs.continue`` document naming the
 job: its created-event (`jobs_lib.functions.Functions.on_job_created`) deletes

@@ -18,7 +18,7 @@ from google.cloud import firestore
 
 from jobs_lib.context import JobContext
 from jobs_lib.errors import StoreRefused
-from jobs_lib.logs import event
+from jobs_lib.observability.logs import event
 from jobs_lib.registry import handler
 
 if TYPE_CHECKING:

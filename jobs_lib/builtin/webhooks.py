@@ -1,4 +1,4 @@
-"""`jobs.webhook`: POST a job's end to the URL it named, signed, retried with backoff (jobs_lib.webhooks)."""
+"""`jobs.webhook`: POST a job's end to the URL it named, signed, retried with backoff (jobs_lib.engine.webhooks)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ import time
 from typing import Any
 
 from jobs_lib.context import JobContext
-from jobs_lib.errors import PermanentError
-from jobs_lib.registry import handler
-from jobs_lib.retry import Backoff
-from jobs_lib.webhooks import (
+from jobs_lib.engine.webhooks import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -21,6 +18,9 @@ from jobs_lib.webhooks import (
     post,
     signature,
 )
+from jobs_lib.errors import PermanentError
+from jobs_lib.model.retry import Backoff
+from jobs_lib.registry import handler
 
 #: Answers that will not change on a retry (the others, 408, 425, 429 and 5xx, are retried).
 _FINAL_REFUSALS = frozenset(range(400, 500)) - {408, 425, 429}

@@ -46,7 +46,7 @@ def dev_email(uid: str) -> str:
 
 
 def create_dev_users(emulator: Any) -> None:
-    """Create the ready-made users, with their claims, in a running `jobs_lib.auth_emulator.AuthEmulator`."""
+    """Create the ready-made users, with their claims, in a running `jobs_lib.devstack.auth_emulator.AuthEmulator`."""
     for user in DEV_USERS:
         emulator.create_user(user["uid"], dev_email(user["uid"]), DEV_PASSWORD, user["claims"])
 

@@ -19,10 +19,10 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from jobs_lib import wire
-from jobs_lib.clock import ServerClock, to_iso
 from jobs_lib.config import Settings
 from jobs_lib.errors import Contention, DocumentExists, StoreError, StoreRefused, StoreUnavailable
+from jobs_lib.model.clock import ServerClock, to_iso
+from jobs_lib.store import wire
 
 log = logging.getLogger("jobs_lib.store")
 

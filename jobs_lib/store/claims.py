@@ -6,8 +6,8 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from jobs_lib.job import Job
-from jobs_lib.outcomes import Update
+from jobs_lib.model.job import Job
+from jobs_lib.model.outcomes import Update
 
 
 @dataclass

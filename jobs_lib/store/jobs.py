@@ -26,11 +26,11 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from jobs_lib.clock import MAX_UTC_OFFSET, ServerClock, to_iso
 from jobs_lib.config import Settings
 from jobs_lib.errors import Contention, DocumentExists, StoreRefused, StoreUnavailable
-from jobs_lib.job import Job, Status
-from jobs_lib.outcomes import (
+from jobs_lib.model.clock import MAX_UTC_OFFSET, ServerClock, to_iso
+from jobs_lib.model.job import Job, Status
+from jobs_lib.model.outcomes import (
     Cancelled,
     CancelRequest,
     Change,
@@ -57,9 +57,9 @@ from jobs_lib.store.base import (
     with_shard,
 )
 from jobs_lib.store.claims import Claim, FencedWrite, WriteOutcome, WriteStatus
+from jobs_lib.store.create_limit import RateWindows
 from jobs_lib.store.limits import ConcurrencyLimits
-from jobs_lib.store.rates import RateTokens
-from jobs_lib.store.ratewindows import RateWindows
+from jobs_lib.store.rate_tokens import RateTokens
 from jobs_lib.store.schedules import ScheduleStore
 from jobs_lib.store.slices import SliceLeases
 from jobs_lib.store.stats import MinuteStats
@@ -67,7 +67,7 @@ from jobs_lib.store.stats import MinuteStats
 log = logging.getLogger("jobs_lib.store")
 
 ASCENDING, DESCENDING = firestore.Query.ASCENDING, firestore.Query.DESCENDING
-#: Where a job keeps step results too large for its own document (jobs_lib.durable).
+#: Where a job keeps step results too large for its own document (jobs_lib.engine.durable).
 STEPS_SUBCOLLECTION = "steps"
 
 
@@ -110,7 +110,7 @@ _FINAL_VALUES = frozenset({Status.COMPLETED.value, Status.FAILED.value, Status.C
 def dependents_flag(job: Job, fields: dict[str, Any]) -> dict[str, Any]:
     """``dependentsSettled: false`` when a write ends a job other jobs depend on: the obligation to
     release (or cancel) them, written in the same write as the final state, cleared by
-    `jobs_lib.flows.Releaser` once done, and found by its repair if the process dies between."""
+    `jobs_lib.engine.followups.Releaser` once done, and found by its repair if the process dies between."""
     return {"dependentsSettled": False} if job.has_follow_ups and fields.get("status") in _FINAL_VALUES else {}
 
 
@@ -318,7 +318,7 @@ class JobStore(StorePart):
     def document_page(self, after: str | None, limit: int) -> list[Job]:
         """A page of every document in id order, after `after`: the one way to find documents
         written with no ``status`` at all (no index holds a missing field). Billed a read per
-        document, whatever its state: the caller pages slowly (`jobs_lib.discovery`)."""
+        document, whatever its state: the caller pages slowly (`jobs_lib.engine.discovery`)."""
         query = self.collection.order_by("__name__")
         if after:
             query = query.start_after({"__name__": self.ref(after)})
@@ -340,7 +340,7 @@ class JobStore(StorePart):
         query = _in_shards(self.collection, ALL_SHARDS).where(filter=FieldFilter("expireAt", "<=", now)).order_by("expireAt").limit(limit)
         return [(row.id, row.fields.get("stepDocuments") is True) for row in self.connection.query(query, "expired_finished")]
 
-    # -- durable jobs (jobs_lib.durable) ----------------------------------------------
+    # -- durable jobs (jobs_lib.engine.durable) ----------------------------------------------
 
     def create_wake(self, job_id: str, job_type: str, lifetime: timedelta) -> str | None:
         """Create a wake-up document (a `job_type` job naming `job_id`) whose created-event runs the
@@ -593,7 +593,7 @@ class JobStore(StorePart):
 
     def claim_with_token(self, job: Job, token: str, token_expires: datetime, holder: str, lease_seconds: float) -> Claim | None:
         """Claim a job and take a rate-limit token for it in one atomic commit; None if the job
-        changed; raises `jobs_lib.store.rates.TokenTaken` if another claimer has the token."""
+        changed; raises `jobs_lib.store.rate_tokens.TokenTaken` if another claimer has the token."""
         lease_token = uuid.uuid4().hex
         expires = self.now() + timedelta(seconds=lease_seconds)
         version = self.rates.take(token, token_expires, job.id, self.ref(job.id), self.claim_fields(job, expires, holder, lease_token), job.version)
@@ -818,7 +818,7 @@ class JobStore(StorePart):
             }
         return self._outcome_fields(change)
 
-    # -- flows (jobs_lib.flows) ---------------------------------------------------
+    # -- flows (jobs_lib.engine.followups) ---------------------------------------------------
 
     def create_atomically(self, jobs: Sequence[tuple[str, dict[str, Any]]], kind: str = "create_flow") -> None:
         """Create up to 500 jobs in one commit: all of them or none (`DocumentExists` if an id is taken)."""

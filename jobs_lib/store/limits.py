@@ -21,7 +21,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from jobs_lib.errors import Contention, DocumentExists, StoreRefused
-from jobs_lib.job import Job, Status
+from jobs_lib.model.job import Job, Status
 from jobs_lib.store.base import StorePart
 
 

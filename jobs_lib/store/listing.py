@@ -39,12 +39,12 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from jobs_lib.clock import parse_time, to_iso
 from jobs_lib.errors import InvalidPageToken, TimeParseError
-from jobs_lib.job import Job
-from jobs_lib.results import encodable
+from jobs_lib.model.clock import parse_time, to_iso
+from jobs_lib.model.job import Job
 from jobs_lib.store.base import ALL_SHARDS
 from jobs_lib.store.jobs import JobStore
+from jobs_lib.store.results import encodable
 from jobs_lib.store.schedules import Schedule
 
 #: The smallest Firestore timestamp: ``createdAt >= TIMESTAMP_FLOOR`` matches every timestamp and nothing else.

@@ -1,7 +1,7 @@
 """The ``scheduledJobs`` collection: every read and write of schedule documents, and their field names.
 
 Schedules cross this boundary as `Schedule` values (read defensively, like
-`jobs_lib.job.Job`) and changes as `ScheduleChange` values; nothing outside
+`jobs_lib.model.job.Job`) and changes as `ScheduleChange` values; nothing outside
 this module spells a schedule's field names.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from jobs_lib import cron
-from jobs_lib.clock import parse_time
 from jobs_lib.errors import Contention, CronError, DocumentExists, StoreRefused, TimeParseError
+from jobs_lib.model import cron
+from jobs_lib.model.clock import parse_time
 from jobs_lib.store.base import StorePart, with_shard
 
 

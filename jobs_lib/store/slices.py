@@ -1,11 +1,11 @@
-"""Slice leases: which worker reads which part of a backlog (see jobs_lib.discovery)."""
+"""Slice leases: which worker reads which part of a backlog (see jobs_lib.engine.discovery)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from jobs_lib import wire
+from jobs_lib.store import wire
 from jobs_lib.store.base import _OK, PARTITIONS, StorePart
 
 

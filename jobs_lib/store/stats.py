@@ -3,7 +3,7 @@
 Counting completions per minute over hours with count aggregations would cost
 a query per minute and type; scanning finished jobs would grow with the
 collection. Instead each process adds up its own outcomes in memory
-(`jobs_lib.throughput.MinuteCounter`) and writes them, a few times a minute,
+(`jobs_lib.engine.throughput.MinuteCounter`) and writes them, a few times a minute,
 into ``{collection}_stats/{minute}-{process}`` (one writer per document, so
 no document is hot). A chart of the last hours reads those documents once;
 minutes that can no longer change are cached by the reader.

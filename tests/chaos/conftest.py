@@ -21,7 +21,7 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from jobs_lib.config import Settings
-from jobs_lib.emulator import Emulator
+from jobs_lib.devstack.emulator import Emulator
 from jobs_lib.store import JobStore, shard_of
 
 from ..conftest import ROOT, TESTS, start_emulator

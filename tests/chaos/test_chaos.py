@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from jobs_lib.config import Settings
-from jobs_lib.dev import DevStack
-from jobs_lib.emulator import Emulator
+from jobs_lib.devstack.dev import DevStack
+from jobs_lib.devstack.emulator import Emulator
 from jobs_lib.store import JobStore
 
 from ..conftest import ROOT

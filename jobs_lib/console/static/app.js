@@ -477,7 +477,7 @@ function progressBar(percent) {
 }
 
 function durableCard(job) {
-  // A durable job's steps, slices and sleeps (jobs_lib.durable); nothing for a job without them.
+  // A durable job's steps, slices and sleeps (jobs_lib.engine.durable); nothing for a job without them.
   const steps = job.steps || [];
   const sleeps = job.sleeps || [];
   if (!steps.length && !job.continuations && !sleeps.length) return null;
