@@ -253,13 +253,12 @@ def run_created(engine: Engine, job: Job) -> str:
         return "deferred"
     started = time.monotonic()
     for _ in range(2):
-        executions = engine.claim([job], limit=1, max_timeout=EVENT_BUDGET)
-        if executions:
-            outcome = executions[0].run() or "unrecorded"
-            _run_released(engine, executions[0].released, started)
+        report = engine.claim_report([job], limit=1, max_timeout=EVENT_BUDGET)
+        if report.executions:
+            outcome = report.executions[0].run() or "unrecorded"
+            _run_released(engine, report.executions[0].released, started)
             return outcome
-        tried, _won = engine.last_claim
-        if not tried and job.id not in engine.last_settle_refused:
+        if not report.tried and job.id not in report.settle_refused:
             # Settled as poison or cancelled, or left for later: not due yet, its type paused or at
             # its limit (an app's job was given its shard lane by the claim's triage, where the tick
             # and the workers find it), or taken by another.

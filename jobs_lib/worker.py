@@ -26,7 +26,7 @@ from types import FrameType
 from typing import Any
 
 from jobs_lib.engine.discovery import Discovery
-from jobs_lib.engine.runner import Engine, Execution
+from jobs_lib.engine.runner import ClaimReport, Engine, Execution
 from jobs_lib.engine.schedules import Scheduler
 from jobs_lib.model.job import Job
 from jobs_lib.observability.logs import event
@@ -157,6 +157,37 @@ class WorkerSummary:
         return {"claimed": self.claimed, "outcomes": dict(self.outcomes), "released": self.released, "seconds": round(self.seconds, 3)}
 
 
+@dataclass
+class LoopState:
+    """What the worker's loop carries from one turn to the next (`Worker.run`)."""
+
+    # Reading: the page in flight, when to read next, and what the last reads gave.
+    fetch: Future[list[Job]] | None = None
+    fetch_limit: int = 0
+    next_fetch: float = 0.0
+    fetches: int = 0
+    claimed_since_fetch: int = 0
+    #: A claim lost to another worker: a burst reads once more before it stops.
+    read_again: bool = False
+    # Candidates: read and not yet claimed.
+    buffer: dict[str, Job] = field(default_factory=dict)
+    buffered_at: float = 0.0
+    #: Candidates whose type (or key) was at its limit when tried: claimed again once room may
+    #: have freed (one of our jobs ended, or the limit's window or hold-off passed), without
+    #: reading them again; a read still runs for everything else.
+    waiting: dict[str, Job] = field(default_factory=dict)
+    waiting_since: float = 0.0
+    claim_after: float = 0.0
+    # Pacing: the batch that probes a contended queue, and until when it is contended.
+    probe: int = 1
+    contended_until: float = 0.0
+    # Rounds on the discovery thread: schedules, and the minute counts and queue gauges.
+    next_fire: float = 0.0
+    firing: Future[None] | None = None
+    next_stats: float = 0.0
+    stats_run: Future[None] | None = None
+
+
 class Worker:
     """Runs jobs until stopped (or, in burst mode, until nothing is due or the budget is spent)."""
 
@@ -231,7 +262,10 @@ class Worker:
         Reading the next page of candidates overlaps with running the jobs
         already claimed: the query (the slow part) is in flight while slots
         free up, and claims are made only for free slots, so no lease is held
-        by a job that is not running.
+        by a job that is not running. Each turn of the loop: take a page that
+        arrived, age the candidates, claim a batch for the free slots, or
+        else (a burst may stop here) start the background rounds and the next
+        read, and wait for something to happen.
         """
         started = time.monotonic()
         deadline = started + self.budget if self.budget is not None else None
@@ -240,25 +274,7 @@ class Worker:
         store.calibrate()
         event(self.engine.log, "worker_started", f"worker {self.engine.holder} started (concurrency {self.concurrency})", detail=f"clock offset {store.clock.offset:+.3f}s")
         fetcher = Background("jobs-discovery")
-        fetch: Future[list[Job]] | None = None
-        fetch_limit = 0
-        buffer: dict[str, Job] = {}
-        buffered_at = 0.0
-        #: Candidates whose type (or key) was at its limit when tried: claimed again once room may
-        #: have freed (one of our jobs ended, or the limit's window or hold-off passed), without
-        #: reading them again; a fetch still runs for everything else.
-        waiting: dict[str, Job] = {}
-        waiting_since = 0.0
-        claim_after = 0.0
-        next_fetch = 0.0
-        probe = self._first_probe
-        contended_until = 0.0
-        fetches = claimed_since_fetch = 0
-        read_again = False  # a claim lost to another worker: a burst reads once more before it stops
-        next_fire = 0.0
-        firing: Future[None] | None = None
-        next_stats = 0.0
-        stats_run: Future[None] | None = None
+        loop = LoopState(probe=self._first_probe)
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -266,126 +282,169 @@ class Worker:
                 if deadline is not None and now >= deadline:
                     break
                 self._reap_abandoned()
-                if fetch is not None and fetch.done():
-                    try:
-                        found = fetch.result()
-                    except Exception:
-                        log.exception("finding jobs failed; retrying")
-                        found = []
-                        next_fetch = now + min(self.poll_interval * 4, 2.0)
-                    else:
-                        running = self._running_ids()
-                        # Leave jobs in slices other workers lease to them: claiming them would only collide.
-                        usable = [job for job in found if job.id not in running and not self.discovery.held_elsewhere(job)]
-                        buffer.update((job.id, job) for job in usable)
-                        buffered_at = now
-                        if not usable:
-                            # Nothing for us (nothing due, or all of it in others' slices): wait before reading again.
-                            next_fetch = now + self.poll_interval * (4 if found else 1)
-                        else:
-                            next_fetch = now if len(found) >= fetch_limit else now + self.poll_interval
-                    fetch = None
-                    fetches += 1
-                    claimed_since_fetch = 0
-                    read_again = False
-                if buffer and now - buffered_at > MAX_CANDIDATE_AGE:
-                    buffer.clear()  # read too long ago: likely taken or changed since
-                if waiting and now - waiting_since > MAX_CANDIDATE_AGE:
-                    waiting.clear()
-                if self._room.is_set():
-                    self._room.clear()
-                    claim_after = 0.0  # one of our jobs ended: a limit of its type may have room
-                if waiting and now >= claim_after:
-                    for job_id, job in waiting.items():
-                        buffer.setdefault(job_id, job)
-                    waiting.clear()
+                self._take_page(loop, now)
+                self._age_candidates(loop, now)
                 free = self.concurrency - self.running_count()
                 # Claim in batches (one round trip each) unless the worker would sit idle.
-                if buffer and (free >= self._claim_batch or free == self.concurrency):
-                    # On the whole queue other workers may read the same page: probe with a small
-                    # batch and grow it while claims keep winning (a slice of our own needs no probe).
-                    take = free if self.discovery.partition is not None else min(free, probe)
-                    batch = list(buffer.values())
-                    if now < contended_until and self.discovery.partition is None:
-                        # Workers reading the same page: each claims a random part of it.
-                        batch = self._rng.sample(batch, min(take, len(batch)))
-                    batch = batch[:take]
-                    for job in batch:
-                        del buffer[job.id]
-                    max_timeout = hard_deadline - now if hard_deadline is not None else None
-                    try:
-                        executions = self.engine.claim(batch, limit=free, max_timeout=max_timeout)
-                    except Exception:
-                        log.exception("claiming jobs failed; retrying")
-                        executions = []
-                    tried, won = self.engine.last_claim
-                    log.debug("claim batch", extra={"event": "claim_batch", "count": won, "detail": f"tried={tried} partition={self.discovery.partition} buffer={len(buffer)}"})
-                    held = self.engine.last_waiting + self.engine.last_unused  # not tried now: still candidates
-                    if held:
-                        if not waiting:
-                            waiting_since = now
-                        waiting.update((job.id, job) for job in held)
-                        room = self.engine.next_room()
-                        claim_after = room if room is not None and not executions else now + (0.0 if executions else self.poll_interval)
-                    if tried and won < tried * CONTENDED_SHARE and self.discovery.partition is None:
-                        # Another worker reads the same jobs: the rest of this page is likely taken too.
-                        fetcher.submit(self.discovery.contended)  # runs before the next fetch
-                        buffer.clear()
-                        probe = self._claim_batch
-                        contended_until = now + 30.0
-                        read_again = True  # what the others left of the page is found by a fresh read
-                    elif won == tried:
-                        # While other workers read the whole queue too, keep batches small: a big one
-                        # that loses costs a refused write per job.
-                        probe = min(probe * 2, self._claim_batch if now < contended_until else self.concurrency)
-                    for execution in executions:
-                        self._start(execution)
-                    self._claim_log.append((now, len(executions)))
-                    claimed_since_fetch += len(executions)
+                if loop.buffer and (free >= self._claim_batch or free == self.concurrency):
+                    self._claim_batch_of(loop, now, free, hard_deadline, fetcher)
                     continue
-                if self.burst and fetch is None and not buffer and fetches and not claimed_since_fetch and not read_again and not self.running_count():
-                    if not self.discovery.last_read_whole:
-                        # The last read was of one slice (claims had lost to another runner): read
-                        # the whole of our share once more, so nothing due is left behind in the
-                        # slices nobody read (another tick may have stopped already).
-                        self.discovery.read_whole_next()
-                        read_again = True
-                        continue
-                    break  # burst mode: the last read found nothing more to run
-                if self.scheduler is not None and (firing is None or firing.done()) and now >= next_fire:
-                    # Fire due schedule slots on the discovery thread (after any read in flight);
-                    # the jobs they create are then found like any other.
-                    next_fire = now + SCHEDULE_EVERY
-                    firing = fetcher.submit(self._fire_schedules)
-                if not self.burst and (stats_run is None or stats_run.done()) and now >= next_stats:
-                    next_stats = now + QUEUE_STATS_EVERY
-                    stats_run = fetcher.submit(self._periodic)
-                # Read the next page once this one is used up; it arrives while the jobs just claimed run.
-                if fetch is None and not buffer and free > 0 and now >= next_fetch:
-                    fetch_limit = self._page_size(now)
-                    fetch = fetcher.submit(self.discovery.candidates, fetch_limit)
-                    fetch.add_done_callback(lambda _f: self._wake.set())
+                if self.burst:
+                    finished = self._burst_finished(loop)
+                    if finished is None:
+                        continue  # read once more before stopping
+                    if finished:
+                        break
+                self._start_rounds(loop, now, fetcher)
+                if self._start_read(loop, now, free, fetcher):
                     continue
-                timeout = max(min(next_fetch - now, self.poll_interval), 0.001) if fetch is None else self.poll_interval
-                if waiting:
-                    timeout = max(min(timeout, claim_after - now), 0.001)
-                self._wake.wait(timeout)
-                self._wake.clear()
+                self._idle(loop, now)
         finally:
             fetcher.shutdown()
-            with contextlib.suppress(Exception):
-                self.discovery.close()
-            self._shutdown(hard_deadline)
-            self.summary.seconds = time.monotonic() - started
-            usage = resource.getrusage(resource.RUSAGE_SELF)
-            stats = {
-                **self.summary.as_dict(),
-                "firestore": store.stats.snapshot(),
-                "maxRssMb": round(usage.ru_maxrss / 1024, 1),
-                "cpuSeconds": round(usage.ru_utime + usage.ru_stime, 2),
-            }
-            event(self.engine.log, "worker_stopped", f"worker {self.engine.holder} stopped", stats=stats)
+            self._finish(started, hard_deadline)
         return self.summary
+
+    def _take_page(self, loop: LoopState, now: float) -> None:
+        """A finished read: its jobs become candidates, and the next read is timed by what it found."""
+        if loop.fetch is None or not loop.fetch.done():
+            return
+        try:
+            found = loop.fetch.result()
+        except Exception:
+            log.exception("finding jobs failed; retrying")
+            found = []
+            loop.next_fetch = now + min(self.poll_interval * 4, 2.0)
+        else:
+            running = self._running_ids()
+            # Leave jobs in slices other workers lease to them: claiming them would only collide.
+            usable = [job for job in found if job.id not in running and not self.discovery.held_elsewhere(job)]
+            loop.buffer.update((job.id, job) for job in usable)
+            loop.buffered_at = now
+            if not usable:
+                # Nothing for us (nothing due, or all of it in others' slices): wait before reading again.
+                loop.next_fetch = now + self.poll_interval * (4 if found else 1)
+            else:
+                loop.next_fetch = now if len(found) >= loop.fetch_limit else now + self.poll_interval
+        loop.fetch = None
+        loop.fetches += 1
+        loop.claimed_since_fetch = 0
+        loop.read_again = False
+
+    def _age_candidates(self, loop: LoopState, now: float) -> None:
+        """Forget candidates read too long ago; bring back those at their limit once room may have freed."""
+        if loop.buffer and now - loop.buffered_at > MAX_CANDIDATE_AGE:
+            loop.buffer.clear()  # read too long ago: likely taken or changed since
+        if loop.waiting and now - loop.waiting_since > MAX_CANDIDATE_AGE:
+            loop.waiting.clear()
+        if self._room.is_set():
+            self._room.clear()
+            loop.claim_after = 0.0  # one of our jobs ended: a limit of its type may have room
+        if loop.waiting and now >= loop.claim_after:
+            for job_id, job in loop.waiting.items():
+                loop.buffer.setdefault(job_id, job)
+            loop.waiting.clear()
+
+    def _claim_batch_of(self, loop: LoopState, now: float, free: int, hard_deadline: float | None, fetcher: Background) -> None:
+        """Claim a batch of candidates for the free slots and start them; pace the next batch by how
+        many claims won (claims lost mean other workers read the same page)."""
+        # On the whole queue other workers may read the same page: probe with a small batch and
+        # grow it while claims keep winning (a slice of our own needs no probe).
+        own_slice = self.discovery.partition is not None
+        take = free if own_slice else min(free, loop.probe)
+        batch = list(loop.buffer.values())
+        if now < loop.contended_until and not own_slice:
+            # Workers reading the same page: each claims a random part of it.
+            batch = self._rng.sample(batch, min(take, len(batch)))
+        batch = batch[:take]
+        for job in batch:
+            del loop.buffer[job.id]
+        max_timeout = hard_deadline - now if hard_deadline is not None else None
+        try:
+            report = self.engine.claim_report(batch, limit=free, max_timeout=max_timeout)
+        except Exception:
+            log.exception("claiming jobs failed; retrying")
+            report = ClaimReport()
+        executions = report.executions
+        log.debug("claim batch", extra={"event": "claim_batch", "count": report.won, "detail": f"tried={report.tried} partition={self.discovery.partition} buffer={len(loop.buffer)}"})
+        held = report.held  # not tried now: still candidates
+        if held:
+            if not loop.waiting:
+                loop.waiting_since = now
+            loop.waiting.update((job.id, job) for job in held)
+            room = self.engine.next_room()
+            loop.claim_after = room if room is not None and not executions else now + (0.0 if executions else self.poll_interval)
+        if report.tried and report.won < report.tried * CONTENDED_SHARE and self.discovery.partition is None:
+            # Another worker reads the same jobs: the rest of this page is likely taken too.
+            fetcher.submit(self.discovery.contended)  # runs before the next fetch
+            loop.buffer.clear()
+            loop.probe = self._claim_batch
+            loop.contended_until = now + 30.0
+            loop.read_again = True  # what the others left of the page is found by a fresh read
+        elif report.won == report.tried:
+            # While other workers read the whole queue too, keep batches small: a big one that
+            # loses costs a refused write per job.
+            loop.probe = min(loop.probe * 2, self._claim_batch if now < loop.contended_until else self.concurrency)
+        for execution in executions:
+            self._start(execution)
+        self._claim_log.append((now, len(executions)))
+        loop.claimed_since_fetch += len(executions)
+
+    def _burst_finished(self, loop: LoopState) -> bool | None:
+        """In burst mode: True once the last read found nothing more to run, None to read once more
+        first, False while there is still work."""
+        if loop.fetch is not None or loop.buffer or not loop.fetches or loop.claimed_since_fetch or loop.read_again or self.running_count():
+            return False
+        if not self.discovery.last_read_whole:
+            # The last read was of one slice (claims had lost to another runner): read the whole
+            # of our share once more, so nothing due is left behind in the slices nobody read
+            # (another tick may have stopped already).
+            self.discovery.read_whole_next()
+            loop.read_again = True
+            return None
+        return True
+
+    def _start_rounds(self, loop: LoopState, now: float, fetcher: Background) -> None:
+        """Start the schedules' and the statistics' rounds when due, on the discovery thread."""
+        if self.scheduler is not None and (loop.firing is None or loop.firing.done()) and now >= loop.next_fire:
+            # Fire due schedule slots on the discovery thread (after any read in flight); the jobs
+            # they create are then found like any other.
+            loop.next_fire = now + SCHEDULE_EVERY
+            loop.firing = fetcher.submit(self._fire_schedules)
+        if not self.burst and (loop.stats_run is None or loop.stats_run.done()) and now >= loop.next_stats:
+            loop.next_stats = now + QUEUE_STATS_EVERY
+            loop.stats_run = fetcher.submit(self._periodic)
+
+    def _start_read(self, loop: LoopState, now: float, free: int, fetcher: Background) -> bool:
+        """Read the next page once this one is used up; it arrives while the jobs just claimed run."""
+        if loop.fetch is not None or loop.buffer or free <= 0 or now < loop.next_fetch:
+            return False
+        loop.fetch_limit = self._page_size(now)
+        loop.fetch = fetcher.submit(self.discovery.candidates, loop.fetch_limit)
+        loop.fetch.add_done_callback(lambda _f: self._wake.set())
+        return True
+
+    def _idle(self, loop: LoopState, now: float) -> None:
+        """Wait until a slot frees, a read arrives, the next read is due, or room may have freed."""
+        timeout = max(min(loop.next_fetch - now, self.poll_interval), 0.001) if loop.fetch is None else self.poll_interval
+        if loop.waiting:
+            timeout = max(min(timeout, loop.claim_after - now), 0.001)
+        self._wake.wait(timeout)
+        self._wake.clear()
+
+    def _finish(self, started: float, hard_deadline: float | None) -> None:
+        """Hand back the slice, let running jobs end (or release them), log what was done."""
+        with contextlib.suppress(Exception):
+            self.discovery.close()
+        self._shutdown(hard_deadline)
+        self.summary.seconds = time.monotonic() - started
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        stats = {
+            **self.summary.as_dict(),
+            "firestore": self.engine.store.stats.snapshot(),
+            "maxRssMb": round(usage.ru_maxrss / 1024, 1),
+            "cpuSeconds": round(usage.ru_utime + usage.ru_stime, 2),
+        }
+        event(self.engine.log, "worker_stopped", f"worker {self.engine.holder} stopped", stats=stats)
 
     def _periodic(self) -> None:
         """Every `QUEUE_STATS_EVERY`: write the minute counts, and the queue gauges if metrics are exported."""

@@ -19,8 +19,8 @@ from pathlib import Path
 from jobs_lib.deploy.firebase import API_CONCURRENCY, API_TIMEOUT, EVENT_TIMEOUT
 from jobs_lib.registry import EVENT_BUDGET, HandlerRegistry
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from jobs_lib.errors import EmulatorUnavailable
 # functions/main.py imports this module for `sdk_wanted` and `declarations` at every cold start:
 # what the CLI helpers below need (subprocess, zipfile, ...) is imported inside them.
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: The functions-framework targets (gcloud, `jobs dev`, the tests) and the SDK-declared ones (the Firebase CLI).
 PLAIN_TARGETS = ("on_job_created", "tick", "api")
 FIREBASE_TARGETS = ("jobs_created", "jobs_tick", "jobs_api")

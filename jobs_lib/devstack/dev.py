@@ -38,7 +38,7 @@ from jobs_lib.devstack.emulator import Emulator, free_port, stop_process_group
 
 log = logging.getLogger("jobs_lib.dev")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TRIGGER_NAME = "onJobCreated"
 #: What Cloud Scheduler sends with each call (plus an OIDC token, checked by Cloud Run, not by the code).
 SCHEDULER_HEADERS = {"User-Agent": "Google-Cloud-Scheduler", "X-CloudScheduler": "true", "X-CloudScheduler-JobName": "jobs-tick", "Content-Type": "application/octet-stream"}

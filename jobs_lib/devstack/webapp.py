@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 #: The example app's files in this repository.
-EXAMPLE = Path(__file__).resolve().parent.parent / "clients" / "web" / "example"
+EXAMPLE = Path(__file__).resolve().parents[2] / "clients" / "web" / "example"
 FILES = ("index.html", "style.css", "app.js")
 
 

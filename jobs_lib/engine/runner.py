@@ -21,7 +21,7 @@ import time
 import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -112,6 +112,30 @@ def new_holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+@dataclass
+class ClaimReport:
+    """What one `Engine.claim_report` call did with the jobs it was given."""
+
+    #: The jobs claimed, ready to run.
+    executions: list[Execution] = field(default_factory=list)
+    #: Runnable jobs tried, and claims won among them (a job its limit kept back is not tried):
+    #: claims lost tell a worker that other runners read the same jobs.
+    tried: int = 0
+    won: int = 0
+    #: Jobs left because their type (or key) was at its limit, as they are now (an app's job
+    #: given its shard lane meanwhile): claimable once room frees.
+    waiting: list[Job] = field(default_factory=list)
+    #: Runnable jobs not tried, past the call's `limit`: still candidates.
+    unused: list[Job] = field(default_factory=list)
+    #: Jobs it meant to settle (poison, cancelled) whose version had changed meanwhile.
+    settle_refused: list[str] = field(default_factory=list)
+
+    @property
+    def held(self) -> list[Job]:
+        """The jobs still worth claiming later without reading them again."""
+        return self.waiting + self.unused
+
+
 class Engine:
     """Claims jobs and runs them, in this process."""
 
@@ -145,15 +169,6 @@ class Engine:
         self._control_watch: Any = None
         self.breakers = Breakers(self.store, self.holder, self.lease_seconds, self.log, lambda: self._breaker_state)
         self.flows = Releaser(self.store, self.registry, self.holder)
-        #: (runnable jobs tried, claims won) in the last `claim` call.
-        self.last_claim = (0, 0)
-        #: Jobs the last `claim` call meant to settle (poison, cancelled) whose version had changed.
-        self.last_settle_refused: list[str] = []
-        #: Jobs the last `claim` call left because their type (or key) was at its limit, as they are
-        #: now (an app's job given its shard lane meanwhile): claimable once room frees.
-        self.last_waiting: list[Job] = []
-        #: Runnable jobs the last `claim` call did not try, past its `limit`: still candidates.
-        self.last_unused: list[Job] = []
         self._paused: set[str] = set()
         self._paused_read = float("-inf")
         self._rate_claimers: ThreadPoolExecutor | None = None
@@ -295,6 +310,10 @@ class Engine:
 
     def claim(self, jobs: list[Job], limit: int | None = None, max_timeout: float | None = None) -> list[Execution]:
         """Settle the poison and cancelled among `jobs`, claim up to `limit` runnable ones."""
+        return self.claim_report(jobs, limit, max_timeout).executions
+
+    def claim_report(self, jobs: list[Job], limit: int | None = None, max_timeout: float | None = None) -> ClaimReport:
+        """`claim`, and what became of the jobs it did not claim (see `ClaimReport`)."""
         now = self.store.now()
         runnable: list[Job] = []
         settle: list[tuple[Job, Failed | Cancelled, str, str]] = []
@@ -324,9 +343,7 @@ class Engine:
         # An app's job this call leaves (not due, paused, at its limit) gets its shard lane now, so
         # that the main lane and every other runner find it from here on like an enqueued one.
         adopted = {job.id: job for job in self.adopt(left)}
-        self.last_waiting = [adopted.get(job.id, job) for job in left if job.id in waiting]
-        self.last_unused = unused
-        self.last_settle_refused = []
+        report = ClaimReport(waiting=[adopted.get(job.id, job) for job in left if job.id in waiting], unused=unused)
         if settle:
             results = self.store.settle([(job, outcome) for job, outcome, _e, _r in settle], holder=self.holder)
             self.release_dependents([job.id for (job, _o, _n, _r), ok in zip(settle, results, strict=True) if ok and job.has_follow_ups])
@@ -342,7 +359,7 @@ class Engine:
                     level = logging.ERROR if name == "job_failed" else logging.INFO
                     event(self.log, name, f"job {job.id} {name.removeprefix('job_')}: {reason}", level=level, **job_fields(job.id, job.type, job.attempts), error=reason)
                 else:
-                    self.last_settle_refused.append(job.id)
+                    report.settle_refused.append(job.id)
         executions = []
         runnable = [self._with_default_webhook(job) for job in runnable]
         probing = {spec.type for job in runnable if (spec := self.spec_for(job)) is not None and self.breakers.state(spec, now) == "half-open"}
@@ -379,13 +396,15 @@ class Engine:
                 claims.append(self.rates.claim(job, spec))
         # Those of them left unclaimed because their limit is used up wait for room, like the ones
         # triage found so (another claimer taking the same job is not waiting).
-        self.last_waiting += [job for job, claim in zip(limited, claims[len(plain):], strict=True) if claim is None and (job.id in self.slots.untried or self._at_limit(job))]
+        report.waiting += [job for job, claim in zip(limited, claims[len(plain):], strict=True) if claim is None and (job.id in self.slots.untried or self._at_limit(job))]
         runnable = plain + limited
         claim_ended = time.time_ns()
         # Limited jobs count as tried unless their limit, not another claimer, kept them: claims lost
         # on them tell a worker that others read the same jobs, as lost plain claims do.
-        contested = [claim for job, claim in zip(limited, claims[len(plain):], strict=True) if claim is not None or job.id not in {j.id for j in self.last_waiting}]
-        self.last_claim = (len(plain) + len(contested), sum(c is not None for c in claims[: len(plain)]) + sum(c is not None for c in contested))
+        held = {j.id for j in report.waiting}
+        contested = [claim for job, claim in zip(limited, claims[len(plain):], strict=True) if claim is not None or job.id not in held]
+        report.tried = len(plain) + len(contested)
+        report.won = sum(c is not None for c in claims[: len(plain)]) + sum(c is not None for c in contested)
         for job, claim in zip(runnable, claims, strict=True):
             if claim is None:
                 continue
@@ -409,7 +428,8 @@ class Engine:
                 self._active[execution.claim.job_id] = execution
         if executions:
             self.keeper.ensure_running()
-        return executions
+        report.executions = executions
+        return report
 
     def _at_limit(self, job: Job) -> bool:
         spec = self.spec_for(job)
