@@ -34,7 +34,8 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from bench.__main__ import ROOT, env_for, log, warm_up
-from jobs_lib import JobsClient, Settings, emulator
+from jobs_lib import JobsClient, Settings
+from jobs_lib.devstack import emulator
 from jobs_lib.devstack.dev import DevStack
 from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store import JobStore

@@ -36,7 +36,8 @@ from typing import Any
 
 from google.cloud import firestore
 
-from jobs_lib import App, JobContext, Settings, emulator
+from jobs_lib import App, JobContext, Settings
+from jobs_lib.devstack import emulator
 from jobs_lib.functions import Functions, run_created
 from jobs_lib.model.job import Job
 from jobs_lib.registry import HandlerRegistry

@@ -26,8 +26,9 @@ from typing import Any
 
 from werkzeug.test import Client
 
-from jobs_lib import App, Settings, emulator
+from jobs_lib import App, Settings
 from jobs_lib.console.server import ConsoleServer
+from jobs_lib.devstack import emulator
 from jobs_lib.registry import HandlerRegistry, default_registry
 from jobs_lib.worker import Worker
 

@@ -29,8 +29,9 @@ import time
 from typing import Any
 
 from bench.__main__ import log, warm_up
-from jobs_lib import JobContext, JobsClient, Settings, emulator
+from jobs_lib import JobContext, JobsClient, Settings
 from jobs_lib.builtin.continuations import CONTINUE_TYPE
+from jobs_lib.devstack import emulator
 from jobs_lib.engine.runner import Engine
 from jobs_lib.registry import HandlerRegistry, default_registry
 from jobs_lib.store import JobStore

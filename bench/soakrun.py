@@ -28,8 +28,9 @@ from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from jobs_lib import App, Settings, emulator
+from jobs_lib import App, Settings
 from jobs_lib.builtin.housekeeping import BATCH, MAX_BATCHES
+from jobs_lib.devstack import emulator
 from jobs_lib.functions import Functions
 
 ROOT = Path(__file__).resolve().parent.parent

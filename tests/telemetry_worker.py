@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from jobs_lib import App, logs
+from jobs_lib import App
+from jobs_lib.observability import logs
 
 exporter = InMemorySpanExporter()
 provider = TracerProvider()
