@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
@@ -49,9 +49,7 @@ from jobs_lib.engine.keeper import Keeper
 from jobs_lib.engine.recorder import Recorder
 from jobs_lib.engine.throughput import MinuteCounter
 from jobs_lib.errors import JobCancelled, LeaseLost, PermanentError, StoreUnavailable
-from jobs_lib.limits.breakers import Breakers
-from jobs_lib.limits.rates import RateClaimer
-from jobs_lib.limits.slots import SlotClaimer
+from jobs_lib.limits import Policy, registered
 from jobs_lib.model.decisions import AttemptEnd, Ending, decide
 from jobs_lib.model.job import FINISHED, Job, Status
 from jobs_lib.model.outcomes import (
@@ -81,8 +79,6 @@ PROGRESS_INTERVAL = 1.0
 MAX_LEASE_SECONDS = 660.0
 #: The paused types are read again this often.
 PAUSED_REFRESH = 5.0
-#: Rate-limited claims (one commit each) made at once by one engine.
-RATE_CLAIMERS = 8
 #: Closing waits at most this long for the minute counts' last write.
 CLOSE_FLUSH_SECONDS = 5.0
 
@@ -148,7 +144,10 @@ class Engine:
         lease_seconds: float | None = None,
         runtime: str = "worker",
         telemetry: Telemetry | None = None,
+        policies: Sequence[Policy] = (),
     ) -> None:
+        """`policies`: the application's own (`jobs_lib.limits.policy.Policy`), asked after the
+        built-in ones."""
         self.store = store or JobStore()
         #: "worker" (``jobs worker``) or "function" (Cloud Functions: leaves worker_only handlers alone).
         self.runtime = runtime
@@ -163,15 +162,16 @@ class Engine:
         self._lock = threading.Lock()
         self.log = JobLogger(log, {"worker": self.holder})
         self.keeper = Keeper(self.store.now, self.lease_seconds, self.active)
-        self.slots = SlotClaimer(self.store, self.holder, self.lease_seconds, self.log)
-        self.rates = RateClaimer(self.store, self.holder, self.lease_seconds, self.log)
         self._breaker_state: dict[str, dict[str, Any]] = {}
         self._control_watch: Any = None
-        self.breakers = Breakers(self.store, self.holder, self.lease_seconds, self.log, lambda: self._breaker_state)
+        #: What may run now, and what happens after (jobs_lib.limits): asked in this order.
+        self.policies: list[Policy] = registered(
+            self.store, self.holder, self.lease_seconds, self.log,
+            paused=self.paused_types, control=lambda: self._breaker_state, specs=self.registry.get,
+        ) + list(policies)
         self.flows = Releaser(self.store, self.registry, self.holder)
         self._paused: set[str] = set()
         self._paused_read = float("-inf")
-        self._rate_claimers: ThreadPoolExecutor | None = None
         self._rng = random.Random()
 
     # -- deciding -----------------------------------------------------------------
@@ -197,18 +197,20 @@ class Engine:
     def _control_changed(self, paused: set[str], breakers: dict[str, dict[str, Any]]) -> None:
         self._paused, self._breaker_state = paused, breakers
         self._paused_read = time.monotonic()
-        self.breakers.refreshed()
+        for policy in self.policies:
+            policy.refreshed()
 
     def excluded_types(self) -> list[str]:
         """Types whose due jobs discovery should not even read now: paused, or at their limit."""
-        paused = self.paused_types()  # also refreshes the breakers
-        open_breakers = self.breakers.open_types(self.store.now(), self.registry.get)
-        return sorted(paused | open_breakers | self.slots.full_types() | self.rates.full_types())[:10]  # Firestore's not-in takes at most 10
+        self.paused_types()  # reads the control document when due (pauses, breakers)
+        now = self.store.now()
+        excluded = set().union(*(policy.excluded_types(now) for policy in self.policies))
+        return sorted(excluded)[:10]  # Firestore's not-in takes at most 10
 
     def next_room(self) -> float | None:
         """When (monotonic) a type or key now at its limit may have room again, or None: a worker
         holding jobs that wait for room claims them then, or when one of its own jobs ends."""
-        ends = [t for t in (self.slots.next_room(), self.rates.next_room()) if t is not None]
+        ends = [t for t in (policy.next_room() for policy in self.policies) if t is not None]
         return min(ends) if ends else None
 
     def max_attempts(self, job: Job) -> int:
@@ -256,14 +258,14 @@ class Engine:
             unrunnable = self._unrunnable(job)
             if unrunnable is not None:
                 return unrunnable
-            return self._fits(job, max_timeout) or Triage(Verdict.RUN, "orphaned" if orphan else "lease expired")
+            return self._fits(job, now, max_timeout) or Triage(Verdict.RUN, "orphaned" if orphan else "lease expired")
         if job.cancel_requested:
             return Triage(Verdict.CANCEL, "cancelled at the owner's request before it started")
         if job.problems:
             return Triage(Verdict.FAIL, "; ".join(job.problems))
         if not job.is_due(now):
             return Triage(Verdict.SKIP, "not due yet")
-        return self._unrunnable(job) or self._fits(job, max_timeout) or Triage(Verdict.RUN)
+        return self._unrunnable(job) or self._fits(job, now, max_timeout) or Triage(Verdict.RUN)
 
     def _unrunnable(self, job: Job) -> Triage | None:
         """A FAIL when the document cannot run here at all (unreadable fields, no handler), else None."""
@@ -278,19 +280,16 @@ class Engine:
             )
         return None
 
-    def _fits(self, job: Job, max_timeout: float | None) -> Triage | None:
-        """A SKIP when this runtime or the time left cannot hold the job's handler, else None."""
+    def _fits(self, job: Job, now: datetime, max_timeout: float | None) -> Triage | None:
+        """A SKIP (or a WAIT for room) when a policy holds the job back, or this runtime or the time
+        left cannot hold its handler, else None."""
         spec = self.spec_for(job)
         if spec is None:
             return None
-        if spec.type in self.paused_types():
-            return Triage(Verdict.SKIP, "its type is paused")
-        if spec.concurrency is not None and self.slots.saturated(job, spec):
-            return Triage(Verdict.WAIT, "its type is at its concurrency limit")
-        if spec.rate is not None and self.rates.saturated(job, spec):
-            return Triage(Verdict.WAIT, "its type has used its rate for now")
-        if spec.breaker is not None and self.breakers.state(spec, self.store.now()) == "open":
-            return Triage(Verdict.SKIP, "its circuit breaker is open")
+        for policy in self.policies:
+            hold = policy.gate(job, spec, now)
+            if hold is not None:
+                return Triage(Verdict.WAIT if hold.wait else Verdict.SKIP, hold.reason)
         if spec.worker_only and self.runtime != "worker":
             return Triage(Verdict.SKIP, "worker_only: left to jobs worker")
         if spec.continuable:
@@ -362,57 +361,48 @@ class Engine:
                     report.settle_refused.append(job.id)
         executions = []
         runnable = [self._with_default_webhook(job) for job in runnable]
-        probing = {spec.type for job in runnable if (spec := self.spec_for(job)) is not None and self.breakers.state(spec, now) == "half-open"}
-        plain = [job for job in runnable if (spec := self.spec_for(job)) is None or (spec.concurrency is None and spec.rate is None and spec.type not in probing)]
-        limited: list[Job] = []
-        for job in runnable:  # at most one probe per half-open type per call
-            if job not in plain and (job.type not in probing or not any(j.type == job.type for j in limited)):
-                limited.append(job)
-        claim_started = time.time_ns()
-        claims = self.store.claim(plain, self.holder, self.lease_seconds)
-        # Rate-limited claims are one commit each (a token and the job together) and independent
-        # of one another: a few at once, so that one process can start a hundred a second.
-        rated = [job for job in limited if job.type not in probing and (spec := self.spec_for(job)) is not None and spec.rate is not None]
-        by_job: dict[str, Claim | None] = dict(zip((job.id for job in rated), self._rate_pool().map(self._claim_rated, rated), strict=True)) if len(rated) > 1 else {}
-        # Concurrency-limited claims: the slots of a type (and key) read once for all its jobs here.
-        self.slots.untried.clear()
-        slotted: dict[tuple[str, str], list[Job]] = {}
-        for job in limited:
+        # Each policy that guards something (a slot, a rate token, a breaker's probe) claims the jobs
+        # it takes, the guard and the job in one commit; the rest get a plain conditional write.
+        plain: list[Job] = []
+        taken: dict[int, tuple[Policy, list[tuple[Job, HandlerSpec]]]] = {}
+        taker: dict[str, Policy] = {}
+        for job in runnable:
             spec = self.spec_for(job)
-            if spec is not None and spec.concurrency is not None and job.type not in probing:
-                slotted.setdefault((spec.type, self.slots.key(job, spec)), []).append(job)
-        for group in slotted.values():
-            spec = self.spec_for(group[0])
-            assert spec is not None
-            by_job.update(zip((job.id for job in group), self.slots.claim_many(group, spec), strict=True))
-        for job in limited:
-            spec = self.spec_for(job)
-            assert spec is not None
-            if spec.type in probing:
-                claims.append(self.breakers.claim_probe(job, spec, now))
-            elif job.id in by_job:
-                claims.append(by_job[job.id])
+            policy = next((p for p in self.policies if p.takes(job, spec, now)), None) if spec is not None else None
+            if policy is None or spec is None:
+                plain.append(job)
             else:
-                claims.append(self.rates.claim(job, spec))
-        # Those of them left unclaimed because their limit is used up wait for room, like the ones
-        # triage found so (another claimer taking the same job is not waiting).
-        report.waiting += [job for job, claim in zip(limited, claims[len(plain):], strict=True) if claim is None and (job.id in self.slots.untried or self._at_limit(job))]
-        runnable = plain + limited
+                taken.setdefault(id(policy), (policy, []))[1].append((job, spec))
+                taker[job.id] = policy
+        claim_started = time.time_ns()
+        claims: dict[str, Claim | None] = dict(zip((job.id for job in plain), self.store.claim(plain, self.holder, self.lease_seconds), strict=True))
+        by_policy: dict[str, Claim | None] = {}
+        for policy, jobs_taken in taken.values():
+            by_policy.update(policy.claim_jobs(jobs_taken, now))
         claim_ended = time.time_ns()
-        # Limited jobs count as tried unless their limit, not another claimer, kept them: claims lost
-        # on them tell a worker that others read the same jobs, as lost plain claims do.
-        held = {j.id for j in report.waiting}
-        contested = [claim for job, claim in zip(limited, claims[len(plain):], strict=True) if claim is not None or job.id not in held]
+        # A job a policy's limit kept waits for room; a claim another claimer won counts as tried and
+        # lost (it tells a worker that others read the same jobs); a job not tried stays a candidate.
+        contested: list[Claim | None] = []
+        for job in runnable:
+            if job.id in by_policy:
+                claim, spec = by_policy[job.id], self.spec_for(job)
+                if claim is None and spec is not None and taker[job.id].held_back(job, spec):
+                    report.waiting.append(job)
+                else:
+                    contested.append(claim)
         report.tried = len(plain) + len(contested)
-        report.won = sum(c is not None for c in claims[: len(plain)]) + sum(c is not None for c in contested)
-        for job, claim in zip(runnable, claims, strict=True):
+        report.won = sum(c is not None for c in claims.values()) + sum(c is not None for c in contested)
+        claims.update(by_policy)
+        runnable = [job for job in runnable if job.id in claims]
+        for job in runnable:
+            claim = claims[job.id]
             if claim is None:
                 continue
             spec = self.spec_for(job)
             assert spec is not None  # triage checked
             recovered = job.status is Status.IN_PROGRESS
             execution = Execution(self, claim, spec, claim_started, max_timeout)
-            execution.probe = spec.type in probing
+            execution.claimed_by = taker[job.id].name if job.id in taker else None
             self.telemetry.child("firestore claim", execution.span, start_time=claim_started, end_time=claim_ended)
             queued_since = job.scheduled_for or job.created_at or job.create_time
             self.telemetry.started(job.type, queued_since, now, recovered)
@@ -430,23 +420,6 @@ class Engine:
             self.keeper.ensure_running()
         report.executions = executions
         return report
-
-    def _at_limit(self, job: Job) -> bool:
-        spec = self.spec_for(job)
-        if spec is None:
-            return False
-        return (spec.concurrency is not None and self.slots.saturated(job, spec)) or (spec.rate is not None and self.rates.saturated(job, spec))
-
-    def _claim_rated(self, job: Job) -> Claim | None:
-        spec = self.spec_for(job)
-        assert spec is not None
-        return self.rates.claim(job, spec)
-
-    def _rate_pool(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._rate_claimers is None:
-                self._rate_claimers = ThreadPoolExecutor(RATE_CLAIMERS, thread_name_prefix="jobs-rate-claim")
-            return self._rate_claimers
 
     def adopt(self, jobs: list[Job]) -> list[Job]:
         """Give the pending documents among `jobs` that an app wrote without a shard their
@@ -489,7 +462,9 @@ class Engine:
     def slot_released(self, job: Job, ended: bool = True) -> None:
         """One of our limited jobs stopped: its slot is free, so stop treating the type as full (with
         `ended`, its end was recorded, and the next job of its type may take its slot unread)."""
-        self.slots.released(job, self.spec_for(job), ended)
+        spec = self.spec_for(job)
+        for policy in self.policies:
+            policy.released(job, spec, ended)
 
     def forget(self, execution: Execution) -> None:
         """Stop tracking a finished execution."""
@@ -514,8 +489,8 @@ class Engine:
         flusher = threading.Thread(target=self.throughput.flush, name="jobs-minute-flush", daemon=True)
         flusher.start()
         flusher.join(CLOSE_FLUSH_SECONDS)
-        if self._rate_claimers is not None:
-            self._rate_claimers.shutdown(wait=False)
+        for policy in self.policies:
+            policy.close()
 
 
 #: How each outcome is named in the job's status and in the log.
@@ -566,8 +541,8 @@ class Execution:
         self.final_status: str | None = None
         #: Jobs of its flow this run's end released (pending now).
         self.released: list[str] = []
-        #: This run is its type's circuit-breaker probe (jobs_lib.limits.breakers).
-        self.probe = False
+        #: The policy that claimed this run's job (a breaker's probe, a slot...), if any.
+        self.claimed_by: str | None = None
         self.lease_lost = False
         self.lost_reason = ""
         self.done = threading.Event()
@@ -873,11 +848,11 @@ class Execution:
             self.final_status = status
             if isinstance(outcome, Completed | Failed | Cancelled) and self.claim.job.has_follow_ups:
                 self.released = self.engine.release_dependents([self.claim.job_id])
-            if self.spec.breaker is not None:
+            for policy in self.engine.policies:
                 try:
-                    self.engine.breakers.after(self.spec, outcome, self.probe)
+                    policy.ended(self.spec, outcome, self.claimed_by)
                 except Exception:
-                    log.warning("job %s: updating the circuit breaker of %s failed", self.claim.job_id, self.spec.type, exc_info=True)
+                    log.warning("job %s: the %s policy's end of %s failed", self.claim.job_id, policy.name, self.spec.type, exc_info=True)
             self._measured(outcome, seconds)
             extra: dict[str, Any] = {}
             if isinstance(outcome, Failed | Retry):

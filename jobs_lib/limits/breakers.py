@@ -27,6 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from jobs_lib.limits.policy import Hold, Policy
 from jobs_lib.model.job import Job
 from jobs_lib.model.outcomes import Completed, Failed, Outcome, Retry
 from jobs_lib.observability.logs import JobLogger, event, job_fields
@@ -48,10 +49,22 @@ def probe_token(job_type: str, opened_at: datetime) -> str:
     return "probe~" + "".join(c if c not in "/~" else "_" for c in job_type)[:200] + f"~{int(opened_at.timestamp() * 1000)}"
 
 
-class Breakers:
-    """One runner's streaks, and the breakers' state as last read."""
+class Breakers(Policy):
+    """The circuit-breaker policy (``breaker=``): one runner's streaks, and the breakers' state as
+    last read."""
 
-    def __init__(self, store: JobStore, holder: str, lease_seconds: float, log: JobLogger, state: Callable[[], dict[str, dict[str, Any]]]) -> None:
+    name = "breaker"
+
+    def __init__(
+        self,
+        store: JobStore,
+        holder: str,
+        lease_seconds: float,
+        log: JobLogger,
+        state: Callable[[], dict[str, dict[str, Any]]],
+        specs: Callable[[str], HandlerSpec | None] = lambda _type: None,
+    ) -> None:
+        self.specs = specs  # the handler spec of a type (the registry's)
         self.store = store
         self.holder = holder
         self.lease_seconds = lease_seconds
@@ -63,6 +76,33 @@ class Breakers:
         self._probe_elsewhere: dict[str, float] = {}
         #: Breakers this runner opened since the control document was last read: (entry, when written).
         self._opened_here: dict[str, tuple[dict[str, Any], float]] = {}
+
+    # -- the policy's hooks (jobs_lib.limits.policy) --------------------------------------------
+
+    def gate(self, job: Job, spec: HandlerSpec, now: datetime) -> Hold | None:
+        if spec.breaker is not None and self.state(spec, now) == "open":
+            return Hold.skip("its circuit breaker is open")
+        return None
+
+    def excluded_types(self, now: datetime) -> set[str]:
+        return self.open_types(now, self.specs)
+
+    def takes(self, job: Job, spec: HandlerSpec, now: datetime) -> bool:
+        return spec.breaker is not None and self.state(spec, now) == "half-open"
+
+    def claim_jobs(self, jobs: list[tuple[Job, HandlerSpec]], now: datetime) -> dict[str, Claim | None]:
+        """At most one probe per half-open type per call: the others are not tried now."""
+        claims: dict[str, Claim | None] = {}
+        probed: set[str] = set()
+        for job, spec in jobs:
+            if spec.type not in probed:
+                probed.add(spec.type)
+                claims[job.id] = self.claim_probe(job, spec, now)
+        return claims
+
+    def ended(self, spec: HandlerSpec, outcome: Outcome, claimed_by: str | None) -> None:
+        if spec.breaker is not None:
+            self.after(spec, outcome, probe=claimed_by == self.name)
 
     def refreshed(self) -> None:
         """The engine has a newer control document: forget the openings of ours it shows (or that

@@ -12,6 +12,8 @@ policy (`jobs_lib.limits.registered`) at each point of a job's way and knows non
   engine claims the rest with a plain conditional write. `held_back` tells a claim the policy
   refused (its limit) from one another claimer won.
 - `released` / `ended`: after a job stops: its slot is free again, its outcome counts.
+- `refreshed`: the engine read the control document again (pauses, breakers); `close`: the
+  engine stops.
 
 Adding a policy: write its module here, add it to `registered`.
 """
@@ -83,3 +85,9 @@ class Policy:
 
     def ended(self, spec: HandlerSpec, outcome: Outcome, claimed_by: str | None) -> None:
         """An attempt's outcome was recorded (`claimed_by`: the policy that claimed it, if any)."""
+
+    def refreshed(self) -> None:
+        """The engine has a newer control document (paused types, breakers)."""
+
+    def close(self) -> None:
+        """The engine stops: let go of threads and pools."""

@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+from jobs_lib.limits.policy import Hold, Policy
 from jobs_lib.limits.slots import Saturation, limit_key
 from jobs_lib.model.job import Job
 from jobs_lib.observability.logs import JobLogger, event, job_fields
@@ -26,14 +28,20 @@ from jobs_lib.registry import HandlerSpec, parse_rate
 from jobs_lib.store import Claim, JobStore
 from jobs_lib.store.rate_tokens import TokenTaken, token_id
 
+#: Rate-limited claims are one commit each (a token and the job together) and independent of one
+#: another: this many at once, so that one process can start a hundred a second.
+RATE_CLAIMERS = 8
 #: Refused token creates in a row after which a claimer counts the window as full.
 MAX_TRIES = 6
 #: Tokens outlive their window by this long before the TTL policy deletes them.
 TOKEN_TTL = timedelta(hours=1)
 
 
-class RateClaimer:
-    """Claims rate-limited jobs for one engine, and remembers which windows are full."""
+class RateClaimer(Policy):
+    """The rate policy (``rate=``): claims rate-limited jobs for one engine, each with a token of the
+    current window, and remembers which windows are full."""
+
+    name = "rate"
 
     def __init__(self, store: JobStore, holder: str, lease_seconds: float, log: JobLogger) -> None:
         self.store = store
@@ -46,6 +54,41 @@ class RateClaimer:
         self._full = Saturation()
         self._lock = threading.Lock()
         self._rng = random.Random()
+        self._claimers: ThreadPoolExecutor | None = None
+
+    # -- the policy's hooks (jobs_lib.limits.policy) --------------------------------------------
+
+    def gate(self, job: Job, spec: HandlerSpec, now: datetime) -> Hold | None:
+        if spec.rate is not None and self.saturated(job, spec):
+            return Hold.until_room("its type has used its rate for now")
+        return None
+
+    def excluded_types(self, now: datetime) -> set[str]:
+        return self.full_types()
+
+    def takes(self, job: Job, spec: HandlerSpec, now: datetime) -> bool:
+        return spec.rate is not None
+
+    def claim_jobs(self, jobs: list[tuple[Job, HandlerSpec]], now: datetime) -> dict[str, Claim | None]:
+        if len(jobs) == 1:
+            job, spec = jobs[0]
+            return {job.id: self.claim(job, spec)}
+        with self._lock:
+            if self._claimers is None:
+                self._claimers = ThreadPoolExecutor(RATE_CLAIMERS, thread_name_prefix="jobs-rate-claim")
+            pool = self._claimers
+        return dict(zip((job.id for job, _s in jobs), pool.map(lambda pair: self.claim(*pair), jobs), strict=True))
+
+    def held_back(self, job: Job, spec: HandlerSpec) -> bool:
+        return self.saturated(job, spec)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._claimers = self._claimers, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    # -- claiming ---------------------------------------------------------------------------------
 
     @staticmethod
     def key(job: Job, spec: HandlerSpec) -> str:

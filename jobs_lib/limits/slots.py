@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+from jobs_lib.limits.policy import Hold, Policy
 from jobs_lib.model.job import Job
 from jobs_lib.observability.logs import JobLogger, event, job_fields
 from jobs_lib.registry import HandlerSpec
@@ -70,8 +71,11 @@ class Saturation:
         return min(ends) if ends else None
 
 
-class SlotClaimer:
-    """Claims limited jobs for one engine, and remembers which types (and keys) are full."""
+class SlotClaimer(Policy):
+    """The concurrency policy (``concurrency=``): claims limited jobs for one engine, each with a
+    free slot, and remembers which types (and keys) are full."""
+
+    name = "slots"
 
     def __init__(self, store: JobStore, holder: str, lease_seconds: float, log: JobLogger) -> None:
         self.store = store
@@ -114,6 +118,42 @@ class SlotClaimer:
         ends = [t for t in (self._saturated.next_end(), self._holding.next_end()) if t is not None]
         return min(ends) if ends else None
 
+    # -- the policy's hooks (jobs_lib.limits.policy) --------------------------------------------
+
+    def gate(self, job: Job, spec: HandlerSpec, now: datetime) -> Hold | None:
+        if spec.concurrency is not None and self.saturated(job, spec):
+            return Hold.until_room("its type is at its concurrency limit")
+        return None
+
+    def excluded_types(self, now: datetime) -> set[str]:
+        return self.full_types()
+
+    def takes(self, job: Job, spec: HandlerSpec, now: datetime) -> bool:
+        return spec.concurrency is not None
+
+    def claim_jobs(self, jobs: list[tuple[Job, HandlerSpec]], now: datetime) -> dict[str, Claim | None]:
+        """The slots of a type (and key) are read once for all its jobs here."""
+        self.untried.clear()
+        groups: dict[tuple[str, str], list[tuple[Job, HandlerSpec]]] = {}
+        for job, spec in jobs:
+            groups.setdefault((spec.type, self.key(job, spec)), []).append((job, spec))
+        claims: dict[str, Claim | None] = {}
+        for group in groups.values():
+            spec = group[0][1]
+            claims.update(zip((job.id for job, _s in group), self.claim_many([job for job, _s in group], spec), strict=True))
+        return claims
+
+    def held_back(self, job: Job, spec: HandlerSpec) -> bool:
+        return job.id in self.untried or self.saturated(job, spec)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._claimers = self._claimers, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    # -- claiming ---------------------------------------------------------------------------------
+
     def claim(self, job: Job, spec: HandlerSpec) -> Claim | None:
         """Take a free slot and the job together; None when the type is full or another claimer won."""
         return self.claim_many([job], spec)[0]
@@ -143,9 +183,11 @@ class SlotClaimer:
                 refused = 0
                 continue
             # Refused: most likely another worker claimed that job (candidates overlap), so the slot
-            # goes to the next one; refused twice in a row, the slot itself was taken meanwhile.
+            # goes to the next one; refused twice in a row, or with no next job to try it with, the
+            # slot itself may have been taken meanwhile: it is let go (the next claim reads the
+            # slots), so that a stale hand-back can never be tried for ever.
             refused += 1
-            if refused >= 2:
+            if refused >= 2 or not rest:
                 handed.pop()
                 refused = 0
         if handed:
@@ -220,7 +262,11 @@ class SlotClaimer:
             held = self._held.pop(job.id, None)
             if held is not None and ended:
                 job_type, key, slot, version = held
-                self._free.setdefault((job_type, key), []).append((slot, version))
+                free = self._free.setdefault((job_type, key), [])
+                # The version we wrote last is the slot's; an older hand-back of it is stale (its
+                # commit could only be refused).
+                free[:] = [(s, v) for s, v in free if s != slot]
+                free.append((slot, version))
         if spec is not None and spec.concurrency is not None:
             self._saturated.clear(spec.type, self.key(job, spec))
             self._holding.clear(spec.type, self.key(job, spec))
