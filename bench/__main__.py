@@ -1,14 +1,12 @@
 """Benchmarks on the real emulator: `python -m bench` prints every figure in one run.
 
-Throughput: for 1, 2 and 4 worker processes on backlogs of 1,000 and 10,000
-no-op jobs (all due before the processes start), jobs/s from the first
-``startedAt`` to the last ``completedAt``; the same for the bare claim-and-complete loop (bench/bare.py)
-so the ratio shows the library's own overhead; Firestore reads and writes per
-job as the workers counted them; the workers' peak memory. Pickup latency:
-``createdAt`` to ``startedAt`` for jobs enqueued one by one while a worker
-idles beside a large collection. Every cell gets a fresh emulator (its speed
-degrades with the data it has held), warmed up first.
-"""
+Throughput: for 1, 2 and 4 worker processes on backlogs of 1,000 and 10,000 no-op jobs (all due
+before the processes start), jobs/s from the first ``startedAt`` to the last ``completedAt``; the
+same for the bare claim-and-complete loop (bench/bare.py) so the ratio shows the library's own
+overhead; Firestore reads and writes per job as the workers counted them; the workers' peak memory.
+Pickup latency: ``createdAt`` to ``startedAt`` for jobs enqueued one by one while a worker idles
+beside a large collection. Every cell gets a fresh emulator (its speed degrades with the data it has
+held), warmed up first."""
 
 from __future__ import annotations
 
@@ -88,7 +86,9 @@ def warm_up(db: Any) -> None:
             batch.set(col.document(), {"status": "pending", "n": 1})
         batch.commit()
     for snap in col.limit(200).stream():
-        snap.reference.update({"status": "done"}, option=db.write_option(last_update_time=snap.update_time))
+        snap.reference.update(
+            {"status": "done"}, option=db.write_option(last_update_time=snap.update_time)
+        )
     for _ in range(5):
         list(col.where(filter=FieldFilter("status", "==", "pending")).limit(50).stream())
 
@@ -98,7 +98,19 @@ def create_backlog(db: Any, count: int, due: datetime) -> None:
     batch = db.batch()
     for n in range(count):
         ref = col.document()  # as JobsClient.enqueue writes them, in their shard lane
-        batch.set(ref, {"type": "bench_noop", "status": "pending", "metadata": {}, "priority": 0, "attempts": 0, "createdAt": firestore.SERVER_TIMESTAMP, "scheduledFor": due, "shard": shard_of(ref.id)})
+        batch.set(
+            ref,
+            {
+                "type": "bench_noop",
+                "status": "pending",
+                "metadata": {},
+                "priority": 0,
+                "attempts": 0,
+                "createdAt": firestore.SERVER_TIMESTAMP,
+                "scheduledFor": due,
+                "shard": shard_of(ref.id),
+            },
+        )
         if n % 500 == 499:
             batch.commit()
             batch = db.batch()
@@ -106,7 +118,11 @@ def create_backlog(db: Any, count: int, due: datetime) -> None:
 
 
 def completed_count(db: Any) -> int:
-    query = db.collection("backgroundJobs").where(filter=FieldFilter("status", "==", "completed")).count()
+    query = (
+        db.collection("backgroundJobs")
+        .where(filter=FieldFilter("status", "==", "completed"))
+        .count()
+    )
     return int(query.get()[0][0].value)
 
 
@@ -116,7 +132,12 @@ def first_start(db: Any) -> datetime:
 
 
 def last_completion(db: Any) -> datetime:
-    [snap] = db.collection("backgroundJobs").order_by("completedAt", direction=firestore.Query.DESCENDING).limit(1).get()
+    [snap] = (
+        db.collection("backgroundJobs")
+        .order_by("completedAt", direction=firestore.Query.DESCENDING)
+        .limit(1)
+        .get()
+    )
     return snap.get("completedAt")  # type: ignore[no-any-return]
 
 
@@ -170,16 +191,38 @@ def run_cell(kind: str, workers: int, backlog: int, concurrency: int) -> dict[st
             out = open(log_dir / f"{i}.log", "wb")  # noqa: SIM115 - closed below
             env = env_for(emu)
             if kind in ("library", "metrics", "telemetry", "sampled"):
-                cmd = [sys.executable, "-m", "jobs_lib", "worker", "--concurrency", str(concurrency)]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "jobs_lib",
+                    "worker",
+                    "--concurrency",
+                    str(concurrency),
+                ]
                 if kind != "library":
                     cmd += ["--metrics-port", str(emulator.free_port())]
                 if sink is not None:
-                    env.update({"JOBS_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint})
+                    env.update(
+                        {
+                            "JOBS_TRACES_EXPORTER": "otlp",
+                            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+                        }
+                    )
                 if kind == "sampled":
-                    env.update({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"})
+                    env.update(
+                        {
+                            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+                        }
+                    )
             else:
                 cmd = [sys.executable, "-m", "bench.bare", "--index", str(i), "--of", str(workers)]
-            procs.append((subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT), out))
+            procs.append(
+                (
+                    subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT),
+                    out,
+                )
+            )
         deadline = time.monotonic() + 600
         while completed_count(db) < backlog:
             if time.monotonic() > deadline or any(p.poll() not in (None, 0) for p, _ in procs):
@@ -194,7 +237,9 @@ def run_cell(kind: str, workers: int, backlog: int, concurrency: int) -> dict[st
         for proc, out in procs:
             proc.wait(60)
             out.close()
-        exported = {"otlpRequests": sink.requests, "otlpBytes": sink.bytes} if sink is not None else {}
+        exported = (
+            {"otlpRequests": sink.requests, "otlpBytes": sink.bytes} if sink is not None else {}
+        )
         if sink is not None:
             sink.close()
         reads = writes = 0
@@ -217,9 +262,14 @@ def run_cell(kind: str, workers: int, backlog: int, concurrency: int) -> dict[st
                         for key in entry:
                             entry[key] += counts[key]
         return {
-            "kind": kind, "workers": workers, "backlog": backlog, "seconds": round(seconds, 2),
-            "jobs_per_s": round(backlog / seconds, 1), "reads_per_job": round(reads / backlog, 2),
-            "writes_per_job": round(writes / backlog, 2), "worker_rss_mb": round(worker_rss, 1),
+            "kind": kind,
+            "workers": workers,
+            "backlog": backlog,
+            "seconds": round(seconds, 2),
+            "jobs_per_s": round(backlog / seconds, 1),
+            "reads_per_job": round(reads / backlog, 2),
+            "writes_per_job": round(writes / backlog, 2),
+            "worker_rss_mb": round(worker_rss, 1),
             "emulator_rss_mb": round(emulator_rss, 1),
             "worker_cpu_ms_per_job": round(1000 * worker_cpu / backlog, 2),
             "emulator_cpu_ms_per_job": round(1000 * emulator_cpu / backlog, 2),
@@ -240,8 +290,16 @@ def pickup_latency(finished_jobs: int, future_jobs: int, samples: int) -> dict[s
         batch = db.batch()
         far = datetime.now(UTC) + timedelta(days=30)
         for n in range(finished_jobs + future_jobs):
-            fields: dict[str, Any] = {"type": "bench_noop", "metadata": {}, "createdAt": firestore.SERVER_TIMESTAMP}
-            fields |= {"status": "completed"} if n < finished_jobs else {"status": "pending", "scheduledFor": far}
+            fields: dict[str, Any] = {
+                "type": "bench_noop",
+                "metadata": {},
+                "createdAt": firestore.SERVER_TIMESTAMP,
+            }
+            fields |= (
+                {"status": "completed"}
+                if n < finished_jobs
+                else {"status": "pending", "scheduledFor": far}
+            )
             ref = col.document()
             batch.set(ref, {**fields, "shard": shard_of(ref.id)})
             if n % 500 == 499:
@@ -249,7 +307,13 @@ def pickup_latency(finished_jobs: int, future_jobs: int, samples: int) -> dict[s
                 batch = db.batch()
         batch.commit()
         out = tempfile.TemporaryFile()  # noqa: SIM115 - the worker writes to it until stopped
-        proc = subprocess.Popen([sys.executable, "-m", "jobs_lib", "worker"], env=env_for(emu), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs_lib", "worker"],
+            env=env_for(emu),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         time.sleep(4)
         client = JobsClient(Settings(project=PROJECT))
         ids = []
@@ -266,20 +330,29 @@ def pickup_latency(finished_jobs: int, future_jobs: int, samples: int) -> dict[s
         proc.wait(30)
         latencies.sort()
         return {
-            "finished_jobs": finished_jobs, "future_jobs": future_jobs, "samples": len(latencies), "missing": samples - len(latencies),
+            "finished_jobs": finished_jobs,
+            "future_jobs": future_jobs,
+            "samples": len(latencies),
+            "missing": samples - len(latencies),
             "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
             "p95_ms": round(latencies[int(len(latencies) * 0.95) - 1], 1) if latencies else None,
         }
 
 
 def functions_path(paced: int, burst: int, rate: float) -> list[dict[str, Any]]:
-    """Through the emulator's created-events and functions-framework (`jobs dev`'s pieces), no worker."""
+    """Through the emulator's created-events and functions-framework (`jobs dev`'s pieces), no
+    worker."""
     from jobs_lib.client import JobsClient
     from jobs_lib.config import Settings
     from jobs_lib.devstack.dev import DevStack
 
     rows = []
-    with DevStack(project=PROJECT, handlers="bench.handlers", tick_interval=None, env={"PYTHONPATH": str(ROOT)}):
+    with DevStack(
+        project=PROJECT,
+        handlers="bench.handlers",
+        tick_interval=None,
+        env={"PYTHONPATH": str(ROOT)},
+    ):
         db = firestore.Client(project=PROJECT)
         warm_up(db)
         client = JobsClient(Settings(project=PROJECT))
@@ -292,19 +365,37 @@ def functions_path(paced: int, burst: int, rate: float) -> list[dict[str, Any]]:
             ids.append(client.enqueue("bench_noop", {}).id)
             time.sleep(max(started + (n + 1) / rate - time.monotonic(), 0))
         jobs = wait_started(client, ids)
-        latencies = sorted((j.started_at - j.created_at).total_seconds() * 1000 for j in jobs if j.started_at and j.created_at)
-        rows.append({
-            "case": f"{paced} jobs enqueued one by one at {rate:g}/s", "jobs": len(latencies),
-            "p50 create->start ms": round(statistics.median(latencies), 1), "p95 create->start ms": round(latencies[int(len(latencies) * 0.95) - 1], 1),
-            "jobs/s": "-",
-        })
+        latencies = sorted(
+            (j.started_at - j.created_at).total_seconds() * 1000
+            for j in jobs
+            if j.started_at and j.created_at
+        )
+        rows.append(
+            {
+                "case": f"{paced} jobs enqueued one by one at {rate:g}/s",
+                "jobs": len(latencies),
+                "p50 create->start ms": round(statistics.median(latencies), 1),
+                "p95 create->start ms": round(latencies[int(len(latencies) * 0.95) - 1], 1),
+                "jobs/s": "-",
+            }
+        )
         col = db.collection("backgroundJobs")
         batch = db.batch()
         burst_ids = []
         for n in range(burst):
             ref = col.document()
             burst_ids.append(ref.id)
-            batch.set(ref, {"type": "bench_noop", "status": "pending", "metadata": {}, "priority": 0, "createdAt": firestore.SERVER_TIMESTAMP, "scheduledFor": firestore.SERVER_TIMESTAMP})
+            batch.set(
+                ref,
+                {
+                    "type": "bench_noop",
+                    "status": "pending",
+                    "metadata": {},
+                    "priority": 0,
+                    "createdAt": firestore.SERVER_TIMESTAMP,
+                    "scheduledFor": firestore.SERVER_TIMESTAMP,
+                },
+            )
             if n % 250 == 249:
                 batch.commit()
                 batch = db.batch()
@@ -312,20 +403,34 @@ def functions_path(paced: int, burst: int, rate: float) -> list[dict[str, Any]]:
         jobs = wait_started(client, burst_ids, finished=True)
         first = min(j.created_at for j in jobs if j.created_at)
         last = max(j.completed_at for j in jobs if j.completed_at)
-        latencies = sorted((j.started_at - j.created_at).total_seconds() * 1000 for j in jobs if j.started_at and j.created_at)
-        rows.append({
-            "case": f"{burst} jobs created at once (batched writes)", "jobs": len(jobs),
-            "p50 create->start ms": round(statistics.median(latencies), 1), "p95 create->start ms": round(latencies[int(len(latencies) * 0.95) - 1], 1),
-            "jobs/s": round(len(jobs) / (last - first).total_seconds(), 1),
-        })
+        latencies = sorted(
+            (j.started_at - j.created_at).total_seconds() * 1000
+            for j in jobs
+            if j.started_at and j.created_at
+        )
+        rows.append(
+            {
+                "case": f"{burst} jobs created at once (batched writes)",
+                "jobs": len(jobs),
+                "p50 create->start ms": round(statistics.median(latencies), 1),
+                "p95 create->start ms": round(latencies[int(len(latencies) * 0.95) - 1], 1),
+                "jobs/s": round(len(jobs) / (last - first).total_seconds(), 1),
+            }
+        )
     return rows
 
 
-def wait_started(client: Any, ids: list[str], finished: bool = False, timeout: float = 300) -> list[Any]:
+def wait_started(
+    client: Any, ids: list[str], finished: bool = False, timeout: float = 300
+) -> list[Any]:
     deadline = time.monotonic() + timeout
     while True:
         jobs = [client.get(i) for i in ids]
-        if all(j.status and j.status.finished for j in jobs) if finished else all(j.started_at for j in jobs):
+        if (
+            all(j.status and j.status.finished for j in jobs)
+            if finished
+            else all(j.started_at for j in jobs)
+        ):
             return jobs
         if time.monotonic() > deadline:
             raise RuntimeError("jobs did not run through the functions in time")
@@ -337,15 +442,24 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines.append("-|-".join("-" * w for w in widths))
     for row in rows:
-        lines.append(" | ".join(str(row.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True)))
+        lines.append(
+            " | ".join(str(row.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True))
+        )
     return "\n".join(lines)
 
 
-def telemetry_overhead(workers_list: list[int], backlog: int, concurrency: int, repeats: int) -> list[dict[str, Any]]:
+def telemetry_overhead(
+    workers_list: list[int], backlog: int, concurrency: int, repeats: int
+) -> list[dict[str, Any]]:
     """jobs/s and worker CPU per job with telemetry off and on (metrics; metrics and every trace;
     metrics and 1 trace in 10), in the same run, the variants alternating."""
     kinds = ("library", "metrics", "telemetry", "sampled")
-    names = {"library": "off", "metrics": "metrics", "telemetry": "metrics + all traces", "sampled": "metrics + 10% of traces"}
+    names = {
+        "library": "off",
+        "metrics": "metrics",
+        "telemetry": "metrics + all traces",
+        "sampled": "metrics + 10% of traces",
+    }
     rows = []
     for workers in workers_list:
         runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
@@ -361,14 +475,26 @@ def telemetry_overhead(workers_list: list[int], backlog: int, concurrency: int, 
         off = runs["library"]
         for kind in kinds:
             cells = runs[kind]
-            rows.append({
-                "workers": workers, "backlog": backlog, "telemetry": names[kind],
-                "jobs/s": f"{median(cells, 'jobs_per_s'):.0f} ({', '.join(str(round(c['jobs_per_s'])) for c in cells)})",
-                "vs off": f"{100 * median(cells, 'jobs_per_s') / median(off, 'jobs_per_s'):.0f}%",
-                "worker CPU ms/job": round(median(cells, "worker_cpu_ms_per_job"), 3),
-                "added CPU ms/job": round(median(cells, "worker_cpu_ms_per_job") - median(off, "worker_cpu_ms_per_job"), 3),
-                "OTLP requests": int(median(cells, "otlpRequests")) if "otlpRequests" in cells[0] else 0,
-            })
+            rows.append(
+                {
+                    "workers": workers,
+                    "backlog": backlog,
+                    "telemetry": names[kind],
+                    "jobs/s": f"{median(cells, 'jobs_per_s'):.0f} "
+                    f"({', '.join(str(round(c['jobs_per_s'])) for c in cells)})",
+                    "vs off": f"{100 * median(cells, 'jobs_per_s') / median(off, 'jobs_per_s'):.0f}"
+                    "%",
+                    "worker CPU ms/job": round(median(cells, "worker_cpu_ms_per_job"), 3),
+                    "added CPU ms/job": round(
+                        median(cells, "worker_cpu_ms_per_job")
+                        - median(off, "worker_cpu_ms_per_job"),
+                        3,
+                    ),
+                    "OTLP requests": int(median(cells, "otlpRequests"))
+                    if "otlpRequests" in cells[0]
+                    else 0,
+                }
+            )
     return rows
 
 
@@ -376,26 +502,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--backlogs", default="1000,10000")
-    parser.add_argument("--concurrency", type=int, default=64, help="jobs at once per worker process")
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="jobs at once per worker process"
+    )
     parser.add_argument("--skip-latency", action="store_true")
-    parser.add_argument("--only", choices=["throughput", "latency", "functions", "telemetry"], help="run one part only")
-    parser.add_argument("--repeats", type=int, default=2, help="telemetry: runs of each variant, alternating")
+    parser.add_argument(
+        "--only",
+        choices=["throughput", "latency", "functions", "telemetry"],
+        help="run one part only",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="telemetry: runs of each variant, alternating"
+    )
     args = parser.parse_args()
     results: list[dict[str, Any]] = []
     if args.only in (None, "telemetry"):
-        telemetry_rows = telemetry_overhead([int(w) for w in args.workers.split(",")][:2], max(int(b) for b in args.backlogs.split(",")), args.concurrency, args.repeats)
-        print("\nTelemetry off and on (Prometheus /metrics served; traces to an OTLP collector on loopback), variants alternating\n")
+        telemetry_rows = telemetry_overhead(
+            [int(w) for w in args.workers.split(",")][:2],
+            max(int(b) for b in args.backlogs.split(",")),
+            args.concurrency,
+            args.repeats,
+        )
+        print(
+            "\nTelemetry off and on (Prometheus /metrics served; traces to an OTLP collector on "
+            "loopback), variants alternating\n"
+        )
         print(table(telemetry_rows, list(telemetry_rows[0])))
         if args.only == "telemetry":
             return
     if args.only in (None, "functions"):
         log("functions path (jobs dev: emulator triggers -> functions-framework) ...")
         functions_rows = functions_path(paced=500, burst=1000, rate=25)
-        print("\nThrough the Cloud Functions path locally (created-events from the emulator, no worker)\n")
+        print(
+            "\nThrough the Cloud Functions path locally (created-events from the emulator, no "
+            "worker)\n"
+        )
         print(table(functions_rows, list(functions_rows[0])))
         if args.only == "functions":
             return
-    for backlog in [int(b) for b in args.backlogs.split(",")] if args.only in (None, "throughput") else []:
+    for backlog in (
+        [int(b) for b in args.backlogs.split(",")] if args.only in (None, "throughput") else []
+    ):
         for workers in [int(w) for w in args.workers.split(",")]:
             for kind in ("library", "bare"):
                 log(f"{kind}: {workers} process(es), {backlog} jobs ...")
@@ -403,27 +550,53 @@ def main() -> None:
                 log(f"  {results[-1]}")
     rows = []
     for lib in (r for r in results if r["kind"] == "library"):
-        bare = next(r for r in results if r["kind"] == "bare" and r["workers"] == lib["workers"] and r["backlog"] == lib["backlog"])
-        rows.append({
-            "backlog": lib["backlog"], "workers": lib["workers"], "library jobs/s": lib["jobs_per_s"], "bare jobs/s": bare["jobs_per_s"],
-            "library/bare": f"{100 * lib['jobs_per_s'] / bare['jobs_per_s']:.0f}%", "reads/job": lib["reads_per_job"], "writes/job": lib["writes_per_job"],
-            "bare reads/job": bare["reads_per_job"], "bare writes/job": bare["writes_per_job"], "worker RSS MB": lib["worker_rss_mb"], "emulator RSS MB": lib["emulator_rss_mb"],
-            "worker CPU ms/job": lib["worker_cpu_ms_per_job"], "bare CPU ms/job": bare["worker_cpu_ms_per_job"],
-            "emulator CPU ms/job": lib["emulator_cpu_ms_per_job"], "bare emulator CPU ms/job": bare["emulator_cpu_ms_per_job"],
-        })
+        bare = next(
+            r
+            for r in results
+            if r["kind"] == "bare"
+            and r["workers"] == lib["workers"]
+            and r["backlog"] == lib["backlog"]
+        )
+        rows.append(
+            {
+                "backlog": lib["backlog"],
+                "workers": lib["workers"],
+                "library jobs/s": lib["jobs_per_s"],
+                "bare jobs/s": bare["jobs_per_s"],
+                "library/bare": f"{100 * lib['jobs_per_s'] / bare['jobs_per_s']:.0f}%",
+                "reads/job": lib["reads_per_job"],
+                "writes/job": lib["writes_per_job"],
+                "bare reads/job": bare["reads_per_job"],
+                "bare writes/job": bare["writes_per_job"],
+                "worker RSS MB": lib["worker_rss_mb"],
+                "emulator RSS MB": lib["emulator_rss_mb"],
+                "worker CPU ms/job": lib["worker_cpu_ms_per_job"],
+                "bare CPU ms/job": bare["worker_cpu_ms_per_job"],
+                "emulator CPU ms/job": lib["emulator_cpu_ms_per_job"],
+                "bare emulator CPU ms/job": bare["emulator_cpu_ms_per_job"],
+            }
+        )
     if rows:
-        print(f"\nThroughput, no-op jobs, concurrency {args.concurrency} per worker process (bare loop: one job at a time per process)\n")
+        print(
+            f"\nThroughput, no-op jobs, concurrency {args.concurrency} per worker process (bare "
+            f"loop: one job at a time per process)\n"
+        )
         print(table(rows, list(rows[0])))
     latency = []
     if not args.skip_latency and args.only in (None, "latency"):
         for finished, future in ((0, 0), (10_000, 0), (0, 10_000)):
             log(f"pickup latency beside {finished} finished and {future} future jobs ...")
             latency.append(pickup_latency(finished, future, 30))
-        print("\nPickup latency, createdAt -> startedAt, one idle worker (default settings), 30 jobs 0.3 s apart\n")
+        print(
+            "\nPickup latency, createdAt -> startedAt, one idle worker (default settings), 30 "
+            "jobs 0.3 s apart\n"
+        )
         print(table(latency, list(latency[0])))
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / "latest.json").write_text(json.dumps({"throughput": results, "latency": latency}, indent=2))
+    (out_dir / "latest.json").write_text(
+        json.dumps({"throughput": results, "latency": latency}, indent=2)
+    )
 
 
 if __name__ == "__main__":

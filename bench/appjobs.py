@@ -4,12 +4,13 @@ Seeds/000 is how jobs arrive: an app's Firebase SDK writes ``{type, status: "pen
 scheduledFor, metadata}`` (server timestamps, no ``shard``, no ``priority``, no ``attempts``). For
 each kind of handler (a no-op; rated ``10/s`` and ``100/s``; limited to 5 at once, 50 ms each) and
 each number of ``jobs worker`` processes (1 and 3), the same backlog is written twice, each on a
-fresh emulator: by `JobsClient.enqueue_many`, and by a raw client in the original app's shape. Then the
-created-event path (the local stack's functions, no worker): jobs written one at a time at a steady
-pace, both ways. Printed per cell: jobs/s (for rated kinds the starts over the one-second
-windows they fill; else from the first start to the last completion), create-to-start p50 and p95 (``createdAt`` to ``startedAt``, both the
-server's clock), and the ratio of the original app's figures to enqueue's; rated kinds as a share of
-their limit, limited kinds as a share of what their slots allow (5 slots / 50 ms = 100 jobs/s).
+fresh emulator: by `JobsClient.enqueue_many`, and by a raw client in the original app's shape. Then
+the created-event path (the local stack's functions, no worker): jobs written one at a time at a
+steady pace, both ways. Printed per cell: jobs/s (for rated kinds the starts over the one-second
+windows they fill; else from the first start to the last completion), create-to-start p50 and p95
+(``createdAt`` to ``startedAt``, both the server's clock), and the ratio of the original app's
+figures to enqueue's; rated kinds as a share of their limit, limited kinds as a share of what their
+slots allow (5 slots / 50 ms = 100 jobs/s).
 
     python -m bench.appjobs                 # every cell (about 10 minutes on 2 cores)
     python -m bench.appjobs --kinds plain --workers 1 --no-events
@@ -79,7 +80,12 @@ def write_backlog(db: Any, kind: Kind, shape: str) -> None:
     if shape == "enqueue":
         client = JobsClient(store=JobStore(Settings(project=PROJECT)), registry=HandlerRegistry())
         for start in range(0, kind.backlog, 500):
-            client.enqueue_many([{"type": kind.type, "metadata": {"n": n}} for n in range(start, min(start + 500, kind.backlog))])
+            client.enqueue_many(
+                [
+                    {"type": kind.type, "metadata": {"n": n}}
+                    for n in range(start, min(start + 500, kind.backlog))
+                ]
+            )
         return
     col = db.collection("backgroundJobs")
     for start in range(0, kind.backlog, 500):
@@ -90,21 +96,41 @@ def write_backlog(db: Any, kind: Kind, shape: str) -> None:
 
 
 def seeds000(job_type: str, n: int) -> dict[str, Any]:
-    """A job as the original app's setDoc writes it: server timestamps, no shard, priority or attempts."""
-    return {"type": job_type, "status": "pending", "createdAt": firestore.SERVER_TIMESTAMP, "scheduledFor": firestore.SERVER_TIMESTAMP, "metadata": {"n": n}}
+    """A job as the original app's setDoc writes it: server timestamps, no shard, priority or
+    attempts."""
+    return {
+        "type": job_type,
+        "status": "pending",
+        "createdAt": firestore.SERVER_TIMESTAMP,
+        "scheduledFor": firestore.SERVER_TIMESTAMP,
+        "metadata": {"n": n},
+    }
 
 
 def finished(db: Any) -> int:
-    query = db.collection("backgroundJobs").where(filter=FieldFilter("status", "in", ["completed", "failed"])).count()
+    query = (
+        db.collection("backgroundJobs")
+        .where(filter=FieldFilter("status", "in", ["completed", "failed"]))
+        .count()
+    )
     return int(query.get()[0][0].value)
 
 
 def figures(db: Any, kind: Kind, jobs: int) -> dict[str, Any]:
     """jobs/s and create-to-start percentiles from the documents (the server's times)."""
-    docs = [snap.to_dict() for snap in db.collection("backgroundJobs").where(filter=FieldFilter("type", "==", kind.type)).stream()]
+    docs = [
+        snap.to_dict()
+        for snap in db.collection("backgroundJobs")
+        .where(filter=FieldFilter("type", "==", kind.type))
+        .stream()
+    ]
     starts = sorted(d["startedAt"] for d in docs if isinstance(d.get("startedAt"), datetime))
     ends = [d["completedAt"] for d in docs if isinstance(d.get("completedAt"), datetime)]
-    waits = sorted((d["startedAt"] - d["createdAt"]).total_seconds() for d in docs if isinstance(d.get("startedAt"), datetime) and isinstance(d.get("createdAt"), datetime))
+    waits = sorted(
+        (d["startedAt"] - d["createdAt"]).total_seconds()
+        for d in docs
+        if isinstance(d.get("startedAt"), datetime) and isinstance(d.get("createdAt"), datetime)
+    )
     if kind.rate is not None:
         # Starts come at the opening of each one-second window: N starts fill N / rate windows,
         # from the first start's window to the end of the last start's.
@@ -138,7 +164,14 @@ def worker_cell(kind: Kind, shape: str, workers: int, concurrency: int) -> dict[
         for i in range(workers):
             out = open(log_dir / f"{i}.log", "wb")  # noqa: SIM115 - closed below
             cmd = [sys.executable, "-m", "jobs_lib", "worker", "--concurrency", str(concurrency)]
-            procs.append((subprocess.Popen(cmd, env=env_for(emu), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT), out))
+            procs.append(
+                (
+                    subprocess.Popen(
+                        cmd, env=env_for(emu), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+                    ),
+                    out,
+                )
+            )
         deadline = time.monotonic() + 300
         while finished(db) < kind.backlog:
             if time.monotonic() > deadline or any(p.poll() not in (None, 0) for p, _ in procs):
@@ -154,9 +187,16 @@ def worker_cell(kind: Kind, shape: str, workers: int, concurrency: int) -> dict[
 
 
 def event_cell(shape: str, jobs: int, pace: float) -> dict[str, Any]:
-    """Jobs written one at a time, `pace` a second, to the local stack: the created-event runs them."""
+    """Jobs written one at a time, `pace` a second, to the local stack: the created-event runs
+    them."""
     kind = KINDS["plain"]
-    with DevStack(project=PROJECT, handlers="bench.handlers", tick_interval=None, env={"PYTHONPATH": str(ROOT)}, auth_emulator=False) as stack:
+    with DevStack(
+        project=PROJECT,
+        handlers="bench.handlers",
+        tick_interval=None,
+        env={"PYTHONPATH": str(ROOT)},
+        auth_emulator=False,
+    ) as stack:
         assert stack.emulator is not None
         db = firestore.Client(project=PROJECT)
         warm_up(db)
@@ -181,12 +221,19 @@ def ratio(a: float, b: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated: " + ", ".join(KINDS))
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help="comma-separated: " + ", ".join(KINDS)
+    )
     parser.add_argument("--workers", default="1,3", help="comma-separated worker counts")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--no-events", action="store_true", help="skip the created-event cells")
     parser.add_argument("--event-jobs", type=int, default=400)
-    parser.add_argument("--event-pace", type=float, default=40.0, help="jobs written a second in the created-event cells")
+    parser.add_argument(
+        "--event-pace",
+        type=float,
+        default=40.0,
+        help="jobs written a second in the created-event cells",
+    )
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     for name in args.kinds.split(","):
@@ -196,20 +243,32 @@ def main() -> None:
             for shape in SHAPES:
                 log(f"{kind.name}: {kind.backlog} jobs, {workers} worker(s), written by {shape}")
                 cells[shape] = worker_cell(kind, shape, workers, args.concurrency)
-            rows.append({"path": f"worker x{workers}", "kind": kind.name, **{s: cells[s] for s in SHAPES}})
+            rows.append(
+                {"path": f"worker x{workers}", "kind": kind.name, **{s: cells[s] for s in SHAPES}}
+            )
             print(json.dumps(rows[-1]), flush=True)
     if not args.no_events:
         cells = {}
         for shape in SHAPES:
-            log(f"created-event: {args.event_jobs} jobs at {args.event_pace:g}/s, written by {shape}")
+            log(
+                f"created-event: {args.event_jobs} jobs at {args.event_pace:g}/s, written by "
+                f"{shape}"
+            )
             cells[shape] = event_cell(shape, args.event_jobs, args.event_pace)
         rows.append({"path": "created-event", "kind": "plain", **cells})
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{'path':<15}{'kind':<10}{'enqueue jobs/s':>15}{'app':>11}{'ratio':>7}{'p50 enq':>9}{'p50 app':>10}{'p95 enq':>9}{'p95 app':>10}{'of limit (enq / app)':>25}")
+    print(
+        f"\n{'path':<15}{'kind':<10}{'enqueue jobs/s':>15}{'app':>11}{'ratio':>7}"
+        f"{'p50 enq':>9}{'p50 app':>10}{'p95 enq':>9}{'p95 app':>10}{'of limit (enq / app)':>25}"
+    )
     for row in rows:
         a, b = row["enqueue"], row["seeds000"]
         limit = f"{a['of_ceiling']:.0%} / {b['of_ceiling']:.0%}" if "of_ceiling" in a else ""
-        print(f"{row['path']:<15}{row['kind']:<10}{a['jobs_per_s']:>15}{b['jobs_per_s']:>11}{ratio(b['jobs_per_s'], a['jobs_per_s']):>7}{a['p50_s']:>9}{b['p50_s']:>10}{a['p95_s']:>9}{b['p95_s']:>10}{limit:>25}")
+        print(
+            f"{row['path']:<15}{row['kind']:<10}{a['jobs_per_s']:>15}{b['jobs_per_s']:>11}"
+            f"{ratio(b['jobs_per_s'], a['jobs_per_s']):>7}{a['p50_s']:>9}{b['p50_s']:>10}"
+            f"{a['p95_s']:>9}{b['p95_s']:>10}{limit:>25}"
+        )
     print(f"\nrun {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {sys.argv[0]} {' '.join(sys.argv[1:])}")
 
 

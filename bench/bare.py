@@ -29,9 +29,17 @@ def main() -> None:
     col = db.collection("backgroundJobs")
     query = col.where(filter=FieldFilter("status", "==", "pending"))
     if args.index > 0:
-        query = query.where(filter=FieldFilter("__name__", ">=", col.document(ALPHABET[round(args.index * 62 / args.of)])))
+        query = query.where(
+            filter=FieldFilter(
+                "__name__", ">=", col.document(ALPHABET[round(args.index * 62 / args.of)])
+            )
+        )
     if args.index < args.of - 1:
-        query = query.where(filter=FieldFilter("__name__", "<", col.document(ALPHABET[round((args.index + 1) * 62 / args.of)])))
+        query = query.where(
+            filter=FieldFilter(
+                "__name__", "<", col.document(ALPHABET[round((args.index + 1) * 62 / args.of)])
+            )
+        )
     query = query.limit(args.page)
     reads = writes = 0
     while True:
@@ -41,15 +49,25 @@ def main() -> None:
             break
         for snap in snaps:
             try:
-                claimed = snap.reference.update({"status": "in_progress", "startedAt": firestore.SERVER_TIMESTAMP}, option=db.write_option(last_update_time=snap.update_time))
+                claimed = snap.reference.update(
+                    {"status": "in_progress", "startedAt": firestore.SERVER_TIMESTAMP},
+                    option=db.write_option(last_update_time=snap.update_time),
+                )
                 writes += 1
             except FailedPrecondition:
                 writes += 1
                 continue
-            snap.reference.update({"status": "completed", "completedAt": firestore.SERVER_TIMESTAMP}, option=db.write_option(last_update_time=claimed.update_time))
+            snap.reference.update(
+                {"status": "completed", "completedAt": firestore.SERVER_TIMESTAMP},
+                option=db.write_option(last_update_time=claimed.update_time),
+            )
             writes += 1
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"reads": reads, "writes": writes, "cpuSeconds": usage.ru_utime + usage.ru_stime}))
+    print(
+        json.dumps(
+            {"reads": reads, "writes": writes, "cpuSeconds": usage.ru_utime + usage.ru_stime}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -52,20 +52,33 @@ TARGET = 10_000
 SEQUENTIAL_WINDOW = timedelta(days=1)
 #: Fields whose values spread evenly over this many values (the rest: one value, the worst case).
 SPREAD = {"shard": SHARDS}
-#: USD per 100,000 operations, Firestore Standard edition (cloud.google.com/firestore/pricing, 2025-26).
-PRICES = {"multi-region (nam5, eur3)": {"reads": 0.06, "writes": 0.18, "deletes": 0.02}, "regional (us-east1)": {"reads": 0.03, "writes": 0.09, "deletes": 0.01}}
+# : USD per 100,000 operations, Firestore Standard edition (cloud.google.com/firestore/pricing,
+# 2025-26).
+PRICES = {
+    "multi-region (nam5, eur3)": {"reads": 0.06, "writes": 0.18, "deletes": 0.02},
+    "regional (us-east1)": {"reads": 0.03, "writes": 0.09, "deletes": 0.01},
+}
 
 #: Indexes and fields that are not the runner's: what queries them and the ceiling they impose.
 NOTES: dict[str, str] = {
-    "status,type,completedAt": "application query (the original app: recently completed of a type); caps completions of one type",
-    "orgId,status,type,completedAt": "application query: recently completed of a type in one organisation; caps one organisation's completions",
-    "orgId,status,type,scheduledFor": "application query: pending of a type in one organisation by due time; caps one organisation",
+    "status,type,completedAt": "application query (the original app: recently completed of a "
+    "type); caps completions of one type",
+    "orgId,status,type,completedAt": "application query: recently completed of a type in one "
+    "organisation; caps one organisation's completions",
+    "orgId,status,type,scheduledFor": "application query: pending of a type in one organisation "
+    "by due time; caps one organisation",
     "status,scheduledFor": "application query (the original app: pending by scheduledFor)",
-    "status,type,scheduledFor": "application query (the original app: pending of a type by scheduledFor)",
-    "createdBy,createdAt": "web client query (clients/web listJobs: a user's own jobs, newest first, before the runner has given them a shard); caps one user's jobs",
-    "createdBy,status,createdAt": "web client query (clients/web listJobs by status); caps one user's jobs",
-    "createdBy,type,createdAt": "web client query (clients/web listJobs by type); caps one user's jobs",
-    "createdBy,status,type,createdAt": "web client query (clients/web listJobs by status and type); caps one user's jobs",
+    "status,type,scheduledFor": "application query (the original app: pending of a type by "
+    "scheduledFor)",
+    "createdBy,createdAt": "web client query (clients/web listJobs: a user's own jobs, newest "
+    "first, before the runner has given them a shard); caps one user's "
+    "jobs",
+    "createdBy,status,createdAt": "web client query (clients/web listJobs by status); caps one "
+    "user's jobs",
+    "createdBy,type,createdAt": "web client query (clients/web listJobs by type); caps one "
+    "user's jobs",
+    "createdBy,status,type,createdAt": "web client query (clients/web listJobs by status and "
+    "type); caps one user's jobs",
 }
 
 
@@ -106,13 +119,22 @@ class Range:
         return RANGE_LIMIT * self.spread / self.writes_per_job
 
 
-# -- the indexes -------------------------------------------------------------------------------------
+# -- the indexes
+# -------------------------------------------------------------------------------------
 
 
 def indexes_of(config: dict[str, Any], collection: str, seen_fields: set[str]) -> list[Index]:
     """The composite indexes of the file, and a single-field index on every field not exempted."""
-    out = [Index(tuple(f["fieldPath"] for f in entry["fields"]), "composite") for entry in config.get("indexes", []) if entry["collectionGroup"] == collection]
-    exempt = {o["fieldPath"] for o in config.get("fieldOverrides", []) if o["collectionGroup"] == collection and not o.get("indexes")}
+    out = [
+        Index(tuple(f["fieldPath"] for f in entry["fields"]), "composite")
+        for entry in config.get("indexes", [])
+        if entry["collectionGroup"] == collection
+    ]
+    exempt = {
+        o["fieldPath"]
+        for o in config.get("fieldOverrides", [])
+        if o["collectionGroup"] == collection and not o.get("indexes")
+    }
     for path in sorted(seen_fields):
         if not any(path == e or path.startswith(e + ".") for e in exempt):
             out.append(Index((path,), "single-field"))
@@ -151,15 +173,25 @@ def ranges_of(path_steps: list[Step], indexes: list[Index]) -> list[Range]:
             key_before = tuple(before.get(f, _MISSING) for f in index.fields)
             if _MISSING in key_after or key_after == key_before:
                 continue  # no new entry in this index
-            position = next((i for i, value in enumerate(key_after) if sequential(value, step.at)), None)
+            position = next(
+                (i for i, value in enumerate(key_after) if sequential(value, step.at)), None
+            )
             if position is None:
                 continue  # the entry lands by a non-sequential value (or by the random document id)
             prefix = index.fields[:position]
             spread = 1
             for name in prefix:
                 spread *= SPREAD.get(name, 1)
-            label = ", ".join(f"{n}={key_after[i]!r}" if n not in SPREAD else f"{n}=each of {SPREAD[n]}" for i, n in enumerate(prefix)) or "the whole collection"
-            entry = found.setdefault((index.key, label), Range(index, f"{label} by {index.fields[position]}", spread))
+            label = (
+                ", ".join(
+                    f"{n}={key_after[i]!r}" if n not in SPREAD else f"{n}=each of {SPREAD[n]}"
+                    for i, n in enumerate(prefix)
+                )
+                or "the whole collection"
+            )
+            entry = found.setdefault(
+                (index.key, label), Range(index, f"{label} by {index.fields[position]}", spread)
+            )
             entry.writes_per_job += 1
             entry.steps.append(step.name)
     return list(found.values())
@@ -168,7 +200,8 @@ def ranges_of(path_steps: list[Step], indexes: list[Index]) -> list[Range]:
 _MISSING = object()
 
 
-# -- the paths, run for real ------------------------------------------------------------------------
+# -- the paths, run for real
+# ------------------------------------------------------------------------
 
 
 class Probe:
@@ -188,7 +221,9 @@ def read(db: Any, collection: str, job_id: str) -> dict[str, Any]:
     return db.collection(collection).document(job_id).get().to_dict() or {}
 
 
-def wait_status(db: Any, collection: str, job_id: str, status: str, timeout: float = 60.0) -> dict[str, Any]:
+def wait_status(
+    db: Any, collection: str, job_id: str, status: str, timeout: float = 60.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         doc = read(db, collection, job_id)
@@ -199,7 +234,8 @@ def wait_status(db: Any, collection: str, job_id: str, status: str, timeout: flo
 
 
 def observe(app: App, probe: Probe, job_id: str, created: dict[str, Any], run: Any) -> list[Step]:
-    """Run `run` (which claims and runs the job) and record the claim and the completion as diffs."""
+    """Run `run` (which claims and runs the job) and record the claim and the completion as
+    diffs."""
     db, collection = app.store.db, app.settings.collection
     probe.entered.clear()
     probe.release.clear()
@@ -219,7 +255,13 @@ def observe(app: App, probe: Probe, job_id: str, created: dict[str, Any], run: A
 
 def app_document() -> dict[str, Any]:
     """What an app writes (the original app): no shard, no scheduledFor, a server timestamp."""
-    return {"type": "capacity_probe", "status": "pending", "metadata": {"note": "written by an app"}, "createdAt": firestore.SERVER_TIMESTAMP, "createdBy": "u1"}
+    return {
+        "type": "capacity_probe",
+        "status": "pending",
+        "metadata": {"note": "written by an app"},
+        "createdAt": firestore.SERVER_TIMESTAMP,
+        "createdBy": "u1",
+    }
 
 
 def run_paths(app: App, probe: Probe) -> dict[str, list[Step]]:
@@ -231,21 +273,36 @@ def run_paths(app: App, probe: Probe) -> dict[str, list[Step]]:
     created = read(db, collection, ref.id)
     snap = ref.get()
     job = Job.from_document(ref.id, snap.to_dict(), snap.update_time)
-    paths["created-event"] = observe(app, probe, ref.id, created, lambda: run_created(app.engine, job))
+    paths["created-event"] = observe(
+        app, probe, ref.id, created, lambda: run_created(app.engine, job)
+    )
 
-    job_id = app.client.enqueue("capacity_probe", {"note": "delayed"}, scheduled_for=datetime.now(UTC) + timedelta(seconds=1)).id
+    job_id = app.client.enqueue(
+        "capacity_probe",
+        {"note": "delayed"},
+        scheduled_for=datetime.now(UTC) + timedelta(seconds=1),
+    ).id
     created = read(db, collection, job_id)
     time.sleep(1.5)
     paths["tick"] = observe(app, probe, job_id, created, lambda: Functions(app).tick())
 
     job_id = app.client.enqueue("capacity_probe", {"note": "enqueued"}).id
     created = read(db, collection, job_id)
-    paths["worker"] = observe(app, probe, job_id, created, lambda: app.worker(engine=app.new_engine(), concurrency=1, burst=True, schedules=False).run())
+    paths["worker"] = observe(
+        app,
+        probe,
+        job_id,
+        created,
+        lambda: app.worker(
+            engine=app.new_engine(), concurrency=1, burst=True, schedules=False
+        ).run(),
+    )
     return paths
 
 
 def operations(app: App, jobs: int) -> dict[str, dict[str, float]]:
-    """Billed operations per job on each path, over `jobs` no-op jobs (the app's own create included)."""
+    """Billed operations per job on each path, over `jobs` no-op jobs (the app's own create
+    included)."""
     db, collection = app.store.db, app.settings.collection
     out: dict[str, dict[str, float]] = {}
 
@@ -262,7 +319,9 @@ def operations(app: App, jobs: int) -> dict[str, dict[str, float]]:
             "reads": (after["reads"] - before["reads"]) / jobs,
             "writes": 1 + (after["writes"] - before["writes"]) / jobs,  # + the create
             "deletes": 1.0,  # the TTL policy (or jobs.cleanup) deletes each finished job once
-            "cpu_ms": 1000 * cpu / jobs,  # this process's CPU (the runner's own work; the emulator is another process)
+            "cpu_ms": 1000
+            * cpu
+            / jobs,  # this process's CPU (the runner's own work; the emulator is another process)
         }
 
     def app_writes() -> list[str]:
@@ -283,20 +342,32 @@ def operations(app: App, jobs: int) -> dict[str, dict[str, float]]:
 
     counted("created-event", app_writes, run_events)
     counted("tick", enqueued, lambda ids: Functions(app).tick())
-    counted("worker", enqueued, lambda ids: app.worker(engine=app.new_engine(), concurrency=4, burst=True, schedules=False).run())
+    counted(
+        "worker",
+        enqueued,
+        lambda ids: app.worker(
+            engine=app.new_engine(), concurrency=4, burst=True, schedules=False
+        ).run(),
+    )
     return out
 
 
-# -- the report ---------------------------------------------------------------------------------------
+# -- the report
+# ---------------------------------------------------------------------------------------
 
 
-def report(paths: dict[str, list[Step]], indexes: list[Index], ops: dict[str, dict[str, float]]) -> int:
+def report(
+    paths: dict[str, list[Step]], indexes: list[Index], ops: dict[str, dict[str, float]]
+) -> int:
     problems = 0
     summary = []
     for name, steps in paths.items():
         ranges = sorted(ranges_of(steps, indexes), key=lambda r: r.ceiling)
         print(f"\n## {name} path: writes {', '.join(s.name for s in steps)}")
-        print(f"{'index':<44} {'kind':<13} {'range written with sequential values':<58} {'writes/job':>10} {'ceiling jobs/s':>15}  note")
+        print(
+            f"{'index':<44} {'kind':<13} {'range written with sequential values':<58} "
+            f"{'writes/job':>10} {'ceiling jobs/s':>15}  note"
+        )
         runner_ceiling = float("inf")
         for r in ranges:
             note = NOTES.get(r.index.key, "")
@@ -305,8 +376,14 @@ def report(paths: dict[str, list[Step]], indexes: list[Index], ops: dict[str, di
                 if r.ceiling < TARGET:
                     problems += 1
                     note = f"HOT: below {TARGET:,} jobs/s and no note says why"
-            print(f"({r.index.key})"[:44].ljust(44) + f" {r.index.kind:<13} {r.label[:58]:<58} {r.writes_per_job:>10} {r.ceiling:>15,.0f}  {note}")
-        app_ceiling = min((r.ceiling for r in ranges if NOTES.get(r.index.key)), default=float("inf"))
+            print(
+                f"({r.index.key})"[:44].ljust(44)
+                + f" {r.index.kind:<13} {r.label[:58]:<58} {r.writes_per_job:>10} "
+                f"{r.ceiling:>15,.0f}  {note}"
+            )
+        app_ceiling = min(
+            (r.ceiling for r in ranges if NOTES.get(r.index.key)), default=float("inf")
+        )
         summary.append((name, runner_ceiling, app_ceiling))
     print(f"\n## ceilings (range limit {RANGE_LIMIT} writes/s, {SHARDS} shards)")
     print(f"{'path':<14} {'runner indexes jobs/s':>22} {'with the application indexes':>30}")
@@ -317,11 +394,18 @@ def report(paths: dict[str, list[Step]], indexes: list[Index], ops: dict[str, di
     header = "".join(f" {region:>28}" for region in PRICES)
     print(f"{'path':<14} {'reads':>6} {'writes':>7} {'deletes':>8}{header}")
     for name, o in ops.items():
-        costs = "".join(f" {sum(o[k] * p[k] for k in ('reads', 'writes', 'deletes')) * 10:>28.2f}" for p in PRICES.values())
+        costs = "".join(
+            f" {sum(o[k] * p[k] for k in ('reads', 'writes', 'deletes')) * 10:>28.2f}"
+            for p in PRICES.values()
+        )
         print(f"{name:<14} {o['reads']:>6.2f} {o['writes']:>7.2f} {o['deletes']:>8.2f}{costs}")
     functions_model(ops)
     if problems:
-        print(f"\n{problems} hot range(s) on the runner's own writes without a note: shard the index, exempt the field, or add a note in bench/capacity.py (NOTES)", file=sys.stderr)
+        print(
+            f"\n{problems} hot range(s) on the runner's own writes without a note: shard the "
+            f"index, exempt the field, or add a note in bench/capacity.py (NOTES)",
+            file=sys.stderr,
+        )
     return 1 if problems else 0
 
 
@@ -342,27 +426,50 @@ def functions_model(ops: dict[str, dict[str, float]], rate: float = TARGET) -> N
     defaults = Settings()
     cpu = ops["created-event"]["cpu_ms"] / 1000
     tick_cpu = ops["tick"]["cpu_ms"] / 1000
-    print(f"\n## Cloud Functions at {rate:,.0f} jobs/s (1 vCPU per instance; runner CPU/job measured: event {cpu * 1000:.1f} ms, tick {tick_cpu * 1000:.1f} ms; {RPC_SECONDS * 1000:.0f} ms per Firestore round trip, 2 per job)")
-    print(f"{'handler s':>9} {'concurrency':>11} {'jobs/s/instance':>15} {'instances':>9} {'cold starts to scale from 0':>28} {'tick sweepers for all of it':>28}")
+    print(
+        f"\n## Cloud Functions at {rate:,.0f} jobs/s (1 vCPU per instance; runner CPU/job "
+        f"measured: event {cpu * 1000:.1f} ms, tick {tick_cpu * 1000:.1f} ms; "
+        f"{RPC_SECONDS * 1000:.0f} ms per Firestore round trip, 2 per job)"
+    )
+    print(
+        f"{'handler s':>9} {'concurrency':>11} {'jobs/s/instance':>15} {'instances':>9} "
+        f"{'cold starts to scale from 0':>28} {'tick sweepers for all of it':>28}"
+    )
     for handler in (0.05, 0.2, 1.0):
         per_job = handler + 2 * RPC_SECONDS
         for concurrency in (defaults.event_concurrency, 80):
             per_instance = min(concurrency / per_job, 1 / cpu)  # bound by concurrency or by the CPU
             instances = math.ceil(rate / per_instance)
-            tick_per_instance = min(defaults.tick_concurrency / per_job, 1 / tick_cpu) * defaults.tick_budget / 60  # budget per minute
-            print(f"{handler:>9} {concurrency:>11} {per_instance:>15,.0f} {instances:>9,} {f'{instances} x {COLD_START_SECONDS} s':>28} {math.ceil(rate / tick_per_instance):>28,}")
-    sweep = min(defaults.tick_concurrency / (0.05 + 2 * RPC_SECONDS), 1 / tick_cpu) * defaults.tick_budget / 60
+            tick_per_instance = (
+                min(defaults.tick_concurrency / per_job, 1 / tick_cpu) * defaults.tick_budget / 60
+            )  # budget per minute
+            print(
+                f"{handler:>9} {concurrency:>11} {per_instance:>15,.0f} {instances:>9,} "
+                f"{f'{instances} x {COLD_START_SECONDS} s':>28} "
+                f"{math.ceil(rate / tick_per_instance):>28,}"
+            )
+    sweep = (
+        min(defaults.tick_concurrency / (0.05 + 2 * RPC_SECONDS), 1 / tick_cpu)
+        * defaults.tick_budget
+        / 60
+    )
     print(
-        f"A sweeper (one tick instance, JOBS_TICK_CONCURRENCY={defaults.tick_concurrency}, {defaults.tick_budget:g} s of each minute) takes about {sweep:,.0f} jobs/s of 0.05 s jobs;"
-        f" JOBS_TICK_SWEEPERS=N sweeps N shares of the {SHARDS} lanes at once (at most {SHARDS}), so what the created-event leaves"
-        f" (lost events, retries, expired leases, delayed jobs) waits at most one schedule period (60 s) plus its share's backlog / {sweep:,.0f} jobs/s."
+        f"A sweeper (one tick instance, JOBS_TICK_CONCURRENCY={defaults.tick_concurrency}, "
+        f"{defaults.tick_budget:g} s of each minute) takes about {sweep:,.0f} jobs/s of 0.05 s "
+        f"jobs;"
+        f" JOBS_TICK_SWEEPERS=N sweeps N shares of the {SHARDS} lanes at once (at most "
+        f"{SHARDS}), so what the created-event leaves"
+        f" (lost events, retries, expired leases, delayed jobs) waits at most one schedule "
+        f"period (60 s) plus its share's backlog / {sweep:,.0f} jobs/s."
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--indexes", default=str(ROOT / "firestore.indexes.json"))
-    parser.add_argument("--jobs", type=int, default=200, help="no-op jobs per path for the operation counts")
+    parser.add_argument(
+        "--jobs", type=int, default=200, help="no-op jobs per path for the operation counts"
+    )
     args = parser.parse_args()
     config = json.loads(Path(args.indexes).read_text())
     with emulator.running(project=PROJECT):

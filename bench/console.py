@@ -1,4 +1,5 @@
-"""The console's costs: `python -m bench.console` prints reads per page and completion-to-screen latency.
+"""The console's costs: `python -m bench.console` prints reads per page and completion-to-screen
+latency.
 
 1. On a fresh emulator holding 10,000 jobs (three types; pending, delayed, running, and finished
    within the hour, the day and earlier), the Firestore reads one overview, one list page and one
@@ -44,26 +45,56 @@ def operator_token() -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
     now = int(time.time())
-    claims = {"iss": f"https://securetoken.google.com/{PROJECT}", "aud": PROJECT, "sub": "bench", "user_id": "bench", "iat": now - 5, "auth_time": now - 5, "exp": now + 3600, "operator": True, "permissions": ["jobs.view", "jobs.retry"]}
+    claims = {
+        "iss": f"https://securetoken.google.com/{PROJECT}",
+        "aud": PROJECT,
+        "sub": "bench",
+        "user_id": "bench",
+        "iat": now - 5,
+        "auth_time": now - 5,
+        "exp": now + 3600,
+        "operator": True,
+        "permissions": ["jobs.view", "jobs.retry"],
+    }
     return b64({"alg": "none", "typ": "JWT"}) + "." + b64(claims) + "."
 
 
 def mix(total: int, now: datetime) -> list[dict[str, Any]]:
-    """`total` job documents: 5% due, 5% delayed, 1% running, 10% finished this hour, 30% earlier today, the rest days ago."""
+    """`total` job documents: 5% due, 5% delayed, 1% running, 10% finished this hour, 30% earlier
+    today, the rest days ago."""
     docs = []
     for i in range(total):
         job_type = TYPES[i % len(TYPES)]
         share = (i * 7919) % 100
-        doc: dict[str, Any] = {"type": job_type, "metadata": {}, "createdAt": now - timedelta(days=3), "attempts": 1}
+        doc: dict[str, Any] = {
+            "type": job_type,
+            "metadata": {},
+            "createdAt": now - timedelta(days=3),
+            "attempts": 1,
+        }
         if share < 5:
             doc.update(status="pending", scheduledFor=now - timedelta(minutes=5))
         elif share < 10:
             doc.update(status="pending", scheduledFor=now + timedelta(hours=2))
         elif share < 11:
-            doc.update(status="in_progress", scheduledFor=now - timedelta(minutes=1), leaseExpiresAt=now + timedelta(minutes=5))
+            doc.update(
+                status="in_progress",
+                scheduledFor=now - timedelta(minutes=1),
+                leaseExpiresAt=now + timedelta(minutes=5),
+            )
         else:
-            finished = now - (timedelta(minutes=30) if share < 21 else timedelta(hours=10) if share < 51 else timedelta(days=2))
-            doc.update(status="failed" if share % 10 == 0 else "completed", scheduledFor=finished - timedelta(seconds=5), completedAt=finished)
+            finished = now - (
+                timedelta(minutes=30)
+                if share < 21
+                else timedelta(hours=10)
+                if share < 51
+                else timedelta(days=2)
+            )
+            doc.update(
+                status="failed" if share % 10 == 0 else "completed",
+                scheduledFor=finished - timedelta(seconds=5),
+                completedAt=finished,
+            )
         docs.append(doc)
     return docs
 
@@ -104,10 +135,18 @@ def reads_per_page(jobs: int) -> dict[str, Any]:
         scale = 1_000_000 / jobs
         counted = []
         for row in overview["types"]:
-            figures = [row["due"], row["delayed"], row["inProgress"], *row["lastHour"].values(), *row["lastDay"].values()]
+            figures = [
+                row["due"],
+                row["delayed"],
+                row["inProgress"],
+                *row["lastHour"].values(),
+                *row["lastDay"].values(),
+            ]
             counted += figures
         count_queries = len(counted)
-        estimated = sum(max(1, math.ceil(n * scale / 1000)) for n in counted) + (overview_reads - sum(max(1, math.ceil(n / 1000)) for n in counted))
+        estimated = sum(max(1, math.ceil(n * scale / 1000)) for n in counted) + (
+            overview_reads - sum(max(1, math.ceil(n / 1000)) for n in counted)
+        )
         app.close()
         return {
             "jobs": jobs,
@@ -131,8 +170,12 @@ def completion_latency(samples: int) -> dict[str, Any]:
             spec = default_registry.get(name)
             assert spec is not None
             registry.register(spec)
-        registry.handler("sleepy", timeout=60)(lambda ctx: time.sleep(float(ctx.metadata["seconds"])) or "slept")
-        settings = Settings(project=PROJECT, console_auth="emulator-tokens", auth_emulator_host="127.0.0.1:9099")
+        registry.handler("sleepy", timeout=60)(
+            lambda ctx: time.sleep(float(ctx.metadata["seconds"])) or "slept"
+        )
+        settings = Settings(
+            project=PROJECT, console_auth="emulator-tokens", auth_emulator_host="127.0.0.1:9099"
+        )
         app = App(settings, registry=registry)
         server = ConsoleServer(app.api()).start()
         worker = Worker(app.new_engine(), concurrency=4, poll_interval=0.05)
@@ -141,7 +184,17 @@ def completion_latency(samples: int) -> dict[str, Any]:
         latencies = []
         executable = shutil.which("chromium")
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+            browser = playwright.chromium.launch(
+                executable_path=executable,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                ],
+            )
             page = browser.new_page()
             page.goto(server.url)
             page.get_by_role("button", name="Sign in as dev operator").click()
@@ -151,10 +204,17 @@ def completion_latency(samples: int) -> dict[str, Any]:
                 # Random run times, so completions fall anywhere within the page's polling period.
                 job = app.client.enqueue("sleepy", {"seconds": rng.uniform(0.5, 2.5)})
                 page.goto(f"{server.url}#/jobs/{job.id}")
-                page.wait_for_selector("#job .status[data-status='in_progress'], #job .status[data-status='pending']", timeout=20_000)
+                page.wait_for_selector(
+                    "#job .status[data-status='in_progress'], #job .status[data-status='pending']",
+                    timeout=20_000,
+                )
                 # The moment the page shows it, noted by the page itself.
-                page.evaluate("""() => { window.__shownAt = null; new MutationObserver((_, observer) => {
-                    if (document.querySelector("#job .status[data-status='completed']")) { window.__shownAt = Date.now(); observer.disconnect(); }
+                page.evaluate("""() => {
+                window.__shownAt = null;
+                new MutationObserver((_, observer) => {
+                    if (document.querySelector("#job .status[data-status='completed']")) {
+                        window.__shownAt = Date.now(); observer.disconnect();
+                    }
                 }).observe(document.querySelector('#main'), {subtree: true, childList: true}); }""")
                 page.wait_for_function("() => window.__shownAt !== null", timeout=20_000)
                 shown = page.evaluate("() => window.__shownAt") / 1000

@@ -111,7 +111,9 @@ class Meter:
         return result
 
 
-def run_job(engine: Engine, store: JobStore, job_id: str, meter: Meter, handler_seconds: list[float]) -> str | None:
+def run_job(
+    engine: Engine, store: JobStore, job_id: str, meter: Meter, handler_seconds: list[float]
+) -> str | None:
     """Read the job, claim it and run it (one invocation), measured."""
 
     def once() -> str | None:
@@ -124,17 +126,30 @@ def run_job(engine: Engine, store: JobStore, job_id: str, meter: Meter, handler_
     return meter.measure(once)  # type: ignore[no-any-return]
 
 
-def cell(engine: Engine, client: JobsClient, store: JobStore, job_type: str, jobs: int, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+def cell(
+    engine: Engine,
+    client: JobsClient,
+    store: JobStore,
+    job_type: str,
+    jobs: int,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """`jobs` jobs of one type, each run to its end in one invocation."""
     meter = Meter(store)
     seconds: list[float] = []
     for _ in range(jobs):
         job = client.enqueue(job_type, metadata or {})
         assert run_job(engine, store, job.id, meter, seconds) == "completed", store.get(job.id)
-    return {"reads": meter.reads / jobs, "writes": meter.writes / jobs, "ms": 1000 * sum(seconds) / jobs}
+    return {
+        "reads": meter.reads / jobs,
+        "writes": meter.writes / jobs,
+        "ms": 1000 * sum(seconds) / jobs,
+    }
 
 
-def resumed(engine: Engine, client: JobsClient, store: JobStore, job_type: str, n: int, wakes: bool) -> dict[str, Any]:
+def resumed(
+    engine: Engine, client: JobsClient, store: JobStore, job_type: str, n: int, wakes: bool
+) -> dict[str, Any]:
     """One job run invocation after invocation until it completes (continuations or sleeps)."""
     meter = Meter(store)
     seconds: list[float] = []
@@ -150,17 +165,29 @@ def resumed(engine: Engine, client: JobsClient, store: JobStore, job_type: str, 
         if status == "completed":
             break
         assert status == "pending", store.get(job.id)
-        if wakes:  # the created-event of the wake-up document deletes it (as jobs_lib.functions does)
-            [wake] = [j for j in store.list_jobs(job_type=CONTINUE_TYPE, status="pending", limit=10)]
+        if (
+            wakes
+        ):  # the created-event of the wake-up document deletes it (as jobs_lib.functions does)
+            [wake] = [
+                j for j in store.list_jobs(job_type=CONTINUE_TYPE, status="pending", limit=10)
+            ]
             meter.measure(lambda wake=wake: store.delete(wake.id, "delete:wake"))
-    return {"invocations": invocations, "reads": meter.reads, "writes": meter.writes, "ms": 1000 * sum(seconds), "ms_each": [round(1000 * s, 1) for s in seconds]}
+    return {
+        "invocations": invocations,
+        "reads": meter.reads,
+        "writes": meter.writes,
+        "ms": 1000 * sum(seconds),
+        "ms_each": [round(1000 * s, 1) for s in seconds],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200, help="steps (and checkpoints) per job")
     parser.add_argument("--jobs", type=int, default=10, help="jobs per cell")
-    parser.add_argument("--resumes", type=int, default=40, help="continuations (and sleeps) of the job that resumes")
+    parser.add_argument(
+        "--resumes", type=int, default=40, help="continuations (and sleeps) of the job that resumes"
+    )
     args = parser.parse_args()
     n = args.steps
     emu = emulator.start(project=PROJECT)
@@ -171,7 +198,9 @@ def main() -> None:
         warm_up(store.db)
         registry = registry_for(n)
         client = JobsClient(store=store, registry=registry)
-        engine = Engine(store, registry, runtime="function")  # "function": continuations make wake-ups
+        engine = Engine(
+            store, registry, runtime="function"
+        )  # "function": continuations make wake-ups
         log(f"warming up, then cells of {args.jobs} jobs, {n} steps each")
         cell(engine, client, store, "plain", 3)
         cell(engine, client, store, "steps", 1)
@@ -200,11 +229,14 @@ def main() -> None:
         "per_step": per(steps, n),
         "per_large_step": per(big, 1),
         "per_checkpoint": per(checkpoints, n),
-        # Each of the k continuations: the slice's record, the wake-up's create and delete, the next read and claim.
+        # Each of the k continuations: the slice's record, the wake-up's create and delete, the next
+        # read and claim.
         "per_continuation": {
             "reads": round((continued["reads"] - plain["reads"]) / k, 3),
             "writes": round((continued["writes"] - plain["writes"]) / k, 3),
-            "ms_overhead": round(sum(ms - 1000 * SLICE * 1.1 for ms in slices_ms) / len(slices_ms), 1),
+            "ms_overhead": round(
+                sum(ms - 1000 * SLICE * 1.1 for ms in slices_ms) / len(slices_ms), 1
+            ),
         },
         "per_sleep": {
             "reads": round((slept["reads"] - plain["reads"]) / k, 3),
@@ -214,13 +246,19 @@ def main() -> None:
     }
     print(json.dumps(figures))
     print(
-        f"\nplain job (read, claim, run, complete): {plain['reads']:.2f} reads, {plain['writes']:.2f} writes, handler {plain['ms']:.2f} ms\n"
-        f"per ctx.step (no-op, {n} a job):        {figures['per_step']['reads']} reads, {figures['per_step']['writes']} writes, +{figures['per_step']['ms']} ms\n"
-        f"per 100 kB step (own document):         {figures['per_large_step']['reads']} reads, {figures['per_large_step']['writes']} writes, +{figures['per_large_step']['ms']} ms\n"
-        f"per ctx.checkpoint ({n} a job):         {figures['per_checkpoint']['reads']} reads, {figures['per_checkpoint']['writes']} writes, +{figures['per_checkpoint']['ms']} ms\n"
-        f"per continuation ({k}):                 {figures['per_continuation']['reads']} reads, {figures['per_continuation']['writes']} writes, "
+        f"\nplain job (read, claim, run, complete): {plain['reads']:.2f} reads, "
+        f"{plain['writes']:.2f} writes, handler {plain['ms']:.2f} ms\n"
+        f"per ctx.step (no-op, {n} a job):        {figures['per_step']['reads']} reads, "
+        f"{figures['per_step']['writes']} writes, +{figures['per_step']['ms']} ms\n"
+        f"per 100 kB step (own document):         {figures['per_large_step']['reads']} reads, "
+        f"{figures['per_large_step']['writes']} writes, +{figures['per_large_step']['ms']} ms\n"
+        f"per ctx.checkpoint ({n} a job):         {figures['per_checkpoint']['reads']} reads, "
+        f"{figures['per_checkpoint']['writes']} writes, +{figures['per_checkpoint']['ms']} ms\n"
+        f"per continuation ({k}):                 {figures['per_continuation']['reads']} reads, "
+        f"{figures['per_continuation']['writes']} writes, "
         f"{figures['per_continuation']['ms_overhead']} ms a slice beyond its work\n"
-        f"per sleep ({k}):                        {figures['per_sleep']['reads']} reads, {figures['per_sleep']['writes']} writes, {figures['per_sleep']['ms']} ms"
+        f"per sleep ({k}):                        {figures['per_sleep']['reads']} reads, "
+        f"{figures['per_sleep']['writes']} writes, {figures['per_sleep']['ms']} ms"
     )
 
 

@@ -46,7 +46,19 @@ def create_rated(db: Any, count: int) -> None:
         batch = db.batch()
         for _ in range(min(500, count - start)):
             ref = col.document()
-            batch.set(ref, {"type": "bench_rated", "status": "pending", "metadata": {}, "priority": 0, "attempts": 0, "createdAt": firestore.SERVER_TIMESTAMP, "scheduledFor": due, "shard": shard_of(ref.id)})
+            batch.set(
+                ref,
+                {
+                    "type": "bench_rated",
+                    "status": "pending",
+                    "metadata": {},
+                    "priority": 0,
+                    "attempts": 0,
+                    "createdAt": firestore.SERVER_TIMESTAMP,
+                    "scheduledFor": due,
+                    "shard": shard_of(ref.id),
+                },
+            )
         batch.commit()
 
 
@@ -61,15 +73,30 @@ def rated_cell(workers: int, seconds: float, concurrency: int) -> dict[str, Any]
         for i in range(workers):
             out = open(log_dir / f"{i}.log", "wb")  # noqa: SIM115 - closed below
             cmd = [sys.executable, "-m", "jobs_lib", "worker", "--concurrency", str(concurrency)]
-            procs.append((subprocess.Popen(cmd, env=env_for(emu), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT), out))
+            procs.append(
+                (
+                    subprocess.Popen(
+                        cmd, env=env_for(emu), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+                    ),
+                    out,
+                )
+            )
         time.sleep(SKIP + seconds + 2.0)
         for proc, _ in procs:
             proc.send_signal(signal.SIGTERM)
         for proc, out in procs:
             proc.wait(60)
             out.close()
-        starts = [snap.get("startedAt") for snap in db.collection("backgroundJobs").where(filter=FieldFilter("status", "==", "completed")).stream()]
-        tokens = [snap.id.rsplit("~", 1)[1] for snap in db.collection("backgroundJobs_rateTokens").stream()]
+        starts = [
+            snap.get("startedAt")
+            for snap in db.collection("backgroundJobs")
+            .where(filter=FieldFilter("status", "==", "completed"))
+            .stream()
+        ]
+        tokens = [
+            snap.id.rsplit("~", 1)[1]
+            for snap in db.collection("backgroundJobs_rateTokens").stream()
+        ]
         first = min(starts).timestamp()
         lo, hi = math.floor(first + SKIP), math.floor(first + SKIP) + int(seconds)
         per_second = Counter(math.floor(s.timestamp()) for s in starts)
@@ -107,7 +134,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--unlimited", type=int, default=3000, help="jobs of the unlimited comparison (0: skip it)")
+    parser.add_argument(
+        "--unlimited", type=int, default=3000, help="jobs of the unlimited comparison (0: skip it)"
+    )
     args = parser.parse_args()
     log(f"rate-limited: {args.workers} workers against {RATE}/s for {args.seconds:g}s")
     rated = rated_cell(args.workers, args.seconds, args.concurrency)
@@ -118,10 +147,13 @@ def main() -> None:
         plain.pop("operations", None)
         print(json.dumps({"unlimited": plain}))
         print(
-            f"\n{args.workers} workers, limit {RATE}/s, {args.seconds:g}s: {rated['rate_per_s']}/s ({rated['of_limit']:.1%} of the limit), "
-            f"per second min {rated['min_s']} / p10 {rated['p10_s']} / median {rated['median_s']} / max {rated['max_s']} (startedAt), "
+            f"\n{args.workers} workers, limit {RATE}/s, {args.seconds:g}s: "
+            f"{rated['rate_per_s']}/s ({rated['of_limit']:.1%} of the limit), "
+            f"per second min {rated['min_s']} / p10 {rated['p10_s']} / median "
+            f"{rated['median_s']} / max {rated['max_s']} (startedAt), "
             f"at most {rated['max_per_token_window']} tokens a window\n"
-            f"per job: rated {rated['reads_per_job']} reads, {rated['writes_per_job']} writes ({rated['refused_token_creates_per_job']} refused token creates); "
+            f"per job: rated {rated['reads_per_job']} reads, {rated['writes_per_job']} writes "
+            f"({rated['refused_token_creates_per_job']} refused token creates); "
             f"unlimited {plain['reads_per_job']} reads, {plain['writes_per_job']} writes"
         )
 

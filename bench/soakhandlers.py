@@ -1,4 +1,5 @@
-"""Handlers the soak's workers load (`--handlers bench.soakhandlers`): quick, failing, retried, all kept briefly."""
+"""Handlers the soak's workers load (`--handlers bench.soakhandlers`): quick, failing, retried, all
+kept briefly."""
 
 from __future__ import annotations
 

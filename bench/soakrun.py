@@ -68,9 +68,18 @@ class Soak:
 
     def run(self) -> dict[str, Any]:
         with emulator.running(project=PROJECT) as emu:
-            env = {**os.environ, "FIRESTORE_EMULATOR_HOST": emu.address, "GOOGLE_CLOUD_PROJECT": PROJECT, "PYTHONPATH": str(ROOT), "JOBS_HANDLERS": "bench.soakhandlers", "JOBS_CLEANUP_CRON": "* * * * *"}
+            env = {
+                **os.environ,
+                "FIRESTORE_EMULATOR_HOST": emu.address,
+                "GOOGLE_CLOUD_PROJECT": PROJECT,
+                "PYTHONPATH": str(ROOT),
+                "JOBS_HANDLERS": "bench.soakhandlers",
+                "JOBS_CLEANUP_CRON": "* * * * *",
+            }
             folder = Path(tempfile.mkdtemp(prefix="jobs-soak-"))
-            settings = Settings(project=PROJECT, handlers=("bench.soakhandlers",), cleanup_cron="* * * * *")
+            settings = Settings(
+                project=PROJECT, handlers=("bench.soakhandlers",), cleanup_cron="* * * * *"
+            )
             app = App(settings)
             schedules = app.schedules
             schedules.create("soak_ok", "* * * * *", schedule_id="soak-every-minute")
@@ -81,7 +90,13 @@ class Soak:
                 starts += 1
                 log = folder / f"worker-{starts}.log"
                 handle = open(log, "wb")  # noqa: SIM115 - the process writes it
-                process = subprocess.Popen([sys.executable, "-m", "jobs_lib", "worker", "--concurrency", "8"], env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "jobs_lib", "worker", "--concurrency", "8"],
+                    env=env,
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                )
                 return Worker(process, log)
 
             steady, restarted = spawn(), spawn()
@@ -129,15 +144,30 @@ class Soak:
                 if now >= next_window:
                     figures = proc_figures(steady.process.pid)
                     first_figures = first_figures or figures
-                    self.windows.append({"window": len(self.windows) + 1, "jobs": len(window_ids), "documents": self._documents(app), "rssMb": round(figures[0], 1), "threads": figures[1]})
+                    self.windows.append(
+                        {
+                            "window": len(self.windows) + 1,
+                            "jobs": len(window_ids),
+                            "documents": self._documents(app),
+                            "rssMb": round(figures[0], 1),
+                            "threads": figures[1],
+                        }
+                    )
                     window_ids = []
                     next_window = now + self.window
-                time.sleep(max(0.0, min(next_job, next_restart, next_window, next_look) - time.monotonic()))
-            # Let the last jobs finish, and the cleanup come round (it runs every minute) and delete some.
+                time.sleep(
+                    max(0.0, min(next_job, next_restart, next_window, next_look) - time.monotonic())
+                )
+            # Let the last jobs finish, and the cleanup come round (it runs every minute) and delete
+            # some.
             deadline = time.monotonic() + 100
             while time.monotonic() < deadline:
                 self._observe(app, created, last_seen)
-                open_jobs = [i for i, (status, _e) in last_seen.items() if status in ("pending", "in_progress")]
+                open_jobs = [
+                    i
+                    for i, (status, _e) in last_seen.items()
+                    if status in ("pending", "in_progress")
+                ]
                 if not open_jobs and len(app.store.get_many(list(created))) < len(created):
                     break
                 time.sleep(1)
@@ -148,7 +178,15 @@ class Soak:
                 worker.process.send_signal(signal.SIGTERM)
                 worker.process.wait(60)
             latencies = self._latencies(all_logs)
-            result = self._verdict(app, created, last_seen, first_figures or end_figures, end_figures, latencies, starts)
+            result = self._verdict(
+                app,
+                created,
+                last_seen,
+                first_figures or end_figures,
+                end_figures,
+                latencies,
+                starts,
+            )
             functions.close()
             app.close()
             return result
@@ -156,15 +194,24 @@ class Soak:
     def _documents(self, app: App) -> int:
         return sum(app.store.count_by_status().values())
 
-    def _observe(self, app: App, created: dict[str, float], last_seen: dict[str, tuple[str, Any]]) -> None:
+    def _observe(
+        self, app: App, created: dict[str, float], last_seen: dict[str, tuple[str, Any]]
+    ) -> None:
         """Note the state and expireAt of each job not yet seen finished (a small set: the work in
         flight), every few seconds, well within the 20 s retention: a job deleted later was seen
         finished first, or the check reports it."""
-        ids = [i for i in created if last_seen.get(i, ("?", None))[0] not in ("completed", "failed", "cancelled")]
+        ids = [
+            i
+            for i in created
+            if last_seen.get(i, ("?", None))[0] not in ("completed", "failed", "cancelled")
+        ]
         for start in range(0, len(ids), 300):
             found = app.store.get_many(ids[start : start + 300])
             for job_id, job in found.items():
-                last_seen[job_id] = (job.status.value if job.status else "?", job.raw.get("expireAt"))
+                last_seen[job_id] = (
+                    job.status.value if job.status else "?",
+                    job.raw.get("expireAt"),
+                )
 
     def _latencies(self, logs: list[Path]) -> list[tuple[float, float]]:
         """(log time, queueMs) of every claim."""
@@ -177,11 +224,29 @@ class Soak:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                if entry.get("event") == "job_claimed" and isinstance(entry.get("queueMs"), int | float):
-                    out.append((datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).timestamp(), float(entry["queueMs"])))
+                if entry.get("event") == "job_claimed" and isinstance(
+                    entry.get("queueMs"), int | float
+                ):
+                    out.append(
+                        (
+                            datetime.fromisoformat(
+                                entry["time"].replace("Z", "+00:00")
+                            ).timestamp(),
+                            float(entry["queueMs"]),
+                        )
+                    )
         return sorted(out)
 
-    def _verdict(self, app: App, created: dict[str, float], last_seen: dict[str, tuple[str, Any]], first: tuple[float, int], end: tuple[float, int], latencies: list[tuple[float, float]], starts: int) -> dict[str, Any]:
+    def _verdict(
+        self,
+        app: App,
+        created: dict[str, float],
+        last_seen: dict[str, tuple[str, Any]],
+        first: tuple[float, int],
+        end: tuple[float, int],
+        latencies: list[tuple[float, float]],
+        starts: int,
+    ) -> dict[str, Any]:
         now = app.store.now()
         present = app.store.get_many(list(created))
         deleted = [i for i in created if i not in present]
@@ -191,9 +256,15 @@ class Soak:
                 self.problems.append(f"job {job_id} was deleted while {status}")
             elif expire_at is None or expire_at > now:
                 self.problems.append(f"job {job_id} was deleted before its expireAt {expire_at}")
-        unfinished = [i for i, job in present.items() if job.status is None or not job.status.finished]
-        cleanups = app.store.run_query(app.store.collection.where(filter=FieldFilter("type", "==", "jobs.cleanup")), "soak")
-        too_big = [j.id for j in cleanups if isinstance(j.result, int) and j.result > BATCH * MAX_BATCHES]
+        unfinished = [
+            i for i, job in present.items() if job.status is None or not job.status.finished
+        ]
+        cleanups = app.store.run_query(
+            app.store.collection.where(filter=FieldFilter("type", "==", "jobs.cleanup")), "soak"
+        )
+        too_big = [
+            j.id for j in cleanups if isinstance(j.result, int) and j.result > BATCH * MAX_BATCHES
+        ]
         overdue = len(app.store.expired_finished(now - timedelta(minutes=2), 5000))
         origin = latencies[0][0] if latencies else 0
         per_window: dict[int, list[float]] = {}
@@ -202,13 +273,23 @@ class Soak:
         for row in self.windows:
             values = sorted(per_window.get(row["window"] - 1, []))
             row["p50 queue ms"] = round(statistics.median(values), 1) if values else None
-            row["p95 queue ms"] = round(values[int(0.95 * (len(values) - 1))], 1) if values else None
+            row["p95 queue ms"] = (
+                round(values[int(0.95 * (len(values) - 1))], 1) if values else None
+            )
         return {
-            "seconds": self.seconds, "jobs": len(created), "deleted by cleanup": len(deleted), "unfinished": len(unfinished),
-            "worker starts": starts, "steady worker RSS MB start/end": [round(first[0], 1), round(end[0], 1)],
-            "steady worker threads start/end": [first[1], end[1]], "documents at the end": self._documents(app),
-            "cleanup runs": len(cleanups), "cleanup runs over their batch": len(too_big), "finished and expired over 2 min ago, not yet deleted": overdue,
-            "problems": self.problems, "windows": self.windows,
+            "seconds": self.seconds,
+            "jobs": len(created),
+            "deleted by cleanup": len(deleted),
+            "unfinished": len(unfinished),
+            "worker starts": starts,
+            "steady worker RSS MB start/end": [round(first[0], 1), round(end[0], 1)],
+            "steady worker threads start/end": [first[1], end[1]],
+            "documents at the end": self._documents(app),
+            "cleanup runs": len(cleanups),
+            "cleanup runs over their batch": len(too_big),
+            "finished and expired over 2 min ago, not yet deleted": overdue,
+            "problems": self.problems,
+            "windows": self.windows,
         }
 
 

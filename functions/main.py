@@ -4,18 +4,17 @@ Two declarations of the same three functions share one `jobs`:
 
 * functions-framework targets `on_job_created`, `tick`, `api`: what `jobs dev`, the tests and
   `gcloud functions deploy` (the commands `jobs deploy` prints) serve;
-* firebase-functions SDK declarations `jobs_created`, `jobs_tick`, `jobs_api`: what the Firebase
-  CLI discovers, runs in its emulator (`jobs dev --firebase`) and deploys (`jobs deploy --firebase`).
+* firebase-functions SDK declarations `jobs_created`, `jobs_tick`, `jobs_api`: what the Firebase CLI
+  discovers, runs in its emulator (`jobs dev --firebase`) and deploys (`jobs deploy --firebase`).
 
-They are two sets, not one, because the SDK decodes the created-event into a DocumentSnapshot
-itself (with a Firestore client of its own per event), its scheduled wrapper drops the tick's
-summary, and importing it costs about 0.3 s of cold start; so the SDK is imported only when this
-process may serve one of its targets (`jobs_lib.deploy.firebase.sdk_wanted`). Each function parses its
-trigger, calls one library function and maps the outcome to a response; this is the only place
-with a catch-all, so that no unexpected error turns into endless redelivery (the tick picks up
-whatever was left). `jobs` holds the instance's jobs_lib, built from the environment on the first
-call, not at import.
-"""
+They are two sets, not one, because the SDK decodes the created-event into a DocumentSnapshot itself
+(with a Firestore client of its own per event), its scheduled wrapper drops the tick's summary, and
+importing it costs about 0.3 s of cold start; so the SDK is imported only when this process may
+serve one of its targets (`jobs_lib.deploy.firebase.sdk_wanted`). Each function parses its trigger,
+calls one library function and maps the outcome to a response; this is the only place with a
+catch-all, so that no unexpected error turns into endless redelivery (the tick picks up whatever was
+left). `jobs` holds the instance's jobs_lib, built from the environment on the first call, not at
+import."""
 
 from __future__ import annotations
 
@@ -60,7 +59,9 @@ def api(request: Any) -> Any:
         return jobs.api(request)
     except Exception:  # the API answers every request itself; this is start-up failing
         log.exception("api failed to start")
-        return {"error": {"code": 500, "status": "INTERNAL", "message": "internal error", "details": []}}, 500
+        return {
+            "error": {"code": 500, "status": "INTERNAL", "message": "internal error", "details": []}
+        }, 500
 
 
 _settings = Settings.from_env()
@@ -69,7 +70,9 @@ if sdk_wanted(_settings):
 
     declared = declarations(_settings)
 
-    @firestore_fn.on_document_created(**{**declared.created, "memory": options.MemoryOption(declared.created["memory"])})
+    @firestore_fn.on_document_created(
+        **{**declared.created, "memory": options.MemoryOption(declared.created["memory"])}
+    )
     def jobs_created(event: Any) -> None:
         """The Firebase declaration of on_job_created (retry is off: the tick is the safety net)."""
         try:
@@ -79,12 +82,19 @@ if sdk_wanted(_settings):
 
     def _scheduled_tick(name: str, sweeper: int | None) -> Any:
         def scheduled(event: Any) -> None:
-            """The Firebase declaration of tick (its summary goes to the log: the SDK answers Cloud Scheduler itself)."""
+            """The Firebase declaration of tick (its summary goes to the log: the SDK answers Cloud
+            Scheduler itself)."""
             jobs.tick(schedule_time=event.schedule_time, sweeper=sweeper)
 
         # The SDK names the deployed function (and its entry point) after the function it wraps.
         scheduled.__name__ = scheduled.__qualname__ = name
-        return scheduler_fn.on_schedule(**{**declared.tick, "memory": options.MemoryOption(declared.tick["memory"]), "timezone": scheduler_fn.Timezone(declared.tick["timezone"])})(scheduled)
+        return scheduler_fn.on_schedule(
+            **{
+                **declared.tick,
+                "memory": options.MemoryOption(declared.tick["memory"]),
+                "timezone": scheduler_fn.Timezone(declared.tick["timezone"]),
+            }
+        )(scheduled)
 
     # One scheduled function per tick sweeper (JOBS_TICK_SWEEPERS): jobs_tick is sweeper 0 (all
     # lanes when there is one sweeper), jobs_tick_1 ... the others. The SDK has no request body to

@@ -44,7 +44,11 @@ def load_handler_modules(modules: str | Iterable[str] | None) -> list[str]:
     `modules` is a comma-separated string or a list (`Settings.handlers`). The
     built-in handlers are registered by importing this module.
     """
-    names = [m.strip() for m in ((modules or "").split(",") if isinstance(modules, str | None) else modules) if m.strip()]
+    names = [
+        m.strip()
+        for m in ((modules or "").split(",") if isinstance(modules, str | None) else modules)
+        if m.strip()
+    ]
     for name in names:
         try:
             importlib.import_module(name)
@@ -86,7 +90,8 @@ class App:
 
     @classmethod
     def from_env(cls, **settings: Any) -> App:
-        """An app from the environment's settings (`Settings.from_env`), with `settings` overriding."""
+        """An app from the environment's settings (`Settings.from_env`), with `settings`
+        overriding."""
         return cls(Settings.from_env(**settings))
 
     # -- the parts, built once ----------------------------------------------------------
@@ -129,7 +134,14 @@ class App:
 
         with self._lock:
             if self._scheduler is None:
-                self._scheduler = Scheduler(self.store.schedules, self.store, self.registry, holder=self.holder, system_schedules=self.system_schedules(), telemetry=self.telemetry)
+                self._scheduler = Scheduler(
+                    self.store.schedules,
+                    self.store,
+                    self.registry,
+                    holder=self.holder,
+                    system_schedules=self.system_schedules(),
+                    telemetry=self.telemetry,
+                )
             return self._scheduler
 
     @property
@@ -147,11 +159,17 @@ class App:
         return ScheduleClient(store=self.store.schedules, registry=self.registry, jobs=self.client)
 
     def worker(self, *, engine: Engine | None = None, **options: Any) -> Worker:
-        """A worker on the app's engine (or `engine`) and schedule firer; `options` as for `Worker`."""
+        """A worker on the app's engine (or `engine`) and schedule firer; `options` as for
+        `Worker`."""
         from jobs_lib.worker import Worker
 
         schedules = options.pop("schedules", True)
-        return Worker(engine or self.engine, schedules=schedules, scheduler=self.scheduler if schedules else None, **options)
+        return Worker(
+            engine or self.engine,
+            schedules=schedules,
+            scheduler=self.scheduler if schedules else None,
+            **options,
+        )
 
     def api(self) -> JobsApi:
         """The REST API over this app (its dependencies are imported only when first asked for)."""
@@ -159,7 +177,12 @@ class App:
 
         with self._lock:
             if self._api is None:
-                self._api = JobsApi(self.client, schedules=self.schedules, create_limit=self.settings.api_create_limit, create_window=self.settings.api_create_window)
+                self._api = JobsApi(
+                    self.client,
+                    schedules=self.schedules,
+                    create_limit=self.settings.api_create_limit,
+                    create_window=self.settings.api_create_window,
+                )
             return self._api
 
     def close(self) -> None:

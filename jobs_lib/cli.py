@@ -18,11 +18,20 @@ from jobs_lib.config import Settings
 from jobs_lib.errors import JobsError
 from jobs_lib.model.job import Job
 
-app = typer.Typer(help="jobs_lib: a Firestore-native background job runner.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="jobs_lib: a Firestore-native background job runner.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 console = Console()
 
-ProjectOpt = Annotated[str | None, typer.Option("--project", help="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT).")]
-CollectionOpt = Annotated[str | None, typer.Option("--collection", help="Jobs collection (default: backgroundJobs).")]
+ProjectOpt = Annotated[
+    str | None,
+    typer.Option("--project", help="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT)."),
+]
+CollectionOpt = Annotated[
+    str | None, typer.Option("--collection", help="Jobs collection (default: backgroundJobs).")
+]
 
 
 def _settings(project: str | None, collection: str | None, **extra: Any) -> Settings:
@@ -38,20 +47,39 @@ def _client(project: str | None, collection: str | None) -> Any:
 def job_dict(job: Job) -> dict[str, Any]:
     """A job as JSON-friendly fields (the command line and the demo print this)."""
     data = {"id": job.id, **job.raw}
-    converted: dict[str, Any] = json.loads(json.dumps(data, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
+    converted: dict[str, Any] = json.loads(
+        json.dumps(data, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v))
+    )
     return converted
 
 
 @app.command()
 def worker(
-    handlers: Annotated[str | None, typer.Option("--handlers", help="Comma-separated modules that register handlers (default: $JOBS_HANDLERS).")] = None,
+    handlers: Annotated[
+        str | None,
+        typer.Option(
+            "--handlers",
+            help="Comma-separated modules that register handlers (default: $JOBS_HANDLERS).",
+        ),
+    ] = None,
     concurrency: Annotated[int, typer.Option(help="Jobs run at once by this process.")] = 10,
     poll_interval: Annotated[float, typer.Option(help="Seconds between polls when idle.")] = 0.25,
-    lease: Annotated[float | None, typer.Option(help="Lease seconds (renewed while a job runs).")] = None,
-    grace: Annotated[float, typer.Option(help="Seconds running jobs get to finish on SIGTERM.")] = 30.0,
+    lease: Annotated[
+        float | None, typer.Option(help="Lease seconds (renewed while a job runs).")
+    ] = None,
+    grace: Annotated[
+        float, typer.Option(help="Seconds running jobs get to finish on SIGTERM.")
+    ] = 30.0,
     burst: Annotated[bool, typer.Option(help="Run what is due, then exit.")] = False,
-    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics at /metrics on this port (needs the telemetry extra).")] = None,
-    health_port: Annotated[int | None, typer.Option(help="Serve /healthz and /readyz on this port.")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics at /metrics on this port (needs the telemetry extra)."
+        ),
+    ] = None,
+    health_port: Annotated[
+        int | None, typer.Option(help="Serve /healthz and /readyz on this port.")
+    ] = None,
     project: ProjectOpt = None,
     collection: CollectionOpt = None,
 ) -> None:
@@ -59,21 +87,48 @@ def worker(
     from jobs_lib.app import App
     from jobs_lib.observability import logs
 
-    settings = _settings(project, collection, lease_seconds=lease, handlers=handlers, metrics_port=metrics_port, health_port=health_port)
+    settings = _settings(
+        project,
+        collection,
+        lease_seconds=lease,
+        handlers=handlers,
+        metrics_port=metrics_port,
+        health_port=health_port,
+    )
     logs.configure(settings.log_level, project=settings.project)
-    if settings.metrics_port or settings.metrics_exporter != "none" or settings.traces_exporter != "none":
+    if (
+        settings.metrics_port
+        or settings.metrics_exporter != "none"
+        or settings.traces_exporter != "none"
+    ):
         from jobs_lib.observability.export import enable
 
-        exporting = enable(metrics_exporter=settings.metrics_exporter, traces_exporter=settings.traces_exporter, metrics_port=settings.metrics_port, project=settings.project, service="jobs_lib-worker")
+        exporting = enable(
+            metrics_exporter=settings.metrics_exporter,
+            traces_exporter=settings.traces_exporter,
+            metrics_port=settings.metrics_port,
+            project=settings.project,
+            service="jobs_lib-worker",
+        )
         if exporting.metrics_port:
-            logs.event(logging.getLogger("jobs_lib.worker"), "metrics_serving", f"Prometheus metrics at http://0.0.0.0:{exporting.metrics_port}/metrics")
+            logs.event(
+                logging.getLogger("jobs_lib.worker"),
+                "metrics_serving",
+                f"Prometheus metrics at http://0.0.0.0:{exporting.metrics_port}/metrics",
+            )
     app = App(settings)
-    runner = app.worker(concurrency=concurrency, poll_interval=poll_interval, grace=grace, burst=burst)
+    runner = app.worker(
+        concurrency=concurrency, poll_interval=poll_interval, grace=grace, burst=burst
+    )
     health = None
     if settings.health_port:
         from jobs_lib.observability.health import HealthServer
 
-        health = HealthServer(settings.health_port, loop_turned=lambda: runner.last_loop, firestore_answered=lambda: app.connection.last_answer).start()
+        health = HealthServer(
+            settings.health_port,
+            loop_turned=lambda: runner.last_loop,
+            firestore_answered=lambda: app.connection.last_answer,
+        ).start()
     runner.install_signal_handlers()
     try:
         runner.run()
@@ -84,12 +139,18 @@ def worker(
 
 @app.command()
 def enqueue(
-    job_type: Annotated[str, typer.Argument(metavar="TYPE", help="The job type, e.g. process_notifications.")],
+    job_type: Annotated[
+        str, typer.Argument(metavar="TYPE", help="The job type, e.g. process_notifications.")
+    ],
     metadata: Annotated[str, typer.Option(help="The job's metadata as a JSON object.")] = "{}",
     delay: Annotated[float, typer.Option(help="Seconds from now before it may run.")] = 0.0,
     priority: Annotated[int, typer.Option(help="Higher runs first among due jobs.")] = 0,
-    max_attempts: Annotated[int | None, typer.Option(help="Attempts before it fails for good.")] = None,
-    key: Annotated[str | None, typer.Option(help="Idempotency key: the same key gives the same job.")] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option(help="Attempts before it fails for good.")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Idempotency key: the same key gives the same job.")
+    ] = None,
     project: ProjectOpt = None,
     collection: CollectionOpt = None,
 ) -> None:
@@ -99,7 +160,9 @@ def enqueue(
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"--metadata is not JSON: {exc}") from None
     when = datetime.now(UTC) + timedelta(seconds=delay) if delay else None
-    job = _client(project, collection).enqueue(job_type, data, scheduled_for=when, priority=priority, max_attempts=max_attempts, key=key)
+    job = _client(project, collection).enqueue(
+        job_type, data, scheduled_for=when, priority=priority, max_attempts=max_attempts, key=key
+    )
     console.print_json(data=job_dict(job))
 
 
@@ -118,12 +181,17 @@ def cancel(job_id: str, project: ProjectOpt = None, collection: CollectionOpt = 
 @app.command()
 def retry(
     job_id: Annotated[str | None, typer.Argument(help="The job to retry.")] = None,
-    failed: Annotated[bool, typer.Option("--failed", help="Retry every failed job (the dead letters) instead.")] = False,
-    job_type: Annotated[str | None, typer.Option("--type", help="With --failed: only jobs of this type.")] = None,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Retry every failed job (the dead letters) instead.")
+    ] = False,
+    job_type: Annotated[
+        str | None, typer.Option("--type", help="With --failed: only jobs of this type.")
+    ] = None,
     project: ProjectOpt = None,
     collection: CollectionOpt = None,
 ) -> None:
-    """Send a failed or cancelled job back to pending, or with --failed every failed job (of a --type)."""
+    """Send a failed or cancelled job back to pending, or with --failed every failed job (of a
+    --type)."""
     client = _client(project, collection)
     if failed:
         ids = client.retry_failed(job_type)
@@ -135,7 +203,11 @@ def retry(
 
 
 @app.command()
-def pause(job_type: Annotated[str, typer.Argument(metavar="TYPE")], project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
+def pause(
+    job_type: Annotated[str, typer.Argument(metavar="TYPE")],
+    project: ProjectOpt = None,
+    collection: CollectionOpt = None,
+) -> None:
     """Pause a job type: its pending jobs wait until it is resumed."""
     client = _client(project, collection)
     client.pause(job_type)
@@ -143,7 +215,11 @@ def pause(job_type: Annotated[str, typer.Argument(metavar="TYPE")], project: Pro
 
 
 @app.command()
-def resume(job_type: Annotated[str, typer.Argument(metavar="TYPE")], project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
+def resume(
+    job_type: Annotated[str, typer.Argument(metavar="TYPE")],
+    project: ProjectOpt = None,
+    collection: CollectionOpt = None,
+) -> None:
     """Resume a paused job type."""
     client = _client(project, collection)
     client.resume(job_type)
@@ -159,7 +235,9 @@ def list_jobs(
     collection: CollectionOpt = None,
 ) -> None:
     """List jobs in a table."""
-    jobs = _client(project, collection).store.list_jobs(status=status, job_type=job_type, limit=limit)
+    jobs = _client(project, collection).store.list_jobs(
+        status=status, job_type=job_type, limit=limit
+    )
     console.print(jobs_table(jobs))
 
 
@@ -179,15 +257,33 @@ def stats(project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
         console.print(f"paused: {', '.join(sorted(paused))}")
     if breakers:
         now = store.now()
-        open_table = Table("type", "circuit breaker", "open until", "failures in a row", "last error", title="circuit breakers")
+        open_table = Table(
+            "type",
+            "circuit breaker",
+            "open until",
+            "failures in a row",
+            "last error",
+            title="circuit breakers",
+        )
         for job_type, entry in sorted(breakers.items()):
             view = breaker_view(entry, now) or {}
-            open_table.add_row(job_type, str(view.get("state")), str(view.get("openUntil")), str(view.get("failures")), str(view.get("lastError") or "")[:80])
+            open_table.add_row(
+                job_type,
+                str(view.get("state")),
+                str(view.get("openUntil")),
+                str(view.get("failures")),
+                str(view.get("lastError") or "")[:80],
+            )
         console.print(open_table)
 
 
 @app.command()
-def watch(job_id: str, timeout: float = 300.0, project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
+def watch(
+    job_id: str,
+    timeout: float = 300.0,
+    project: ProjectOpt = None,
+    collection: CollectionOpt = None,
+) -> None:
     """Follow a job's status and progress until it finishes."""
     client = _client(project, collection)
     deadline = time.monotonic() + timeout
@@ -195,7 +291,10 @@ def watch(job_id: str, timeout: float = 300.0, project: ProjectOpt = None, colle
     while time.monotonic() < deadline:
         job = client.get(job_id)
         progress = job.progress or {}
-        line = f"{job.status.value if job.status else '?'} {progress.get('percent', '')} {progress.get('message', '')}".strip()
+        line = (
+            f"{job.status.value if job.status else '?'} {progress.get('percent', '')} "
+            f"{progress.get('message', '')}"
+        ).strip()
         if line != last:
             console.print(line)
             last = line
@@ -208,10 +307,22 @@ def watch(job_id: str, timeout: float = 300.0, project: ProjectOpt = None, colle
 
 @app.command(name="console")
 def console_command(
-    port: Annotated[int, typer.Option(help="Port to serve the console (and the REST API) on.")] = 8090,
+    port: Annotated[
+        int, typer.Option(help="Port to serve the console (and the REST API) on.")
+    ] = 8090,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    dev: Annotated[bool, typer.Option("--dev", help="Sign in with emulator tokens as ready-made dev users (emulators only).")] = False,
-    handlers: Annotated[str | None, typer.Option("--handlers", help="Modules that register handlers (default: $JOBS_HANDLERS).")] = None,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev", help="Sign in with emulator tokens as ready-made dev users (emulators only)."
+        ),
+    ] = False,
+    handlers: Annotated[
+        str | None,
+        typer.Option(
+            "--handlers", help="Modules that register handlers (default: $JOBS_HANDLERS)."
+        ),
+    ] = None,
     project: ProjectOpt = None,
 ) -> None:
     """Serve the operators' console and the REST API on a local port; print its URL."""
@@ -228,14 +339,22 @@ def console_command(
     with contextlib.ExitStack() as stack:
         if dev:
             if not settings.project.startswith("demo-"):
-                raise typer.BadParameter("--dev signs in with unsigned emulator tokens: use it only with a demo- project on the emulators")
+                raise typer.BadParameter(
+                    "--dev signs in with unsigned emulator tokens: use it only with a demo- "
+                    "project on the emulators"
+                )
             host_value = settings.auth_emulator_host or "127.0.0.1:9099"
             settings = settings.with_(console_auth="emulator-tokens", auth_emulator_host=host_value)
-            stack.enter_context(exported(FIREBASE_AUTH_EMULATOR_HOST=host_value))  # firebase-admin then accepts emulator tokens
+            stack.enter_context(
+                exported(FIREBASE_AUTH_EMULATOR_HOST=host_value)
+            )  # firebase-admin then accepts emulator tokens
         server = ConsoleServer(App(settings).api(), host=host, port=port).start()
         console.print(f"[bold green]jobs console[/] at {server.url}", highlight=False)
         if dev:
-            console.print("  sign in as: " + ", ".join(u["label"] for u in DEV_USERS) + " (emulator tokens)", highlight=False)
+            console.print(
+                "  sign in as: " + ", ".join(u["label"] for u in DEV_USERS) + " (emulator tokens)",
+                highlight=False,
+            )
         stopping = threading.Event()
         import signal as signal_mod
 
@@ -250,7 +369,13 @@ def console_command(
 
 @app.command()
 def settings(
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print the table of every setting (docs/reference/settings.md) instead.")] = False,
+    markdown: Annotated[
+        bool,
+        typer.Option(
+            "--markdown",
+            help="Print the table of every setting (docs/reference/settings.md) instead.",
+        ),
+    ] = False,
 ) -> None:
     """Show every setting: its variable, the value in effect here, and its default."""
     from jobs_lib.config import SECRET_SETTINGS, documented, settings_table
@@ -262,15 +387,32 @@ def settings(
     table = Table("variable", "setting", "value here", "default")
     for item in documented():
         value = getattr(current, item.name)
-        table.add_row(item.env, item.name, "********" if item.name in SECRET_SETTINGS and value else str(value), str(item.default))
+        table.add_row(
+            item.env,
+            item.name,
+            "********" if item.name in SECRET_SETTINGS and value else str(value),
+            str(item.default),
+        )
     console.print(table)
 
 
 @app.command(name="types")
 def types_command(
-    handlers: Annotated[str | None, typer.Option("--handlers", help="Modules that register handlers (default: $JOBS_HANDLERS).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Write the TypeScript here (default: print it).")] = None,
-    check: Annotated[bool, typer.Option("--check", help="Exit 1, changing nothing, when --out is not what would be written.")] = False,
+    handlers: Annotated[
+        str | None,
+        typer.Option(
+            "--handlers", help="Modules that register handlers (default: $JOBS_HANDLERS)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the TypeScript here (default: print it).")
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Exit 1, changing nothing, when --out is not what would be written."
+        ),
+    ] = False,
 ) -> None:
     """TypeScript declarations of the handlers' input models for the web client (jobs-lib-web):
     `enqueueJob(db, "resize_image", {...})` is then checked by tsc against the pydantic model."""
@@ -278,7 +420,9 @@ def types_command(
     from jobs_lib.app import load_handler_modules
     from jobs_lib.registry import default_registry
 
-    load_handler_modules(handlers if handlers is not None else ",".join(Settings.from_env().handlers))
+    load_handler_modules(
+        handlers if handlers is not None else ",".join(Settings.from_env().handlers)
+    )
     try:
         text = typescript(default_registry)
     except JobsError as exc:
@@ -299,9 +443,15 @@ def types_command(
 @app.command()
 def demo(
     jobs: Annotated[int, typer.Option(help="How many process_notifications jobs to create.")] = 20,
-    stay: Annotated[bool, typer.Option("--stay", help="Keep the stack and its console up after the results (Ctrl-C stops it).")] = False,
+    stay: Annotated[
+        bool,
+        typer.Option(
+            "--stay", help="Keep the stack and its console up after the results (Ctrl-C stops it)."
+        ),
+    ] = False,
 ) -> None:
-    """Start the local stack (emulator, functions, scheduler), send real jobs through it, print the results."""
+    """Start the local stack (emulator, functions, scheduler), send real jobs through it, print the
+    results."""
     from jobs_lib.devstack.demo import run_demo
 
     raise typer.Exit(run_demo(console, jobs=jobs, stay=stay))
@@ -309,13 +459,32 @@ def demo(
 
 @app.command()
 def dev(
-    handlers: Annotated[str | None, typer.Option("--handlers", help="Modules that register handlers (default: $JOBS_HANDLERS).")] = None,
-    tick_interval: Annotated[float, typer.Option(help="Seconds between scheduler ticks (Cloud Scheduler: 60).")] = 60.0,
-    project: Annotated[str, typer.Option(help="A demo- project id for the emulator.")] = "demo-jobs",
-    console_port: Annotated[int, typer.Option(help="Port of the operators' console (0: any free port).")] = 8090,
-    firebase_cli: Annotated[bool, typer.Option("--firebase", help="Run the Firebase CLI's emulators (firebase emulators:start on firebase.json) and tick them.")] = False,
+    handlers: Annotated[
+        str | None,
+        typer.Option(
+            "--handlers", help="Modules that register handlers (default: $JOBS_HANDLERS)."
+        ),
+    ] = None,
+    tick_interval: Annotated[
+        float, typer.Option(help="Seconds between scheduler ticks (Cloud Scheduler: 60).")
+    ] = 60.0,
+    project: Annotated[
+        str, typer.Option(help="A demo- project id for the emulator.")
+    ] = "demo-jobs",
+    console_port: Annotated[
+        int, typer.Option(help="Port of the operators' console (0: any free port).")
+    ] = 8090,
+    firebase_cli: Annotated[
+        bool,
+        typer.Option(
+            "--firebase",
+            help="Run the Firebase CLI's emulators (firebase emulators:start on firebase.json) "
+            "and tick them.",
+        ),
+    ] = False,
 ) -> None:
-    """Run the whole stack locally: emulator, functions with real trigger delivery, scheduler ticks, the console. Ctrl-C stops it."""
+    """Run the whole stack locally: emulator, functions with real trigger delivery, scheduler ticks,
+    the console. Ctrl-C stops it."""
     import signal as signal_mod
 
     from jobs_lib.devstack.dev import DevStack
@@ -327,35 +496,72 @@ def dev(
     if firebase_cli:
         from jobs_lib.devstack.firebase_dev import FirebaseStack
 
-        stack = FirebaseStack(project=project, handlers=",".join(settings.handlers), tick_interval=tick_interval, console_port=console_port)
+        stack = FirebaseStack(
+            project=project,
+            handlers=",".join(settings.handlers),
+            tick_interval=tick_interval,
+            console_port=console_port,
+        )
     else:
-        stack = DevStack(project=project, handlers=",".join(settings.handlers), tick_interval=tick_interval, console_port=console_port)
+        stack = DevStack(
+            project=project,
+            handlers=",".join(settings.handlers),
+            tick_interval=tick_interval,
+            console_port=console_port,
+        )
     stopping = threading.Event()
     signal_mod.signal(signal_mod.SIGTERM, lambda *_: stopping.set())
     with stack:
         console.print(f"[bold green]jobs dev is up[/] (logs in {stack.log_dir})")
         address = stack.emulator_address
-        console.print(f"  emulator          http://{address}  (export FIRESTORE_EMULATOR_HOST={address} GOOGLE_CLOUD_PROJECT={project})")
+        console.print(
+            f"  emulator          http://{address}  (export FIRESTORE_EMULATOR_HOST={address} "
+            f"GOOGLE_CLOUD_PROJECT={project})"
+        )
         if firebase_cli:
             from jobs_lib.devstack.firebase_dev import FirebaseStack
 
             assert isinstance(stack, FirebaseStack)
             for note in stack.notes:
                 console.print(f"  note              {note}", highlight=False)
-            console.print(f"  firebase          emulators:start ready in {stack.ready_seconds or 0:.1f}s (its log: {stack.cli_log})")
-            console.print(f"  functions         {stack.functions_url} (jobs_created on {settings.collection}/{{jobId}}, jobs_api at {stack.api_url})")
-            console.print(f"  tick              jobs_tick on functions-framework at {stack.hosts['jobs_tick'].url}, every {tick_interval:g}s (the Functions emulator does not fire schedules)")
+            console.print(
+                f"  firebase          emulators:start ready in {stack.ready_seconds or 0:.1f}s "
+                f"(its log: {stack.cli_log})"
+            )
+            console.print(
+                f"  functions         {stack.functions_url} (jobs_created on "
+                f"{settings.collection}/{{jobId}}, jobs_api at {stack.api_url})"
+            )
+            console.print(
+                f"  tick              jobs_tick on functions-framework at "
+                f"{stack.hosts['jobs_tick'].url}, every {tick_interval:g}s (the Functions "
+                f"emulator does not fire schedules)"
+            )
         else:
             for name, host in stack.hosts.items():
                 console.print(f"  function {name:<16} {host.url}")
-            console.print(f"  created-trigger   {settings.collection}/{{jobId}} -> dispatcher {stack.dispatcher.address if stack.dispatcher else '?'}")
+            console.print(
+                f"  created-trigger   {settings.collection}/{{jobId}} -> dispatcher "
+                f"{stack.dispatcher.address if stack.dispatcher else '?'}"
+            )
             console.print(f"  scheduler tick    every {tick_interval:g}s")
         if stack.console is not None:
             from jobs_lib.console import DEV_USERS
 
-            how = f"Firebase Auth emulator at {stack.auth.host}, password dev-password" if stack.auth else "emulator tokens"
-            console.print(f"  console           {stack.console.url}  (sign in as: {', '.join(u['label'] for u in DEV_USERS)}; {how})", highlight=False)
-        console.print("Try: jobs enqueue process_notifications --metadata '{\"targetUsers\": [\"u1\"]}'   (Ctrl-C stops everything)")
+            how = (
+                f"Firebase Auth emulator at {stack.auth.host}, password dev-password"
+                if stack.auth
+                else "emulator tokens"
+            )
+            console.print(
+                f"  console           {stack.console.url}  (sign in as: "
+                f"{', '.join(u['label'] for u in DEV_USERS)}; {how})",
+                highlight=False,
+            )
+        console.print(
+            'Try: jobs enqueue process_notifications --metadata \'{"targetUsers": ["u1"]}\'   '
+            "(Ctrl-C stops everything)"
+        )
         try:
             while not stopping.wait(0.5):
                 pass
@@ -367,14 +573,33 @@ def dev(
 @app.command()
 def deploy(
     project: Annotated[str, typer.Option(help="Your Google Cloud project id.")],
-    region: Annotated[str | None, typer.Option(help="Region for the functions and the scheduler (default: $JOBS_REGION, us-central1).")] = None,
-    trigger_location: Annotated[str | None, typer.Option(help="Location of the Firestore database (e.g. nam5); default: the region.")] = None,
-    service_account: Annotated[str | None, typer.Option(help="Service account the functions and the scheduler use.")] = None,
-    handlers: Annotated[str | None, typer.Option("--handlers", help="Modules that register handlers.")] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            help="Region for the functions and the scheduler (default: $JOBS_REGION, us-central1)."
+        ),
+    ] = None,
+    trigger_location: Annotated[
+        str | None,
+        typer.Option(help="Location of the Firestore database (e.g. nam5); default: the region."),
+    ] = None,
+    service_account: Annotated[
+        str | None, typer.Option(help="Service account the functions and the scheduler use.")
+    ] = None,
+    handlers: Annotated[
+        str | None, typer.Option("--handlers", help="Modules that register handlers.")
+    ] = None,
     tick_budget: Annotated[float, typer.Option(help="Seconds a tick may spend.")] = 50.0,
-    firebase_cli: Annotated[bool, typer.Option("--firebase", help="Print the Firebase CLI's commands (firebase deploy) instead of gcloud's.")] = False,
+    firebase_cli: Annotated[
+        bool,
+        typer.Option(
+            "--firebase",
+            help="Print the Firebase CLI's commands (firebase deploy) instead of gcloud's.",
+        ),
+    ] = False,
 ) -> None:
-    """Print the commands that deploy jobs_lib to a project (functions, trigger, scheduler, rules, indexes)."""
+    """Print the commands that deploy jobs_lib to a project (functions, trigger, scheduler, rules,
+    indexes)."""
     from jobs_lib.app import App
     from jobs_lib.deploy.commands import DeployPlan, commands, firebase_commands
 
@@ -385,7 +610,9 @@ def deploy(
         project=project,
         region=region,
         trigger_location=trigger_location or region,
-        service_account=service_account or settings.service_account or f"jobs-runner@{project}.iam.gserviceaccount.com",
+        service_account=service_account
+        or settings.service_account
+        or f"jobs-runner@{project}.iam.gserviceaccount.com",
         handlers=",".join(settings.handlers),
         collection=settings.collection,
         tick_budget=tick_budget,
@@ -403,9 +630,15 @@ def deploy(
 @app.command(name="functions-venv")
 def functions_venv_command(
     directory: Annotated[str, typer.Argument(help="The functions folder.")] = "functions",
-    with_tests: Annotated[bool, typer.Option(help="Also install pytest, to run the tests on the SDK's pinned dependencies.")] = False,
+    with_tests: Annotated[
+        bool,
+        typer.Option(
+            help="Also install pytest, to run the tests on the SDK's pinned dependencies."
+        ),
+    ] = False,
 ) -> None:
-    """Create functions/venv for the Firebase CLI: the runtime's Python (python312 -> python3.12), requirements.txt, this checkout."""
+    """Create functions/venv for the Firebase CLI: the runtime's Python (python312 ->
+    python3.12), requirements.txt, this checkout."""
     from pathlib import Path
 
     from jobs_lib.deploy.firebase import functions_venv
@@ -427,44 +660,68 @@ def functions_package(
     console.print(f"copied jobs_lib to {target}")
 
 
-monitoring_app = typer.Typer(help="Cloud Monitoring over the JSON log lines (no code changes needed).", no_args_is_help=True)
+monitoring_app = typer.Typer(
+    help="Cloud Monitoring over the JSON log lines (no code changes needed).", no_args_is_help=True
+)
 app.add_typer(monitoring_app, name="monitoring")
 
 
 @monitoring_app.command("setup")
-def monitoring_setup(project: Annotated[str, typer.Option(help="Your Google Cloud project id.")]) -> None:
-    """Print the commands that create log-based metrics and two alert policies (failure rate, queue lag)."""
+def monitoring_setup(
+    project: Annotated[str, typer.Option(help="Your Google Cloud project id.")],
+) -> None:
+    """Print the commands that create log-based metrics and two alert policies (failure rate, queue
+    lag)."""
     from jobs_lib.deploy.monitoring import setup_commands
 
     for line in setup_commands(project):
         print(line)
 
 
-flow_app = typer.Typer(help="Flows: jobs that wait for one another (dependsOn).", no_args_is_help=True)
+flow_app = typer.Typer(
+    help="Flows: jobs that wait for one another (dependsOn).", no_args_is_help=True
+)
 app.add_typer(flow_app, name="flow")
 
 #: The keys of a job in a flow file, and the argument of JobsClient.flow each becomes.
-_FLOW_FILE_KEYS = {"name": "name", "type": "type", "metadata": "metadata", "dependsOn": "depends_on", "priority": "priority", "maxAttempts": "max_attempts", "scheduledFor": "scheduled_for"}
+_FLOW_FILE_KEYS = {
+    "name": "name",
+    "type": "type",
+    "metadata": "metadata",
+    "dependsOn": "depends_on",
+    "priority": "priority",
+    "maxAttempts": "max_attempts",
+    "scheduledFor": "scheduled_for",
+}
 
 
 def flow_items(document: Any) -> tuple[list[dict[str, Any]], str, str | None]:
-    """The jobs, failure policy and flow id of a flow file (``{"jobs": [...], "onParentFailure": ..., "flowId": ...}``);
-    raises `typer.BadParameter` naming what is wrong."""
+    """The jobs, failure policy and flow id of a flow file (``{"jobs": [...], "onParentFailure":
+    ..., "flowId": ...}``); raises `typer.BadParameter` naming what is wrong."""
     if not isinstance(document, dict) or not isinstance(document.get("jobs"), list):
-        raise typer.BadParameter('a flow file holds {"jobs": [{"name": ..., "type": ..., "dependsOn": [...]}, ...]}')
+        raise typer.BadParameter(
+            'a flow file holds {"jobs": [{"name": ..., "type": ..., "dependsOn": [...]}, ...]}'
+        )
     unknown = set(document) - {"jobs", "onParentFailure", "flowId"}
     if unknown:
-        raise typer.BadParameter(f"unknown key(s) {', '.join(sorted(unknown))}; a flow file has jobs, onParentFailure and flowId")
+        raise typer.BadParameter(
+            f"unknown key(s) {', '.join(sorted(unknown))}; a flow file has jobs, onParentFailure "
+            f"and flowId"
+        )
     items = []
     for n, job in enumerate(document["jobs"]):
         if not isinstance(job, dict) or set(job) - set(_FLOW_FILE_KEYS):
-            raise typer.BadParameter(f"jobs[{n}]: a job is an object with some of {', '.join(_FLOW_FILE_KEYS)}")
+            raise typer.BadParameter(
+                f"jobs[{n}]: a job is an object with some of {', '.join(_FLOW_FILE_KEYS)}"
+            )
         item = {_FLOW_FILE_KEYS[k]: v for k, v in job.items()}
         if isinstance(item.get("scheduled_for"), str):
             try:
                 item["scheduled_for"] = datetime.fromisoformat(item["scheduled_for"])
             except ValueError:
-                raise typer.BadParameter(f"jobs[{n}].scheduledFor is not an ISO 8601 time: {item['scheduled_for']!r}") from None
+                raise typer.BadParameter(
+                    f"jobs[{n}].scheduledFor is not an ISO 8601 time: {item['scheduled_for']!r}"
+                ) from None
         items.append(item)
     return items, str(document.get("onParentFailure", "fail")), document.get("flowId")
 
@@ -475,13 +732,27 @@ def _print_flow(flow_id: str, jobs: list[Job]) -> None:
         table.add_column(column, overflow="fold")
     names = {job.id: job.flow_name or job.id for job in jobs}
     for job in jobs:
-        table.add_row(job.flow_name or "", job.id, job.type or "?", job.status.value if job.status else "?", ", ".join(names.get(p, p) for p in job.depends_on), (job.error or "")[:70])
+        table.add_row(
+            job.flow_name or "",
+            job.id,
+            job.type or "?",
+            job.status.value if job.status else "?",
+            ", ".join(names.get(p, p) for p in job.depends_on),
+            (job.error or "")[:70],
+        )
     console.print(table)
 
 
 @flow_app.command("create")
 def flow_create(
-    path: Annotated[Path, typer.Argument(metavar="FILE", help='A JSON file: {"jobs": [{"name", "type", "metadata", "dependsOn"}...], "onParentFailure": "fail|ignore|wait"}.')],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help='A JSON file: {"jobs": [{"name", "type", "metadata", "dependsOn"}...], '
+            '"onParentFailure": "fail|ignore|wait"}.',
+        ),
+    ],
     project: ProjectOpt = None,
     collection: CollectionOpt = None,
 ) -> None:
@@ -494,7 +765,9 @@ def flow_create(
     client = _client(project, collection)
 
     def create() -> None:
-        flow = client.flow(items, on_parent_failure=policy, flow_id=flow_id, atomic=len(items) <= 500)
+        flow = client.flow(
+            items, on_parent_failure=policy, flow_id=flow_id, atomic=len(items) <= 500
+        )
         _print_flow(flow.id, client.flow_jobs(flow.id))
 
     _run(create)
@@ -522,9 +795,13 @@ def flow_cancel(flow_id: str, project: ProjectOpt = None, collection: Collection
     _run(cancel)
 
 
-schedules_app = typer.Typer(help="Recurring jobs in scheduledJobs (and those declared in code).", no_args_is_help=True)
+schedules_app = typer.Typer(
+    help="Recurring jobs in scheduledJobs (and those declared in code).", no_args_is_help=True
+)
 app.add_typer(schedules_app, name="schedules")
-scheduler_app = typer.Typer(help="The Cloud Scheduler job that calls the tick.", no_args_is_help=True)
+scheduler_app = typer.Typer(
+    help="The Cloud Scheduler job that calls the tick.", no_args_is_help=True
+)
 app.add_typer(scheduler_app, name="scheduler")
 
 
@@ -537,20 +814,29 @@ def _schedules(project: str | None, handlers: str | None = None) -> Any:
 def schedule_dict(schedule: Any) -> dict[str, Any]:
     """A schedule as JSON-friendly fields."""
     data = {"id": schedule.id, **schedule.raw}
-    converted: dict[str, Any] = json.loads(json.dumps(data, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
+    converted: dict[str, Any] = json.loads(
+        json.dumps(data, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v))
+    )
     return converted
 
 
-HandlersOpt = Annotated[str | None, typer.Option("--handlers", help="Modules that register handlers (default: $JOBS_HANDLERS).")]
+HandlersOpt = Annotated[
+    str | None,
+    typer.Option("--handlers", help="Modules that register handlers (default: $JOBS_HANDLERS)."),
+]
 
 
 @schedules_app.command("create")
 def schedules_create(
     job_type: Annotated[str, typer.Argument(metavar="TYPE")],
-    cron_expression: Annotated[str, typer.Argument(metavar="CRON", help="e.g. '0 * * * *' (quote it).")],
+    cron_expression: Annotated[
+        str, typer.Argument(metavar="CRON", help="e.g. '0 * * * *' (quote it).")
+    ],
     timezone: Annotated[str, typer.Option(help="IANA timezone the cron is read in.")] = "UTC",
     metadata: Annotated[str, typer.Option(help="The jobs' metadata as JSON.")] = "{}",
-    schedule_id: Annotated[str | None, typer.Option("--id", help="Document id (default: generated).")] = None,
+    schedule_id: Annotated[
+        str | None, typer.Option("--id", help="Document id (default: generated).")
+    ] = None,
     disabled: Annotated[bool, typer.Option(help="Create it switched off.")] = False,
     project: ProjectOpt = None,
     handlers: HandlersOpt = None,
@@ -560,7 +846,20 @@ def schedules_create(
         data = json.loads(metadata)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"--metadata is not JSON: {exc}") from None
-    _run(lambda: console.print_json(data=schedule_dict(_schedules(project, handlers).create(job_type, cron_expression, timezone=timezone, metadata=data, schedule_id=schedule_id, enabled=not disabled))))
+    _run(
+        lambda: console.print_json(
+            data=schedule_dict(
+                _schedules(project, handlers).create(
+                    job_type,
+                    cron_expression,
+                    timezone=timezone,
+                    metadata=data,
+                    schedule_id=schedule_id,
+                    enabled=not disabled,
+                )
+            )
+        )
+    )
 
 
 @schedules_app.command("list")
@@ -568,7 +867,16 @@ def schedules_list(project: ProjectOpt = None) -> None:
     """List schedules with their next and last runs."""
     table = Table("id", "type", "cron", "timezone", "enabled", "next run", "last run", "error")
     for s in _schedules(project).list(limit=500):
-        table.add_row(s.id, s.type or "?", s.cron or "?", s.timezone, str(s.enabled), s.next_run_at.isoformat() if s.next_run_at else "-", s.last_run_at.isoformat() if s.last_run_at else "-", s.error or "")
+        table.add_row(
+            s.id,
+            s.type or "?",
+            s.cron or "?",
+            s.timezone,
+            str(s.enabled),
+            s.next_run_at.isoformat() if s.next_run_at else "-",
+            s.last_run_at.isoformat() if s.last_run_at else "-",
+            s.error or "",
+        )
     console.print(table)
 
 
@@ -589,19 +897,39 @@ def schedules_update(
 ) -> None:
     """Change a schedule's cron, timezone or metadata (nextRunAt is recomputed)."""
     data = json.loads(metadata) if metadata is not None else None
-    _run(lambda: console.print_json(data=schedule_dict(_schedules(project, handlers).update(schedule_id, cron_expression=cron_expression, timezone=timezone, metadata=data))))
+    _run(
+        lambda: console.print_json(
+            data=schedule_dict(
+                _schedules(project, handlers).update(
+                    schedule_id, cron_expression=cron_expression, timezone=timezone, metadata=data
+                )
+            )
+        )
+    )
 
 
 @schedules_app.command("enable")
-def schedules_enable(schedule_id: str, project: ProjectOpt = None, handlers: HandlersOpt = None) -> None:
+def schedules_enable(
+    schedule_id: str, project: ProjectOpt = None, handlers: HandlersOpt = None
+) -> None:
     """Switch a schedule on; it next runs at its first slot from now."""
-    _run(lambda: console.print_json(data=schedule_dict(_schedules(project, handlers).enable(schedule_id))))
+    _run(
+        lambda: console.print_json(
+            data=schedule_dict(_schedules(project, handlers).enable(schedule_id))
+        )
+    )
 
 
 @schedules_app.command("disable")
-def schedules_disable(schedule_id: str, project: ProjectOpt = None, handlers: HandlersOpt = None) -> None:
+def schedules_disable(
+    schedule_id: str, project: ProjectOpt = None, handlers: HandlersOpt = None
+) -> None:
     """Switch a schedule off."""
-    _run(lambda: console.print_json(data=schedule_dict(_schedules(project, handlers).disable(schedule_id))))
+    _run(
+        lambda: console.print_json(
+            data=schedule_dict(_schedules(project, handlers).disable(schedule_id))
+        )
+    )
 
 
 @schedules_app.command("delete")
@@ -623,16 +951,30 @@ def schedules_fire(project: ProjectOpt = None, handlers: HandlersOpt = None) -> 
 def scheduler_sync(
     project: Annotated[str, typer.Option(help="Google Cloud project.")],
     uri: Annotated[str, typer.Option(help="The tick function's URL.")],
-    service_account: Annotated[str, typer.Option(help="Service account whose OIDC token Cloud Scheduler sends.")],
+    service_account: Annotated[
+        str, typer.Option(help="Service account whose OIDC token Cloud Scheduler sends.")
+    ],
     location: Annotated[str, typer.Option(help="Cloud Scheduler location.")] = "us-central1",
     schedule: Annotated[str, typer.Option(help="How often to tick (cron).")] = "* * * * *",
-    remove: Annotated[bool, typer.Option(help="Remove the tick job instead (and any other jobs_lib created).")] = False,
-    endpoint: Annotated[str | None, typer.Option(help="Cloud Scheduler API endpoint (tests point it at a stand-in).")] = None,
+    remove: Annotated[
+        bool, typer.Option(help="Remove the tick job instead (and any other jobs_lib created).")
+    ] = False,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(help="Cloud Scheduler API endpoint (tests point it at a stand-in)."),
+    ] = None,
 ) -> None:
-    """Create or update the Cloud Scheduler job that calls the tick; delete ones jobs_lib made that are no longer wanted."""
+    """Create or update the Cloud Scheduler job that calls the tick; delete ones jobs_lib made that
+    are no longer wanted."""
     from jobs_lib.deploy.cloud_scheduler import TickTarget, client_for, sync
 
-    target = TickTarget(project=project, location=location, uri=uri, service_account=service_account, schedule=schedule)
+    target = TickTarget(
+        project=project,
+        location=location,
+        uri=uri,
+        service_account=service_account,
+        schedule=schedule,
+    )
     result = sync(client_for(endpoint), [] if remove else [target], parents=[target.parent])
     console.print_json(data=result.as_dict())
 
@@ -647,7 +989,14 @@ def jobs_table(jobs: list[Job], title: str | None = None) -> Table:
     table.add_column("result", overflow="fold")
     table.add_column("error", overflow="fold")
     for job in jobs:
-        table.add_row(job.id, job.type or "?", job.status.value if job.status else "?", str(job.attempts), json.dumps(job.result)[:40], (job.error or "")[:70])
+        table.add_row(
+            job.id,
+            job.type or "?",
+            job.status.value if job.status else "?",
+            str(job.attempts),
+            json.dumps(job.result)[:40],
+            (job.error or "")[:70],
+        )
     return table
 
 

@@ -1,7 +1,9 @@
 """The Python client apps use: enqueue, get, cancel, retry.
 
     jobs = JobsClient()
-    job = jobs.enqueue("process_notifications", {"targetUsers": ["u1"], "notificationType": "course_reminder"})
+    job = jobs.enqueue(
+        "process_notifications", {"targetUsers": ["u1"], "notificationType": "course_reminder"}
+    )
 
 `enqueue` with a `key` is idempotent: the same key always names the same job
 document, created once. Passing `transaction=` or `batch=` creates the job
@@ -40,29 +42,50 @@ from jobs_lib.store import JobStore, shard_of
 #: Creates per BatchWrite RPC in `enqueue_many` (Firestore's limit per request).
 BATCH_LIMIT = 500
 _ALREADY_EXISTS = 6  # google.rpc.Code
-_ENQUEUE_ARGUMENTS = frozenset({"type", "metadata", "scheduled_for", "priority", "max_attempts", "key", "org_id", "created_by", "webhook"})
+_ENQUEUE_ARGUMENTS = frozenset(
+    {
+        "type",
+        "metadata",
+        "scheduled_for",
+        "priority",
+        "max_attempts",
+        "key",
+        "org_id",
+        "created_by",
+        "webhook",
+    }
+)
 
 
 def _keyed(existing: Job, job_type: str, key: Any) -> Job:
     """The job an idempotency key names, found already written: ours only if enqueue wrote it with
-    that type and key (a client cannot write ``key``; docs: discussions/security.md). Raises `IdTaken`."""
+    that type and key (a client cannot write ``key``; docs: discussions/security.md). Raises
+    `IdTaken`."""
     if existing.raw.get("key") != key or existing.type != job_type:
         raise IdTaken(
-            f"the id {existing.id} that key {key!r} of {job_type} names is held by a document jobs_lib did not write "
-            f"(type {existing.type!r}, created by {existing.created_by!r}); it is not treated as this key's job"
+            f"the id {existing.id} that key {key!r} of {job_type} names is held by a document "
+            f"jobs_lib did not write "
+            f"(type {existing.type!r}, created by {existing.created_by!r}); it is not treated as "
+            f"this key's job"
         )
     return existing
 
 
-def _as_created(job_id: str, data: dict[str, Any], update_time: datetime, stamps: dict[str, datetime]) -> Job:
+def _as_created(
+    job_id: str, data: dict[str, Any], update_time: datetime, stamps: dict[str, datetime]
+) -> Job:
     """The job as created: its server timestamps as Firestore returned them with the write."""
-    written = {name: stamps.get(name) if value is SERVER_TIMESTAMP else value for name, value in data.items()}
+    written = {
+        name: stamps.get(name) if value is SERVER_TIMESTAMP else value
+        for name, value in data.items()
+    }
     return Job.from_document(job_id, written, update_time)
 
 
 @dataclass(frozen=True)
 class Flow:
-    """A flow as created: its id and its jobs' ids by name (`JobsClient.flow_jobs` reads their states)."""
+    """A flow as created: its id and its jobs' ids by name (`JobsClient.flow_jobs` reads their
+    states)."""
 
     id: str
     job_ids: dict[str, str]
@@ -116,8 +139,20 @@ class JobsClient:
         the transaction's own writes (Firestore wants reads before writes).
         """
         if batch is not None and key is not None:
-            raise ConfigurationError("a key needs a read to be idempotent; use a transaction, not a batch")
-        job_id, data = self._prepare(type, metadata, scheduled_for=scheduled_for, priority=priority, max_attempts=max_attempts, key=key, org_id=org_id, created_by=created_by, webhook=webhook)
+            raise ConfigurationError(
+                "a key needs a read to be idempotent; use a transaction, not a batch"
+            )
+        job_id, data = self._prepare(
+            type,
+            metadata,
+            scheduled_for=scheduled_for,
+            priority=priority,
+            max_attempts=max_attempts,
+            key=key,
+            org_id=org_id,
+            created_by=created_by,
+            webhook=webhook,
+        )
         if transaction is not None and key is not None:
             existing = self.store.get_in_transaction(job_id, transaction)
             if existing is not None:
@@ -125,7 +160,9 @@ class JobsClient:
         if transaction is not None or batch is not None:
             self.store.create(job_id, data, transaction=transaction, batch=batch)
             self.telemetry.count("enqueued", type)  # counted when written into the caller's commit
-            return Job.from_document(job_id, {**data, "createdAt": None, "scheduledFor": scheduled_for})
+            return Job.from_document(
+                job_id, {**data, "createdAt": None, "scheduledFor": scheduled_for}
+            )
         try:
             self.store.create(job_id, data)
         except DocumentExists:
@@ -167,14 +204,18 @@ class JobsClient:
             raise ConfigurationError("enqueue_once sets the job's key and due time itself")
         window = math.floor(self.store.now().timestamp() / period)
         due = datetime.fromtimestamp((window + 1) * period, UTC) if mode == "debounce" else None
-        job = self.enqueue(type, metadata, key=f"{key}|{mode} {period:g}s|{window}", scheduled_for=due, **options)
+        job = self.enqueue(
+            type, metadata, key=f"{key}|{mode} {period:g}s|{window}", scheduled_for=due, **options
+        )
         wanted = metadata or {}
         for _ in range(5):
             if mode == "throttle" or job.status is not Status.PENDING or job.metadata == wanted:
                 return job
             if self.store.replace_metadata(job, wanted):
                 return self.get(job.id)
-            job = self.get(job.id)  # changed meanwhile (another call, or a worker took it): look again
+            job = self.get(
+                job.id
+            )  # changed meanwhile (another call, or a worker took it): look again
         return job
 
     def _prepare(
@@ -200,7 +241,9 @@ class JobsClient:
         if max_attempts is not None and max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
         if scheduled_for is not None and scheduled_for.tzinfo is None:
-            raise ConfigurationError("scheduled_for must be timezone-aware (use datetime.now(timezone.utc))")
+            raise ConfigurationError(
+                "scheduled_for must be timezone-aware (use datetime.now(timezone.utc))"
+            )
         extra: dict[str, Any] = {}
         if org_id is not None:
             extra["orgId"] = org_id
@@ -212,12 +255,19 @@ class JobsClient:
         if webhook is not None:
             extra["webhook"] = check_url(webhook, self.store.settings.webhook_allow)
         elif spec is not None and spec.webhook is not None:
-            extra["webhook"] = True  # the handler's own URL, looked up at delivery: it stays on the server
+            extra["webhook"] = (
+                True  # the handler's own URL, looked up at delivery: it stays on the server
+            )
         traceparent = self.telemetry.current_traceparent()
         if traceparent is not None:
             extra["traceparent"] = traceparent  # the run's span continues the caller's trace
         data = self.store.new_job_fields(
-            type, metadata or {}, scheduled_for=scheduled_for, priority=priority, max_attempts=max_attempts, extra=extra
+            type,
+            metadata or {},
+            scheduled_for=scheduled_for,
+            priority=priority,
+            max_attempts=max_attempts,
+            extra=extra,
         )
         job_id = key_to_id(type, key) if key is not None else self.store.new_id()
         data["shard"] = shard_of(job_id)
@@ -237,10 +287,16 @@ class JobsClient:
         prepared: list[tuple[str, dict[str, Any]]] = []
         for n, item in enumerate(jobs):
             if not isinstance(item, Mapping):
-                raise ConfigurationError(f"job {n}: each job is a mapping of enqueue's arguments, got {item.__class__.__name__}")
+                raise ConfigurationError(
+                    f"job {n}: each job is a mapping of enqueue's arguments, got "
+                    f"{item.__class__.__name__}"
+                )
             unknown = set(item) - _ENQUEUE_ARGUMENTS
             if unknown:
-                raise ConfigurationError(f"job {n}: unknown argument(s) {', '.join(sorted(map(str, unknown)))}; expected {', '.join(sorted(_ENQUEUE_ARGUMENTS))}")
+                raise ConfigurationError(
+                    f"job {n}: unknown argument(s) {', '.join(sorted(map(str, unknown)))}; "
+                    f"expected {', '.join(sorted(_ENQUEUE_ARGUMENTS))}"
+                )
             if "type" not in item:
                 raise ConfigurationError(f"job {n}: a job needs a type")
             try:
@@ -250,7 +306,9 @@ class JobsClient:
         first_of: dict[str, int] = {}
         for n, (job_id, _data) in enumerate(prepared):
             first_of.setdefault(job_id, n)  # the same key twice in one call: one job
-        unique = [(job_id, data) for n, (job_id, data) in enumerate(prepared) if first_of[job_id] == n]
+        unique = [
+            (job_id, data) for n, (job_id, data) in enumerate(prepared) if first_of[job_id] == n
+        ]
         found: dict[str, Job] = {}
         existing: list[str] = []
         for start in range(0, len(unique), BATCH_LIMIT):
@@ -259,7 +317,9 @@ class JobsClient:
             for attempt in range(2):
                 results = self.store.create_many(pending)
                 retry = []
-                for (job_id, data), (code, update_time, message, stamps) in zip(pending, results, strict=True):
+                for (job_id, data), (code, update_time, message, stamps) in zip(
+                    pending, results, strict=True
+                ):
                     if update_time is not None:
                         found[job_id] = _as_created(job_id, data, update_time, stamps)
                         self.telemetry.count("enqueued", str(data["type"]))
@@ -275,14 +335,21 @@ class JobsClient:
                 pending = [(job_id, data) for job_id, data, _m in retry]
         wanted = dict(unique)
         for start in range(0, len(existing), BATCH_LIMIT):
-            for job_id, job in self.store.get_many(existing[start : start + BATCH_LIMIT], "enqueue_many:existing").items():
+            for job_id, job in self.store.get_many(
+                existing[start : start + BATCH_LIMIT], "enqueue_many:existing"
+            ).items():
                 found[job_id] = _keyed(job, str(wanted[job_id]["type"]), wanted[job_id].get("key"))
         missing = {job_id for job_id in existing if job_id not in found}
         if missing:  # deleted between the refused create and the read: create those again
             again = [(job_id, data) for job_id, data in unique if job_id in missing]
-            for (job_id, data), (_code, update_time, message, stamps) in zip(again, self.store.create_many(again), strict=True):
+            for (job_id, data), (_code, update_time, message, stamps) in zip(
+                again, self.store.create_many(again), strict=True
+            ):
                 if update_time is None:
-                    raise EnqueueFailed([job_id for job_id, _d in unique if job_id in found], {job_id: message or "created and deleted meanwhile"})
+                    raise EnqueueFailed(
+                        [job_id for job_id, _d in unique if job_id in found],
+                        {job_id: message or "created and deleted meanwhile"},
+                    )
                 found[job_id] = _as_created(job_id, data, update_time, stamps)
         return [found[job_id] for job_id, _data in prepared]
 
@@ -308,7 +375,9 @@ class JobsClient:
                     ended.append(None)
                     done.set()
                     return
-                job = Job.from_document(snap.id, snap.to_dict(), snap.update_time, created=snap.create_time)
+                job = Job.from_document(
+                    snap.id, snap.to_dict(), snap.update_time, created=snap.create_time
+                )
                 if job.status is not None and job.status.finished:
                     ended.append(job)
                     done.set()
@@ -331,7 +400,8 @@ class JobsClient:
         return job
 
     def cancel(self, job_id: str) -> Job:
-        """Cancel a job: a pending or blocked one ends ``cancelled`` now, a running one is asked to stop.
+        """Cancel a job: a pending or blocked one ends ``cancelled`` now, a running one is asked to
+        stop.
 
         Raises `InvalidJobState` for a finished job, `JobNotFound` for no job. The jobs of its flow
         that wait for it are then dealt with by their flow's ``onParentFailure``.
@@ -350,7 +420,10 @@ class JobsClient:
                 return Cancelled()
             if job.status is Status.IN_PROGRESS:
                 return None if job.cancel_requested else CancelRequest()
-            raise InvalidJobState(f"job {job_id} is {job.status.value if job.status else 'unreadable'}; only pending, blocked and running jobs can be cancelled")
+            raise InvalidJobState(
+                f"job {job_id} is {job.status.value if job.status else 'unreadable'}; only "
+                f"pending, blocked and running jobs can be cancelled"
+            )
 
         job, written = self.store.update_checked(job_id, decide)
         if job is None:
@@ -359,7 +432,14 @@ class JobsClient:
 
     # -- flows -----------------------------------------------------------------
 
-    def flow(self, jobs: Iterable[Mapping[str, Any]], *, on_parent_failure: Policy = "fail", flow_id: str | None = None, atomic: bool = True) -> Flow:
+    def flow(
+        self,
+        jobs: Iterable[Mapping[str, Any]],
+        *,
+        on_parent_failure: Policy = "fail",
+        flow_id: str | None = None,
+        atomic: bool = True,
+    ) -> Flow:
         """Create jobs that wait for one another: each item holds `enqueue`'s arguments, a ``name``
         and ``depends_on`` (the names of the jobs it waits for).
 
@@ -376,7 +456,9 @@ class JobsClient:
         creates nothing new (and finishes a non-atomic creation that stopped partway).
         """
         if on_parent_failure not in POLICIES:
-            raise ConfigurationError(f"on_parent_failure must be one of {', '.join(POLICIES)}, got {on_parent_failure!r}")
+            raise ConfigurationError(
+                f"on_parent_failure must be one of {', '.join(POLICIES)}, got {on_parent_failure!r}"
+            )
         steps = plan(jobs, atomic=atomic)
         flow_id = flow_id or self.store.new_id()
         if not isinstance(flow_id, str) or not flow_id or len(flow_id) > 200:
@@ -387,7 +469,10 @@ class JobsClient:
         for step in steps:
             unknown = set(step.arguments) - _ENQUEUE_ARGUMENTS
             if unknown:
-                raise ConfigurationError(f"flow job {step.name!r}: unknown argument(s) {', '.join(sorted(map(str, unknown)))}")
+                raise ConfigurationError(
+                    f"flow job {step.name!r}: unknown argument(s) "
+                    f"{', '.join(sorted(map(str, unknown)))}"
+                )
             if "type" not in step.arguments:
                 raise ConfigurationError(f"flow job {step.name!r}: a job needs a type")
             try:
@@ -397,7 +482,13 @@ class JobsClient:
             job_id = ids[step.name]
             data.update({"shard": shard_of(job_id), "flowId": flow_id, "flowName": step.name})
             if step.depends_on:
-                data.update({"status": Status.BLOCKED.value, "dependsOn": [ids[d] for d in step.depends_on], "onParentFailure": on_parent_failure})
+                data.update(
+                    {
+                        "status": Status.BLOCKED.value,
+                        "dependsOn": [ids[d] for d in step.depends_on],
+                        "onParentFailure": on_parent_failure,
+                    }
+                )
             if step.name in parents:
                 data["dependentsSettled"] = False
             prepared.append((job_id, data))
@@ -408,13 +499,21 @@ class JobsClient:
             except DocumentExists:
                 existing = self.store.get_many([job_id for job_id, _d in chunk], "flow:existing")
                 names = {job_id: data.get("flowName") for job_id, data in chunk}
-                if any(job.flow_id != flow_id or job.flow_name != names.get(job.id) for job in existing.values()):
-                    raise IdTaken(f"the ids of flow {flow_id!r} are held by documents that are not this flow's jobs") from None
+                if any(
+                    job.flow_id != flow_id or job.flow_name != names.get(job.id)
+                    for job in existing.values()
+                ):
+                    raise IdTaken(
+                        f"the ids of flow {flow_id!r} are held by documents that are not this "
+                        f"flow's jobs"
+                    ) from None
                 if atomic:
                     break  # created before (the same flow id): nothing new
                 # A creation that stopped partway: write what is missing, one document at a time.
                 missing = [(job_id, data) for job_id, data in chunk if job_id not in existing]
-                for (job_id, _d), (code, _t, message, _s) in zip(missing, self.store.create_many(missing), strict=True):
+                for (job_id, _d), (code, _t, message, _s) in zip(
+                    missing, self.store.create_many(missing), strict=True
+                ):
                     if code not in (0, _ALREADY_EXISTS):
                         raise EnqueueFailed([], {job_id: message}) from None
             for _job_id, data in chunk:
@@ -445,7 +544,9 @@ class JobsClient:
         order = {Status.BLOCKED: 0, Status.PENDING: 1, Status.IN_PROGRESS: 2}
         touched: list[str] = []
         ended: list[str] = []
-        for job in sorted((j for j in jobs if j.status in order), key=lambda j: order[j.status] if j.status else 3):
+        for job in sorted(
+            (j for j in jobs if j.status in order), key=lambda j: order[j.status] if j.status else 3
+        ):
             with contextlib.suppress(InvalidJobState, JobNotFound):
                 found, cancelled = self._cancel(job.id)
                 touched.append(job.id)
@@ -454,19 +555,30 @@ class JobsClient:
         self.flows.release(ended)
         return touched
 
-    def retry_failed(self, job_type: str | None = None, limit: int = 10_000, *, org_id: str | None = None) -> list[str]:
-        """Send failed jobs (the dead letters: attempts exhausted or poison) back to pending, in bulk.
+    def retry_failed(
+        self, job_type: str | None = None, limit: int = 10_000, *, org_id: str | None = None
+    ) -> list[str]:
+        """Send failed jobs (the dead letters: attempts exhausted or poison) back to pending, in
+        bulk.
 
         Returns the ids retried. Jobs that change meanwhile are left as they are.
         """
         retried: list[str] = []
         after: str | None = None
         while len(retried) < limit:
-            page = self.store.page(status=Status.FAILED.value, job_type=job_type, after=after, limit=min(200, limit - len(retried)), org_id=org_id)
+            page = self.store.page(
+                status=Status.FAILED.value,
+                job_type=job_type,
+                after=after,
+                limit=min(200, limit - len(retried)),
+                org_id=org_id,
+            )
             if not page:
                 break
             for job in page:
-                _found, written = self.store.update_checked(job.id, lambda j: Retried() if j.status is Status.FAILED else None)
+                _found, written = self.store.update_checked(
+                    job.id, lambda j: Retried() if j.status is Status.FAILED else None
+                )
                 if written:
                     retried.append(job.id)
             after = page[-1].id
@@ -490,7 +602,9 @@ class JobsClient:
         def decide(job: Job) -> Change | None:
             if not job.can_retry:
                 state = job.status.value if job.status else "unreadable"
-                raise InvalidJobState(f"job {job_id} is {state}; only failed and cancelled jobs can be retried")
+                raise InvalidJobState(
+                    f"job {job_id} is {state}; only failed and cancelled jobs can be retried"
+                )
             return Retried()
 
         job, _written = self.store.update_checked(job_id, decide)

@@ -30,7 +30,9 @@ SECRET_SETTINGS = frozenset({"webhook_secret"})
 
 def _setting(default: Any, env: str, doc: str, accepts: str, *, also: tuple[str, ...] = ()) -> Any:
     """A dataclass field that knows its environment variable, its meaning and what it accepts."""
-    return field(default=default, metadata={"env": env, "also": also, "doc": doc, "accepts": accepts})
+    return field(
+        default=default, metadata={"env": env, "also": also, "doc": doc, "accepts": accepts}
+    )
 
 
 @dataclass(frozen=True)
@@ -41,44 +43,232 @@ class Settings:
     (`Settings.from_env()`); either way every value is checked here.
     """
 
-    project: str = _setting(DEFAULT_PROJECT, "GOOGLE_CLOUD_PROJECT", "Google Cloud project of the Firestore database", "a project id", also=("GCLOUD_PROJECT",))
+    project: str = _setting(
+        DEFAULT_PROJECT,
+        "GOOGLE_CLOUD_PROJECT",
+        "Google Cloud project of the Firestore database",
+        "a project id",
+        also=("GCLOUD_PROJECT",),
+    )
     database: str = _setting("(default)", "JOBS_DATABASE", "Firestore database id", "a database id")
-    collection: str = _setting("backgroundJobs", "JOBS_COLLECTION", "collection of job documents", "a collection id")
-    schedules_collection: str = _setting("scheduledJobs", "JOBS_SCHEDULES_COLLECTION", "collection of schedule documents", "a collection id")
-    lease_seconds: float = _setting(30.0, "JOBS_LEASE_SECONDS", "how long a claim lasts before it must be renewed", "seconds, 1 to 600")
-    timestamps: Literal["timestamp", "iso"] = _setting("timestamp", "JOBS_TIMESTAMPS", "how the runner writes times", "`timestamp` or `iso`")
-    handlers: tuple[str, ...] = _setting((), "JOBS_HANDLERS", "modules that register handlers, imported at start", "comma-separated module paths")
-    log_level: str = _setting("INFO", "JOBS_LOG_LEVEL", "level of the JSON log lines", "DEBUG, INFO, WARNING, ERROR or CRITICAL")
-    orphan_seconds: float = _setting(300.0, "JOBS_ORPHAN_SECONDS", "how long a job marked in_progress without a lease of ours (an app's own write) may sit untouched before it counts as orphaned and is recovered", "seconds, 1 to 86400")
-    tick_budget: float = _setting(50.0, "JOBS_TICK_BUDGET", "seconds a scheduler tick keeps claiming jobs", "seconds, 1 to 3600")
-    function_timeout: float = _setting(540.0, "JOBS_FUNCTION_TIMEOUT", "timeout of the deployed tick function (jobs it claims must fit)", "seconds, 60 to 3600")
-    slice_seconds: float | None = _setting(None, "JOBS_SLICE_SECONDS", "the longest a continuable handler runs in one invocation before it is continued in the next (default: as long as the invocation may run)", "seconds, 0.1 to 3600")
-    tick_concurrency: int = _setting(10, "JOBS_TICK_CONCURRENCY", "jobs a tick runs at once", "an integer, 1 to 1000")
-    api_create_limit: int = _setting(60, "JOBS_API_CREATE_LIMIT", "jobs (and schedules) one user may create through the API per window", "an integer, 1 to 1000000")
-    api_create_window: float = _setting(60.0, "JOBS_API_CREATE_WINDOW", "length of the API's rate-limit window", "seconds, 1 to 86400")
-    client_max_priority: int = _setting(0, "JOBS_CLIENT_MAX_PRIORITY", "the highest priority a user may give their own job or schedule through the API (operators: up to 10; the rules have their own `clientMaxPriority()`)", "an integer, 0 to 10")
-    schedules_per_user: int = _setting(20, "JOBS_SCHEDULES_PER_USER", "schedules one user may have (through the API or the rules); the scheduler switches off a user's schedules beyond it, naming the limit", "an integer, 1 to 10000")
-    cleanup_cron: str | None = _setting("*/15 * * * *", "JOBS_CLEANUP_CRON", "when the built-in `jobs.cleanup` schedule runs", "a cron expression, or `off`")
-    metrics_exporter: str = _setting("none", "JOBS_METRICS_EXPORTER", "where metrics go (needs the `telemetry` extra)", "none, prometheus, gcp, otlp or console")
-    traces_exporter: str = _setting("none", "JOBS_TRACES_EXPORTER", "where traces go (needs the `telemetry` extra)", "none, gcp, otlp or console")
-    metrics_port: int | None = _setting(None, "JOBS_METRICS_PORT", "port of a long-lived worker's Prometheus `/metrics` (`jobs worker --metrics-port`)", "a port, 1 to 65535")
-    health_port: int | None = _setting(None, "JOBS_HEALTH_PORT", "port of a long-lived worker's `/healthz` and `/readyz` (`jobs worker --health-port`)", "a port, 1 to 65535")
-    console_auth: str = _setting("firebase", "JOBS_CONSOLE_AUTH", "how the console signs people in: the Firebase JS SDK, or unsigned emulator tokens (jobs dev without the Auth emulator)", "`firebase` or `emulator-tokens`")
-    firebase_api_key: str | None = _setting(None, "JOBS_FIREBASE_API_KEY", "the web API key the console's Firebase sign-in uses (Firebase console, project settings)", "a Firebase web API key")
-    firebase_auth_domain: str | None = _setting(None, "JOBS_FIREBASE_AUTH_DOMAIN", "the console's Firebase Auth domain (default: PROJECT.firebaseapp.com)", "a host name")
-    auth_emulator_host: str | None = _setting(None, "FIREBASE_AUTH_EMULATOR_HOST", "the Firebase Auth emulator (firebase-admin then accepts its tokens; the console signs in there)", "host:port")
-    emulator_jar: str | None = _setting(None, "FIRESTORE_EMULATOR_JAR", "the Firestore emulator jar `jobs dev` and the tests start", "a path to cloud-firestore-emulator.jar")
-    java: str | None = _setting(None, "JAVA", "the java binary that runs the emulator (default: java on the PATH)", "a path to java")
-    region: str = _setting("us-central1", "JOBS_REGION", "region of the deployed functions and of the tick's scheduler job (`jobs deploy`, the Firebase declarations)", "a Cloud Functions region")
-    service_account: str | None = _setting(None, "JOBS_SERVICE_ACCOUNT", "service account the deployed functions run as (default: the platform's)", "a service account email")
-    function_memory: int = _setting(512, "JOBS_FUNCTION_MEMORY", "memory of each deployed function, in MiB", "128, 256, 512, 1024, 2048, 4096, 8192, 16384 or 32768")
-    event_concurrency: int = _setting(8, "JOBS_EVENT_CONCURRENCY", "created-events one function instance handles at once", "an integer, 1 to 1000")
-    max_instances: int | None = _setting(None, "JOBS_MAX_INSTANCES", "most instances of the created-event function (default: the platform's, 100)", "an integer, 1 to 10000")
-    tick_sweepers: int = _setting(1, "JOBS_TICK_SWEEPERS", "sweepers per tick: Cloud Scheduler calls the tick this many times per schedule, each sweeping its share of the shard lanes", "an integer, 1 to 30")
-    tick_schedule: str = _setting("* * * * *", "JOBS_TICK_SCHEDULE", "when Cloud Scheduler calls the tick (the Firebase declaration and `jobs deploy`)", "a cron expression")
-    webhook_secret: str | None = _setting(None, "JOBS_WEBHOOK_SECRET", "the shared secret completion webhooks are signed with (HMAC-SHA256; never written to a document, `jobs settings` shows it masked)", "a string of at least 16 characters")
-    webhook_allow: tuple[str, ...] = _setting((), "JOBS_WEBHOOK_ALLOW", "hosts, addresses or networks webhooks may call although private (loopback, 10.0.0.0/8, ...)", "comma-separated host names, IP addresses or CIDR networks")
-    function_target: str | None = _setting(None, "FUNCTION_TARGET", "the function this process serves, set by Cloud Functions and the Firebase emulator (functions/main.py loads the firebase-functions SDK only for its own targets)", "a function name")
+    collection: str = _setting(
+        "backgroundJobs", "JOBS_COLLECTION", "collection of job documents", "a collection id"
+    )
+    schedules_collection: str = _setting(
+        "scheduledJobs",
+        "JOBS_SCHEDULES_COLLECTION",
+        "collection of schedule documents",
+        "a collection id",
+    )
+    lease_seconds: float = _setting(
+        30.0,
+        "JOBS_LEASE_SECONDS",
+        "how long a claim lasts before it must be renewed",
+        "seconds, 1 to 600",
+    )
+    timestamps: Literal["timestamp", "iso"] = _setting(
+        "timestamp", "JOBS_TIMESTAMPS", "how the runner writes times", "`timestamp` or `iso`"
+    )
+    handlers: tuple[str, ...] = _setting(
+        (),
+        "JOBS_HANDLERS",
+        "modules that register handlers, imported at start",
+        "comma-separated module paths",
+    )
+    log_level: str = _setting(
+        "INFO",
+        "JOBS_LOG_LEVEL",
+        "level of the JSON log lines",
+        "DEBUG, INFO, WARNING, ERROR or CRITICAL",
+    )
+    orphan_seconds: float = _setting(
+        300.0,
+        "JOBS_ORPHAN_SECONDS",
+        "how long a job marked in_progress without a lease of ours (an app's own write) may sit "
+        "untouched before it counts as orphaned and is recovered",
+        "seconds, 1 to 86400",
+    )
+    tick_budget: float = _setting(
+        50.0,
+        "JOBS_TICK_BUDGET",
+        "seconds a scheduler tick keeps claiming jobs",
+        "seconds, 1 to 3600",
+    )
+    function_timeout: float = _setting(
+        540.0,
+        "JOBS_FUNCTION_TIMEOUT",
+        "timeout of the deployed tick function (jobs it claims must fit)",
+        "seconds, 60 to 3600",
+    )
+    slice_seconds: float | None = _setting(
+        None,
+        "JOBS_SLICE_SECONDS",
+        "the longest a continuable handler runs in one invocation before it is continued in the "
+        "next (default: as long as the invocation may run)",
+        "seconds, 0.1 to 3600",
+    )
+    tick_concurrency: int = _setting(
+        10, "JOBS_TICK_CONCURRENCY", "jobs a tick runs at once", "an integer, 1 to 1000"
+    )
+    api_create_limit: int = _setting(
+        60,
+        "JOBS_API_CREATE_LIMIT",
+        "jobs (and schedules) one user may create through the API per window",
+        "an integer, 1 to 1000000",
+    )
+    api_create_window: float = _setting(
+        60.0,
+        "JOBS_API_CREATE_WINDOW",
+        "length of the API's rate-limit window",
+        "seconds, 1 to 86400",
+    )
+    client_max_priority: int = _setting(
+        0,
+        "JOBS_CLIENT_MAX_PRIORITY",
+        "the highest priority a user may give their own job or schedule through the API "
+        "(operators: up to 10; the rules have their own `clientMaxPriority()`)",
+        "an integer, 0 to 10",
+    )
+    schedules_per_user: int = _setting(
+        20,
+        "JOBS_SCHEDULES_PER_USER",
+        "schedules one user may have (through the API or the rules); the scheduler switches off "
+        "a user's schedules beyond it, naming the limit",
+        "an integer, 1 to 10000",
+    )
+    cleanup_cron: str | None = _setting(
+        "*/15 * * * *",
+        "JOBS_CLEANUP_CRON",
+        "when the built-in `jobs.cleanup` schedule runs",
+        "a cron expression, or `off`",
+    )
+    metrics_exporter: str = _setting(
+        "none",
+        "JOBS_METRICS_EXPORTER",
+        "where metrics go (needs the `telemetry` extra)",
+        "none, prometheus, gcp, otlp or console",
+    )
+    traces_exporter: str = _setting(
+        "none",
+        "JOBS_TRACES_EXPORTER",
+        "where traces go (needs the `telemetry` extra)",
+        "none, gcp, otlp or console",
+    )
+    metrics_port: int | None = _setting(
+        None,
+        "JOBS_METRICS_PORT",
+        "port of a long-lived worker's Prometheus `/metrics` (`jobs worker --metrics-port`)",
+        "a port, 1 to 65535",
+    )
+    health_port: int | None = _setting(
+        None,
+        "JOBS_HEALTH_PORT",
+        "port of a long-lived worker's `/healthz` and `/readyz` (`jobs worker --health-port`)",
+        "a port, 1 to 65535",
+    )
+    console_auth: str = _setting(
+        "firebase",
+        "JOBS_CONSOLE_AUTH",
+        "how the console signs people in: the Firebase JS SDK, or unsigned emulator tokens (jobs "
+        "dev without the Auth emulator)",
+        "`firebase` or `emulator-tokens`",
+    )
+    firebase_api_key: str | None = _setting(
+        None,
+        "JOBS_FIREBASE_API_KEY",
+        "the web API key the console's Firebase sign-in uses (Firebase console, project settings)",
+        "a Firebase web API key",
+    )
+    firebase_auth_domain: str | None = _setting(
+        None,
+        "JOBS_FIREBASE_AUTH_DOMAIN",
+        "the console's Firebase Auth domain (default: PROJECT.firebaseapp.com)",
+        "a host name",
+    )
+    auth_emulator_host: str | None = _setting(
+        None,
+        "FIREBASE_AUTH_EMULATOR_HOST",
+        "the Firebase Auth emulator (firebase-admin then accepts its tokens; the console signs "
+        "in there)",
+        "host:port",
+    )
+    emulator_jar: str | None = _setting(
+        None,
+        "FIRESTORE_EMULATOR_JAR",
+        "the Firestore emulator jar `jobs dev` and the tests start",
+        "a path to cloud-firestore-emulator.jar",
+    )
+    java: str | None = _setting(
+        None,
+        "JAVA",
+        "the java binary that runs the emulator (default: java on the PATH)",
+        "a path to java",
+    )
+    region: str = _setting(
+        "us-central1",
+        "JOBS_REGION",
+        "region of the deployed functions and of the tick's scheduler job (`jobs deploy`, the "
+        "Firebase declarations)",
+        "a Cloud Functions region",
+    )
+    service_account: str | None = _setting(
+        None,
+        "JOBS_SERVICE_ACCOUNT",
+        "service account the deployed functions run as (default: the platform's)",
+        "a service account email",
+    )
+    function_memory: int = _setting(
+        512,
+        "JOBS_FUNCTION_MEMORY",
+        "memory of each deployed function, in MiB",
+        "128, 256, 512, 1024, 2048, 4096, 8192, 16384 or 32768",
+    )
+    event_concurrency: int = _setting(
+        8,
+        "JOBS_EVENT_CONCURRENCY",
+        "created-events one function instance handles at once",
+        "an integer, 1 to 1000",
+    )
+    max_instances: int | None = _setting(
+        None,
+        "JOBS_MAX_INSTANCES",
+        "most instances of the created-event function (default: the platform's, 100)",
+        "an integer, 1 to 10000",
+    )
+    tick_sweepers: int = _setting(
+        1,
+        "JOBS_TICK_SWEEPERS",
+        "sweepers per tick: Cloud Scheduler calls the tick this many times per schedule, each "
+        "sweeping its share of the shard lanes",
+        "an integer, 1 to 30",
+    )
+    tick_schedule: str = _setting(
+        "* * * * *",
+        "JOBS_TICK_SCHEDULE",
+        "when Cloud Scheduler calls the tick (the Firebase declaration and `jobs deploy`)",
+        "a cron expression",
+    )
+    webhook_secret: str | None = _setting(
+        None,
+        "JOBS_WEBHOOK_SECRET",
+        "the shared secret completion webhooks are signed with (HMAC-SHA256; never written to a "
+        "document, `jobs settings` shows it masked)",
+        "a string of at least 16 characters",
+    )
+    webhook_allow: tuple[str, ...] = _setting(
+        (),
+        "JOBS_WEBHOOK_ALLOW",
+        "hosts, addresses or networks webhooks may call although private (loopback, 10.0.0.0/8, "
+        "...)",
+        "comma-separated host names, IP addresses or CIDR networks",
+    )
+    function_target: str | None = _setting(
+        None,
+        "FUNCTION_TARGET",
+        "the function this process serves, set by Cloud Functions and the Firebase emulator "
+        "(functions/main.py loads the firebase-functions SDK only for its own targets)",
+        "a function name",
+    )
 
     def __post_init__(self) -> None:
         for name in ("handlers", "webhook_allow"):
@@ -93,11 +283,15 @@ class Settings:
             if problem:
                 env = item.metadata["env"]
                 shown = "(hidden)" if item.name in SECRET_SETTINGS else repr(value)
-                raise ConfigurationError(f"{env} ({item.name}) must be {item.metadata['accepts']}; got {shown}: {problem}")
+                raise ConfigurationError(
+                    f"{env} ({item.name}) must be {item.metadata['accepts']}; got {shown}: "
+                    f"{problem}"
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from the environment (or `environ`), then `overrides` (None values are ignored)."""
+        """Settings from the environment (or `environ`), then `overrides` (None values are
+        ignored)."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for item in dataclasses.fields(cls):
@@ -109,7 +303,9 @@ class Settings:
                 values[item.name] = _PARSERS.get(item.name, _text)(raw)
             except ValueError as exc:
                 shown = "(hidden)" if item.name in SECRET_SETTINGS else repr(raw)
-                raise ConfigurationError(f"{names[0]} must be {item.metadata['accepts']}; got {shown}: {exc}") from None
+                raise ConfigurationError(
+                    f"{names[0]} must be {item.metadata['accepts']}; got {shown}: {exc}"
+                ) from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -118,7 +314,8 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def environment(self) -> dict[str, str]:
-        """These settings as environment variables, for a child process (a function host, a worker)."""
+        """These settings as environment variables, for a child process (a function host, a
+        worker)."""
         out: dict[str, str] = {}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
@@ -143,15 +340,28 @@ class SettingDoc:
 
 def documented() -> list[SettingDoc]:
     """Every setting, in declaration order: what the settings table of the docs must list."""
-    return [SettingDoc(f.metadata["env"], f.name, f.default, f.metadata["doc"], f.metadata["accepts"]) for f in dataclasses.fields(Settings)]
+    return [
+        SettingDoc(f.metadata["env"], f.name, f.default, f.metadata["doc"], f.metadata["accepts"])
+        for f in dataclasses.fields(Settings)
+    ]
 
 
 def settings_table() -> str:
     """The settings table of docs/reference/settings.md, as Markdown."""
-    rows = ["| variable | setting | default | accepts | what it does |", "| --- | --- | --- | --- | --- |"]
+    rows = [
+        "| variable | setting | default | accepts | what it does |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for s in documented():
-        default = "off" if s.default is None and s.name == "cleanup_cron" else ("" if s.default in (None, ()) else s.default)
-        rows.append(f"| `{s.env}` | `{s.name}` | {f'`{default}`' if default != '' else 'none'} | {s.accepts} | {s.doc} |")
+        default = (
+            "off"
+            if s.default is None and s.name == "cleanup_cron"
+            else ("" if s.default in (None, ()) else s.default)
+        )
+        rows.append(
+            f"| `{s.env}` | `{s.name}` | {f'`{default}`' if default != '' else 'none'} | "
+            f"{s.accepts} | {s.doc} |"
+        )
     return "\n".join(rows)
 
 
@@ -211,7 +421,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 
 
 def _nonempty(value: Any) -> str:
-    return "" if isinstance(value, str) and value.strip() and "/" not in value else "empty or contains '/'"
+    return (
+        ""
+        if isinstance(value, str) and value.strip() and "/" not in value
+        else "empty or contains '/'"
+    )
 
 
 def _between(low: float, high: float, integer: bool = False) -> Callable[[Any], str]:
@@ -249,7 +463,9 @@ _CHECKS: dict[str, Callable[[Any], str]] = {
     "lease_seconds": _between(1, 600),
     "orphan_seconds": _between(1, 86400),
     "timestamps": lambda v: "" if v in ("timestamp", "iso") else "not one of the choices",
-    "handlers": lambda v: "" if isinstance(v, tuple) and all(isinstance(m, str) and m for m in v) else "wrong type",
+    "handlers": lambda v: (
+        "" if isinstance(v, tuple) and all(isinstance(m, str) and m for m in v) else "wrong type"
+    ),
     "log_level": lambda v: "" if v in LOG_LEVELS else "not one of the choices",
     "tick_budget": _between(1, 3600),
     "function_timeout": _between(60, 3600),
@@ -260,12 +476,31 @@ _CHECKS: dict[str, Callable[[Any], str]] = {
     "client_max_priority": _between(0, 10, integer=True),
     "schedules_per_user": _between(1, 10000, integer=True),
     "cleanup_cron": _check_cron,
-    "metrics_exporter": lambda v: "" if v in ("none", "prometheus", "gcp", "otlp", "console") else "not one of the choices",
-    "traces_exporter": lambda v: "" if v in ("none", "gcp", "otlp", "console") else "not one of the choices",
-    "slice_seconds": lambda v: "" if v is None or (isinstance(v, int | float) and not isinstance(v, bool) and 0.1 <= v <= 3600) else "out of range",
-    "metrics_port": lambda v: "" if v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535) else "out of range",
-    "health_port": lambda v: "" if v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535) else "out of range",
-    "console_auth": lambda v: "" if v in ("firebase", "emulator-tokens") else "not one of the choices",
+    "metrics_exporter": lambda v: (
+        "" if v in ("none", "prometheus", "gcp", "otlp", "console") else "not one of the choices"
+    ),
+    "traces_exporter": lambda v: (
+        "" if v in ("none", "gcp", "otlp", "console") else "not one of the choices"
+    ),
+    "slice_seconds": lambda v: (
+        ""
+        if v is None
+        or (isinstance(v, int | float) and not isinstance(v, bool) and 0.1 <= v <= 3600)
+        else "out of range"
+    ),
+    "metrics_port": lambda v: (
+        ""
+        if v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535)
+        else "out of range"
+    ),
+    "health_port": lambda v: (
+        ""
+        if v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535)
+        else "out of range"
+    ),
+    "console_auth": lambda v: (
+        "" if v in ("firebase", "emulator-tokens") else "not one of the choices"
+    ),
     "firebase_api_key": _optional_text,
     "firebase_auth_domain": _optional_text,
     "auth_emulator_host": _optional_text,
@@ -273,13 +508,23 @@ _CHECKS: dict[str, Callable[[Any], str]] = {
     "java": _optional_text,
     "region": _nonempty,
     "service_account": _optional_text,
-    "function_memory": lambda v: "" if v in (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768) else "not one of the choices",
+    "function_memory": lambda v: (
+        ""
+        if v in (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+        else "not one of the choices"
+    ),
     "event_concurrency": _between(1, 1000, integer=True),
     "max_instances": lambda v: "" if v is None else _between(1, 10000, integer=True)(v),
     "tick_schedule": _check_cron,
     "function_target": _optional_text,
-    "webhook_secret": lambda v: "" if v is None or (isinstance(v, str) and len(v) >= 16) else "too short (at least 16 characters)",
-    "webhook_allow": lambda v: "" if isinstance(v, tuple) and all(isinstance(a, str) and a for a in v) else "wrong type",
+    "webhook_secret": lambda v: (
+        ""
+        if v is None or (isinstance(v, str) and len(v) >= 16)
+        else "too short (at least 16 characters)"
+    ),
+    "webhook_allow": lambda v: (
+        "" if isinstance(v, tuple) and all(isinstance(a, str) and a for a in v) else "wrong type"
+    ),
 }
 
 
@@ -287,7 +532,8 @@ _CHECKS: dict[str, Callable[[Any], str]] = {
 
 
 def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment plus `overrides`: what a child process (a function host) starts with."""
+    """This process's environment plus `overrides`: what a child process (a function host) starts
+    with."""
     return {**os.environ, **overrides}
 
 
@@ -312,5 +558,15 @@ def exported(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
-__all__ = ["DEFAULT_PROJECT", "LOG_LEVELS", "SECRET_SETTINGS", "SettingDoc", "Settings", "child_environment", "documented", "environment_value", "exported", "settings_table"]
-
+__all__ = [
+    "DEFAULT_PROJECT",
+    "LOG_LEVELS",
+    "SECRET_SETTINGS",
+    "SettingDoc",
+    "Settings",
+    "child_environment",
+    "documented",
+    "environment_value",
+    "exported",
+    "settings_table",
+]

@@ -28,8 +28,8 @@ class Handlers(Protocol):
 
 
 class RunControl(Protocol):
-    """What a context needs from the run behind it: `jobs_lib.engine.runner.Execution` in a worker or
-    function, `jobs_lib.testing`'s stand-in in a user's test."""
+    """What a context needs from the run behind it: `jobs_lib.engine.runner.Execution` in a worker
+    or function, `jobs_lib.testing`'s stand-in in a user's test."""
 
     @property
     def job(self) -> Job: ...
@@ -134,7 +134,11 @@ class JobContext(Generic[InputT]):
         if not job.depends_on:
             return {}
         found = self._execution.store.get_many(list(job.depends_on), "flows:parent_results")
-        return {(parent.flow_name or parent_id): parent.result for parent_id in job.depends_on if (parent := found.get(parent_id)) is not None}
+        return {
+            (parent.flow_name or parent_id): parent.result
+            for parent_id in job.depends_on
+            if (parent := found.get(parent_id)) is not None
+        }
 
     @property
     def cancel_requested(self) -> bool:
@@ -142,15 +146,27 @@ class JobContext(Generic[InputT]):
         return self._execution.cancel_requested
 
     def check_cancelled(self) -> None:
-        """Raise `JobCancelled` if cancellation was requested, `LeaseLost` if this run was superseded."""
+        """Raise `JobCancelled` if cancellation was requested, `LeaseLost` if this run was
+        superseded."""
         if self._execution.lease_lost:
-            raise LeaseLost(f"job {self.job_id}: this run no longer holds the job ({self._execution.lost_reason})")
+            raise LeaseLost(
+                f"job {self.job_id}: this run no longer holds the job "
+                f"({self._execution.lost_reason})"
+            )
         if self._execution.cancel_requested:
             raise JobCancelled(f"job {self.job_id} was cancelled at its owner's request")
 
     # -- durable jobs (jobs_lib.engine.durable) -------------------------------------------------
 
-    def step(self, name: str, fn: Callable[..., T], /, *args: Any, step_timeout: float | None = None, **kwargs: Any) -> T:
+    def step(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        step_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> T:
         """Run ``fn(*args, **kwargs)`` once for this job and return its result.
 
         The result is recorded in Firestore (fenced by this run's claim) before the handler goes
@@ -176,12 +192,23 @@ class JobContext(Generic[InputT]):
             if step_timeout is not None:
                 self._execution.limit_step(name, None)
         if inspect.isawaitable(result):
-            raise TypeError(f"step {name!r}: {fn!r} returned an awaitable; use `await ctx.astep(...)` for async functions")
+            raise TypeError(
+                f"step {name!r}: {fn!r} returned an awaitable; use `await ctx.astep(...)` for "
+                f"async functions"
+            )
         return self._execution.record_step(name, result, (time.monotonic() - started) * 1000)  # type: ignore[no-any-return]
 
-    async def astep(self, name: str, fn: Callable[..., Any], /, *args: Any, step_timeout: float | None = None, **kwargs: Any) -> Any:
-        """`step` for async handlers: `fn` may be a coroutine function (or a plain one); reading
-        and recording run off the event loop. `step_timeout` cancels a coroutine still running then."""
+    async def astep(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        step_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`step` for async handlers: `fn` may be a coroutine function (or a plain one); reading and
+        recording run off the event loop. `step_timeout` cancels a coroutine still running then."""
         check_step_name(name)
         found, value = await asyncio.to_thread(self._execution.saved_step, name)
         if found:
@@ -194,12 +221,17 @@ class JobContext(Generic[InputT]):
             try:
                 result = await asyncio.wait_for(result, step_timeout)
             except TimeoutError:
-                raise TimeoutError(f"step {name!r} did not finish within its timeout of {step_timeout:g}s") from None
-        return await asyncio.to_thread(self._execution.record_step, name, result, (time.monotonic() - started) * 1000)
+                raise TimeoutError(
+                    f"step {name!r} did not finish within its timeout of {step_timeout:g}s"
+                ) from None
+        return await asyncio.to_thread(
+            self._execution.record_step, name, result, (time.monotonic() - started) * 1000
+        )
 
     @property
     def cursor(self) -> Any:
-        """The last checkpoint saved (by this run, or by the run this one continues); None at first."""
+        """The last checkpoint saved (by this run, or by the run this one continues); None at
+        first."""
         return self._execution.cursor
 
     def checkpoint(self, cursor: Any) -> None:

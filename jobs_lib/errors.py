@@ -1,10 +1,10 @@
 """The errors jobs_lib raises, as one small tree.
 
     JobsError
-    ├── ConfigurationError        the library was set up wrongly (bad handler, bad option, bad setting)
+    ├── ConfigurationError        the library was set up wrongly (handler, option, setting)
     │   ├── DuplicateHandlerError  two handlers claim the same type
     │   ├── InvalidSchedule        a cron, timezone, type or input that cannot be scheduled
-    │   └── CronError              a cron expression or timezone that cannot be used (also a ValueError)
+    │   └── CronError              a cron expression or timezone that cannot be used (ValueError)
     ├── InvalidValue               a value read from outside cannot be used (also a ValueError)
     │   ├── TimeParseError         a field holds something that is not a time
     │   └── InvalidPageToken       a page token this listing did not issue
@@ -76,8 +76,8 @@ class InvalidPageToken(InvalidValue):
 
 
 class IdTaken(JobsError):
-    """An id jobs_lib derives (an idempotency key's, a flow's) is held by a document jobs_lib did not
-    write; the library never treats such a document as its own."""
+    """An id jobs_lib derives (an idempotency key's, a flow's) is held by a document jobs_lib did
+    not write; the library never treats such a document as its own."""
 
 
 class JobNotFound(JobsError):
@@ -119,7 +119,9 @@ class EnqueueFailed(StoreError):
         self.created = created
         self.refused = refused
         first = next(iter(refused.items()))
-        super().__init__(f"{len(refused)} job(s) were not created ({first[0]}: {first[1]}); {len(created)} were")
+        super().__init__(
+            f"{len(refused)} job(s) were not created ({first[0]}: {first[1]}); {len(created)} were"
+        )
 
 
 class EmulatorUnavailable(JobsError):
@@ -129,7 +131,13 @@ class EmulatorUnavailable(JobsError):
 class ApiError(JobsError):
     """An answer other than success: status code, message, field errors, extra headers."""
 
-    def __init__(self, code: int, message: str, details: Iterable[Any] = (), headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        details: Iterable[Any] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

@@ -93,7 +93,9 @@ def decode_document_event(data: bytes | str | None, client: Any = None) -> Creat
     path = document.name.split("/documents/", 1)[1]
     collection, _, job_id = path.rpartition("/")
     created = from_timestamp_pb(document.create_time) if document.HasField("create_time") else None
-    return CreatedDocument(job_id, collection, fields, from_timestamp_pb(document.update_time), created)
+    return CreatedDocument(
+        job_id, collection, fields, from_timestamp_pb(document.update_time), created
+    )
 
 
 class Functions:
@@ -114,12 +116,18 @@ class Functions:
                 if settings.metrics_exporter != "none" or settings.traces_exporter != "none":
                     from jobs_lib.observability.export import enable
 
-                    enable(metrics_exporter=settings.metrics_exporter, traces_exporter=settings.traces_exporter, project=settings.project, service="jobs_lib-functions")
+                    enable(
+                        metrics_exporter=settings.metrics_exporter,
+                        traces_exporter=settings.traces_exporter,
+                        project=settings.project,
+                        service="jobs_lib-functions",
+                    )
                 self._app = app
             return self._app
 
     def on_job_created(self, cloud_event: Any) -> str:
-        """Handle a created-event: claim and run that one job. Returns what happened, for the log."""
+        """Handle a created-event: claim and run that one job. Returns what happened, for the
+        log."""
         engine = self.app.engine
         kind = cloud_event["type"]
         if kind not in (CREATED, CREATED_WITH_AUTH):
@@ -127,34 +135,68 @@ class Functions:
             return "ignored"
         doc = decode_document_event(cloud_event.data, engine.store.db)
         if doc is None:
-            event(engine.log, "event_ignored", "ignored a created-event without a document", detail=cloud_event["id"])
+            event(
+                engine.log,
+                "event_ignored",
+                "ignored a created-event without a document",
+                detail=cloud_event["id"],
+            )
             return "ignored"
         if doc.collection != engine.store.settings.collection:
-            event(engine.log, "event_ignored", f"ignored a document in {doc.collection}, not {engine.store.settings.collection}")
+            event(
+                engine.log,
+                "event_ignored",
+                f"ignored a document in {doc.collection}, not {engine.store.settings.collection}",
+            )
             return "ignored"
-        outcome = run_created(engine, Job.from_document(doc.job_id, doc.fields, doc.update_time, created=doc.create_time))
+        outcome = run_created(
+            engine,
+            Job.from_document(doc.job_id, doc.fields, doc.update_time, created=doc.create_time),
+        )
         if engine.throughput.due():
             engine.throughput.flush()  # a few writes a minute per instance, for the console's chart
         return outcome
 
     def on_document_created(self, document: str, snapshot: Any) -> str:
-        """The same as `on_job_created`, for the firebase-functions SDK, which has already decoded the
-        event: `document` is the path within the database, `snapshot` its DocumentSnapshot (None for a
-        created-event without a document)."""
+        """The same as `on_job_created`, for the firebase-functions SDK, which has already decoded
+        the event: `document` is the path within the database, `snapshot` its DocumentSnapshot (None
+        for a created-event without a document)."""
         engine = self.app.engine
         collection, _, job_id = document.rpartition("/")
         if snapshot is None or not getattr(snapshot, "exists", False):
-            event(engine.log, "event_ignored", f"ignored a created-event without a document ({document})")
+            event(
+                engine.log,
+                "event_ignored",
+                f"ignored a created-event without a document ({document})",
+            )
             return "ignored"
         if collection != engine.store.settings.collection:
-            event(engine.log, "event_ignored", f"ignored a document in {collection}, not {engine.store.settings.collection}")
+            event(
+                engine.log,
+                "event_ignored",
+                f"ignored a document in {collection}, not {engine.store.settings.collection}",
+            )
             return "ignored"
-        outcome = run_created(engine, Job.from_document(job_id, snapshot.to_dict() or {}, snapshot.update_time, created=getattr(snapshot, "create_time", None)))
+        outcome = run_created(
+            engine,
+            Job.from_document(
+                job_id,
+                snapshot.to_dict() or {},
+                snapshot.update_time,
+                created=getattr(snapshot, "create_time", None),
+            ),
+        )
         if engine.throughput.due():
             engine.throughput.flush()
         return outcome
 
-    def tick(self, request: Any = None, *, schedule_time: datetime | None = None, sweeper: int | None = None) -> dict[str, Any]:
+    def tick(
+        self,
+        request: Any = None,
+        *,
+        schedule_time: datetime | None = None,
+        sweeper: int | None = None,
+    ) -> dict[str, Any]:
         """One Cloud Scheduler tick: run what is due within the budget; returns a JSON-able summary.
 
         With JOBS_TICK_SWEEPERS = N > 1, Cloud Scheduler calls the tick N times per schedule, each
@@ -170,18 +212,40 @@ class Functions:
         if sweeper is None:
             sweeper = _sweeper_of(request)
         sweepers = settings.tick_sweepers
-        # A fresh engine per tick (its recorder and keeper end with it); the connection and the firer are shared.
+        # A fresh engine per tick (its recorder and keeper end with it); the connection and the
+        # firer are shared.
         engine = app.new_engine()
         shards: tuple[int, ...] | None = None
         if sweeper is not None and sweepers > 1:
             if 0 <= sweeper < sweepers:
                 shards = sweeper_shards(sweeper, sweepers)
             else:
-                event(engine.log, "tick_sweeper_unknown", f"sweeper {sweeper} is not one of 0 to {sweepers - 1} (JOBS_TICK_SWEEPERS); sweeping every lane", level=logging.WARNING)
+                event(
+                    engine.log,
+                    "tick_sweeper_unknown",
+                    f"sweeper {sweeper} is not one of 0 to {sweepers - 1} (JOBS_TICK_SWEEPERS); "
+                    f"sweeping every lane",
+                    level=logging.WARNING,
+                )
                 sweeper = None
-        discovery = Discovery(engine.store, lease_seconds=engine.lease_seconds, holder=engine.holder, exclude_types=engine.excluded_types, eager=True, shards=shards)
+        discovery = Discovery(
+            engine.store,
+            lease_seconds=engine.lease_seconds,
+            holder=engine.holder,
+            exclude_types=engine.excluded_types,
+            eager=True,
+            shards=shards,
+        )
         worker = app.worker(
-            engine=engine, concurrency=settings.tick_concurrency, burst=True, budget=budget, hard_limit=hard_limit, grace=0, poll_interval=0.1, schedules=False, discovery=discovery
+            engine=engine,
+            concurrency=settings.tick_concurrency,
+            burst=True,
+            budget=budget,
+            hard_limit=hard_limit,
+            grace=0,
+            poll_interval=0.1,
+            schedules=False,
+            discovery=discovery,
         )
         # Fire due schedule slots first, so that this tick also runs the jobs they create.
         fired = app.scheduler.fire_due() if discovery.sweeps_unsharded else None
@@ -195,9 +259,18 @@ class Functions:
             worker.record_queue_stats()  # the queue gauges, as of the end of this tick
         summary["schedules"] = fired.as_dict() if fired is not None else None
         headers = getattr(request, "headers", {}) or {}
-        summary["scheduleTime"] = schedule_time.isoformat() if schedule_time else headers.get("X-CloudScheduler-ScheduleTime")
+        summary["scheduleTime"] = (
+            schedule_time.isoformat()
+            if schedule_time
+            else headers.get("X-CloudScheduler-ScheduleTime")
+        )
         summary["budgetSeconds"] = budget
-        event(engine.log, "tick_done", f"tick claimed {summary['claimed']} jobs in {summary['seconds']}s", stats=summary)
+        event(
+            engine.log,
+            "tick_done",
+            f"tick claimed {summary['claimed']} jobs in {summary['seconds']}s",
+            stats=summary,
+        )
         return summary
 
     def api(self, request: Any) -> Any:
@@ -218,7 +291,9 @@ def _sweeper_of(request: Any) -> int | None:
         return None
     value: Any = None
     try:
-        body = request.get_json(force=True, silent=True)  # Cloud Scheduler may send it as octet-stream
+        body = request.get_json(
+            force=True, silent=True
+        )  # Cloud Scheduler may send it as octet-stream
     except Exception:  # not a JSON request: no sweeper named in the body
         body = None
     if isinstance(body, dict):
@@ -244,11 +319,24 @@ def run_created(engine: Engine, job: Job) -> str:
     invocation rather than left for a tick.
     """
     spec = engine.spec_for(job)
-    if job.type == CONTINUE_TYPE and job.status is Status.PENDING and isinstance(job.metadata, dict) and isinstance(job.metadata.get("jobId"), str):
+    if (
+        job.type == CONTINUE_TYPE
+        and job.status is Status.PENDING
+        and isinstance(job.metadata, dict)
+        and isinstance(job.metadata.get("jobId"), str)
+    ):
         return _run_continued(engine, job, job.metadata["jobId"])
-    if spec is not None and (spec.worker_only or (spec.timeout > EVENT_BUDGET and not spec.continuable)):
+    if spec is not None and (
+        spec.worker_only or (spec.timeout > EVENT_BUDGET and not spec.continuable)
+    ):
         where = "jobs worker" if spec.worker_only else "the tick"
-        event(engine.log, "job_deferred", f"job {job.id} left to {where}: its timeout of {spec.timeout:g}s exceeds what an event function may run", **job_fields(job.id, job.type))
+        event(
+            engine.log,
+            "job_deferred",
+            f"job {job.id} left to {where}: its timeout of {spec.timeout:g}s exceeds what an "
+            f"event function may run",
+            **job_fields(job.id, job.type),
+        )
         engine.adopt([job])  # an app's job: into its shard lane, where they will find it
         return "deferred"
     started = time.monotonic()
@@ -274,7 +362,9 @@ def _run_continued(engine: Engine, wake: Job, job_id: str) -> str:
     """A wake-up document's created-event: delete it and run the next slice of the job it names."""
     try:
         engine.store.delete(wake.id, "delete:wake")
-    except Exception:  # left, it is a no-op job that a tick completes, and it expires within the hour
+    except (
+        Exception
+    ):  # left, it is a no-op job that a tick completes, and it expires within the hour
         log.warning("could not delete the wake-up document %s", wake.id, exc_info=True)
     job = engine.store.get(job_id)
     if job is None:
@@ -309,4 +399,11 @@ def _run_released(engine: Engine, released: list[str], started: float) -> None:
             todo += execution.released[: max(INLINE_RELEASED - len(todo), 0)]
 
 
-__all__ = ["CREATED", "CREATED_WITH_AUTH", "CreatedDocument", "Functions", "decode_document_event", "run_created"]
+__all__ = [
+    "CREATED",
+    "CREATED_WITH_AUTH",
+    "CreatedDocument",
+    "Functions",
+    "decode_document_event",
+    "run_created",
+]

@@ -41,13 +41,23 @@ EVENT_BUDGET = 510.0
 MAX_FUNCTION_TIMEOUT = 3540.0
 
 
-_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+_PERIODS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+}
 #: Starts per window a rate may allow (one token document each).
 MAX_RATE = 100_000
 
 
 def parse_rate(rate: str, job_type: str = "") -> tuple[int, float]:
-    """``"100/s"`` -> (100, 1.0): starts per window and the window's seconds; raises `ConfigurationError`."""
+    """``"100/s"`` -> (100, 1.0): starts per window and the window's seconds; raises
+    `ConfigurationError`."""
     count, _, unit = str(rate).partition("/")
     period = _PERIODS.get(unit.strip().lower())
     try:
@@ -55,7 +65,10 @@ def parse_rate(rate: str, job_type: str = "") -> tuple[int, float]:
     except ValueError:
         starts = 0
     if period is None or not 1 <= starts <= MAX_RATE:
-        raise ConfigurationError(f"{job_type}: rate must look like '100/s', '20/m' or '1000/h' (1 to {MAX_RATE} starts per second, minute or hour), got {rate!r}")
+        raise ConfigurationError(
+            f"{job_type}: rate must look like '100/s', '20/m' or '1000/h' (1 to {MAX_RATE} "
+            f"starts per second, minute or hour), got {rate!r}"
+        )
     return starts, period
 
 
@@ -80,16 +93,18 @@ class HandlerSpec:
     concurrency: int | None = None
     #: ... per value of this job field (e.g. "orgId": at most N per organisation).
     concurrency_key: str | None = None
-    #: A URL to POST to when one of its jobs ends (jobs_lib.engine.webhooks), unless the job names its own;
-    #: it stays on the server (jobs carry `webhook: true`, the delivery looks the URL up here).
+    # : A URL to POST to when one of its jobs ends (jobs_lib.engine.webhooks), unless the job names
+    # its own; : it stays on the server (jobs carry `webhook: true`, the delivery looks the URL up
+    # here).
     webhook: str | None = None
     #: At most this many starts per second, minute or hour ("100/s", "20/m", "1000/h"), across every
     #: worker and function instance (jobs_lib.limits.rates) ...
     rate: str | None = None
     #: ... per value of this job field (e.g. "orgId": that many per organisation).
     rate_key: str | None = None
-    #: After this many failed attempts in a row (seen by one runner), the type pauses itself for
-    #: `breaker_cooldown` seconds, then lets one job through and resumes when it succeeds (jobs_lib.limits.breakers).
+    # : After this many failed attempts in a row (seen by one runner), the type pauses itself for :
+    # `breaker_cooldown` seconds, then lets one job through and resumes when it succeeds
+    # (jobs_lib.limits.breakers).
     breaker: int | None = None
     breaker_cooldown: float = 60.0
     #: The runner's own type: never created, retried or scheduled by users (the REST API and the
@@ -102,44 +117,67 @@ class HandlerSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not self.type.strip():
-            raise ConfigurationError(f"a handler type must be a non-empty string, got {self.type!r}")
+            raise ConfigurationError(
+                f"a handler type must be a non-empty string, got {self.type!r}"
+            )
         if self.max_attempts < 1:
-            raise ConfigurationError(f"{self.type}: max_attempts must be at least 1, got {self.max_attempts}")
+            raise ConfigurationError(
+                f"{self.type}: max_attempts must be at least 1, got {self.max_attempts}"
+            )
         if self.timeout <= 0:
             raise ConfigurationError(f"{self.type}: timeout must be positive, got {self.timeout}")
         if self.concurrency is not None and not 1 <= self.concurrency <= 100:
-            raise ConfigurationError(f"{self.type}: concurrency must be between 1 and 100, got {self.concurrency}")
+            raise ConfigurationError(
+                f"{self.type}: concurrency must be between 1 and 100, got {self.concurrency}"
+            )
         if self.concurrency_key is not None and self.concurrency is None:
             raise ConfigurationError(f"{self.type}: concurrency_key needs concurrency")
         if self.rate is not None:
             parse_rate(self.rate, self.type)
             if self.concurrency is not None:
-                raise ConfigurationError(f"{self.type}: rate and concurrency together are not supported; choose one")
+                raise ConfigurationError(
+                    f"{self.type}: rate and concurrency together are not supported; choose one"
+                )
         if self.breaker is not None and not 1 <= self.breaker <= 1000:
-            raise ConfigurationError(f"{self.type}: breaker (failures in a row before it opens) must be between 1 and 1000, got {self.breaker}")
+            raise ConfigurationError(
+                f"{self.type}: breaker (failures in a row before it opens) must be between 1 and "
+                f"1000, got {self.breaker}"
+            )
         if not 1 <= self.breaker_cooldown <= 86400:
-            raise ConfigurationError(f"{self.type}: breaker_cooldown must be between 1 and 86400 seconds, got {self.breaker_cooldown}")
+            raise ConfigurationError(
+                f"{self.type}: breaker_cooldown must be between 1 and 86400 seconds, got "
+                f"{self.breaker_cooldown}"
+            )
         if self.rate_key is not None and self.rate is None:
             raise ConfigurationError(f"{self.type}: rate_key needs rate")
         if self.webhook is not None:
             from jobs_lib.engine.webhooks import check_url
 
-            check_url(self.webhook, resolve=False)  # its address is checked at each delivery (it is never written to a job)
+            check_url(
+                self.webhook, resolve=False
+            )  # its address is checked at each delivery (it is never written to a job)
         if self.timeout > MAX_FUNCTION_TIMEOUT and not self.worker_only and not self.continuable:
             raise ConfigurationError(
-                f"{self.type}: a timeout of {self.timeout:g}s is longer than any Cloud Function may run "
-                f"({MAX_FUNCTION_TIMEOUT:g}s with margin); make it continuable=True (it checkpoints and runs in slices) "
+                f"{self.type}: a timeout of {self.timeout:g}s is longer than any Cloud Function "
+                f"may run "
+                f"({MAX_FUNCTION_TIMEOUT:g}s with margin); make it continuable=True (it "
+                f"checkpoints and runs in slices) "
                 "or declare worker_only=True and run it with `jobs worker`"
             )
         if isinstance(self.input, str):
             module, _, name = self.input.partition(":")
             if not module or not name.isidentifier():
-                raise ConfigurationError(f"{self.type}: input must be a pydantic model class or 'module:Name', got {self.input!r}")
+                raise ConfigurationError(
+                    f"{self.type}: input must be a pydantic model class or 'module:Name', got "
+                    f"{self.input!r}"
+                )
         elif self.input is not None:
             from pydantic import BaseModel
 
             if not (inspect.isclass(self.input) and issubclass(self.input, BaseModel)):
-                raise ConfigurationError(f"{self.type}: input must be a pydantic model class, got {self.input!r}")
+                raise ConfigurationError(
+                    f"{self.type}: input must be a pydantic model class, got {self.input!r}"
+                )
         if not callable(self.fn):
             raise ConfigurationError(f"{self.type}: handler {self.fn!r} is not callable")
 
@@ -190,7 +228,9 @@ class HandlerRegistry:
             if name in self._specs or name in self._aliases:
                 owner = self.get(name)
                 where = f"{owner.fn.__module__}.{owner.fn.__qualname__}" if owner else "?"
-                raise DuplicateHandlerError(f"a handler for job type {name!r} is already registered ({where})")
+                raise DuplicateHandlerError(
+                    f"a handler for job type {name!r} is already registered ({where})"
+                )
         self._specs[spec.type] = spec
         for alias in spec.aliases:
             self._aliases[alias] = spec.type
@@ -221,13 +261,12 @@ class HandlerRegistry:
     ) -> Callable[[HandlerFn], HandlerFn]:
         """Decorator that registers a function as the handler for `type`.
 
-        With `schedule` (a cron expression, in `timezone`), the job also runs
-        on that schedule, declared here in code (see `add_schedule`). With `internal`, users may
-        not create, retry or schedule its jobs (the REST API refuses them; the rules' list of
-        client types should not hold it): only the server's own code enqueues it. With
-        `continuable`, the handler checkpoints and may run in slices (jobs_lib.engine.durable): `timeout` is
-        then its time over every slice, and the functions run it however long that is.
-        """
+        With `schedule` (a cron expression, in `timezone`), the job also runs on that schedule,
+        declared here in code (see `add_schedule`). With `internal`, users may not create, retry or
+        schedule its jobs (the REST API refuses them; the rules' list of client types should not
+        hold it): only the server's own code enqueues it. With `continuable`, the handler
+        checkpoints and may run in slices (jobs_lib.engine.durable): `timeout` is then its time over
+        every slice, and the functions run it however long that is."""
 
         def decorate(fn: HandlerFn) -> HandlerFn:
             self.register(
@@ -259,7 +298,15 @@ class HandlerRegistry:
 
         return decorate
 
-    def add_schedule(self, name: str, job_type: str, cron: str, *, timezone: str = "UTC", metadata: dict[str, Any] | None = None) -> CodeSchedule:
+    def add_schedule(
+        self,
+        name: str,
+        job_type: str,
+        cron: str,
+        *,
+        timezone: str = "UTC",
+        metadata: dict[str, Any] | None = None,
+    ) -> CodeSchedule:
         """Declare a recurring job in code; a bad cron or timezone raises at once."""
         from jobs_lib.model.cron import check
 
@@ -287,7 +334,8 @@ class HandlerRegistry:
         return spec
 
     def unregister(self, job_type: str) -> None:
-        """Remove a type, its aliases and its code schedules (tests use this to stay independent)."""
+        """Remove a type, its aliases and its code schedules (tests use this to stay
+        independent)."""
         spec = self._specs.pop(job_type, None)
         if spec:
             for alias in spec.aliases:
@@ -332,4 +380,14 @@ default_registry = HandlerRegistry()
 handler = default_registry.handler
 
 
-__all__ = ["EVENT_BUDGET", "INTERNAL_PREFIX", "MAX_FUNCTION_TIMEOUT", "CodeSchedule", "HandlerRegistry", "HandlerSpec", "default_registry", "handler", "is_internal_type"]
+__all__ = [
+    "EVENT_BUDGET",
+    "INTERNAL_PREFIX",
+    "MAX_FUNCTION_TIMEOUT",
+    "CodeSchedule",
+    "HandlerRegistry",
+    "HandlerSpec",
+    "default_registry",
+    "handler",
+    "is_internal_type",
+]

@@ -54,7 +54,8 @@ class HandlerRun:
     job: Job
     #: The value recorded as the job's `result` (None unless completed).
     result: Any = None
-    #: Each `ctx.progress(...)` report, in order (``percent``, ``message``, ``currentStep``, ``totalSteps``).
+    # : Each `ctx.progress(...)` report, in order (``percent``, ``message``, ``currentStep``,
+    # ``totalSteps``).
     progress: list[dict[str, Any]] = field(default_factory=list)
     #: The handler's log lines: ``level``, ``message`` and the structured fields.
     logs: list[dict[str, Any]] = field(default_factory=list)
@@ -75,7 +76,8 @@ class HandlerRun:
 
     @property
     def status(self) -> str:
-        """The job's status after this attempt: completed, pending (a retry), failed or cancelled."""
+        """The job's status after this attempt: completed, pending (a retry), failed or
+        cancelled."""
         if isinstance(self.outcome, Completed):
             return "completed"
         if isinstance(self.outcome, Retry):
@@ -110,7 +112,17 @@ class _Capture(logging.Handler):
 class _TestRun:
     """The `jobs_lib.context.RunControl` behind a test run: no lease, nothing written."""
 
-    def __init__(self, job: Job, attempt: int, spec: HandlerSpec, logger: JobLogger, db: Any, store: JobStore | None, cancel_requested: bool, registry: HandlerRegistry | None = None) -> None:
+    def __init__(
+        self,
+        job: Job,
+        attempt: int,
+        spec: HandlerSpec,
+        logger: JobLogger,
+        db: Any,
+        store: JobStore | None,
+        cancel_requested: bool,
+        registry: HandlerRegistry | None = None,
+    ) -> None:
         self.job = job
         self.attempt = attempt
         self.deadline = datetime.now(UTC) + timedelta(seconds=spec.timeout)
@@ -135,7 +147,10 @@ class _TestRun:
     @property
     def db(self) -> Any:
         if self._db is None:
-            raise ConfigurationError("this handler run has no Firestore: pass db= (an emulator client) or app= to run_handler")
+            raise ConfigurationError(
+                "this handler run has no Firestore: pass db= (an emulator client) or app= to "
+                "run_handler"
+            )
         return self._db
 
     @property
@@ -159,7 +174,9 @@ class _TestRun:
 
     def record_step(self, name: str, value: Any, ms: float) -> Any:
         if len(self.steps) >= MAX_STEPS:
-            raise PermanentError(f"a job may record at most {MAX_STEPS} steps; step {name!r} is one more")
+            raise PermanentError(
+                f"a job may record at most {MAX_STEPS} steps; step {name!r} is one more"
+            )
         stored, _size = step_value(name, value)
         self.steps[name] = stored
         self.steps_run.append(name)
@@ -215,19 +232,50 @@ def run_handler(
     (name -> result) are steps an earlier run recorded, `cursor` the checkpoint it left;
     `continue_every` continues a ``continuable`` handler at every N-th ``ctx.checkpoint``.
     """
-    registry = registry if registry is not None else (app.registry if app is not None else default_registry)
+    registry = (
+        registry
+        if registry is not None
+        else (app.registry if app is not None else default_registry)
+    )
     spec = registry.get(job_type)
     if spec is None:
-        raise ConfigurationError(f"no handler is registered for job type {job_type!r} (registered: {', '.join(registry.types()) or 'none'})")
-    job = Job.from_document(job_id or f"test-{uuid.uuid4().hex[:12]}", {"type": job_type, "status": "in_progress", "metadata": metadata or {}, "attempts": attempt, **(fields or {})})
+        raise ConfigurationError(
+            f"no handler is registered for job type {job_type!r} (registered: "
+            f"{', '.join(registry.types()) or 'none'})"
+        )
+    job = Job.from_document(
+        job_id or f"test-{uuid.uuid4().hex[:12]}",
+        {
+            "type": job_type,
+            "status": "in_progress",
+            "metadata": metadata or {},
+            "attempts": attempt,
+            **(fields or {}),
+        },
+    )
     lines: list[dict[str, Any]] = []
     base = logging.getLogger(f"jobs_lib.testing.{job.id}")
     capture = _Capture(lines)
     base.addHandler(capture)
     base.setLevel(logging.DEBUG)
-    logger = JobLogger(base, {**job_fields(job.id, job_type, attempt), "worker": "jobs_lib.testing"})
-    control = _TestRun(job, attempt, spec, logger, db if db is not None else (app.db if app is not None else None), app.store if app is not None else None, cancel_requested, registry)
-    control.parent_results = parent_results if parent_results is not None else ({} if not job.depends_on or app is None else None)
+    logger = JobLogger(
+        base, {**job_fields(job.id, job_type, attempt), "worker": "jobs_lib.testing"}
+    )
+    control = _TestRun(
+        job,
+        attempt,
+        spec,
+        logger,
+        db if db is not None else (app.db if app is not None else None),
+        app.store if app is not None else None,
+        cancel_requested,
+        registry,
+    )
+    control.parent_results = (
+        parent_results
+        if parent_results is not None
+        else ({} if not job.depends_on or app is None else None)
+    )
     control.steps = dict(steps or {})
     control.cursor = cursor
     control.continue_every = continue_every if spec.continuable else None
@@ -239,13 +287,20 @@ def run_handler(
                 run.outcome = _attempt(spec, job, control, run)
                 break
             except Suspend:
-                run.continuations += 1  # a continuation or a wake-up: the handler runs again from the top
+                run.continuations += (
+                    1  # a continuation or a wake-up: the handler runs again from the top
+                )
         else:
             raise RuntimeError(f"the handler was continued {MAX_REPLAYS} times without ending")
     finally:
         base.removeHandler(capture)
         run.progress = control.reports
-        run.steps, run.steps_run, run.checkpoints, run.sleeps = control.steps, control.steps_run, control.checkpoints, control.sleep_seconds
+        run.steps, run.steps_run, run.checkpoints, run.sleeps = (
+            control.steps,
+            control.steps_run,
+            control.checkpoints,
+            control.sleep_seconds,
+        )
     return run
 
 
@@ -268,7 +323,20 @@ def _attempt(spec: HandlerSpec, job: Job, control: _TestRun, run: HandlerRun) ->
     now = datetime.now(UTC)
 
     def end(ending: Ending, **facts: Any) -> Outcome | None:
-        return decide(AttemptEnd(ending, control.attempt, job.max_attempts or spec.max_attempts, now, now + (spec.retention or DEFAULT_RETENTION), spec.backoff, 0.0, cancel_requested=control.cancel_requested, timeout=spec.timeout, **facts))
+        return decide(
+            AttemptEnd(
+                ending,
+                control.attempt,
+                job.max_attempts or spec.max_attempts,
+                now,
+                now + (spec.retention or DEFAULT_RETENTION),
+                spec.backoff,
+                0.0,
+                cancel_requested=control.cancel_requested,
+                timeout=spec.timeout,
+                **facts,
+            )
+        )
 
     try:
         value = validated_input(spec, job)
@@ -285,10 +353,16 @@ def _attempt(spec: HandlerSpec, job: Job, control: _TestRun, run: HandlerRun) ->
         return end(Ending.INTERRUPTED)
     except PermanentError as exc:
         run.error = exc
-        return end(Ending.PERMANENT, error=describe_error(exc), details={"errorType": qualname(exc)})
+        return end(
+            Ending.PERMANENT, error=describe_error(exc), details={"errorType": qualname(exc)}
+        )
     except Exception as exc:
         run.error = exc
-        return end(Ending.RAISED, error=describe_error(exc), details={"errorType": qualname(exc), "traceback": traceback.format_exc()[-4000:]})
+        return end(
+            Ending.RAISED,
+            error=describe_error(exc),
+            details={"errorType": qualname(exc), "traceback": traceback.format_exc()[-4000:]},
+        )
     problem, stored = storable_result(result, job.raw)
     if problem:
         return end(Ending.UNSTORABLE, error=problem)

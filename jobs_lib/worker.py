@@ -36,7 +36,8 @@ log = logging.getLogger("jobs_lib.worker")
 
 #: A worker fires due schedule slots this often (the Cloud Scheduler tick does so every minute).
 SCHEDULE_EVERY = 10.0
-#: While metrics are exported, a worker counts the due jobs of each type this often (two queries a type).
+# : While metrics are exported, a worker counts the due jobs of each type this often (two queries a
+# type).
 QUEUE_STATS_EVERY = 15.0
 #: At most this many types get queue gauges (each costs a count and a one-document query).
 QUEUE_STATS_TYPES = 50
@@ -112,7 +113,9 @@ class Background:
     """
 
     def __init__(self, name: str) -> None:
-        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[
+            tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None
+        ] = queue.SimpleQueue()
         threading.Thread(target=self._run, name=name, daemon=True).start()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
@@ -154,7 +157,12 @@ class WorkerSummary:
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly summary."""
-        return {"claimed": self.claimed, "outcomes": dict(self.outcomes), "released": self.released, "seconds": round(self.seconds, 3)}
+        return {
+            "claimed": self.claimed,
+            "outcomes": dict(self.outcomes),
+            "released": self.released,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 @dataclass
@@ -205,7 +213,8 @@ class Worker:
         schedules: bool = True,
         scheduler: Scheduler | None = None,
     ) -> None:
-        """With `schedules`, the worker also fires due schedule slots (with `scheduler`, or a firer of its own)."""
+        """With `schedules`, the worker also fires due schedule slots (with `scheduler`, or a firer
+        of its own)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.engine = engine
@@ -218,7 +227,13 @@ class Worker:
         #: ... and seconds until the process must be done (a function's timeout): a job is
         #: claimed only if its handler's timeout fits, and released if still running then.
         self.hard_limit = hard_limit if hard_limit is not None else budget
-        self.discovery = discovery or Discovery(engine.store, lease_seconds=engine.lease_seconds, holder=engine.holder, exclude_types=engine.excluded_types, eager=burst)
+        self.discovery = discovery or Discovery(
+            engine.store,
+            lease_seconds=engine.lease_seconds,
+            holder=engine.holder,
+            exclude_types=engine.excluded_types,
+            eager=burst,
+        )
         self.summary = WorkerSummary()
         self.scheduler = scheduler or (make_scheduler(engine) if schedules else None)
         self._stop = threading.Event()
@@ -248,7 +263,11 @@ class Worker:
         """Stop gracefully on SIGTERM and SIGINT (a second one skips the grace period)."""
 
         def handle(signum: int, _frame: FrameType | None) -> None:
-            event(self.engine.log, "worker_stopping", f"received {signal.Signals(signum).name}, stopping")
+            event(
+                self.engine.log,
+                "worker_stopping",
+                f"received {signal.Signals(signum).name}, stopping",
+            )
             self.stop()
 
         signal.signal(signal.SIGTERM, handle)
@@ -272,7 +291,12 @@ class Worker:
         hard_deadline = started + self.hard_limit if self.hard_limit is not None else None
         store = self.engine.store
         store.calibrate()
-        event(self.engine.log, "worker_started", f"worker {self.engine.holder} started (concurrency {self.concurrency})", detail=f"clock offset {store.clock.offset:+.3f}s")
+        event(
+            self.engine.log,
+            "worker_started",
+            f"worker {self.engine.holder} started (concurrency {self.concurrency})",
+            detail=f"clock offset {store.clock.offset:+.3f}s",
+        )
         fetcher = Background("jobs-discovery")
         loop = LoopState(probe=self._first_probe)
         try:
@@ -305,7 +329,8 @@ class Worker:
         return self.summary
 
     def _take_page(self, loop: LoopState, now: float) -> None:
-        """A finished read: its jobs become candidates, and the next read is timed by what it found."""
+        """A finished read: its jobs become candidates, and the next read is timed by what it
+        found."""
         if loop.fetch is None or not loop.fetch.done():
             return
         try:
@@ -317,21 +342,29 @@ class Worker:
         else:
             running = self._running_ids()
             # Leave jobs in slices other workers lease to them: claiming them would only collide.
-            usable = [job for job in found if job.id not in running and not self.discovery.held_elsewhere(job)]
+            usable = [
+                job
+                for job in found
+                if job.id not in running and not self.discovery.held_elsewhere(job)
+            ]
             loop.buffer.update((job.id, job) for job in usable)
             loop.buffered_at = now
             if not usable:
-                # Nothing for us (nothing due, or all of it in others' slices): wait before reading again.
+                # Nothing for us (nothing due, or all of it in others' slices): wait before reading
+                # again.
                 loop.next_fetch = now + self.poll_interval * (4 if found else 1)
             else:
-                loop.next_fetch = now if len(found) >= loop.fetch_limit else now + self.poll_interval
+                loop.next_fetch = (
+                    now if len(found) >= loop.fetch_limit else now + self.poll_interval
+                )
         loop.fetch = None
         loop.fetches += 1
         loop.claimed_since_fetch = 0
         loop.read_again = False
 
     def _age_candidates(self, loop: LoopState, now: float) -> None:
-        """Forget candidates read too long ago; bring back those at their limit once room may have freed."""
+        """Forget candidates read too long ago; bring back those at their limit once room may have
+        freed."""
         if loop.buffer and now - loop.buffered_at > MAX_CANDIDATE_AGE:
             loop.buffer.clear()  # read too long ago: likely taken or changed since
         if loop.waiting and now - loop.waiting_since > MAX_CANDIDATE_AGE:
@@ -344,7 +377,14 @@ class Worker:
                 loop.buffer.setdefault(job_id, job)
             loop.waiting.clear()
 
-    def _claim_batch_of(self, loop: LoopState, now: float, free: int, hard_deadline: float | None, fetcher: Background) -> None:
+    def _claim_batch_of(
+        self,
+        loop: LoopState,
+        now: float,
+        free: int,
+        hard_deadline: float | None,
+        fetcher: Background,
+    ) -> None:
         """Claim a batch of candidates for the free slots and start them; pace the next batch by how
         many claims won (claims lost mean other workers read the same page)."""
         # On the whole queue other workers may read the same page: probe with a small batch and
@@ -365,15 +405,31 @@ class Worker:
             log.exception("claiming jobs failed; retrying")
             report = ClaimReport()
         executions = report.executions
-        log.debug("claim batch", extra={"event": "claim_batch", "count": report.won, "detail": f"tried={report.tried} partition={self.discovery.partition} buffer={len(loop.buffer)}"})
+        log.debug(
+            "claim batch",
+            extra={
+                "event": "claim_batch",
+                "count": report.won,
+                "detail": f"tried={report.tried} partition={self.discovery.partition} "
+                f"buffer={len(loop.buffer)}",
+            },
+        )
         held = report.held  # not tried now: still candidates
         if held:
             if not loop.waiting:
                 loop.waiting_since = now
             loop.waiting.update((job.id, job) for job in held)
             room = self.engine.next_room()
-            loop.claim_after = room if room is not None and not executions else now + (0.0 if executions else self.poll_interval)
-        if report.tried and report.won < report.tried * CONTENDED_SHARE and self.discovery.partition is None:
+            loop.claim_after = (
+                room
+                if room is not None and not executions
+                else now + (0.0 if executions else self.poll_interval)
+            )
+        if (
+            report.tried
+            and report.won < report.tried * CONTENDED_SHARE
+            and self.discovery.partition is None
+        ):
             # Another worker reads the same jobs: the rest of this page is likely taken too.
             fetcher.submit(self.discovery.contended)  # runs before the next fetch
             loop.buffer.clear()
@@ -383,7 +439,10 @@ class Worker:
         elif report.won == report.tried:
             # While other workers read the whole queue too, keep batches small: a big one that
             # loses costs a refused write per job.
-            loop.probe = min(loop.probe * 2, self._claim_batch if now < loop.contended_until else self.concurrency)
+            loop.probe = min(
+                loop.probe * 2,
+                self._claim_batch if now < loop.contended_until else self.concurrency,
+            )
         for execution in executions:
             self._start(execution)
         self._claim_log.append((now, len(executions)))
@@ -392,7 +451,14 @@ class Worker:
     def _burst_finished(self, loop: LoopState) -> bool | None:
         """In burst mode: True once the last read found nothing more to run, None to read once more
         first, False while there is still work."""
-        if loop.fetch is not None or loop.buffer or not loop.fetches or loop.claimed_since_fetch or loop.read_again or self.running_count():
+        if (
+            loop.fetch is not None
+            or loop.buffer
+            or not loop.fetches
+            or loop.claimed_since_fetch
+            or loop.read_again
+            or self.running_count()
+        ):
             return False
         if not self.discovery.last_read_whole:
             # The last read was of one slice (claims had lost to another runner): read the whole
@@ -405,17 +471,26 @@ class Worker:
 
     def _start_rounds(self, loop: LoopState, now: float, fetcher: Background) -> None:
         """Start the schedules' and the statistics' rounds when due, on the discovery thread."""
-        if self.scheduler is not None and (loop.firing is None or loop.firing.done()) and now >= loop.next_fire:
+        if (
+            self.scheduler is not None
+            and (loop.firing is None or loop.firing.done())
+            and now >= loop.next_fire
+        ):
             # Fire due schedule slots on the discovery thread (after any read in flight); the jobs
             # they create are then found like any other.
             loop.next_fire = now + SCHEDULE_EVERY
             loop.firing = fetcher.submit(self._fire_schedules)
-        if not self.burst and (loop.stats_run is None or loop.stats_run.done()) and now >= loop.next_stats:
+        if (
+            not self.burst
+            and (loop.stats_run is None or loop.stats_run.done())
+            and now >= loop.next_stats
+        ):
             loop.next_stats = now + QUEUE_STATS_EVERY
             loop.stats_run = fetcher.submit(self._periodic)
 
     def _start_read(self, loop: LoopState, now: float, free: int, fetcher: Background) -> bool:
-        """Read the next page once this one is used up; it arrives while the jobs just claimed run."""
+        """Read the next page once this one is used up; it arrives while the jobs just claimed
+        run."""
         if loop.fetch is not None or loop.buffer or free <= 0 or now < loop.next_fetch:
             return False
         loop.fetch_limit = self._page_size(now)
@@ -425,7 +500,11 @@ class Worker:
 
     def _idle(self, loop: LoopState, now: float) -> None:
         """Wait until a slot frees, a read arrives, the next read is due, or room may have freed."""
-        timeout = max(min(loop.next_fetch - now, self.poll_interval), 0.001) if loop.fetch is None else self.poll_interval
+        timeout = (
+            max(min(loop.next_fetch - now, self.poll_interval), 0.001)
+            if loop.fetch is None
+            else self.poll_interval
+        )
         if loop.waiting:
             timeout = max(min(timeout, loop.claim_after - now), 0.001)
         self._wake.wait(timeout)
@@ -444,10 +523,13 @@ class Worker:
             "maxRssMb": round(usage.ru_maxrss / 1024, 1),
             "cpuSeconds": round(usage.ru_utime + usage.ru_stime, 2),
         }
-        event(self.engine.log, "worker_stopped", f"worker {self.engine.holder} stopped", stats=stats)
+        event(
+            self.engine.log, "worker_stopped", f"worker {self.engine.holder} stopped", stats=stats
+        )
 
     def _periodic(self) -> None:
-        """Every `QUEUE_STATS_EVERY`: write the minute counts, and the queue gauges if metrics are exported."""
+        """Every `QUEUE_STATS_EVERY`: write the minute counts, and the queue gauges if metrics are
+        exported."""
         if self.engine.throughput.due():
             self.engine.throughput.flush()
         if self.engine.telemetry.recording_metrics:
@@ -462,11 +544,17 @@ class Worker:
             for job_type in self.engine.registry.types()[:QUEUE_STATS_TYPES]:
                 oldest = store.oldest_due(job_type, now)
                 due = store.due_count(job_type, now) if oldest is not None else 0
-                waited = (now - oldest.scheduled_for).total_seconds() if oldest is not None and oldest.scheduled_for else 0.0
+                waited = (
+                    (now - oldest.scheduled_for).total_seconds()
+                    if oldest is not None and oldest.scheduled_for
+                    else 0.0
+                )
                 stats[job_type] = QueueStats(due, max(waited, 0.0))
             self.engine.telemetry.set_queue_stats(stats)
         except Exception:
-            log.warning("counting due jobs for the queue gauges failed; trying again later", exc_info=True)
+            log.warning(
+                "counting due jobs for the queue gauges failed; trying again later", exc_info=True
+            )
 
     def _fire_schedules(self) -> None:
         """Every `SCHEDULE_EVERY`: fire due schedule slots, and repair flows a process left."""
@@ -481,7 +569,8 @@ class Worker:
             log.exception("repairing flows failed; retrying at the next round")
 
     def _page_size(self, now: float) -> int:
-        """Enough candidates for ``PAGE_SECONDS`` at the recent claim rate, at least two rounds of slots."""
+        """Enough candidates for ``PAGE_SECONDS`` at the recent claim rate, at least two rounds of
+        slots."""
         while self._claim_log and self._claim_log[0][0] < now - 5.0:
             self._claim_log.popleft()
         rate = sum(n for _t, n in self._claim_log) / 5.0

@@ -41,6 +41,9 @@ def benchmarks() -> str:
 
 
 def on_files(files: Files, config: Any) -> Files:
-    for path, make in (("reference/cli.md", cli_reference), ("discussions/benchmarks.md", benchmarks)):
+    for path, make in (
+        ("reference/cli.md", cli_reference),
+        ("discussions/benchmarks.md", benchmarks),
+    ):
         files.append(File.generated(config, path, content=make()))
     return files

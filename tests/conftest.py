@@ -122,8 +122,19 @@ def worker_factory(engine_factory: Callable[..., Engine]) -> Iterator[Callable[.
     """Start in-process workers on threads; stopped after the test."""
     started: list[RunningWorker] = []
 
-    def make(*, concurrency: int = 4, poll_interval: float = 0.05, grace: float = 5.0, **engine_kwargs: Any) -> RunningWorker:
-        worker = Worker(engine_factory(**engine_kwargs), concurrency=concurrency, poll_interval=poll_interval, grace=grace)
+    def make(
+        *,
+        concurrency: int = 4,
+        poll_interval: float = 0.05,
+        grace: float = 5.0,
+        **engine_kwargs: Any,
+    ) -> RunningWorker:
+        worker = Worker(
+            engine_factory(**engine_kwargs),
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            grace=grace,
+        )
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         running = RunningWorker(worker, thread)
@@ -135,7 +146,12 @@ def worker_factory(engine_factory: Callable[..., Engine]) -> Iterator[Callable[.
         running.stop()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, message: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> Any:
     """Poll until `predicate` returns something truthy; fail with `message` after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -152,7 +168,9 @@ def wait_finished(store: JobStore, job_ids: list[str], timeout: float = 60.0) ->
 
     def check() -> dict[str, Any] | None:
         jobs = {job_id: store.get(job_id) for job_id in job_ids}
-        done = all(j is not None and j.status is not None and j.status.finished for j in jobs.values())
+        done = all(
+            j is not None and j.status is not None and j.status.finished for j in jobs.values()
+        )
         return jobs if done else None
 
     return wait_for(check, timeout, 0.1, f"{len(job_ids)} jobs to finish")  # type: ignore[no-any-return]
@@ -183,11 +201,18 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def spawn_worker(emulator: emulator_mod.Emulator, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+def spawn_worker(
+    emulator: emulator_mod.Emulator, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
     """Start `jobs worker` processes with the test handlers; all killed after the test."""
     started: list[WorkerProcess] = []
 
-    def spawn(*args: str, handlers: str = "handlers_for_tests", env: dict[str, str] | None = None, emu: emulator_mod.Emulator | None = None) -> WorkerProcess:
+    def spawn(
+        *args: str,
+        handlers: str = "handlers_for_tests",
+        env: dict[str, str] | None = None,
+        emu: emulator_mod.Emulator | None = None,
+    ) -> WorkerProcess:
         target = emu or emulator
         log_path = tmp_path / f"worker-{len(started)}.log"
         log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
@@ -199,7 +224,12 @@ def spawn_worker(emulator: emulator_mod.Emulator, tmp_path: Path) -> Iterator[Ca
             "JOBS_HANDLERS": handlers,
             **(env or {}),
         }
-        process = subprocess.Popen([sys.executable, "-m", "jobs_lib", "worker", *args], env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jobs_lib", "worker", *args],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         worker = WorkerProcess(process, log_path, log)
         started.append(worker)
         return worker

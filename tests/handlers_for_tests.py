@@ -25,7 +25,9 @@ def sleep(ctx: JobContext[Any]) -> dict[str, Any]:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         time.sleep(min(0.2, max(end - time.monotonic(), 0)))
-        ctx.progress(min(100.0, round(100 * (1 - (end - time.monotonic()) / seconds), 1)), "sleeping")
+        ctx.progress(
+            min(100.0, round(100 * (1 - (end - time.monotonic()) / seconds), 1)), "sleeping"
+        )
     marker.set({"finished": firestore.Increment(1)}, merge=True)
     return {"pid": os.getpid(), "slept": seconds}
 
@@ -34,7 +36,15 @@ def _interval(ctx: JobContext[Any]) -> dict[str, Any]:
     start = time.time()
     time.sleep(float(ctx.metadata.get("seconds", 0.3)))
     end = time.time()
-    ctx.db.collection("intervals").document(ctx.job_id).set({"start": start, "end": end, "pid": os.getpid(), "orgId": ctx.job.org_id, "attempt": ctx.attempt})
+    ctx.db.collection("intervals").document(ctx.job_id).set(
+        {
+            "start": start,
+            "end": end,
+            "pid": os.getpid(),
+            "orgId": ctx.job.org_id,
+            "attempt": ctx.attempt,
+        }
+    )
     return {"start": start, "end": end}
 
 
@@ -53,14 +63,18 @@ def limited_per_org(ctx: JobContext[Any]) -> dict[str, Any]:
 @handler("single", concurrency=1, timeout=120, max_attempts=3)
 def single(ctx: JobContext[Any]) -> dict[str, Any]:
     """One at a time; counts its runs in runs/{jobId}."""
-    ctx.db.collection("runs").document(ctx.job_id).set({"started": firestore.Increment(1)}, merge=True)
+    ctx.db.collection("runs").document(ctx.job_id).set(
+        {"started": firestore.Increment(1)}, merge=True
+    )
     return _interval(ctx)
 
 
 @handler("crash", max_attempts=2)
 def crash(ctx: JobContext[Any]) -> None:
     """Kill the worker process outright, as a segfault in a native library would."""
-    ctx.db.collection("runs").document(ctx.job_id).set({"started": firestore.Increment(1)}, merge=True)
+    ctx.db.collection("runs").document(ctx.job_id).set(
+        {"started": firestore.Increment(1)}, merge=True
+    )
     os._exit(3)
 
 
@@ -71,13 +85,17 @@ def effect(ctx: JobContext[Any]) -> int:
     variable, an increment of effects/{jobId}.runs."""
     folder = os.environ.get("JOBS_TEST_EFFECTS_DIR")
     if folder:
-        fd = os.open(os.path.join(folder, str(os.getpid())), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(
+            os.path.join(folder, str(os.getpid())), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+        )
         try:
             os.write(fd, f"{ctx.job_id}\n".encode())
         finally:
             os.close(fd)
     else:
-        ctx.db.collection("effects").document(ctx.job_id).set({"runs": firestore.Increment(1)}, merge=True)
+        ctx.db.collection("effects").document(ctx.job_id).set(
+            {"runs": firestore.Increment(1)}, merge=True
+        )
     time.sleep(float(ctx.metadata.get("seconds", 0.01)))
     return ctx.attempt
 
@@ -123,8 +141,13 @@ if os.environ.get("JOBS_TEST_KILL_BEFORE_RELEASE"):
 
 
 def _mark(name: str, line: str) -> None:
-    """Append a line to $JOBS_TEST_EFFECTS_DIR/<name> (kept by the OS if the process is killed next)."""
-    fd = os.open(os.path.join(os.environ["JOBS_TEST_EFFECTS_DIR"], name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    """Append a line to $JOBS_TEST_EFFECTS_DIR/<name> (kept by the OS if the process is killed
+    next)."""
+    fd = os.open(
+        os.path.join(os.environ["JOBS_TEST_EFFECTS_DIR"], name),
+        os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+        0o644,
+    )
     try:
         os.write(fd, f"{line}\n".encode())
     finally:
@@ -147,7 +170,8 @@ def five_steps(ctx: JobContext[Any]) -> list[int]:
 @handler("rows", continuable=True, max_attempts=3, timeout=600)
 def rows(ctx: JobContext[Any]) -> dict[str, Any]:
     """Process `metadata.rows` rows in chunks of 1,000, checkpointing after each chunk; each chunk
-    counts itself in chunks/{jobId}-{n} with where it ran (a continuable job, tests/test_dev_stack.py)."""
+    counts itself in chunks/{jobId}-{n} with where it ran (a continuable job,
+    tests/test_dev_stack.py)."""
     total = int(ctx.metadata.get("rows", 100_000))
     pause = float(ctx.metadata.get("pause", 0.05))
     done = int(ctx.cursor or 0)
@@ -155,7 +179,12 @@ def rows(ctx: JobContext[Any]) -> dict[str, Any]:
         chunk = done // 1000
         time.sleep(pause)  # the work on rows done .. done + 999
         ctx.db.collection("chunks").document(f"{ctx.job_id}-{chunk}").set(
-            {"count": firestore.Increment(1), "where": os.environ.get("FUNCTION_TARGET", "worker"), "pid": os.getpid()}, merge=True
+            {
+                "count": firestore.Increment(1),
+                "where": os.environ.get("FUNCTION_TARGET", "worker"),
+                "pid": os.getpid(),
+            },
+            merge=True,
         )
         done = min(done + 1000, total)
         ctx.checkpoint(done)
@@ -167,4 +196,7 @@ def napping(ctx: JobContext[Any]) -> dict[str, Any]:
     """A step, a durable sleep of `metadata.seconds`, another step (tests/test_functions.py)."""
     before = ctx.step("before", lambda: os.environ.get("FUNCTION_TARGET", "worker"))
     ctx.sleep(float(ctx.metadata.get("seconds", 0.5)))
-    return {"before": before, "after": ctx.step("after", lambda: os.environ.get("FUNCTION_TARGET", "worker"))}
+    return {
+        "before": before,
+        "after": ctx.step("after", lambda: os.environ.get("FUNCTION_TARGET", "worker")),
+    }

@@ -28,12 +28,23 @@ app.worker(burst=True, concurrency=4, poll_interval=0.05).run()
 with open(sys.argv[1], "w") as out:
     for span in exporter.get_finished_spans():
         context = span.get_span_context()
-        out.write(json.dumps({
-            "name": span.name,
-            "traceId": format(context.trace_id, "032x"),
-            "spanId": format(context.span_id, "016x"),
-            "parentSpanId": format(span.parent.span_id, "016x") if span.parent else None,
-            "links": [{"traceId": format(link.context.trace_id, "032x"), "spanId": format(link.context.span_id, "016x")} for link in span.links],
-            "attributes": dict(span.attributes or {}),
-            "status": span.status.status_code.name,
-        }) + "\n")
+        out.write(
+            json.dumps(
+                {
+                    "name": span.name,
+                    "traceId": format(context.trace_id, "032x"),
+                    "spanId": format(context.span_id, "016x"),
+                    "parentSpanId": format(span.parent.span_id, "016x") if span.parent else None,
+                    "links": [
+                        {
+                            "traceId": format(link.context.trace_id, "032x"),
+                            "spanId": format(link.context.span_id, "016x"),
+                        }
+                        for link in span.links
+                    ],
+                    "attributes": dict(span.attributes or {}),
+                    "status": span.status.status_code.name,
+                }
+            )
+            + "\n"
+        )

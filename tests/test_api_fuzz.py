@@ -30,7 +30,8 @@ from .test_api import ALL, token
 
 
 class CurrentApp:
-    """The WSGI app schemathesis calls: the API built for the running test (on its emptied database)."""
+    """The WSGI app schemathesis calls: the API built for the running test (on its emptied
+    database)."""
 
     api: JobsApi | None = None
 
@@ -42,18 +43,23 @@ class CurrentApp:
 current = CurrentApp()
 # The document is built without Firestore (for the built-in job types); requests go to `current`.
 load_handler_modules("")
-schema = schemathesis.openapi.from_dict(openapi_document(default_registry.user_types(), max_priority=0))
+schema = schemathesis.openapi.from_dict(
+    openapi_document(default_registry.user_types(), max_priority=0)
+)
 schema.app = current
 
 
 @pytest.fixture
 def fuzz_api(store: JobStore, registry: HandlerRegistry) -> Iterator[JobsApi]:
-    """The API on an empty database where the fuzzing user owns a few jobs; firebase-admin in emulator mode."""
+    """The API on an empty database where the fuzzing user owns a few jobs; firebase-admin in
+    emulator mode."""
     previous = os.environ.get("FIREBASE_AUTH_EMULATOR_HOST")
     os.environ["FIREBASE_AUTH_EMULATOR_HOST"] = "127.0.0.1:9099"
     client = JobsClient(store=store, registry=registry)
     for i in range(3):
-        client.enqueue("process_notifications", {"targetUsers": [f"u{i}"]}, created_by="fuzzer", org_id="acme")
+        client.enqueue(
+            "process_notifications", {"targetUsers": [f"u{i}"]}, created_by="fuzzer", org_id="acme"
+        )
     current.api = JobsApi(client, create_limit=100_000, create_window=60)
     yield current.api
     current.api = None
@@ -66,21 +72,32 @@ def fuzz_api(store: JobStore, registry: HandlerRegistry) -> Iterator[JobsApi]:
 @schema.parametrize()
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_conforms_to_its_openapi_document(case: Any, fuzz_api: JobsApi) -> None:
-    # A real token wherever the case has the header; a negative case that dropped it is sent without.
+    # A real token wherever the case has the header; a negative case that dropped it is sent
+    # without.
     has_header = "authorization" in {name.lower() for name in (case.headers or {})}
-    assert has_header or not case.meta.generation.mode.is_positive, "positive case without its token"
+    assert has_header or not case.meta.generation.mode.is_positive, (
+        "positive case without its token"
+    )
     response = case.call_and_validate(
-        headers={"Authorization": f"Bearer {token('fuzzer', admin=True, permissions=ALL)}"} if has_header else None,
+        headers={"Authorization": f"Bearer {token('fuzzer', admin=True, permissions=ALL)}"}
+        if has_header
+        else None,
         # Replaced below: a schema-valid job may still break its handler's own rules.
         excluded_checks=[positive_data_acceptance],
     )
     if case.meta.generation.mode.is_positive and response.status_code == 400:
         fields = [d["field"] for d in response.json()["error"]["details"]]
-        # Only the documented rules beyond the schema may refuse it: the handler's and Firestore's on
-        # metadata, the cron parser's on cron and timezone, and a page token this API did not issue.
-        # (In a batch the job's own fields sit under jobs.N.) A flow's graph (names unique, dependsOn
-        # naming jobs of the flow, no cycle) is refused under `jobs`.
+        # Only the documented rules beyond the schema may refuse it: the handler's and Firestore's
+        # on metadata, the cron parser's on cron and timezone, and a page token this API did not
+        # issue. (In a batch the job's own fields sit under jobs.N.) A flow's graph (names unique,
+        # dependsOn naming jobs of the flow, no cycle) is refused under `jobs`.
         local = [re.sub(r"^jobs\.\d+\.", "", f) for f in fields]
         graph = case.path == "/v1/flows"
-        allowed = [f for f in local if f in ("metadata", "pageToken", "cron", "timezone") or f.startswith("metadata.") or (graph and f == "jobs")]
+        allowed = [
+            f
+            for f in local
+            if f in ("metadata", "pageToken", "cron", "timezone")
+            or f.startswith("metadata.")
+            or (graph and f == "jobs")
+        ]
         assert fields and allowed == local, f"schema-valid request refused: {response.text}"

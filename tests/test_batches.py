@@ -1,4 +1,5 @@
-"""Many jobs at once (`JobsClient.enqueue_many`) and waiting for one (`JobsClient.wait`), on the emulator."""
+"""Many jobs at once (`JobsClient.enqueue_many`) and waiting for one (`JobsClient.wait`), on the
+emulator."""
 
 from __future__ import annotations
 
@@ -20,30 +21,57 @@ from jobs_lib.store import JobStore, shard_of
 from .conftest import ROOT, wait_finished
 
 
-def test_enqueue_many_writes_500_per_rpc_honours_keys_and_the_jobs_run(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
+def test_enqueue_many_writes_500_per_rpc_honours_keys_and_the_jobs_run(
+    client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any
+) -> None:
     ran: list[int] = []
     registry.handler("counted")(lambda ctx: ran.append(ctx.metadata["n"]))
     earlier = client.enqueue("counted", {"n": -1}, key="already")
     later = datetime.now(UTC) + timedelta(hours=1)
     items: list[dict[str, Any]] = [{"type": "counted", "metadata": {"n": n}} for n in range(1200)]
     items[7] = {"type": "counted", "metadata": {"n": 7}, "key": "twice", "priority": 4}
-    items[8] = {"type": "counted", "metadata": {"n": 8}, "key": "twice"}  # the same key again: the same job
-    items[9] = {"type": "counted", "metadata": {"n": 9}, "key": "already"}  # enqueued before: that job
-    items[10] = {"type": "counted", "metadata": {"n": 10}, "scheduled_for": later, "org_id": "acme", "created_by": "alice"}
+    items[8] = {
+        "type": "counted",
+        "metadata": {"n": 8},
+        "key": "twice",
+    }  # the same key again: the same job
+    items[9] = {
+        "type": "counted",
+        "metadata": {"n": 9},
+        "key": "already",
+    }  # enqueued before: that job
+    items[10] = {
+        "type": "counted",
+        "metadata": {"n": 10},
+        "scheduled_for": later,
+        "org_id": "acme",
+        "created_by": "alice",
+    }
     before = client.store.stats.snapshot()["byKind"]
     jobs = client.enqueue_many(items)
     after = client.store.stats.snapshot()["byKind"]
-    spent = {kind: {k: v - before.get(kind, {}).get(k, 0) for k, v in counts.items()} for kind, counts in after.items()}
+    spent = {
+        kind: {k: v - before.get(kind, {}).get(k, 0) for k, v in counts.items()}
+        for kind, counts in after.items()
+    }
 
     assert len(jobs) == 1200
     assert spent["write:create"]["calls"] == 3  # 1,199 distinct jobs, 500 per BatchWrite RPC
-    assert spent["write:create"]["writes"] == 1198 and spent["write:create:refused"]["writes"] == 1  # "already" existed
+    assert (
+        spent["write:create"]["writes"] == 1198 and spent["write:create:refused"]["writes"] == 1
+    )  # "already" existed
     assert jobs[7].id == jobs[8].id and jobs[9].id == earlier.id and jobs[9].metadata == {"n": -1}
     assert len({j.id for j in jobs}) == 1199
     stored = store.get_many([j.id for j in jobs])
-    assert all(stored[j.id].raw["shard"] == shard_of(j.id) and stored[j.id].status is Status.PENDING for j in jobs)
+    assert all(
+        stored[j.id].raw["shard"] == shard_of(j.id) and stored[j.id].status is Status.PENDING
+        for j in jobs
+    )
     # What enqueue_many returns is what the documents hold, server timestamps included.
-    assert all(stored[j.id].created_at == j.created_at for j in jobs[:20]) and jobs[0].created_at is not None
+    assert (
+        all(stored[j.id].created_at == j.created_at for j in jobs[:20])
+        and jobs[0].created_at is not None
+    )
     assert (stored[jobs[7].id].priority, stored[jobs[10].id].scheduled_for) == (4, later)
     assert (stored[jobs[10].id].org_id, stored[jobs[10].id].created_by) == ("acme", "alice")
 
@@ -62,18 +90,25 @@ def test_enqueue_many_writes_500_per_rpc_honours_keys_and_the_jobs_run(client: J
         ({"metadata": {}}, "job 2: a job needs a type"),
         ({"type": "t", "metadata": [1]}, "job 2: metadata must be a dict, got list"),
         ({"type": "t", "max_attempts": 0}, "job 2: max_attempts must be at least 1"),
-        ({"type": "t", "scheduled_for": datetime(2030, 1, 1)}, "job 2: scheduled_for must be timezone-aware"),
+        (
+            {"type": "t", "scheduled_for": datetime(2030, 1, 1)},
+            "job 2: scheduled_for must be timezone-aware",
+        ),
         ({"type": "t", "colour": "red"}, "job 2: unknown argument(s) colour"),
         ("t", "job 2: each job is a mapping"),
     ],
 )
-def test_enqueue_many_checks_every_job_before_writing_any(client: JobsClient, store: JobStore, bad: Any, message: str) -> None:
+def test_enqueue_many_checks_every_job_before_writing_any(
+    client: JobsClient, store: JobStore, bad: Any, message: str
+) -> None:
     with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)")):
         client.enqueue_many([{"type": "t"}, {"type": "t"}, bad, {"type": "t"}])
     assert list(store.collection.stream()) == []
 
 
-def test_wait_returns_the_job_as_it_ended(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
+def test_wait_returns_the_job_as_it_ended(
+    client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any
+) -> None:
     @registry.handler("slow_answer")
     def slow_answer(ctx: JobContext[Any]) -> dict[str, int]:
         time.sleep(0.5)
@@ -101,13 +136,17 @@ def test_wait_returns_the_job_as_it_ended(client: JobsClient, store: JobStore, r
 
 
 def test_wait_times_out_and_names_missing_jobs(client: JobsClient, store: JobStore) -> None:
-    nobody_runs = client.enqueue("no_worker_for_this", scheduled_for=datetime.now(UTC) + timedelta(hours=1))
+    nobody_runs = client.enqueue(
+        "no_worker_for_this", scheduled_for=datetime.now(UTC) + timedelta(hours=1)
+    )
     with pytest.raises(TimeoutError, match=f"job '{nobody_runs.id}' did not finish within 1s"):
         client.wait(nobody_runs.id, timeout=1)
     with pytest.raises(JobNotFound):
         client.wait("no-such-job", timeout=5)
     # Deleted while waited on: JobNotFound, not a wait until the timeout.
-    doomed = client.enqueue("no_worker_for_this", scheduled_for=datetime.now(UTC) + timedelta(hours=1))
+    doomed = client.enqueue(
+        "no_worker_for_this", scheduled_for=datetime.now(UTC) + timedelta(hours=1)
+    )
     threading.Timer(0.5, lambda: store.ref(doomed.id).delete()).start()
     with pytest.raises(JobNotFound):
         client.wait(doomed.id, timeout=30)
@@ -136,7 +175,9 @@ def test_throttle_keeps_the_first_job_of_each_period(client: JobsClient, store: 
         client.enqueue_once("digest", key="k", period=0)
 
 
-def test_debounce_runs_the_last_metadata_of_the_period_once(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
+def test_debounce_runs_the_last_metadata_of_the_period_once(
+    client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any
+) -> None:
     seen: list[Any] = []
     registry.handler("reindex")(lambda ctx: seen.append(ctx.metadata["n"]))
     period = 3.0
@@ -145,7 +186,11 @@ def test_debounce_runs_the_last_metadata_of_the_period_once(client: JobsClient, 
 
     def calls(c: JobsClient, base: int) -> None:
         for n in range(5):
-            results.append(c.enqueue_once("reindex", {"n": base + n}, key="search", period=period, mode="debounce"))
+            results.append(
+                c.enqueue_once(
+                    "reindex", {"n": base + n}, key="search", period=period, mode="debounce"
+                )
+            )
 
     # Four clients (separate connections) debounce the same key at once.
     threads = [threading.Thread(target=calls, args=(c, 10 * k)) for k, c in enumerate(clients)]
@@ -157,22 +202,43 @@ def test_debounce_runs_the_last_metadata_of_the_period_once(client: JobsClient, 
     job_ids = {j.id for j in results}
     assert len(job_ids) == len(windows) <= 2  # one job per window (the calls may straddle two)
     stored = store.get_many(sorted(job_ids))
-    assert all(j.status is Status.PENDING and j.scheduled_for.timestamp() % period == 0 for j in stored.values())  # type: ignore[union-attr]
+    assert all(
+        j.status is Status.PENDING and j.scheduled_for.timestamp() % period == 0
+        for j in stored.values()
+    )  # type: ignore[union-attr]
     last_of = {j.id: j.metadata["n"] for j in stored.values()}
     worker_factory()
     done = wait_finished(store, sorted(job_ids), timeout=30)
-    assert sorted(seen) == sorted(last_of.values())  # each window's job ran once, with the metadata it ended with
+    assert sorted(seen) == sorted(
+        last_of.values()
+    )  # each window's job ran once, with the metadata it ended with
     assert all(j.started_at >= j.scheduled_for for j in done.values())  # type: ignore[operator]
 
 
-def test_debounce_from_four_processes_at_once_keeps_one_job_per_window(store: JobStore, emulator: Any) -> None:
+def test_debounce_from_four_processes_at_once_keeps_one_job_per_window(
+    store: JobStore, emulator: Any
+) -> None:
     period = 4.0
     code = (
         "import sys\nfrom jobs_lib import JobsClient\nc = JobsClient()\n"
-        f"print(' '.join(c.enqueue_once('reindex', {{'n': int(sys.argv[1]) + n}}, key='search', period={period}, mode='debounce').id for n in range(5)))"
+        f"print(' '.join(c.enqueue_once('reindex', {{'n': int(sys.argv[1]) + n}}, key='search', "
+        f"period={period}, mode='debounce').id for n in range(5)))"
     )
-    env = {**os.environ, "FIRESTORE_EMULATOR_HOST": emulator.address, "GOOGLE_CLOUD_PROJECT": emulator.project, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(10 * k)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for k in range(4)]
+    env = {
+        **os.environ,
+        "FIRESTORE_EMULATOR_HOST": emulator.address,
+        "GOOGLE_CLOUD_PROJECT": emulator.project,
+        "PYTHONPATH": str(ROOT),
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(10 * k)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for k in range(4)
+    ]
     ids: set[str] = set()
     for proc in procs:
         out, err = proc.communicate(timeout=60)
@@ -182,5 +248,7 @@ def test_debounce_from_four_processes_at_once_keeps_one_job_per_window(store: Jo
     windows = {int(j.scheduled_for.timestamp() // period) for j in stored.values()}  # type: ignore[union-attr]
     assert len(ids) == len(stored) == len(windows) <= 2  # one job per window across the processes
     # Each holds the metadata of one of the calls (the last write of its window won, whole).
-    assert all(j.metadata["n"] in {10 * k + n for k in range(4) for n in range(5)} for j in stored.values())
+    assert all(
+        j.metadata["n"] in {10 * k + n for k in range(4) for n in range(5)} for j in stored.values()
+    )
     assert len(list(store.collection.stream())) == len(ids)

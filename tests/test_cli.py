@@ -20,10 +20,23 @@ def invoke(*args: str) -> Any:
 
 
 def test_enqueue_get_cancel_retry_round_trip(store: JobStore) -> None:
-    created = invoke("enqueue", "process_notifications", "--metadata", '{"targetUsers": ["a"]}', "--priority", "2", "--key", "k1")
+    created = invoke(
+        "enqueue",
+        "process_notifications",
+        "--metadata",
+        '{"targetUsers": ["a"]}',
+        "--priority",
+        "2",
+        "--key",
+        "k1",
+    )
     assert created.exit_code == 0, created.output
     job = json.loads(created.output)
-    assert job["status"] == "pending" and job["priority"] == 2 and job["metadata"] == {"targetUsers": ["a"]}
+    assert (
+        job["status"] == "pending"
+        and job["priority"] == 2
+        and job["metadata"] == {"targetUsers": ["a"]}
+    )
     again = json.loads(invoke("enqueue", "process_notifications", "--key", "k1").output)
     assert again["id"] == job["id"]
 
@@ -51,7 +64,11 @@ def test_list_and_stats(client: JobsClient, store: JobStore) -> None:
     assert listed.exit_code == 0 and done.id in listed.output
     stats = invoke("stats")
     assert stats.exit_code == 0
-    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in stats.output.splitlines() if line.count("│") == 3}
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in stats.output.splitlines()
+        if line.count("│") == 3
+    }
     assert rows["pending"] == "1" and rows["cancelled"] == "1" and rows["completed"] == "0"
 
 
@@ -68,7 +85,17 @@ def test_deploy_prints_a_command_for_every_function_in_main_py() -> None:
 
     from .conftest import ROOT
 
-    result = invoke("deploy", "--project", "acme-prod", "--region", "europe-west1", "--trigger-location", "eur3", "--handlers", "jobs_lib.builtin")
+    result = invoke(
+        "deploy",
+        "--project",
+        "acme-prod",
+        "--region",
+        "europe-west1",
+        "--trigger-location",
+        "eur3",
+        "--handlers",
+        "jobs_lib.builtin",
+    )
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line and not line.startswith("#")]
     deployed = {}
@@ -78,40 +105,80 @@ def test_deploy_prints_a_command_for_every_function_in_main_py() -> None:
             options = dict(w.removeprefix("--").split("=", 1) for w in words[4:] if "=" in w)
             deployed[options["entry-point"]] = (words[3], options, words)
     tree = ast.parse((ROOT / "functions" / "main.py").read_text())
-    entry_points = {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.decorator_list}
+    entry_points = {
+        n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.decorator_list
+    }
     assert set(deployed) == entry_points == {"on_job_created", "tick", "api"}
     _, created, created_words = deployed["on_job_created"]
-    assert created["trigger-location"] == "eur3" and created["region"] == "europe-west1" and created["project"] == "acme-prod"
+    assert (
+        created["trigger-location"] == "eur3"
+        and created["region"] == "europe-west1"
+        and created["project"] == "acme-prod"
+    )
     filters = [w.split("=", 1)[1] for w in created_words if w.startswith("--trigger-event-filters")]
-    assert "type=google.cloud.firestore.document.v1.created" in filters and "document=backgroundJobs/{jobId}" in filters
-    assert "--no-allow-unauthenticated" in deployed["tick"][2] and "--allow-unauthenticated" in deployed["api"][2]
+    assert (
+        "type=google.cloud.firestore.document.v1.created" in filters
+        and "document=backgroundJobs/{jobId}" in filters
+    )
+    assert (
+        "--no-allow-unauthenticated" in deployed["tick"][2]
+        and "--allow-unauthenticated" in deployed["api"][2]
+    )
     assert "JOBS_HANDLERS=jobs_lib.builtin" in deployed["tick"][1]["set-env-vars"]
     assert any(line.startswith("gcloud scheduler jobs create http jobs-tick") for line in lines)
     assert lines[0] == "jobs functions-package functions"
 
 
-def test_a_flow_from_a_json_file_is_created_shown_and_cancelled(client: JobsClient, store: JobStore, tmp_path: Any) -> None:
+def test_a_flow_from_a_json_file_is_created_shown_and_cancelled(
+    client: JobsClient, store: JobStore, tmp_path: Any
+) -> None:
     path = tmp_path / "flow.json"
-    path.write_text(json.dumps({
-        "flowId": "nightly-2026-12-02",
-        "onParentFailure": "wait",
-        "jobs": [
-            {"name": "extract", "type": "process_notifications", "metadata": {"targetUsers": ["a"]}},
-            {"name": "load", "type": "process_notifications", "dependsOn": ["extract"], "priority": 3},
-        ],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "flowId": "nightly-2026-12-02",
+                "onParentFailure": "wait",
+                "jobs": [
+                    {
+                        "name": "extract",
+                        "type": "process_notifications",
+                        "metadata": {"targetUsers": ["a"]},
+                    },
+                    {
+                        "name": "load",
+                        "type": "process_notifications",
+                        "dependsOn": ["extract"],
+                        "priority": 3,
+                    },
+                ],
+            }
+        )
+    )
     created = invoke("flow", "create", str(path), "--collection", store.settings.collection)
     assert created.exit_code == 0, created.output
-    assert "flow nightly-2026-12-02" in created.output and "blocked" in created.output and "extract" in created.output
+    assert (
+        "flow nightly-2026-12-02" in created.output
+        and "blocked" in created.output
+        and "extract" in created.output
+    )
     jobs = {job.flow_name: job for job in client.flow_jobs("nightly-2026-12-02")}
-    assert (jobs["extract"].status, jobs["load"].status, jobs["load"].priority) == (Status.PENDING, Status.BLOCKED, 3)
-    assert jobs["load"].depends_on == (jobs["extract"].id,) and jobs["load"].raw["onParentFailure"] == "wait"
+    assert (jobs["extract"].status, jobs["load"].status, jobs["load"].priority) == (
+        Status.PENDING,
+        Status.BLOCKED,
+        3,
+    )
+    assert (
+        jobs["load"].depends_on == (jobs["extract"].id,)
+        and jobs["load"].raw["onParentFailure"] == "wait"
+    )
     assert invoke("flow", "show", "nightly-2026-12-02").exit_code == 0
     cancelled = invoke("flow", "cancel", "nightly-2026-12-02")
     assert cancelled.exit_code == 0 and "cancelled" in cancelled.output
     assert {job.status for job in client.flow_jobs("nightly-2026-12-02")} == {Status.CANCELLED}
 
-    path.write_text(json.dumps({"jobs": [{"name": "a", "type": "process_notifications", "dependsOn": ["a"]}]}))
+    path.write_text(
+        json.dumps({"jobs": [{"name": "a", "type": "process_notifications", "dependsOn": ["a"]}]})
+    )
     refused = invoke("flow", "create", str(path))
     assert refused.exit_code == 1 and "depends on itself" in refused.output
     path.write_text(json.dumps({"jobs": [{"name": "a", "kind": "x"}]}))

@@ -16,7 +16,15 @@ from .conftest import wait_finished
 
 def test_enqueue_writes_a_complete_pending_document(client: JobsClient, store: JobStore) -> None:
     when = datetime.now(UTC) + timedelta(minutes=5)
-    job = client.enqueue("process_notifications", {"targetUsers": ["a"]}, scheduled_for=when, priority=3, max_attempts=4, org_id="org1", created_by="u1")
+    job = client.enqueue(
+        "process_notifications",
+        {"targetUsers": ["a"]},
+        scheduled_for=when,
+        priority=3,
+        max_attempts=4,
+        org_id="org1",
+        created_by="u1",
+    )
     raw = store.ref(job.id).get().to_dict()
     assert raw["type"] == "process_notifications" and raw["status"] == "pending"
     assert raw["metadata"] == {"targetUsers": ["a"]}
@@ -35,14 +43,21 @@ def test_enqueue_with_a_key_is_idempotent(client: JobsClient, store: JobStore) -
     assert len(list(store.collection.stream())) == 2
 
 
-def test_enqueue_in_a_transaction_commits_with_the_apps_writes(client: JobsClient, store: JobStore) -> None:
+def test_enqueue_in_a_transaction_commits_with_the_apps_writes(
+    client: JobsClient, store: JobStore
+) -> None:
     db = client.db
     order = db.collection("orders").document("o1")
 
     @firestore.transactional
     def place(transaction: Any) -> str:
         # With a key, enqueue reads the job first; Firestore wants reads before writes.
-        job = client.enqueue("process_notifications", {"targetUsers": ["buyer"]}, key="receipt-o1", transaction=transaction)
+        job = client.enqueue(
+            "process_notifications",
+            {"targetUsers": ["buyer"]},
+            key="receipt-o1",
+            transaction=transaction,
+        )
         transaction.set(order, {"total": 10})
         return job.id
 
@@ -87,7 +102,9 @@ def test_enqueue_in_a_batch(client: JobsClient, store: JobStore) -> None:
         ({"type": "t", "scheduled_for": datetime(2030, 1, 1)}, "timezone-aware"),
     ],
 )
-def test_enqueue_refuses_bad_arguments(client: JobsClient, kwargs: dict[str, Any], message: str) -> None:
+def test_enqueue_refuses_bad_arguments(
+    client: JobsClient, kwargs: dict[str, Any], message: str
+) -> None:
     with pytest.raises(ConfigurationError, match=message):
         client.enqueue(**kwargs)
 
@@ -103,7 +120,9 @@ def test_cancel_a_pending_job(client: JobsClient) -> None:
     job = client.enqueue("process_notifications", {})
     cancelled = client.cancel(job.id)
     assert cancelled.status is Status.CANCELLED and cancelled.completed_at is not None
-    with pytest.raises(InvalidJobState, match="only pending, blocked and running jobs can be cancelled"):
+    with pytest.raises(
+        InvalidJobState, match="only pending, blocked and running jobs can be cancelled"
+    ):
         client.cancel(job.id)
 
 
@@ -116,7 +135,9 @@ def test_cancel_a_running_job_asks_it_to_stop(client: JobsClient, store: JobStor
     assert asked.lease.token == claim.token  # type: ignore[union-attr]  # the holder keeps the lease to finish up
 
 
-def test_retry_a_failed_job_resets_attempts(client: JobsClient, store: JobStore, worker_factory: Any) -> None:
+def test_retry_a_failed_job_resets_attempts(
+    client: JobsClient, store: JobStore, worker_factory: Any
+) -> None:
     job = client.enqueue("no_such_handler", {})
     worker_factory()
     assert wait_finished(store, [job.id])[job.id].status is Status.FAILED

@@ -44,21 +44,45 @@ class StandIn:
                 body = json.loads(raw) if raw else {}
                 path = url.path.removeprefix("/v1/")
                 query = urllib.parse.parse_qs(url.query)
-                stand_in.requests.append((self.command, path, body | ({"updateMask": query["updateMask"][0]} if "updateMask" in query else {})))
+                stand_in.requests.append(
+                    (
+                        self.command,
+                        path,
+                        body
+                        | ({"updateMask": query["updateMask"][0]} if "updateMask" in query else {}),
+                    )
+                )
                 if self.command == "GET" and path.endswith("/jobs"):
-                    self._answer(200, {"jobs": [j for n, j in stand_in.jobs.items() if n.startswith(path + "/")]})
+                    self._answer(
+                        200,
+                        {"jobs": [j for n, j in stand_in.jobs.items() if n.startswith(path + "/")]},
+                    )
                 elif self.command == "POST" and path.endswith("/jobs"):
                     if body["name"] in stand_in.jobs:
-                        self._answer(409, {"error": {"code": 409, "message": "exists", "status": "ALREADY_EXISTS"}})
+                        self._answer(
+                            409,
+                            {
+                                "error": {
+                                    "code": 409,
+                                    "message": "exists",
+                                    "status": "ALREADY_EXISTS",
+                                }
+                            },
+                        )
                         return
                     stand_in.jobs[body["name"]] = body | {"state": 1}
                     self._answer(200, stand_in.jobs[body["name"]])
                 elif self.command == "PATCH":
                     if path not in stand_in.jobs:
-                        self._answer(404, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}})
+                        self._answer(
+                            404,
+                            {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}},
+                        )
                         return
                     for field in query.get("updateMask", [""])[0].split(","):
-                        camel = "".join(p if i == 0 else p.capitalize() for i, p in enumerate(field.split("_")))
+                        camel = "".join(
+                            p if i == 0 else p.capitalize() for i, p in enumerate(field.split("_"))
+                        )
                         if camel in body:
                             stand_in.jobs[path][camel] = body[camel]
                     self._answer(200, stand_in.jobs[path])
@@ -66,7 +90,9 @@ class StandIn:
                     stand_in.jobs.pop(path, None)
                     self._answer(200, {})
                 else:
-                    self._answer(404, {"error": {"code": 404, "message": "no route", "status": "NOT_FOUND"}})
+                    self._answer(
+                        404, {"error": {"code": 404, "message": "no route", "status": "NOT_FOUND"}}
+                    )
 
             do_GET = do_POST = do_PATCH = do_DELETE = _handle
 
@@ -92,7 +118,12 @@ def stand_in() -> Iterator[StandIn]:
     server.server.server_close()
 
 
-TARGET = TickTarget(project="my-proj", location="europe-west1", uri="https://jobs-tick-abc-ew.a.run.app", service_account="jobs-runner@my-proj.iam.gserviceaccount.com")
+TARGET = TickTarget(
+    project="my-proj",
+    location="europe-west1",
+    uri="https://jobs-tick-abc-ew.a.run.app",
+    service_account="jobs-runner@my-proj.iam.gserviceaccount.com",
+)
 
 
 def test_first_sync_creates_the_tick_job_with_oidc_and_retries(stand_in: StandIn) -> None:
@@ -105,8 +136,13 @@ def test_first_sync_creates_the_tick_job_with_oidc_and_retries(stand_in: StandIn
     assert body["description"].startswith(MARKER)
     target = body["httpTarget"]
     assert target["uri"] == TARGET.uri and target["httpMethod"] in (1, "POST")
-    assert target["oidcToken"] == {"serviceAccountEmail": TARGET.service_account, "audience": TARGET.uri}
-    assert body["retryConfig"]["retryCount"] == 1 and body["retryConfig"]["maxRetryDuration"] == "50s"
+    assert target["oidcToken"] == {
+        "serviceAccountEmail": TARGET.service_account,
+        "audience": TARGET.uri,
+    }
+    assert (
+        body["retryConfig"]["retryCount"] == 1 and body["retryConfig"]["maxRetryDuration"] == "50s"
+    )
     assert body["attemptDeadline"] == "180s"
 
 
@@ -115,12 +151,18 @@ def test_a_second_sync_changes_nothing_and_a_changed_target_is_patched(stand_in:
     sync(client, [TARGET])
     again = sync(client, [TARGET])
     assert again.unchanged == [TARGET.job_name] and len(stand_in.writes()) == 1
-    moved = TickTarget(**{**TARGET.__dict__, "uri": "https://jobs-tick-new.a.run.app", "schedule": "*/2 * * * *"})
+    moved = TickTarget(
+        **{**TARGET.__dict__, "uri": "https://jobs-tick-new.a.run.app", "schedule": "*/2 * * * *"}
+    )
     result = sync(client, [moved])
     assert result.updated == [TARGET.job_name]
     method, path, body = stand_in.writes()[-1]
     assert (method, path) == ("PATCH", "projects/my-proj/locations/europe-west1/jobs/jobs-tick")
-    assert set(body["updateMask"].split(",")) == {"schedule", "httpTarget", "description"}  # what changed, as the wire spells it
+    assert set(body["updateMask"].split(",")) == {
+        "schedule",
+        "httpTarget",
+        "description",
+    }  # what changed, as the wire spells it
     assert stand_in.jobs[moved.job_name]["httpTarget"]["uri"] == "https://jobs-tick-new.a.run.app"
     assert stand_in.jobs[moved.job_name]["schedule"] == "*/2 * * * *"
 
@@ -129,9 +171,17 @@ def test_jobs_it_no_longer_wants_are_removed_and_others_left_alone(stand_in: Sta
     client = client_for(stand_in.endpoint)
     sync(client, [TARGET])
     theirs = "projects/my-proj/locations/europe-west1/jobs/nightly-report"
-    stand_in.jobs[theirs] = {"name": theirs, "description": "someone else's", "schedule": "0 3 * * *"}
+    stand_in.jobs[theirs] = {
+        "name": theirs,
+        "description": "someone else's",
+        "schedule": "0 3 * * *",
+    }
     old = "projects/my-proj/locations/europe-west1/jobs/jobs-tick-old"
-    stand_in.jobs[old] = {"name": old, "description": f"{MARKER} an earlier tick", "schedule": "* * * * *"}
+    stand_in.jobs[old] = {
+        "name": old,
+        "description": f"{MARKER} an earlier tick",
+        "schedule": "* * * * *",
+    }
     result = sync(client, [TARGET])
     assert result.deleted == [old] and result.unchanged == [TARGET.job_name]
     assert ("DELETE", old, {}) in stand_in.requests
@@ -140,7 +190,20 @@ def test_jobs_it_no_longer_wants_are_removed_and_others_left_alone(stand_in: Sta
 
 def test_the_command_line_syncs_and_removes(stand_in: StandIn) -> None:
     runner = CliRunner()
-    args = ["scheduler", "sync", "--project", "my-proj", "--location", "europe-west1", "--uri", TARGET.uri, "--service-account", TARGET.service_account, "--endpoint", stand_in.endpoint]
+    args = [
+        "scheduler",
+        "sync",
+        "--project",
+        "my-proj",
+        "--location",
+        "europe-west1",
+        "--uri",
+        TARGET.uri,
+        "--service-account",
+        TARGET.service_account,
+        "--endpoint",
+        stand_in.endpoint,
+    ]
     created = runner.invoke(app, args)
     assert created.exit_code == 0, created.output
     assert json.loads(created.output)["created"] == [TARGET.job_name]

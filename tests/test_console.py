@@ -1,8 +1,8 @@
 """The operators' console in a real headless Chromium (Debian's package, driven by Playwright).
 
-The console is served as `jobs console` and `jobs dev` serve it (the REST API and ``/console/``
-in one WSGI app) on the session's emulator; a worker runs in the test process. People sign in as
-the ready-made dev users with emulator tokens; the API checks every action as it would in production.
+The console is served as `jobs console` and `jobs dev` serve it (the REST API and ``/console/`` in
+one WSGI app) on the session's emulator; a worker runs in the test process. People sign in as the
+ready-made dev users with emulator tokens; the API checks every action as it would in production.
 """
 
 from __future__ import annotations
@@ -38,13 +38,29 @@ def browser() -> Iterator[Any]:
     """One headless Chromium for these tests (Debian's `chromium`; Playwright downloads nothing)."""
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
-        pytest.fail("the console tests need a Chromium: apt-get install -y chromium (scripts/bootstrap does)", pytrace=False)
+        pytest.fail(
+            "the console tests need a Chromium: apt-get install -y chromium (scripts/bootstrap "
+            "does)",
+            pytrace=False,
+        )
     if sync_playwright is None:
-        pytest.fail("the console tests need Playwright for Python: pip install playwright (the dev extra has it; no browser download is needed)", pytrace=False)
+        pytest.fail(
+            "the console tests need Playwright for Python: pip install playwright (the dev extra "
+            "has it; no browser download is needed)",
+            pytrace=False,
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield browser
         browser.close()
@@ -70,9 +86,16 @@ class Console:
 
 
 @pytest.fixture
-def console(settings: Settings, registry: HandlerRegistry, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console]:
-    monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", AUTH_EMULATOR)  # firebase-admin accepts emulator tokens
-    app = App(settings.with_(console_auth="emulator-tokens", auth_emulator_host=AUTH_EMULATOR), registry=registry)
+def console(
+    settings: Settings, registry: HandlerRegistry, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Console]:
+    monkeypatch.setenv(
+        "FIREBASE_AUTH_EMULATOR_HOST", AUTH_EMULATOR
+    )  # firebase-admin accepts emulator tokens
+    app = App(
+        settings.with_(console_auth="emulator-tokens", auth_emulator_host=AUTH_EMULATOR),
+        registry=registry,
+    )
     served = Console(app)
     yield served
     served.stop()
@@ -101,10 +124,19 @@ def sign_in(page: Any, console: Console, who: str, where: str = "#/overview") ->
     page.wait_for_selector("#who:has-text('" + who + "')")
 
 
-def test_an_operator_sees_a_failed_job_retries_it_and_watches_it_complete(page: Any, console: Console, client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Callable[..., Any]) -> None:
+def test_an_operator_sees_a_failed_job_retries_it_and_watches_it_complete(
+    page: Any,
+    console: Console,
+    client: JobsClient,
+    store: JobStore,
+    registry: HandlerRegistry,
+    worker_factory: Callable[..., Any],
+) -> None:
     worker_factory()
     job = client.enqueue("resize_fixed_later", {"path": "a.png"})
-    assert wait_finished(store, [job.id])[job.id].status is Status.FAILED  # no handler yet: fails with why
+    assert (
+        wait_finished(store, [job.id])[job.id].status is Status.FAILED
+    )  # no handler yet: fails with why
     sign_in(page, console, "dev-operator", "#/jobs?status=failed")
     page.wait_for_selector(f"tr[data-job='{job.id}']")
     page.click(f"tr[data-job='{job.id}'] a")
@@ -124,12 +156,21 @@ def test_an_operator_sees_a_failed_job_retries_it_and_watches_it_complete(page: 
     assert page.locator("button[data-action='retry']").count() == 0  # nothing left to retry
 
 
-def test_a_durable_jobs_steps_slices_and_sleeps_are_shown(page: Any, console: Console, client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Callable[..., Any]) -> None:
+def test_a_durable_jobs_steps_slices_and_sleeps_are_shown(
+    page: Any,
+    console: Console,
+    client: JobsClient,
+    store: JobStore,
+    registry: HandlerRegistry,
+    worker_factory: Callable[..., Any],
+) -> None:
     @registry.handler("durable_console", continuable=True)
     def durable(ctx: Any) -> int:
         ctx.step("fetch", lambda: list(range(10)))
         ctx.sleep(0.3)
-        ctx.step("store", lambda: "x" * 70_000)  # over the inline size: kept in a document of its own
+        ctx.step(
+            "store", lambda: "x" * 70_000
+        )  # over the inline size: kept in a document of its own
         return 1
 
     worker_factory()
@@ -137,17 +178,30 @@ def test_a_durable_jobs_steps_slices_and_sleeps_are_shown(page: Any, console: Co
     assert wait_finished(store, [job.id])[job.id].status is Status.COMPLETED
     sign_in(page, console, "dev-viewer", f"#/jobs/{job.id}")
     page.wait_for_selector("#durable tr[data-step='store']")
-    cells = [page.inner_text(f"#durable tr[data-step='{name}'] td:last-child") for name in ("fetch", "store")]
+    cells = [
+        page.inner_text(f"#durable tr[data-step='{name}'] td:last-child")
+        for name in ("fetch", "store")
+    ]
     assert cells == ["in the job", "own document"]
     assert page.inner_text("#continuations") == "0" and page.inner_text("#sleeps").count("Z") == 1
 
 
-def test_the_overview_shows_per_type_figures_and_pauses_a_type(page: Any, console: Console, client: JobsClient, store: JobStore, worker_factory: Callable[..., Any]) -> None:
+def test_the_overview_shows_per_type_figures_and_pauses_a_type(
+    page: Any,
+    console: Console,
+    client: JobsClient,
+    store: JobStore,
+    worker_factory: Callable[..., Any],
+) -> None:
     worker_factory()
     done = [client.enqueue("process_notifications", {"targetUsers": ["u1"]}).id for _ in range(3)]
     bad = client.enqueue("process_notifications", {"targetUsers": "x"}).id
     wait_finished(store, [*done, bad])
-    client.enqueue("process_notifications", {"targetUsers": ["later"]}, scheduled_for=store.now().replace(year=store.now().year + 1))
+    client.enqueue(
+        "process_notifications",
+        {"targetUsers": ["later"]},
+        scheduled_for=store.now().replace(year=store.now().year + 1),
+    )
     sign_in(page, console, "dev-operator")
     row = "tr[data-type='process_notifications']"
     page.wait_for_selector(f"{row} [data-figure='completedHour']:has-text('3')", timeout=10_000)
@@ -159,14 +213,32 @@ def test_the_overview_shows_per_type_figures_and_pauses_a_type(page: Any, consol
     page.click(f"{row} button[data-action='resume']")
     page.wait_for_selector(f"{row} button[data-action='pause']", timeout=10_000)
     assert client.paused() == set()
-    # An open circuit breaker (jobs_lib.limits.breakers) shows in the type's state, its last error on hover.
+    # An open circuit breaker (jobs_lib.limits.breakers) shows in the type's state, its last error
+    # on hover.
     now = store.now()
-    store.limits.open_breaker("process_notifications", now + timedelta(minutes=5), now, 5, "ConnectionError: the push service is down")
-    page.wait_for_selector(f"{row} [data-figure='state']:has-text('breaker open until')", timeout=15_000)
-    assert page.get_attribute(f"{row} [data-figure='state'] span", "title") == "ConnectionError: the push service is down"
+    store.limits.open_breaker(
+        "process_notifications",
+        now + timedelta(minutes=5),
+        now,
+        5,
+        "ConnectionError: the push service is down",
+    )
+    page.wait_for_selector(
+        f"{row} [data-figure='state']:has-text('breaker open until')", timeout=15_000
+    )
+    assert (
+        page.get_attribute(f"{row} [data-figure='state'] span", "title")
+        == "ConnectionError: the push service is down"
+    )
 
 
-def test_a_viewer_sees_no_action_buttons_and_a_forged_action_is_refused(page: Any, console: Console, client: JobsClient, store: JobStore, worker_factory: Callable[..., Any]) -> None:
+def test_a_viewer_sees_no_action_buttons_and_a_forged_action_is_refused(
+    page: Any,
+    console: Console,
+    client: JobsClient,
+    store: JobStore,
+    worker_factory: Callable[..., Any],
+) -> None:
     worker_factory()
     job = client.enqueue("never_registered_type", {})
     wait_finished(store, [job.id])
@@ -182,34 +254,66 @@ def test_a_viewer_sees_no_action_buttons_and_a_forged_action_is_refused(page: An
     # The page hides the buttons; the API refuses the action anyway.
     status, body = page.evaluate(
         """async (id) => {
-            const r = await fetch(`/v1/jobs/${id}/retry`, {method: "POST", headers: {Authorization: `Bearer ${sessionStorage.getItem("jobs.token")}`}});
+            const headers = {Authorization: `Bearer ${sessionStorage.getItem("jobs.token")}`};
+            const r = await fetch(`/v1/jobs/${id}/retry`, {method: "POST", headers});
             return [r.status, await r.json()];
         }""",
         job.id,
     )
     assert status == 403 and "jobs.retry" in body["error"]["message"]
-    status, _body = page.evaluate("""async () => { const r = await fetch('/v1/queues/process_notifications/pause', {method: 'POST', headers: {Authorization: `Bearer ${sessionStorage.getItem("jobs.token")}`}}); return [r.status, await r.json()]; }""")
+    status, _body = page.evaluate(
+        """async () => {
+            const headers = {Authorization: `Bearer ${sessionStorage.getItem("jobs.token")}`};
+            const url = '/v1/queues/process_notifications/pause';
+            const r = await fetch(url, {method: 'POST', headers});
+            return [r.status, await r.json()];
+        }"""
+    )
     assert status == 403
     assert store.get(job.id).status is Status.FAILED  # type: ignore[union-attr]
 
 
-def test_an_org_admin_sees_only_their_organisations_jobs(page: Any, console: Console, client: JobsClient) -> None:
-    acme = [client.enqueue("noop_like", {}, org_id="acme", created_by=f"member-{i}").id for i in range(3)]
-    globex = [client.enqueue("noop_like", {}, org_id="globex", created_by="other").id for _ in range(2)]
+def test_an_org_admin_sees_only_their_organisations_jobs(
+    page: Any, console: Console, client: JobsClient
+) -> None:
+    acme = [
+        client.enqueue("noop_like", {}, org_id="acme", created_by=f"member-{i}").id
+        for i in range(3)
+    ]
+    globex = [
+        client.enqueue("noop_like", {}, org_id="globex", created_by="other").id for _ in range(2)
+    ]
     sign_in(page, console, "acme-admin", "#/jobs")
     page.wait_for_selector(f"tr[data-job='{acme[0]}']")
     shown = set(page.eval_on_selector_all("tr[data-job]", "rows => rows.map(r => r.dataset.job)"))
     assert shown == set(acme) and not shown & set(globex)
-    status, _ = page.evaluate("""async (id) => { const r = await fetch(`/v1/jobs/${id}`, {headers: {Authorization: `Bearer ${sessionStorage.getItem("jobs.token")}`}}); return [r.status, await r.text()]; }""", globex[0])
+    status, _ = page.evaluate(
+        """async (id) => {
+            const headers = {Authorization: `Bearer ${sessionStorage.getItem("jobs.token")}`};
+            const r = await fetch(`/v1/jobs/${id}`, {headers});
+            return [r.status, await r.text()];
+        }""",
+        globex[0],
+    )
     assert status == 404  # another org's job does not exist for them
 
 
 XSS = "<img src=x onerror=\"window.__xss='img'\"><script>window.__xss='script'</script>"
 
 
-def test_hostile_content_is_shown_as_text_and_never_runs(page: Any, dialogs: list[str], console: Console, client: JobsClient, store: JobStore, worker_factory: Callable[..., Any]) -> None:
+def test_hostile_content_is_shown_as_text_and_never_runs(
+    page: Any,
+    dialogs: list[str],
+    console: Console,
+    client: JobsClient,
+    store: JobStore,
+    worker_factory: Callable[..., Any],
+) -> None:
     worker_factory()
-    meta = client.enqueue("never_registered_type", {"note": XSS, "nested": {"html": "<b onmouseover=alert(1)>bold</b>"}})
+    meta = client.enqueue(
+        "never_registered_type",
+        {"note": XSS, "nested": {"html": "<b onmouseover=alert(1)>bold</b>"}},
+    )
     hostile_type = client.enqueue(f"evil{XSS}", {})
     wait_finished(store, [meta.id, hostile_type.id])
     response = page.request.get(console.url)
@@ -217,18 +321,26 @@ def test_hostile_content_is_shown_as_text_and_never_runs(page: Any, dialogs: lis
     assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
     sign_in(page, console, "dev-operator", f"#/jobs/{meta.id}")
     page.wait_for_selector("#metadata")
-    assert json.loads(page.inner_text("#metadata"))["note"] == XSS  # the markup, shown as the text it is
+    assert (
+        json.loads(page.inner_text("#metadata"))["note"] == XSS
+    )  # the markup, shown as the text it is
     page.goto(console.url + f"#/jobs/{hostile_type.id}")
     page.wait_for_selector("#error")
-    assert "job type 'evil<img src=x onerror=" in page.inner_text("#error") and f"evil{XSS}" in page.inner_text("#job")
+    assert "job type 'evil<img src=x onerror=" in page.inner_text(
+        "#error"
+    ) and f"evil{XSS}" in page.inner_text("#job")
     page.goto(console.url + "#/jobs?status=failed")
     page.wait_for_selector(f"tr[data-job='{hostile_type.id}']")
     assert page.evaluate("window.__xss") is None
-    assert page.locator("#main img, #main script, #main b").count() == 0  # no element came from the data
+    assert (
+        page.locator("#main img, #main script, #main b").count() == 0
+    )  # no element came from the data
     assert dialogs == []
 
 
-def test_the_console_says_it_is_offline_and_recovers(page: Any, console: Console, client: JobsClient, store: JobStore) -> None:
+def test_the_console_says_it_is_offline_and_recovers(
+    page: Any, console: Console, client: JobsClient, store: JobStore
+) -> None:
     job = client.enqueue("never_registered_type", {})
     sign_in(page, console, "dev-operator", f"#/jobs/{job.id}")
     page.wait_for_selector("#job .status[data-status='pending']")
@@ -245,18 +357,27 @@ def test_an_expired_or_refused_token_leads_back_to_sign_in(page: Any, console: C
     sign_in(page, console, "dev-operator")
     # A token past its expiry, as a tab left open overnight would hold.
     page.evaluate("""() => {
-        const b64 = (v) => btoa(JSON.stringify(v)).replace(/=+$/, '').replace(/\\+/g, '-').replace(/\\//g, '_');
+        const b64 = (v) => btoa(JSON.stringify(v))
+            .replace(/=+$/, '').replace(/\\+/g, '-').replace(/\\//g, '_');
         const now = Math.floor(Date.now() / 1000);
-        sessionStorage.setItem('jobs.token', b64({alg: 'none', typ: 'JWT'}) + '.' + b64({sub: 'dev-operator', exp: now - 60, iat: now - 3700}) + '.');
+        const claims = {sub: 'dev-operator', exp: now - 60, iat: now - 3700};
+        const header = {alg: 'none', typ: 'JWT'};
+        sessionStorage.setItem('jobs.token', b64(header) + '.' + b64(claims) + '.');
     }""")
     page.reload()
     page.wait_for_selector("#signin-message")
     assert "expired" in page.inner_text("#signin-message")
     # A token the API refuses (here: for another project) also ends at the sign-in page, with why.
     page.evaluate("""() => {
-        const b64 = (v) => btoa(JSON.stringify(v)).replace(/=+$/, '').replace(/\\+/g, '-').replace(/\\//g, '_');
+        const b64 = (v) => btoa(JSON.stringify(v))
+            .replace(/=+$/, '').replace(/\\+/g, '-').replace(/\\//g, '_');
         const now = Math.floor(Date.now() / 1000);
-        sessionStorage.setItem('jobs.token', b64({alg: 'none', typ: 'JWT'}) + '.' + b64({iss: 'https://securetoken.google.com/demo-other', aud: 'demo-other', sub: 'x', user_id: 'x', iat: now - 5, auth_time: now - 5, exp: now + 3600}) + '.');
+        const claims = {
+            iss: 'https://securetoken.google.com/demo-other', aud: 'demo-other', sub: 'x',
+            user_id: 'x', iat: now - 5, auth_time: now - 5, exp: now + 3600,
+        };
+        const header = {alg: 'none', typ: 'JWT'};
+        sessionStorage.setItem('jobs.token', b64(header) + '.' + b64(claims) + '.');
     }""")
     page.reload()
     page.wait_for_selector("#signin-message")
@@ -264,8 +385,15 @@ def test_an_expired_or_refused_token_leads_back_to_sign_in(page: Any, console: C
     assert page.locator("#nav[hidden]").count() == 1
 
 
-def test_schedules_are_listed_with_next_runs_and_can_be_fired_disabled_and_enabled(page: Any, console: Console, client: JobsClient, store: JobStore) -> None:
-    schedule = console.app.schedules.create("process_notifications", "0 3 * * *", metadata={"targetUsers": ["nightly"]}, created_by="someone")
+def test_schedules_are_listed_with_next_runs_and_can_be_fired_disabled_and_enabled(
+    page: Any, console: Console, client: JobsClient, store: JobStore
+) -> None:
+    schedule = console.app.schedules.create(
+        "process_notifications",
+        "0 3 * * *",
+        metadata={"targetUsers": ["nightly"]},
+        created_by="someone",
+    )
     sign_in(page, console, "dev-operator", "#/schedules")
     row = f"tr[data-schedule='{schedule.id}']"
     page.wait_for_selector(row)
@@ -282,7 +410,14 @@ def test_schedules_are_listed_with_next_runs_and_can_be_fired_disabled_and_enabl
     assert console.app.schedules.get(schedule.id).enabled is True
 
 
-def test_bulk_retry_confirms_how_many_and_retries_them(page: Any, console: Console, client: JobsClient, store: JobStore, worker_factory: Callable[..., Any], registry: HandlerRegistry) -> None:
+def test_bulk_retry_confirms_how_many_and_retries_them(
+    page: Any,
+    console: Console,
+    client: JobsClient,
+    store: JobStore,
+    worker_factory: Callable[..., Any],
+    registry: HandlerRegistry,
+) -> None:
     worker_factory()
     failed = [client.enqueue("bulk_fixable", {"n": i}).id for i in range(3)]
     other = client.enqueue("other_broken", {}).id
@@ -299,7 +434,14 @@ def test_bulk_retry_confirms_how_many_and_retries_them(page: Any, console: Conso
     assert store.get(other).status is Status.FAILED  # type: ignore[union-attr]  # outside the filter: untouched
 
 
-def test_screenshots_of_the_overview_and_of_a_job_with_live_progress(page: Any, console: Console, client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Callable[..., Any]) -> None:
+def test_screenshots_of_the_overview_and_of_a_job_with_live_progress(
+    page: Any,
+    console: Console,
+    client: JobsClient,
+    store: JobStore,
+    registry: HandlerRegistry,
+    worker_factory: Callable[..., Any],
+) -> None:
     @registry.handler("export_report", timeout=60)
     def export_report(ctx: Any) -> dict[str, int]:
         for step in range(1, 21):
@@ -311,17 +453,31 @@ def test_screenshots_of_the_overview_and_of_a_job_with_live_progress(page: Any, 
     for i in range(12):
         client.enqueue("process_notifications", {"targetUsers": [f"u{i}"]})
     client.enqueue("process_notifications", {"targetUsers": "not-a-list"})
-    client.enqueue("process_notifications", {"targetUsers": ["later"]}, scheduled_for=store.now().replace(year=store.now().year + 1))
-    export = client.enqueue("export_report", {"report": "quotes", "format": "csv"}, org_id="acme", created_by="alice")
+    client.enqueue(
+        "process_notifications",
+        {"targetUsers": ["later"]},
+        scheduled_for=store.now().replace(year=store.now().year + 1),
+    )
+    export = client.enqueue(
+        "export_report", {"report": "quotes", "format": "csv"}, org_id="acme", created_by="alice"
+    )
     sign_in(page, console, "dev-operator", f"#/jobs/{export.id}")
     page.wait_for_selector("#job .status[data-status='in_progress']", timeout=20_000)
     first = page.get_attribute(".progress > div", "data-percent")
-    page.wait_for_function("(before) => { const d = document.querySelector('.progress > div'); return d && d.dataset.percent !== before && Number(d.dataset.percent) >= 30; }", arg=first, timeout=20_000)
-    assert "writing rows of part" in page.inner_text("#progress-text")  # the bar moved without a reload
+    page.wait_for_function(
+        "(before) => { const d = document.querySelector('.progress > div'); return d && "
+        "d.dataset.percent !== before && Number(d.dataset.percent) >= 30; }",
+        arg=first,
+        timeout=20_000,
+    )
+    assert "writing rows of part" in page.inner_text(
+        "#progress-text"
+    )  # the bar moved without a reload
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "console-job.png"), full_page=True)
     page.wait_for_selector("#job .status[data-status='completed']", timeout=30_000)
-    running.worker.engine.throughput.flush()  # the worker writes its minute counts every 15 s; now, for the chart
+    # The worker writes its minute counts every 15 s; now, for the chart.
+    running.worker.engine.throughput.flush()
     page.goto(console.url + "#/overview")
     page.wait_for_selector("tr[data-type='export_report']")
     page.wait_for_selector("#chart svg")
@@ -334,7 +490,8 @@ def test_screenshots_of_the_overview_and_of_a_job_with_live_progress(page: Any, 
 
 @pytest.fixture(scope="module")
 def auth_emulator() -> Iterator[Any]:
-    """firebase-tools' Auth emulator with the dev users in it (scripts/bootstrap installs firebase-tools)."""
+    """firebase-tools' Auth emulator with the dev users in it (scripts/bootstrap installs
+    firebase-tools)."""
     from jobs_lib.console import create_dev_users
     from jobs_lib.devstack import auth_emulator as auth_mod
     from jobs_lib.errors import EmulatorUnavailable
@@ -350,17 +507,40 @@ def auth_emulator() -> Iterator[Any]:
     emulator.stop()
 
 
-def test_operators_sign_in_with_the_firebase_js_sdk_on_the_auth_emulator(page: Any, auth_emulator: Any, settings: Settings, registry: HandlerRegistry, monkeypatch: pytest.MonkeyPatch, client: JobsClient) -> None:
-    monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", auth_emulator.host)  # firebase-admin verifies the emulator's tokens
-    app = App(settings.with_(console_auth="firebase", firebase_api_key="demo-api-key", auth_emulator_host=auth_emulator.host), registry=registry)
+def test_operators_sign_in_with_the_firebase_js_sdk_on_the_auth_emulator(
+    page: Any,
+    auth_emulator: Any,
+    settings: Settings,
+    registry: HandlerRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    client: JobsClient,
+) -> None:
+    monkeypatch.setenv(
+        "FIREBASE_AUTH_EMULATOR_HOST", auth_emulator.host
+    )  # firebase-admin verifies the emulator's tokens
+    app = App(
+        settings.with_(
+            console_auth="firebase",
+            firebase_api_key="demo-api-key",
+            auth_emulator_host=auth_emulator.host,
+        ),
+        registry=registry,
+    )
     served = Console(app)
     try:
-        assert f"http://{auth_emulator.host}" in page.request.get(served.url).headers["content-security-policy"]
+        assert (
+            f"http://{auth_emulator.host}"
+            in page.request.get(served.url).headers["content-security-policy"]
+        )
         page.goto(served.url)
         page.wait_for_selector("#signin input[type=email]")
-        page.get_by_role("button", name="Sign in as dev viewer").click()  # fills the form; the SDK signs in
+        page.get_by_role(
+            "button", name="Sign in as dev viewer"
+        ).click()  # fills the form; the SDK signs in
         page.wait_for_selector("#who:has-text('dev-viewer (viewer)')", timeout=20_000)
-        page.wait_for_selector("tr[data-type='process_notifications']")  # the API took the emulator's ID token, claims and all
+        page.wait_for_selector(
+            "tr[data-type='process_notifications']"
+        )  # the API took the emulator's ID token, claims and all
         assert page.locator("button[data-action='pause']").count() == 0
         page.click("#signout")
         page.wait_for_selector("#signin input[type=email]")

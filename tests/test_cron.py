@@ -1,4 +1,5 @@
-"""The firing rule, as a pure function: DST, missed slots, and a property test against the cron itself."""
+"""The firing rule, as a pure function: DST, missed slots, and a property test against the cron
+itself."""
 
 from __future__ import annotations
 
@@ -26,7 +27,12 @@ def test_spring_forward_runs_a_0230_schedule_at_0300() -> None:
     for _ in range(4):
         moment = cron.next_after("30 2 * * *", NY, moment)
         slots.append(moment.astimezone(ZoneInfo(NY)).isoformat())
-    assert slots == ["2026-03-07T02:30:00-05:00", "2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00", "2026-03-10T02:30:00-04:00"]
+    assert slots == [
+        "2026-03-07T02:30:00-05:00",
+        "2026-03-08T03:00:00-04:00",
+        "2026-03-09T02:30:00-04:00",
+        "2026-03-10T02:30:00-04:00",
+    ]
 
 
 def test_fall_back_runs_a_0130_schedule_once() -> None:
@@ -36,12 +42,21 @@ def test_fall_back_runs_a_0130_schedule_once() -> None:
     for _ in range(3):
         moment = cron.next_after("30 1 * * *", NY, moment)
         slots.append(moment.astimezone(ZoneInfo(NY)).isoformat())
-    assert slots == ["2026-10-31T01:30:00-04:00", "2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]
+    assert slots == [
+        "2026-10-31T01:30:00-04:00",
+        "2026-11-01T01:30:00-04:00",
+        "2026-11-02T01:30:00-05:00",
+    ]
     # A tick during the repeated hour does not fire it again.
     first = cron.next_after("30 1 * * *", NY, local("2026-10-31T12:00"))
     repeated_hour = datetime(2026, 11, 1, 6, 45, tzinfo=UTC)  # 01:45 EST, the second 01:45
-    slot, upcoming = cron.fire("30 1 * * *", NY, cron.next_after("30 1 * * *", NY, first), repeated_hour)
-    assert slot is None and upcoming.astimezone(ZoneInfo(NY)).isoformat() == "2026-11-02T01:30:00-05:00"
+    slot, upcoming = cron.fire(
+        "30 1 * * *", NY, cron.next_after("30 1 * * *", NY, first), repeated_hour
+    )
+    assert (
+        slot is None
+        and upcoming.astimezone(ZoneInfo(NY)).isoformat() == "2026-11-02T01:30:00-05:00"
+    )
 
 
 def test_a_schedule_overdue_by_ten_slots_fires_once_and_moves_to_the_next_future_slot() -> None:
@@ -56,12 +71,28 @@ def test_a_schedule_overdue_by_ten_slots_fires_once_and_moves_to_the_next_future
 
 def test_not_yet_due_and_never_set() -> None:
     now = datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
-    assert cron.fire("0 * * * *", "UTC", now + timedelta(minutes=30), now) == (None, now + timedelta(minutes=30))
-    assert cron.fire("0 * * * *", "UTC", None, now) == (None, datetime(2026, 1, 1, 1, 0, tzinfo=UTC))
+    assert cron.fire("0 * * * *", "UTC", now + timedelta(minutes=30), now) == (
+        None,
+        now + timedelta(minutes=30),
+    )
+    assert cron.fire("0 * * * *", "UTC", None, now) == (
+        None,
+        datetime(2026, 1, 1, 1, 0, tzinfo=UTC),
+    )
 
 
-@pytest.mark.parametrize(("expression", "timezone", "message"), [("61 * * * *", "UTC", "bad cron expression"), ("* * *", "UTC", "bad cron expression"), ("0 * * * *", "Mars/Olympus", "unknown timezone"), ("", "UTC", "non-empty")])
-def test_bad_expressions_and_zones_are_refused(expression: str, timezone: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("expression", "timezone", "message"),
+    [
+        ("61 * * * *", "UTC", "bad cron expression"),
+        ("* * *", "UTC", "bad cron expression"),
+        ("0 * * * *", "Mars/Olympus", "unknown timezone"),
+        ("", "UTC", "non-empty"),
+    ],
+)
+def test_bad_expressions_and_zones_are_refused(
+    expression: str, timezone: str, message: str
+) -> None:
     with pytest.raises(cron.CronError, match=message):
         cron.check(expression, timezone)
 
@@ -89,10 +120,14 @@ def slots_between(expression: str, timezone: str, start: datetime, end: datetime
 @given(
     fields=st.tuples(MINUTES, HOURS, DOMS, MONTHS, DOWS),
     timezone=ZONES,
-    start=st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2027, 12, 1)).map(lambda d: d.replace(tzinfo=UTC)),
+    start=st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2027, 12, 1)).map(
+        lambda d: d.replace(tzinfo=UTC)
+    ),
     gaps=st.lists(st.integers(min_value=1, max_value=6 * 3600), min_size=1, max_size=60),
 )
-def test_fired_slots_are_the_crons_slots_each_once(fields: tuple[str, ...], timezone: str, start: datetime, gaps: list[int]) -> None:
+def test_fired_slots_are_the_crons_slots_each_once(
+    fields: tuple[str, ...], timezone: str, start: datetime, gaps: list[int]
+) -> None:
     expression = " ".join(fields)
     _, next_run = cron.fire(expression, timezone, None, start)  # a new schedule, created at `start`
     fired: list[datetime] = []
@@ -118,8 +153,16 @@ def test_fired_slots_are_the_crons_slots_each_once(fields: tuple[str, ...], time
 
 
 @settings(max_examples=40, deadline=None)
-@given(fields=st.tuples(MINUTES, HOURS, DOMS, MONTHS, DOWS), timezone=ZONES, start=st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2027, 12, 1)).map(lambda d: d.replace(tzinfo=UTC)))
-def test_ticking_every_minute_fires_every_slot(fields: tuple[str, ...], timezone: str, start: datetime) -> None:
+@given(
+    fields=st.tuples(MINUTES, HOURS, DOMS, MONTHS, DOWS),
+    timezone=ZONES,
+    start=st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2027, 12, 1)).map(
+        lambda d: d.replace(tzinfo=UTC)
+    ),
+)
+def test_ticking_every_minute_fires_every_slot(
+    fields: tuple[str, ...], timezone: str, start: datetime
+) -> None:
     expression = " ".join(fields)
     _, next_run = cron.fire(expression, timezone, None, start)
     end = start + timedelta(days=1)

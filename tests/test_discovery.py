@@ -20,11 +20,15 @@ from jobs_lib.store import (
 
 def test_slices_split_the_shards_and_ids_spread_over_them() -> None:
     assert sorted(s for p in range(PARTITIONS) for s in partition_shards(p)) == list(ALL_SHARDS)
-    assert all(partition_of(f"id{i}") == shard_of(f"id{i}") * PARTITIONS // SHARDS for i in range(100))
+    assert all(
+        partition_of(f"id{i}") == shard_of(f"id{i}") * PARTITIONS // SHARDS for i in range(100)
+    )
     counts = [0] * SHARDS
     for i in range(30_000):
         counts[shard_of(f"{i:020d}")] += 1
-    assert min(counts) > 800 and max(counts) < 1200  # about 1,000 each: the lanes share the writes evenly
+    assert (
+        min(counts) > 800 and max(counts) < 1200
+    )  # about 1,000 each: the lanes share the writes evenly
 
 
 def backlog(store: JobStore, count: int) -> None:
@@ -32,7 +36,16 @@ def backlog(store: JobStore, count: int) -> None:
     now = datetime.now(UTC)
     for _ in range(count):
         ref = store.collection.document()
-        batch.set(ref, {"type": "t", "status": "pending", "scheduledFor": now, "priority": 0, "shard": shard_of(ref.id)})
+        batch.set(
+            ref,
+            {
+                "type": "t",
+                "status": "pending",
+                "scheduledFor": now,
+                "priority": 0,
+                "shard": shard_of(ref.id),
+            },
+        )
     batch.commit()
 
 
@@ -45,15 +58,24 @@ def test_contended_workers_lease_different_slices_and_read_disjoint_jobs(store: 
         discovery.candidates(10)  # a full page: a backlog
         discovery.contended()
     a, b = first.candidates(10), second.candidates(10)
-    assert first.partition is not None and second.partition is not None and first.partition != second.partition
+    assert (
+        first.partition is not None
+        and second.partition is not None
+        and first.partition != second.partition
+    )
     assert {partition_of(j.id) for j in a} == {first.partition} and len(a) == 10
     assert {partition_of(j.id) for j in b} == {second.partition} and len(b) == 10
     leases = {snap.id: snap.to_dict() for snap in store.slices.collection.stream()}
-    assert leases[str(first.partition)]["holder"] == "w1" and leases[str(second.partition)]["holder"] == "w2"
+    assert (
+        leases[str(first.partition)]["holder"] == "w1"
+        and leases[str(second.partition)]["holder"] == "w2"
+    )
     held = first.partition
     first.close()
     assert first.partition is None
-    assert store.slices.collection.document(str(held)).get().get("until") <= datetime.now(UTC)  # handed back
+    assert store.slices.collection.document(str(held)).get().get("until") <= datetime.now(
+        UTC
+    )  # handed back
 
 
 def test_a_lone_worker_reads_oldest_first_without_slices(store: JobStore) -> None:
@@ -66,5 +88,10 @@ def test_a_lone_worker_reads_oldest_first_without_slices(store: JobStore) -> Non
 
 
 def test_slices_are_plain_documents_nobody_needs_to_create(store: JobStore) -> None:
-    assert store.slices.write_slice(3, {"holder": "w", "until": firestore.SERVER_TIMESTAMP}, None) is not None
-    assert store.slices.write_slice(3, {"holder": "x"}, None) is None  # already exists: a second creator loses
+    assert (
+        store.slices.write_slice(3, {"holder": "w", "until": firestore.SERVER_TIMESTAMP}, None)
+        is not None
+    )
+    assert (
+        store.slices.write_slice(3, {"holder": "x"}, None) is None
+    )  # already exists: a second creator loses

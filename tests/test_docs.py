@@ -37,11 +37,18 @@ def links_of(page: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("mkdocs", path=str(Path(sys.executable).parent)) is None:
-        pytest.fail("mkdocs is not installed: run scripts/bootstrap (pip install -e '.[dev]' installs mkdocs-material and mkdocstrings-python)")
+        pytest.fail(
+            "mkdocs is not installed: run scripts/bootstrap (pip install -e '.[dev]' installs "
+            "mkdocs-material and mkdocstrings-python)"
+        )
     out = tmp_path_factory.mktemp("site")
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
     assert "WARNING" not in proc.stderr, proc.stderr
@@ -71,7 +78,10 @@ def test_every_page_is_reachable_from_the_index_and_every_link_resolves(site: Pa
             elif resolved.suffix == ".html":
                 todo.append(resolved)
     assert not broken, "broken links:\n" + "\n".join(broken)
-    assert pages - seen == set(), f"pages not reachable from the index: {sorted(str(p.relative_to(site)) for p in pages - seen)}"
+    assert pages - seen == set(), (
+        f"pages not reachable from the index: "
+        f"{sorted(str(p.relative_to(site)) for p in pages - seen)}"
+    )
 
 
 def test_the_site_has_the_reference_made_from_the_code(site: Path) -> None:
@@ -93,7 +103,11 @@ def test_the_site_has_the_reference_made_from_the_code(site: Path) -> None:
     from jobs_lib import errors as errors_module
 
     for name, value in vars(errors_module).items():
-        if isinstance(value, type) and issubclass(value, BaseException) and value.__module__ == errors_module.__name__:
+        if (
+            isinstance(value, type)
+            and issubclass(value, BaseException)
+            and value.__module__ == errors_module.__name__
+        ):
             assert f'id="jobs_lib.errors.{name}"' in errors, f"the errors page lacks {name}"
     python = (site / "reference" / "python.html").read_text()
     for name in ("handler", "JobContext", "JobsClient", "App", "Settings", "run_handler"):
@@ -120,12 +134,18 @@ def test_nothing_points_at_files_outside_the_repository() -> None:
         for path in (ROOT / folder).rglob("*"):
             if "venv" in path.parts or "node_modules" in path.parts or "__pycache__" in path.parts:
                 continue
-            if path.suffix in {".py", ".md", ".sh", ".ts", ".js", ".html"} or (path.parent.name == "scripts" and not path.suffix):
+            if path.suffix in {".py", ".md", ".sh", ".ts", ".js", ".html"} or (
+                path.parent.name == "scripts" and not path.suffix
+            ):
                 for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
                     if outside.search(line):
                         offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     for number, line in enumerate((ROOT / "README.md").read_text().splitlines(), 1):
         if outside.search(line):
             offenders.append(f"README.md:{number}: {line.strip()}")
-    assert not offenders, "references to files that are not in this repository:\n" + "\n".join(offenders)
-    assert outside.search("see seeds/000") and outside.search("shared/DESIGN.md")  # the check itself bites
+    assert not offenders, "references to files that are not in this repository:\n" + "\n".join(
+        offenders
+    )
+    assert outside.search("see seeds/000") and outside.search(
+        "shared/DESIGN.md"
+    )  # the check itself bites

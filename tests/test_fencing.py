@@ -31,9 +31,13 @@ def test_two_claimers_of_one_version_get_one_claim(client: JobsClient, store: Jo
     assert store.get(job.id).lease.holder == "a"  # type: ignore[union-attr]
 
 
-def test_stale_worker_completion_is_refused_after_its_lease_passed_to_another(client: JobsClient, store: JobStore, worker_factory: Any) -> None:
+def test_stale_worker_completion_is_refused_after_its_lease_passed_to_another(
+    client: JobsClient, store: JobStore, worker_factory: Any
+) -> None:
     job = client.enqueue("process_notifications", {"targetUsers": ["x"]})
-    stale = claim_one(store, job.id, "stale-worker", lease=1.0)  # claimed, then never renewed: a stalled process
+    stale = claim_one(
+        store, job.id, "stale-worker", lease=1.0
+    )  # claimed, then never renewed: a stalled process
     time.sleep(1.2)
     worker_factory()  # recovers the expired lease and completes the job
     done = wait_finished(store, [job.id])[job.id]
@@ -67,13 +71,17 @@ def test_owner_writes_do_not_break_the_holders_fence(client: JobsClient, store: 
     client.cancel(job.id)  # a running job: sets cancelRequested, changes the document's version
     recorder = Recorder(JobStore(store.settings))
     outcome = recorder.write(claim, Update(progress={"percent": 50}))
-    assert outcome.status is WriteStatus.OK and outcome.cancel_requested  # written, and the holder learns of the request
+    assert (
+        outcome.status is WriteStatus.OK and outcome.cancel_requested
+    )  # written, and the holder learns of the request
     assert claim.cancel_requested
     recorder.close()
     assert store.get(job.id).progress["percent"] == 50  # type: ignore[index, union-attr]
 
 
-def test_a_final_write_repeated_after_a_lost_answer_is_recognised(client: JobsClient, store: JobStore) -> None:
+def test_a_final_write_repeated_after_a_lost_answer_is_recognised(
+    client: JobsClient, store: JobStore
+) -> None:
     job = client.enqueue("process_notifications", {})
     claim = claim_one(store, job.id, "holder", lease=30)
     version_before = claim.version
@@ -97,18 +105,25 @@ def test_writes_to_a_deleted_job_are_refused(client: JobsClient, store: JobStore
     assert store.get(job.id) is None
 
 
-def test_expired_lease_with_no_attempts_left_ends_failed(client: JobsClient, store: JobStore, worker_factory: Any) -> None:
+def test_expired_lease_with_no_attempts_left_ends_failed(
+    client: JobsClient, store: JobStore, worker_factory: Any
+) -> None:
     job = client.enqueue("process_notifications", {}, max_attempts=1)
     claim_one(store, job.id, "dead-worker", lease=0.5)
     time.sleep(0.6)
     worker_factory()
-    done = wait_for(lambda: (j := store.get(job.id)) and j.status is Status.FAILED and j, message="the job to fail")
+    done = wait_for(
+        lambda: (j := store.get(job.id)) and j.status is Status.FAILED and j,
+        message="the job to fail",
+    )
     assert done.attempts == 1
     assert "lease expired" in (done.error or "") and "attempt 1 of 1" in (done.error or "")
 
 
 @pytest.mark.parametrize("lease", [0.6])
-def test_a_live_job_longer_than_its_lease_is_never_taken_for_dead(client: JobsClient, store: JobStore, registry: Any, worker_factory: Any, lease: float) -> None:
+def test_a_live_job_longer_than_its_lease_is_never_taken_for_dead(
+    client: JobsClient, store: JobStore, registry: Any, worker_factory: Any, lease: float
+) -> None:
     from jobs_lib import JobContext
 
     @registry.handler("long", timeout=30)

@@ -1,4 +1,5 @@
-"""Thousands of job documents as any client could write them, through the created-event function and a worker at once.
+"""Thousands of job documents as any client could write them, through the created-event function and
+a worker at once.
 
 The documents come from `bench.fuzzdocs.documents` (hypothesis, a fixed seed: the same documents
 every run) and are written with the raw Firestore client, no jobs_lib code on the write side. Each
@@ -66,14 +67,24 @@ def fuzz_registry(registry: HandlerRegistry) -> HandlerRegistry:
 
 @pytest.fixture
 def runners(settings: Settings, fuzz_registry: HandlerRegistry) -> Iterator[tuple[Any, Worker]]:
-    """The created-event function (functions-framework) and a worker, both on the test's emulator."""
+    """The created-event function (functions-framework) and a worker, both on the test's
+    emulator."""
     quick = settings.with_(orphan_seconds=2)
-    http = functions_framework.create_app(target="on_job_created", source=MAIN, signature_type="cloudevent").test_client()
+    http = functions_framework.create_app(
+        target="on_job_created", source=MAIN, signature_type="cloudevent"
+    ).test_client()
     function = Functions(App(quick, registry=fuzz_registry, runtime="function"))
     sys.modules["main"].jobs = function
     store = JobStore(quick)
     engine = Engine(store, fuzz_registry, lease_seconds=5)
-    worker = Worker(engine, concurrency=8, poll_interval=0.05, discovery=Discovery(store, lease_seconds=5, holder=engine.holder, scan_interval=0.5, slow_interval=0.5))
+    worker = Worker(
+        engine,
+        concurrency=8,
+        poll_interval=0.05,
+        discovery=Discovery(
+            store, lease_seconds=5, holder=engine.holder, scan_interval=0.5, slow_interval=0.5
+        ),
+    )
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     yield http, worker
@@ -82,7 +93,9 @@ def runners(settings: Settings, fuzz_registry: HandlerRegistry) -> Iterator[tupl
     function.close()
 
 
-def test_fuzzed_documents_all_end_somewhere_a_person_can_see(store: JobStore, runners: tuple[Any, Worker]) -> None:
+def test_fuzzed_documents_all_end_somewhere_a_person_can_see(
+    store: JobStore, runners: tuple[Any, Worker]
+) -> None:
     http, worker = runners
     reference = store.db.collection("elsewhere").document("some-doc")
     now = store.now()
@@ -95,12 +108,16 @@ def test_fuzzed_documents_all_end_somewhere_a_person_can_see(store: JobStore, ru
     def write_and_deliver(job_id: str, doc: dict[str, Any]) -> None:
         try:
             store.ref(job_id).set(doc)
-        except Exception:  # Firestore refused it (too deep, too large, an array in an array): nothing to run
+        except (
+            Exception
+        ):  # Firestore refused it (too deep, too large, an array in an array): nothing to run
             result.refused_by_firestore += 1
             return
         written[job_id] = doc
         mutator.ids.append(job_id)
-        response = http.post("/", headers=event_headers(job_id, PROJECT), data=event_body(store, job_id))
+        response = http.post(
+            "/", headers=event_headers(job_id, PROJECT), data=event_body(store, job_id)
+        )
         result.events += 1
         result.function_errors += response.status_code != 200
 
@@ -108,13 +125,27 @@ def test_fuzzed_documents_all_end_somewhere_a_person_can_see(store: JobStore, ru
         write_and_deliver(job_id, doc)
 
     @seed(20261201)
-    @settings(max_examples=COUNT, deadline=None, database=None, suppress_health_check=list(HealthCheck), derandomize=False)
+    @settings(
+        max_examples=COUNT,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=False,
+    )
     @given(documents(reference, now), st.integers(0, 2**32))
     def one(doc: dict[str, Any], salt: int) -> None:
         write_and_deliver(f"fz-{len(written)}-{salt % 997}", doc)
         if len(written) % 7 == 0:  # a good job beside the odd ones, written the same way
             good.append(f"good-{len(good)}")
-            write_and_deliver(good[-1], {"type": "noop_fuzz", "status": "pending", "metadata": {}, "createdAt": firestore.SERVER_TIMESTAMP})
+            write_and_deliver(
+                good[-1],
+                {
+                    "type": "noop_fuzz",
+                    "status": "pending",
+                    "metadata": {},
+                    "createdAt": firestore.SERVER_TIMESTAMP,
+                },
+            )
 
     one()
     result.updated_while_running = mutator.stop()
@@ -123,17 +154,33 @@ def test_fuzzed_documents_all_end_somewhere_a_person_can_see(store: JobStore, ru
     while settled(store, written, result) and time.monotonic() < deadline:
         time.sleep(0.5)
     figures = result.as_dict()
-    open_docs = {job_id: (store.get(job_id).raw if store.get(job_id) else None) for job_id in result.unsettled[:5]}  # type: ignore[union-attr]
+    open_docs = {
+        job_id: (store.get(job_id).raw if store.get(job_id) else None)
+        for job_id in result.unsettled[:5]
+    }  # type: ignore[union-attr]
     assert not result.unsettled, f"documents that never ended anywhere: {open_docs} ({figures})"
     print("fuzz figures:", figures)
     assert result.written >= COUNT * 0.6, figures
-    assert result.function_errors == 0 and not result.failed_without_reason and not result.unsettled, figures
-    assert result.completed > 50 and result.failed_with_reason > 50, figures  # both kinds really ran
+    assert (
+        result.function_errors == 0 and not result.failed_without_reason and not result.unsettled
+    ), figures
+    assert result.completed > 50 and result.failed_with_reason > 50, (
+        figures
+    )  # both kinds really ran
     good_jobs = [store.get(job_id) for job_id in good]
     assert len(good_jobs) >= COUNT // 10
-    assert all(j is not None and j.status is Status.COMPLETED for j in good_jobs), [(j.id, j.raw) for j in good_jobs if j is None or j.status is not Status.COMPLETED][:3]
-    delays = sorted((j.started_at - j.created_at).total_seconds() for j in good_jobs if j and j.started_at and j.created_at)
-    print(f"good jobs beside them: {len(delays)}, create->start p50 {delays[len(delays) // 2]:.3f}s, max {delays[-1]:.3f}s")
+    assert all(j is not None and j.status is Status.COMPLETED for j in good_jobs), [
+        (j.id, j.raw) for j in good_jobs if j is None or j.status is not Status.COMPLETED
+    ][:3]
+    delays = sorted(
+        (j.started_at - j.created_at).total_seconds()
+        for j in good_jobs
+        if j and j.started_at and j.created_at
+    )
+    print(
+        f"good jobs beside them: {len(delays)}, create->start p50 "
+        f"{delays[len(delays) // 2]:.3f}s, max {delays[-1]:.3f}s"
+    )
     assert worker.running_count() == 0 and worker.last_loop is not None  # the worker is up and idle
     # Firestore refuses an array in an array; the emulator takes maps 21 deep (production refuses
     # them): either way whatever was written ended somewhere, the 1 MiB string included.

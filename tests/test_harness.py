@@ -39,14 +39,32 @@ def test_log_lines_are_cloud_logging_json() -> None:
     stream = io.StringIO()
     configure(logging.INFO, stream)
     try:
-        logger = JobLogger(logging.getLogger("jobs_lib.test"), {"jobId": "j1", "type": "t", "attempt": 2})
-        event(logger, "job_failed", "job j1 failed", level=logging.ERROR, error="boom", durationMs=12.5)
+        logger = JobLogger(
+            logging.getLogger("jobs_lib.test"), {"jobId": "j1", "type": "t", "attempt": 2}
+        )
+        event(
+            logger,
+            "job_failed",
+            "job j1 failed",
+            level=logging.ERROR,
+            error="boom",
+            durationMs=12.5,
+        )
         logger.info("from the handler")
     finally:
-        logging.getLogger().handlers = [h for h in logging.getLogger().handlers if not getattr(h, "_jobs_lib", False)]
+        logging.getLogger().handlers = [
+            h for h in logging.getLogger().handlers if not getattr(h, "_jobs_lib", False)
+        ]
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["severity"] == "ERROR" and first["message"] == "job j1 failed"
-    assert (first["event"], first["jobId"], first["type"], first["attempt"], first["error"], first["durationMs"]) == ("job_failed", "j1", "t", 2, "boom", 12.5)
+    assert (
+        first["event"],
+        first["jobId"],
+        first["type"],
+        first["attempt"],
+        first["error"],
+        first["durationMs"],
+    ) == ("job_failed", "j1", "t", 2, "boom", 12.5)
     assert first["logging.googleapis.com/labels"] == {"jobId": "j1", "type": "t"}
     assert first["time"].endswith("Z")
     assert second["severity"] == "INFO" and second["jobId"] == "j1" and "event" not in second
@@ -56,6 +74,8 @@ def test_formatter_includes_stack_traces() -> None:
     try:
         raise ValueError("bad")
     except ValueError:
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "oops", None, exc_info=__import__("sys").exc_info())
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "oops", None, exc_info=__import__("sys").exc_info()
+        )
     line = json.loads(JsonFormatter().format(record))
     assert "ValueError: bad" in line["stack_trace"]

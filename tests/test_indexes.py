@@ -42,14 +42,25 @@ HELPERS = {
 
 
 def query_builders() -> set[str]:
-    """Every function in jobs_lib/store that builds a query (calls where, order_by or FieldFilter)."""
+    """Every function in jobs_lib/store that builds a query (calls where, order_by or
+    FieldFilter)."""
     found = set()
     for path in sorted(STORE.glob("*.py")):
         tree = ast.parse(path.read_text())
         for node in tree.body:
-            functions = [(node.name, f) for f in node.body if isinstance(f, ast.FunctionDef)] if isinstance(node, ast.ClassDef) else [("", node)] if isinstance(node, ast.FunctionDef) else []
+            functions = (
+                [(node.name, f) for f in node.body if isinstance(f, ast.FunctionDef)]
+                if isinstance(node, ast.ClassDef)
+                else [("", node)]
+                if isinstance(node, ast.FunctionDef)
+                else []
+            )
             for owner, fn in functions:
-                calls = {c.func.attr if isinstance(c.func, ast.Attribute) else getattr(c.func, "id", "") for c in ast.walk(fn) if isinstance(c, ast.Call)}
+                calls = {
+                    c.func.attr if isinstance(c.func, ast.Attribute) else getattr(c.func, "id", "")
+                    for c in ast.walk(fn)
+                    if isinstance(c, ast.Call)
+                }
                 if calls & {"where", "order_by", "FieldFilter", "count"}:
                     found.add(f"{owner}.{fn.name}" if owner else fn.name)
     return found
@@ -67,53 +78,130 @@ NOW = datetime.now(UTC)
 
 
 def _listing_pages(s: Stores) -> None:
-    s.jobs.ref("a").set({"type": "t", "status": "pending", "createdAt": NOW, "createdBy": "u", "orgId": "o", "shard": 3})
-    s.jobs.ref("b").set({"type": "t", "status": "pending", "createdAt": "2025-01-01T00:00:00.000Z", "createdBy": "u", "orgId": "o", "shard": 17})
+    s.jobs.ref("a").set(
+        {
+            "type": "t",
+            "status": "pending",
+            "createdAt": NOW,
+            "createdBy": "u",
+            "orgId": "o",
+            "shard": 3,
+        }
+    )
+    s.jobs.ref("b").set(
+        {
+            "type": "t",
+            "status": "pending",
+            "createdAt": "2025-01-01T00:00:00.000Z",
+            "createdBy": "u",
+            "orgId": "o",
+            "shard": 17,
+        }
+    )
     for scope in (Scope("createdBy", "u"), Scope("orgId", "o"), Scope(None, None)):
         for status in (None, "pending"):
             for job_type in (None, "t"):
                 first = s.listing.page(scope, status=status, job_type=job_type, page_size=1)
                 assert first.next_token is not None
-                s.listing.page(scope, status=status, job_type=job_type, page_size=1, page_token=first.next_token)
-                s.listing.page(scope, status=status, job_type=job_type, page_size=1, created_after=datetime(2020, 1, 1, tzinfo=UTC), created_before=NOW)
+                s.listing.page(
+                    scope,
+                    status=status,
+                    job_type=job_type,
+                    page_size=1,
+                    page_token=first.next_token,
+                )
+                s.listing.page(
+                    scope,
+                    status=status,
+                    job_type=job_type,
+                    page_size=1,
+                    created_after=datetime(2020, 1, 1, tzinfo=UTC),
+                    created_before=NOW,
+                )
 
 
 #: How the test calls each query method: "Class.method" -> a call with sample arguments.
 CALLS: dict[str, Callable[[Stores], Any]] = {
-    "JobStore.due": lambda s: [s.jobs.due(NOW, 5), s.jobs.due(NOW, 5, start=17), s.jobs.due(NOW, 5, partition=0), s.jobs.due(NOW, 5, partition=7), s.jobs.due(NOW, 5, partition=14), s.jobs.due(NOW, 5, exclude_types=["paused"]), s.jobs.due(NOW, 5, partition=3, exclude_types=["a", "b"])],
+    "JobStore.due": lambda s: [
+        s.jobs.due(NOW, 5),
+        s.jobs.due(NOW, 5, start=17),
+        s.jobs.due(NOW, 5, partition=0),
+        s.jobs.due(NOW, 5, partition=7),
+        s.jobs.due(NOW, 5, partition=14),
+        s.jobs.due(NOW, 5, exclude_types=["paused"]),
+        s.jobs.due(NOW, 5, partition=3, exclude_types=["a", "b"]),
+    ],
     "JobStore.due_by_priority": lambda s: s.jobs.due_by_priority(NOW, 5),
     "JobStore.due_strings": lambda s: s.jobs.due_strings(NOW, 5),
     "JobStore.scan_pending": lambda s: [s.jobs.scan_pending(None, 5), s.jobs.scan_pending("m", 5)],
     "JobStore.expired": lambda s: s.jobs.expired(NOW, 5),
     "JobStore.expired_finished": lambda s: s.jobs.expired_finished(NOW, 5),
     "JobStore.expired_finished_jobs": lambda s: s.jobs.expired_finished_jobs(NOW, 5),
-    "JobStore.page": lambda s: [s.jobs.page(status="failed", job_type=t, after=a, limit=5, org_id=o) for t in (None, "t") for a in (None, "m") for o in (None, "o")],
+    "JobStore.page": lambda s: [
+        s.jobs.page(status="failed", job_type=t, after=a, limit=5, org_id=o)
+        for t in (None, "t")
+        for a in (None, "m")
+        for o in (None, "o")
+    ],
     "JobStore.count_by_status": lambda s: s.jobs.count_by_status(),
     "JobStore.due_count": lambda s: s.jobs.due_count("t", NOW),
-    "JobStore.oldest_due": lambda s: [s.jobs.oldest_due("t", NOW), s.jobs.oldest_due("t", NOW, org_id="o")],
+    "JobStore.oldest_due": lambda s: [
+        s.jobs.oldest_due("t", NOW),
+        s.jobs.oldest_due("t", NOW, org_id="o"),
+    ],
     "JobStore.count_jobs": lambda s: [
         s.jobs.count_jobs(status=status, job_type="t", org_id=org, **bound)
         for org in (None, "o")
-        for status, bound in (("pending", {"scheduled_until": NOW}), ("pending", {"scheduled_after": NOW}), ("in_progress", {}), ("completed", {"completed_since": NOW}), ("failed", {"completed_since": NOW}))
+        for status, bound in (
+            ("pending", {"scheduled_until": NOW}),
+            ("pending", {"scheduled_after": NOW}),
+            ("in_progress", {}),
+            ("completed", {"completed_since": NOW}),
+            ("failed", {"completed_since": NOW}),
+        )
     ],
-    "JobStore.count_matching": lambda s: [s.jobs.count_matching(status="failed", job_type=t, org_id=o) for t in (None, "t") for o in (None, "o")],
+    "JobStore.count_matching": lambda s: [
+        s.jobs.count_matching(status="failed", job_type=t, org_id=o)
+        for t in (None, "t")
+        for o in (None, "o")
+    ],
     "MinuteStats.since": lambda s: s.jobs.minute_stats.since(NOW),
     "JobStore.odd_statuses": lambda s: s.jobs.odd_statuses(5),
     "JobStore.running_page": lambda s: [s.jobs.running_page(None, 5), s.jobs.running_page("m", 5)],
-    "JobStore.document_page": lambda s: [s.jobs.document_page(None, 5), s.jobs.document_page("m", 5)],
+    "JobStore.document_page": lambda s: [
+        s.jobs.document_page(None, 5),
+        s.jobs.document_page("m", 5),
+    ],
     "JobStore.cancel_requests": lambda s: s.jobs.cancel_requests(5),
-    "JobStore.list_jobs": lambda s: [s.jobs.list_jobs(), s.jobs.list_jobs(status="pending"), s.jobs.list_jobs(job_type="t"), s.jobs.list_jobs(status="failed", job_type="t")],
+    "JobStore.list_jobs": lambda s: [
+        s.jobs.list_jobs(),
+        s.jobs.list_jobs(status="pending"),
+        s.jobs.list_jobs(job_type="t"),
+        s.jobs.list_jobs(status="failed", job_type="t"),
+    ],
     "JobListing.page": _listing_pages,
     # flows (jobs_lib.engine.followups)
-    "JobStore.dependents": lambda s: [s.jobs.dependents("p", None, 5), s.jobs.dependents("p", "m", 5)],
+    "JobStore.dependents": lambda s: [
+        s.jobs.dependents("p", None, 5),
+        s.jobs.dependents("p", "m", 5),
+    ],
     "JobStore.unsettled_parents": lambda s: s.jobs.unsettled_parents(5),
     "JobStore.blocked_page": lambda s: [s.jobs.blocked_page(None, 5), s.jobs.blocked_page("m", 5)],
     "JobStore.flow_page": lambda s: [s.jobs.flow_page("f", None, 5), s.jobs.flow_page("f", "m", 5)],
-    "ScheduleListing.page": lambda s: [s.schedule_listing.page(Scope("createdBy", "u"), page_size=1), s.schedule_listing.page(Scope("orgId", "o")), s.schedule_listing.page(Scope(None, None))],
+    "ScheduleListing.page": lambda s: [
+        s.schedule_listing.page(Scope("createdBy", "u"), page_size=1),
+        s.schedule_listing.page(Scope("orgId", "o")),
+        s.schedule_listing.page(Scope(None, None)),
+    ],
     # scheduledJobs (jobs_lib/store/schedules.py)
     "ScheduleStore.due": lambda s: s.schedules.due(NOW, 5),
     "ScheduleStore.scan": lambda s: [s.schedules.scan(None, 5), s.schedules.scan("m", 5)],
-    "ScheduleStore.list_schedules": lambda s: [s.schedules.list_schedules(), s.schedules.list_schedules(created_by="u"), s.schedules.list_schedules(org_id="o"), s.schedules.list_schedules(created_by="u", org_id="o")],
+    "ScheduleStore.list_schedules": lambda s: [
+        s.schedules.list_schedules(),
+        s.schedules.list_schedules(created_by="u"),
+        s.schedules.list_schedules(org_id="o"),
+        s.schedules.list_schedules(created_by="u", org_id="o"),
+    ],
     "ScheduleStore.owner_ids": lambda s: s.schedules.owner_ids("u", 20),
     "ScheduleStore.count_of": lambda s: s.schedules.count_of("u"),
 }
@@ -143,7 +231,9 @@ def captured(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[
 
 def stores(store: JobStore) -> Stores:
     try:
-        schedule_store = importlib.import_module("jobs_lib.store.schedules").ScheduleStore(store.settings)
+        schedule_store = importlib.import_module("jobs_lib.store.schedules").ScheduleStore(
+            store.settings
+        )
     except (ImportError, AttributeError):
         schedule_store = None
     return Stores(store, JobListing(store), schedule_store, ScheduleListing(store))
@@ -198,7 +288,8 @@ def need_of(query: Any) -> Need:
             inequality.add(field)
     orders = [(o.field.field_path, o.direction.name) for o in query.order_by]
     ordered = {f for f, _d in orders}
-    # Inequality fields not ordered explicitly are ordered after the explicit ones, by name, ascending.
+    # Inequality fields not ordered explicitly are ordered after the explicit ones, by name,
+    # ascending.
     orders += [(f, "ASCENDING") for f in sorted(inequality - ordered)]
     name_direction = None
     if orders and orders[-1][0] == "__name__":
@@ -226,7 +317,11 @@ def satisfied(need: Need) -> bool:
     k = len(need.equality)
     for collection, fields in declared_composites():
         same_shape = collection == need.collection and len(fields) == k + len(need.orders)
-        if same_shape and {f for f, _d in fields[:k]} == need.equality and tuple(fields[k:]) == need.orders:
+        if (
+            same_shape
+            and {f for f, _d in fields[:k]} == need.equality
+            and tuple(fields[k:]) == need.orders
+        ):
             return True
     return False
 
@@ -234,8 +329,12 @@ def satisfied(need: Need) -> bool:
 def single_field_blocked(need: Need) -> list[str]:
     """Fields the query needs a single-field index on that a field override removed."""
     blocked = []
-    overrides = {(o["collectionGroup"], o["fieldPath"]): o.get("indexes") for o in INDEXES["fieldOverrides"]}
-    wanted = [(f, None) for f in need.equality] + [(f, d) for f, d in need.orders if f != "__name__"]
+    overrides = {
+        (o["collectionGroup"], o["fieldPath"]): o.get("indexes") for o in INDEXES["fieldOverrides"]
+    }
+    wanted = [(f, None) for f in need.equality] + [
+        (f, d) for f, d in need.orders if f != "__name__"
+    ]
     for field, direction in wanted:
         kept = overrides.get((need.collection, field))
         if kept is None:
@@ -253,53 +352,126 @@ def test_every_query_method_is_exercised(store: JobStore) -> None:
     builders = query_builders()
     assert {"JobStore.due", "JobListing._lane_query"} <= builders  # the scan itself works
     missing = sorted(builders - set(CALLS) - set(HELPERS))
-    assert not missing, f"query methods this test does not run (add them to CALLS and their index to firestore.indexes.json): {missing}"
+    assert not missing, (
+        f"query methods this test does not run (add them to CALLS and their index to "
+        f"firestore.indexes.json): {missing}"
+    )
 
 
 def test_every_query_the_store_runs_has_its_index(store: JobStore, captured: list[Any]) -> None:
     s = stores(store)
-    classes = {"JobStore": JobStore, "JobListing": JobListing, "ScheduleListing": ScheduleListing, "ScheduleStore": type(s.schedules) if s.schedules is not None else None, "MinuteStats": type(s.jobs.minute_stats)}
+    classes = {
+        "JobStore": JobStore,
+        "JobListing": JobListing,
+        "ScheduleListing": ScheduleListing,
+        "ScheduleStore": type(s.schedules) if s.schedules is not None else None,
+        "MinuteStats": type(s.jobs.minute_stats),
+    }
     for name, call in CALLS.items():
         owner, method = name.split(".")
-        if hasattr(classes[owner], method):  # methods another branch removed or has not added yet are skipped
+        if hasattr(
+            classes[owner], method
+        ):  # methods another branch removed or has not added yet are skipped
             call(s)
     needs = {need_of(q) for q in captured}
     assert len(captured) >= 40 and len(needs) >= 10
     missing = sorted(n.describe() for n in needs if n.composite and not satisfied(n))
     assert not missing, f"composite indexes missing from firestore.indexes.json: {missing}"
-    blocked = sorted(f"{n.describe()} needs {f}" for n in needs if not n.composite for f in single_field_blocked(n))
-    assert not blocked, f"queries needing a single-field index that a field override removes: {blocked}"
+    blocked = sorted(
+        f"{n.describe()} needs {f}"
+        for n in needs
+        if not n.composite
+        for f in single_field_blocked(n)
+    )
+    assert not blocked, (
+        f"queries needing a single-field index that a field override removes: {blocked}"
+    )
     # The listing's lanes are among them, in the shape its docstring promises.
-    assert Need("backgroundJobs", frozenset({"shard", "createdBy", "status", "type"}), (("createdAt", "DESCENDING"),)) in needs
-    # Every query that ranges over or orders by a timestamp reads the shard lanes (jobs_lib.store.base.SHARDS).
-    timestamps = {"createdAt", "updatedAt", "startedAt", "completedAt", "scheduledFor", "leaseExpiresAt", "expireAt"}
-    # (shard equal to a value or in a set, or the first order: a range of shards read in shard order)
+    assert (
+        Need(
+            "backgroundJobs",
+            frozenset({"shard", "createdBy", "status", "type"}),
+            (("createdAt", "DESCENDING"),),
+        )
+        in needs
+    )
+    # Every query that ranges over or orders by a timestamp reads the shard lanes
+    # (jobs_lib.store.base.SHARDS).
+    timestamps = {
+        "createdAt",
+        "updatedAt",
+        "startedAt",
+        "completedAt",
+        "scheduledFor",
+        "leaseExpiresAt",
+        "expireAt",
+    }
+    # (shard equal to a value or in a set, or the first order: a range of shards read in shard
+    # order)
     unsharded = sorted(
         n.describe()
         for n in needs
-        if n.collection == "backgroundJobs" and {f for f, _d in n.orders} & timestamps and "shard" not in n.equality and (not n.orders or n.orders[0][0] != "shard")
+        if n.collection == "backgroundJobs"
+        and {f for f, _d in n.orders} & timestamps
+        and "shard" not in n.equality
+        and (not n.orders or n.orders[0][0] != "shard")
     )
-    assert not unsharded, f"queries over a timestamp outside the shard lanes (a hot index range at scale): {unsharded}"
-    assert Need("backgroundJobs", frozenset({"shard", "orgId"}), (("createdAt", "DESCENDING"),)) in needs
+    assert not unsharded, (
+        f"queries over a timestamp outside the shard lanes (a hot index range at scale): "
+        f"{unsharded}"
+    )
+    assert (
+        Need("backgroundJobs", frozenset({"shard", "orgId"}), (("createdAt", "DESCENDING"),))
+        in needs
+    )
 
 
 def test_the_derivation_follows_firestores_rules(store: JobStore) -> None:
-    """need_of on hand-made queries, so a wrong derivation cannot pass the test above by accident."""
+    """need_of on hand-made queries, so a wrong derivation cannot pass the test above by
+    accident."""
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     c = store.collection
     eq_only = c.where(filter=FieldFilter("a", "==", 1)).where(filter=FieldFilter("b", "==", 2))
     assert not need_of(eq_only._to_protobuf()).composite
     single_range = c.where(filter=FieldFilter("a", ">", 1))
-    assert need_of(single_range._to_protobuf()) == Need("backgroundJobs", frozenset(), (("a", "ASCENDING"),))
+    assert need_of(single_range._to_protobuf()) == Need(
+        "backgroundJobs", frozenset(), (("a", "ASCENDING"),)
+    )
     assert not need_of(single_range._to_protobuf()).composite
-    eq_range = c.where(filter=FieldFilter("s", "==", 1)).where(filter=FieldFilter("t", "<=", 5)).order_by("t", direction="DESCENDING")
-    assert need_of(eq_range._to_protobuf()) == Need("backgroundJobs", frozenset({"s"}), (("t", "DESCENDING"),))
-    mixed_name = c.where(filter=FieldFilter("s", "==", 1)).order_by("t").order_by("__name__", direction="DESCENDING")
-    assert need_of(mixed_name._to_protobuf()).orders == (("t", "ASCENDING"), ("__name__", "DESCENDING"))
+    eq_range = (
+        c.where(filter=FieldFilter("s", "==", 1))
+        .where(filter=FieldFilter("t", "<=", 5))
+        .order_by("t", direction="DESCENDING")
+    )
+    assert need_of(eq_range._to_protobuf()) == Need(
+        "backgroundJobs", frozenset({"s"}), (("t", "DESCENDING"),)
+    )
+    mixed_name = (
+        c.where(filter=FieldFilter("s", "==", 1))
+        .order_by("t")
+        .order_by("__name__", direction="DESCENDING")
+    )
+    assert need_of(mixed_name._to_protobuf()).orders == (
+        ("t", "ASCENDING"),
+        ("__name__", "DESCENDING"),
+    )
     assert not satisfied(need_of(mixed_name._to_protobuf()))
-    assert satisfied(need_of(c.where(filter=FieldFilter("shard", "in", [1, 2])).where(filter=FieldFilter("status", "==", "pending")).where(filter=FieldFilter("leaseExpiresAt", "<=", 1))._to_protobuf()))
-    assert not satisfied(need_of(c.where(filter=FieldFilter("status", "==", "pending")).where(filter=FieldFilter("leaseExpiresAt", "<=", 1))._to_protobuf()))
+    assert satisfied(
+        need_of(
+            c.where(filter=FieldFilter("shard", "in", [1, 2]))
+            .where(filter=FieldFilter("status", "==", "pending"))
+            .where(filter=FieldFilter("leaseExpiresAt", "<=", 1))
+            ._to_protobuf()
+        )
+    )
+    assert not satisfied(
+        need_of(
+            c.where(filter=FieldFilter("status", "==", "pending"))
+            .where(filter=FieldFilter("leaseExpiresAt", "<=", 1))
+            ._to_protobuf()
+        )
+    )
     exempt = c.where(filter=FieldFilter("metadata", ">", 1))
     assert single_field_blocked(need_of(exempt._to_protobuf())) == ["metadata"]
 
@@ -309,7 +481,17 @@ def test_overrides_exempt_the_large_and_hot_fields_and_set_the_ttl_fields() -> N
     for field in ("metadata", "result", "progress", "lease", "error", "errorDetails"):
         assert overrides[("backgroundJobs", field)]["indexes"] == [], field
     assert overrides[("backgroundJobs", "expireAt")]["ttl"] is True
-    for field in ("createdAt", "updatedAt", "startedAt", "completedAt", "scheduledFor", "leaseExpiresAt", "expireAt"):
-        assert overrides[("backgroundJobs", field)]["indexes"] == [], field  # sequential: only the sharded composites hold them
+    for field in (
+        "createdAt",
+        "updatedAt",
+        "startedAt",
+        "completedAt",
+        "scheduledFor",
+        "leaseExpiresAt",
+        "expireAt",
+    ):
+        assert overrides[("backgroundJobs", field)]["indexes"] == [], (
+            field
+        )  # sequential: only the sharded composites hold them
     assert overrides[("backgroundJobs_rateLimits", "expireAt")]["ttl"] is True
     assert overrides[("backgroundJobs_rateLimits", "count")]["indexes"] == []

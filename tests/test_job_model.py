@@ -51,7 +51,10 @@ def test_unknown_fields_are_kept() -> None:
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
-        ({"type": "t", "scheduledFor": "next tuesday"}, "scheduledFor 'next tuesday' is not a timestamp"),
+        (
+            {"type": "t", "scheduledFor": "next tuesday"},
+            "scheduledFor 'next tuesday' is not a timestamp",
+        ),
         ({"type": "t", "createdAt": 12}, "createdAt has type int"),
         ({"type": "t", "metadata": "oops"}, "metadata must be a map"),
         ({"type": "t", "metadata": [1, 2]}, "metadata must be a map"),
@@ -62,7 +65,9 @@ def test_unknown_fields_are_kept() -> None:
         ({"type": "t", "status": "queued"}, "status 'queued' is not one of"),
     ],
 )
-def test_unreadable_fields_become_problems_not_exceptions(data: dict[str, object], fragment: str) -> None:
+def test_unreadable_fields_become_problems_not_exceptions(
+    data: dict[str, object], fragment: str
+) -> None:
     job = Job.from_document("j", data)
     assert any(fragment in p for p in job.problems), job.problems
 
@@ -83,7 +88,15 @@ def test_to_iso_round_trips_at_millisecond_precision() -> None:
 
 def test_lease_expiry_and_state_helpers() -> None:
     now = datetime(2030, 1, 1, tzinfo=UTC)
-    running = Job.from_document("j", {"type": "t", "status": "in_progress", "lease": {"holder": "h", "token": "x"}, "leaseExpiresAt": "2029-12-31T23:59:00Z"})
+    running = Job.from_document(
+        "j",
+        {
+            "type": "t",
+            "status": "in_progress",
+            "lease": {"holder": "h", "token": "x"},
+            "leaseExpiresAt": "2029-12-31T23:59:00Z",
+        },
+    )
     assert running.lease is not None and running.lease.token == "x"
     assert running.lease_expired(now)
     assert running.can_cancel and not running.can_retry

@@ -41,7 +41,9 @@ class QuietTenant(Policy):
         self.ends.append((spec.type, type(outcome).__name__, claimed_by))
 
 
-def test_an_applications_policy_holds_jobs_back_and_hears_their_ends(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
+def test_an_applications_policy_holds_jobs_back_and_hears_their_ends(
+    client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any
+) -> None:
     @registry.handler("report")
     def report(ctx: JobContext[Any]) -> str:
         return str(ctx.metadata["tenant"])
@@ -51,21 +53,33 @@ def test_an_applications_policy_holds_jobs_back_and_hears_their_ends(client: Job
         return str(ctx.metadata["tenant"])
 
     policy = QuietTenant("b")
-    jobs = client.enqueue_many([{"type": kind, "metadata": {"tenant": tenant}} for kind in ("report", "limited_report") for tenant in ("a", "b") for _ in range(3)])
+    jobs = client.enqueue_many(
+        [
+            {"type": kind, "metadata": {"tenant": tenant}}
+            for kind in ("report", "limited_report")
+            for tenant in ("a", "b")
+            for _ in range(3)
+        ]
+    )
     loud = [j.id for j in jobs if j.metadata["tenant"] == "a"]
     quiet = [j.id for j in jobs if j.metadata["tenant"] == "b"]
     worker_factory(concurrency=4, policies=[policy])
     done = wait_finished(store, loud)
     assert {j.status for j in done.values()} == {Status.COMPLETED}
     # Held back by the application's policy: still pending, untouched, while the rest ran.
-    assert all(store.get(job_id).status is Status.PENDING and store.get(job_id).attempts == 0 for job_id in quiet)
+    assert all(
+        store.get(job_id).status is Status.PENDING and store.get(job_id).attempts == 0
+        for job_id in quiet
+    )
     policy.quiet.clear()
     done = wait_finished(store, quiet)
     assert {j.status for j in done.values()} == {Status.COMPLETED}
     # Every end was heard, with the policy that claimed the job: the concurrency slots for the
     # limited type, a plain claim for the other.
     wait_for(lambda: len(policy.ends) == 12, message="every end to reach the policy")
-    assert sorted(policy.ends) == sorted([("report", "Completed", None)] * 6 + [("limited_report", "Completed", "slots")] * 6)
+    assert sorted(policy.ends) == sorted(
+        [("report", "Completed", None)] * 6 + [("limited_report", "Completed", "slots")] * 6
+    )
     assert set(policy.released_jobs) >= {j.id for j in jobs if j.type == "limited_report"}
 
 
@@ -79,5 +93,12 @@ def test_the_engine_knows_no_policy_by_name(engine_factory: Any) -> None:
     import jobs_lib.engine.runner as runner
 
     source = Path(runner.__file__).read_text()
-    for name in ("SlotClaimer", "RateClaimer", "Breakers", "Pause(", "spec.concurrency is not None and", "spec.rate is not None and"):
+    for name in (
+        "SlotClaimer",
+        "RateClaimer",
+        "Breakers",
+        "Pause(",
+        "spec.concurrency is not None and",
+        "spec.rate is not None and",
+    ):
         assert name not in source, f"the engine names a policy: {name}"

@@ -57,7 +57,12 @@ def test_options_are_kept() -> None:
     registry.handler("t", input=Model, max_attempts=7, timeout=12, backoff=Backoff.fixed(3))(fn)
     spec = registry.get("t")
     assert spec is not None
-    assert (spec.input_model, spec.max_attempts, spec.timeout, spec.backoff.seconds(5)) == (Model, 7, 12, 3)
+    assert (spec.input_model, spec.max_attempts, spec.timeout, spec.backoff.seconds(5)) == (
+        Model,
+        7,
+        12,
+        3,
+    )
 
 
 def test_exponential_backoff_grows_caps_and_jitters_downward() -> None:
@@ -82,5 +87,7 @@ def test_builtin_handlers_load_and_unknown_modules_fail_clearly() -> None:
     from jobs_lib.registry import default_registry
 
     assert "process_notifications" in default_registry
-    with pytest.raises(ConfigurationError, match="cannot import handler module 'no_such_module_xyz'"):
+    with pytest.raises(
+        ConfigurationError, match="cannot import handler module 'no_such_module_xyz'"
+    ):
         load_handler_modules("no_such_module_xyz")

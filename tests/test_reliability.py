@@ -1,4 +1,5 @@
-"""Heartbeats, cancellation of running jobs, concurrency limits across processes, pause, dead letters."""
+"""Heartbeats, cancellation of running jobs, concurrency limits across processes, pause, dead
+letters."""
 
 from __future__ import annotations
 
@@ -33,13 +34,17 @@ def intervals(store: JobStore, ids: list[str], org: str | None = None) -> list[t
     return out
 
 
-def test_a_concurrency_limit_holds_across_worker_processes(client: JobsClient, store: JobStore, spawn_worker: Any) -> None:
+def test_a_concurrency_limit_holds_across_worker_processes(
+    client: JobsClient, store: JobStore, spawn_worker: Any
+) -> None:
     ids = [client.enqueue("limited", {"seconds": 0.4}).id for _ in range(12)]
     others = [client.enqueue("noop", {}).id for _ in range(5)]
     workers = [spawn_worker("--concurrency", "4") for _ in range(3)]
     jobs = wait_finished(store, ids + others, timeout=120)
     assert all(jobs[i].status is Status.COMPLETED for i in ids + others)
-    assert max_overlap(intervals(store, ids)) == 2  # never three at once, and the two slots were used
+    assert (
+        max_overlap(intervals(store, ids)) == 2
+    )  # never three at once, and the two slots were used
     slots = {s.id: s.to_dict() for s in store.limits.slot_collection.stream()}
     assert set(slots) <= {"limited~*~0", "limited~*~1"}
     for worker in workers:
@@ -47,7 +52,10 @@ def test_a_concurrency_limit_holds_across_worker_processes(client: JobsClient, s
 
 
 def test_a_per_organisation_limit(client: JobsClient, store: JobStore, spawn_worker: Any) -> None:
-    ids = [client.enqueue("limited_per_org", {"seconds": 0.3}, org_id=org).id for org in ["acme", "globex"] * 4]
+    ids = [
+        client.enqueue("limited_per_org", {"seconds": 0.3}, org_id=org).id
+        for org in ["acme", "globex"] * 4
+    ]
     spawn_worker("--concurrency", "6")
     spawn_worker("--concurrency", "6")
     wait_finished(store, ids, timeout=120)
@@ -56,22 +64,39 @@ def test_a_per_organisation_limit(client: JobsClient, store: JobStore, spawn_wor
     assert max_overlap(intervals(store, ids)) == 2  # the two organisations ran side by side
 
 
-def test_a_waiting_limited_type_does_not_hold_up_other_types(client: JobsClient, store: JobStore, spawn_worker: Any) -> None:
+def test_a_waiting_limited_type_does_not_hold_up_other_types(
+    client: JobsClient, store: JobStore, spawn_worker: Any
+) -> None:
     slow = [client.enqueue("single", {"seconds": 0.5}).id for _ in range(8)]
     quick = [client.enqueue("noop", {}).id for _ in range(5)]
     spawn_worker("--concurrency", "4")
     jobs = wait_finished(store, quick, timeout=60)
     finished_quick = max(j.completed_at for j in jobs.values() if j.completed_at)
     slow_done = [store.get(i) for i in slow]
-    assert sum(1 for j in slow_done if j and j.status is Status.COMPLETED and j.completed_at and j.completed_at <= finished_quick) <= 3
+    assert (
+        sum(
+            1
+            for j in slow_done
+            if j
+            and j.status is Status.COMPLETED
+            and j.completed_at
+            and j.completed_at <= finished_quick
+        )
+        <= 3
+    )
     wait_finished(store, slow, timeout=120)
     assert max_overlap(intervals(store, slow)) == 1
 
 
-def test_a_slot_held_by_a_killed_worker_is_recovered_with_its_lease(client: JobsClient, store: JobStore, spawn_worker: Any) -> None:
+def test_a_slot_held_by_a_killed_worker_is_recovered_with_its_lease(
+    client: JobsClient, store: JobStore, spawn_worker: Any
+) -> None:
     first = client.enqueue("single", {"seconds": 8})
     doomed = spawn_worker("--lease", "2")
-    wait_for(lambda: store.db.collection("runs").document(first.id).get().exists, message="the first run to start")
+    wait_for(
+        lambda: store.db.collection("runs").document(first.id).get().exists,
+        message="the first run to start",
+    )
     doomed.signal(signal.SIGKILL)
     doomed.wait(10)
     second = client.enqueue("single", {"seconds": 0.1})
@@ -82,7 +107,9 @@ def test_a_slot_held_by_a_killed_worker_is_recovered_with_its_lease(client: Jobs
     assert max_overlap(intervals(store, [first.id, second.id])) == 1
 
 
-def test_pause_keeps_a_type_pending_and_resume_lets_it_run(client: JobsClient, store: JobStore, worker_factory: Any) -> None:
+def test_pause_keeps_a_type_pending_and_resume_lets_it_run(
+    client: JobsClient, store: JobStore, worker_factory: Any
+) -> None:
     client.pause("process_notifications")
     assert client.paused() == {"process_notifications"}
     held = client.enqueue("process_notifications", {"targetUsers": ["a"]})
@@ -96,7 +123,9 @@ def test_pause_keeps_a_type_pending_and_resume_lets_it_run(client: JobsClient, s
     assert wait_finished(store, [held.id], timeout=30)[held.id].status is Status.COMPLETED
 
 
-def test_cancelling_a_running_job_reaches_its_handler(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
+def test_cancelling_a_running_job_reaches_its_handler(
+    client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any
+) -> None:
     seen: dict[str, Any] = {}
 
     @registry.handler("polite", timeout=60)
@@ -123,7 +152,9 @@ def test_cancelling_a_running_job_reaches_its_handler(client: JobsClient, store:
     assert "owner's request" in (done.error or "")
 
 
-def test_a_handler_that_ignores_cancellation_is_stopped_at_its_timeout(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
+def test_a_handler_that_ignores_cancellation_is_stopped_at_its_timeout(
+    client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any
+) -> None:
     started = threading.Event()
 
     @registry.handler("stubborn", timeout=3, max_attempts=5)
@@ -143,7 +174,9 @@ def test_a_handler_that_ignores_cancellation_is_stopped_at_its_timeout(client: J
     assert store.get(job.id).status is Status.CANCELLED and store.get(job.id).result is None  # type: ignore[union-attr]
 
 
-def test_a_job_ten_times_longer_than_its_lease_keeps_it_at_a_few_writes(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
+def test_a_job_ten_times_longer_than_its_lease_keeps_it_at_a_few_writes(
+    client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any
+) -> None:
     lease, seconds = 1.5, 15.0
 
     @registry.handler("marathon", timeout=60)
@@ -152,15 +185,23 @@ def test_a_job_ten_times_longer_than_its_lease_keeps_it_at_a_few_writes(client: 
         return ctx.attempt
 
     job = client.enqueue("marathon", {})
-    workers = [worker_factory(lease_seconds=lease) for _ in range(2)]  # the other one watches for expired leases
+    workers = [
+        worker_factory(lease_seconds=lease) for _ in range(2)
+    ]  # the other one watches for expired leases
     done = wait_finished(store, [job.id], timeout=60)[job.id]
     assert done.status is Status.COMPLETED and done.attempts == 1 and done.result == 1
-    records = sum(w.worker.engine.store.stats.snapshot()["byKind"].get("write:record", {}).get("writes", 0) for w in workers)
-    # Renewed when a third of the lease is spent: about seconds / (lease * 2/3) writes, plus the final one.
+    records = sum(
+        w.worker.engine.store.stats.snapshot()["byKind"].get("write:record", {}).get("writes", 0)
+        for w in workers
+    )
+    # Renewed when a third of the lease is spent: about seconds / (lease * 2/3) writes, plus the
+    # final one.
     assert seconds / lease <= records <= seconds / (lease / 3) + 2, records
 
 
-def test_dead_letters_can_be_listed_and_retried_in_bulk(client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any) -> None:
+def test_dead_letters_can_be_listed_and_retried_in_bulk(
+    client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any
+) -> None:
     @registry.handler("flaky_upstream", max_attempts=1)
     def flaky_upstream(ctx: JobContext[Any]) -> str:
         if not ctx.metadata.get("fixed"):

@@ -21,7 +21,10 @@ def test_json_like_values_are_stored_as_they_are(value: Any) -> None:
 
 
 def test_pydantic_models_and_tuples_are_converted() -> None:
-    assert storable_result(Report(rows=3, url="gs://b/o"), {}) == (None, {"rows": 3, "url": "gs://b/o"})
+    assert storable_result(Report(rows=3, url="gs://b/o"), {}) == (
+        None,
+        {"rows": 3, "url": "gs://b/o"},
+    )
     assert storable_result((1, 2), {}) == (None, [1, 2])
 
 

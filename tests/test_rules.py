@@ -117,7 +117,9 @@ class Rest:
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.base}/v1/{path}", data=data, method=method, headers=headers)
+        request = urllib.request.Request(
+            f"{self.base}/v1/{path}", data=data, method=method, headers=headers
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read() or b"null")
@@ -130,9 +132,15 @@ class Rest:
 
     @staticmethod
     def _fields(data: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        data = {k: v() if callable(v) else v for k, v in data.items()}  # times relative to the request (`soon`)
+        data = {
+            k: v() if callable(v) else v for k, v in data.items()
+        }  # times relative to the request (`soon`)
         fields = {k: encode(v) for k, v in data.items() if v is not SERVER_TIME}
-        transforms = [{"fieldPath": k, "setToServerValue": "REQUEST_TIME"} for k, v in data.items() if v is SERVER_TIME]
+        transforms = [
+            {"fieldPath": k, "setToServerValue": "REQUEST_TIME"}
+            for k, v in data.items()
+            if v is SERVER_TIME
+        ]
         return fields, transforms
 
     def get(self, path: str) -> int:
@@ -140,7 +148,10 @@ class Rest:
 
     def create(self, path: str, data: dict[str, Any]) -> int:
         fields, transforms = self._fields(data)
-        write: dict[str, Any] = {"update": {"name": f"{self.documents}/{path}", "fields": fields}, "currentDocument": {"exists": False}}
+        write: dict[str, Any] = {
+            "update": {"name": f"{self.documents}/{path}", "fields": fields},
+            "currentDocument": {"exists": False},
+        }
         if transforms:
             write["updateTransforms"] = transforms
         return self._commit(write)
@@ -171,7 +182,10 @@ class Rest:
     def query(self, collection: str, **equals: Any) -> int:
         """Run a query with equality filters; 200 with the documents or 403."""
         query: dict[str, Any] = {"from": [{"collectionId": collection}]}
-        filters = [{"fieldFilter": {"field": {"fieldPath": k}, "op": "EQUAL", "value": encode(v)}} for k, v in equals.items()]
+        filters = [
+            {"fieldFilter": {"field": {"fieldPath": k}, "op": "EQUAL", "value": encode(v)}}
+            for k, v in equals.items()
+        ]
         if len(filters) == 1:
             query["where"] = filters[0]
         elif filters:
@@ -182,7 +196,12 @@ class Rest:
 def load_rules(emulator: emulator_mod.Emulator, text: str) -> None:
     """Replace the emulator's security rules (enforced for REST requests with a user token)."""
     body = json.dumps({"rules": {"files": [{"name": "firestore.rules", "content": text}]}}).encode()
-    request = urllib.request.Request(f"{emulator.url}/emulator/v1/projects/{emulator.project}:securityRules", data=body, method="PUT", headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{emulator.url}/emulator/v1/projects/{emulator.project}:securityRules",
+        data=body,
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 200
 
@@ -205,13 +224,24 @@ def soon(seconds: float = 0.0, *, iso: bool = False) -> Callable[[], Any]:
 
     def value() -> Any:
         moment = datetime.now(UTC) + timedelta(seconds=seconds)
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z" if iso else moment
+        return (
+            moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+            if iso
+            else moment
+        )
 
     return value
 
 
 def job_doc(owner: str, org: str | None, status: str = "pending", **extra: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {"type": "process_notifications", "status": status, "metadata": {"targetUsers": ["u1"]}, "createdAt": NOW, "createdBy": owner, **extra}
+    doc: dict[str, Any] = {
+        "type": "process_notifications",
+        "status": status,
+        "metadata": {"targetUsers": ["u1"]},
+        "createdAt": NOW,
+        "createdBy": owner,
+        **extra,
+    }
     if org is not None:
         doc["orgId"] = org
     return doc
@@ -219,12 +249,39 @@ def job_doc(owner: str, org: str | None, status: str = "pending", **extra: Any) 
 
 SEED: dict[str, dict[str, Any]] = {
     "backgroundJobs/alice-pending": job_doc("alice", "acme"),
-    "backgroundJobs/alice-running": job_doc("alice", "acme", "in_progress", attempts=1, lease={"holder": "w1", "token": "t"}, leaseExpiresAt=NOW + timedelta(minutes=5)),
-    "backgroundJobs/alice-done": job_doc("alice", "acme", "completed", attempts=1, result=3, completedAt=NOW),
+    "backgroundJobs/alice-running": job_doc(
+        "alice",
+        "acme",
+        "in_progress",
+        attempts=1,
+        lease={"holder": "w1", "token": "t"},
+        leaseExpiresAt=NOW + timedelta(minutes=5),
+    ),
+    "backgroundJobs/alice-done": job_doc(
+        "alice", "acme", "completed", attempts=1, result=3, completedAt=NOW
+    ),
     "backgroundJobs/bob-pending": job_doc("bob", "acme"),
     "backgroundJobs/solo-pending": job_doc("solo", None),
-    "scheduledJobs/alice-daily": {"type": "process_notifications", "metadata": {}, "cron": "0 9 * * *", "timezone": "Europe/Paris", "enabled": True, "nextRunAt": NOW + timedelta(hours=1), "createdBy": "alice", "orgId": "acme"},
-    "scheduledJobs/bob-daily": {"type": "process_notifications", "metadata": {}, "cron": "0 9 * * *", "timezone": "UTC", "enabled": True, "nextRunAt": NOW + timedelta(hours=1), "createdBy": "bob", "orgId": "acme"},
+    "scheduledJobs/alice-daily": {
+        "type": "process_notifications",
+        "metadata": {},
+        "cron": "0 9 * * *",
+        "timezone": "Europe/Paris",
+        "enabled": True,
+        "nextRunAt": NOW + timedelta(hours=1),
+        "createdBy": "alice",
+        "orgId": "acme",
+    },
+    "scheduledJobs/bob-daily": {
+        "type": "process_notifications",
+        "metadata": {},
+        "cron": "0 9 * * *",
+        "timezone": "UTC",
+        "enabled": True,
+        "nextRunAt": NOW + timedelta(hours=1),
+        "createdBy": "bob",
+        "orgId": "acme",
+    },
     "backgroundJobs_slices/0": {"holder": "w1", "expiresAt": NOW},
     "backgroundJobs_rateLimits/create-alice-1": {"count": 1},
 }
@@ -232,7 +289,8 @@ SEED: dict[str, dict[str, Any]] = {
 
 @pytest.fixture
 def world(rules: None, store: JobStore, emulator: emulator_mod.Emulator) -> Callable[[str], Rest]:
-    """An empty database seeded with SEED (through the Admin path); returns a REST client per user."""
+    """An empty database seeded with SEED (through the Admin path); returns a REST client per
+    user."""
     batch = store.db.batch()
     for path, data in SEED.items():
         batch.set(store.db.document(path), data)
@@ -250,7 +308,13 @@ def snapshot(store: JobStore, path: str) -> dict[str, Any] | None:
 
 def new_job(owner: str = "alice", org: str | None = "acme", **fields: Any) -> dict[str, Any]:
     """What a browser app writes to create a job (the original app), as `owner`."""
-    doc: dict[str, Any] = {"type": "process_notifications", "status": "pending", "metadata": {"targetUsers": ["u1", "u2"], "notificationType": "course_reminder"}, "createdAt": SERVER_TIME, "createdBy": owner}
+    doc: dict[str, Any] = {
+        "type": "process_notifications",
+        "status": "pending",
+        "metadata": {"targetUsers": ["u1", "u2"], "notificationType": "course_reminder"},
+        "createdAt": SERVER_TIME,
+        "createdBy": owner,
+    }
     if org is not None:
         doc["orgId"] = org
     doc.update(fields)
@@ -258,7 +322,14 @@ def new_job(owner: str = "alice", org: str | None = "acme", **fields: Any) -> di
 
 
 def new_schedule(owner: str = "alice", org: str | None = "acme", **fields: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {"type": "process_notifications", "metadata": {"notificationType": "digest"}, "cron": "0 9 * * 1", "timezone": "Europe/Paris", "enabled": True, "createdBy": owner}
+    doc: dict[str, Any] = {
+        "type": "process_notifications",
+        "metadata": {"notificationType": "digest"},
+        "cron": "0 9 * * 1",
+        "timezone": "Europe/Paris",
+        "enabled": True,
+        "createdBy": owner,
+    }
     if org is not None:
         doc["orgId"] = org
     doc.update(fields)
@@ -323,60 +394,187 @@ S = "scheduledJobs"
 CASES: dict[str, Case] = {
     # ---- creating jobs ----
     "job/create/own-pending": Case("alice", "create", f"{J}/n1", ALLOW, new_job()),
-    "job/create/own-without-status": Case("alice", "create", f"{J}/n1", ALLOW, new_job(status=DROP)),
-    "job/create/iso-string-times-as-seed-000": Case("alice", "create", f"{J}/n1", ALLOW, new_job(createdAt=soon(iso=True), scheduledFor=soon(iso=True), metadata={})),
-    "job/create/iso-string-times-a-client-clock-behind": Case("alice", "create", f"{J}/n1", ALLOW, new_job(createdAt=soon(-300, iso=True), scheduledFor=soon(-300, iso=True))),
-    "job/create/delayed-with-priority-and-attempts": Case("alice", "create", f"{J}/n1", ALLOW, new_job(scheduledFor=soon(3600), priority=0, maxAttempts=3)),
-    "job/create/delayed-iso-string": Case("alice", "create", f"{J}/n1", ALLOW, new_job(scheduledFor=soon(86400, iso=True))),
-    "job/create/no-org-user-without-org": Case("solo", "create", f"{J}/n1", ALLOW, new_job("solo", None)),
-    "job/create/500-target-users": Case("alice", "create", f"{J}/n1", ALLOW, new_job(metadata={"targetUsers": [f"user-{i}" for i in range(500)]})),
-    "job/create/with-the-apps-traceparent": Case("alice", "create", f"{J}/n1", ALLOW, new_job(traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")),
-    "job/create/oversized-traceparent": Case("alice", "create", f"{J}/n1", DENY, new_job(traceparent="0" * 65)),
+    "job/create/own-without-status": Case(
+        "alice", "create", f"{J}/n1", ALLOW, new_job(status=DROP)
+    ),
+    "job/create/iso-string-times-as-seed-000": Case(
+        "alice",
+        "create",
+        f"{J}/n1",
+        ALLOW,
+        new_job(createdAt=soon(iso=True), scheduledFor=soon(iso=True), metadata={}),
+    ),
+    "job/create/iso-string-times-a-client-clock-behind": Case(
+        "alice",
+        "create",
+        f"{J}/n1",
+        ALLOW,
+        new_job(createdAt=soon(-300, iso=True), scheduledFor=soon(-300, iso=True)),
+    ),
+    "job/create/delayed-with-priority-and-attempts": Case(
+        "alice",
+        "create",
+        f"{J}/n1",
+        ALLOW,
+        new_job(scheduledFor=soon(3600), priority=0, maxAttempts=3),
+    ),
+    "job/create/delayed-iso-string": Case(
+        "alice", "create", f"{J}/n1", ALLOW, new_job(scheduledFor=soon(86400, iso=True))
+    ),
+    "job/create/no-org-user-without-org": Case(
+        "solo", "create", f"{J}/n1", ALLOW, new_job("solo", None)
+    ),
+    "job/create/500-target-users": Case(
+        "alice",
+        "create",
+        f"{J}/n1",
+        ALLOW,
+        new_job(metadata={"targetUsers": [f"user-{i}" for i in range(500)]}),
+    ),
+    "job/create/with-the-apps-traceparent": Case(
+        "alice",
+        "create",
+        f"{J}/n1",
+        ALLOW,
+        new_job(traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    ),
+    "job/create/oversized-traceparent": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(traceparent="0" * 65)
+    ),
     "job/create/unauthenticated": Case("anonymous", "create", f"{J}/n1", DENY, new_job()),
     "job/create/for-another-user": Case("alice", "create", f"{J}/n1", DENY, new_job("bob")),
-    "job/create/without-createdBy": Case("alice", "create", f"{J}/n1", DENY, new_job(createdBy=DROP)),
+    "job/create/without-createdBy": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(createdBy=DROP)
+    ),
     "job/create/into-another-org": Case("alice", "create", f"{J}/n1", DENY, new_job(org="globex")),
-    "job/create/org-member-without-orgId": Case("alice", "create", f"{J}/n1", DENY, new_job(org=None)),
-    "job/create/no-org-user-claiming-an-org": Case("solo", "create", f"{J}/n1", DENY, new_job("solo", "acme")),
-    "job/create/status-in_progress": Case("alice", "create", f"{J}/n1", DENY, new_job(status="in_progress")),
-    "job/create/status-completed": Case("alice", "create", f"{J}/n1", DENY, new_job(status="completed")),
+    "job/create/org-member-without-orgId": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(org=None)
+    ),
+    "job/create/no-org-user-claiming-an-org": Case(
+        "solo", "create", f"{J}/n1", DENY, new_job("solo", "acme")
+    ),
+    "job/create/status-in_progress": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(status="in_progress")
+    ),
+    "job/create/status-completed": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(status="completed")
+    ),
     "job/create/status-queued": Case("alice", "create", f"{J}/n1", DENY, new_job(status="queued")),
-    "job/create/type-not-for-clients": Case("alice", "create", f"{J}/n1", DENY, new_job(type="housekeeping")),
+    "job/create/type-not-for-clients": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(type="housekeeping")
+    ),
     "job/create/without-type": Case("alice", "create", f"{J}/n1", DENY, new_job(type=DROP)),
-    "job/create/501-target-users": Case("alice", "create", f"{J}/n1", DENY, new_job(metadata={"targetUsers": [f"user-{i}" for i in range(501)]})),
-    "job/create/oversized-body": Case("alice", "create", f"{J}/n1", DENY, new_job(metadata={"targetUsers": ["u1"], "body": "x" * 2001})),
-    "job/create/oversized-target-ids": Case("alice", "create", f"{J}/n1", DENY, new_job(metadata={"targetUsers": ["x" * 1500] * 50})),
-    "job/create/unknown-metadata-key": Case("alice", "create", f"{J}/n1", DENY, new_job(metadata={"targetUsers": ["u1"], "blob": "x"})),
-    "job/create/nested-data-map": Case("alice", "create", f"{J}/n1", DENY, new_job(metadata={"data": {"deep": {"deeper": "x"}}})),
-    "job/create/metadata-not-a-map": Case("alice", "create", f"{J}/n1", DENY, new_job(metadata="x")),
-    "job/create/priority-above-10": Case("alice", "create", f"{J}/n1", DENY, new_job(priority=1000)),
-    "job/create/priority-above-the-clients-most": Case("alice", "create", f"{J}/n1", DENY, new_job(priority=1)),
-    "job/create/max-attempts-1000": Case("alice", "create", f"{J}/n1", DENY, new_job(maxAttempts=1000)),
-    "job/create/backdated-createdAt": Case("alice", "create", f"{J}/n1", DENY, new_job(createdAt=NOW - timedelta(days=30))),
+    "job/create/501-target-users": Case(
+        "alice",
+        "create",
+        f"{J}/n1",
+        DENY,
+        new_job(metadata={"targetUsers": [f"user-{i}" for i in range(501)]}),
+    ),
+    "job/create/oversized-body": Case(
+        "alice",
+        "create",
+        f"{J}/n1",
+        DENY,
+        new_job(metadata={"targetUsers": ["u1"], "body": "x" * 2001}),
+    ),
+    "job/create/oversized-target-ids": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(metadata={"targetUsers": ["x" * 1500] * 50})
+    ),
+    "job/create/unknown-metadata-key": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(metadata={"targetUsers": ["u1"], "blob": "x"})
+    ),
+    "job/create/nested-data-map": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(metadata={"data": {"deep": {"deeper": "x"}}})
+    ),
+    "job/create/metadata-not-a-map": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(metadata="x")
+    ),
+    "job/create/priority-above-10": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(priority=1000)
+    ),
+    "job/create/priority-above-the-clients-most": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(priority=1)
+    ),
+    "job/create/max-attempts-1000": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(maxAttempts=1000)
+    ),
+    "job/create/backdated-createdAt": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(createdAt=NOW - timedelta(days=30))
+    ),
     # Times (README: Security model): a timestamp or a strict ISO-8601 UTC string, about now.
-    "job/create/createdAt-string-from-the-year-9999": Case("alice", "create", f"{J}/n1", DENY, new_job(createdAt="9999-12-31T23:59:59Z")),
-    "job/create/createdAt-string-a-day-ahead": Case("alice", "create", f"{J}/n1", DENY, new_job(createdAt=soon(86400, iso=True))),
-    "job/create/createdAt-string-seed-000-dated-2025": Case("alice", "create", f"{J}/n1", DENY, new_job(createdAt="2025-04-27T05:39:36.941Z")),
-    "job/create/scheduledFor-timestamp-in-year-1": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor=datetime(1, 1, 1, tzinfo=UTC))),
-    "job/create/scheduledFor-string-in-year-1": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor="0001-01-01T00:00:00Z")),
-    "job/create/scheduledFor-string-an-hour-ago": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor=soon(-3600, iso=True))),
-    "job/create/scheduledFor-with-a-leading-space": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor=" 2099-01-01T00:00:00Z")),
-    "job/create/scheduledFor-with-an-offset": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor="2099-01-01T00:00:00-12:00")),
-    "job/create/scheduledFor-date-only": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor="2099-01-01")),
-    "job/create/scheduledFor-impossible-date": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor="2099-02-30T00:00:00Z")),
-    "job/create/scheduledFor-a-number": Case("alice", "create", f"{J}/n1", DENY, new_job(scheduledFor=4102444800)),
+    "job/create/createdAt-string-from-the-year-9999": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(createdAt="9999-12-31T23:59:59Z")
+    ),
+    "job/create/createdAt-string-a-day-ahead": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(createdAt=soon(86400, iso=True))
+    ),
+    "job/create/createdAt-string-seed-000-dated-2025": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(createdAt="2025-04-27T05:39:36.941Z")
+    ),
+    "job/create/scheduledFor-timestamp-in-year-1": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(scheduledFor=datetime(1, 1, 1, tzinfo=UTC))
+    ),
+    "job/create/scheduledFor-string-in-year-1": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(scheduledFor="0001-01-01T00:00:00Z")
+    ),
+    "job/create/scheduledFor-string-an-hour-ago": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(scheduledFor=soon(-3600, iso=True))
+    ),
+    "job/create/scheduledFor-with-a-leading-space": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(scheduledFor=" 2099-01-01T00:00:00Z")
+    ),
+    "job/create/scheduledFor-with-an-offset": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(scheduledFor="2099-01-01T00:00:00-12:00")
+    ),
+    "job/create/scheduledFor-date-only": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(scheduledFor="2099-01-01")
+    ),
+    "job/create/scheduledFor-impossible-date": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(scheduledFor="2099-02-30T00:00:00Z")
+    ),
+    "job/create/scheduledFor-a-number": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(scheduledFor=4102444800)
+    ),
     # Ids and types the library derives or owns (README: Security model).
-    "job/create/schedule-slot-id": Case("alice", "create", f"{J}/sched-system-jobs-cleanup-20991231T2345Z", DENY, new_job()),
-    "job/create/idempotency-key-id": Case("alice", "create", f"{J}/{key_to_id('process_notifications', 'welcome:victim')}", DENY, new_job()),
-    "job/set/idempotency-key-id-with-setDoc": Case("alice", "set", f"{J}/{key_to_id('process_notifications', 'welcome:victim')}", DENY, new_job()),
-    "job/create/webhook-delivery-type": Case("alice", "create", f"{J}/n1", DENY, new_job(type="jobs.webhook", metadata={})),
-    "job/create/cleanup-type": Case("alice", "create", f"{J}/n1", DENY, new_job(type="jobs.cleanup", metadata={})),
+    "job/create/schedule-slot-id": Case(
+        "alice", "create", f"{J}/sched-system-jobs-cleanup-20991231T2345Z", DENY, new_job()
+    ),
+    "job/create/idempotency-key-id": Case(
+        "alice",
+        "create",
+        f"{J}/{key_to_id('process_notifications', 'welcome:victim')}",
+        DENY,
+        new_job(),
+    ),
+    "job/set/idempotency-key-id-with-setDoc": Case(
+        "alice",
+        "set",
+        f"{J}/{key_to_id('process_notifications', 'welcome:victim')}",
+        DENY,
+        new_job(),
+    ),
+    "job/create/webhook-delivery-type": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(type="jobs.webhook", metadata={})
+    ),
+    "job/create/cleanup-type": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(type="jobs.cleanup", metadata={})
+    ),
     "job/create/unknown-field": Case("alice", "create", f"{J}/n1", DENY, new_job(isAdmin=True)),
-    "job/create/already-cancel-requested": Case("alice", "create", f"{J}/n1", DENY, new_job(cancelRequested=True)),
-    **{f"job/create/forged-{name}": Case("alice", "create", f"{J}/n1", DENY, new_job(**{name: value})) for name, value in RUNNER_FIELDS.items()},
+    "job/create/already-cancel-requested": Case(
+        "alice", "create", f"{J}/n1", DENY, new_job(cancelRequested=True)
+    ),
+    **{
+        f"job/create/forged-{name}": Case(
+            "alice", "create", f"{J}/n1", DENY, new_job(**{name: value})
+        )
+        for name, value in RUNNER_FIELDS.items()
+    },
     "job/set/new-job-with-setDoc": Case("alice", "set", f"{J}/n1", ALLOW, new_job()),
     "job/set/overwrite-other-users-job": Case("alice", "set", f"{J}/bob-pending", DENY, new_job()),
-    "job/set/overwrite-own-job-as-pending": Case("alice", "set", f"{J}/alice-done", DENY, new_job()),
+    "job/set/overwrite-own-job-as-pending": Case(
+        "alice", "set", f"{J}/alice-done", DENY, new_job()
+    ),
     # ---- reading jobs ----
     "job/read/own": Case("alice", "get", f"{J}/alice-pending", ALLOW),
     "job/read/own-finished": Case("alice", "get", f"{J}/alice-done", ALLOW),
@@ -387,7 +585,9 @@ CASES: dict[str, Case] = {
     "job/read/other-org-admin": Case("mallory", "get", f"{J}/alice-pending", DENY),
     "job/read/admin-of-org-other-users-no-org-job": Case("carol", "get", f"{J}/solo-pending", DENY),
     "job/query/own": Case("bob", "query", J, ALLOW, {"createdBy": "bob"}),
-    "job/query/own-by-status": Case("alice", "query", J, ALLOW, {"createdBy": "alice", "status": "pending"}),
+    "job/query/own-by-status": Case(
+        "alice", "query", J, ALLOW, {"createdBy": "alice", "status": "pending"}
+    ),
     "job/query/everything": Case("alice", "query", J, DENY, {}),
     "job/query/another-users": Case("bob", "query", J, DENY, {"createdBy": "alice"}),
     "job/query/org-as-admin": Case("carol", "query", J, ALLOW, {"orgId": "acme"}),
@@ -395,38 +595,91 @@ CASES: dict[str, Case] = {
     "job/query/other-org-as-admin": Case("mallory", "query", J, DENY, {"orgId": "acme"}),
     "job/query/unauthenticated": Case("anonymous", "query", J, DENY, {"status": "pending"}),
     # ---- updating jobs: only cancelRequested: true, own, unfinished ----
-    "job/cancel/own-pending": Case("alice", "update", f"{J}/alice-pending", ALLOW, {"cancelRequested": True}),
-    "job/cancel/own-running": Case("alice", "update", f"{J}/alice-running", ALLOW, {"cancelRequested": True}),
-    "job/cancel/own-finished": Case("alice", "update", f"{J}/alice-done", DENY, {"cancelRequested": True}),
-    "job/cancel/set-false": Case("alice", "update", f"{J}/alice-pending", DENY, {"cancelRequested": False}),
-    "job/cancel/with-status": Case("alice", "update", f"{J}/alice-pending", DENY, {"cancelRequested": True, "status": "cancelled"}),
-    "job/cancel/unauthenticated": Case("anonymous", "update", f"{J}/alice-pending", DENY, {"cancelRequested": True}),
-    "job/cancel/other-user": Case("bob", "update", f"{J}/alice-pending", DENY, {"cancelRequested": True}),
-    "job/cancel/org-admin-not-owner": Case("carol", "update", f"{J}/alice-pending", DENY, {"cancelRequested": True}),
+    "job/cancel/own-pending": Case(
+        "alice", "update", f"{J}/alice-pending", ALLOW, {"cancelRequested": True}
+    ),
+    "job/cancel/own-running": Case(
+        "alice", "update", f"{J}/alice-running", ALLOW, {"cancelRequested": True}
+    ),
+    "job/cancel/own-finished": Case(
+        "alice", "update", f"{J}/alice-done", DENY, {"cancelRequested": True}
+    ),
+    "job/cancel/set-false": Case(
+        "alice", "update", f"{J}/alice-pending", DENY, {"cancelRequested": False}
+    ),
+    "job/cancel/with-status": Case(
+        "alice",
+        "update",
+        f"{J}/alice-pending",
+        DENY,
+        {"cancelRequested": True, "status": "cancelled"},
+    ),
+    "job/cancel/unauthenticated": Case(
+        "anonymous", "update", f"{J}/alice-pending", DENY, {"cancelRequested": True}
+    ),
+    "job/cancel/other-user": Case(
+        "bob", "update", f"{J}/alice-pending", DENY, {"cancelRequested": True}
+    ),
+    "job/cancel/org-admin-not-owner": Case(
+        "carol", "update", f"{J}/alice-pending", DENY, {"cancelRequested": True}
+    ),
     "job/update/status": Case("alice", "update", f"{J}/alice-done", DENY, {"status": "pending"}),
-    "job/update/metadata": Case("alice", "update", f"{J}/alice-pending", DENY, {"metadata": {"targetUsers": ["everyone"]}}),
+    "job/update/metadata": Case(
+        "alice", "update", f"{J}/alice-pending", DENY, {"metadata": {"targetUsers": ["everyone"]}}
+    ),
     "job/update/result": Case("alice", "update", f"{J}/alice-running", DENY, {"result": "forged"}),
-    "job/update/lease": Case("alice", "update", f"{J}/alice-running", DENY, {"lease": {"holder": "me", "token": "t2"}}),
-    "job/update/reassign-owner": Case("alice", "update", f"{J}/alice-pending", DENY, {"createdBy": "bob"}),
-    "job/update/scheduledFor": Case("alice", "update", f"{J}/alice-pending", DENY, {"scheduledFor": NOW}),
+    "job/update/lease": Case(
+        "alice", "update", f"{J}/alice-running", DENY, {"lease": {"holder": "me", "token": "t2"}}
+    ),
+    "job/update/reassign-owner": Case(
+        "alice", "update", f"{J}/alice-pending", DENY, {"createdBy": "bob"}
+    ),
+    "job/update/scheduledFor": Case(
+        "alice", "update", f"{J}/alice-pending", DENY, {"scheduledFor": NOW}
+    ),
     # ---- deleting jobs ----
     "job/delete/own": Case("alice", "delete", f"{J}/alice-done", DENY),
     "job/delete/org-admin": Case("carol", "delete", f"{J}/alice-done", DENY),
     "job/delete/unauthenticated": Case("anonymous", "delete", f"{J}/alice-done", DENY),
     # ---- schedules ----
     "schedule/create/own": Case("alice", "create", f"{S}/s1", ALLOW, new_schedule()),
-    "schedule/create/own-paused-without-timezone": Case("alice", "create", f"{S}/s1", ALLOW, new_schedule(enabled=False, timezone=DROP)),
-    "schedule/create/no-org-user": Case("solo", "create", f"{S}/s1", ALLOW, new_schedule("solo", None)),
+    "schedule/create/own-paused-without-timezone": Case(
+        "alice", "create", f"{S}/s1", ALLOW, new_schedule(enabled=False, timezone=DROP)
+    ),
+    "schedule/create/no-org-user": Case(
+        "solo", "create", f"{S}/s1", ALLOW, new_schedule("solo", None)
+    ),
     "schedule/create/unauthenticated": Case("anonymous", "create", f"{S}/s1", DENY, new_schedule()),
-    "schedule/create/for-another-user": Case("alice", "create", f"{S}/s1", DENY, new_schedule("bob")),
-    "schedule/create/into-another-org": Case("alice", "create", f"{S}/s1", DENY, new_schedule(org="globex")),
-    "schedule/create/type-not-for-clients": Case("alice", "create", f"{S}/s1", DENY, new_schedule(type="housekeeping")),
-    "schedule/create/internal-type": Case("alice", "create", f"{S}/s1", DENY, new_schedule(type="jobs.cleanup", metadata={})),
-    "schedule/create/the-id-of-a-schedule-declared-in-code": Case("alice", "create", f"{S}/system-jobs-cleanup", DENY, new_schedule(enabled=False)),
-    "schedule/create/createdAt-string-from-the-year-9999": Case("alice", "create", f"{S}/s1", DENY, new_schedule(createdAt="9999-12-31T23:59:59Z")),
-    "schedule/create/without-cron": Case("alice", "create", f"{S}/s1", DENY, new_schedule(cron=DROP)),
-    "schedule/create/oversized-metadata": Case("alice", "create", f"{S}/s1", DENY, new_schedule(metadata={"body": "x" * 5000})),
-    **{f"schedule/create/forged-{name}": Case("alice", "create", f"{S}/s1", DENY, new_schedule(**{name: value})) for name, value in SCHEDULER_FIELDS.items()},
+    "schedule/create/for-another-user": Case(
+        "alice", "create", f"{S}/s1", DENY, new_schedule("bob")
+    ),
+    "schedule/create/into-another-org": Case(
+        "alice", "create", f"{S}/s1", DENY, new_schedule(org="globex")
+    ),
+    "schedule/create/type-not-for-clients": Case(
+        "alice", "create", f"{S}/s1", DENY, new_schedule(type="housekeeping")
+    ),
+    "schedule/create/internal-type": Case(
+        "alice", "create", f"{S}/s1", DENY, new_schedule(type="jobs.cleanup", metadata={})
+    ),
+    "schedule/create/the-id-of-a-schedule-declared-in-code": Case(
+        "alice", "create", f"{S}/system-jobs-cleanup", DENY, new_schedule(enabled=False)
+    ),
+    "schedule/create/createdAt-string-from-the-year-9999": Case(
+        "alice", "create", f"{S}/s1", DENY, new_schedule(createdAt="9999-12-31T23:59:59Z")
+    ),
+    "schedule/create/without-cron": Case(
+        "alice", "create", f"{S}/s1", DENY, new_schedule(cron=DROP)
+    ),
+    "schedule/create/oversized-metadata": Case(
+        "alice", "create", f"{S}/s1", DENY, new_schedule(metadata={"body": "x" * 5000})
+    ),
+    **{
+        f"schedule/create/forged-{name}": Case(
+            "alice", "create", f"{S}/s1", DENY, new_schedule(**{name: value})
+        )
+        for name, value in SCHEDULER_FIELDS.items()
+    },
     "schedule/read/own": Case("alice", "get", f"{S}/alice-daily", ALLOW),
     "schedule/read/unauthenticated": Case("anonymous", "get", f"{S}/alice-daily", DENY),
     "schedule/read/other-user": Case("bob", "get", f"{S}/alice-daily", DENY),
@@ -434,25 +687,40 @@ CASES: dict[str, Case] = {
     "schedule/read/other-org-admin": Case("mallory", "get", f"{S}/alice-daily", DENY),
     "schedule/query/own": Case("alice", "query", S, ALLOW, {"createdBy": "alice"}),
     "schedule/query/everything": Case("alice", "query", S, DENY, {}),
-    "schedule/update/pause-own": Case("alice", "update", f"{S}/alice-daily", ALLOW, {"enabled": False}),
-    "schedule/update/pause-other-users": Case("bob", "update", f"{S}/alice-daily", DENY, {"enabled": False}),
-    "schedule/update/cron": Case("alice", "update", f"{S}/alice-daily", DENY, {"cron": "* * * * *"}),
-    "schedule/update/nextRunAt": Case("alice", "update", f"{S}/alice-daily", DENY, {"nextRunAt": NOW}),
-    "schedule/update/enabled-not-bool": Case("alice", "update", f"{S}/alice-daily", DENY, {"enabled": "yes"}),
+    "schedule/update/pause-own": Case(
+        "alice", "update", f"{S}/alice-daily", ALLOW, {"enabled": False}
+    ),
+    "schedule/update/pause-other-users": Case(
+        "bob", "update", f"{S}/alice-daily", DENY, {"enabled": False}
+    ),
+    "schedule/update/cron": Case(
+        "alice", "update", f"{S}/alice-daily", DENY, {"cron": "* * * * *"}
+    ),
+    "schedule/update/nextRunAt": Case(
+        "alice", "update", f"{S}/alice-daily", DENY, {"nextRunAt": NOW}
+    ),
+    "schedule/update/enabled-not-bool": Case(
+        "alice", "update", f"{S}/alice-daily", DENY, {"enabled": "yes"}
+    ),
     "schedule/delete/own": Case("alice", "delete", f"{S}/alice-daily", DENY),
     # ---- everything else ----
     "slices/read": Case("alice", "get", "backgroundJobs_slices/0", DENY),
     "slices/write": Case("alice", "update", "backgroundJobs_slices/0", DENY, {"holder": "me"}),
     "slices/create": Case("alice", "create", "backgroundJobs_slices/1", DENY, {"holder": "me"}),
     "rate-limits/read": Case("alice", "get", "backgroundJobs_rateLimits/create-alice-1", DENY),
-    "rate-limits/reset": Case("alice", "update", "backgroundJobs_rateLimits/create-alice-1", DENY, {"count": 0}),
+    "rate-limits/reset": Case(
+        "alice", "update", "backgroundJobs_rateLimits/create-alice-1", DENY, {"count": 0}
+    ),
     "other-collection/create": Case("alice", "create", "users/alice", DENY, {"name": "a"}),
-    "job-subcollection/create": Case("alice", "create", f"{J}/alice-pending/notes/n1", DENY, {"text": "x"}),
+    "job-subcollection/create": Case(
+        "alice", "create", f"{J}/alice-pending/notes/n1", DENY, {"text": "x"}
+    ),
 }
 
 
 def test_the_matrix_covers_every_rule() -> None:
-    """At least 40 cases, and each kind of request both allowed and denied where the rules allow any."""
+    """At least 40 cases, and each kind of request both allowed and denied where the rules allow
+    any."""
     assert len(CASES) >= 40
     seen = {(c.path.split("/")[0], c.op, c.expect) for c in CASES.values()}
     for collection in (J, S):

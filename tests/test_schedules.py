@@ -34,12 +34,19 @@ def schedules(schedule_store: ScheduleStore, registry: HandlerRegistry) -> Sched
 
 
 @pytest.fixture
-def scheduler(schedule_store: ScheduleStore, store: JobStore, registry: HandlerRegistry) -> Scheduler:
+def scheduler(
+    schedule_store: ScheduleStore, store: JobStore, registry: HandlerRegistry
+) -> Scheduler:
     return Scheduler(schedule_store, store, registry)
 
 
 def jobs_of(store: JobStore, schedule_id: str) -> list[dict[str, Any]]:
-    return [s.to_dict() | {"id": s.id} for s in store.collection.where(filter=FieldFilter("scheduleId", "==", schedule_id)).stream()]
+    return [
+        s.to_dict() | {"id": s.id}
+        for s in store.collection.where(
+            filter=FieldFilter("scheduleId", "==", schedule_id)
+        ).stream()
+    ]
 
 
 def test_saving_refuses_bad_cron_timezone_and_type(schedules: ScheduleClient) -> None:
@@ -54,13 +61,29 @@ def test_saving_refuses_bad_cron_timezone_and_type(schedules: ScheduleClient) ->
 
 
 def test_a_new_schedule_knows_its_next_run(schedules: ScheduleClient) -> None:
-    saved = schedules.create("process_notifications", "0 9 * * *", timezone="Europe/Paris", metadata={"targetUsers": ["a"]}, created_by="u1", org_id="o1")
+    saved = schedules.create(
+        "process_notifications",
+        "0 9 * * *",
+        timezone="Europe/Paris",
+        metadata={"targetUsers": ["a"]},
+        created_by="u1",
+        org_id="o1",
+    )
     assert saved.enabled and saved.problems == ()
-    assert saved.next_run_at is not None and saved.next_run_at.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Paris")).hour == 9
-    assert (saved.raw["createdBy"], saved.raw["orgId"], saved.raw["metadata"]) == ("u1", "o1", {"targetUsers": ["a"]})
+    assert (
+        saved.next_run_at is not None
+        and saved.next_run_at.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Paris")).hour == 9
+    )
+    assert (saved.raw["createdBy"], saved.raw["orgId"], saved.raw["metadata"]) == (
+        "u1",
+        "o1",
+        {"targetUsers": ["a"]},
+    )
 
 
-def overdue(schedule_store: ScheduleStore, schedule_id: str, slots_ago: int, minutes: int = 1) -> datetime:
+def overdue(
+    schedule_store: ScheduleStore, schedule_id: str, slots_ago: int, minutes: int = 1
+) -> datetime:
     """Set nextRunAt as if the schedule had not been fired for `slots_ago` slots (of `minutes`)."""
     now = schedule_store.now()
     start = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes * slots_ago)
@@ -68,7 +91,9 @@ def overdue(schedule_store: ScheduleStore, schedule_id: str, slots_ago: int, min
     return start
 
 
-def test_a_schedule_overdue_by_ten_slots_fires_once(schedules: ScheduleClient, schedule_store: ScheduleStore, scheduler: Scheduler, store: JobStore) -> None:
+def test_a_schedule_overdue_by_ten_slots_fires_once(
+    schedules: ScheduleClient, schedule_store: ScheduleStore, scheduler: Scheduler, store: JobStore
+) -> None:
     saved = schedules.create("process_notifications", "* * * * *", metadata={"targetUsers": ["x"]})
     overdue(schedule_store, saved.id, 10)
     first = scheduler.fire_due()
@@ -81,49 +106,95 @@ def test_a_schedule_overdue_by_ten_slots_fires_once(schedules: ScheduleClient, s
     assert after.last_job_id == job["id"] and after.last_run_at == job["scheduledFor"]
     assert now - timedelta(minutes=1) <= after.last_run_at <= now  # type: ignore[operator]
     assert after.next_run_at is not None and now < after.next_run_at <= now + timedelta(minutes=1)
-    assert (job["type"], job["status"], job["metadata"]) == ("process_notifications", "pending", {"targetUsers": ["x"]})
+    assert (job["type"], job["status"], job["metadata"]) == (
+        "process_notifications",
+        "pending",
+        {"targetUsers": ["x"]},
+    )
     assert job["id"] == slot_job_id(saved.id, after.last_run_at)  # type: ignore[arg-type]
-    # With its shard like any job the library writes: the tick's ordered lanes read only shard lanes.
+    # With its shard like any job the library writes: the tick's ordered lanes read only shard
+    # lanes.
     assert job["shard"] == shard_of(job["id"])
 
 
-def test_fired_jobs_run_like_any_other(schedules: ScheduleClient, schedule_store: ScheduleStore, worker_factory: Any, store: JobStore) -> None:
-    saved = schedules.create("process_notifications", "* * * * *", metadata={"targetUsers": ["a", "b"]})
+def test_fired_jobs_run_like_any_other(
+    schedules: ScheduleClient, schedule_store: ScheduleStore, worker_factory: Any, store: JobStore
+) -> None:
+    saved = schedules.create(
+        "process_notifications", "* * * * *", metadata={"targetUsers": ["a", "b"]}
+    )
     overdue(schedule_store, saved.id, 1)
     worker_factory()  # a worker fires due schedules itself, then runs the job
-    job_id = __import__("tests.conftest", fromlist=["wait_for"]).wait_for(lambda: schedules.get(saved.id).last_job_id, message="the slot to fire")
+    job_id = __import__("tests.conftest", fromlist=["wait_for"]).wait_for(
+        lambda: schedules.get(saved.id).last_job_id, message="the slot to fire"
+    )
     assert wait_finished(store, [job_id])[job_id].result == 2
 
 
-def test_disabling_stops_it_and_enabling_resumes_from_now(schedules: ScheduleClient, schedule_store: ScheduleStore, scheduler: Scheduler, store: JobStore) -> None:
+def test_disabling_stops_it_and_enabling_resumes_from_now(
+    schedules: ScheduleClient, schedule_store: ScheduleStore, scheduler: Scheduler, store: JobStore
+) -> None:
     saved = schedules.create("process_notifications", "* * * * *")
     schedules.disable(saved.id)
     overdue(schedule_store, saved.id, 5)
     assert scheduler.fire_due().fired == [] and jobs_of(store, saved.id) == []
     resumed = schedules.enable(saved.id)
-    assert resumed.next_run_at is not None and resumed.next_run_at > schedule_store.now()  # no backfill
+    assert (
+        resumed.next_run_at is not None and resumed.next_run_at > schedule_store.now()
+    )  # no backfill
     assert scheduler.fire_due().fired == []
 
 
-def test_editing_the_cron_recomputes_next_run(schedules: ScheduleClient, schedule_store: ScheduleStore) -> None:
+def test_editing_the_cron_recomputes_next_run(
+    schedules: ScheduleClient, schedule_store: ScheduleStore
+) -> None:
     saved = schedules.create("process_notifications", "0 0 1 1 *")  # once a year
-    assert saved.next_run_at is not None and saved.next_run_at - schedule_store.now() > timedelta(hours=1)
+    assert saved.next_run_at is not None and saved.next_run_at - schedule_store.now() > timedelta(
+        hours=1
+    )
     edited = schedules.update(saved.id, cron_expression="*/5 * * * *")
     assert edited.cron == "*/5 * * * *"
-    assert edited.next_run_at is not None and edited.next_run_at - schedule_store.now() <= timedelta(minutes=5)
+    assert (
+        edited.next_run_at is not None
+        and edited.next_run_at - schedule_store.now() <= timedelta(minutes=5)
+    )
     with pytest.raises(InvalidSchedule):
         schedules.update(saved.id, cron_expression="not a cron")
     assert schedules.get(saved.id).cron == "*/5 * * * *"
 
 
-def test_malformed_hand_written_schedules_are_marked_and_never_break_the_firing(schedule_store: ScheduleStore, scheduler: Scheduler, schedules: ScheduleClient, store: JobStore) -> None:
+def test_malformed_hand_written_schedules_are_marked_and_never_break_the_firing(
+    schedule_store: ScheduleStore, scheduler: Scheduler, schedules: ScheduleClient, store: JobStore
+) -> None:
     past = schedule_store.now() - timedelta(minutes=3)
     bad = {
-        "badcron": {"type": "process_notifications", "cron": "every day", "enabled": True, "nextRunAt": past},
-        "badzone": {"type": "process_notifications", "cron": "* * * * *", "timezone": "Nowhere/Land", "enabled": True, "nextRunAt": past},
-        "badmeta": {"type": "process_notifications", "cron": "* * * * *", "metadata": "x", "enabled": True, "nextRunAt": past},
+        "badcron": {
+            "type": "process_notifications",
+            "cron": "every day",
+            "enabled": True,
+            "nextRunAt": past,
+        },
+        "badzone": {
+            "type": "process_notifications",
+            "cron": "* * * * *",
+            "timezone": "Nowhere/Land",
+            "enabled": True,
+            "nextRunAt": past,
+        },
+        "badmeta": {
+            "type": "process_notifications",
+            "cron": "* * * * *",
+            "metadata": "x",
+            "enabled": True,
+            "nextRunAt": past,
+        },
         "notype": {"cron": "* * * * *", "enabled": True},  # no nextRunAt: only the scan sees it
-        "badnext": {"type": "process_notifications", "cron": "* * * * *", "enabled": True, "nextRunAt": "soon"},
+        "badnext": {
+            "type": "process_notifications",
+            "cron": "* * * * *",
+            "enabled": True,
+            "nextRunAt": "soon",
+        },
     }
     for schedule_id, data in bad.items():
         schedule_store.ref(schedule_id).set(data)
@@ -142,14 +213,24 @@ def test_malformed_hand_written_schedules_are_marked_and_never_break_the_firing(
     assert "nextRunAt 'soon' is not a timestamp" in schedules.get("badnext").error  # type: ignore[operator]
 
 
-def test_a_hand_written_schedule_without_next_run_is_started(schedule_store: ScheduleStore, scheduler: Scheduler, schedules: ScheduleClient) -> None:
-    schedule_store.ref("byhand").set({"type": "process_notifications", "cron": "*/10 * * * *", "enabled": True})
+def test_a_hand_written_schedule_without_next_run_is_started(
+    schedule_store: ScheduleStore, scheduler: Scheduler, schedules: ScheduleClient
+) -> None:
+    schedule_store.ref("byhand").set(
+        {"type": "process_notifications", "cron": "*/10 * * * *", "enabled": True}
+    )
     assert scheduler.fire_due().fired == []
     started = schedules.get("byhand")
-    assert started.next_run_at is not None and started.next_run_at > schedule_store.now() and started.error is None
+    assert (
+        started.next_run_at is not None
+        and started.next_run_at > schedule_store.now()
+        and started.error is None
+    )
 
 
-def test_schedules_declared_in_code_need_no_document(store: JobStore, schedule_store: ScheduleStore, schedules: ScheduleClient) -> None:
+def test_schedules_declared_in_code_need_no_document(
+    store: JobStore, schedule_store: ScheduleStore, schedules: ScheduleClient
+) -> None:
     registry = HandlerRegistry()
 
     @registry.handler("storage:cleanup", schedule="0 * * * *")
@@ -159,7 +240,12 @@ def test_schedules_declared_in_code_need_no_document(store: JobStore, schedule_s
     scheduler = Scheduler(schedule_store, store, registry)
     assert scheduler.fire_due().fired == []  # created now, first slot at the next full hour
     system = schedules.get(system_schedule_id("storage:cleanup"))
-    assert (system.type, system.cron, system.raw["system"], system.enabled) == ("storage:cleanup", "0 * * * *", True, True)
+    assert (system.type, system.cron, system.raw["system"], system.enabled) == (
+        "storage:cleanup",
+        "0 * * * *",
+        True,
+        True,
+    )
     overdue(schedule_store, system.id, 3, minutes=60)
     fired = scheduler.fire_due()
     assert [f["schedule"] for f in fired.fired] == [system.id]
@@ -176,25 +262,47 @@ print(json.dumps(app.scheduler.fire_due().as_dict()))
 """
 
 
-def test_four_processes_firing_the_same_due_schedules_create_one_job_per_slot(emulator: Any, schedules: ScheduleClient, schedule_store: ScheduleStore, store: JobStore) -> None:
+def test_four_processes_firing_the_same_due_schedules_create_one_job_per_slot(
+    emulator: Any, schedules: ScheduleClient, schedule_store: ScheduleStore, store: JobStore
+) -> None:
     saved = [schedules.create("process_notifications", "* * * * *").id for _ in range(6)]
     for n, schedule_id in enumerate(saved):
         overdue(schedule_store, schedule_id, 3 + n)
-    env = {"FIRESTORE_EMULATOR_HOST": emulator.address, "GOOGLE_CLOUD_PROJECT": emulator.project, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "JOBS_CLEANUP_CRON": "off"}
+    env = {
+        "FIRESTORE_EMULATOR_HOST": emulator.address,
+        "GOOGLE_CLOUD_PROJECT": emulator.project,
+        "PYTHONPATH": str(ROOT),
+        "PATH": "/usr/bin:/bin",
+        "JOBS_CLEANUP_CRON": "off",
+    }
     start_at = time.time() + 4
-    procs = [subprocess.Popen([sys.executable, "-c", FIRER, str(start_at)], env=env, cwd=str(TESTS), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", FIRER, str(start_at)],
+            env=env,
+            cwd=str(TESTS),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     outputs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     summaries = [json.loads(out) for out, _err in outputs]
     fired = [f["schedule"] for s in summaries for f in s["fired"]]
-    assert sorted(fired) == sorted(saved), summaries  # each due schedule fired once, by one of the four
+    assert sorted(fired) == sorted(saved), (
+        summaries
+    )  # each due schedule fired once, by one of the four
     for schedule_id in saved:
         jobs = jobs_of(store, schedule_id)
         assert len(jobs) == 1, (schedule_id, jobs)  # one job for the slot, whoever fired it
         assert schedules.get(schedule_id).last_job_id == jobs[0]["id"]
 
 
-def test_the_tick_fires_schedules_and_runs_their_jobs(schedules: ScheduleClient, schedule_store: ScheduleStore, store: JobStore) -> None:
+def test_the_tick_fires_schedules_and_runs_their_jobs(
+    schedules: ScheduleClient, schedule_store: ScheduleStore, store: JobStore
+) -> None:
     from jobs_lib.functions import Functions
 
     saved = schedules.create("process_notifications", "* * * * *", metadata={"targetUsers": ["t"]})
@@ -209,7 +317,9 @@ def test_the_tick_fires_schedules_and_runs_their_jobs(schedules: ScheduleClient,
     assert store.get(job["id"]).status is Status.COMPLETED  # type: ignore[union-attr]
 
 
-def test_cleanup_deletes_only_expired_finished_jobs(client: JobsClient, store: JobStore, worker_factory: Any) -> None:
+def test_cleanup_deletes_only_expired_finished_jobs(
+    client: JobsClient, store: JobStore, worker_factory: Any
+) -> None:
     now = store.now()
     old = [client.enqueue("process_notifications", {}).id for _ in range(5)]
     fresh = client.enqueue("process_notifications", {}).id

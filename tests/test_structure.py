@@ -40,16 +40,31 @@ def imports_of(name: str, path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module" and node.args and isinstance(node.args[0], ast.Constant):
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1]
+                    + ([base] if base else [])
+                )
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+                for alias in node.names
+            ]
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", "") == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             targets = [str(node.args[0].value)]
         for target in targets:
             while target and target not in MODULES:
                 target = target.rpartition(".")[0]
             # Importing a submodule runs its parents' __init__ too, but a parent package is not a
             # dependency of its own submodules unless they import a name from it.
-            if target and target != name and not (name.startswith(target + ".") and target == "jobs_lib"):
+            if (
+                target
+                and target != name
+                and not (name.startswith(target + ".") and target == "jobs_lib")
+            ):
                 found.add(target)
     return found
 
@@ -84,15 +99,21 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_no_import_cycles_inside_jobs_lib() -> None:
     graph = {name: imports_of(name, path) for name, path in MODULES.items()}
-    assert len(graph) > 40 and graph["jobs_lib.engine.runner"] >= {"jobs_lib.store", "jobs_lib.model.decisions"}
+    assert len(graph) > 40 and graph["jobs_lib.engine.runner"] >= {
+        "jobs_lib.store",
+        "jobs_lib.model.decisions",
+    }
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
 def folder_of(module: str) -> str:
-    """The folder a module lives in (``engine``, ``store``...), or ``top`` for the package's top level."""
+    """The folder a module lives in (``engine``, ``store``...), or ``top`` for the package's top
+    level."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()) else "top"
+    return (
+        parts[1] if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()) else "top"
+    )
 
 
 #: Which folders each folder may import (besides itself): arrows run one way, from the entry points
@@ -124,7 +145,9 @@ def test_folders_import_downwards_only() -> None:
             allowed = to == folder or to in MAY_IMPORT[folder] or top_name in MAY_IMPORT[folder]
             if target not in leaves and not allowed and (name, target) not in KNOWN_UPWARD:
                 wrong.append(f"{name} -> {target}")
-    assert not wrong, "imports against the layering (docs/reference/layout.md):\n" + "\n".join(sorted(wrong))
+    assert not wrong, "imports against the layering (docs/reference/layout.md):\n" + "\n".join(
+        sorted(wrong)
+    )
     assert folder_of("jobs_lib.engine.runner") == "engine" and folder_of("jobs_lib.client") == "top"
 
 
@@ -140,7 +163,9 @@ def test_only_the_configuration_module_touches_the_environment() -> None:
             if ENV_READS.search(line):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders, "read settings through jobs_lib.config.Settings:\n" + "\n".join(offenders)
-    assert ENV_READS.search('x = os.environ.get("A")') and ENV_READS.search("os.getenv('A')")  # the check itself bites
+    assert ENV_READS.search('x = os.environ.get("A")') and ENV_READS.search(
+        "os.getenv('A')"
+    )  # the check itself bites
 
 
 SETTINGS_PAGE = ROOT / "docs" / "reference" / "settings.md"
@@ -158,22 +183,51 @@ def test_the_docs_document_every_setting_and_only_those() -> None:
     assert len(documented_rows) >= 15
     wanted = {s.env: s.name for s in documented()}
     assert {env: name for env, (name, _d) in documented_rows.items()} == wanted
-    assert settings_table() in SETTINGS_PAGE.read_text(), "regenerate the table: jobs settings --markdown"
+    assert settings_table() in SETTINGS_PAGE.read_text(), (
+        "regenerate the table: jobs settings --markdown"
+    )
 
 
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("JOBS_TICK_BUDGET", "soon", "JOBS_TICK_BUDGET must be seconds, 1 to 3600; got 'soon': not a number"),
-        ("JOBS_TICK_BUDGET", "0", "JOBS_TICK_BUDGET (tick_budget) must be seconds, 1 to 3600; got 0.0: out of range"),
-        ("JOBS_TICK_CONCURRENCY", "2.5", "JOBS_TICK_CONCURRENCY must be an integer, 1 to 1000; got '2.5': not an integer"),
-        ("JOBS_TIMESTAMPS", "unix", "JOBS_TIMESTAMPS (timestamps) must be `timestamp` or `iso`; got 'unix'"),
-        ("JOBS_LOG_LEVEL", "loud", "JOBS_LOG_LEVEL (log_level) must be DEBUG, INFO, WARNING, ERROR or CRITICAL; got 'LOUD'"),
-        ("JOBS_CLEANUP_CRON", "every hour", "JOBS_CLEANUP_CRON (cleanup_cron) must be a cron expression, or `off`"),
+        (
+            "JOBS_TICK_BUDGET",
+            "soon",
+            "JOBS_TICK_BUDGET must be seconds, 1 to 3600; got 'soon': not a number",
+        ),
+        (
+            "JOBS_TICK_BUDGET",
+            "0",
+            "JOBS_TICK_BUDGET (tick_budget) must be seconds, 1 to 3600; got 0.0: out of range",
+        ),
+        (
+            "JOBS_TICK_CONCURRENCY",
+            "2.5",
+            "JOBS_TICK_CONCURRENCY must be an integer, 1 to 1000; got '2.5': not an integer",
+        ),
+        (
+            "JOBS_TIMESTAMPS",
+            "unix",
+            "JOBS_TIMESTAMPS (timestamps) must be `timestamp` or `iso`; got 'unix'",
+        ),
+        (
+            "JOBS_LOG_LEVEL",
+            "loud",
+            "JOBS_LOG_LEVEL (log_level) must be DEBUG, INFO, WARNING, ERROR or CRITICAL; got "
+            "'LOUD'",
+        ),
+        (
+            "JOBS_CLEANUP_CRON",
+            "every hour",
+            "JOBS_CLEANUP_CRON (cleanup_cron) must be a cron expression, or `off`",
+        ),
         ("JOBS_COLLECTION", "a/b", "JOBS_COLLECTION (collection) must be a collection id"),
     ],
 )
-def test_a_bad_setting_names_its_variable_and_what_it_accepts(variable: str, value: str, message: str) -> None:
+def test_a_bad_setting_names_its_variable_and_what_it_accepts(
+    variable: str, value: str, message: str
+) -> None:
     from jobs_lib.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError) as raised:
@@ -183,18 +237,37 @@ def test_a_bad_setting_names_its_variable_and_what_it_accepts(variable: str, val
 
 def test_settings_read_every_variable_and_pass_them_to_children() -> None:
     env = {
-        "GCLOUD_PROJECT": "demo-other", "JOBS_DATABASE": "jobs", "JOBS_HANDLERS": "a.b, c", "JOBS_TICK_BUDGET": "20",
-        "JOBS_API_CREATE_LIMIT": "5", "JOBS_CLEANUP_CRON": "off", "JOBS_LOG_LEVEL": "debug", "JOBS_TIMESTAMPS": "iso",
+        "GCLOUD_PROJECT": "demo-other",
+        "JOBS_DATABASE": "jobs",
+        "JOBS_HANDLERS": "a.b, c",
+        "JOBS_TICK_BUDGET": "20",
+        "JOBS_API_CREATE_LIMIT": "5",
+        "JOBS_CLEANUP_CRON": "off",
+        "JOBS_LOG_LEVEL": "debug",
+        "JOBS_TIMESTAMPS": "iso",
     }
     settings = Settings.from_env(env)
-    assert (settings.project, settings.database, settings.handlers, settings.tick_budget) == ("demo-other", "jobs", ("a.b", "c"), 20.0)
-    assert (settings.api_create_limit, settings.cleanup_cron, settings.log_level, settings.timestamps) == (5, None, "DEBUG", "iso")
-    assert Settings.from_env(settings.environment()) == settings  # a child process sees the same settings
+    assert (settings.project, settings.database, settings.handlers, settings.tick_budget) == (
+        "demo-other",
+        "jobs",
+        ("a.b", "c"),
+        20.0,
+    )
+    assert (
+        settings.api_create_limit,
+        settings.cleanup_cron,
+        settings.log_level,
+        settings.timestamps,
+    ) == (5, None, "DEBUG", "iso")
+    assert (
+        Settings.from_env(settings.environment()) == settings
+    )  # a child process sees the same settings
     assert Settings.from_env({}) == Settings()
 
 
 def test_the_connection_retries_transient_errors_and_then_says_unavailable() -> None:
-    """A transient error is retried (and is no answer for readiness); one that lasts past the budget is `StoreUnavailable`."""
+    """A transient error is retried (and is no answer for readiness); one that lasts past the budget
+    is `StoreUnavailable`."""
     from google.api_core import exceptions as gexc
 
     from jobs_lib.errors import StoreUnavailable
@@ -224,11 +297,22 @@ def test_the_connection_retries_transient_errors_and_then_says_unavailable() -> 
 def test_a_function_instance_loads_only_what_its_function_needs() -> None:
     """Cold start (bench/coldstart.py measures it): the created-event and the tick never import the
     API, pydantic, typer or rich; the worker loop only where a tick runs it."""
-    probe = "import json, sys, main; print(json.dumps(sorted(m for m in ('pydantic', 'typer', 'rich', 'jobs_lib.api', 'jobs_lib.worker', 'jobs_lib.cli', 'firebase_functions') if m in sys.modules)))"
+    probe = (
+        "import json, sys, main; print(json.dumps(sorted(m for m in ('pydantic', "
+        "'typer', 'rich', 'jobs_lib.api', 'jobs_lib.worker', 'jobs_lib.cli', "
+        "'firebase_functions') if m in sys.modules)))"
+    )
     loaded = {}
     for target in ("on_job_created", "tick", "api"):
         env = {k: v for k, v in os.environ.items() if k != "FUNCTION_TARGET"}
         env.update(FUNCTION_TARGET=target, PYTHONPATH=str(ROOT))
-        result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT / "functions", env=env, capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=ROOT / "functions",
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         loaded[target] = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded == {"on_job_created": [], "tick": [], "api": []}, loaded

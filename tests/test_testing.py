@@ -44,7 +44,9 @@ def resize_image(ctx: JobContext[ResizeInput]) -> dict[str, Any]:
 @registry.handler("long_export")
 async def long_export(ctx: JobContext[dict[str, Any]]) -> int:
     for done in range(3):
-        ctx.progress(done * 50, f"part {done}")  # raises JobCancelled once the owner asked to cancel
+        ctx.progress(
+            done * 50, f"part {done}"
+        )  # raises JobCancelled once the owner asked to cancel
     return 3
 
 
@@ -61,9 +63,19 @@ def test_a_handler_runs_and_reports_progress_and_logs() -> None:
     run = run_handler("resize_image", {"path": "a.png", "width": 200}, registry=registry)
     assert run.status == "completed" and run.result == {"path": "a.png@200"} and run.error is None
     assert [p["message"] for p in run.progress] == ["downloading", "done"]
-    assert run.progress[0] == {"percent": 10, "message": "downloading", "currentStep": 1, "totalSteps": 2}
+    assert run.progress[0] == {
+        "percent": 10,
+        "message": "downloading",
+        "currentStep": 1,
+        "totalSteps": 2,
+    }
     [line] = [entry for entry in run.logs if entry["message"] == "resized a.png"]
-    assert line["level"] == "INFO" and line["detail"] == 200 and line["jobId"] == run.job.id and line["attempt"] == 1
+    assert (
+        line["level"] == "INFO"
+        and line["detail"] == 200
+        and line["jobId"] == run.job.id
+        and line["attempt"] == 1
+    )
 
 
 def test_a_failure_is_retried_per_the_handlers_policy_and_a_later_attempt_succeeds() -> None:
@@ -71,20 +83,42 @@ def test_a_failure_is_retried_per_the_handlers_policy_and_a_later_attempt_succee
     first = run_handler("resize_image", {"path": "flaky:b.png", "width": 5}, registry=registry)
     after = datetime.now(UTC)
     assert first.status == "pending" and isinstance(first.error, ConnectionError)
-    assert isinstance(first.outcome, Retry) and first.error_message == "ConnectionError: storage timed out"
-    assert before + timedelta(seconds=30) <= first.outcome.run_at <= after + timedelta(seconds=30)  # Backoff.fixed(30)
-    second = run_handler("resize_image", {"path": "flaky:b.png", "width": 5}, registry=registry, attempt=2)
+    assert (
+        isinstance(first.outcome, Retry)
+        and first.error_message == "ConnectionError: storage timed out"
+    )
+    assert (
+        before + timedelta(seconds=30) <= first.outcome.run_at <= after + timedelta(seconds=30)
+    )  # Backoff.fixed(30)
+    second = run_handler(
+        "resize_image", {"path": "flaky:b.png", "width": 5}, registry=registry, attempt=2
+    )
     assert second.status == "completed" and second.result == {"path": "flaky:b.png@5"}
-    last = run_handler("resize_image", {"path": "flaky:b.png", "width": 5}, registry=registry, fields={"maxAttempts": 1})
-    assert last.status == "failed" and last.error_message == "ConnectionError: storage timed out (attempt 1 of 1, no attempts left)"
+    last = run_handler(
+        "resize_image",
+        {"path": "flaky:b.png", "width": 5},
+        registry=registry,
+        fields={"maxAttempts": 1},
+    )
+    assert (
+        last.status == "failed"
+        and last.error_message
+        == "ConnectionError: storage timed out (attempt 1 of 1, no attempts left)"
+    )
 
 
 def test_permanent_errors_and_invalid_input_fail_at_once() -> None:
     permanent = run_handler("resize_image", {"path": "a.png", "width": 0}, registry=registry)
-    assert permanent.status == "failed" and permanent.error_message == "PermanentError: width must be positive, got 0"
+    assert (
+        permanent.status == "failed"
+        and permanent.error_message == "PermanentError: width must be positive, got 0"
+    )
     invalid = run_handler("resize_image", {"path": "a.png"}, registry=registry)
     assert invalid.status == "failed" and invalid.error is None
-    assert invalid.error_message == "metadata is not valid input for resize_image: metadata.width: Field required"
+    assert (
+        invalid.error_message
+        == "metadata is not valid input for resize_image: metadata.width: Field required"
+    )
 
 
 def test_a_cancel_request_stops_an_async_handler_at_its_next_progress_report() -> None:
@@ -101,10 +135,14 @@ def test_a_handler_that_needs_firestore_says_what_to_pass() -> None:
         run_handler("nope", registry=registry)
 
 
-def test_a_handler_writing_through_ctx_db_runs_against_the_emulator(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_handler_writing_through_ctx_db_runs_against_the_emulator(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     app = App(settings, registry=registry)
     run = run_handler("record_visit", {"user": "u1"}, app=app, job_id="visit-1")
     assert run.status == "completed" and run.result == "recorded"
     assert app.db.collection("visits").document("visit-1").get().to_dict() == {"user": "u1"}
-    assert app.store.get("visit-1") is None  # no job document was written: the run is the handler's alone
+    assert (
+        app.store.get("visit-1") is None
+    )  # no job document was written: the run is the handler's alone

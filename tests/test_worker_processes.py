@@ -17,7 +17,9 @@ def count_status(store: JobStore, status: str) -> int:
     return store.count_by_status()[status]
 
 
-def test_four_workers_run_500_jobs_each_exactly_once(client: JobsClient, store: JobStore, spawn_worker: Any) -> None:
+def test_four_workers_run_500_jobs_each_exactly_once(
+    client: JobsClient, store: JobStore, spawn_worker: Any
+) -> None:
     users = [f"user{i}" for i in range(40)]
     expected: dict[str, set[str]] = {}
     batch = client.db.batch()
@@ -29,7 +31,12 @@ def test_four_workers_run_500_jobs_each_exactly_once(client: JobsClient, store: 
             batch.commit()
             batch = client.db.batch()
     workers = [spawn_worker("--concurrency", "8") for _ in range(4)]
-    wait_for(lambda: count_status(store, "completed") == 500, timeout=240, interval=0.5, message="500 completed jobs")
+    wait_for(
+        lambda: count_status(store, "completed") == 500,
+        timeout=240,
+        interval=0.5,
+        message="500 completed jobs",
+    )
     for worker in workers:
         worker.signal(signal.SIGTERM)
     assert [w.wait(60) for w in workers] == [0, 0, 0, 0]
@@ -39,23 +46,38 @@ def test_four_workers_run_500_jobs_each_exactly_once(client: JobsClient, store: 
     assert {j.attempts for j in jobs.values() if j} == {1}  # nobody ran a job twice
     assert all(j is not None and j.result == len(expected[j.id]) for j in jobs.values())
 
-    completed = collections.Counter(e["jobId"] for w in workers for e in w.events() if e.get("event") == "job_completed")
-    started = collections.Counter(e["jobId"] for w in workers for e in w.events() if e.get("event") == "job_claimed")
+    completed = collections.Counter(
+        e["jobId"] for w in workers for e in w.events() if e.get("event") == "job_completed"
+    )
+    started = collections.Counter(
+        e["jobId"] for w in workers for e in w.events() if e.get("event") == "job_claimed"
+    )
     assert set(completed) == set(expected) and set(completed.values()) == {1}
     assert set(started.values()) == {1}
     per_worker = [sum(1 for e in w.events() if e.get("event") == "job_completed") for w in workers]
     assert sum(per_worker) == 500 and sum(1 for n in per_worker if n > 0) >= 2, per_worker
 
-    notes = collections.Counter((d.reference.parent.parent.id, d.id) for d in store.db.collection_group("notifications").stream())
+    notes = collections.Counter(
+        (d.reference.parent.parent.id, d.id)
+        for d in store.db.collection_group("notifications").stream()
+    )
     assert len(notes) == sum(len(u) for u in expected.values())
     assert set(notes.values()) == {1}
     assert all(doc_id in expected and uid in expected[doc_id] for uid, doc_id in notes)
 
 
-def test_a_worker_killed_mid_job_leaves_it_to_another_after_the_lease(client: JobsClient, store: JobStore, spawn_worker: Any) -> None:
+def test_a_worker_killed_mid_job_leaves_it_to_another_after_the_lease(
+    client: JobsClient, store: JobStore, spawn_worker: Any
+) -> None:
     job = client.enqueue("sleep", {"seconds": 3})
     doomed = spawn_worker("--lease", "2")
-    wait_for(lambda: (r := store.db.collection("runs").document(job.id).get()).exists and r.get("started") == 1, message="the first run to start")
+    wait_for(
+        lambda: (
+            (r := store.db.collection("runs").document(job.id).get()).exists
+            and r.get("started") == 1
+        ),
+        message="the first run to start",
+    )
     running = store.get(job.id)
     assert running is not None and running.status is Status.IN_PROGRESS and running.attempts == 1
     doomed.signal(signal.SIGKILL)
@@ -75,7 +97,9 @@ def test_a_worker_killed_mid_job_leaves_it_to_another_after_the_lease(client: Jo
     assert time.monotonic() - killed_at < 30
 
 
-def test_sigterm_lets_a_running_job_finish_within_the_grace_period(client: JobsClient, store: JobStore, spawn_worker: Any) -> None:
+def test_sigterm_lets_a_running_job_finish_within_the_grace_period(
+    client: JobsClient, store: JobStore, spawn_worker: Any
+) -> None:
     job = client.enqueue("sleep", {"seconds": 1.5})
     worker = spawn_worker("--grace", "20")
     wait_for(lambda: store.get(job.id).status is Status.IN_PROGRESS, message="the job to start")  # type: ignore[union-attr]
@@ -84,10 +108,16 @@ def test_sigterm_lets_a_running_job_finish_within_the_grace_period(client: JobsC
     done = store.get(job.id)
     assert done is not None and done.status is Status.COMPLETED and done.attempts == 1
     names = [e.get("event") for e in worker.events()]
-    assert names.index("worker_stopping") < names.index("job_completed") < names.index("worker_stopped")
+    assert (
+        names.index("worker_stopping")
+        < names.index("job_completed")
+        < names.index("worker_stopped")
+    )
 
 
-def test_sigterm_after_the_grace_period_hands_the_job_back_at_once(client: JobsClient, store: JobStore, spawn_worker: Any) -> None:
+def test_sigterm_after_the_grace_period_hands_the_job_back_at_once(
+    client: JobsClient, store: JobStore, spawn_worker: Any
+) -> None:
     job = client.enqueue("sleep", {"seconds": 4})
     first = spawn_worker("--grace", "0.5", "--lease", "30")
     wait_for(lambda: store.get(job.id).status is Status.IN_PROGRESS, message="the job to start")  # type: ignore[union-attr]
@@ -101,5 +131,9 @@ def test_sigterm_after_the_grace_period_hands_the_job_back_at_once(client: JobsC
     handed_over = time.monotonic()
     done = wait_finished(store, [job.id], timeout=30)[job.id]
     # Taken at once, not after the 30 s lease: the sleep is 4 s.
-    assert done.status is Status.COMPLETED and done.attempts == 1 and time.monotonic() - handed_over < 20
+    assert (
+        done.status is Status.COMPLETED
+        and done.attempts == 1
+        and time.monotonic() - handed_over < 20
+    )
     assert done.result["pid"] == second.process.pid

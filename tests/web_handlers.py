@@ -1,4 +1,5 @@
-"""Handlers whose input models the web client's generated types describe (`jobs types --handlers tests.web_handlers`)."""
+"""Handlers whose input models the web client's generated types describe (`jobs types --handlers
+tests.web_handlers`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The REST jobs API (the original app's export API, in our document vocabulary), as a WSGI app and an HTTP function.
+"""The REST jobs API (the original app's export API, in our document vocabulary), as a WSGI app and
+an HTTP function.
 
     POST /v1/jobs                    create a job for the caller          jobs.create   201
     GET  /v1/jobs                    the caller's jobs, newest first      jobs.view     200
@@ -9,7 +10,8 @@
     GET  /v1/flows/{id}              a flow's jobs and their states       jobs.view     200
     POST /v1/flows/{id}/cancel       cancel what has not finished         jobs.cancel   200
     GET  /v1/openapi.json            this API's OpenAPI document          (no token)
-    ... and /v1/schedules (create, list, get, update, enable, disable, delete): see jobs_lib.api.schedules
+    ... and /v1/schedules (create, list, get, update, enable, disable, delete):
+    see jobs_lib.api.schedules
 
 Every other request needs ``Authorization: Bearer <Firebase ID token>``.
 Answers: 400 invalid input (each field and why), 401 no valid token, 403 a
@@ -101,7 +103,8 @@ AUDIT_EVENTS = {
     "queues.manage": "api_queue_changed",
 }
 
-#: Defaults for the per-user limit on job creation (``JOBS_API_CREATE_LIMIT`` per ``JOBS_API_CREATE_WINDOW`` seconds).
+# : Defaults for the per-user limit on job creation (``JOBS_API_CREATE_LIMIT`` per
+# ``JOBS_API_CREATE_WINDOW`` seconds).
 DEFAULT_CREATE_LIMIT = 60
 DEFAULT_CREATE_WINDOW = 60.0
 
@@ -132,10 +135,18 @@ class JobsApi:
         limit = create_limit if create_limit is not None else store.settings.api_create_limit
         window = create_window if create_window is not None else store.settings.api_create_window
         self.create_limiter = RateLimiter(store, limit=limit, window=window, action="create")
-        #: Schedules fire jobs for ever, so creating them is limited the same way, on a budget of their own.
-        self.schedule_limiter = RateLimiter(store, limit=limit, window=window, action="create_schedule")
+        # : Schedules fire jobs for ever, so creating them is limited the same way, on a budget of
+        # their own.
+        self.schedule_limiter = RateLimiter(
+            store, limit=limit, window=window, action="create_schedule"
+        )
         self._document: dict[str, Any] | None = None
-        self.schedules = ScheduleEndpoints(self, schedules or ScheduleClient(store=store.schedules, registry=self.registry, jobs=self.client), store)
+        self.schedules = ScheduleEndpoints(
+            self,
+            schedules
+            or ScheduleClient(store=store.schedules, registry=self.registry, jobs=self.client),
+            store,
+        )
         self.operations = OperatorEndpoints(self, self.client)
         self.console = ConsoleRoutes(store.settings)
         routes: list[tuple[str, str, Callable[..., Response]]] = [
@@ -154,11 +165,19 @@ class JobsApi:
             *self.console.routes(),
         ]
         self._handlers = {f"{method} {path}": fn for path, method, fn in routes}
-        self.url_map = Map([Rule(path, endpoint=f"{method} {path}", methods=[method]) for path, method, _fn in routes], strict_slashes=False)
+        self.url_map = Map(
+            [
+                Rule(path, endpoint=f"{method} {path}", methods=[method])
+                for path, method, _fn in routes
+            ],
+            strict_slashes=False,
+        )
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         """WSGI entry point."""
         return self.handle(Request(environ))(environ, start_response)
 
@@ -171,15 +190,29 @@ class JobsApi:
             return error_response(exc)
         except MethodNotAllowed as exc:
             allowed = ", ".join(sorted(exc.valid_methods or []))
-            return error_response(ApiError(405, f"{request.method} is not allowed on {request.path}", headers={"Allow": allowed}))
+            return error_response(
+                ApiError(
+                    405,
+                    f"{request.method} is not allowed on {request.path}",
+                    headers={"Allow": allowed},
+                )
+            )
         except NotFound:
             return error_response(ApiError(404, f"no such endpoint: {request.path}"))
         except HTTPException as exc:
             code = exc.code or 400
-            return error_response(ApiError(code if code in STATUS_NAMES else 400, exc.description or "bad request"))
+            return error_response(
+                ApiError(code if code in STATUS_NAMES else 400, exc.description or "bad request")
+            )
         except StoreUnavailable as exc:
             log.warning("firestore unavailable: %s", exc)
-            return error_response(ApiError(503, "the job store is unavailable; try again shortly", headers={"Retry-After": "5"}))
+            return error_response(
+                ApiError(
+                    503,
+                    "the job store is unavailable; try again shortly",
+                    headers={"Retry-After": "5"},
+                )
+            )
         except Exception:
             log.exception("unexpected error answering %s %s", request.method, request.path)
             return error_response(ApiError(500, "internal error"))
@@ -207,15 +240,31 @@ class JobsApi:
         owner = caller.owns(job.created_by)
         return JobEnvelope(
             job=JobView.of(job),
-            canCancel=owner and caller.can("jobs.cancel") and job.can_cancel and not job.cancel_requested,
+            canCancel=owner
+            and caller.can("jobs.cancel")
+            and job.can_cancel
+            and not job.cancel_requested,
             canRetry=owner and caller.can("jobs.retry") and job.can_retry,
         )
 
-    def audit(self, caller: Caller, action: str, target: str | None, job_type: str | None, outcome: int, message: str) -> None:
+    def audit(
+        self,
+        caller: Caller,
+        action: str,
+        target: str | None,
+        job_type: str | None,
+        outcome: int,
+        message: str,
+    ) -> None:
         """One structured line on ``jobs_lib.api.audit``: who (user, their org), what (action,
-        outcome status), which job or schedule. Refusals are WARNING lines with event ``api_*_refused``."""
+        outcome status), which job or schedule. Refusals are WARNING lines with event
+        ``api_*_refused``."""
         kind = action.split(".")[0][:-1]  # "jobs.cancel" -> "job", "schedules.update" -> "schedule"
-        name = AUDIT_EVENTS.get(action, f"api_{kind}_action") if outcome < 300 else f"api_{kind}_refused"
+        name = (
+            AUDIT_EVENTS.get(action, f"api_{kind}_action")
+            if outcome < 300
+            else f"api_{kind}_refused"
+        )
         ids = {"jobId": target} if kind == "job" else {"schedule": target}
         event(
             audit_log,
@@ -234,7 +283,9 @@ class JobsApi:
 
     def _openapi(self, request: Request) -> Response:
         if self._document is None:
-            self._document = openapi_document(self.registry.user_types(), self.client.store.settings.client_max_priority)
+            self._document = openapi_document(
+                self.registry.user_types(), self.client.store.settings.client_max_priority
+            )
         return json_response(self._document)
 
     def create_job(self, request: Request) -> Response:
@@ -247,7 +298,13 @@ class JobsApi:
             raise ApiError(400, "invalid job", field_errors(exc)) from None
         problems = self._check_job(spec_in, caller)
         if problems:
-            raise ApiError(400, "invalid job" if problems[0].field == "type" else f"invalid metadata for {spec_in.type}", problems)
+            raise ApiError(
+                400,
+                "invalid job"
+                if problems[0].field == "type"
+                else f"invalid metadata for {spec_in.type}",
+                problems,
+            )
         self.refuse_over_limit(caller, 1, spec_in.type)
         # A caller that sends a W3C traceparent header gets the job's run in its trace.
         token = otel_context.attach(Telemetry.context_from_headers(dict(request.headers)))
@@ -255,20 +312,46 @@ class JobsApi:
             job = self._enqueue(spec_in, caller)
         finally:
             otel_context.detach(token)
-        self.audit(caller, "jobs.create", job.id, job.type, 201, f"{caller.uid} created job {job.id} ({job.type})")
+        self.audit(
+            caller,
+            "jobs.create",
+            job.id,
+            job.type,
+            201,
+            f"{caller.uid} created job {job.id} ({job.type})",
+        )
         return json_response(self._envelope(caller, job), 201, {"Location": f"/v1/jobs/{job.id}"})
 
-    def _check_job(self, spec_in: CreateJobRequest, caller: Caller, prefix: str = "") -> list[FieldError]:
+    def _check_job(
+        self, spec_in: CreateJobRequest, caller: Caller, prefix: str = ""
+    ) -> list[FieldError]:
         """What is wrong with a job beyond its schema: an internal or unregistered type, a priority
         above what users may give themselves, metadata its handler refuses."""
         most = self.client.store.settings.client_max_priority
         if spec_in.priority > most and not caller.operator:
-            return [FieldError(field=f"{prefix}priority", reason=f"at most {most}: the highest priority a user may give their own job (JOBS_CLIENT_MAX_PRIORITY)")]
+            return [
+                FieldError(
+                    field=f"{prefix}priority",
+                    reason=f"at most {most}: the highest priority a user may give their own job "
+                    f"(JOBS_CLIENT_MAX_PRIORITY)",
+                )
+            ]
         spec = self.registry.get(spec_in.type)
         if self.registry.is_internal(spec_in.type):
-            return [FieldError(field=f"{prefix}type", reason=f"{spec_in.type!r} is an internal job type of the runner (its deliveries and housekeeping): users cannot create it")]
+            return [
+                FieldError(
+                    field=f"{prefix}type",
+                    reason=f"{spec_in.type!r} is an internal job type of the runner (its "
+                    f"deliveries and housekeeping): users cannot create it",
+                )
+            ]
         if spec is None:
-            return [FieldError(field=f"{prefix}type", reason=f"no handler is registered for job type {spec_in.type!r}")]
+            return [
+                FieldError(
+                    field=f"{prefix}type",
+                    reason=f"no handler is registered for job type {spec_in.type!r}",
+                )
+            ]
         if spec.input_model is not None:
             try:
                 spec.input_model.model_validate(spec_in.metadata)
@@ -278,27 +361,46 @@ class JobsApi:
 
     def create_jobs(self, request: Request) -> Response:
         """``POST /v1/jobs:batch``: every job checked first (nothing is created when one is wrong),
-        then all created for the caller, 500 to a Firestore RPC; each counts against the create limit."""
+        then all created for the caller, 500 to a Firestore RPC; each counts against the create
+        limit."""
         caller = self.caller(request, "jobs.create")
         batch = self._checked_jobs(request, caller, CreateJobsRequest, "invalid jobs")
         self.refuse_over_limit(caller, len(batch.jobs), None)
         token = otel_context.attach(Telemetry.context_from_headers(dict(request.headers)))
         try:
-            jobs = self.client.enqueue_many([self._enqueue_arguments(j, caller) for j in batch.jobs])
+            jobs = self.client.enqueue_many(
+                [self._enqueue_arguments(j, caller) for j in batch.jobs]
+            )
         finally:
             otel_context.detach(token)
         for job in jobs:  # one line per job, as POST /v1/jobs writes: an auditor searches by job id
-            self.audit(caller, "jobs.create", job.id, job.type, 201, f"{caller.uid} created job {job.id} ({job.type}) in a batch of {len(jobs)}")
-        return json_response(JobEnvelopeList(jobs=[self._envelope(caller, job) for job in jobs]), 201)
+            self.audit(
+                caller,
+                "jobs.create",
+                job.id,
+                job.type,
+                201,
+                f"{caller.uid} created job {job.id} ({job.type}) in a batch of {len(jobs)}",
+            )
+        return json_response(
+            JobEnvelopeList(jobs=[self._envelope(caller, job) for job in jobs]), 201
+        )
 
-    def _checked_jobs(self, request: Request, caller: Caller, model: type[JobsBody], invalid: str) -> JobsBody:
-        """The body as `model` (a list of jobs under ``jobs``), each job checked as POST /v1/jobs checks
-        one; 400 naming ``jobs.N.field`` for the first problems, before anything is written."""
+    def _checked_jobs(
+        self, request: Request, caller: Caller, model: type[JobsBody], invalid: str
+    ) -> JobsBody:
+        """The body as `model` (a list of jobs under ``jobs``), each job checked as POST /v1/jobs
+        checks one; 400 naming ``jobs.N.field`` for the first problems, before anything is
+        written."""
         try:
             body = model.model_validate(read_json_body(request))
         except ValidationError as exc:
             raise ApiError(400, invalid, field_errors(exc)) from None
-        errors = [error for n, spec_in in enumerate(body.jobs) for error in self._check_job(spec_in, caller, f"jobs.{n}.")]
+        errors = [
+            error
+            for n, spec_in in enumerate(body.jobs)
+            for error in self._check_job(spec_in, caller, f"jobs.{n}.")
+        ]
         if errors:
             raise ApiError(400, invalid, errors)
         return body
@@ -308,25 +410,51 @@ class JobsApi:
         decision = self.create_limiter.hit(caller.uid, count)
         if not decision.allowed:
             what = f"a batch of {count}" if count > 1 else "a job"
-            self.audit(caller, "jobs.create", None, job_type, 429, f"{caller.uid} refused {what}: over {decision.limit} creates per window")
-            raise ApiError(429, f"too many jobs created: at most {decision.limit} per {self.create_limiter.window:g}s", headers={"Retry-After": str(decision.retry_after)})
+            self.audit(
+                caller,
+                "jobs.create",
+                None,
+                job_type,
+                429,
+                f"{caller.uid} refused {what}: over {decision.limit} creates per window",
+            )
+            raise ApiError(
+                429,
+                f"too many jobs created: at most {decision.limit} per "
+                f"{self.create_limiter.window:g}s",
+                headers={"Retry-After": str(decision.retry_after)},
+            )
 
     def create_flow(self, request: Request) -> Response:
-        """``POST /v1/flows``: checked whole (names, references, cycles, each job as for POST /v1/jobs),
-        then created in one atomic write; each job counts against the create limit."""
+        """``POST /v1/flows``: checked whole (names, references, cycles, each job as for POST
+        /v1/jobs), then created in one atomic write; each job counts against the create limit."""
         caller = self.caller(request, "jobs.create")
         flow_in = self._checked_jobs(request, caller, CreateFlowRequest, "invalid flow")
-        items = [{"name": j.name, "depends_on": j.dependsOn, **self._enqueue_arguments(j, caller)} for j in flow_in.jobs]
+        items = [
+            {"name": j.name, "depends_on": j.dependsOn, **self._enqueue_arguments(j, caller)}
+            for j in flow_in.jobs
+        ]
         try:
             plan(items, atomic=True)
         except ConfigurationError as exc:
-            raise ApiError(400, "invalid flow", [FieldError(field="jobs", reason=str(exc))]) from None
+            raise ApiError(
+                400, "invalid flow", [FieldError(field="jobs", reason=str(exc))]
+            ) from None
         self.refuse_over_limit(caller, len(items), None)
         flow = self.client.flow(items, on_parent_failure=flow_in.onParentFailure)
         jobs = self.client.flow_jobs(flow.id)
         for job in jobs:
-            self.audit(caller, "jobs.create", job.id, job.type, 201, f"{caller.uid} created job {job.id} ({job.type}) in flow {flow.id}")
-        return json_response(self._flow_view(caller, flow.id, jobs), 201, {"Location": f"/v1/flows/{flow.id}"})
+            self.audit(
+                caller,
+                "jobs.create",
+                job.id,
+                job.type,
+                201,
+                f"{caller.uid} created job {job.id} ({job.type}) in flow {flow.id}",
+            )
+        return json_response(
+            self._flow_view(caller, flow.id, jobs), 201, {"Location": f"/v1/flows/{flow.id}"}
+        )
 
     def _flow_view(self, caller: Caller, flow_id: str, jobs: list[Job]) -> FlowView:
         return FlowView(flowId=flow_id, jobs=[self._envelope(caller, job) for job in jobs])
@@ -348,25 +476,45 @@ class JobsApi:
         caller = self.caller(request, "jobs.cancel")
         jobs = self._visible_flow(caller, flow_id)
         if not all(caller.owns(job.created_by) for job in jobs):
-            self.audit(caller, "jobs.cancel", None, None, 403, f"{caller.uid} may not cancel flow {flow_id}, created by another user")
+            self.audit(
+                caller,
+                "jobs.cancel",
+                None,
+                None,
+                403,
+                f"{caller.uid} may not cancel flow {flow_id}, created by another user",
+            )
             raise ApiError(403, "only the user who created a flow may cancel it")
         touched = self.client.cancel_flow(flow_id)
         for job_id in touched:
-            self.audit(caller, "jobs.cancel", job_id, None, 200, f"{caller.uid} cancelled job {job_id} with flow {flow_id}")
+            self.audit(
+                caller,
+                "jobs.cancel",
+                job_id,
+                None,
+                200,
+                f"{caller.uid} cancelled job {job_id} with flow {flow_id}",
+            )
         return json_response(self._flow_view(caller, flow_id, self.client.flow_jobs(flow_id)))
 
     def _enqueue(self, spec_in: CreateJobRequest, caller: Caller) -> Job:
         return self.client.enqueue(**self._enqueue_arguments(spec_in, caller))
 
     def _enqueue_arguments(self, spec_in: CreateJobRequest, caller: Caller) -> dict[str, Any]:
-        """`JobsClient.enqueue`'s arguments for a job the API creates for `caller`. A time in the past
-        means now: a job dated years back would go before every other user's (docs: discussions/security.md)."""
+        """`JobsClient.enqueue`'s arguments for a job the API creates for `caller`. A time in the
+        past means now: a job dated years back would go before every other user's (docs:
+        discussions/security.md)."""
         when = spec_in.scheduledFor
         if when is not None and when < self.client.store.now():
             when = None
         return {
-            "type": spec_in.type, "metadata": spec_in.metadata, "scheduled_for": when, "priority": spec_in.priority,
-            "max_attempts": spec_in.maxAttempts, "org_id": caller.org_id, "created_by": caller.uid,
+            "type": spec_in.type,
+            "metadata": spec_in.metadata,
+            "scheduled_for": when,
+            "priority": spec_in.priority,
+            "max_attempts": spec_in.maxAttempts,
+            "org_id": caller.org_id,
+            "created_by": caller.uid,
         }
 
     def list_jobs(self, request: Request) -> Response:
@@ -376,12 +524,21 @@ class JobsApi:
         scope = listing_scope(caller, query.scope, "jobs", query.orgId, query.createdBy)
         try:
             page = self.listing.page(
-                scope, status=query.status.value if query.status else None, job_type=query.type, page_size=query.pageSize, page_token=query.pageToken,
-                created_after=query.createdAfter, created_before=query.createdBefore,
+                scope,
+                status=query.status.value if query.status else None,
+                job_type=query.type,
+                page_size=query.pageSize,
+                page_token=query.pageToken,
+                created_after=query.createdAfter,
+                created_before=query.createdBefore,
             )
         except InvalidPageToken as exc:
-            raise ApiError(400, "invalid query parameters", [FieldError(field="pageToken", reason=str(exc))]) from None
-        return json_response(JobList(jobs=[JobView.of(j) for j in page.jobs], nextPageToken=page.next_token))
+            raise ApiError(
+                400, "invalid query parameters", [FieldError(field="pageToken", reason=str(exc))]
+            ) from None
+        return json_response(
+            JobList(jobs=[JobView.of(j) for j in page.jobs], nextPageToken=page.next_token)
+        )
 
     def get_job(self, request: Request, job_id: str) -> Response:
         """``GET /v1/jobs/{id}``."""
@@ -396,19 +553,51 @@ class JobsApi:
         """``POST /v1/jobs/{id}/retry``."""
         return self._act(request, job_id, "jobs.retry", self.client.retry, "retried")
 
-    def _act(self, request: Request, job_id: str, permission: str, action: Callable[[str], Job], verb: str) -> Response:
+    def _act(
+        self,
+        request: Request,
+        job_id: str,
+        permission: str,
+        action: Callable[[str], Job],
+        verb: str,
+    ) -> Response:
         caller = self.caller(request, permission)
         try:
             job = self._visible_job(caller, job_id)
         except ApiError as exc:
-            self.audit(caller, permission, job_id if valid_id(job_id) else None, None, exc.code, f"{caller.uid} asked for job {job_id!r}: none they may see")
+            self.audit(
+                caller,
+                permission,
+                job_id if valid_id(job_id) else None,
+                None,
+                exc.code,
+                f"{caller.uid} asked for job {job_id!r}: none they may see",
+            )
             raise
         if not caller.owns(job.created_by):
-            self.audit(caller, permission, job.id, job.type, 403, f"{caller.uid} may not act on job {job.id}, created by another user")
+            self.audit(
+                caller,
+                permission,
+                job.id,
+                job.type,
+                403,
+                f"{caller.uid} may not act on job {job.id}, created by another user",
+            )
             raise ApiError(403, "only the user who created a job may cancel or retry it")
         if self.registry.is_internal(job.type):
-            self.audit(caller, permission, job.id, job.type, 403, f"{caller.uid} may not act on job {job.id}: {job.type} is internal")
-            raise ApiError(403, f"jobs of the internal type {job.type!r} belong to the runner: users cannot cancel or retry them")
+            self.audit(
+                caller,
+                permission,
+                job.id,
+                job.type,
+                403,
+                f"{caller.uid} may not act on job {job.id}: {job.type} is internal",
+            )
+            raise ApiError(
+                403,
+                f"jobs of the internal type {job.type!r} belong to the runner: users cannot "
+                f"cancel or retry them",
+            )
         try:
             done = action(job.id)
         except InvalidJobState as exc:
@@ -416,7 +605,14 @@ class JobsApi:
             raise ApiError(409, str(exc)) from None
         except JobNotFound:  # deleted meanwhile
             raise ApiError(404, f"no job {job_id!r}") from None
-        self.audit(caller, permission, done.id, done.type, 200, f"{caller.uid} {verb} job {done.id} (now {done.status.value if done.status else '?'})")
+        self.audit(
+            caller,
+            permission,
+            done.id,
+            done.type,
+            200,
+            f"{caller.uid} {verb} job {done.id} (now {done.status.value if done.status else '?'})",
+        )
         return json_response(self._envelope(caller, done))
 
 

@@ -32,8 +32,15 @@ CLOCK_SKEW = 30
 APP_NAME = "jobs_lib_api"
 
 PERMISSIONS = (
-    "jobs.create", "jobs.view", "jobs.cancel", "jobs.retry", "queues.manage",
-    "schedules.create", "schedules.view", "schedules.update", "schedules.delete",
+    "jobs.create",
+    "jobs.view",
+    "jobs.cancel",
+    "jobs.retry",
+    "queues.manage",
+    "schedules.create",
+    "schedules.view",
+    "schedules.update",
+    "schedules.delete",
 )
 
 
@@ -79,7 +86,9 @@ class Caller:
             uid=str(claims["uid"]),
             org_id=org if isinstance(org, str) and org else None,
             org_admin=claims.get("orgAdmin") is True,
-            permissions=frozenset(p for p in permissions if isinstance(p, str)) if isinstance(permissions, list) else frozenset(),
+            permissions=frozenset(p for p in permissions if isinstance(p, str))
+            if isinstance(permissions, list)
+            else frozenset(),
             operator=claims.get("operator") is True,
         )
 
@@ -100,23 +109,31 @@ class TokenVerifier:
                 try:
                     self._app = firebase_admin.get_app(APP_NAME)
                 except ValueError:
-                    self._app = firebase_admin.initialize_app(options={"projectId": self.project}, name=APP_NAME)
+                    self._app = firebase_admin.initialize_app(
+                        options={"projectId": self.project}, name=APP_NAME
+                    )
             return self._app
 
     def verify(self, authorization: str | None) -> Caller:
-        """The caller named by an Authorization header; raises `Unauthenticated` or `AuthUnavailable`."""
+        """The caller named by an Authorization header; raises `Unauthenticated` or
+        `AuthUnavailable`."""
         if not authorization:
-            raise Unauthenticated("missing Authorization header: send 'Authorization: Bearer <Firebase ID token>'")
+            raise Unauthenticated(
+                "missing Authorization header: send 'Authorization: Bearer <Firebase ID token>'"
+            )
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("the Authorization header must be 'Bearer <Firebase ID token>'")
         try:
-            claims: dict[str, Any] = firebase_auth.verify_id_token(token, app=self.app, clock_skew_seconds=CLOCK_SKEW)
+            claims: dict[str, Any] = firebase_auth.verify_id_token(
+                token, app=self.app, clock_skew_seconds=CLOCK_SKEW
+            )
         except firebase_auth.CertificateFetchError as exc:
             raise AuthUnavailable(f"cannot fetch the keys that verify ID tokens: {exc}") from exc
         except (ValueError, firebase_auth.InvalidIdTokenError) as exc:
-            # InvalidIdTokenError covers expired, revoked and malformed tokens; ValueError, empty ones.
+            # InvalidIdTokenError covers expired, revoked and malformed tokens; ValueError, empty
+            # ones.
             raise Unauthenticated(f"invalid ID token: {exc}") from exc
         _check_times(claims)
         return Caller.from_claims(claims)
@@ -126,14 +143,32 @@ def _check_times(claims: dict[str, Any]) -> None:
     """Token times, checked here too because firebase-admin skips them for emulator tokens."""
     now = time.time()
     exp, iat, auth_time = claims.get("exp"), claims.get("iat"), claims.get("auth_time")
-    if not isinstance(exp, (int, float)) or isinstance(exp, bool) or not isinstance(iat, (int, float)) or isinstance(iat, bool):
+    if (
+        not isinstance(exp, (int, float))
+        or isinstance(exp, bool)
+        or not isinstance(iat, (int, float))
+        or isinstance(iat, bool)
+    ):
         raise Unauthenticated("invalid ID token: it must carry numeric 'exp' and 'iat' claims")
     if exp <= now - CLOCK_SKEW:
-        raise Unauthenticated("the ID token has expired: get a fresh one from the Firebase client SDK")
+        raise Unauthenticated(
+            "the ID token has expired: get a fresh one from the Firebase client SDK"
+        )
     if iat > now + CLOCK_SKEW:
         raise Unauthenticated("invalid ID token: it was issued in the future")
-    if auth_time is not None and (not isinstance(auth_time, (int, float)) or isinstance(auth_time, bool) or auth_time > now + CLOCK_SKEW):
+    if auth_time is not None and (
+        not isinstance(auth_time, (int, float))
+        or isinstance(auth_time, bool)
+        or auth_time > now + CLOCK_SKEW
+    ):
         raise Unauthenticated("invalid ID token: 'auth_time' is in the future")
 
 
-__all__ = ["CLOCK_SKEW", "PERMISSIONS", "AuthUnavailable", "Caller", "TokenVerifier", "Unauthenticated"]
+__all__ = [
+    "CLOCK_SKEW",
+    "PERMISSIONS",
+    "AuthUnavailable",
+    "Caller",
+    "TokenVerifier",
+    "Unauthenticated",
+]

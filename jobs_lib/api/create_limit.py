@@ -29,7 +29,9 @@ class RateDecision:
 class RateLimiter:
     """At most `limit` actions per user per `window` seconds."""
 
-    def __init__(self, store: JobStore, *, limit: int, window: float, action: str = "create") -> None:
+    def __init__(
+        self, store: JobStore, *, limit: int, window: float, action: str = "create"
+    ) -> None:
         if limit < 1 or window <= 0:
             raise ValueError("a rate limit needs limit >= 1 and a positive window")
         self.store = store
@@ -40,7 +42,8 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def hit(self, user: str, count: int = 1) -> RateDecision:
-        """Count `count` actions by `user` (a batch of creates counts each) and say whether they are within the limit."""
+        """Count `count` actions by `user` (a batch of creates counts each) and say whether they are
+        within the limit."""
         now = self.store.now().timestamp()
         index = math.floor(now / self.window)
         window_end = (index + 1) * self.window

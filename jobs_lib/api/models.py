@@ -39,7 +39,8 @@ MAX_BATCH = 500
 
 
 def json_integer(value: Any) -> Any:
-    """JSON Schema's integer: 3 and 3.0 are, true and "3" are not (pydantic's lax mode takes them)."""
+    """JSON Schema's integer: 3 and 3.0 are, true and "3" are not (pydantic's lax mode takes
+    them)."""
     if isinstance(value, (bool, str)):
         raise ValueError("must be a JSON integer")
     if isinstance(value, float) and value.is_integer():
@@ -57,7 +58,9 @@ def bounded_metadata(value: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         raise ValueError("metadata must be plain JSON (no NaN or Infinity)") from None
     if size > MAX_METADATA_BYTES:
-        raise ValueError(f"metadata is {size} bytes of JSON; at most {MAX_METADATA_BYTES} are allowed")
+        raise ValueError(
+            f"metadata is {size} bytes of JSON; at most {MAX_METADATA_BYTES} are allowed"
+        )
     return value
 
 
@@ -67,11 +70,22 @@ class CreateJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Strict types: JSON `false` is not a priority, nor `"3"` a number of attempts.
-    type: StrictStr = Field(min_length=1, max_length=100, description="A registered job type (its handler's name).")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="The job's input; checked against the handler's input model.")
-    scheduledFor: AwareDatetime | None = Field(default=None, description="Earliest run time (RFC 3339 with an offset); absent means now.")
-    priority: int = Field(default=0, ge=0, le=MAX_PRIORITY, description="Higher runs first among due jobs.")
-    maxAttempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS, description="Overrides the handler's default.")
+    type: StrictStr = Field(
+        min_length=1, max_length=100, description="A registered job type (its handler's name)."
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The job's input; checked against the handler's input model.",
+    )
+    scheduledFor: AwareDatetime | None = Field(
+        default=None, description="Earliest run time (RFC 3339 with an offset); absent means now."
+    )
+    priority: int = Field(
+        default=0, ge=0, le=MAX_PRIORITY, description="Higher runs first among due jobs."
+    )
+    maxAttempts: int | None = Field(
+        default=None, ge=1, le=MAX_ATTEMPTS, description="Overrides the handler's default."
+    )
 
     @field_validator("priority", "maxAttempts", mode="before")
     @classmethod
@@ -82,7 +96,9 @@ class CreateJobRequest(BaseModel):
     @classmethod
     def _text_time(cls, value: Any) -> Any:
         if value is not None and not isinstance(value, str):
-            raise ValueError("scheduledFor must be an RFC 3339 string such as '2030-01-01T09:00:00Z'")
+            raise ValueError(
+                "scheduledFor must be an RFC 3339 string such as '2030-01-01T09:00:00Z'"
+            )
         return value
 
     @field_validator("metadata")
@@ -97,14 +113,40 @@ class ListJobsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Status | None = Field(default=None, description="Only jobs in this state.")
-    type: str | None = Field(default=None, min_length=1, max_length=100, description="Only jobs of this type.")
+    type: str | None = Field(
+        default=None, min_length=1, max_length=100, description="Only jobs of this type."
+    )
     pageSize: int = Field(default=20, ge=1, le=100, description="Jobs per page.")
-    pageToken: str | None = Field(default=None, max_length=2000, description="`nextPageToken` of the previous page, with the same filters; any other value answers 400.")
-    scope: Literal["mine", "org", "all"] = Field(default="mine", description="`mine`: the caller's jobs; `org`: the caller's organisation's (org admins only); `all`: everyone's (operators only).")
-    orgId: str | None = Field(default=None, min_length=1, max_length=200, description="With scope=all: only this organisation's jobs.")
-    createdBy: str | None = Field(default=None, min_length=1, max_length=200, description="With scope=all: only this user's jobs.")
-    createdAfter: AwareDatetime | None = Field(default=None, description="Only jobs created at or after this time (RFC 3339 with an offset).")
-    createdBefore: AwareDatetime | None = Field(default=None, description="Only jobs created before this time (RFC 3339 with an offset).")
+    pageToken: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="`nextPageToken` of the previous page, with the same filters; any other "
+        "value answers 400.",
+    )
+    scope: Literal["mine", "org", "all"] = Field(
+        default="mine",
+        description="`mine`: the caller's jobs; `org`: the caller's organisation's (org admins "
+        "only); `all`: everyone's (operators only).",
+    )
+    orgId: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="With scope=all: only this organisation's jobs.",
+    )
+    createdBy: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="With scope=all: only this user's jobs.",
+    )
+    createdAfter: AwareDatetime | None = Field(
+        default=None,
+        description="Only jobs created at or after this time (RFC 3339 with an offset).",
+    )
+    createdBefore: AwareDatetime | None = Field(
+        default=None, description="Only jobs created before this time (RFC 3339 with an offset)."
+    )
 
     @field_validator("createdAfter", "createdBefore", mode="before")
     @classmethod
@@ -133,7 +175,10 @@ class StepView(BaseModel):
     attempt: int | None = None
     ms: float | None = None
     size: int | None = None
-    stored: Literal["inline", "document"] = Field(description="In the job document, or (a large result) in a document of the job's `steps` subcollection.")
+    stored: Literal["inline", "document"] = Field(
+        description="In the job document, or (a large result) in a document of the job's `steps` "
+        "subcollection."
+    )
 
 
 class JobView(BaseModel):
@@ -153,28 +198,64 @@ class JobView(BaseModel):
     maxAttempts: int | None = None
     result: Any = None
     error: str | None = None
-    errorDetails: Any = Field(default=None, description="What the runner recorded beside the error: attempt, reason, errorType, traceback.")
+    errorDetails: Any = Field(
+        default=None,
+        description="What the runner recorded beside the error: attempt, reason, errorType, "
+        "traceback.",
+    )
     progress: Progress | None = None
     cancelRequested: bool = False
     orgId: str | None = None
     createdBy: str | None = None
-    leaseHolder: str | None = Field(default=None, description="The worker or function instance that holds (or last held) the job.")
-    flowId: str | None = Field(default=None, description="The flow the job belongs to (POST /v1/flows).")
+    leaseHolder: str | None = Field(
+        default=None,
+        description="The worker or function instance that holds (or last held) the job.",
+    )
+    flowId: str | None = Field(
+        default=None, description="The flow the job belongs to (POST /v1/flows)."
+    )
     flowName: str | None = Field(default=None, description="Its name in that flow.")
-    dependsOn: list[str] = Field(default_factory=list, description="The ids of the jobs it waits for; while any has not completed, it is `blocked`.")
+    dependsOn: list[str] = Field(
+        default_factory=list,
+        description="The ids of the jobs it waits for; while any has not completed, it is "
+        "`blocked`.",
+    )
     leaseExpiresAt: datetime | None = None
-    steps: list[StepView] = Field(default_factory=list, description="The durable steps it recorded (`ctx.step`), in the order they were recorded.")
-    continuations: int = Field(default=0, description="How many times it was continued in another invocation (a continuable handler's slices).")
-    sliceMs: list[int] = Field(default_factory=list, description="How long each of its latest slices ran, in milliseconds (at most the last 50).")
-    activeMs: int = Field(default=0, description="Time it ran before its last continuation or sleep, over every slice, in milliseconds.")
-    sleeps: list[datetime] = Field(default_factory=list, description="When each of its durable sleeps (`ctx.sleep`) ended or ends, in order.")
+    steps: list[StepView] = Field(
+        default_factory=list,
+        description="The durable steps it recorded (`ctx.step`), in the order they were recorded.",
+    )
+    continuations: int = Field(
+        default=0,
+        description="How many times it was continued in another invocation (a continuable "
+        "handler's slices).",
+    )
+    sliceMs: list[int] = Field(
+        default_factory=list,
+        description="How long each of its latest slices ran, in milliseconds (at most the last "
+        "50).",
+    )
+    activeMs: int = Field(
+        default=0,
+        description="Time it ran before its last continuation or sleep, over every slice, in "
+        "milliseconds.",
+    )
+    sleeps: list[datetime] = Field(
+        default_factory=list,
+        description="When each of its durable sleeps (`ctx.sleep`) ended or ends, in order.",
+    )
 
     @classmethod
     def of(cls, job: Job) -> JobView:
         """The view of a job read from Firestore."""
         progress = None
         if job.progress:
-            progress = Progress(**{k: _number_or_text(job.progress.get(k), k) for k in ("percent", "message", "currentStep", "totalSteps")})
+            progress = Progress(
+                **{
+                    k: _number_or_text(job.progress.get(k), k)
+                    for k in ("percent", "message", "currentStep", "totalSteps")
+                }
+            )
         return cls(
             id=job.id,
             type=job.type,
@@ -223,7 +304,9 @@ def _steps(job: Job) -> list[StepView]:
                 stored="document" if isinstance(record.get("document"), str) else "inline",
             )
         )
-    return sorted(views, key=lambda v: (v.at is None, v.at or datetime.min.replace(tzinfo=UTC), v.name))
+    return sorted(
+        views, key=lambda v: (v.at is None, v.at or datetime.min.replace(tzinfo=UTC), v.name)
+    )
 
 
 class CreateJobsRequest(BaseModel):
@@ -231,14 +314,27 @@ class CreateJobsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    jobs: list[CreateJobRequest] = Field(min_length=1, max_length=MAX_BATCH, description=f"The jobs, each as for POST /v1/jobs (1 to {MAX_BATCH}).")
+    jobs: list[CreateJobRequest] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description=f"The jobs, each as for POST /v1/jobs (1 to {MAX_BATCH}).",
+    )
 
 
 class FlowJobRequest(CreateJobRequest):
-    """One job of ``POST /v1/flows``: a job as for POST /v1/jobs, its name in the flow, the names it waits for."""
+    """One job of ``POST /v1/flows``: a job as for POST /v1/jobs, its name in the flow, the names it
+    waits for."""
 
-    name: StrictStr = Field(min_length=1, max_length=200, description="The job's name in the flow (what other jobs' dependsOn name).")
-    dependsOn: list[StrictStr] = Field(default_factory=list, max_length=50, description="The names of the jobs of this flow it waits for (at most 50).")
+    name: StrictStr = Field(
+        min_length=1,
+        max_length=200,
+        description="The job's name in the flow (what other jobs' dependsOn name).",
+    )
+    dependsOn: list[StrictStr] = Field(
+        default_factory=list,
+        max_length=50,
+        description="The names of the jobs of this flow it waits for (at most 50).",
+    )
 
 
 class CreateFlowRequest(BaseModel):
@@ -249,11 +345,15 @@ class CreateFlowRequest(BaseModel):
     jobs: list[FlowJobRequest] = Field(
         min_length=1,
         max_length=MAX_BATCH,
-        description=f"The flow's jobs (1 to {MAX_BATCH}). Rules beyond this schema answer 400 with details naming `jobs`: names unique, dependsOn naming other jobs of the flow, no cycle.",
+        description=f"The flow's jobs (1 to {MAX_BATCH}). Rules beyond this schema answer 400 "
+        f"with details naming `jobs`: names unique, dependsOn naming other jobs of "
+        f"the flow, no cycle.",
     )
     onParentFailure: Literal["fail", "ignore", "wait"] = Field(
         default="fail",
-        description="A failed or cancelled parent: `fail` cancels the jobs that wait for it, `ignore` runs them once every parent has ended, `wait` keeps them blocked until it is retried to success.",
+        description="A failed or cancelled parent: `fail` cancels the jobs that wait for it, "
+        "`ignore` runs them once every parent has ended, `wait` keeps them blocked "
+        "until it is retried to success.",
     )
 
 
@@ -261,12 +361,17 @@ class JobEnvelope(BaseModel):
     """A job and what the caller may do with it now."""
 
     job: JobView
-    canCancel: bool = Field(description="The job is pending or running and the caller may cancel it.")
-    canRetry: bool = Field(description="The job failed or was cancelled and the caller may retry it.")
+    canCancel: bool = Field(
+        description="The job is pending or running and the caller may cancel it."
+    )
+    canRetry: bool = Field(
+        description="The job failed or was cancelled and the caller may retry it."
+    )
 
 
 class FlowView(BaseModel):
-    """A flow: its id and its jobs (with their names in the flow) and what the caller may do with each."""
+    """A flow: its id and its jobs (with their names in the flow) and what the caller may do with
+    each."""
 
     flowId: str
     jobs: list[JobEnvelope]
@@ -282,7 +387,9 @@ class JobList(BaseModel):
     """A page of jobs, newest first."""
 
     jobs: list[JobView]
-    nextPageToken: str | None = Field(default=None, description="Pass as `pageToken` for the next page; absent on the last.")
+    nextPageToken: str | None = Field(
+        default=None, description="Pass as `pageToken` for the next page; absent on the last."
+    )
 
 
 class CreateScheduleRequest(BaseModel):
@@ -291,11 +398,27 @@ class CreateScheduleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: StrictStr = Field(min_length=1, max_length=100, description="A registered job type.")
-    cron: StrictStr = Field(min_length=1, max_length=100, description="A five-field cron expression, e.g. `0 9 * * 1`; one the scheduler cannot read answers 400 naming `cron`.")
-    timezone: StrictStr = Field(default="UTC", min_length=1, max_length=64, description="IANA timezone the cron expression is read in; an unknown one answers 400 naming `timezone`.")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Each fired job's input; checked against the handler's input model.")
+    cron: StrictStr = Field(
+        min_length=1,
+        max_length=100,
+        description="A five-field cron expression, e.g. `0 9 * * 1`; one the scheduler cannot "
+        "read answers 400 naming `cron`.",
+    )
+    timezone: StrictStr = Field(
+        default="UTC",
+        min_length=1,
+        max_length=64,
+        description="IANA timezone the cron expression is read in; an unknown one answers 400 "
+        "naming `timezone`.",
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Each fired job's input; checked against the handler's input model.",
+    )
     enabled: StrictBool = Field(default=True, description="A disabled schedule fires nothing.")
-    priority: int = Field(default=0, ge=0, le=MAX_PRIORITY, description="Priority of the jobs it fires.")
+    priority: int = Field(
+        default=0, ge=0, le=MAX_PRIORITY, description="Priority of the jobs it fires."
+    )
 
     @field_validator("metadata")
     @classmethod
@@ -336,8 +459,14 @@ class ListSchedulesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pageSize: int = Field(default=20, ge=1, le=100, description="Schedules per page.")
-    pageToken: str | None = Field(default=None, max_length=2000, description="`nextPageToken` of the previous page; any other value answers 400.")
-    scope: Literal["mine", "org", "all"] = Field(default="mine", description="`mine`, `org` (org admins only) or `all` (operators only).")
+    pageToken: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="`nextPageToken` of the previous page; any other value answers 400.",
+    )
+    scope: Literal["mine", "org", "all"] = Field(
+        default="mine", description="`mine`, `org` (org admins only) or `all` (operators only)."
+    )
 
 
 class ScheduleView(BaseModel):
@@ -354,7 +483,9 @@ class ScheduleView(BaseModel):
     lastRunAt: datetime | None = None
     lastJobId: str | None = None
     error: str | None = None
-    problems: list[str] = Field(default_factory=list, description="Why the schedule cannot fire, if it cannot.")
+    problems: list[str] = Field(
+        default_factory=list, description="Why the schedule cannot fire, if it cannot."
+    )
     orgId: str | None = None
     createdBy: str | None = None
 
@@ -428,13 +559,18 @@ def firestore_problem(value: Any, depth: int = 0) -> str | None:
     if isinstance(value, bool) or value is None or isinstance(value, float):
         return None
     if isinstance(value, int):
-        return None if _INT64[0] <= value <= _INT64[1] else f"integer {value} does not fit in 64 bits"
+        return (
+            None if _INT64[0] <= value <= _INT64[1] else f"integer {value} does not fit in 64 bits"
+        )
     if isinstance(value, str):
         return None if encodable(value) else "strings must be valid Unicode (no lone surrogates)"
     if isinstance(value, dict):
         for key, item in value.items():
             if not key or not encodable(key) or (key.startswith("__") and key.endswith("__")):
-                return f"{key!r} cannot be a field name (empty, reserved __name__ form, or not valid Unicode)"
+                return (
+                    f"{key!r} cannot be a field name (empty, reserved __name__ form, or "
+                    f"not valid Unicode)"
+                )
             problem = firestore_problem(item, depth + 1)
             if problem:
                 return problem

@@ -1,12 +1,12 @@
 """The operators' endpoints of the REST API: what the console reads and does.
 
-    GET  /v1/me                         who the caller is and what they may do      (a token)
-    GET  /v1/overview                   per-type queue figures and the chart         jobs.view, operator or orgAdmin
-    GET  /v1/jobs:count                 how many jobs match (bulk-retry confirmation) jobs.view, operator or orgAdmin
-    POST /v1/jobs:retryFailed           retry every failed job that matches         jobs.retry, operator
-    GET  /v1/queues                     job types, paused or not                     jobs.view
-    POST /v1/queues/{type}/pause        stop starting jobs of a type                 queues.manage, operator
-    POST /v1/queues/{type}/resume       start them again                             queues.manage, operator
+    GET  /v1/me                    who the caller is, what they may do   (a token)
+    GET  /v1/overview              per-type queue figures, the chart     jobs.view, operator/admin
+    GET  /v1/jobs:count            how many jobs match (bulk retry)      jobs.view, operator/admin
+    POST /v1/jobs:retryFailed      retry every failed job that matches   jobs.retry, operator
+    GET  /v1/queues                job types, paused or not              jobs.view
+    POST /v1/queues/{type}/pause   stop starting jobs of a type          queues.manage, operator
+    POST /v1/queues/{type}/resume  start them again                      queues.manage, operator
 
 Operators (the ``operator: true`` claim) see and act on every job; an org
 admin sees the figures of their own organisation. Every action is audited
@@ -39,8 +39,16 @@ class CountQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Status = Field(description="Count jobs in this state.")
-    type: str | None = Field(default=None, min_length=1, max_length=100, description="Only jobs of this type.")
-    orgId: str | None = Field(default=None, min_length=1, max_length=200, description="Only this organisation's jobs (operators; an org admin always counts their own).")
+    type: str | None = Field(
+        default=None, min_length=1, max_length=100, description="Only jobs of this type."
+    )
+    orgId: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Only this organisation's jobs (operators; an org admin always counts their "
+        "own).",
+    )
 
 
 class RetryFailedRequest(BaseModel):
@@ -48,9 +56,20 @@ class RetryFailedRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: str | None = Field(default=None, min_length=1, max_length=100, description="Only failed jobs of this type.")
-    orgId: str | None = Field(default=None, min_length=1, max_length=200, description="Only this organisation's failed jobs.")
-    expected: int | None = Field(default=None, ge=0, description="The count the operator confirmed; the answer says how many were retried.")
+    type: str | None = Field(
+        default=None, min_length=1, max_length=100, description="Only failed jobs of this type."
+    )
+    orgId: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Only this organisation's failed jobs.",
+    )
+    expected: int | None = Field(
+        default=None,
+        ge=0,
+        description="The count the operator confirmed; the answer says how many were retried.",
+    )
 
 
 class OverviewQuery(BaseModel):
@@ -58,7 +77,12 @@ class OverviewQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    orgId: str | None = Field(default=None, min_length=1, max_length=200, description="Operators: one organisation's figures.")
+    orgId: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Operators: one organisation's figures.",
+    )
 
 
 class QueueAction(BaseModel):
@@ -92,22 +116,31 @@ class OperatorEndpoints:
 
     @staticmethod
     def _org_scope(caller: Caller, org_id: str | None) -> str | None:
-        """The organisation whose figures the caller may read: any (or all) for an operator, their own for an org admin."""
+        """The organisation whose figures the caller may read: any (or all) for an operator, their
+        own for an org admin."""
         if caller.operator:
             return org_id
         if caller.org_admin and caller.org_id:
             if org_id not in (None, caller.org_id):
                 raise ApiError(403, "an org admin sees only their own organisation's figures")
             return caller.org_id
-        raise ApiError(403, "the overview needs the operator claim (or orgAdmin, for an organisation's figures)")
+        raise ApiError(
+            403,
+            "the overview needs the operator claim (or orgAdmin, for an organisation's figures)",
+        )
 
     def me(self, request: Request) -> Response:
         """``GET /v1/me``: the verified caller, so the console shows only what they may do."""
         caller = self.api.caller(request, "")
-        return json_response({
-            "uid": caller.uid, "orgId": caller.org_id, "orgAdmin": caller.org_admin, "operator": caller.operator,
-            "permissions": sorted(caller.permissions),
-        })
+        return json_response(
+            {
+                "uid": caller.uid,
+                "orgId": caller.org_id,
+                "orgAdmin": caller.org_admin,
+                "operator": caller.operator,
+                "permissions": sorted(caller.permissions),
+            }
+        )
 
     def get_overview(self, request: Request) -> Response:
         """``GET /v1/overview``."""
@@ -120,7 +153,13 @@ class OperatorEndpoints:
         caller = self.api.caller(request, "jobs.view")
         query = parse_query(request, CountQuery)
         org = self._org_scope(caller, query.orgId)
-        return json_response({"count": self.client.store.count_matching(status=query.status.value, job_type=query.type, org_id=org)})
+        return json_response(
+            {
+                "count": self.client.store.count_matching(
+                    status=query.status.value, job_type=query.type, org_id=org
+                )
+            }
+        )
 
     def retry_failed(self, request: Request) -> Response:
         """``POST /v1/jobs:retryFailed``."""
@@ -130,18 +169,39 @@ class OperatorEndpoints:
         except ValidationError as exc:
             raise ApiError(400, "invalid request", field_errors(exc)) from None
         if not caller.operator:
-            self.api.audit(caller, "jobs.retry", None, body.type, 403, f"{caller.uid} may not retry other users' jobs in bulk")
+            self.api.audit(
+                caller,
+                "jobs.retry",
+                None,
+                body.type,
+                403,
+                f"{caller.uid} may not retry other users' jobs in bulk",
+            )
             raise ApiError(403, "retrying failed jobs in bulk needs the operator claim")
         ids = self.client.retry_failed(body.type, MAX_BULK, org_id=body.orgId)
-        what = f"failed {body.type or 'jobs of every type'}" + (f" of org {body.orgId}" if body.orgId else "")
-        self.api.audit(caller, "jobs.retry", None, body.type, 200, f"{caller.uid} retried {len(ids)} {what} (confirmed {body.expected})")
+        what = f"failed {body.type or 'jobs of every type'}" + (
+            f" of org {body.orgId}" if body.orgId else ""
+        )
+        self.api.audit(
+            caller,
+            "jobs.retry",
+            None,
+            body.type,
+            200,
+            f"{caller.uid} retried {len(ids)} {what} (confirmed {body.expected})",
+        )
         return json_response({"retried": len(ids), "expected": body.expected, "ids": ids[:100]})
 
     def queues(self, request: Request) -> Response:
         """``GET /v1/queues``."""
         self.api.caller(request, "jobs.view")
         paused = self.client.paused()
-        return json_response({"queues": [{"type": t, "paused": t in paused} for t in self.api.registry.types()], "pausedTypes": sorted(paused)})
+        return json_response(
+            {
+                "queues": [{"type": t, "paused": t in paused} for t in self.api.registry.types()],
+                "pausedTypes": sorted(paused),
+            }
+        )
 
     def pause(self, request: Request, job_type: str) -> Response:
         """``POST /v1/queues/{type}/pause``."""
@@ -151,20 +211,39 @@ class OperatorEndpoints:
         """``POST /v1/queues/{type}/resume``."""
         return self._queue(request, job_type, "resume")
 
-    def _queue(self, request: Request, job_type: str, action: Literal["pause", "resume"]) -> Response:
+    def _queue(
+        self, request: Request, job_type: str, action: Literal["pause", "resume"]
+    ) -> Response:
         caller = self.api.caller(request, "queues.manage")
         if not caller.operator:
-            self.api.audit(caller, "queues.manage", None, job_type, 403, f"{caller.uid} may not {action} {job_type}: not an operator")
+            self.api.audit(
+                caller,
+                "queues.manage",
+                None,
+                job_type,
+                403,
+                f"{caller.uid} may not {action} {job_type}: not an operator",
+            )
             raise ApiError(403, f"to {action} a job type needs the operator claim")
         if job_type not in self.api.registry:
-            raise ApiError(404, f"no job type {job_type!r} is registered", [FieldError(field="type", reason="unknown type")])
+            raise ApiError(
+                404,
+                f"no job type {job_type!r} is registered",
+                [FieldError(field="type", reason="unknown type")],
+            )
         if action == "pause":
             self.client.pause(job_type)
         else:
             self.client.resume(job_type)
         paused = self.client.paused()
-        self.api.audit(caller, "queues.manage", None, job_type, 200, f"{caller.uid} {action}d {job_type}")
-        return json_response(QueueAction(type=job_type, paused=job_type in paused, pausedTypes=sorted(paused), action=action))
+        self.api.audit(
+            caller, "queues.manage", None, job_type, 200, f"{caller.uid} {action}d {job_type}"
+        )
+        return json_response(
+            QueueAction(
+                type=job_type, paused=job_type in paused, pausedTypes=sorted(paused), action=action
+            )
+        )
 
 
 __all__ = ["MAX_BULK", "CountQuery", "OperatorEndpoints", "OverviewQuery", "RetryFailedRequest"]

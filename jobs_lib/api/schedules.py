@@ -89,7 +89,8 @@ class ScheduleEndpoints:
     # -- helpers ------------------------------------------------------------------------------
 
     def _visible(self, caller: Caller, schedule_id: str) -> Schedule:
-        """The schedule, if the caller may see it; 404 alike for a missing one and another user's."""
+        """The schedule, if the caller may see it; 404 alike for a missing one and another
+        user's."""
         try:
             schedule = self.client.get(schedule_id) if valid_id(schedule_id) else None
         except ScheduleNotFound:
@@ -102,20 +103,43 @@ class ScheduleEndpoints:
         try:
             schedule = self._visible(caller, schedule_id)
         except ApiError as exc:
-            self.api.audit(caller, permission, schedule_id if valid_id(schedule_id) else None, None, exc.code, f"{caller.uid} asked for schedule {schedule_id!r}: none they may see")
+            self.api.audit(
+                caller,
+                permission,
+                schedule_id if valid_id(schedule_id) else None,
+                None,
+                exc.code,
+                f"{caller.uid} asked for schedule {schedule_id!r}: none they may see",
+            )
             raise
         if not caller.owns(schedule.created_by):
-            self.api.audit(caller, permission, schedule.id, schedule.type, 403, f"{caller.uid} may not change schedule {schedule.id}, created by another user")
+            self.api.audit(
+                caller,
+                permission,
+                schedule.id,
+                schedule.type,
+                403,
+                f"{caller.uid} may not change schedule {schedule.id}, created by another user",
+            )
             raise ApiError(403, "only the user who created a schedule may change or delete it")
         return schedule
 
     def _envelope(self, caller: Caller, schedule: Schedule) -> ScheduleEnvelope:
-        return ScheduleEnvelope(schedule=ScheduleView.of(schedule), canEdit=caller.owns(schedule.created_by) and caller.can("schedules.update"))
+        return ScheduleEnvelope(
+            schedule=ScheduleView.of(schedule),
+            canEdit=caller.owns(schedule.created_by) and caller.can("schedules.update"),
+        )
 
     def _check_priority(self, caller: Caller, priority: int | None) -> list[FieldError]:
         most = self.client.store.settings.client_max_priority
         if priority is not None and priority > most and not caller.operator:
-            return [FieldError(field="priority", reason=f"at most {most}: the highest priority a user may give their own jobs (JOBS_CLIENT_MAX_PRIORITY)")]
+            return [
+                FieldError(
+                    field="priority",
+                    reason=f"at most {most}: the highest priority a user may give their own jobs "
+                    f"(JOBS_CLIENT_MAX_PRIORITY)",
+                )
+            ]
         return []
 
     def _check_metadata(self, job_type: str, metadata: dict[str, object]) -> None:
@@ -124,7 +148,9 @@ class ScheduleEndpoints:
             try:
                 spec.input_model.model_validate(metadata)
             except ValidationError as exc:
-                raise ApiError(400, f"invalid metadata for {job_type}", field_errors(exc, "metadata.")) from None
+                raise ApiError(
+                    400, f"invalid metadata for {job_type}", field_errors(exc, "metadata.")
+                ) from None
 
     # -- endpoints ----------------------------------------------------------------------------
 
@@ -137,30 +163,83 @@ class ScheduleEndpoints:
             raise ApiError(400, "invalid schedule", field_errors(exc)) from None
         errors = check_timing(body.cron, body.timezone)
         if self.api.registry.is_internal(body.type):
-            errors.insert(0, FieldError(field="type", reason=f"{body.type!r} is an internal job type of the runner: users cannot schedule it"))
+            errors.insert(
+                0,
+                FieldError(
+                    field="type",
+                    reason=f"{body.type!r} is an internal job type of the runner: users cannot "
+                    f"schedule it",
+                ),
+            )
         elif self.api.registry.get(body.type) is None:
-            errors.insert(0, FieldError(field="type", reason=f"no handler is registered for job type {body.type!r}"))
+            errors.insert(
+                0,
+                FieldError(
+                    field="type", reason=f"no handler is registered for job type {body.type!r}"
+                ),
+            )
         errors += self._check_priority(caller, body.priority)
         if errors:
             raise ApiError(400, "invalid schedule", errors)
         self._check_metadata(body.type, body.metadata)
         most = self.client.store.settings.schedules_per_user
         if self.client.count_of(caller.uid) >= most:
-            self.api.audit(caller, "schedules.create", None, body.type, 409, f"{caller.uid} refused: already has {most} schedules")
-            raise ApiError(409, f"you have {most} schedules, the most one user may have (JOBS_SCHEDULES_PER_USER); delete one first")
+            self.api.audit(
+                caller,
+                "schedules.create",
+                None,
+                body.type,
+                409,
+                f"{caller.uid} refused: already has {most} schedules",
+            )
+            raise ApiError(
+                409,
+                f"you have {most} schedules, the most one user may have "
+                f"(JOBS_SCHEDULES_PER_USER); delete one first",
+            )
         decision = self.api.schedule_limiter.hit(caller.uid)
         if not decision.allowed:
-            self.api.audit(caller, "schedules.create", None, body.type, 429, f"{caller.uid} refused: over {decision.limit} schedule creates per window")
-            raise ApiError(429, f"too many schedules created: at most {decision.limit} per {self.api.schedule_limiter.window:g}s", headers={"Retry-After": str(decision.retry_after)})
+            self.api.audit(
+                caller,
+                "schedules.create",
+                None,
+                body.type,
+                429,
+                f"{caller.uid} refused: over {decision.limit} schedule creates per window",
+            )
+            raise ApiError(
+                429,
+                f"too many schedules created: at most {decision.limit} per "
+                f"{self.api.schedule_limiter.window:g}s",
+                headers={"Retry-After": str(decision.retry_after)},
+            )
         try:
             schedule = self.client.create(
-                body.type, body.cron, timezone=body.timezone, metadata=body.metadata, enabled=body.enabled,
-                priority=body.priority, created_by=caller.uid, org_id=caller.org_id,
+                body.type,
+                body.cron,
+                timezone=body.timezone,
+                metadata=body.metadata,
+                enabled=body.enabled,
+                priority=body.priority,
+                created_by=caller.uid,
+                org_id=caller.org_id,
             )
         except InvalidSchedule as exc:
-            raise ApiError(400, "invalid schedule", [FieldError(field="body", reason=str(exc))]) from None
-        self.api.audit(caller, "schedules.create", schedule.id, schedule.type, 201, f"{caller.uid} created schedule {schedule.id} ({schedule.type}, {schedule.cron!r} {schedule.timezone})")
-        return json_response(self._envelope(caller, schedule), 201, {"Location": f"/v1/schedules/{schedule.id}"})
+            raise ApiError(
+                400, "invalid schedule", [FieldError(field="body", reason=str(exc))]
+            ) from None
+        self.api.audit(
+            caller,
+            "schedules.create",
+            schedule.id,
+            schedule.type,
+            201,
+            f"{caller.uid} created schedule {schedule.id} ({schedule.type}, {schedule.cron!r} "
+            f"{schedule.timezone})",
+        )
+        return json_response(
+            self._envelope(caller, schedule), 201, {"Location": f"/v1/schedules/{schedule.id}"}
+        )
 
     def list(self, request: Request) -> Response:
         """``GET /v1/schedules``."""
@@ -168,9 +247,13 @@ class ScheduleEndpoints:
         query = parse_query(request, ListSchedulesQuery)
         scope = listing_scope(caller, query.scope, "schedules")
         try:
-            rows, next_token = self.listing.page(scope, page_size=query.pageSize, page_token=query.pageToken)
+            rows, next_token = self.listing.page(
+                scope, page_size=query.pageSize, page_token=query.pageToken
+            )
         except InvalidPageToken as exc:
-            raise ApiError(400, "invalid query parameters", [FieldError(field="pageToken", reason=str(exc))]) from None
+            raise ApiError(
+                400, "invalid query parameters", [FieldError(field="pageToken", reason=str(exc))]
+            ) from None
         schedules = [ScheduleView.of(schedule) for schedule in rows]
         return json_response(ScheduleList(schedules=schedules, nextPageToken=next_token))
 
@@ -187,16 +270,37 @@ class ScheduleEndpoints:
         except ValidationError as exc:
             raise ApiError(400, "invalid schedule", field_errors(exc)) from None
         if not body.model_fields_set:
-            raise ApiError(400, "nothing to change", [FieldError(field="body", reason="give at least one of cron, timezone, metadata, enabled, priority")])
-        errors = check_timing(body.cron, body.timezone) + self._check_priority(caller, body.priority)
+            raise ApiError(
+                400,
+                "nothing to change",
+                [
+                    FieldError(
+                        field="body",
+                        reason="give at least one of cron, timezone, metadata, enabled, priority",
+                    )
+                ],
+            )
+        errors = check_timing(body.cron, body.timezone) + self._check_priority(
+            caller, body.priority
+        )
         if errors:
             raise ApiError(400, "invalid schedule", errors)
         schedule = self._owned(caller, schedule_id, "schedules.update")
         if body.metadata is not None and schedule.type:
             self._check_metadata(schedule.type, body.metadata)
-        return self._change(caller, schedule, lambda: self.client.update(
-            schedule.id, cron_expression=body.cron, timezone=body.timezone, metadata=body.metadata, enabled=body.enabled, priority=body.priority,
-        ), "updated")
+        return self._change(
+            caller,
+            schedule,
+            lambda: self.client.update(
+                schedule.id,
+                cron_expression=body.cron,
+                timezone=body.timezone,
+                metadata=body.metadata,
+                enabled=body.enabled,
+                priority=body.priority,
+            ),
+            "updated",
+        )
 
     def enable(self, request: Request, schedule_id: str) -> Response:
         """``POST /v1/schedules/{id}/enable``."""
@@ -214,16 +318,29 @@ class ScheduleEndpoints:
         """``POST /v1/schedules/{id}/fire``: run its job now (its next slot is unchanged)."""
         caller = self.api.caller(request, "schedules.update")
         schedule = self._owned(caller, schedule_id, "schedules.fire")
-        self.api.refuse_over_limit(caller, 1, schedule.type)  # a fired job is a job created: it counts
+        self.api.refuse_over_limit(
+            caller, 1, schedule.type
+        )  # a fired job is a job created: it counts
         try:
             fired, job_id = self.client.fire_now(schedule.id)
         except InvalidSchedule as exc:
             self.api.audit(caller, "schedules.fire", schedule.id, schedule.type, 409, str(exc))
             raise ApiError(409, str(exc)) from None
-        self.api.audit(caller, "schedules.fire", schedule.id, schedule.type, 200, f"{caller.uid} fired schedule {schedule.id} now as job {job_id}")
-        return json_response({**self._envelope(caller, fired).model_dump(mode="json"), "jobId": job_id})
+        self.api.audit(
+            caller,
+            "schedules.fire",
+            schedule.id,
+            schedule.type,
+            200,
+            f"{caller.uid} fired schedule {schedule.id} now as job {job_id}",
+        )
+        return json_response(
+            {**self._envelope(caller, fired).model_dump(mode="json"), "jobId": job_id}
+        )
 
-    def _change(self, caller: Caller, schedule: Schedule, change: Callable[[], Schedule], verb: str) -> Response:
+    def _change(
+        self, caller: Caller, schedule: Schedule, change: Callable[[], Schedule], verb: str
+    ) -> Response:
         try:
             changed = change()
         except InvalidSchedule as exc:
@@ -232,7 +349,14 @@ class ScheduleEndpoints:
             raise ApiError(409, f"schedule {schedule.id} cannot be {verb}: {exc}") from None
         except ScheduleNotFound:
             raise ApiError(404, f"no schedule {schedule.id!r}") from None
-        self.api.audit(caller, "schedules.update", changed.id, changed.type, 200, f"{caller.uid} {verb} schedule {changed.id} (enabled={changed.enabled})")
+        self.api.audit(
+            caller,
+            "schedules.update",
+            changed.id,
+            changed.type,
+            200,
+            f"{caller.uid} {verb} schedule {changed.id} (enabled={changed.enabled})",
+        )
         return json_response(self._envelope(caller, changed))
 
     def delete(self, request: Request, schedule_id: str) -> Response:
@@ -243,7 +367,14 @@ class ScheduleEndpoints:
             self.client.delete(schedule.id)
         except ScheduleNotFound:
             raise ApiError(404, f"no schedule {schedule_id!r}") from None
-        self.api.audit(caller, "schedules.delete", schedule.id, schedule.type, 204, f"{caller.uid} deleted schedule {schedule.id}")
+        self.api.audit(
+            caller,
+            "schedules.delete",
+            schedule.id,
+            schedule.type,
+            204,
+            f"{caller.uid} deleted schedule {schedule.id}",
+        )
         return Response(status=204)
 
 

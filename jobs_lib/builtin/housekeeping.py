@@ -26,10 +26,15 @@ def cleanup(ctx: JobContext[Any]) -> int:
     """Delete up to BATCH * MAX_BATCHES expired finished jobs; returns how many were deleted."""
     deleted = 0
     for _ in range(MAX_BATCHES):
-        found = [(i, docs) for i, docs in ctx.store.expired_finished_jobs(ctx.store.now(), BATCH) if i != ctx.job_id]
+        found = [
+            (i, docs)
+            for i, docs in ctx.store.expired_finished_jobs(ctx.store.now(), BATCH)
+            if i != ctx.job_id
+        ]
         if not found:
             break
-        # A durable job's large step results live in documents of their own: gone with their job, never after.
+        # A durable job's large step results live in documents of their own: gone with their job,
+        # never after.
         ctx.store.delete_step_documents([i for i, docs in found if docs])
         deleted += ctx.store.delete_all([i for i, _docs in found])
         ctx.check_cancelled()

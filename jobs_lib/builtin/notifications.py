@@ -29,7 +29,12 @@ CHUNK = 400
 _CREATED, _TAKEN = 0, 6  # google.rpc.Code of a create
 
 
-@handler("process_notifications", input="jobs_lib.builtin.notification_input:NotificationInput", max_attempts=5, timeout=300)
+@handler(
+    "process_notifications",
+    input="jobs_lib.builtin.notification_input:NotificationInput",
+    max_attempts=5,
+    timeout=300,
+)
 def process_notifications(ctx: JobContext[NotificationInput]) -> int:
     """Write a notification for each target user; return how many users were notified."""
     spec = ctx.input
@@ -50,16 +55,35 @@ def process_notifications(ctx: JobContext[NotificationInput]) -> int:
             "createdAt": firestore.SERVER_TIMESTAMP,
         }
         codes = ctx.store.create_documents([(path, document) for path in paths], "notifications")
-        refused = [(path, code) for path, code in zip(paths, codes, strict=True) if code not in (_CREATED, _TAKEN)]
+        refused = [
+            (path, code)
+            for path, code in zip(paths, codes, strict=True)
+            if code not in (_CREATED, _TAKEN)
+        ]
         if refused:
-            raise StoreRefused(f"{len(refused)} notification(s) were not written (first: {refused[0][0]}, code {refused[0][1]})")
+            raise StoreRefused(
+                f"{len(refused)} notification(s) were not written (first: {refused[0][0]}, code "
+                f"{refused[0][1]})"
+            )
         taken = [path for path, code in zip(paths, codes, strict=True) if code == _TAKEN]
         held = ctx.store.documents(taken, "notifications:existing") if taken else {}
         foreign = [path for path in taken if held.get(path, {}).get("jobId") != ctx.job_id]
         notified += len(chunk) - len(foreign)
         if foreign:
-            event(ctx.logger, "notification_skipped", f"{len(foreign)} notification document(s) with this job's id were not written by it and were left as they were (first: {foreign[0]})", level=logging.WARNING, count=len(foreign))
+            event(
+                ctx.logger,
+                "notification_skipped",
+                f"{len(foreign)} notification document(s) with this job's id were not written by "
+                f"it and were left as they were (first: {foreign[0]})",
+                level=logging.WARNING,
+                count=len(foreign),
+            )
         done = min(start + CHUNK, len(users))
-        ctx.progress(round(100 * done / len(users), 1), f"notified {done} of {len(users)} users", step=step, total_steps=total_steps)
+        ctx.progress(
+            round(100 * done / len(users), 1),
+            f"notified {done} of {len(users)} users",
+            step=step,
+            total_steps=total_steps,
+        )
     ctx.logger.info("notified %d users", notified, extra={"count": notified})
     return notified

@@ -1,4 +1,5 @@
-"""`jobs.webhook`: POST a job's end to the URL it named, signed, retried with backoff (jobs_lib.engine.webhooks)."""
+"""`jobs.webhook`: POST a job's end to the URL it named, signed, retried with backoff
+(jobs_lib.engine.webhooks)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from jobs_lib.registry import handler
 _FINAL_REFUSALS = frozenset(range(400, 500)) - {408, 425, 429}
 
 
-@handler(WEBHOOK_TYPE, max_attempts=8, timeout=30, backoff=Backoff.exponential(delay=2, max_delay=300))
+@handler(
+    WEBHOOK_TYPE, max_attempts=8, timeout=30, backoff=Backoff.exponential(delay=2, max_delay=300)
+)
 def deliver(ctx: JobContext[Any]) -> dict[str, Any]:
     """One delivery attempt; returns the receiver's status.
 
@@ -36,15 +39,22 @@ def deliver(ctx: JobContext[Any]) -> dict[str, Any]:
     """
     settings = ctx.store.settings
     if not settings.webhook_secret:
-        raise PermanentError("JOBS_WEBHOOK_SECRET is not set where this delivery ran: webhooks are always signed")
+        raise PermanentError(
+            "JOBS_WEBHOOK_SECRET is not set where this delivery ran: webhooks are always signed"
+        )
     url = ctx.metadata.get("url")
     if url is None:
         spec = ctx.registry.get(ctx.metadata.get("jobType"))
         url = spec.webhook if spec is not None else None
         if url is None:
-            raise PermanentError(f"no webhook to call: the job names none and the handler of {ctx.metadata.get('jobType')!r} here declares none")
+            raise PermanentError(
+                f"no webhook to call: the job names none and the handler of "
+                f"{ctx.metadata.get('jobType')!r} here declares none"
+            )
     try:
-        url, addresses = checked_target(url, settings.webhook_allow)  # again: the name may resolve elsewhere now
+        url, addresses = checked_target(
+            url, settings.webhook_allow
+        )  # again: the name may resolve elsewhere now
     except WebhookRefused as exc:
         raise PermanentError(str(exc)) from None
     body = json.dumps(ctx.metadata.get("payload"), sort_keys=True, separators=(",", ":")).encode()

@@ -30,9 +30,44 @@ STATIC = resources.files("jobs_lib.console") / "static"
 
 #: The ready-made users `jobs dev` offers when it signs people in with emulator tokens.
 DEV_USERS: tuple[dict[str, Any], ...] = (
-    {"label": "dev operator", "uid": "dev-operator", "claims": {"operator": True, "permissions": ["jobs.view", "jobs.create", "jobs.cancel", "jobs.retry", "queues.manage", "schedules.view", "schedules.update", "schedules.create", "schedules.delete"]}},
-    {"label": "dev viewer", "uid": "dev-viewer", "claims": {"operator": True, "permissions": ["jobs.view", "schedules.view"]}},
-    {"label": "acme org admin", "uid": "acme-admin", "claims": {"orgId": "acme", "orgAdmin": True, "permissions": ["jobs.view", "jobs.create", "jobs.cancel", "jobs.retry", "schedules.view"]}},
+    {
+        "label": "dev operator",
+        "uid": "dev-operator",
+        "claims": {
+            "operator": True,
+            "permissions": [
+                "jobs.view",
+                "jobs.create",
+                "jobs.cancel",
+                "jobs.retry",
+                "queues.manage",
+                "schedules.view",
+                "schedules.update",
+                "schedules.create",
+                "schedules.delete",
+            ],
+        },
+    },
+    {
+        "label": "dev viewer",
+        "uid": "dev-viewer",
+        "claims": {"operator": True, "permissions": ["jobs.view", "schedules.view"]},
+    },
+    {
+        "label": "acme org admin",
+        "uid": "acme-admin",
+        "claims": {
+            "orgId": "acme",
+            "orgAdmin": True,
+            "permissions": [
+                "jobs.view",
+                "jobs.create",
+                "jobs.cancel",
+                "jobs.retry",
+                "schedules.view",
+            ],
+        },
+    },
 )
 
 
@@ -46,28 +81,36 @@ def dev_email(uid: str) -> str:
 
 
 def create_dev_users(emulator: Any) -> None:
-    """Create the ready-made users, with their claims, in a running `jobs_lib.devstack.auth_emulator.AuthEmulator`."""
+    """Create the ready-made users, with their claims, in a running
+    `jobs_lib.devstack.auth_emulator.AuthEmulator`."""
     for user in DEV_USERS:
         emulator.create_user(user["uid"], dev_email(user["uid"]), DEV_PASSWORD, user["claims"])
 
 
 def content_security_policy(settings: Settings) -> str:
-    """Scripts, styles and images from the console only; API calls to itself and to Firebase Auth."""
-    connect = ["'self'", "https://identitytoolkit.googleapis.com", "https://securetoken.googleapis.com"]
+    """Scripts, styles and images from the console only; API calls to itself and to Firebase
+    Auth."""
+    connect = [
+        "'self'",
+        "https://identitytoolkit.googleapis.com",
+        "https://securetoken.googleapis.com",
+    ]
     if settings.auth_emulator_host:
         connect.append(f"http://{settings.auth_emulator_host}")
-    return "; ".join([
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "font-src 'self'",
-        f"connect-src {' '.join(connect)}",
-        "frame-src https://*.firebaseapp.com",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-    ])
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "font-src 'self'",
+            f"connect-src {' '.join(connect)}",
+            "frame-src https://*.firebaseapp.com",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
 
 
 class ConsoleRoutes:
@@ -105,7 +148,22 @@ class ConsoleRoutes:
     def asset(self, request: Request, asset: str) -> Response:
         """A script, stylesheet or image of the console."""
         if "/" in asset or asset.startswith(".") or not (STATIC / asset).is_file():
-            return self.secured(Response(json.dumps({"error": {"code": 404, "status": "NOT_FOUND", "message": f"no console file {asset!r}", "details": []}}), status=404, mimetype="application/json"))
+            return self.secured(
+                Response(
+                    json.dumps(
+                        {
+                            "error": {
+                                "code": 404,
+                                "status": "NOT_FOUND",
+                                "message": f"no console file {asset!r}",
+                                "details": [],
+                            }
+                        }
+                    ),
+                    status=404,
+                    mimetype="application/json",
+                )
+            )
         return self._file(asset)
 
     def _file(self, name: str) -> Response:
@@ -115,24 +173,41 @@ class ConsoleRoutes:
         return self.secured(Response((STATIC / name).read_bytes(), mimetype=kind))
 
     def config(self, request: Request) -> Response:
-        """How the page signs people in: the Firebase web config, or the dev users for emulator tokens."""
+        """How the page signs people in: the Firebase web config, or the dev users for emulator
+        tokens."""
         settings = self.settings
         body: dict[str, Any] = {"project": settings.project, "auth": settings.console_auth}
         if settings.console_auth == "emulator-tokens":
             if not settings.auth_emulator_host:
-                body = {"project": settings.project, "auth": "unavailable", "message": "emulator tokens are accepted only in emulator mode (FIREBASE_AUTH_EMULATOR_HOST); use jobs dev or jobs console --dev"}
+                body = {
+                    "project": settings.project,
+                    "auth": "unavailable",
+                    "message": "emulator tokens are accepted only in emulator mode "
+                    "(FIREBASE_AUTH_EMULATOR_HOST); use jobs dev or jobs console --dev",
+                }
             else:
                 body["devUsers"] = list(DEV_USERS)
         else:
             body["firebase"] = {
                 "apiKey": settings.firebase_api_key or "",
-                "authDomain": settings.firebase_auth_domain or f"{settings.project}.firebaseapp.com",
+                "authDomain": settings.firebase_auth_domain
+                or f"{settings.project}.firebaseapp.com",
                 "projectId": settings.project,
             }
             if settings.auth_emulator_host:
                 body["authEmulator"] = f"http://{settings.auth_emulator_host}"
-                body["devUsers"] = [{"label": u["label"], "email": dev_email(u["uid"]), "password": DEV_PASSWORD} for u in DEV_USERS]
+                body["devUsers"] = [
+                    {"label": u["label"], "email": dev_email(u["uid"]), "password": DEV_PASSWORD}
+                    for u in DEV_USERS
+                ]
         return self.secured(Response(json.dumps(body), mimetype="application/json"))
 
 
-__all__ = ["DEV_PASSWORD", "DEV_USERS", "ConsoleRoutes", "content_security_policy", "create_dev_users", "dev_email"]
+__all__ = [
+    "DEV_PASSWORD",
+    "DEV_USERS",
+    "ConsoleRoutes",
+    "content_security_policy",
+    "create_dev_users",
+    "dev_email",
+]

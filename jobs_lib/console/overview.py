@@ -33,7 +33,8 @@ FINISHED = (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value)
 
 
 def breaker_view(entry: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
-    """An open circuit breaker as the console, the API and `jobs stats` show it (None when closed)."""
+    """An open circuit breaker as the console, the API and `jobs stats` show it (None when
+    closed)."""
     if entry is None:
         return None
     until = entry.get("openUntil")
@@ -59,7 +60,8 @@ class Overview:
         self._settled_before: datetime | None = None
 
     def figures(self, org_id: str | None = None) -> dict[str, Any]:
-        """The overview (for one organisation with `org_id`, else for everyone), at most `CACHE_SECONDS` old."""
+        """The overview (for one organisation with `org_id`, else for everyone), at most
+        `CACHE_SECONDS` old."""
         with self._lock:
             cached = self._cache.get(org_id)
             if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
@@ -68,10 +70,14 @@ class Overview:
         now = self.store.now()
         paused, breakers = self.store.limits.control_state()
         types = self.registry.types()
-        rows = list(self._pool.map(lambda t: self._type_figures(t, now, org_id, t in paused), types))
+        rows = list(
+            self._pool.map(lambda t: self._type_figures(t, now, org_id, t in paused), types)
+        )
         for row in rows:
             row["breaker"] = breaker_view(breakers.get(row["type"]), now)
-        chart = self._chart(now) if org_id is None else None  # minute summaries are not kept per organisation
+        chart = (
+            self._chart(now) if org_id is None else None
+        )  # minute summaries are not kept per organisation
         result = {
             "generatedAt": now.isoformat(),
             "scope": {"orgId": org_id} if org_id else {"all": True},
@@ -83,20 +89,38 @@ class Overview:
             self._cache[org_id] = (time.monotonic(), result)
         return result
 
-    def _type_figures(self, job_type: str, now: datetime, org_id: str | None, paused: bool) -> dict[str, Any]:
+    def _type_figures(
+        self, job_type: str, now: datetime, org_id: str | None, paused: bool
+    ) -> dict[str, Any]:
         count = self.store.count_jobs
         hour, day = now - timedelta(hours=1), now - timedelta(days=1)
         oldest = self.store.oldest_due(job_type, now, org_id)
-        due = count(status=Status.PENDING.value, job_type=job_type, org_id=org_id, scheduled_until=now) if oldest is not None else 0
+        due = (
+            count(
+                status=Status.PENDING.value, job_type=job_type, org_id=org_id, scheduled_until=now
+            )
+            if oldest is not None
+            else 0
+        )
         figures: dict[str, Any] = {
             "type": job_type,
             "paused": paused,
             "due": due,
-            "delayed": count(status=Status.PENDING.value, job_type=job_type, org_id=org_id, scheduled_after=now),
+            "delayed": count(
+                status=Status.PENDING.value, job_type=job_type, org_id=org_id, scheduled_after=now
+            ),
             "inProgress": count(status=Status.IN_PROGRESS.value, job_type=job_type, org_id=org_id),
-            "oldestDueSeconds": round(max((now - oldest.scheduled_for).total_seconds(), 0.0), 1) if oldest is not None and oldest.scheduled_for else None,
-            "lastHour": {s: count(status=s, job_type=job_type, org_id=org_id, completed_since=hour) for s in FINISHED},
-            "lastDay": {s: count(status=s, job_type=job_type, org_id=org_id, completed_since=day) for s in FINISHED},
+            "oldestDueSeconds": round(max((now - oldest.scheduled_for).total_seconds(), 0.0), 1)
+            if oldest is not None and oldest.scheduled_for
+            else None,
+            "lastHour": {
+                s: count(status=s, job_type=job_type, org_id=org_id, completed_since=hour)
+                for s in FINISHED
+            },
+            "lastDay": {
+                s: count(status=s, job_type=job_type, org_id=org_id, completed_since=day)
+                for s in FINISHED
+            },
             "concurrency": None,
         }
         spec = self.registry.get(job_type)
@@ -104,9 +128,18 @@ class Overview:
             in_use = None
             if spec.concurrency_key is None:
                 slots = self.store.limits.read_slots(spec.type, "*", spec.concurrency)
-                holders = self.store.limits.holders([str(f["jobId"]) for _i, f, _v in slots if f.get("jobId")])
-                in_use = sum(not self.store.limits.slot_is_free(f, holders.get(str(f.get("jobId"))), now) for _i, f, _v in slots)
-            figures["concurrency"] = {"limit": spec.concurrency, "per": spec.concurrency_key, "inUse": in_use}
+                holders = self.store.limits.holders(
+                    [str(f["jobId"]) for _i, f, _v in slots if f.get("jobId")]
+                )
+                in_use = sum(
+                    not self.store.limits.slot_is_free(f, holders.get(str(f.get("jobId"))), now)
+                    for _i, f, _v in slots
+                )
+            figures["concurrency"] = {
+                "limit": spec.concurrency,
+                "per": spec.concurrency_key,
+                "inUse": in_use,
+            }
         return figures
 
     def _chart(self, now: datetime) -> dict[str, Any]:

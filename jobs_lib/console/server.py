@@ -1,4 +1,5 @@
-"""Serving the console (and the REST API beside it) from a local process: `jobs console`, `jobs dev`, tests."""
+"""Serving the console (and the REST API beside it) from a local process: `jobs console`, `jobs
+dev`, tests."""
 
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ class _Quiet(WSGIRequestHandler):
 
 
 class ConsoleServer:
-    """A threaded WSGI server for an app's `JobsApi` (``/v1/...`` and ``/console/``) on a daemon thread."""
+    """A threaded WSGI server for an app's `JobsApi` (``/v1/...`` and ``/console/``) on a daemon
+    thread."""
 
     def __init__(self, wsgi_app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.server = make_server(host, port, wsgi_app, threaded=True, request_handler=_Quiet)
         self.host = host
         self.port = int(self.server.server_port)
-        self._thread = threading.Thread(target=self.server.serve_forever, name="jobs-console", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="jobs-console", daemon=True
+        )
 
     @property
     def url(self) -> str:

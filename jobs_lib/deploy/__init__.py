@@ -1,1 +1,2 @@
-"""Deploying to a real project: gcloud and Firebase CLI commands, Cloud Scheduler, Cloud Monitoring."""
+"""Deploying to a real project: gcloud and Firebase CLI commands, Cloud Scheduler, Cloud
+Monitoring."""

@@ -53,7 +53,12 @@ class SyncResult:
 
     def as_dict(self) -> dict[str, list[str]]:
         """A JSON-friendly summary."""
-        return {"created": self.created, "updated": self.updated, "deleted": self.deleted, "unchanged": self.unchanged}
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "unchanged": self.unchanged,
+        }
 
 
 def desired_job(target: TickTarget) -> scheduler_v1.Job:
@@ -68,7 +73,9 @@ def desired_job(target: TickTarget) -> scheduler_v1.Job:
             http_method=scheduler_v1.HttpMethod.POST,
             headers={"Content-Type": "application/json"},
             body=b"{}",
-            oidc_token=scheduler_v1.OidcToken(service_account_email=target.service_account, audience=target.uri),
+            oidc_token=scheduler_v1.OidcToken(
+                service_account_email=target.service_account, audience=target.uri
+            ),
         ),
         # A missed tick is harmless (the next one catches up); retry briefly, never pile up.
         retry_config=scheduler_v1.RetryConfig(
@@ -82,7 +89,14 @@ def desired_job(target: TickTarget) -> scheduler_v1.Job:
     )
 
 
-_COMPARED = ("description", "schedule", "time_zone", "http_target", "retry_config", "attempt_deadline")
+_COMPARED = (
+    "description",
+    "schedule",
+    "time_zone",
+    "http_target",
+    "retry_config",
+    "attempt_deadline",
+)
 
 
 def _differences(current: scheduler_v1.Job, wanted: scheduler_v1.Job) -> list[str]:
@@ -122,13 +136,18 @@ def sync(client: Any, targets: list[TickTarget], *, parents: list[str] | None = 
 
 
 def client_for(endpoint: str | None = None) -> Any:
-    """A Cloud Scheduler client; `endpoint` (e.g. ``http://127.0.0.1:8123``) points it at a stand-in."""
+    """A Cloud Scheduler client; `endpoint` (e.g. ``http://127.0.0.1:8123``) points it at a
+    stand-in."""
     if endpoint is None:
         return scheduler_v1.CloudSchedulerClient()
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
 
-    return scheduler_v1.CloudSchedulerClient(credentials=AnonymousCredentials(), transport="rest", client_options=ClientOptions(api_endpoint=endpoint))  # type: ignore[no-untyped-call]
+    return scheduler_v1.CloudSchedulerClient(
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        transport="rest",
+        client_options=ClientOptions(api_endpoint=endpoint),
+    )
 
 
 __all__ = ["MARKER", "SyncResult", "TickTarget", "client_for", "desired_job", "sync"]

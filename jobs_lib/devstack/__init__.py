@@ -1,1 +1,2 @@
-"""The local stack: the Firestore and Auth emulators, `jobs dev`, `jobs demo`, the example web app's server."""
+"""The local stack: the Firestore and Auth emulators, `jobs dev`, `jobs demo`, the example web app's
+server."""

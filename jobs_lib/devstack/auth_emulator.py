@@ -1,4 +1,5 @@
-"""The Firebase Auth emulator (from firebase-tools) for `jobs dev` and the tests, with ready-made users.
+"""The Firebase Auth emulator (from firebase-tools) for `jobs dev` and the tests, with ready-made
+users.
 
 When firebase-tools is installed (on the PATH, or where `scripts/bootstrap` puts it), `jobs dev`
 starts its Auth emulator and creates the console's dev users in it, each with the custom claims
@@ -28,7 +29,11 @@ from jobs_lib.errors import EmulatorUnavailable
 FIREBASE_TOOLS_VERSION = "14.18.0"
 #: Where `scripts/bootstrap` installs it when it is not on the PATH.
 CACHE = Path.home() / ".cache" / "jobs_lib" / "firebase-tools"
-INSTALL_HELP = f"install firebase-tools: npm install --prefix {CACHE} firebase-tools@{FIREBASE_TOOLS_VERSION} (scripts/bootstrap does), or npm install -g firebase-tools"
+INSTALL_HELP = (
+    f"install firebase-tools: npm install --prefix {CACHE} "
+    f"firebase-tools@{FIREBASE_TOOLS_VERSION} (scripts/bootstrap does), or npm "
+    f"install -g firebase-tools"
+)
 
 
 def find_firebase() -> str | None:
@@ -55,7 +60,9 @@ class AuthEmulator:
     def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         request = urllib.request.Request(
             f"http://{self.host}/identitytoolkit.googleapis.com/v1/projects/{self.project}/{path}",
-            data=json.dumps(body).encode(), headers={"Content-Type": "application/json", "Authorization": "Bearer owner"}, method="POST",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": "Bearer owner"},
+            method="POST",
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             answer: dict[str, Any] = json.loads(response.read())
@@ -63,7 +70,10 @@ class AuthEmulator:
 
     def create_user(self, uid: str, email: str, password: str, claims: dict[str, Any]) -> None:
         """A user who can sign in with `email` and `password` and whose ID tokens carry `claims`."""
-        self._call("accounts", {"localId": uid, "email": email, "password": password, "emailVerified": True})
+        self._call(
+            "accounts",
+            {"localId": uid, "email": email, "password": password, "emailVerified": True},
+        )
         self._call("accounts:update", {"localId": uid, "customAttributes": json.dumps(claims)})
         self.users.append({"uid": uid, "email": email, "claims": claims})
 
@@ -74,15 +84,35 @@ class AuthEmulator:
 
 
 def start(project: str, *, port: int | None = None, timeout: float = 90.0) -> AuthEmulator:
-    """Start the Auth emulator of firebase-tools for `project` (a ``demo-`` id); raises `EmulatorUnavailable`."""
+    """Start the Auth emulator of firebase-tools for `project` (a ``demo-`` id); raises
+    `EmulatorUnavailable`."""
     firebase = find_firebase()
     if firebase is None:
-        raise EmulatorUnavailable(f"the Firebase Auth emulator needs firebase-tools: {INSTALL_HELP}")
+        raise EmulatorUnavailable(
+            f"the Firebase Auth emulator needs firebase-tools: {INSTALL_HELP}"
+        )
     port = port or free_port()
     folder = Path(tempfile.mkdtemp(prefix="jobs-auth-emulator-"))
-    (folder / "firebase.json").write_text(json.dumps({"emulators": {"auth": {"host": "127.0.0.1", "port": port}, "ui": {"enabled": False}, "singleProjectMode": True}}))
+    (folder / "firebase.json").write_text(
+        json.dumps(
+            {
+                "emulators": {
+                    "auth": {"host": "127.0.0.1", "port": port},
+                    "ui": {"enabled": False},
+                    "singleProjectMode": True,
+                }
+            }
+        )
+    )
     log = open(folder / "emulator.log", "wb")  # noqa: SIM115 - the process writes it until stopped
-    process = subprocess.Popen([firebase, "emulators:start", "--only", "auth", "--project", project], cwd=folder, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [firebase, "emulators:start", "--only", "auth", "--project", project],
+        cwd=folder,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     emulator = AuthEmulator(project, port, process, folder)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,7 +1,8 @@
 """`jobs dev`: the whole stack on this machine, with the emulator's real trigger delivery.
 
-    emulator ──POST created-event──> dispatcher ──same request──> functions-framework: on_job_created
-    ticker ───Cloud Scheduler POST─────────────────────────────> functions-framework: tick
+    emulator ──POST created-event──> dispatcher ──same request──> functions-framework
+                                                                  (on_job_created)
+    ticker ───Cloud Scheduler POST─────────────────────────────> functions-framework (tick)
 
 The emulator delivers events one at a time, waits for each answer and drops
 any that fails or takes too long (measured; see docs/deployment/functions.md). So the dispatcher,
@@ -40,8 +41,14 @@ log = logging.getLogger("jobs_lib.dev")
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIGGER_NAME = "onJobCreated"
-#: What Cloud Scheduler sends with each call (plus an OIDC token, checked by Cloud Run, not by the code).
-SCHEDULER_HEADERS = {"User-Agent": "Google-Cloud-Scheduler", "X-CloudScheduler": "true", "X-CloudScheduler-JobName": "jobs-tick", "Content-Type": "application/octet-stream"}
+# : What Cloud Scheduler sends with each call (plus an OIDC token, checked by Cloud Run, not by the
+# code).
+SCHEDULER_HEADERS = {
+    "User-Agent": "Google-Cloud-Scheduler",
+    "X-CloudScheduler": "true",
+    "X-CloudScheduler-JobName": "jobs-tick",
+    "Content-Type": "application/octet-stream",
+}
 
 
 @dataclass
@@ -68,12 +75,21 @@ class FunctionHost:
 
 
 class Dispatcher:
-    """The Eventarc stand-in: answers the emulator at once, delivers to the function concurrently."""
+    """The Eventarc stand-in: answers the emulator at once, delivers to the function
+    concurrently."""
 
-    def __init__(self, deliver_to: dict[str, str], *, threads: int = 32, retries: int = 3, duplicate: bool = False) -> None:
+    def __init__(
+        self,
+        deliver_to: dict[str, str],
+        *,
+        threads: int = 32,
+        retries: int = 3,
+        duplicate: bool = False,
+    ) -> None:
         self.deliver_to = deliver_to
         self.retries = retries
-        #: Deliver every event twice, at once: Eventarc is at-least-once (the chaos suite uses this).
+        # : Deliver every event twice, at once: Eventarc is at-least-once (the chaos suite uses
+        # this).
         self.duplicate = duplicate
         self.delivered = 0
         self.dropped = 0
@@ -83,7 +99,11 @@ class Dispatcher:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                headers = {k: v for k, v in self.headers.items() if k.lower().startswith("ce-") or k.lower() == "content-type"}
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower().startswith("ce-") or k.lower() == "content-type"
+                }
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -96,7 +116,9 @@ class Dispatcher:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="dispatcher", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="dispatcher", daemon=True
+        )
 
     @property
     def address(self) -> str:
@@ -123,7 +145,12 @@ class Dispatcher:
             except (urllib.error.URLError, OSError) as exc:
                 if attempt == self.retries:
                     self.dropped += 1
-                    log.warning("dropped event %s after %d attempts: %s", headers.get("ce-id"), attempt + 1, exc)
+                    log.warning(
+                        "dropped event %s after %d attempts: %s",
+                        headers.get("ce-id"),
+                        attempt + 1,
+                        exc,
+                    )
                     return
                 time.sleep(delay)
                 delay *= 2
@@ -155,7 +182,8 @@ class DevStack:
     ) -> None:
         """With `console_port` (0: any free port) the operators' console is served beside the stack,
         signing people in as ready-made dev users with emulator tokens. With `example` as well (and
-        the Auth emulator running), the example web app (`jobs_lib.devstack.webapp`) is served too."""
+        the Auth emulator running), the example web app (`jobs_lib.devstack.webapp`) is served
+        too."""
         self.project = project
         #: Where the jobs live (JOBS_DATABASE, JOBS_COLLECTION): the trigger is registered on them.
         self.settings = Settings.from_env(project=project)
@@ -190,15 +218,19 @@ class DevStack:
 
     def function_env(self) -> dict[str, str]:
         """The environment each function process gets (what Cloud Functions would set)."""
-        return child_environment({
-            "FIRESTORE_EMULATOR_HOST": self.emulator_address,
-            "GOOGLE_CLOUD_PROJECT": self.project,
-            "JOBS_HANDLERS": self.handlers,
-            "THREADS": str(self.threads),
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), environment_value("PYTHONPATH") or "") if p),
-            **self.extra_env,
-        })
+        return child_environment(
+            {
+                "FIRESTORE_EMULATOR_HOST": self.emulator_address,
+                "GOOGLE_CLOUD_PROJECT": self.project,
+                "JOBS_HANDLERS": self.handlers,
+                "THREADS": str(self.threads),
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(ROOT), environment_value("PYTHONPATH") or "") if p
+                ),
+                **self.extra_env,
+            }
+        )
 
     def start_host(self, target: str, signature: str, *, python: str | None = None) -> FunctionHost:
         """Start (or restart) the functions-framework process for one function (as Cloud Run does:
@@ -209,9 +241,29 @@ class DevStack:
             old.stop()
         log_path = self.log_dir / f"{target}.log"
         handle = open(log_path, "ab")  # noqa: SIM115 - closed in FunctionHost.stop
-        command = [python or sys.executable, "-m", "functions_framework", f"--target={target}", f"--source={self.functions_dir / 'main.py'}", f"--signature-type={signature}", "--host=127.0.0.1", f"--port={port}"]
-        env = {**self.function_env(), "FUNCTION_TARGET": target, "FUNCTION_SIGNATURE_TYPE": signature}
-        process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        command = [
+            python or sys.executable,
+            "-m",
+            "functions_framework",
+            f"--target={target}",
+            f"--source={self.functions_dir / 'main.py'}",
+            f"--signature-type={signature}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+        ]
+        env = {
+            **self.function_env(),
+            "FUNCTION_TARGET": target,
+            "FUNCTION_SIGNATURE_TYPE": signature,
+        }
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         host = FunctionHost(target, port, process, log_path, handle)
         self.hosts[target] = host
         return host
@@ -222,35 +274,57 @@ class DevStack:
         for host in (h for h in self.hosts.values() if targets is None or h.target in targets):
             while True:
                 if host.process.poll() is not None:
-                    raise RuntimeError(f"function {host.target} exited:\n{host.log_path.read_text(errors='replace')[-3000:]}")
+                    raise RuntimeError(
+                        f"function {host.target} "
+                        f"exited:\n{host.log_path.read_text(errors='replace')[-3000:]}"
+                    )
                 try:
-                    urllib.request.urlopen(urllib.request.Request(host.url, method="GET"), timeout=2).close()
+                    urllib.request.urlopen(
+                        urllib.request.Request(host.url, method="GET"), timeout=2
+                    ).close()
                     break
                 except urllib.error.HTTPError:
                     break  # it answered
                 except (urllib.error.URLError, OSError):
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"function {host.target} did not start within {timeout:g}s") from None
+                        raise RuntimeError(
+                            f"function {host.target} did not start within {timeout:g}s"
+                        ) from None
                     time.sleep(0.1)
 
     def register_trigger(self) -> None:
         """Register the created-trigger on backgroundJobs/{jobId} with the emulator."""
         assert self.emulator is not None
-        body = json.dumps({
-            "eventType": "google.cloud.firestore.document.v1.created",
-            "database": self.settings.database,
-            "namespace": "(default)",
-            "document": {"value": self.settings.collection + "/{jobId}", "matchType": "PATH_PATTERN"},
-        }).encode()
-        url = f"{self.emulator.url}/emulator/v1/projects/{self.project}/eventarcTrigger?eventarcTriggerId={TRIGGER_NAME}"
-        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+        body = json.dumps(
+            {
+                "eventType": "google.cloud.firestore.document.v1.created",
+                "database": self.settings.database,
+                "namespace": "(default)",
+                "document": {
+                    "value": self.settings.collection + "/{jobId}",
+                    "matchType": "PATH_PATTERN",
+                },
+            }
+        ).encode()
+        url = (
+            f"{self.emulator.url}/emulator/v1/projects/{self.project}/eventarcTrigger"
+            f"?eventarcTriggerId={TRIGGER_NAME}"
+        )
+        request = urllib.request.Request(
+            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
 
     def tick_now(self, timeout: float = 600.0) -> dict[str, Any]:
         """Call the tick function the way Cloud Scheduler does; returns its JSON answer."""
-        headers = {**SCHEDULER_HEADERS, "X-CloudScheduler-ScheduleTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        request = urllib.request.Request(self.hosts["tick"].url, data=b"{}", headers=headers, method="POST")
+        headers = {
+            **SCHEDULER_HEADERS,
+            "X-CloudScheduler-ScheduleTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        request = urllib.request.Request(
+            self.hosts["tick"].url, data=b"{}", headers=headers, method="POST"
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:
             answer: dict[str, Any] = json.loads(response.read())
         self.ticks.append(answer)
@@ -267,19 +341,33 @@ class DevStack:
     # -- the whole --------------------------------------------------------------------------
 
     def start(self) -> DevStack:
-        """Start everything; returns self once the trigger is registered and the functions answer."""
+        """Start everything; returns self once the trigger is registered and the functions
+        answer."""
         port = free_port()
         self.emulator_address = f"127.0.0.1:{port}"
         try:
             # The functions start while the emulator does; they connect on first use.
             self.start_host("on_job_created", "cloudevent")
             self.start_host("tick", "http")
-            self.dispatcher = Dispatcher({TRIGGER_NAME: self.hosts["on_job_created"].url}, threads=self.threads, duplicate=self.duplicate_events)
+            self.dispatcher = Dispatcher(
+                {TRIGGER_NAME: self.hosts["on_job_created"].url},
+                threads=self.threads,
+                duplicate=self.duplicate_events,
+            )
             self.dispatcher.start()
             rules = str(self.rules) if self.rules and Path(self.rules).exists() else None
-            self.emulator = emulator_mod.start(project=self.project, port=port, rules=rules, functions_emulator=self.dispatcher.address)
+            self.emulator = emulator_mod.start(
+                project=self.project,
+                port=port,
+                rules=rules,
+                functions_emulator=self.dispatcher.address,
+            )
             # This process's clients use the emulator too.
-            self._exported.enter_context(exported(FIRESTORE_EMULATOR_HOST=self.emulator.address, GOOGLE_CLOUD_PROJECT=self.project))
+            self._exported.enter_context(
+                exported(
+                    FIRESTORE_EMULATOR_HOST=self.emulator.address, GOOGLE_CLOUD_PROJECT=self.project
+                )
+            )
             self.wait_for_hosts()
             self.register_trigger()
             self.start_console_and_ticker()
@@ -289,7 +377,8 @@ class DevStack:
         return self
 
     def start_console_and_ticker(self) -> None:
-        """The console (when a port was asked for) and the Cloud Scheduler stand-in (when an interval was)."""
+        """The console (when a port was asked for) and the Cloud Scheduler stand-in (when an
+        interval was)."""
         if self.console_port is not None:
             self.start_console()
             if self.example_wanted:
@@ -313,27 +402,50 @@ class DevStack:
         if auth_emulator.find_firebase() is not None and self.auth_emulator_wanted:
             self.auth = auth_emulator.start(self.project)
             create_dev_users(self.auth)
-            settings = self.settings.with_(handlers=handlers, console_auth="firebase", firebase_api_key="demo-api-key", auth_emulator_host=self.auth.host)
+            settings = self.settings.with_(
+                handlers=handlers,
+                console_auth="firebase",
+                firebase_api_key="demo-api-key",
+                auth_emulator_host=self.auth.host,
+            )
         else:
-            auth_host = "127.0.0.1:9099"  # no Auth emulator runs: firebase-admin accepts unsigned emulator tokens
-            settings = self.settings.with_(handlers=handlers, console_auth="emulator-tokens", auth_emulator_host=auth_host)
+            # No Auth emulator runs: firebase-admin accepts unsigned emulator tokens.
+            auth_host = "127.0.0.1:9099"
+            settings = self.settings.with_(
+                handlers=handlers, console_auth="emulator-tokens", auth_emulator_host=auth_host
+            )
         assert settings.auth_emulator_host is not None
-        self._exported.enter_context(exported(FIREBASE_AUTH_EMULATOR_HOST=settings.auth_emulator_host))
+        self._exported.enter_context(
+            exported(FIREBASE_AUTH_EMULATOR_HOST=settings.auth_emulator_host)
+        )
         self.console_app = App(settings)
         self.console = ConsoleServer(self.console_app.api(), port=self.console_port or 0).start()
 
     def start_example(self) -> None:
-        """Serve the example web app, with a user `alice` (org acme) in the Auth emulator to sign in as."""
+        """Serve the example web app, with a user `alice` (org acme) in the Auth emulator to sign in
+        as."""
         from jobs_lib.devstack import webapp
 
         if self.auth is None or self.emulator is None:
-            self.example_missing = "it signs in on the Auth emulator, which needs firebase-tools (scripts/bootstrap installs it)"
+            self.example_missing = (
+                "it signs in on the Auth emulator, which needs "
+                "firebase-tools (scripts/bootstrap installs it)"
+            )
             return
         if not webapp.available():
-            self.example_missing = f"it is not built: npm ci && npm run build:example in {webapp.EXAMPLE.parent} (scripts/bootstrap does)"
+            self.example_missing = (
+                f"it is not built: npm ci && npm run build:example in "
+                f"{webapp.EXAMPLE.parent} (scripts/bootstrap does)"
+            )
             return
         self.auth.create_user("alice", "alice@example.test", "alice-password", {"orgId": "acme"})
-        config = webapp.config_for(self.project, self.emulator.address, self.auth.host, email="alice@example.test", password="alice-password")
+        config = webapp.config_for(
+            self.project,
+            self.emulator.address,
+            self.auth.host,
+            email="alice@example.test",
+            password="alice-password",
+        )
         self.example = webapp.ExampleServer(config).start()
 
     def stop(self) -> None:

@@ -1,4 +1,5 @@
-"""Start and stop the real Cloud Firestore emulator (tests, `jobs demo`, `jobs dev`, the benchmarks).
+"""Start and stop the real Cloud Firestore emulator (tests, `jobs demo`, `jobs dev`, the
+benchmarks).
 
 The emulator is a Java program shipped with the Google Cloud SDK (or the
 Firebase CLI). It is started directly with ``java -cp <jar>`` in its own
@@ -51,12 +52,27 @@ def find_jar() -> str | None:
     gcloud = shutil.which("gcloud")
     if gcloud:
         roots.append(Path(os.path.realpath(gcloud)).parent.parent)
-    roots += [Path("/usr/lib/google-cloud-sdk"), Path("/usr/share/google-cloud-sdk"), Path("/opt/google-cloud-sdk"), Path.home() / "google-cloud-sdk"]
+    roots += [
+        Path("/usr/lib/google-cloud-sdk"),
+        Path("/usr/share/google-cloud-sdk"),
+        Path("/opt/google-cloud-sdk"),
+        Path.home() / "google-cloud-sdk",
+    ]
     for root in roots:
         jar = root / "platform" / "cloud-firestore-emulator" / "cloud-firestore-emulator.jar"
         if jar.is_file():
             return str(jar)
-    cached = sorted(glob.glob(str(Path.home() / ".cache" / "firebase" / "emulators" / "cloud-firestore-emulator-v*.jar")))
+    cached = sorted(
+        glob.glob(
+            str(
+                Path.home()
+                / ".cache"
+                / "firebase"
+                / "emulators"
+                / "cloud-firestore-emulator-v*.jar"
+            )
+        )
+    )
     return cached[-1] if cached else None
 
 
@@ -68,7 +84,8 @@ def free_port() -> int:
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM a process started in its own session and everything it started; SIGKILL after 10 s."""
+    """SIGTERM a process started in its own session and everything it started; SIGKILL after 10
+    s."""
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -105,7 +122,10 @@ class Emulator:
 
     def clear(self) -> None:
         """Delete every document (registered triggers are kept)."""
-        request = urllib.request.Request(f"{self.url}/emulator/v1/projects/{self.project}/databases/(default)/documents", method="DELETE")
+        request = urllib.request.Request(
+            f"{self.url}/emulator/v1/projects/{self.project}/databases/(default)/documents",
+            method="DELETE",
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             response.read()
 
@@ -153,19 +173,37 @@ def start(
     emulator is missing, or with the emulator's own output when it fails.
     """
     if not project.startswith("demo-"):
-        raise EmulatorUnavailable(f"use a 'demo-' project id with the emulator (got {project!r}) so nothing can reach a real project")
+        raise EmulatorUnavailable(
+            f"use a 'demo-' project id with the emulator (got {project!r}) so nothing can reach "
+            f"a real project"
+        )
     java, jar = find_java(), find_jar()
     if java is None or jar is None:
         missing = "Java" if java is None else "the Cloud Firestore emulator jar"
-        raise EmulatorUnavailable(f"cannot start the Firestore emulator: {missing} not found.\n{INSTALL_HELP}")
+        raise EmulatorUnavailable(
+            f"cannot start the Firestore emulator: {missing} not found.\n{INSTALL_HELP}"
+        )
     for attempt in range(3):
         try:
-            return _start(java, jar, project, port or free_port(), host, rules, functions_emulator, timeout, java_heap)
+            return _start(
+                java,
+                jar,
+                project,
+                port or free_port(),
+                host,
+                rules,
+                functions_emulator,
+                timeout,
+                java_heap,
+            )
         except _PortTaken:
             # A free port was taken between our check and the emulator's bind (or one of the ports
             # it opens on its own collided): another port, unless the caller chose this one.
             if port is not None or attempt == 2:
-                raise EmulatorUnavailable(f"the Firestore emulator could not bind its ports ({'port ' + str(port) if port else 'three free ports tried'})") from None
+                raise EmulatorUnavailable(
+                    f"the Firestore emulator could not bind its ports "
+                    f"({'port ' + str(port) if port else 'three free ports tried'})"
+                ) from None
     raise AssertionError("unreachable")
 
 
@@ -173,18 +211,42 @@ class _PortTaken(Exception):
     """The emulator exited at start because an address was in use."""
 
 
-def _start(java: str, jar: str, project: str, port: int, host: str, rules: str | None, functions_emulator: str | None, timeout: float, java_heap: str | None) -> Emulator:
+def _start(
+    java: str,
+    jar: str,
+    project: str,
+    port: int,
+    host: str,
+    rules: str | None,
+    functions_emulator: str | None,
+    timeout: float,
+    java_heap: str | None,
+) -> Emulator:
     command = [java, "-Duser.language=en"]
     if java_heap:
         command.append(f"-Xmx{java_heap}")
-    command += ["-cp", jar, MAIN_CLASS, "start", f"--host={host}", f"--port={port}", f"--project_id={project}"]
+    command += [
+        "-cp",
+        jar,
+        MAIN_CLASS,
+        "start",
+        f"--host={host}",
+        f"--port={port}",
+        f"--project_id={project}",
+    ]
     if rules:
         command.append(f"--rules={rules}")
     if functions_emulator:
         command.append(f"--functions_emulator={functions_emulator}")
     log_fd, log_path = tempfile.mkstemp(prefix="firestore-emulator-", suffix=".log")
     log_file = os.fdopen(log_fd, "wb")
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     emulator = Emulator(host, port, project, process, log_path, rules, functions_emulator, log_file)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -193,13 +255,18 @@ def _start(java: str, jar: str, project: str, port: int, host: str, rules: str |
             emulator.stop()
             if "Address already in use" in tail:
                 raise _PortTaken(tail)
-            raise EmulatorUnavailable(f"the Firestore emulator exited with code {process.returncode}:\n{tail}\n{INSTALL_HELP}")
+            raise EmulatorUnavailable(
+                f"the Firestore emulator exited with code "
+                f"{process.returncode}:\n{tail}\n{INSTALL_HELP}"
+            )
         if emulator.alive():
             return emulator
         time.sleep(0.2)
     tail = emulator.log_tail()  # read before stop() deletes the log
     emulator.stop()
-    raise EmulatorUnavailable(f"the Firestore emulator did not answer on {emulator.address} within {timeout:g}s:\n{tail}")
+    raise EmulatorUnavailable(
+        f"the Firestore emulator did not answer on {emulator.address} within {timeout:g}s:\n{tail}"
+    )
 
 
 @contextlib.contextmanager
@@ -213,4 +280,13 @@ def running(**kwargs: object) -> Iterator[Emulator]:
         emulator.stop()
 
 
-__all__ = ["INSTALL_HELP", "Emulator", "find_jar", "find_java", "free_port", "running", "start", "stop_process_group"]
+__all__ = [
+    "INSTALL_HELP",
+    "Emulator",
+    "find_jar",
+    "find_java",
+    "free_port",
+    "running",
+    "start",
+    "stop_process_group",
+]

@@ -1,7 +1,8 @@
 """`jobs dev --firebase`: the whole stack under the Firebase CLI's own emulators.
 
     firebase emulators:start --only firestore,functions   (the repository's firebase.json)
-        Firestore emulator ──created-event──> Functions emulator: jobs_created (firebase-functions SDK)
+        Firestore emulator ──created-event──> Functions emulator: jobs_created
+                                              (the firebase-functions SDK)
     ticker ──Cloud Scheduler POST──> functions-framework serving jobs_tick from functions/venv
 
 The Functions emulator loads the SDK declarations in functions/main.py from ``functions/venv``
@@ -39,7 +40,9 @@ READY = "All emulators ready"
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection in TIME_WAIT does not count
+        sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+        )  # a closed connection in TIME_WAIT does not count
         try:
             sock.bind((host, port))
         except OSError:
@@ -48,9 +51,17 @@ def _port_free(host: str, port: int) -> bool:
 
 
 class FirebaseStack(DevStack):
-    """`firebase emulators:start` on the repository's firebase.json, the tick beside it, the console."""
+    """`firebase emulators:start` on the repository's firebase.json, the tick beside it, the
+    console."""
 
-    def __init__(self, *, config: Path | None = None, firebase_cli: str | None = None, ready_timeout: float = 240.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        config: Path | None = None,
+        firebase_cli: str | None = None,
+        ready_timeout: float = 240.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.config = (config or firebase.ROOT / "firebase.json").resolve()
         self.firebase_cli = firebase_cli
@@ -80,37 +91,67 @@ class FirebaseStack(DevStack):
 
     def _cli_environment(self) -> dict[str, str]:
         java = find_java()
-        # This process may point at another emulator or project (a test session's): the CLI's functions
-        # must see the CLI's own Firestore emulator and this stack's project.
-        overrides = {"GOOGLE_CLOUD_PROJECT": self.project, "GCLOUD_PROJECT": self.project, "JOBS_HANDLERS": self.handlers, "JOBS_DATABASE": self.settings.database, "JOBS_COLLECTION": self.settings.collection, **self.extra_env}
+        # This process may point at another emulator or project (a test session's): the CLI's
+        # functions must see the CLI's own Firestore emulator and this stack's project.
+        overrides = {
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "GCLOUD_PROJECT": self.project,
+            "JOBS_HANDLERS": self.handlers,
+            "JOBS_DATABASE": self.settings.database,
+            "JOBS_COLLECTION": self.settings.collection,
+            **self.extra_env,
+        }
         if java is not None:  # the CLI runs `java` from the PATH: make it this one
-            overrides["PATH"] = os.pathsep.join(p for p in (str(Path(java).resolve().parent), environment_value("PATH") or "") if p)
+            overrides["PATH"] = os.pathsep.join(
+                p for p in (str(Path(java).resolve().parent), environment_value("PATH") or "") if p
+            )
         binary, note = firebase.firestore_binary()
         self.notes.append(note)
         if binary is not None:
             overrides["FIRESTORE_EMULATOR_BINARY_PATH"] = binary
         env = child_environment(overrides)
         auth_host = self.extra_env.get("FIREBASE_AUTH_EMULATOR_HOST")
-        for inherited in ("FUNCTION_TARGET", "FUNCTION_SIGNATURE_TYPE", "K_SERVICE", "FIRESTORE_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST"):
-            env.pop(inherited, None)  # the CLI and its runtimes set their own; a stale one would mislead them
+        for inherited in (
+            "FUNCTION_TARGET",
+            "FUNCTION_SIGNATURE_TYPE",
+            "K_SERVICE",
+            "FIRESTORE_EMULATOR_HOST",
+            "FIREBASE_AUTH_EMULATOR_HOST",
+        ):
+            env.pop(
+                inherited, None
+            )  # the CLI and its runtimes set their own; a stale one would mislead them
         if auth_host:
             env["FIREBASE_AUTH_EMULATOR_HOST"] = auth_host  # asked for by the caller
         return env
 
     def check(self) -> str:
-        """The firebase CLI to run, after checking what it needs; raises `EmulatorUnavailable` naming what to install."""
+        """The firebase CLI to run, after checking what it needs; raises `EmulatorUnavailable`
+        naming what to install."""
         cli = self.firebase_cli or find_firebase()
         if cli is None:
-            raise EmulatorUnavailable(f"jobs dev --firebase needs the Firebase CLI: {FIREBASE_INSTALL_HELP}")
+            raise EmulatorUnavailable(
+                f"jobs dev --firebase needs the Firebase CLI: {FIREBASE_INSTALL_HELP}"
+            )
         if shutil.which("node") is None:
-            raise EmulatorUnavailable("the Firebase CLI needs Node.js 20 or newer: apt-get install -y nodejs npm")
+            raise EmulatorUnavailable(
+                "the Firebase CLI needs Node.js 20 or newer: apt-get install -y nodejs npm"
+            )
         java = find_java()
-        problem = firebase.check_java_for_cli(firebase.firebase_tools_version(cli), firebase.java_major(java) if java else None)
+        problem = firebase.check_java_for_cli(
+            firebase.firebase_tools_version(cli), firebase.java_major(java) if java else None
+        )
         if problem:
             raise EmulatorUnavailable(problem)
-        for host, port, what in ((self.firestore_host, self.firestore_port, "Firestore"), (self.functions_host, self.functions_port, "Functions")):
+        for host, port, what in (
+            (self.firestore_host, self.firestore_port, "Firestore"),
+            (self.functions_host, self.functions_port, "Functions"),
+        ):
             if not _port_free(host, port):
-                raise EmulatorUnavailable(f"port {port} ({what} emulator, from {self.config}) is taken: stop what listens there or change the port in firebase.json")
+                raise EmulatorUnavailable(
+                    f"port {port} ({what} emulator, from {self.config}) is taken: stop what "
+                    f"listens there or change the port in firebase.json"
+                )
         return cli
 
     def start(self) -> FirebaseStack:
@@ -121,11 +162,32 @@ class FirebaseStack(DevStack):
             env = self._cli_environment()
             handle = open(self.cli_log, "ab")  # noqa: SIM115 - the CLI writes it until stopped
             self.started_at = time.monotonic()
-            command = [cli, "emulators:start", "--only", "firestore,functions", "--project", self.project, "--config", str(self.config)]
-            self.cli = subprocess.Popen(command, cwd=self.config.parent, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            command = [
+                cli,
+                "emulators:start",
+                "--only",
+                "firestore,functions",
+                "--project",
+                self.project,
+                "--config",
+                str(self.config),
+            ]
+            self.cli = subprocess.Popen(
+                command,
+                cwd=self.config.parent,
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             self._wait_ready()
             self.emulator_address = f"{self.firestore_host}:{self.firestore_port}"
-            self._exported.enter_context(exported(FIRESTORE_EMULATOR_HOST=self.emulator_address, GOOGLE_CLOUD_PROJECT=self.project))
+            self._exported.enter_context(
+                exported(
+                    FIRESTORE_EMULATOR_HOST=self.emulator_address, GOOGLE_CLOUD_PROJECT=self.project
+                )
+            )
             self.start_host("jobs_tick", "http", python=str(venv / "bin" / "python"))
             self.wait_for_hosts()
             self.start_console_and_ticker()
@@ -148,19 +210,34 @@ class FirebaseStack(DevStack):
         while time.monotonic() < deadline:
             text = self.log_tail(200_000)
             if self.cli.poll() is not None:
-                raise EmulatorUnavailable(f"firebase emulators:start exited with code {self.cli.returncode}:\n{self.log_tail()}")
+                raise EmulatorUnavailable(
+                    f"firebase emulators:start exited with code "
+                    f"{self.cli.returncode}:\n{self.log_tail()}"
+                )
             if READY in text:
                 if trigger not in text:
-                    raise EmulatorUnavailable(f"the Functions emulator did not load the created-trigger jobs_created:\n{self.log_tail()}")
+                    raise EmulatorUnavailable(
+                        f"the Functions emulator did not load the created-trigger "
+                        f"jobs_created:\n{self.log_tail()}"
+                    )
                 self.ready_seconds = time.monotonic() - self.started_at
                 return
             time.sleep(0.2)
-        raise EmulatorUnavailable(f"firebase emulators:start was not ready within {self.ready_timeout:g}s:\n{self.log_tail()}")
+        raise EmulatorUnavailable(
+            f"firebase emulators:start was not ready within "
+            f"{self.ready_timeout:g}s:\n{self.log_tail()}"
+        )
 
     def tick_now(self, timeout: float = 600.0) -> dict[str, Any]:
-        """Call jobs_tick the way Cloud Scheduler does; the SDK answers with an empty 200 (the summary is in its log)."""
-        headers = {**SCHEDULER_HEADERS, "X-CloudScheduler-ScheduleTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        request = urllib.request.Request(self.hosts["jobs_tick"].url, data=b"{}", headers=headers, method="POST")
+        """Call jobs_tick the way Cloud Scheduler does; the SDK answers with an empty 200 (the
+        summary is in its log)."""
+        headers = {
+            **SCHEDULER_HEADERS,
+            "X-CloudScheduler-ScheduleTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        request = urllib.request.Request(
+            self.hosts["jobs_tick"].url, data=b"{}", headers=headers, method="POST"
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:
             answer = {"status": response.status, "body": response.read().decode(errors="replace")}
         self.ticks.append(answer)

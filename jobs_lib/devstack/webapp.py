@@ -38,7 +38,10 @@ class ExampleServer:
                 if name == "config.json":
                     payload, kind = body, "application/json"
                 elif name in files:
-                    payload, kind = files[name].read_bytes(), mimetypes.guess_type(name)[0] or "application/octet-stream"
+                    payload, kind = (
+                        files[name].read_bytes(),
+                        mimetypes.guess_type(name)[0] or "application/octet-stream",
+                    )
                 else:
                     self.send_error(404)
                     return
@@ -54,7 +57,9 @@ class ExampleServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, name="example-app", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="example-app", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -70,7 +75,9 @@ class ExampleServer:
         self.server.server_close()
 
 
-def config_for(project: str, firestore_address: str, auth_host: str, *, email: str = "", password: str = "") -> dict[str, Any]:
+def config_for(
+    project: str, firestore_address: str, auth_host: str, *, email: str = "", password: str = ""
+) -> dict[str, Any]:
     """The page's ``config.json`` for emulators at these addresses (host:port)."""
     host, _, port = firestore_address.rpartition(":")
     return {

@@ -47,7 +47,8 @@ SLICE_DWELL = 10.0
 CONTENDED_MEMORY = 60.0
 #: A copy of the slice table this old is read again before use.
 SLICE_TABLE_TTL = 10.0
-#: A long-lived worker starts the slow lanes this many seconds apart, after its first main-lane read.
+# : A long-lived worker starts the slow lanes this many seconds apart, after its first main-lane
+# read.
 STAGGER = 1.5
 #: The sweep for documents with no status reads this many documents a page, a page at most this
 #: often (each page is billed a read per document, whatever its state) ...
@@ -116,10 +117,21 @@ class Discovery:
         self._backlog = False
         start = time.monotonic()
         later = 0.0 if eager else STAGGER
-        self._next = {"expired": start, "strings": start + later, "scan": start + 2 * later, "priority": start, "odd": start + 3 * later, "running": start + 3 * later, "statusless": start + 4 * later, "cancels": start + later}
+        self._next = {
+            "expired": start,
+            "strings": start + later,
+            "scan": start + 2 * later,
+            "priority": start,
+            "odd": start + 3 * later,
+            "running": start + 3 * later,
+            "statusless": start + 4 * later,
+            "cancels": start + later,
+        }
         self._running_after: str | None = None
         #: The sweep for documents with no status: where it is, how often it reads a page.
-        self._statusless_after: str | None = None if eager else "".join(self._rng.choice(ID_ALPHABET) for _ in range(20))
+        self._statusless_after: str | None = (
+            None if eager else "".join(self._rng.choice(ID_ALPHABET) for _ in range(20))
+        )
         self._statusless_every = STATUSLESS_EVERY
         self._statusless_found = False
         #: The pass under way began at the first id (a tick's, or any pass after a worker's first).
@@ -170,7 +182,9 @@ class Discovery:
                 start = time.monotonic()
                 for lane in ("strings", "scan", "odd", "running", "statusless", "cancels"):
                     self._next[lane] = min(self._next[lane], start)
-        if self._backlog and (time.monotonic() < self._priorities_seen_until or self._due("priority", slow)):
+        if self._backlog and (
+            time.monotonic() < self._priorities_seen_until or self._due("priority", slow)
+        ):
             # While priorities are in use, look for them every poll; otherwise now and then.
             found = self.store.due_by_priority(now, limit, shards=self.shards) + found
         found += main
@@ -181,11 +195,15 @@ class Discovery:
     def _main_lane(self, now: datetime, limit: int) -> list[Job]:
         """Due jobs from our slice, or from the whole queue; moves between slices as they drain."""
         if self.partition is not None and time.monotonic() - self._slice_taken > SLICE_DWELL:
-            self._give_back_slice(now)  # move on, so that every slice of a lasting backlog gets its turn
+            self._give_back_slice(
+                now
+            )  # move on, so that every slice of a lasting backlog gets its turn
         if not self._joined and self.partitioned:
             self._joined = True
             self._join(now)
-        wants_slice = self.partitioned and self._backlog and time.monotonic() < self._contended_until
+        wants_slice = (
+            self.partitioned and self._backlog and time.monotonic() < self._contended_until
+        )
         if self.partition is None and wants_slice:
             self._take_slice(now)
         excluded = self.exclude_types()
@@ -193,7 +211,14 @@ class Discovery:
         # starts after the last shard the previous one reached, so every shard gets its turn; once
         # a page is short (everything due was in it), the next read starts again from the first.
         self.last_read_whole = self.partition is None
-        main = self.store.due(now, limit, partition=self.partition, exclude_types=excluded, start=self._shard_start, shards=self.shards)
+        main = self.store.due(
+            now,
+            limit,
+            partition=self.partition,
+            exclude_types=excluded,
+            start=self._shard_start,
+            shards=self.shards,
+        )
         self._backlog = len(main) >= limit
         self._shard_start = _after_last_shard(main) if self._backlog else None
         if self.partition is not None and not self._backlog:
@@ -203,7 +228,9 @@ class Discovery:
             self.partition = self._slice_version = None
             self._take_slice(now)
             if self.partition is not None:
-                more = self.store.due(now, limit - len(main), partition=self.partition, exclude_types=excluded)
+                more = self.store.due(
+                    now, limit - len(main), partition=self.partition, exclude_types=excluded
+                )
                 main += more
                 self._backlog = True
                 self.last_read_whole = False
@@ -220,13 +247,21 @@ class Discovery:
         """
         page = self.store.due_strings(now, limit, shards=self.shards, start=self._strings_start)
         self._strings_start = _after_last_shard(page) if len(page) >= limit else None
-        misplaced = [job for job in page if not job.problems and not job.is_due(now) and isinstance(job.raw.get("scheduledFor"), str) and not _utc_text(job.raw["scheduledFor"])]
+        misplaced = [
+            job
+            for job in page
+            if not job.problems
+            and not job.is_due(now)
+            and isinstance(job.raw.get("scheduledFor"), str)
+            and not _utc_text(job.raw["scheduledFor"])
+        ]
         if misplaced:
             self.store.normalize_times(misplaced)
         return page
 
     def _orphans(self) -> list[Job]:
-        """Running jobs without a lease of ours (an app marked them in_progress itself), page by page."""
+        """Running jobs without a lease of ours (an app marked them in_progress itself), page by
+        page."""
         page = self.store.running_page(self._running_after, self.scan_page)
         self._running_after = page[-1].id if len(page) >= self.scan_page else None
         # Also leases no runner writes: an expiry further past the job's last write than any lease
@@ -237,7 +272,9 @@ class Discovery:
         return [
             job
             for job in page
-            if not job.leased_by_a_runner or _implausible_lease(job) or (not valid_shard(job.raw.get("shard")) and job.lease_expired(now))
+            if not job.leased_by_a_runner
+            or _implausible_lease(job)
+            or (not valid_shard(job.raw.get("shard")) and job.lease_expired(now))
         ]
 
     def _statusless(self) -> list[Job]:
@@ -335,9 +372,14 @@ class Discovery:
     def _join(self, now: datetime) -> None:
         """On the first read: when other workers lease slices, a backlog is being shared, so start
         in a slice of our own at once rather than colliding with them on the oldest jobs first."""
-        self._table = {index: (fields, version) for index, fields, version in self.store.slices.read_slices()}
+        self._table = {
+            index: (fields, version) for index, fields, version in self.store.slices.read_slices()
+        }
         self._table_read = time.monotonic()
-        if any(fields.get("holder") not in (None, self.holder) and not _past(fields.get("until"), now) for fields, _v in self._table.values()):
+        if any(
+            fields.get("holder") not in (None, self.holder) and not _past(fields.get("until"), now)
+            for fields, _v in self._table.values()
+        ):
             self.contended()
 
     def contended(self) -> None:
@@ -358,15 +400,26 @@ class Discovery:
             self._give_back_slice(self.store.now())
 
     def held_elsewhere(self, job: Job) -> bool:
-        """True, during a backlog, when the job's shard lies in a slice another worker leases (as last
-        read). A job outside the shard lanes is nobody's: the slice holder's lanes never see it."""
+        """True, during a backlog, when the job's shard lies in a slice another worker leases (as
+        last read). A job outside the shard lanes is nobody's: the slice holder's lanes never see
+        it."""
         shard = job.raw.get("shard")
-        if self._table is None or self.partition is not None or not self._backlog or not isinstance(shard, int) or not valid_shard(shard):
+        if (
+            self._table is None
+            or self.partition is not None
+            or not self._backlog
+            or not isinstance(shard, int)
+            or not valid_shard(shard)
+        ):
             return False
         index = shard * PARTITIONS // SHARDS
         fields, _version = self._table.get(index, ({}, None))
         until = fields.get("until")
-        return fields.get("holder") not in (None, self.holder) and isinstance(until, datetime) and until > self.store.now()
+        return (
+            fields.get("holder") not in (None, self.holder)
+            and isinstance(until, datetime)
+            and until > self.store.now()
+        )
 
     def close(self) -> None:
         """Hand back the slice this worker holds."""
@@ -384,22 +437,36 @@ class Discovery:
         """
         self.partition = None
         for fresh in (False, True):
-            if fresh or self._table is None or time.monotonic() - self._table_read > SLICE_TABLE_TTL:
-                self._table = {index: (fields, version) for index, fields, version in self.store.slices.read_slices()}
+            if (
+                fresh
+                or self._table is None
+                or time.monotonic() - self._table_read > SLICE_TABLE_TTL
+            ):
+                self._table = {
+                    index: (fields, version)
+                    for index, fields, version in self.store.slices.read_slices()
+                }
                 self._table_read = time.monotonic()
             free = [
                 index
                 for index, (fields, _version) in self._table.items()
-                if _past(fields.get("until"), now) and self._drained.get(index, 0.0) < time.monotonic()
+                if _past(fields.get("until"), now)
+                and self._drained.get(index, 0.0) < time.monotonic()
             ]
             self._rng.shuffle(free)
             until = now + timedelta(seconds=SLICE_LEASE)
             for index in free[:3]:
                 fields, version = self._table[index]
-                taken = self.store.slices.write_slice(index, {"holder": self.holder, "until": until}, version)
+                taken = self.store.slices.write_slice(
+                    index, {"holder": self.holder, "until": until}, version
+                )
                 if taken is not None:
                     self._table[index] = ({**fields, "holder": self.holder, "until": until}, taken)
-                    self.partition, self._slice_version, self._slice_taken = index, taken, time.monotonic()
+                    self.partition, self._slice_version, self._slice_taken = (
+                        index,
+                        taken,
+                        time.monotonic(),
+                    )
                     return
                 self._table.pop(index)  # changed since read
 
@@ -417,7 +484,10 @@ class Discovery:
 def sweeper_shards(sweeper: int, sweepers: int) -> tuple[int, ...]:
     """The shard lanes tick sweeper `sweeper` (0 to `sweepers` - 1) sweeps: a contiguous share."""
     if not 0 <= sweeper < sweepers <= SHARDS:
-        raise ValueError(f"sweeper {sweeper} of {sweepers}: sweepers are numbered 0 to {sweepers - 1}, and there are at most {SHARDS}")
+        raise ValueError(
+            f"sweeper {sweeper} of {sweepers}: sweepers are numbered 0 to {sweepers - 1}, and "
+            f"there are at most {SHARDS}"
+        )
     return tuple(shard for shard in ALL_SHARDS if shard * sweepers // SHARDS == sweeper)
 
 
@@ -433,7 +503,11 @@ def _utc_text(text: str) -> bool:
 
 def _implausible_lease(job: Job) -> bool:
     expires = job.lease.expires_at if job.lease else None
-    return expires is not None and job.version is not None and (expires - job.version).total_seconds() > MAX_LEASE_SECONDS
+    return (
+        expires is not None
+        and job.version is not None
+        and (expires - job.version).total_seconds() > MAX_LEASE_SECONDS
+    )
 
 
 def _past(value: object, now: datetime) -> bool:

@@ -39,7 +39,8 @@ from jobs_lib.errors import PermanentError
 from jobs_lib.store.results import storable_value
 from jobs_lib.store.wire import encoded_size
 
-#: A step's name: what ``steps.<name>`` and a subcollection document id can hold without quoting surprises.
+# : A step's name: what ``steps.<name>`` and a subcollection document id can hold without quoting
+# surprises.
 STEP_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 #: A step result up to this size is kept in the job document itself (one write records it).
 INLINE_STEP_BYTES = 65_536
@@ -73,7 +74,8 @@ def check_step_name(name: object) -> str:
     """A step name, checked (letters, digits, ``_`` and ``-``, at most 128)."""
     if not isinstance(name, str) or not STEP_NAME.match(name):
         raise ValueError(
-            f"a step name must be 1 to 128 letters, digits, '_' or '-' (e.g. f'send-{{i}}'); got {name!r}"
+            f"a step name must be 1 to 128 letters, digits, '_' or '-' (e.g. f'send-{{i}}'); got "
+            f"{name!r}"
         )
     return name
 
@@ -120,7 +122,8 @@ def step_value(name: str, value: Any) -> tuple[Any, int]:
     size = encoded_size(stored) if stored is not None else 1
     if size > MAX_STEP_BYTES:
         raise PermanentError(
-            f"step {name!r} returned {size:,} bytes, more than a step may store ({MAX_STEP_BYTES:,}); "
+            f"step {name!r} returned {size:,} bytes, more than a step may store "
+            f"({MAX_STEP_BYTES:,}); "
             "save large data elsewhere (such as Cloud Storage) and return a reference"
         )
     return stored, size
@@ -133,7 +136,8 @@ def cursor_value(cursor: Any) -> Any:
         raise ValueError(problem)
     if stored is not None and encoded_size(stored) > INLINE_STEP_BYTES:
         raise ValueError(
-            f"a cursor must stay under {INLINE_STEP_BYTES:,} bytes: save a position (an id, an offset), not the data"
+            f"a cursor must stay under {INLINE_STEP_BYTES:,} bytes: save a position (an id, an "
+            f"offset), not the data"
         )
     return stored
 

@@ -70,7 +70,8 @@ AUDIT_EVERY = 60.0
 
 @dataclass(frozen=True)
 class FlowStep:
-    """One job of a flow as given: its name in the flow, the names it waits for, `enqueue`'s arguments."""
+    """One job of a flow as given: its name in the flow, the names it waits for, `enqueue`'s
+    arguments."""
 
     name: str
     depends_on: tuple[str, ...]
@@ -97,35 +98,61 @@ def plan(items: Iterable[Mapping[str, Any]], *, atomic: bool) -> list[FlowStep]:
     names: set[str] = set()
     for n, item in enumerate(items):
         if not isinstance(item, Mapping):
-            raise ConfigurationError(f"flow job {n}: each job is a mapping with a name, a type and enqueue's arguments, got {item.__class__.__name__}")
+            raise ConfigurationError(
+                f"flow job {n}: each job is a mapping with a name, a type and enqueue's "
+                f"arguments, got {item.__class__.__name__}"
+            )
         arguments = dict(item)
         name = arguments.pop("name", None)
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            raise ConfigurationError(f"flow job {n}: needs a name (a non-empty string of at most 200 characters) that the others' depends_on refer to")
+            raise ConfigurationError(
+                f"flow job {n}: needs a name (a non-empty string of at most 200 characters) that "
+                f"the others' depends_on refer to"
+            )
         if name in names:
             raise ConfigurationError(f"flow job {n}: the name {name!r} is used twice in this flow")
         names.add(name)
         depends = arguments.pop("depends_on", arguments.pop("dependsOn", ()))
-        if isinstance(depends, str) or not isinstance(depends, Sequence) or not all(isinstance(d, str) for d in depends):
-            raise ConfigurationError(f"flow job {name!r}: depends_on must be a list of the names of other jobs in the flow")
+        if (
+            isinstance(depends, str)
+            or not isinstance(depends, Sequence)
+            or not all(isinstance(d, str) for d in depends)
+        ):
+            raise ConfigurationError(
+                f"flow job {name!r}: depends_on must be a list of the names of other jobs in the "
+                f"flow"
+            )
         if len(set(depends)) > MAX_PARENTS:
-            raise ConfigurationError(f"flow job {name!r}: depends on {len(set(depends))} jobs; at most {MAX_PARENTS} (each parent's end reads them all)")
+            raise ConfigurationError(
+                f"flow job {name!r}: depends on {len(set(depends))} jobs; at most {MAX_PARENTS} "
+                f"(each parent's end reads them all)"
+            )
         if "key" in arguments:
-            raise ConfigurationError(f"flow job {name!r}: idempotency keys are per job; a flow is created once, as a whole (give the flow an id instead)")
+            raise ConfigurationError(
+                f"flow job {name!r}: idempotency keys are per job; a flow is created once, as a "
+                f"whole (give the flow an id instead)"
+            )
         steps.append(FlowStep(name, tuple(dict.fromkeys(depends)), arguments))
     if not steps:
         raise ConfigurationError("a flow needs at least one job")
     if len(steps) > MAX_FLOW_JOBS:
-        raise ConfigurationError(f"a flow of {len(steps)} jobs is too large: at most {MAX_FLOW_JOBS}")
+        raise ConfigurationError(
+            f"a flow of {len(steps)} jobs is too large: at most {MAX_FLOW_JOBS}"
+        )
     if len(steps) > ATOMIC_LIMIT and atomic:
         raise ConfigurationError(
-            f"a flow of {len(steps)} jobs does not fit one atomic Firestore commit (at most {ATOMIC_LIMIT} writes); "
-            f"pass atomic=False to write it in commits of {ATOMIC_LIMIT}, the jobs that wait first and the first ones to run last"
+            f"a flow of {len(steps)} jobs does not fit one atomic Firestore commit (at most "
+            f"{ATOMIC_LIMIT} writes); "
+            f"pass atomic=False to write it in commits of {ATOMIC_LIMIT}, the jobs that wait "
+            f"first and the first ones to run last"
         )
     for step in steps:
         unknown = [d for d in step.depends_on if d not in names]
         if unknown:
-            raise ConfigurationError(f"flow job {step.name!r} depends on {', '.join(map(repr, unknown))}, which is not a job of this flow")
+            raise ConfigurationError(
+                f"flow job {step.name!r} depends on {', '.join(map(repr, unknown))}, which is "
+                f"not a job of this flow"
+            )
         if step.name in step.depends_on:
             raise ConfigurationError(f"flow job {step.name!r} depends on itself")
     sorter = graphlib.TopologicalSorter({s.name: s.depends_on for s in steps})
@@ -133,12 +160,17 @@ def plan(items: Iterable[Mapping[str, Any]], *, atomic: bool) -> list[FlowStep]:
         order = list(sorter.static_order())
     except graphlib.CycleError as exc:
         cycle = exc.args[1]
-        raise ConfigurationError(f"the flow has a cycle: {' -> '.join(map(str, cycle))}; a job cannot wait for itself, even through others") from None
+        raise ConfigurationError(
+            f"the flow has a cycle: {' -> '.join(map(str, cycle))}; a job cannot wait for "
+            f"itself, even through others"
+        ) from None
     by_name = {s.name: s for s in steps}
     return [by_name[name] for name in reversed(order)]
 
 
-def verdict(child: Job, parents: Mapping[str, Job | None], expire_at: datetime) -> tuple[bool, Failed | Cancelled | None]:
+def verdict(
+    child: Job, parents: Mapping[str, Job | None], expire_at: datetime
+) -> tuple[bool, Failed | Cancelled | None]:
     """What a blocked child's parents, as read, mean for it: (act, outcome).
 
     (True, None): release it (pending); (True, outcome): end it so; (False, None): keep waiting.
@@ -147,18 +179,35 @@ def verdict(child: Job, parents: Mapping[str, Job | None], expire_at: datetime) 
         return True, Failed("; ".join(child.problems), {"reason": "invalid_job"}, expire_at)
     policy = child.raw.get("onParentFailure", "fail")
     if policy not in POLICIES:
-        return True, Failed(f"onParentFailure must be one of {', '.join(POLICIES)}, got {policy!r}", {"reason": "invalid_job"}, expire_at)
+        return True, Failed(
+            f"onParentFailure must be one of {', '.join(POLICIES)}, got {policy!r}",
+            {"reason": "invalid_job"},
+            expire_at,
+        )
     if child.cancel_requested:
-        return True, Cancelled("cancelled at the owner's request while it waited for the jobs it depends on", expire_at)
+        return True, Cancelled(
+            "cancelled at the owner's request while it waited for the jobs it depends on", expire_at
+        )
     waiting = False
     for parent_id in child.depends_on:
         parent = parents.get(parent_id)
         if parent is None:
-            return True, Cancelled(f"the job it depends on, {parent_id}, does not exist (deleted, or the flow's creation stopped before writing it)", expire_at)
+            return True, Cancelled(
+                f"the job it depends on, {parent_id}, does not exist (deleted, or the flow's "
+                f"creation stopped before writing it)",
+                expire_at,
+            )
         if parent.status in (Status.FAILED, Status.CANCELLED) and policy == "fail":
-            label = f"{parent.flow_name!r} ({parent_id}, {parent.type})" if parent.flow_name else f"{parent_id} ({parent.type})"
+            label = (
+                f"{parent.flow_name!r} ({parent_id}, {parent.type})"
+                if parent.flow_name
+                else f"{parent_id} ({parent.type})"
+            )
             why = f": {parent.error}" if parent.error else ""
-            return True, Cancelled(f"the job it depends on, {label}, ended {parent.status.value}{why}"[:1500], expire_at)
+            return True, Cancelled(
+                f"the job it depends on, {label}, ended {parent.status.value}{why}"[:1500],
+                expire_at,
+            )
         if parent.status is Status.COMPLETED or (parent.status in FINISHED and policy == "ignore"):
             continue
         waiting = True  # unfinished, or failed under "wait"
@@ -178,7 +227,9 @@ class ReleaseSummary:
 class Releaser:
     """Releases (or ends) the jobs that wait for a job once it has ended, exactly once."""
 
-    def __init__(self, store: JobStore, registry: HandlerRegistry | None = None, holder: str = "flows") -> None:
+    def __init__(
+        self, store: JobStore, registry: HandlerRegistry | None = None, holder: str = "flows"
+    ) -> None:
         self.store = store
         self.registry = registry
         self.holder = holder
@@ -211,40 +262,65 @@ class Releaser:
                 if parent.raw.get("webhook") or self._declared_webhook(parent):
                     extra["webhookJobId"] = self._deliver_later(parent)
                     summary.deliveries.append(extra["webhookJobId"])
-                if parent.raw.get("dependentsSettled") is not True and self.store.mark_settled(parent, extra):
+                if parent.raw.get("dependentsSettled") is not True and self.store.mark_settled(
+                    parent, extra
+                ):
                     summary.settled.append(parent.id)
         return summary
 
     def _deliver_later(self, job: Job) -> str:
-        """Create the ``jobs.webhook`` job that POSTs this end of `job` (once: its id names the end).
+        """Create the ``jobs.webhook`` job that POSTs this end of `job` (once: its id names the
+        end).
 
         The delivery belongs to the system (no owner fields: the job's owner can neither read,
         cancel nor retry it). Its metadata holds the URL only when the job named its own; a
         handler's declared URL is looked up by the delivery (``jobType``) and never written down.
         """
         delivery_id = key_to_id(WEBHOOK_TYPE, delivery_key(job))
-        target: dict[str, Any] = {"url": job.raw["webhook"]} if isinstance(job.raw.get("webhook"), str) else {}
+        target: dict[str, Any] = (
+            {"url": job.raw["webhook"]} if isinstance(job.raw.get("webhook"), str) else {}
+        )
         metadata = {**target, "jobId": job.id, "jobType": job.type, "payload": payload(job)}
-        data = self.store.new_job_fields(WEBHOOK_TYPE, metadata, scheduled_for=None, priority=0, max_attempts=None, extra={"webhookFor": job.id})
+        data = self.store.new_job_fields(
+            WEBHOOK_TYPE,
+            metadata,
+            scheduled_for=None,
+            priority=0,
+            max_attempts=None,
+            extra={"webhookFor": job.id},
+        )
         for _attempt in range(2):
             [(code, _t, message, _s)] = self.store.create_many([(delivery_id, data)])
             if code == 0:
                 return delivery_id
             if code != 6:
-                raise StoreRefused(f"creating the webhook delivery of job {job.id} failed (code {code}): {message}")
+                raise StoreRefused(
+                    f"creating the webhook delivery of job {job.id} failed (code {code}): {message}"
+                )
             held = self.store.get(delivery_id)
-            if held is not None and held.type == WEBHOOK_TYPE and held.raw.get("webhookFor") == job.id:
+            if (
+                held is not None
+                and held.type == WEBHOOK_TYPE
+                and held.raw.get("webhookFor") == job.id
+            ):
                 return delivery_id  # created before (a repair)
             # A document the library did not write holds the id: deliver under one nobody can guess.
-            log.warning("the id %s of the webhook delivery of job %s is held by another document; delivering under another id", delivery_id, job.id)
+            log.warning(
+                "the id %s of the webhook delivery of job %s is held by another document; "
+                "delivering under another id",
+                delivery_id,
+                job.id,
+            )
             delivery_id = f"{delivery_id}-{secrets.token_hex(6)}"
         return delivery_id
 
     def _settle_children(self, parent: Job, summary: ReleaseSummary) -> list[str]:
-        """Every blocked child of `parent`, page by page; returns the children this ended that have dependents."""
+        """Every blocked child of `parent`, page by page; returns the children this ended that have
+        dependents."""
         known: dict[str, Job | None] = {parent.id: parent}
         ended_parents: list[str] = []
-        # The next page is read while this one is written (a fan-out of thousands is mostly waiting).
+        # The next page is read while this one is written (a fan-out of thousands is mostly
+        # waiting).
         with ThreadPoolExecutor(1, thread_name_prefix="jobs-flows") as reader:
             upcoming = reader.submit(self.store.dependents, parent.id, None, PAGE)
             while True:
@@ -257,7 +333,14 @@ class Releaser:
                     upcoming = _done([])
                 known = self._settle_page(parent, page, known, summary, ended_parents)
 
-    def _settle_page(self, parent: Job, page: list[Job], known: dict[str, Job | None], summary: ReleaseSummary, ended_parents: list[str]) -> dict[str, Job | None]:
+    def _settle_page(
+        self,
+        parent: Job,
+        page: list[Job],
+        known: dict[str, Job | None],
+        summary: ReleaseSummary,
+        ended_parents: list[str],
+    ) -> dict[str, Job | None]:
         """Release or end one page of `parent`'s blocked children; returns the parents known now."""
         for _attempt in range(10):
             unknown = {p for child in page for p in child.depends_on if p not in known}
@@ -276,12 +359,24 @@ class Releaser:
                     refused.append(child.id)
                 elif outcome is None:
                     summary.released.append(child.id)
-                    event(log, "job_released", f"job {child.id} released: the jobs it depends on have ended", level=logging.DEBUG, **job_fields(child.id, child.type))
+                    event(
+                        log,
+                        "job_released",
+                        f"job {child.id} released: the jobs it depends on have ended",
+                        level=logging.DEBUG,
+                        **job_fields(child.id, child.type),
+                    )
                 else:
                     summary.ended.append(child.id)
                     if child.has_follow_ups:
                         ended_parents.append(child.id)
-                    event(log, "job_cancelled" if isinstance(outcome, Cancelled) else "job_failed", f"job {child.id} ended without running: {outcome.reason if isinstance(outcome, Cancelled) else outcome.error}", **job_fields(child.id, child.type))
+                    event(
+                        log,
+                        "job_cancelled" if isinstance(outcome, Cancelled) else "job_failed",
+                        f"job {child.id} ended without running: "
+                        f"{outcome.reason if isinstance(outcome, Cancelled) else outcome.error}",
+                        **job_fields(child.id, child.type),
+                    )
             if not refused:
                 break
             # Changed since read (another parent's process released or ended it, or the owner
@@ -295,7 +390,8 @@ class Releaser:
 
     def repair(self, limit: int = 100) -> ReleaseSummary:
         """Finish what a process that died left: parents ended whose dependents were not dealt with;
-        and, at most every `AUDIT_EVERY` seconds, a page of the blocked set checked against its parents."""
+        and, at most every `AUDIT_EVERY` seconds, a page of the blocked set checked against its
+        parents."""
         now = self.store.now()
         parents = [
             job.id
@@ -304,7 +400,14 @@ class Releaser:
         ]
         summary = self.release(parents) if parents else ReleaseSummary()
         if parents:
-            event(log, "flows_repaired", f"dealt with the dependents of {len(parents)} ended job(s) a process had left", count=len(parents), released=len(summary.released), ended=len(summary.ended))
+            event(
+                log,
+                "flows_repaired",
+                f"dealt with the dependents of {len(parents)} ended job(s) a process had left",
+                count=len(parents),
+                released=len(summary.released),
+                ended=len(summary.ended),
+            )
         if time.monotonic() - self._audit_at >= AUDIT_EVERY:
             self._audit_at = time.monotonic()
             self._audit(summary)
@@ -335,19 +438,43 @@ class Releaser:
             if act and not self._recent(child, parents):
                 decisions.append((child, outcome))
         ended = []
-        for (child, outcome), ok in zip(decisions, self.store.resolve_blocked(decisions, holder=self.holder), strict=True):
+        for (child, outcome), ok in zip(
+            decisions, self.store.resolve_blocked(decisions, holder=self.holder), strict=True
+        ):
             if ok:
                 (summary.released if outcome is None else summary.ended).append(child.id)
                 if outcome is not None and child.has_follow_ups:
                     ended.append(child.id)
         if decisions:
-            event(log, "flows_audited", f"the blocked-job audit released {sum(o is None for _c, o in decisions)} and ended {sum(o is not None for _c, o in decisions)}", level=logging.WARNING)
+            event(
+                log,
+                "flows_audited",
+                f"the blocked-job audit released {sum(o is None for _c, o in decisions)} and "
+                f"ended {sum(o is not None for _c, o in decisions)}",
+                level=logging.WARNING,
+            )
         if ended:
             self.release(ended)
 
     def _recent(self, child: Job, parents: Mapping[str, Job | None]) -> bool:
         now = self.store.now()
-        return any(p is not None and p.version is not None and (now - p.version).total_seconds() < REPAIR_GRACE_SECONDS for p in (parents.get(i) for i in child.depends_on))
+        return any(
+            p is not None
+            and p.version is not None
+            and (now - p.version).total_seconds() < REPAIR_GRACE_SECONDS
+            for p in (parents.get(i) for i in child.depends_on)
+        )
 
 
-__all__ = ["ATOMIC_LIMIT", "MAX_FLOW_JOBS", "MAX_PARENTS", "POLICIES", "FlowStep", "Policy", "ReleaseSummary", "Releaser", "plan", "verdict"]
+__all__ = [
+    "ATOMIC_LIMIT",
+    "MAX_FLOW_JOBS",
+    "MAX_PARENTS",
+    "POLICIES",
+    "FlowStep",
+    "Policy",
+    "ReleaseSummary",
+    "Releaser",
+    "plan",
+    "verdict",
+]

@@ -37,7 +37,12 @@ class Watched(Protocol):
 class Keeper:
     """Renews, flushes and times out the attempts `active` returns, on a daemon thread."""
 
-    def __init__(self, now: Callable[[], datetime], lease_seconds: float, active: Callable[[], Sequence[Watched]]) -> None:
+    def __init__(
+        self,
+        now: Callable[[], datetime],
+        lease_seconds: float,
+        active: Callable[[], Sequence[Watched]],
+    ) -> None:
         self._now = now
         self.lease_seconds = lease_seconds
         self._active = active

@@ -69,7 +69,9 @@ class Recorder:
             self._lock.notify()
         return future
 
-    def write(self, claim: Claim, update: Update, timeout: float | None = None, *, urgent: bool = False) -> WriteOutcome:
+    def write(
+        self, claim: Claim, update: Update, timeout: float | None = None, *, urgent: bool = False
+    ) -> WriteOutcome:
         """Queue an update and wait for the outcome."""
         return self.submit(claim, update, urgent=urgent).result(timeout)
 
@@ -86,9 +88,17 @@ class Recorder:
                     self._lock.wait()
                 if not self._pending and self._closed:
                     return
-                if time.monotonic() - last_flush < BUSY_WINDOW and not self._closed and not self._urgent:
+                if (
+                    time.monotonic() - last_flush < BUSY_WINDOW
+                    and not self._closed
+                    and not self._urgent
+                ):
                     linger_until = time.monotonic() + LINGER
-                    while len(self._pending) < FULL_ENOUGH and not self._urgent and (left := linger_until - time.monotonic()) > 0:
+                    while (
+                        len(self._pending) < FULL_ENOUGH
+                        and not self._urgent
+                        and (left := linger_until - time.monotonic()) > 0
+                    ):
                         self._lock.wait(left)
                 self._urgent = False
                 take = list(self._pending)[:MAX_BATCH]

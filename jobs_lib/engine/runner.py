@@ -75,7 +75,8 @@ log = logging.getLogger("jobs_lib.runner")
 
 #: Progress is written at most this often per job (a document takes about one write a second).
 PROGRESS_INTERVAL = 1.0
-#: No lease the runner writes runs longer than this past its write (Settings.lease_seconds is at most 600).
+# : No lease the runner writes runs longer than this past its write (Settings.lease_seconds is at
+# most 600).
 MAX_LEASE_SECONDS = 660.0
 #: The paused types are read again this often.
 PAUSED_REFRESH = 5.0
@@ -149,7 +150,8 @@ class Engine:
         """`policies`: the application's own (`jobs_lib.limits.policy.Policy`), asked after the
         built-in ones."""
         self.store = store or JobStore()
-        #: "worker" (``jobs worker``) or "function" (Cloud Functions: leaves worker_only handlers alone).
+        # : "worker" (``jobs worker``) or "function" (Cloud Functions: leaves worker_only handlers
+        # alone).
         self.runtime = runtime
         self.registry = registry if registry is not None else default_registry
         self.holder = holder or new_holder_id()
@@ -166,8 +168,13 @@ class Engine:
         self._control_watch: Any = None
         #: What may run now, and what happens after (jobs_lib.limits): asked in this order.
         self.policies: list[Policy] = registered(
-            self.store, self.holder, self.lease_seconds, self.log,
-            paused=self.paused_types, control=lambda: self._breaker_state, specs=self.registry.get,
+            self.store,
+            self.holder,
+            self.lease_seconds,
+            self.log,
+            paused=self.paused_types,
+            control=lambda: self._breaker_state,
+            specs=self.registry.get,
         ) + list(policies)
         self.flows = Releaser(self.store, self.registry, self.holder)
         self._paused: set[str] = set()
@@ -184,13 +191,24 @@ class Engine:
         """Types an operator paused (`jobs pause`), read at most every PAUSED_REFRESH seconds."""
         if self._control_watch is None:  # decided once: the first call looks at the handlers
             self._control_watch = False
-            if any(spec.breaker is not None for spec in map(self.registry.get, self.registry.types()) if spec):
-                # A breaker must stop every runner at once, not within PAUSED_REFRESH: listen instead.
+            if any(
+                spec.breaker is not None
+                for spec in map(self.registry.get, self.registry.types())
+                if spec
+            ):
+                # A breaker must stop every runner at once, not within PAUSED_REFRESH: listen
+                # instead.
                 try:
                     self._control_watch = self.store.limits.watch_control(self._control_changed)
                 except Exception:
-                    log.warning("could not listen to the control document; reading it every %ss", PAUSED_REFRESH, exc_info=True)
-        if time.monotonic() - self._paused_read > (PAUSED_REFRESH * 12 if self._control_watch else PAUSED_REFRESH):
+                    log.warning(
+                        "could not listen to the control document; reading it every %ss",
+                        PAUSED_REFRESH,
+                        exc_info=True,
+                    )
+        if time.monotonic() - self._paused_read > (
+            PAUSED_REFRESH * 12 if self._control_watch else PAUSED_REFRESH
+        ):
             self._control_changed(*self.store.limits.control_state())
         return self._paused
 
@@ -233,15 +251,25 @@ class Engine:
                 return Triage(Verdict.FAIL, "; ".join(job.problems))
             return Triage(Verdict.SKIP, "blocked: waiting for the jobs it depends on")
         if job.status is Status.IN_PROGRESS:
-            # A lease jobs_lib wrote lasts at most 600 s from its write; one that claims longer is not ours.
-            bogus = job.lease is not None and job.lease.expires_at is not None and job.version is not None and (job.lease.expires_at - job.version).total_seconds() > MAX_LEASE_SECONDS
+            # A lease jobs_lib wrote lasts at most 600 s from its write; one that claims longer is
+            # not ours.
+            bogus = (
+                job.lease is not None
+                and job.lease.expires_at is not None
+                and job.version is not None
+                and (job.lease.expires_at - job.version).total_seconds() > MAX_LEASE_SECONDS
+            )
             orphan = bogus or not job.leased_by_a_runner
             if orphan:
-                # Marked in_progress by someone else (an app's own write) or with a lease
-                # not in our shape: give its owner `orphan_seconds` from its last change, then recover it.
+                # Marked in_progress by someone else (an app's own write) or with a lease not in our
+                # shape: give its owner `orphan_seconds` from its last change, then recover it.
                 untouched = (now - job.version).total_seconds() if job.version else None
                 if untouched is not None and untouched < self.store.settings.orphan_seconds:
-                    return Triage(Verdict.SKIP, f"in_progress without a lease of ours for {untouched:.0f}s; orphaned after {self.store.settings.orphan_seconds:g}s")
+                    return Triage(
+                        Verdict.SKIP,
+                        f"in_progress without a lease of ours for {untouched:.0f}s; orphaned "
+                        f"after {self.store.settings.orphan_seconds:g}s",
+                    )
             elif not job.lease_expired(now):
                 return Triage(Verdict.SKIP, "running elsewhere")
             if job.cancel_requested:
@@ -249,16 +277,22 @@ class Engine:
             limit = self.max_attempts(job)
             if job.attempts >= limit:
                 why = (
-                    f"it was marked in_progress without a lease of jobs_lib's and left untouched for over {self.store.settings.orphan_seconds:g}s (an orphan)"
+                    f"it was marked in_progress without a lease of jobs_lib's and left untouched "
+                    f"for over {self.store.settings.orphan_seconds:g}s (an orphan)"
                     if orphan
-                    else "the worker running it stopped (crashed, was killed or lost its connection) and its lease expired"
+                    else "the worker running it stopped (crashed, was killed or lost its "
+                    "connection) and its lease expired"
                 )
-                return Triage(Verdict.FAIL, f"attempt {job.attempts} of {limit} never finished: {why}")
+                return Triage(
+                    Verdict.FAIL, f"attempt {job.attempts} of {limit} never finished: {why}"
+                )
             # Recovering it means running it: it must be runnable like any pending job.
             unrunnable = self._unrunnable(job)
             if unrunnable is not None:
                 return unrunnable
-            return self._fits(job, now, max_timeout) or Triage(Verdict.RUN, "orphaned" if orphan else "lease expired")
+            return self._fits(job, now, max_timeout) or Triage(
+                Verdict.RUN, "orphaned" if orphan else "lease expired"
+            )
         if job.cancel_requested:
             return Triage(Verdict.CANCEL, "cancelled at the owner's request before it started")
         if job.problems:
@@ -268,7 +302,8 @@ class Engine:
         return self._unrunnable(job) or self._fits(job, now, max_timeout) or Triage(Verdict.RUN)
 
     def _unrunnable(self, job: Job) -> Triage | None:
-        """A FAIL when the document cannot run here at all (unreadable fields, no handler), else None."""
+        """A FAIL when the document cannot run here at all (unreadable fields, no handler), else
+        None."""
         if job.problems:
             return Triage(Verdict.FAIL, "; ".join(job.problems))
         if self.spec_for(job) is None:
@@ -295,9 +330,14 @@ class Engine:
         if spec.continuable:
             # It runs in slices: any invocation with time for one slice will do.
             if max_timeout is not None and max_timeout < MIN_SLICE_SECONDS + SLICE_MARGIN_SECONDS:
-                return Triage(Verdict.SKIP, f"continuable, but the {max_timeout:g}s left here are too few for a slice")
+                return Triage(
+                    Verdict.SKIP,
+                    f"continuable, but the {max_timeout:g}s left here are too few for a slice",
+                )
         elif max_timeout is not None and spec.timeout > max_timeout:
-            return Triage(Verdict.SKIP, f"needs up to {spec.timeout:g}s, {max_timeout:g}s left here")
+            return Triage(
+                Verdict.SKIP, f"needs up to {spec.timeout:g}s, {max_timeout:g}s left here"
+            )
         return None
 
     def expire_at(self, job: Job) -> datetime:
@@ -307,11 +347,15 @@ class Engine:
 
     # -- claiming -----------------------------------------------------------------
 
-    def claim(self, jobs: list[Job], limit: int | None = None, max_timeout: float | None = None) -> list[Execution]:
+    def claim(
+        self, jobs: list[Job], limit: int | None = None, max_timeout: float | None = None
+    ) -> list[Execution]:
         """Settle the poison and cancelled among `jobs`, claim up to `limit` runnable ones."""
         return self.claim_report(jobs, limit, max_timeout).executions
 
-    def claim_report(self, jobs: list[Job], limit: int | None = None, max_timeout: float | None = None) -> ClaimReport:
+    def claim_report(
+        self, jobs: list[Job], limit: int | None = None, max_timeout: float | None = None
+    ) -> ClaimReport:
         """`claim`, and what became of the jobs it did not claim (see `ClaimReport`)."""
         now = self.store.now()
         runnable: list[Job] = []
@@ -335,53 +379,109 @@ class Engine:
                 if triage.verdict is Verdict.WAIT:
                     waiting.add(job.id)
             elif triage.verdict is Verdict.FAIL:
-                details = {"reason": "invalid_job" if job.status is not Status.IN_PROGRESS else "lease_expired", "attempt": job.attempts}
-                settle.append((job, Failed(triage.reason, details, self.expire_at(job)), "job_failed", triage.reason))
+                details = {
+                    "reason": "invalid_job"
+                    if job.status is not Status.IN_PROGRESS
+                    else "lease_expired",
+                    "attempt": job.attempts,
+                }
+                settle.append(
+                    (
+                        job,
+                        Failed(triage.reason, details, self.expire_at(job)),
+                        "job_failed",
+                        triage.reason,
+                    )
+                )
             elif triage.verdict is Verdict.CANCEL:
-                settle.append((job, Cancelled(triage.reason, self.expire_at(job)), "job_cancelled", triage.reason))
+                settle.append(
+                    (
+                        job,
+                        Cancelled(triage.reason, self.expire_at(job)),
+                        "job_cancelled",
+                        triage.reason,
+                    )
+                )
         # An app's job this call leaves (not due, paused, at its limit) gets its shard lane now, so
         # that the main lane and every other runner find it from here on like an enqueued one.
         adopted = {job.id: job for job in self.adopt(left)}
-        report = ClaimReport(waiting=[adopted.get(job.id, job) for job in left if job.id in waiting], unused=unused)
+        report = ClaimReport(
+            waiting=[adopted.get(job.id, job) for job in left if job.id in waiting], unused=unused
+        )
         if settle:
-            results = self.store.settle([(job, outcome) for job, outcome, _e, _r in settle], holder=self.holder)
-            self.release_dependents([job.id for (job, _o, _n, _r), ok in zip(settle, results, strict=True) if ok and job.has_follow_ups])
+            results = self.store.settle(
+                [(job, outcome) for job, outcome, _e, _r in settle], holder=self.holder
+            )
+            self.release_dependents(
+                [
+                    job.id
+                    for (job, _o, _n, _r), ok in zip(settle, results, strict=True)
+                    if ok and job.has_follow_ups
+                ]
+            )
             for (job, outcome, name, reason), ok in zip(settle, results, strict=True):
                 if ok:
                     if isinstance(outcome, Failed):
                         exhausted = outcome.details.get("reason") == "lease_expired"
-                        self.telemetry.ended(job.type, "failed", None, job.created_at, now, reason=str(outcome.details.get("reason")), exhausted=exhausted)
+                        self.telemetry.ended(
+                            job.type,
+                            "failed",
+                            None,
+                            job.created_at,
+                            now,
+                            reason=str(outcome.details.get("reason")),
+                            exhausted=exhausted,
+                        )
                         self.throughput.add(now, job.type, "failed")
                     else:
                         self.telemetry.ended(job.type, "cancelled", None, job.created_at, now)
                         self.throughput.add(now, job.type, "cancelled")
                     level = logging.ERROR if name == "job_failed" else logging.INFO
-                    event(self.log, name, f"job {job.id} {name.removeprefix('job_')}: {reason}", level=level, **job_fields(job.id, job.type, job.attempts), error=reason)
+                    event(
+                        self.log,
+                        name,
+                        f"job {job.id} {name.removeprefix('job_')}: {reason}",
+                        level=level,
+                        **job_fields(job.id, job.type, job.attempts),
+                        error=reason,
+                    )
                 else:
                     report.settle_refused.append(job.id)
         executions = []
         runnable = [self._with_default_webhook(job) for job in runnable]
-        # Each policy that guards something (a slot, a rate token, a breaker's probe) claims the jobs
-        # it takes, the guard and the job in one commit; the rest get a plain conditional write.
+        # Each policy that guards something (a slot, a rate token, a breaker's probe) claims the
+        # jobs it takes, the guard and the job in one commit; the rest get a plain conditional
+        # write.
         plain: list[Job] = []
         taken: dict[int, tuple[Policy, list[tuple[Job, HandlerSpec]]]] = {}
         taker: dict[str, Policy] = {}
         for job in runnable:
             spec = self.spec_for(job)
-            policy = next((p for p in self.policies if p.takes(job, spec, now)), None) if spec is not None else None
+            policy = (
+                next((p for p in self.policies if p.takes(job, spec, now)), None)
+                if spec is not None
+                else None
+            )
             if policy is None or spec is None:
                 plain.append(job)
             else:
                 taken.setdefault(id(policy), (policy, []))[1].append((job, spec))
                 taker[job.id] = policy
         claim_started = time.time_ns()
-        claims: dict[str, Claim | None] = dict(zip((job.id for job in plain), self.store.claim(plain, self.holder, self.lease_seconds), strict=True))
+        claims: dict[str, Claim | None] = dict(
+            zip(
+                (job.id for job in plain),
+                self.store.claim(plain, self.holder, self.lease_seconds),
+                strict=True,
+            )
+        )
         by_policy: dict[str, Claim | None] = {}
         for policy, jobs_taken in taken.values():
             by_policy.update(policy.claim_jobs(jobs_taken, now))
         claim_ended = time.time_ns()
-        # A job a policy's limit kept waits for room; a claim another claimer won counts as tried and
-        # lost (it tells a worker that others read the same jobs); a job not tried stays a candidate.
+        # A job a policy's limit kept waits for room; a claim another claimer won counts as tried
+        # and lost (it tells a worker that others read the same jobs); a job not tried stays a
+        # candidate.
         contested: list[Claim | None] = []
         for job in runnable:
             if job.id in by_policy:
@@ -391,7 +491,9 @@ class Engine:
                 else:
                     contested.append(claim)
         report.tried = len(plain) + len(contested)
-        report.won = sum(c is not None for c in claims.values()) + sum(c is not None for c in contested)
+        report.won = sum(c is not None for c in claims.values()) + sum(
+            c is not None for c in contested
+        )
         claims.update(by_policy)
         runnable = [job for job in runnable if job.id in claims]
         for job in runnable:
@@ -403,14 +505,19 @@ class Engine:
             recovered = job.status is Status.IN_PROGRESS
             execution = Execution(self, claim, spec, claim_started, max_timeout)
             execution.claimed_by = taker[job.id].name if job.id in taker else None
-            self.telemetry.child("firestore claim", execution.span, start_time=claim_started, end_time=claim_ended)
+            self.telemetry.child(
+                "firestore claim", execution.span, start_time=claim_started, end_time=claim_ended
+            )
             queued_since = job.scheduled_for or job.created_at or job.create_time
             self.telemetry.started(job.type, queued_since, now, recovered)
             event(
                 execution.logger,
                 "job_recovered" if recovered else "job_claimed",
-                f"job {job.id} claimed (attempt {claim.attempt})" + (" after its lease expired" if recovered else ""),
-                queueMs=round(max((now - queued_since).total_seconds(), 0.0) * 1000, 1) if queued_since else None,
+                f"job {job.id} claimed (attempt {claim.attempt})"
+                + (" after its lease expired" if recovered else ""),
+                queueMs=round(max((now - queued_since).total_seconds(), 0.0) * 1000, 1)
+                if queued_since
+                else None,
             )
             executions.append(execution)
         with self._lock:
@@ -425,18 +532,29 @@ class Engine:
         """Give the pending documents among `jobs` that an app wrote without a shard their
         `adoption_fields` (one conditioned write each, one round trip); returns them as they are
         now (those that changed meanwhile are left out, for their next reader)."""
-        todo = [job for job in jobs if job.status is Status.PENDING and not job.problems and not adopted(job)]
+        todo = [
+            job
+            for job in jobs
+            if job.status is Status.PENDING and not job.problems and not adopted(job)
+        ]
         if not todo:
             return []
         return self.store.adopt(todo)
 
     def wake(self, job: Job) -> None:
-        """Bring a job continued on the functions its next created-event (jobs_lib.builtin.continuations)."""
+        """Bring a job continued on the functions its next created-event
+        (jobs_lib.builtin.continuations)."""
         from jobs_lib.builtin.continuations import CONTINUE_TYPE, WAKE_RETENTION
 
         wake_id = self.store.create_wake(job.id, CONTINUE_TYPE, WAKE_RETENTION)
         if wake_id is not None:
-            event(self.log, "job_wake_created", f"job {job.id}: wake-up {wake_id} created for its next slice", level=logging.DEBUG, **job_fields(job.id, job.type))
+            event(
+                self.log,
+                "job_wake_created",
+                f"job {job.id}: wake-up {wake_id} created for its next slice",
+                level=logging.DEBUG,
+                **job_fields(job.id, job.type),
+            )
 
     def _with_default_webhook(self, job: Job) -> Job:
         """The job marked ``webhook: true`` when its handler declares a URL and the document names
@@ -448,20 +566,25 @@ class Engine:
         return replace(job, raw={**job.raw, "webhook": True})
 
     def release_dependents(self, job_ids: list[str]) -> list[str]:
-        """These jobs just ended: release (or end) the jobs of their flows that wait for them; returns
-        the ids released. A failure here is logged and left to `Releaser.repair` (the obligation is
-        in the documents)."""
+        """These jobs just ended: release (or end) the jobs of their flows that wait for them;
+        returns the ids released. A failure here is logged and left to `Releaser.repair` (the
+        obligation is in the documents)."""
         if not job_ids:
             return []
         try:
             return self.flows.release(job_ids).released
         except Exception:
-            log.warning("releasing the dependents of %s failed; the next repair pass does it", ", ".join(job_ids), exc_info=True)
+            log.warning(
+                "releasing the dependents of %s failed; the next repair pass does it",
+                ", ".join(job_ids),
+                exc_info=True,
+            )
             return []
 
     def slot_released(self, job: Job, ended: bool = True) -> None:
-        """One of our limited jobs stopped: its slot is free, so stop treating the type as full (with
-        `ended`, its end was recorded, and the next job of its type may take its slot unread)."""
+        """One of our limited jobs stopped: its slot is free, so stop treating the type as full
+        (with `ended`, its end was recorded, and the next job of its type may take its slot
+        unread)."""
         spec = self.spec_for(job)
         for policy in self.policies:
             policy.released(job, spec, ended)
@@ -486,7 +609,9 @@ class Engine:
         self.recorder.close()
         # The minute counts are best effort: a store that does not answer (its writes retry for up
         # to 30 s) must not hold a stopping process past its grace.
-        flusher = threading.Thread(target=self.throughput.flush, name="jobs-minute-flush", daemon=True)
+        flusher = threading.Thread(
+            target=self.throughput.flush, name="jobs-minute-flush", daemon=True
+        )
         flusher.start()
         flusher.join(CLOSE_FLUSH_SECONDS)
         for policy in self.policies:
@@ -506,16 +631,28 @@ _NAMES: dict[type, tuple[str, str]] = {
 
 
 class Execution:
-    """One attempt at one claimed job: runs the handler, asks `decide` what to record, records it."""
+    """One attempt at one claimed job: runs the handler, asks `decide` what to record, records
+    it."""
 
-    def __init__(self, engine: Engine, claim: Claim, spec: HandlerSpec, started_ns: int | None = None, max_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        claim: Claim,
+        spec: HandlerSpec,
+        started_ns: int | None = None,
+        max_timeout: float | None = None,
+    ) -> None:
         self.engine = engine
         self.claim = claim
         self.spec = spec
         job = claim.job
         # Durable jobs (jobs_lib.engine.durable): what earlier runs recorded, and this run's slice.
         self._steps: dict[str, SavedStep] = saved_steps(job.raw.get("steps"))
-        self._inline_bytes = sum(encoded_size(s.value) for s in self._steps.values() if s.document is None) if self._steps else 0
+        self._inline_bytes = (
+            sum(encoded_size(s.value) for s in self._steps.values() if s.document is None)
+            if self._steps
+            else 0
+        )
         self._sleeps = saved_sleeps(job.raw.get("sleeps"))
         self._sleep_count = 0
         self._cursor: Any = job.cursor
@@ -526,14 +663,34 @@ class Execution:
             max_timeout - SLICE_MARGIN_SECONDS if max_timeout is not None else float("inf"),
             engine.store.settings.slice_seconds or float("inf"),
         )
-        self.slice_end: float | None = time.monotonic() + max(slice_seconds, 0.0) if spec.continuable and slice_seconds != float("inf") else None
+        self.slice_end: float | None = (
+            time.monotonic() + max(slice_seconds, 0.0)
+            if spec.continuable and slice_seconds != float("inf")
+            else None
+        )
         self.continue_requested = False
-        #: This attempt's span (a no-op unless an OpenTelemetry SDK is installed; see jobs_lib.observability.telemetry).
-        self.span = engine.telemetry.start_attempt(claim.job_id, claim.job.type, claim.attempt, claim.job.raw.get("traceparent"), start_time=started_ns)
+        # : This attempt's span (a no-op unless an OpenTelemetry SDK is installed; see
+        # jobs_lib.observability.telemetry).
+        self.span = engine.telemetry.start_attempt(
+            claim.job_id,
+            claim.job.type,
+            claim.attempt,
+            claim.job.raw.get("traceparent"),
+            start_time=started_ns,
+        )
         trace_fields = log_fields(self.span, engine.store.settings.project)
-        self.logger = JobLogger(log, {**job_fields(claim.job_id, claim.job.type, claim.attempt), "worker": engine.holder, **trace_fields})
+        self.logger = JobLogger(
+            log,
+            {
+                **job_fields(claim.job_id, claim.job.type, claim.attempt),
+                "worker": engine.holder,
+                **trace_fields,
+            },
+        )
         # The timeout counts the earlier slices too (continuations and sleeps).
-        self.deadline = engine.store.now() + timedelta(seconds=max(spec.timeout - job.active_ms / 1000, 0.001))
+        self.deadline = engine.store.now() + timedelta(
+            seconds=max(spec.timeout - job.active_ms / 1000, 0.001)
+        )
         self._handler_deadline = self.deadline
         #: A durable step running with a timeout of its own: (name, seconds, when it ends).
         self._step_limit: tuple[str, float, datetime] | None = None
@@ -589,7 +746,8 @@ class Execution:
     # -- the handler's side -------------------------------------------------------
 
     def run(self) -> str | None:
-        """Run the handler and record the outcome; returns the final status written (None if refused)."""
+        """Run the handler and record the outcome; returns the final status written (None if
+        refused)."""
         try:
             with used(self.span):
                 self._run()
@@ -598,7 +756,9 @@ class Execution:
             raise
         finally:
             self.engine.forget(self)
-            self.engine.slot_released(self.claim.job, self.final_status is not None and not self.lease_lost)
+            self.engine.slot_released(
+                self.claim.job, self.final_status is not None and not self.lease_lost
+            )
             self.engine.telemetry.stopped(self.claim.job.type)
             self.span.set_attribute("jobs.status", self.final_status or "unrecorded")
             self.span.end()
@@ -613,9 +773,16 @@ class Execution:
             self._conclude(Ending.INVALID_INPUT, error=str(exc))
             return
         context: JobContext[Any] = JobContext(self, value)
-        event(self.logger, "job_started", f"job {job.id} started ({job.type}, attempt {self.claim.attempt})", level=logging.DEBUG)
+        event(
+            self.logger,
+            "job_started",
+            f"job {job.id} started ({job.type}, attempt {self.claim.attempt})",
+            level=logging.DEBUG,
+        )
         try:
-            with self.engine.telemetry.tracer.start_as_current_span(f"handler {job.type}", record_exception=False, set_status_on_exception=False):
+            with self.engine.telemetry.tracer.start_as_current_span(
+                f"handler {job.type}", record_exception=False, set_status_on_exception=False
+            ):
                 result = self._run_async(context) if self.spec.is_async else self.spec.fn(context)
         except Suspend as suspended:
             self._suspend(suspended)
@@ -624,9 +791,15 @@ class Execution:
         except (LeaseLost, asyncio.CancelledError):
             self._conclude(Ending.INTERRUPTED)
         except PermanentError as exc:
-            self._conclude(Ending.PERMANENT, error=describe_error(exc), details={"errorType": qualname(exc)})
+            self._conclude(
+                Ending.PERMANENT, error=describe_error(exc), details={"errorType": qualname(exc)}
+            )
         except Exception as exc:
-            self._conclude(Ending.RAISED, error=describe_error(exc), details={"errorType": qualname(exc), "traceback": traceback.format_exc()[-4000:]})
+            self._conclude(
+                Ending.RAISED,
+                error=describe_error(exc),
+                details={"errorType": qualname(exc), "traceback": traceback.format_exc()[-4000:]},
+            )
         else:
             problem, stored = storable_result(result, job.raw)
             if problem:
@@ -636,7 +809,8 @@ class Execution:
 
     def _suspend(self, suspended: Suspend) -> None:
         """The handler stopped at a checkpoint or a sleep: record a continuation or a sleep (the
-        attempt not counted), unless this run no longer holds the job or its owner asked to cancel."""
+        attempt not counted), unless this run no longer holds the job or its owner asked to
+        cancel."""
         if self.lease_lost:
             self._conclude(Ending.INTERRUPTED)
             return
@@ -653,9 +827,20 @@ class Execution:
         else:
             with self._lock:
                 cursor = self._cursor
-            outcome = Continued(attempts, self.engine.store.now(), cursor, job.continuations + 1, (*job.slice_ms, ran_ms)[-KEPT_SLICES:], active_ms)
+            outcome = Continued(
+                attempts,
+                self.engine.store.now(),
+                cursor,
+                job.continuations + 1,
+                (*job.slice_ms, ran_ms)[-KEPT_SLICES:],
+                active_ms,
+            )
         self._record(outcome)
-        if isinstance(outcome, Continued) and self.final_status is not None and self.engine.runtime == "function":
+        if (
+            isinstance(outcome, Continued)
+            and self.final_status is not None
+            and self.engine.runtime == "function"
+        ):
             # No created-event comes for a job that is pending again: a wake-up document brings one,
             # so that the next slice starts at once rather than at the next tick.
             self.engine.wake(job)
@@ -672,36 +857,62 @@ class Execution:
         if saved is None:
             return False, None
         if saved.document is not None:
-            saved.value, saved.document = self.engine.store.step_document(self.claim.job_id, saved.document), None
+            saved.value, saved.document = (
+                self.engine.store.step_document(self.claim.job_id, saved.document),
+                None,
+            )
         return True, saved.value
 
     def record_step(self, name: str, value: Any, ms: float) -> Any:
         """Record the step's result, fenced by the claim; returns it as stored (as a replay returns
-        it). Raises `LeaseLost` when this run no longer holds the job: its result is not recorded."""
+        it). Raises `LeaseLost` when this run no longer holds the job: its result is not
+        recorded."""
         if self.finished or self.lease_lost:
-            raise LeaseLost(f"job {self.claim.job_id}: step {name!r} not recorded, this run no longer holds the job ({self.lost_reason or 'ended'})")
+            raise LeaseLost(
+                f"job {self.claim.job_id}: step {name!r} not recorded, this run no longer holds "
+                f"the job ({self.lost_reason or 'ended'})"
+            )
         if len(self._steps) >= MAX_STEPS:
-            raise PermanentError(f"a job may record at most {MAX_STEPS} steps; step {name!r} is one more")
+            raise PermanentError(
+                f"a job may record at most {MAX_STEPS} steps; step {name!r} is one more"
+            )
         stored, size = step_value(name, value)
-        record: dict[str, Any] = {"at": self.engine.store.now(), "attempt": self.claim.attempt, "ms": round(ms, 1), "size": size}
+        record: dict[str, Any] = {
+            "at": self.engine.store.now(),
+            "attempt": self.claim.attempt,
+            "ms": round(ms, 1),
+            "size": size,
+        }
         inline = size <= INLINE_STEP_BYTES and self._inline_bytes + size <= INLINE_TOTAL_BYTES
         if inline:
             record["value"] = stored
         else:
-            # Named after this claim: a run that lost the job never overwrites what another recorded.
+            # Named after this claim: a run that lost the job never overwrites what another
+            # recorded.
             record["document"] = f"{name}-{self.claim.token[:16]}"
-            self.engine.store.save_step_document(self.claim.job_id, record["document"], name, stored)
+            self.engine.store.save_step_document(
+                self.claim.job_id, record["document"], name, stored
+            )
         with self._lock:
             self._cursor, self._cursor_dirty = None, False
-        written = self.engine.recorder.write(self.claim, Update(steps={name: record}, has_cursor=True), urgent=True)
+        written = self.engine.recorder.write(
+            self.claim, Update(steps={name: record}, has_cursor=True), urgent=True
+        )
         if written.status is WriteStatus.LOST:
             self.lease_lost = True
             self.lost_reason = written.detail or "lease lost"
-            raise LeaseLost(f"job {self.claim.job_id}: step {name!r} not recorded: {self.lost_reason}")
+            raise LeaseLost(
+                f"job {self.claim.job_id}: step {name!r} not recorded: {self.lost_reason}"
+            )
         if written.status is WriteStatus.INVALID:
-            raise PermanentError(f"step {name!r}: Firestore refused to store its result: {written.detail}")
+            raise PermanentError(
+                f"step {name!r}: Firestore refused to store its result: {written.detail}"
+            )
         if written.status is not WriteStatus.OK:
-            raise StoreUnavailable(f"step {name!r}: its result could not be recorded ({written.detail}); the step runs again on the next attempt")
+            raise StoreUnavailable(
+                f"step {name!r}: its result could not be recorded ({written.detail}); the step "
+                f"runs again on the next attempt"
+            )
         self._steps[name] = SavedStep(stored)
         if inline:
             self._inline_bytes += size
@@ -719,10 +930,16 @@ class Execution:
         stored = cursor_value(cursor)
         with self._lock:
             self._cursor, self._cursor_dirty = stored, True
-        if self.spec.continuable and (self.continue_requested or (self.slice_end is not None and time.monotonic() >= self.slice_end)):
+        if self.spec.continuable and (
+            self.continue_requested
+            or (self.slice_end is not None and time.monotonic() >= self.slice_end)
+        ):
             raise Suspend()
         with self._lock:
-            due = time.monotonic() - self._progress_written >= PROGRESS_INTERVAL and not self._maintaining
+            due = (
+                time.monotonic() - self._progress_written >= PROGRESS_INTERVAL
+                and not self._maintaining
+            )
         if due:
             self.maintain(None)
 
@@ -742,8 +959,8 @@ class Execution:
         self.continue_requested = True
 
     def limit_step(self, name: str, seconds: float | None) -> None:
-        """A durable step with a timeout of its own starts (`seconds`), or ends (None): until then the
-        keeper abandons the attempt at the step's end, not only at the handler's."""
+        """A durable step with a timeout of its own starts (`seconds`), or ends (None): until then
+        the keeper abandons the attempt at the step's end, not only at the handler's."""
         if seconds is None:
             self._step_limit = None
             self.deadline = self._handler_deadline
@@ -774,7 +991,12 @@ class Execution:
         if outcome is not None:
             self._record(outcome)
         elif not self.finished:
-            event(self.logger, "job_interrupted", f"job {self.claim.job_id} stopped: {self.lost_reason or 'lease lost'}", level=logging.WARNING)
+            event(
+                self.logger,
+                "job_interrupted",
+                f"job {self.claim.job_id} stopped: {self.lost_reason or 'lease lost'}",
+                level=logging.WARNING,
+            )
 
     def _run_async(self, context: JobContext[Any]) -> Any:
         remaining = max((self.deadline - self.engine.store.now()).total_seconds(), 0.001)
@@ -796,7 +1018,10 @@ class Execution:
         """Called by `JobContext.progress`: write now, or coalesce into the next write."""
         with self._lock:
             self._progress = {**(self._progress or {}), **report}
-            due = time.monotonic() - self._progress_written >= PROGRESS_INTERVAL and not self._maintaining
+            due = (
+                time.monotonic() - self._progress_written >= PROGRESS_INTERVAL
+                and not self._maintaining
+            )
         if due:
             self.maintain(None)
 
@@ -819,8 +1044,11 @@ class Execution:
         self._cancel_task()
 
     def release(self) -> None:
-        """Hand the job back (the worker is shutting down): pending again at once, the attempt not counted."""
-        self._record(Released(attempts=max(self.claim.attempt - 1, 0), run_at=self.engine.store.now()))
+        """Hand the job back (the worker is shutting down): pending again at once, the attempt not
+        counted."""
+        self._record(
+            Released(attempts=max(self.claim.attempt - 1, 0), run_at=self.engine.store.now())
+        )
         self.lease_lost = True
         self.lost_reason = "released at shutdown"
         self._cancel_task()
@@ -829,43 +1057,87 @@ class Execution:
         status, name = _NAMES[type(outcome)]
         with self._lock:
             if self.finished:
-                event(self.logger, "job_result_refused", f"job {self.claim.job_id}: late {status} outcome ignored ({self.lost_reason})", level=logging.WARNING)
+                event(
+                    self.logger,
+                    "job_result_refused",
+                    f"job {self.claim.job_id}: late {status} outcome ignored ({self.lost_reason})",
+                    level=logging.WARNING,
+                )
                 return
             self.finished = True
             progress, self._progress = self._progress, None
-        record_span = self.engine.telemetry.tracer.start_span("firestore record", context=span_context(self.span))
+        record_span = self.engine.telemetry.tracer.start_span(
+            "firestore record", context=span_context(self.span)
+        )
         # A limited job's slot frees when its end is recorded: that write goes at once (no linger).
-        written = self.engine.recorder.write(self.claim, Update(outcome=outcome, progress=progress), urgent=self.spec.concurrency is not None)
+        written = self.engine.recorder.write(
+            self.claim,
+            Update(outcome=outcome, progress=progress),
+            urgent=self.spec.concurrency is not None,
+        )
         record_span.end()
         seconds = time.monotonic() - self._started
         duration = round(seconds * 1000, 1)
         if written.status is WriteStatus.INVALID and status != "failed":
             with self._lock:
                 self.finished = False
-            self._conclude(Ending.UNSTORABLE, error=f"Firestore refused to store the outcome: {written.detail}")
+            self._conclude(
+                Ending.UNSTORABLE, error=f"Firestore refused to store the outcome: {written.detail}"
+            )
             return
         if written.status is WriteStatus.OK:
             self.final_status = status
-            if isinstance(outcome, Completed | Failed | Cancelled) and self.claim.job.has_follow_ups:
+            if (
+                isinstance(outcome, Completed | Failed | Cancelled)
+                and self.claim.job.has_follow_ups
+            ):
                 self.released = self.engine.release_dependents([self.claim.job_id])
             for policy in self.engine.policies:
                 try:
                     policy.ended(self.spec, outcome, self.claimed_by)
                 except Exception:
-                    log.warning("job %s: the %s policy's end of %s failed", self.claim.job_id, policy.name, self.spec.type, exc_info=True)
+                    log.warning(
+                        "job %s: the %s policy's end of %s failed",
+                        self.claim.job_id,
+                        policy.name,
+                        self.spec.type,
+                        exc_info=True,
+                    )
             self._measured(outcome, seconds)
             extra: dict[str, Any] = {}
             if isinstance(outcome, Failed | Retry):
                 extra["error"] = outcome.error
             if isinstance(outcome, Retry):
-                extra["retryInSeconds"] = round(max((outcome.run_at - self.engine.store.now()).total_seconds(), 0.0), 3)
+                extra["retryInSeconds"] = round(
+                    max((outcome.run_at - self.engine.store.now()).total_seconds(), 0.0), 3
+                )
             level = logging.ERROR if name == "job_failed" else logging.INFO
-            event(self.logger, name, f"job {self.claim.job_id} {name.removeprefix('job_')}", level=level, durationMs=duration, **extra)
+            event(
+                self.logger,
+                name,
+                f"job {self.claim.job_id} {name.removeprefix('job_')}",
+                level=level,
+                durationMs=duration,
+                **extra,
+            )
         elif written.status is WriteStatus.LOST:
             self.lease_lost = True
-            event(self.logger, "job_lease_lost", f"job {self.claim.job_id}: {status} outcome refused, {written.detail}", level=logging.WARNING, durationMs=duration)
+            event(
+                self.logger,
+                "job_lease_lost",
+                f"job {self.claim.job_id}: {status} outcome refused, {written.detail}",
+                level=logging.WARNING,
+                durationMs=duration,
+            )
         else:
-            event(self.logger, "job_record_failed", f"job {self.claim.job_id}: could not record {status} ({written.detail}); the lease will expire and the job run again", level=logging.ERROR, durationMs=duration)
+            event(
+                self.logger,
+                "job_record_failed",
+                f"job {self.claim.job_id}: could not record {status} ({written.detail}); the "
+                f"lease will expire and the job run again",
+                level=logging.ERROR,
+                durationMs=duration,
+            )
 
     # -- the keeper's side ----------------------------------------------------------
 
@@ -879,14 +1151,21 @@ class Execution:
             if renew_before is not None and self.claim.lease_expires_at <= renew_before:
                 expires = self.engine.store.now() + timedelta(seconds=self.engine.lease_seconds)
             cursor_due = False
-            if (self._progress or self._cursor_dirty) and time.monotonic() - self._progress_written >= PROGRESS_INTERVAL:
+            if (
+                self._progress or self._cursor_dirty
+            ) and time.monotonic() - self._progress_written >= PROGRESS_INTERVAL:
                 progress, self._progress = self._progress, None
                 cursor_due, self._cursor_dirty = self._cursor_dirty, False
                 self._progress_written = time.monotonic()
             if expires is None and progress is None and not cursor_due:
                 return
             self._maintaining = True
-            update = Update(progress=progress, lease_expires_at=expires, cursor=self._cursor if cursor_due else None, has_cursor=cursor_due)
+            update = Update(
+                progress=progress,
+                lease_expires_at=expires,
+                cursor=self._cursor if cursor_due else None,
+                has_cursor=cursor_due,
+            )
         future = self.engine.recorder.submit(self.claim, update)
         future.add_done_callback(lambda f: self._maintained(f.result(), expires))
 
@@ -898,7 +1177,13 @@ class Execution:
         elif outcome.status is WriteStatus.LOST and not self.finished:
             self.lease_lost = True
             self.lost_reason = outcome.detail or "lease lost"
-            event(self.logger, "job_lease_lost", f"job {self.claim.job_id}: lease lost ({self.lost_reason}); stopping at the next check", level=logging.WARNING)
+            event(
+                self.logger,
+                "job_lease_lost",
+                f"job {self.claim.job_id}: lease lost ({self.lost_reason}); stopping at the next "
+                f"check",
+                level=logging.WARNING,
+            )
             self._cancel_task()
         if self.cancel_requested:
             self._cancel_task()
@@ -909,12 +1194,24 @@ class Execution:
         telemetry = self.engine.telemetry
         name = _NAMES[type(outcome)][0]
         if not isinstance(outcome, Released | Continued | Slept):
-            self.engine.throughput.add(self.engine.store.now(), job.type, "retried" if isinstance(outcome, Retry) else name)
+            self.engine.throughput.add(
+                self.engine.store.now(), job.type, "retried" if isinstance(outcome, Retry) else name
+            )
         if isinstance(outcome, Completed):
             telemetry.ended(job.type, "completed", seconds, job.created_at, self.engine.store.now())
         elif isinstance(outcome, Failed):
-            reason = str(outcome.details.get("reason") or ("exhausted" if outcome.exhausted else "failed"))
-            telemetry.ended(job.type, "failed", seconds, job.created_at, self.engine.store.now(), reason=reason, exhausted=outcome.exhausted)
+            reason = str(
+                outcome.details.get("reason") or ("exhausted" if outcome.exhausted else "failed")
+            )
+            telemetry.ended(
+                job.type,
+                "failed",
+                seconds,
+                job.created_at,
+                self.engine.store.now(),
+                reason=reason,
+                exhausted=outcome.exhausted,
+            )
             telemetry.failed(self.span, outcome.error)
         elif isinstance(outcome, Retry):
             telemetry.ended(job.type, "retried", seconds, job.created_at, self.engine.store.now())
@@ -933,7 +1230,8 @@ class InvalidInput(Exception):
 
 
 def validated_input(spec: HandlerSpec, job: Job) -> Any:
-    """The job's metadata as its handler takes it: validated by its pydantic model, or the raw map."""
+    """The job's metadata as its handler takes it: validated by its pydantic model, or the raw
+    map."""
     metadata = job.metadata if isinstance(job.metadata, dict) else {}
     model = spec.input_model
     if model is None:
@@ -943,12 +1241,18 @@ def validated_input(spec: HandlerSpec, job: Job) -> Any:
     try:
         return model.model_validate(metadata)
     except ValidationError as exc:
-        raise InvalidInput(f"metadata is not valid input for {spec.type}: {_summarise(exc)}") from None
+        raise InvalidInput(
+            f"metadata is not valid input for {spec.type}: {_summarise(exc)}"
+        ) from None
 
 
 def qualname(exc: BaseException) -> str:
     kind = type(exc)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
 
 
 def describe_error(exc: BaseException) -> str:
@@ -960,10 +1264,23 @@ def _summarise(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors()[:10]:
         where = ".".join(str(p) for p in error.get("loc", ())) or "metadata"
-        parts.append(f"metadata.{where}: {error.get('msg', 'invalid')}" if where != "metadata" else error.get("msg", "invalid"))
+        parts.append(
+            f"metadata.{where}: {error.get('msg', 'invalid')}"
+            if where != "metadata"
+            else error.get("msg", "invalid")
+        )
     more = len(exc.errors()) - 10
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-__all__ = ["Engine", "Execution", "InvalidInput", "Triage", "Verdict", "describe_error", "new_holder_id", "qualname", "validated_input"]
-
+__all__ = [
+    "Engine",
+    "Execution",
+    "InvalidInput",
+    "Triage",
+    "Verdict",
+    "describe_error",
+    "new_holder_id",
+    "qualname",
+    "validated_input",
+]

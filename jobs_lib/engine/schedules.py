@@ -1,4 +1,5 @@
-"""Recurring jobs: schedules in ``scheduledJobs`` and schedules declared in code, fired once per slot.
+"""Recurring jobs: schedules in ``scheduledJobs`` and schedules declared in code, fired once per
+slot.
 
 Cloud Scheduler is at-least-once and can fire twice, several ticks or workers
 can run at once, and slots get missed while nothing runs. None of that may
@@ -55,7 +56,14 @@ def system_schedule_id(name: str) -> str:
 class ScheduleClient:
     """Create and manage schedules from Python (the command line and the REST API use this)."""
 
-    def __init__(self, settings: Settings | None = None, *, store: ScheduleStore | None = None, registry: HandlerRegistry | None = None, jobs: Any = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: ScheduleStore | None = None,
+        registry: HandlerRegistry | None = None,
+        jobs: Any = None,
+    ) -> None:
         """`jobs` (a `jobs_lib.client.JobsClient`) creates the job of `fire_now`."""
         self.store = store or ScheduleStore(settings)
         self.registry = registry if registry is not None else default_registry
@@ -84,14 +92,23 @@ class ScheduleClient:
         created_by: str | None = None,
         org_id: str | None = None,
     ) -> Schedule:
-        """Save a new schedule; a bad cron, unknown timezone or unknown type raises `InvalidSchedule`."""
+        """Save a new schedule; a bad cron, unknown timezone or unknown type raises
+        `InvalidSchedule`."""
         metadata = {} if metadata is None else metadata
         self._validate(type, cron_expression, timezone, metadata)
         schedule_id = schedule_id or self.store.new_id()
         try:
             self.store.create(
-                schedule_id, job_type=type, cron_expression=cron_expression, timezone=timezone, metadata=metadata, enabled=enabled,
-                priority=priority, next_run_at=cron.next_after(cron_expression, timezone, self.store.now()), created_by=created_by, org_id=org_id,
+                schedule_id,
+                job_type=type,
+                cron_expression=cron_expression,
+                timezone=timezone,
+                metadata=metadata,
+                enabled=enabled,
+                priority=priority,
+                next_run_at=cron.next_after(cron_expression, timezone, self.store.now()),
+                created_by=created_by,
+                org_id=org_id,
             )
         except DocumentExists:
             raise InvalidSchedule(f"a schedule with id {schedule_id!r} already exists") from None
@@ -108,7 +125,9 @@ class ScheduleClient:
         """How many schedules one user has."""
         return self.store.count_of(created_by)
 
-    def list(self, *, created_by: str | None = None, org_id: str | None = None, limit: int = 100) -> list[Schedule]:
+    def list(
+        self, *, created_by: str | None = None, org_id: str | None = None, limit: int = 100
+    ) -> list[Schedule]:
         """Schedules, optionally of one user or organisation."""
         return self.store.list(created_by=created_by, org_id=org_id, limit=limit)
 
@@ -122,16 +141,32 @@ class ScheduleClient:
         enabled: bool | None = None,
         priority: int | None = None,
     ) -> Schedule:
-        """Change a schedule; a new cron or timezone, or re-enabling, recomputes nextRunAt from now."""
+        """Change a schedule; a new cron or timezone, or re-enabling, recomputes nextRunAt from
+        now."""
 
         def decide(current: Schedule) -> ScheduleChange:
             new_cron = cron_expression if cron_expression is not None else current.cron or ""
             new_tz = timezone if timezone is not None else current.timezone
             new_meta = metadata if metadata is not None else current.metadata
             self._validate(current.type or "", new_cron, new_tz, new_meta)
-            restarts = (enabled and not current.enabled) or new_cron != current.cron or new_tz != current.timezone
-            next_run = cron.next_after(new_cron, new_tz, self.store.now()) if restarts or current.next_run_at is None else None
-            return ScheduleChange(cron=new_cron, timezone=new_tz, metadata=new_meta, enabled=enabled, priority=priority, next_run_at=next_run)
+            restarts = (
+                (enabled and not current.enabled)
+                or new_cron != current.cron
+                or new_tz != current.timezone
+            )
+            next_run = (
+                cron.next_after(new_cron, new_tz, self.store.now())
+                if restarts or current.next_run_at is None
+                else None
+            )
+            return ScheduleChange(
+                cron=new_cron,
+                timezone=new_tz,
+                metadata=new_meta,
+                enabled=enabled,
+                priority=priority,
+                next_run_at=next_run,
+            )
 
         if self.store.update_checked(schedule_id, decide) is None:
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
@@ -146,16 +181,28 @@ class ScheduleClient:
         return self.update(schedule_id, enabled=False)
 
     def fire_now(self, schedule_id: str) -> tuple[Schedule, str]:
-        """Run a schedule's job now, outside its slots (its next slot is unchanged); the schedule and the job id."""
+        """Run a schedule's job now, outside its slots (its next slot is unchanged); the schedule
+        and the job id."""
         schedule = self.get(schedule_id)
         if schedule.type is None or schedule.problems:
-            raise InvalidSchedule(f"schedule {schedule_id} cannot fire: {'; '.join(schedule.problems) or 'no type'}")
+            raise InvalidSchedule(
+                f"schedule {schedule_id} cannot fire: {'; '.join(schedule.problems) or 'no type'}"
+            )
         if self.jobs is None:
             from jobs_lib.client import JobsClient
 
-            self.jobs = JobsClient(store=JobStore(connection=self.store.connection), registry=self.registry)
+            self.jobs = JobsClient(
+                store=JobStore(connection=self.store.connection), registry=self.registry
+            )
         now = self.store.now()
-        job = self.jobs.enqueue(schedule.type, dict(schedule.metadata), priority=schedule.priority, key=f"fire-now:{schedule.id}:{now.isoformat()}", org_id=schedule.org_id, created_by=schedule.created_by)
+        job = self.jobs.enqueue(
+            schedule.type,
+            dict(schedule.metadata),
+            priority=schedule.priority,
+            key=f"fire-now:{schedule.id}:{now.isoformat()}",
+            org_id=schedule.org_id,
+            created_by=schedule.created_by,
+        )
         self.store.record_fired(schedule, job.id, now)
         return self.get(schedule_id), job.id
 
@@ -191,7 +238,8 @@ class Scheduler:
         system_schedules: Sequence[CodeSchedule] = (),
         telemetry: Telemetry | None = None,
     ) -> None:
-        """`system_schedules` are declared by the configuration (the cleanup) beside the registry's own."""
+        """`system_schedules` are declared by the configuration (the cleanup) beside the registry's
+        own."""
         self.store = store
         self.jobs = jobs
         self.registry = registry if registry is not None else default_registry
@@ -235,12 +283,24 @@ class Scheduler:
             if schedule.enabled or schedule.error is None:
                 reason = "; ".join(schedule.problems)
                 if self.store.disable_invalid(schedule, reason):
-                    event(self.log, "schedule_invalid", f"schedule {schedule.id} disabled: {reason}", level=logging.ERROR, schedule=schedule.id, error=reason)
+                    event(
+                        self.log,
+                        "schedule_invalid",
+                        f"schedule {schedule.id} disabled: {reason}",
+                        level=logging.ERROR,
+                        schedule=schedule.id,
+                        error=reason,
+                    )
                 summary.invalid.append(schedule.id)
             return
         if not schedule.enabled:
             return
-        if schedule.created_by and schedule.next_run_at is None and not schedule.system and not self._within_limit(schedule):
+        if (
+            schedule.created_by
+            and schedule.next_run_at is None
+            and not schedule.system
+            and not self._within_limit(schedule)
+        ):
             return
         assert schedule.cron is not None and schedule.type is not None
         slot, upcoming = cron.fire(schedule.cron, schedule.timezone, schedule.next_run_at, now)
@@ -254,20 +314,46 @@ class Scheduler:
             extra["createdBy"] = schedule.created_by
         if schedule.org_id:
             extra["orgId"] = schedule.org_id
-        job = self.jobs.new_job_fields(schedule.type, dict(schedule.metadata), scheduled_for=slot, priority=schedule.priority, max_attempts=None, extra=extra)
+        job = self.jobs.new_job_fields(
+            schedule.type,
+            dict(schedule.metadata),
+            scheduled_for=slot,
+            priority=schedule.priority,
+            max_attempts=None,
+            extra=extra,
+        )
         fired = self.store.fire(schedule, slot, upcoming, job_id, job)
         if fired == "taken":
             # A document the scheduler did not write holds the slot's id (the rules refuse such ids
             # to clients; this is the check on use): fire the slot under an id nobody can guess.
-            event(self.log, "schedule_slot_taken", f"schedule {schedule.id}: the id {job_id} of its {slot.isoformat()} slot is held by a document the scheduler did not write; firing it under another id", level=logging.WARNING, schedule=schedule.id, jobId=job_id)
+            event(
+                self.log,
+                "schedule_slot_taken",
+                f"schedule {schedule.id}: the id {job_id} of its {slot.isoformat()} slot is held "
+                f"by a document the scheduler did not write; firing it under another id",
+                level=logging.WARNING,
+                schedule=schedule.id,
+                jobId=job_id,
+            )
             job_id = f"{job_id}-{secrets.token_hex(6)}"
             fired = self.store.fire(schedule, slot, upcoming, job_id, job)
         if fired == "fired":
             self.telemetry.count("enqueued", schedule.type)
-            summary.fired.append({"schedule": schedule.id, "slot": slot.isoformat(), "jobId": job_id})
-            event(self.log, "schedule_fired", f"schedule {schedule.id} fired its {slot.isoformat()} slot as job {job_id}", schedule=schedule.id, jobId=job_id, type=schedule.type)
+            summary.fired.append(
+                {"schedule": schedule.id, "slot": slot.isoformat(), "jobId": job_id}
+            )
+            event(
+                self.log,
+                "schedule_fired",
+                f"schedule {schedule.id} fired its {slot.isoformat()} slot as job {job_id}",
+                schedule=schedule.id,
+                jobId=job_id,
+                type=schedule.type,
+            )
         else:
-            summary.lost += 1  # another firer took this slot (or the schedule changed): nothing to do
+            summary.lost += (
+                1  # another firer took this slot (or the schedule changed): nothing to do
+            )
 
     def _within_limit(self, schedule: Schedule) -> bool:
         """A user's schedule the scheduler meets for the first time (no nextRunAt yet): True when
@@ -277,9 +363,19 @@ class Scheduler:
         most = self.store.settings.schedules_per_user
         if schedule.id in self.store.owner_ids(schedule.created_by, most):
             return True
-        reason = f"switched off: its owner has more than {most} schedules, the most one user may have (JOBS_SCHEDULES_PER_USER)"
+        reason = (
+            f"switched off: its owner has more than {most} schedules, the most one user "
+            f"may have (JOBS_SCHEDULES_PER_USER)"
+        )
         if self.store.over_limit(schedule, reason):
-            event(self.log, "schedule_over_limit", f"schedule {schedule.id} of {schedule.created_by} {reason}", level=logging.WARNING, schedule=schedule.id, user=schedule.created_by)
+            event(
+                self.log,
+                "schedule_over_limit",
+                f"schedule {schedule.id} of {schedule.created_by} {reason}",
+                level=logging.WARNING,
+                schedule=schedule.id,
+                user=schedule.created_by,
+            )
         return False
 
     def declared(self) -> list[CodeSchedule]:
@@ -296,13 +392,32 @@ class Scheduler:
         for spec in declared:
             name = system_schedule_id(spec.name)
             reclaimed = self.store.sync_declared(
-                name, existing.get(name), job_type=spec.type, cron_expression=spec.cron,
-                timezone=spec.timezone, metadata=spec.metadata, next_run_at=lambda spec=spec: cron.next_after(spec.cron, spec.timezone, now),  # type: ignore[misc]
+                name,
+                existing.get(name),
+                job_type=spec.type,
+                cron_expression=spec.cron,
+                timezone=spec.timezone,
+                metadata=spec.metadata,
+                next_run_at=lambda spec=spec: cron.next_after(spec.cron, spec.timezone, now),  # type: ignore[misc]
             )
             if reclaimed:
-                event(self.log, "schedule_reclaimed", f"schedule {name} was held by a document the scheduler did not write; replaced by the one declared in code", level=logging.WARNING, schedule=name)
+                event(
+                    self.log,
+                    "schedule_reclaimed",
+                    f"schedule {name} was held by a document the scheduler did not write; "
+                    f"replaced by the one declared in code",
+                    level=logging.WARNING,
+                    schedule=name,
+                )
         with self._lock:
             self._synced = True
 
 
-__all__ = ["FireSummary", "Schedule", "ScheduleClient", "Scheduler", "slot_job_id", "system_schedule_id"]
+__all__ = [
+    "FireSummary",
+    "Schedule",
+    "ScheduleClient",
+    "Scheduler",
+    "slot_job_id",
+    "system_schedule_id",
+]

@@ -1,4 +1,5 @@
-"""Outcomes per minute, added up in memory and written a few times a minute (`jobs_lib.store.stats`).
+"""Outcomes per minute, added up in memory and written a few times a minute
+(`jobs_lib.store.stats`).
 
 An engine counts each recorded outcome here; `flush` writes what gathered
 since the last flush, one small document per process and minute, so the
@@ -30,7 +31,9 @@ class MinuteCounter:
         self.holder = holder
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._pending: dict[datetime, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+        self._pending: dict[datetime, dict[str, dict[str, int]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(int))
+        )
         self._flushed = time.monotonic()
 
     def add(self, when: datetime, job_type: str | None, outcome: str) -> None:
@@ -45,11 +48,14 @@ class MinuteCounter:
             return bool(self._pending) and time.monotonic() - self._flushed >= FLUSH_EVERY
 
     def flush(self) -> int:
-        """Write what gathered (one write per minute touched); returns the writes made. Never raises:
-        counts that cannot be written now are kept for the next flush."""
+        """Write what gathered (one write per minute touched); returns the writes made. Never
+        raises: counts that cannot be written now are kept for the next flush."""
         with self._flush_lock:
             with self._lock:
-                pending, self._pending = self._pending, defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+                pending, self._pending = (
+                    self._pending,
+                    defaultdict(lambda: defaultdict(lambda: defaultdict(int))),
+                )
                 self._flushed = time.monotonic()
             writes = 0
             for minute, counts in sorted(pending.items()):
@@ -57,7 +63,10 @@ class MinuteCounter:
                     self.stats.add(minute, self.holder, {t: dict(c) for t, c in counts.items()})
                     writes += 1
                 except Exception:
-                    log.warning("writing the minute counts failed; keeping them for the next flush", exc_info=True)
+                    log.warning(
+                        "writing the minute counts failed; keeping them for the next flush",
+                        exc_info=True,
+                    )
                     with self._lock:
                         for job_type, by_outcome in counts.items():
                             for outcome, n in by_outcome.items():

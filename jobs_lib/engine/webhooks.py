@@ -73,15 +73,21 @@ def check_url(url: Any, allow: Sequence[str] = (), *, resolve: bool = True) -> s
     return checked_target(url, allow, resolve=resolve)[0]
 
 
-def checked_target(url: Any, allow: Sequence[str] = (), *, resolve: bool = True) -> tuple[str, list[str]]:
+def checked_target(
+    url: Any, allow: Sequence[str] = (), *, resolve: bool = True
+) -> tuple[str, list[str]]:
     """The URL and the addresses its host resolved to, every one of them checked; `post` connects
     to these and no others, so a name that resolves elsewhere a moment later (DNS rebinding)
     cannot steer the POST past the check. Raises `WebhookRefused`."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL:
-        raise WebhookRefused(f"a webhook is an http or https URL of at most {MAX_URL} characters, got {url!r}"[:300])
+        raise WebhookRefused(
+            f"a webhook is an http or https URL of at most {MAX_URL} characters, got {url!r}"[:300]
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookRefused(f"a webhook must be an http or https URL with a host, got {url!r}"[:300])
+        raise WebhookRefused(
+            f"a webhook must be an http or https URL with a host, got {url!r}"[:300]
+        )
     try:
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError:
@@ -94,12 +100,21 @@ def checked_target(url: Any, allow: Sequence[str] = (), *, resolve: bool = True)
         return url, addresses
     networks = [ipaddress.ip_network(a, strict=False) for a in allow if _is_network(a)]
     for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])  # an IPv6 scope ("fe80::1%eth0") is not part of it
+        ip = ipaddress.ip_address(
+            address.split("%")[0]
+        )  # an IPv6 scope ("fe80::1%eth0") is not part of it
         if not public(ip) and not any(ip in net for net in networks):
-            inside = [str(v4) for v4 in embedded_ipv4(ip)] if isinstance(ip, ipaddress.IPv6Address) else []
+            inside = (
+                [str(v4) for v4 in embedded_ipv4(ip)]
+                if isinstance(ip, ipaddress.IPv6Address)
+                else []
+            )
             raise WebhookRefused(
-                f"webhook {url!r} points to {ip}{' (carrying ' + ', '.join(inside) + ')' if inside else ''}, a private, loopback, "
-                "link-local or reserved address; list it in JOBS_WEBHOOK_ALLOW to allow it (only globally routable addresses are called)"
+                f"webhook {url!r} points to "
+                f"{ip}{' (carrying ' + ', '.join(inside) + ')' if inside else ''}, a private, "
+                f"loopback, "
+                "link-local or reserved address; list it in JOBS_WEBHOOK_ALLOW to allow it (only "
+                "globally routable addresses are called)"
             )
     return url, addresses
 
@@ -122,7 +137,9 @@ def _is_network(text: str) -> bool:
 
 #: Not globally routable although Python's ``is_global`` (3.11) says otherwise: the 6to4 relay
 #: anycast, IPv6 site-local (deprecated, still routed inside sites), the local-use NAT64 prefix.
-_NOT_GLOBAL = tuple(ipaddress.ip_network(n) for n in ("192.88.99.0/24", "fec0::/10", "64:ff9b:1::/48"))
+_NOT_GLOBAL = tuple(
+    ipaddress.ip_network(n) for n in ("192.88.99.0/24", "fec0::/10", "64:ff9b:1::/48")
+)
 #: The well-known NAT64 prefix: the last 32 bits are an IPv4 address (RFC 6052).
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 #: IPv4-compatible IPv6 (deprecated, ::a.b.c.d): the last 32 bits are an IPv4 address.
@@ -151,18 +168,37 @@ def public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
     if isinstance(ip, ipaddress.IPv6Address):
         candidates += embedded_ipv4(ip)
-    return all(c.is_global and not c.is_multicast and not any(c in net for net in _NOT_GLOBAL if net.version == c.version) for c in candidates)
+    return all(
+        c.is_global
+        and not c.is_multicast
+        and not any(c in net for net in _NOT_GLOBAL if net.version == c.version)
+        for c in candidates
+    )
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
     """The ``X-Jobs-Signature`` value for a body sent at `timestamp`."""
-    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return (
+        "sha256="
+        + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    )
 
 
-def verify(secret: str, headers: Mapping[str, str], body: bytes, *, tolerance: float = DEFAULT_TOLERANCE, now: float | None = None) -> bool:
-    """The receiver's check: the signature matches the body and timestamp, and the timestamp is recent."""
+def verify(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    now: float | None = None,
+) -> bool:
+    """The receiver's check: the signature matches the body and timestamp, and the timestamp is
+    recent."""
     lowered = {k.lower(): v for k, v in headers.items()}
-    stamp, given = lowered.get(TIMESTAMP_HEADER.lower(), ""), lowered.get(SIGNATURE_HEADER.lower(), "")
+    stamp, given = (
+        lowered.get(TIMESTAMP_HEADER.lower(), ""),
+        lowered.get(SIGNATURE_HEADER.lower(), ""),
+    )
     try:
         sent = float(stamp)
     except ValueError:
@@ -187,12 +223,15 @@ def payload(job: Job) -> dict[str, Any]:
         body["error"] = job.error
     else:
         body["result"] = job.result
-    safe: dict[str, Any] = json.loads(json.dumps(body, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
+    safe: dict[str, Any] = json.loads(
+        json.dumps(body, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v))
+    )
     return safe
 
 
 def delivery_key(job: Job) -> str:
-    """Names the delivery of one final state of a job (a retried job that ends again gets another)."""
+    """Names the delivery of one final state of a job (a retried job that ends again gets
+    another)."""
     ended = job.completed_at.isoformat() if job.completed_at else ""
     return f"{job.id}|{job.status.value if job.status else ''}|{job.attempts}|{ended}"
 
@@ -201,7 +240,13 @@ class DeliveryFailed(Exception):
     """The receiver did not take the POST (an error status, a timeout): retried with backoff."""
 
 
-def post(url: str, body: bytes, headers: Mapping[str, str], addresses: Sequence[str], timeout: float = 10.0) -> int:
+def post(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    addresses: Sequence[str],
+    timeout: float = 10.0,
+) -> int:
     """POST once to one of `addresses` (those `checked_target` checked), never following redirects;
     returns the status (raises `DeliveryFailed` for an unreachable receiver).
 
@@ -216,7 +261,12 @@ def post(url: str, body: bytes, headers: Mapping[str, str], addresses: Sequence[
     for address in addresses:
         connection = _PinnedConnection(parts.scheme, host, port, address.split("%")[0], timeout)
         try:
-            connection.request("POST", path, body=body, headers={"Host": parts.netloc.rpartition("@")[2], **headers})
+            connection.request(
+                "POST",
+                path,
+                body=body,
+                headers={"Host": parts.netloc.rpartition("@")[2], **headers},
+            )
             with contextlib.closing(connection.getresponse()) as response:
                 return int(response.status)
         except (OSError, http.client.HTTPException) as exc:
@@ -227,11 +277,20 @@ def post(url: str, body: bytes, headers: Mapping[str, str], addresses: Sequence[
 
 
 class _PinnedConnection:
-    """An http.client connection to a given address, speaking to the URL's host (Host, SNI, certificate)."""
+    """An http.client connection to a given address, speaking to the URL's host (Host, SNI,
+    certificate)."""
 
     def __init__(self, scheme: str, host: str, port: int, address: str, timeout: float) -> None:
-        self.scheme, self.host, self.port, self.address, self.timeout = scheme, host, port, address, timeout
-        self._conn: http.client.HTTPConnection = http.client.HTTPConnection(address, port, timeout=timeout)
+        self.scheme, self.host, self.port, self.address, self.timeout = (
+            scheme,
+            host,
+            port,
+            address,
+            timeout,
+        )
+        self._conn: http.client.HTTPConnection = http.client.HTTPConnection(
+            address, port, timeout=timeout
+        )
         self._conn.connect = self._connect  # type: ignore[method-assign]
 
     def _connect(self) -> None:
@@ -255,6 +314,19 @@ class _PinnedConnection:
 
 
 __all__ = [
-    "DELIVERY_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WEBHOOK_TYPE", "DeliveryFailed", "WebhookRefused",
-    "check_url", "checked_target", "delivery_key", "embedded_ipv4", "payload", "post", "public", "signature", "verify",
+    "DELIVERY_HEADER",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "WEBHOOK_TYPE",
+    "DeliveryFailed",
+    "WebhookRefused",
+    "check_url",
+    "checked_target",
+    "delivery_key",
+    "embedded_ipv4",
+    "payload",
+    "post",
+    "public",
+    "signature",
+    "verify",
 ]

@@ -38,7 +38,8 @@ from jobs_lib.store.rate_tokens import TokenTaken
 #: Failure reasons that say nothing about the handler's dependencies.
 _NOT_COUNTED = frozenset({"invalid_input", "unstorable_result", "invalid_job"})
 PROBE_TOKEN_TTL = timedelta(days=1)
-#: How long a runner trusts its own opening of a breaker over a control document that does not show it.
+# : How long a runner trusts its own opening of a breaker over a control document that does not show
+# it.
 LOCAL_MEMORY = 10.0
 #: Another runner holds the probe: leave the type alone this long before looking again.
 PROBE_WAIT = 5.0
@@ -46,7 +47,11 @@ PROBE_WAIT = 5.0
 
 def probe_token(job_type: str, opened_at: datetime) -> str:
     """The token document the one probe of a breaker's opening creates."""
-    return "probe~" + "".join(c if c not in "/~" else "_" for c in job_type)[:200] + f"~{int(opened_at.timestamp() * 1000)}"
+    return (
+        "probe~"
+        + "".join(c if c not in "/~" else "_" for c in job_type)[:200]
+        + f"~{int(opened_at.timestamp() * 1000)}"
+    )
 
 
 class Breakers(Policy):
@@ -74,7 +79,8 @@ class Breakers(Policy):
         self._lock = threading.Lock()
         #: Types whose probe another runner holds: left alone until this monotonic time.
         self._probe_elsewhere: dict[str, float] = {}
-        #: Breakers this runner opened since the control document was last read: (entry, when written).
+        # : Breakers this runner opened since the control document was last read: (entry, when
+        # written).
         self._opened_here: dict[str, tuple[dict[str, Any], float]] = {}
 
     # -- the policy's hooks (jobs_lib.limits.policy) --------------------------------------------
@@ -90,7 +96,9 @@ class Breakers(Policy):
     def takes(self, job: Job, spec: HandlerSpec, now: datetime) -> bool:
         return spec.breaker is not None and self.state(spec, now) == "half-open"
 
-    def claim_jobs(self, jobs: list[tuple[Job, HandlerSpec]], now: datetime) -> dict[str, Claim | None]:
+    def claim_jobs(
+        self, jobs: list[tuple[Job, HandlerSpec]], now: datetime
+    ) -> dict[str, Claim | None]:
         """At most one probe per half-open type per call: the others are not tried now."""
         claims: dict[str, Claim | None] = {}
         probed: set[str] = set()
@@ -111,7 +119,9 @@ class Breakers(Policy):
         with self._lock:
             for job_type, (entry, written) in list(self._opened_here.items()):
                 shown = _time((state.get(job_type) or {}).get("openedAt"))
-                if (shown is not None and shown >= entry["openedAt"]) or time.monotonic() - written > LOCAL_MEMORY:
+                if (
+                    shown is not None and shown >= entry["openedAt"]
+                ) or time.monotonic() - written > LOCAL_MEMORY:
                     del self._opened_here[job_type]
 
     def _entry(self, job_type: str) -> dict[str, Any] | None:
@@ -135,32 +145,57 @@ class Breakers(Policy):
 
     def open_types(self, now: datetime, specs: Callable[[str], HandlerSpec | None]) -> set[str]:
         """Types whose breaker is open now (discovery need not read their jobs)."""
-        return {t for t in self._state() if (spec := specs(t)) is not None and self.state(spec, now) == "open"}
+        return {
+            t
+            for t in self._state()
+            if (spec := specs(t)) is not None and self.state(spec, now) == "open"
+        }
 
     def claim_probe(self, job: Job, spec: HandlerSpec, now: datetime) -> Claim | None:
-        """Claim `job` as the half-open breaker's one probe; None when another runner has the probe."""
+        """Claim `job` as the half-open breaker's one probe; None when another runner has the
+        probe."""
         entry = self._entry(spec.type) or {}
         opened_at = _time(entry.get("openedAt")) or now
         until = _time(entry.get("openUntil")) or now
         if now > until + timedelta(seconds=spec.timeout + 2 * self.lease_seconds):
             # The probe never reported (its runner died): open a new round, with a new probe.
-            self._open(spec, now, until=now, failures=int(entry.get("failures") or 0), error="the probe did not report")
+            self._open(
+                spec,
+                now,
+                until=now,
+                failures=int(entry.get("failures") or 0),
+                error="the probe did not report",
+            )
             opened_at = now
         try:
-            claim = self.store.claim_with_token(job, probe_token(spec.type, opened_at), now + PROBE_TOKEN_TTL, self.holder, self.lease_seconds)
+            claim = self.store.claim_with_token(
+                job,
+                probe_token(spec.type, opened_at),
+                now + PROBE_TOKEN_TTL,
+                self.holder,
+                self.lease_seconds,
+            )
         except TokenTaken:
             with self._lock:
                 self._probe_elsewhere[spec.type] = time.monotonic() + PROBE_WAIT
             return None
         if claim is not None:
-            event(self.log, "breaker_probe", f"{spec.type}: job {job.id} is the probe of its half-open circuit breaker", **job_fields(job.id, job.type))
+            event(
+                self.log,
+                "breaker_probe",
+                f"{spec.type}: job {job.id} is the probe of its half-open circuit breaker",
+                **job_fields(job.id, job.type),
+            )
         return claim
 
     def after(self, spec: HandlerSpec, outcome: Outcome, probe: bool) -> None:
-        """An attempt of `spec`'s type ended with `outcome` (recorded): keep the streak, open or close."""
+        """An attempt of `spec`'s type ended with `outcome` (recorded): keep the streak, open or
+        close."""
         if spec.breaker is None:
             return
-        failed = isinstance(outcome, Retry) or (isinstance(outcome, Failed) and outcome.details.get("reason") not in _NOT_COUNTED)
+        failed = isinstance(outcome, Retry) or (
+            isinstance(outcome, Failed) and outcome.details.get("reason") not in _NOT_COUNTED
+        )
         if isinstance(outcome, Completed):
             with self._lock:
                 self._streaks[spec.type] = 0
@@ -168,7 +203,13 @@ class Breakers(Policy):
                 self.store.limits.close_breaker(spec.type)
                 with self._lock:
                     self._opened_here.pop(spec.type, None)
-                event(self.log, "breaker_closed", f"{spec.type}: the probe succeeded; the circuit breaker is closed and the type runs again", type=spec.type)
+                event(
+                    self.log,
+                    "breaker_closed",
+                    f"{spec.type}: the probe succeeded; the circuit breaker is closed and the "
+                    f"type runs again",
+                    type=spec.type,
+                )
             return
         if not failed:
             return
@@ -177,25 +218,44 @@ class Breakers(Policy):
         with self._lock:
             streak = self._streaks.get(spec.type, 0) + 1
             self._streaks[spec.type] = streak
-            opening = probe or (streak >= spec.breaker and spec.type not in self._opened_here and self._state().get(spec.type) is None)
+            opening = probe or (
+                streak >= spec.breaker
+                and spec.type not in self._opened_here
+                and self._state().get(spec.type) is None
+            )
             if opening:  # decided under the lock: two failures ending together open it once
                 until = now + timedelta(seconds=spec.breaker_cooldown)
-                self._opened_here[spec.type] = ({"openUntil": until, "openedAt": now, "failures": streak, "lastError": error}, time.monotonic())
+                self._opened_here[spec.type] = (
+                    {"openUntil": until, "openedAt": now, "failures": streak, "lastError": error},
+                    time.monotonic(),
+                )
                 self._streaks[spec.type] = 0
         if opening:
             self._write_open(spec, now, until, streak, error)
 
-    def _open(self, spec: HandlerSpec, now: datetime, *, until: datetime, failures: int, error: str | None) -> None:
+    def _open(
+        self, spec: HandlerSpec, now: datetime, *, until: datetime, failures: int, error: str | None
+    ) -> None:
         with self._lock:
-            self._opened_here[spec.type] = ({"openUntil": until, "openedAt": now, "failures": failures, "lastError": error}, time.monotonic())
+            self._opened_here[spec.type] = (
+                {"openUntil": until, "openedAt": now, "failures": failures, "lastError": error},
+                time.monotonic(),
+            )
             self._streaks[spec.type] = 0
         self._write_open(spec, now, until, failures, error)
 
-    def _write_open(self, spec: HandlerSpec, now: datetime, until: datetime, failures: int, error: str | None) -> None:
+    def _write_open(
+        self, spec: HandlerSpec, now: datetime, until: datetime, failures: int, error: str | None
+    ) -> None:
         self.store.limits.open_breaker(spec.type, until, now, failures, error)
         event(
-            self.log, "breaker_opened", f"{spec.type}: {failures} failed attempts in a row; its circuit breaker is open until {until.isoformat()}",
-            level=logging.WARNING, type=spec.type, error=error,
+            self.log,
+            "breaker_opened",
+            f"{spec.type}: {failures} failed attempts in a row; its circuit breaker is open "
+            f"until {until.isoformat()}",
+            level=logging.WARNING,
+            type=spec.type,
+            error=error,
         )
 
 

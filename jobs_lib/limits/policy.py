@@ -70,14 +70,16 @@ class Policy:
         """Whether this policy claims `job` itself (with what it guards, in one commit)."""
         return False
 
-    def claim_jobs(self, jobs: list[tuple[Job, HandlerSpec]], now: datetime) -> dict[str, Claim | None]:
+    def claim_jobs(
+        self, jobs: list[tuple[Job, HandlerSpec]], now: datetime
+    ) -> dict[str, Claim | None]:
         """Claim the jobs this policy took: a claim (or None) per job id it tried. A job left out
         was not tried now (it stays a candidate for a later read)."""
         return {}
 
     def held_back(self, job: Job, spec: HandlerSpec) -> bool:
-        """After `claim_jobs` gave `job` no claim: True when this policy's limit kept it, so it waits
-        for room; False when another claimer won it."""
+        """After `claim_jobs` gave `job` no claim: True when this policy's limit kept it, so it
+        waits for room; False when another claimer won it."""
         return False
 
     def released(self, job: Job, spec: HandlerSpec | None, ended: bool) -> None:

@@ -1,4 +1,5 @@
-"""Claiming a job whose handler has a rate limit: a token of the current window and the job, in one commit.
+"""Claiming a job whose handler has a rate limit: a token of the current window and the job, in one
+commit.
 
 ``@handler(..., rate="50/s")`` allows 50 starts per one-second window (per
 ``rate_key`` value) across every worker and function instance: each start
@@ -38,8 +39,8 @@ TOKEN_TTL = timedelta(hours=1)
 
 
 class RateClaimer(Policy):
-    """The rate policy (``rate=``): claims rate-limited jobs for one engine, each with a token of the
-    current window, and remembers which windows are full."""
+    """The rate policy (``rate=``): claims rate-limited jobs for one engine, each with a token of
+    the current window, and remembers which windows are full."""
 
     name = "rate"
 
@@ -69,15 +70,25 @@ class RateClaimer(Policy):
     def takes(self, job: Job, spec: HandlerSpec, now: datetime) -> bool:
         return spec.rate is not None
 
-    def claim_jobs(self, jobs: list[tuple[Job, HandlerSpec]], now: datetime) -> dict[str, Claim | None]:
+    def claim_jobs(
+        self, jobs: list[tuple[Job, HandlerSpec]], now: datetime
+    ) -> dict[str, Claim | None]:
         if len(jobs) == 1:
             job, spec = jobs[0]
             return {job.id: self.claim(job, spec)}
         with self._lock:
             if self._claimers is None:
-                self._claimers = ThreadPoolExecutor(RATE_CLAIMERS, thread_name_prefix="jobs-rate-claim")
+                self._claimers = ThreadPoolExecutor(
+                    RATE_CLAIMERS, thread_name_prefix="jobs-rate-claim"
+                )
             pool = self._claimers
-        return dict(zip((job.id for job, _s in jobs), pool.map(lambda pair: self.claim(*pair), jobs), strict=True))
+        return dict(
+            zip(
+                (job.id for job, _s in jobs),
+                pool.map(lambda pair: self.claim(*pair), jobs),
+                strict=True,
+            )
+        )
 
     def held_back(self, job: Job, spec: HandlerSpec) -> bool:
         return self.saturated(job, spec)
@@ -92,7 +103,8 @@ class RateClaimer(Policy):
 
     @staticmethod
     def key(job: Job, spec: HandlerSpec) -> str:
-        """The limit's key for a job: its ``rate_key`` field's value, or ``*`` for one limit per type."""
+        """The limit's key for a job: its ``rate_key`` field's value, or ``*`` for one limit per
+        type."""
         return limit_key(job, spec.rate_key)
 
     def saturated(self, job: Job, spec: HandlerSpec) -> bool:
@@ -100,7 +112,8 @@ class RateClaimer(Policy):
         return self._full.holds(spec.type, self.key(job, spec))
 
     def full_types(self) -> set[str]:
-        """Types whose whole window is used up (no per-key limit): discovery need not read their jobs."""
+        """Types whose whole window is used up (no per-key limit): discovery need not read their
+        jobs."""
         return self._full.whole_types()
 
     def next_room(self) -> float | None:
@@ -124,23 +137,39 @@ class RateClaimer(Policy):
                 taken = self._taken.setdefault((spec.type, key, window), set())
                 index = self._pick(starts, taken)
                 if index is not None:
-                    taken.add(index)  # ours while we try it: a claim on another thread picks another
+                    taken.add(
+                        index
+                    )  # ours while we try it: a claim on another thread picks another
             if index is None:
                 self._window_full(spec, key, now, period)
                 break
             expires = datetime.fromtimestamp((window + 1) * period, UTC) + TOKEN_TTL
             try:
-                claim = self.store.claim_with_token(job, token_id(spec.type, key, window, index), expires, self.holder, self.lease_seconds)
+                claim = self.store.claim_with_token(
+                    job,
+                    token_id(spec.type, key, window, index),
+                    expires,
+                    self.holder,
+                    self.lease_seconds,
+                )
             except TokenTaken:
                 continue  # another claimer has it (it stays marked taken)
             if claim is None:
                 with self._lock:
-                    taken.discard(index)  # the job changed (another claimer has it); the token stays free
+                    taken.discard(
+                        index
+                    )  # the job changed (another claimer has it); the token stays free
             return claim
         else:
             self._window_full(spec, key, self.store.now().timestamp(), period)  # refused every time
         where = f" for {spec.rate_key}={key}" if spec.rate_key else ""
-        event(self.log, "job_waiting", f"job {job.id} waits: {spec.type} has used its rate of {spec.rate}{where} for now", level=logging.DEBUG, **job_fields(job.id, job.type))
+        event(
+            self.log,
+            "job_waiting",
+            f"job {job.id} waits: {spec.type} has used its rate of {spec.rate}{where} for now",
+            level=logging.DEBUG,
+            **job_fields(job.id, job.type),
+        )
         return None
 
     def _window_full(self, spec: HandlerSpec, key: str, now: float, period: float) -> None:

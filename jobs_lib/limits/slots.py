@@ -29,8 +29,8 @@ SATURATION_SECONDS = 2.0
 
 
 def limit_key(job: Job, field: str | None) -> str:
-    """The key of a per-key limit for a job: its `field`'s value, ``*`` for one limit per type, ``-``
-    for a job without the field."""
+    """The key of a per-key limit for a job: its `field`'s value, ``*`` for one limit per type,
+    ``-`` for a job without the field."""
     if field is None:
         return "*"
     value = job.raw.get(field)
@@ -61,7 +61,11 @@ class Saturation:
         """Types used up as a whole (no per-key limit): discovery need not read their jobs."""
         now = time.monotonic()
         with self._lock:
-            return {job_type for (job_type, key), until in self._until.items() if key == "*" and until > now}
+            return {
+                job_type
+                for (job_type, key), until in self._until.items()
+                if key == "*" and until > now
+            }
 
     def next_end(self) -> float | None:
         """The earliest moment (monotonic) a limit now used up may have room again, or None."""
@@ -98,7 +102,8 @@ class SlotClaimer(Policy):
 
     @staticmethod
     def key(job: Job, spec: HandlerSpec) -> str:
-        """The limit's key for a job: its ``concurrency_key`` field's value, or ``*`` for one limit per type."""
+        """The limit's key for a job: its ``concurrency_key`` field's value, or ``*`` for one limit
+        per type."""
         return limit_key(job, spec.concurrency_key)
 
     def saturated(self, job: Job, spec: HandlerSpec) -> bool:
@@ -131,7 +136,9 @@ class SlotClaimer(Policy):
     def takes(self, job: Job, spec: HandlerSpec, now: datetime) -> bool:
         return spec.concurrency is not None
 
-    def claim_jobs(self, jobs: list[tuple[Job, HandlerSpec]], now: datetime) -> dict[str, Claim | None]:
+    def claim_jobs(
+        self, jobs: list[tuple[Job, HandlerSpec]], now: datetime
+    ) -> dict[str, Claim | None]:
         """The slots of a type (and key) are read once for all its jobs here."""
         self.untried.clear()
         groups: dict[tuple[str, str], list[tuple[Job, HandlerSpec]]] = {}
@@ -140,7 +147,13 @@ class SlotClaimer(Policy):
         claims: dict[str, Claim | None] = {}
         for group in groups.values():
             spec = group[0][1]
-            claims.update(zip((job.id for job, _s in group), self.claim_many([job for job, _s in group], spec), strict=True))
+            claims.update(
+                zip(
+                    (job.id for job, _s in group),
+                    self.claim_many([job for job, _s in group], spec),
+                    strict=True,
+                )
+            )
         return claims
 
     def held_back(self, job: Job, spec: HandlerSpec) -> bool:
@@ -155,7 +168,8 @@ class SlotClaimer(Policy):
     # -- claiming ---------------------------------------------------------------------------------
 
     def claim(self, job: Job, spec: HandlerSpec) -> Claim | None:
-        """Take a free slot and the job together; None when the type is full or another claimer won."""
+        """Take a free slot and the job together; None when the type is full or another claimer
+        won."""
         return self.claim_many([job], spec)[0]
 
     def claim_many(self, jobs: list[Job], spec: HandlerSpec) -> list[Claim | None]:
@@ -214,30 +228,59 @@ class SlotClaimer(Policy):
         assert spec.concurrency is not None
         ours = {job.id for job in jobs}
         slots = self.store.limits.read_slots(spec.type, key, spec.concurrency)
-        holders = self.store.limits.holders([str(f["jobId"]) for _i, f, _v in slots if f.get("jobId") and f.get("jobId") not in ours])
+        holders = self.store.limits.holders(
+            [
+                str(f["jobId"])
+                for _i, f, _v in slots
+                if f.get("jobId") and f.get("jobId") not in ours
+            ]
+        )
         now = self.store.now()
-        free = [(slot, version) for slot, fields, version in slots if fields.get("jobId") in ours or self.store.limits.slot_is_free(fields, holders.get(str(fields.get("jobId"))), now)]
+        free = [
+            (slot, version)
+            for slot, fields, version in slots
+            if fields.get("jobId") in ours
+            or self.store.limits.slot_is_free(fields, holders.get(str(fields.get("jobId"))), now)
+        ]
         if len(free) <= len(jobs):
             # Every free slot is being taken now: the next job of this type need not read them to
             # learn it (one of our own ending, or SATURATION_SECONDS, clears this).
             self._saturated.mark(spec.type, key, SATURATION_SECONDS)
         if not free:
             where = f" for {spec.concurrency_key}={key}" if spec.concurrency_key else ""
-            event(self.log, "job_waiting", f"{len(jobs)} job(s) of {spec.type} wait: it is at its limit of {spec.concurrency}{where}", level=logging.DEBUG, **job_fields(jobs[0].id, jobs[0].type))
+            event(
+                self.log,
+                "job_waiting",
+                f"{len(jobs)} job(s) of {spec.type} wait: it is at its limit of "
+                f"{spec.concurrency}{where}",
+                level=logging.DEBUG,
+                **job_fields(jobs[0].id, jobs[0].type),
+            )
             self.untried.update(job.id for job in jobs)
             return {}
         self._rng.shuffle(free)
         pairs = list(zip(jobs, free, strict=False))
-        self.untried.update(job.id for job in jobs[len(pairs):])
+        self.untried.update(job.id for job in jobs[len(pairs) :])
         if len(pairs) == 1:
-            (job, (slot, version)), = pairs
+            ((job, (slot, version)),) = pairs
             taken = [self._take(job, slot, version, spec.type, key)]
         else:
-            taken = list(self._pool().map(lambda pair: self._take(pair[0], pair[1][0], pair[1][1], spec.type, key), pairs))
-        return {job.id: claim for (job, _slot), claim in zip(pairs, taken, strict=True) if claim is not None}
+            taken = list(
+                self._pool().map(
+                    lambda pair: self._take(pair[0], pair[1][0], pair[1][1], spec.type, key), pairs
+                )
+            )
+        return {
+            job.id: claim
+            for (job, _slot), claim in zip(pairs, taken, strict=True)
+            if claim is not None
+        }
 
-    def _take(self, job: Job, slot: str, version: datetime | None, job_type: str, key: str) -> Claim | None:
-        """Claim `job` with `slot` (as of `version`); remember the slot as ours until the job ends."""
+    def _take(
+        self, job: Job, slot: str, version: datetime | None, job_type: str, key: str
+    ) -> Claim | None:
+        """Claim `job` with `slot` (as of `version`); remember the slot as ours until the job
+        ends."""
         taken = self.store.claim_with_slot(job, slot, version, self.holder, self.lease_seconds)
         if taken is None:
             return None

@@ -20,7 +20,10 @@ from jobs_lib.errors import TimeParseError
 
 #: The ISO-8601 strings `parse_time` reads: a date, optionally a time (to the minute, second or a
 #: fraction) after ``T`` or a space, optionally ``Z`` or an offset.
-_ISO = re.compile(r"\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?")
+_ISO = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[Tt "
+    r"]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?"
+)
 
 #: Widest UTC offset in use (UTC+14). A string bound widened by it catches
 #: every ISO string that may be due, whatever its offset.
@@ -43,9 +46,9 @@ def parse_time(value: Any, field: str = "timestamp") -> datetime | None:
             text = text[:-1] + "+00:00"
         try:
             if not _ISO.fullmatch(value):
-                # Strict: no spaces around it, no week dates or other forms fromisoformat also reads.
-                # A string that only looks like a time (" 2099-01-01T00:00:00Z") must not sort
-                # among real ones and still parse (docs: discussions/security.md).
+                # Strict: no spaces around it, no week dates or other forms fromisoformat also
+                # reads. A string that only looks like a time (" 2099-01-01T00:00:00Z") must not
+                # sort among real ones and still parse (docs: discussions/security.md).
                 raise ValueError(value)
             parsed = datetime.fromisoformat(text)
         except ValueError:
@@ -62,7 +65,9 @@ def parse_time(value: Any, field: str = "timestamp") -> datetime | None:
 
 def to_iso(moment: datetime) -> str:
     """Format as the ISO-8601 UTC string apps write: millisecond precision, ``Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 class ServerClock:
@@ -84,7 +89,8 @@ class ServerClock:
         self.calibrated = False
 
     def observe(self, server_time: datetime, sent: float, received: float) -> None:
-        """Record a server time seen in a response to a request sent and answered at these local times."""
+        """Record a server time seen in a response to a request sent and answered at these local
+        times."""
         rtt = max(received - sent, 0.0)
         midpoint = (sent + received) / 2
         offset = server_time.timestamp() - midpoint

@@ -25,7 +25,9 @@ def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise CronError(f"unknown timezone {name!r}: use an IANA name such as 'UTC' or 'Europe/Paris'") from None
+        raise CronError(
+            f"unknown timezone {name!r}: use an IANA name such as 'UTC' or 'Europe/Paris'"
+        ) from None
 
 
 def check(expression: str, timezone: str) -> None:
@@ -52,7 +54,9 @@ def latest_at_or_before(expression: str, timezone: str, moment: datetime) -> dat
     return next(CronSim(expression, ceiling, reverse=True)).astimezone(UTC)
 
 
-def fire(expression: str, timezone: str, next_run_at: datetime | None, now: datetime) -> tuple[datetime | None, datetime]:
+def fire(
+    expression: str, timezone: str, next_run_at: datetime | None, now: datetime
+) -> tuple[datetime | None, datetime]:
     """What a tick at `now` does for a schedule: (the slot to fire or None, the new nextRunAt).
 
     Only the latest due slot fires, so a schedule that missed ten slots while

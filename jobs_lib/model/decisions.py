@@ -29,7 +29,9 @@ class Ending(enum.Enum):
     RAISED = "raised"  # it raised an ordinary exception: retry while attempts remain
     PERMANENT = "permanent"  # it raised PermanentError: fail now
     CANCELLED = "cancelled"  # it raised JobCancelled (it saw the owner's request)
-    INTERRUPTED = "interrupted"  # it was stopped: the lease was lost, or a cancel request reached it
+    INTERRUPTED = (
+        "interrupted"  # it was stopped: the lease was lost, or a cancel request reached it
+    )
     TIMED_OUT = "timed_out"  # it ran past its timeout and was abandoned
 
 
@@ -87,10 +89,15 @@ def decide(end: AttemptEnd) -> Outcome | None:
     if end.ending is Ending.TIMED_OUT:
         if end.cancel_requested:
             return Cancelled(
-                f"cancelled at the owner's request; the handler did not stop by itself and was abandoned at its timeout of {end.timeout:g}s",
+                f"cancelled at the owner's request; the handler did not stop by itself and was "
+                f"abandoned at its timeout of {end.timeout:g}s",
                 end.expire_at,
             )
-        return _failed_attempt(end, f"{end.timed_out} did not finish within its timeout of {end.timeout:g}s", {**details, "reason": "timeout"})
+        return _failed_attempt(
+            end,
+            f"{end.timed_out} did not finish within its timeout of {end.timeout:g}s",
+            {**details, "reason": "timeout"},
+        )
     return _failed_attempt(end, end.error, details)
 
 
@@ -98,7 +105,12 @@ def _failed_attempt(end: AttemptEnd, error: str, details: dict[str, Any]) -> Out
     """Retry after the backoff while attempts remain, else fail for good."""
     limit = max(end.max_attempts, 1)
     if end.attempt >= limit:
-        return Failed(f"{error} (attempt {end.attempt} of {limit}, no attempts left)", details, end.expire_at, exhausted=True)
+        return Failed(
+            f"{error} (attempt {end.attempt} of {limit}, no attempts left)",
+            details,
+            end.expire_at,
+            exhausted=True,
+        )
     delay = min(end.backoff.wait(end.attempt, end.jitter), MAX_WAIT)
     return Retry(error, details, end.now + timedelta(seconds=delay))
 

@@ -41,16 +41,47 @@ FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 #: Fields the runner understands; anything else an app writes is kept in `Job.extra`.
 KNOWN_FIELDS = frozenset(
     {
-        "type", "status", "metadata", "createdAt", "scheduledFor", "priority", "maxAttempts",
-        "orgId", "createdBy", "cancelRequested", "startedAt", "completedAt", "updatedAt",
-        "attempts", "result", "error", "errorDetails", "progress", "lease", "leaseExpiresAt",
-        "expireAt", "key", "traceparent",
+        "type",
+        "status",
+        "metadata",
+        "createdAt",
+        "scheduledFor",
+        "priority",
+        "maxAttempts",
+        "orgId",
+        "createdBy",
+        "cancelRequested",
+        "startedAt",
+        "completedAt",
+        "updatedAt",
+        "attempts",
+        "result",
+        "error",
+        "errorDetails",
+        "progress",
+        "lease",
+        "leaseExpiresAt",
+        "expireAt",
+        "key",
+        "traceparent",
         # flows (jobs_lib.engine.followups)
-        "dependsOn", "flowId", "flowName", "onParentFailure", "dependentsSettled",
+        "dependsOn",
+        "flowId",
+        "flowName",
+        "onParentFailure",
+        "dependentsSettled",
         # completion webhooks (jobs_lib.engine.webhooks)
-        "webhook", "webhookJobId", "webhookFor",
+        "webhook",
+        "webhookJobId",
+        "webhookFor",
         # durable jobs (jobs_lib.engine.durable)
-        "steps", "stepDocuments", "cursor", "continuations", "sliceMs", "activeMs", "sleeps",
+        "steps",
+        "stepDocuments",
+        "cursor",
+        "continuations",
+        "sliceMs",
+        "activeMs",
+        "sleeps",
     }
 )
 
@@ -107,7 +138,14 @@ class Job:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_document(cls, job_id: str, data: dict[str, Any] | None, version: datetime | None = None, *, created: datetime | None = None) -> Job:
+    def from_document(
+        cls,
+        job_id: str,
+        data: dict[str, Any] | None,
+        version: datetime | None = None,
+        *,
+        created: datetime | None = None,
+    ) -> Job:
         """Read a document's fields; never raises (see `problems`). `created` is the document's
         create time as Firestore reports it."""
         data = dict(data or {})
@@ -124,8 +162,10 @@ class Job:
             value = data.get(name)
             if value is None:
                 return default
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                isinstance(value, float) and (not math.isfinite(value) or value != int(value))
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (isinstance(value, float) and (not math.isfinite(value) or value != int(value)))
             ):
                 problems.append(f"{name} must be a whole number, got {value!r}")
                 return default
@@ -150,7 +190,8 @@ class Job:
             except ValueError:
                 status = None
                 problems.append(
-                    f"status {describe_value(raw_status)} is not one of {', '.join(s.value for s in Status)}; "
+                    f"status {describe_value(raw_status)} is not one of "
+                    f"{', '.join(s.value for s in Status)}; "
                     "create jobs with status 'pending' or without a status"
                 )
 
@@ -158,7 +199,10 @@ class Job:
         if metadata is None:
             metadata = {}
         if not isinstance(metadata, dict):
-            problems.append(f"metadata must be a map of input parameters, got {type(metadata).__name__} {metadata!r}"[:300])
+            problems.append(
+                f"metadata must be a map of input parameters, got {type(metadata).__name__} "
+                f"{metadata!r}"[:300]
+            )
 
         attempts = int_field("attempts", 0) or 0
         if not 0 <= attempts <= MAX_ATTEMPTS_FIELD:
@@ -184,9 +228,14 @@ class Job:
             if isinstance(raw_depends, list) and all(isinstance(p, str) and p for p in raw_depends):
                 depends_on = tuple(raw_depends)
             else:
-                problems.append(f"dependsOn must be an array of job ids, got {describe_value(raw_depends)}")
+                problems.append(
+                    f"dependsOn must be an array of job ids, got {describe_value(raw_depends)}"
+                )
         if status is Status.BLOCKED and not depends_on and raw_depends is None:
-            problems.append("status 'blocked' needs dependsOn (the ids of the jobs it waits for); create jobs with status 'pending' or through JobsClient.flow")
+            problems.append(
+                "status 'blocked' needs dependsOn (the ids of the jobs it waits for); create "
+                "jobs with status 'pending' or through JobsClient.flow"
+            )
 
         progress = data.get("progress")
         error = data.get("error")
@@ -226,8 +275,14 @@ class Job:
 
     @property
     def leased_by_a_runner(self) -> bool:
-        """True when the lease has the shape jobs_lib writes: a holder, a token and an expiry time."""
-        return self.lease is not None and bool(self.lease.token) and bool(self.lease.holder) and self.lease.expires_at is not None
+        """True when the lease has the shape jobs_lib writes: a holder, a token and an expiry
+        time."""
+        return (
+            self.lease is not None
+            and bool(self.lease.token)
+            and bool(self.lease.holder)
+            and self.lease.expires_at is not None
+        )
 
     def lease_expired(self, now: datetime) -> bool:
         """True for a running job whose lease has lapsed (or that never had one)."""
@@ -252,7 +307,11 @@ class Job:
         """The durable steps the job recorded, by name (``value``, or ``document`` for a large one;
         ``at``, ``attempt``, ``ms``, ``size``)."""
         steps = self.raw.get("steps")
-        return {k: v for k, v in steps.items() if isinstance(v, dict)} if isinstance(steps, dict) else {}
+        return (
+            {k: v for k, v in steps.items() if isinstance(v, dict)}
+            if isinstance(steps, dict)
+            else {}
+        )
 
     @property
     def cursor(self) -> Any:
@@ -268,11 +327,16 @@ class Job:
     def slice_ms(self) -> list[int]:
         """The lengths of its latest slices (runs that ended in a continuation), in milliseconds."""
         value = self.raw.get("sliceMs")
-        return [v for v in value if isinstance(v, int) and not isinstance(v, bool)] if isinstance(value, list) else []
+        return (
+            [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
+            if isinstance(value, list)
+            else []
+        )
 
     @property
     def active_ms(self) -> int:
-        """Time the job ran before its last continuation or sleep, over all its slices, in milliseconds."""
+        """Time the job ran before its last continuation or sleep, over all its slices, in
+        milliseconds."""
         return _count(self.raw.get("activeMs"))
 
     @property
@@ -281,7 +345,11 @@ class Job:
         value = self.raw.get("sleeps")
         if not isinstance(value, dict):
             return []
-        found = sorted((int(k), v) for k, v in value.items() if isinstance(k, str) and k.isdigit() and isinstance(v, datetime))
+        found = sorted(
+            (int(k), v)
+            for k, v in value.items()
+            if isinstance(k, str) and k.isdigit() and isinstance(v, datetime)
+        )
         return [v for _k, v in found]
 
     @property
@@ -307,7 +375,11 @@ def describe_value(value: Any, limit: int = 120) -> str:
     elif isinstance(value, int | float):
         text = f"({value!r}, a number)"
     elif isinstance(value, dict):
-        text = f"(a map with keys {', '.join(sorted(map(str, value)))[:60]})" if value else "(an empty map)"
+        text = (
+            f"(a map with keys {', '.join(sorted(map(str, value)))[:60]})"
+            if value
+            else "(an empty map)"
+        )
     elif isinstance(value, list | tuple):
         text = f"(an array of {len(value)})"
     elif isinstance(value, bytes):

@@ -75,7 +75,8 @@ class Continued:
 @dataclass(frozen=True)
 class Slept:
     """The handler called ``ctx.sleep``: pending again at `until`, holding no slot or lease while it
-    waits, the attempt not counted; its `index`-th sleep is recorded so that the replay passes it."""
+    waits, the attempt not counted; its `index`-th sleep is recorded so that the replay passes
+    it."""
 
     attempts: int
     until: datetime
@@ -114,8 +115,14 @@ class Update:
 
     def merged(self, later: Update) -> Update:
         """This update with a later one on top (the recorder coalesces writes to one job)."""
-        progress = {**(self.progress or {}), **(later.progress or {})} if (self.progress or later.progress) else None
-        steps = {**(self.steps or {}), **(later.steps or {})} if (self.steps or later.steps) else None
+        progress = (
+            {**(self.progress or {}), **(later.progress or {})}
+            if (self.progress or later.progress)
+            else None
+        )
+        steps = (
+            {**(self.steps or {}), **(later.steps or {})} if (self.steps or later.steps) else None
+        )
         return Update(
             outcome=later.outcome or self.outcome,
             progress=progress,
@@ -126,4 +133,17 @@ class Update:
         )
 
 
-__all__ = ["CancelRequest", "Cancelled", "Change", "Completed", "Continued", "Failed", "Outcome", "Released", "Retried", "Retry", "Slept", "Update"]
+__all__ = [
+    "CancelRequest",
+    "Cancelled",
+    "Change",
+    "Completed",
+    "Continued",
+    "Failed",
+    "Outcome",
+    "Released",
+    "Retried",
+    "Retry",
+    "Slept",
+    "Update",
+]

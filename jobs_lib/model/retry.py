@@ -26,7 +26,9 @@ class Backoff:
 
     def __post_init__(self) -> None:
         if self.kind not in ("fixed", "exponential"):
-            raise ConfigurationError(f"backoff kind must be 'fixed' or 'exponential', got {self.kind!r}")
+            raise ConfigurationError(
+                f"backoff kind must be 'fixed' or 'exponential', got {self.kind!r}"
+            )
         if self.delay < 0 or self.max_delay < 0 or self.factor < 1:
             raise ConfigurationError("backoff needs delay >= 0, max_delay >= 0 and factor >= 1")
 
@@ -36,16 +38,21 @@ class Backoff:
         return cls(kind="fixed", delay=delay, jitter=False)
 
     @classmethod
-    def exponential(cls, delay: float = 5.0, factor: float = 2.0, max_delay: float = 3600.0, jitter: bool = True) -> Backoff:
+    def exponential(
+        cls, delay: float = 5.0, factor: float = 2.0, max_delay: float = 3600.0, jitter: bool = True
+    ) -> Backoff:
         """Double (or `factor`) the wait after each failure, up to `max_delay`."""
-        return cls(kind="exponential", delay=delay, factor=factor, max_delay=max_delay, jitter=jitter)
+        return cls(
+            kind="exponential", delay=delay, factor=factor, max_delay=max_delay, jitter=jitter
+        )
 
     def seconds(self, attempt: int, rng: random.Random | None = None) -> float:
         """The wait after failed attempt number `attempt` (1-based), with random jitter."""
         return self.wait(attempt, (rng or random).random())
 
     def wait(self, attempt: int, jitter: float) -> float:
-        """The wait after failed attempt `attempt`, given a `jitter` draw in [0, 1): a pure function."""
+        """The wait after failed attempt `attempt`, given a `jitter` draw in [0, 1): a pure
+        function."""
         if self.kind == "fixed":
             return self.delay
         # Past ~1,000 doublings the float overflows; the cap has long been reached by then.

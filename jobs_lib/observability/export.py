@@ -1,4 +1,5 @@
-"""Turning telemetry on: the OpenTelemetry SDK and its exporters (``pip install 'jobs_lib[telemetry]'``).
+"""Turning telemetry on: the OpenTelemetry SDK and its exporters (``pip install
+'jobs_lib[telemetry]'``).
 
 jobs_lib records through the OpenTelemetry API (`jobs_lib.observability.telemetry`); this
 module, imported only when a setting asks for an exporter, installs the SDK's
@@ -57,12 +58,22 @@ def _sdk() -> Any:
     try:
         from opentelemetry.sdk import metrics as sdk_metrics
     except ImportError:
-        raise ConfigurationError("telemetry export needs the OpenTelemetry SDK: pip install 'jobs_lib[telemetry]'") from None
+        raise ConfigurationError(
+            "telemetry export needs the OpenTelemetry SDK: pip install 'jobs_lib[telemetry]'"
+        ) from None
     return sdk_metrics
 
 
-def enable(*, metrics_exporter: str = "none", traces_exporter: str = "none", metrics_port: int | None = None, service: str = "jobs_lib", project: str | None = None) -> Exporting:
-    """Install the SDK providers and the chosen exporters for this process; returns what was installed.
+def enable(
+    *,
+    metrics_exporter: str = "none",
+    traces_exporter: str = "none",
+    metrics_port: int | None = None,
+    service: str = "jobs_lib",
+    project: str | None = None,
+) -> Exporting:
+    """Install the SDK providers and the chosen exporters for this process; returns what was
+    installed.
 
     A process can install providers once (OpenTelemetry's rule); call this at start-up.
     """
@@ -70,7 +81,9 @@ def enable(*, metrics_exporter: str = "none", traces_exporter: str = "none", met
         sdk_metrics = _sdk()
         from opentelemetry.sdk.resources import Resource
 
-        resource = Resource.create({"service.name": service, **({"gcp.project_id": project} if project else {})})
+        resource = Resource.create(
+            {"service.name": service, **({"gcp.project_id": project} if project else {})}
+        )
         done = Exporting()
         if metrics_port:
             metrics_exporter = "prometheus"
@@ -81,7 +94,9 @@ def enable(*, metrics_exporter: str = "none", traces_exporter: str = "none", met
 
                 server, _thread = start_http_server(metrics_port or 9464, addr="0.0.0.0")
                 done.metrics_port = int(server.server_address[1])
-            done.meter_provider = sdk_metrics.MeterProvider(metric_readers=readers, resource=resource)
+            done.meter_provider = sdk_metrics.MeterProvider(
+                metric_readers=readers, resource=resource
+            )
             done.readers = readers
             metrics.set_meter_provider(done.meter_provider)
         if traces_exporter != "none":
@@ -89,7 +104,9 @@ def enable(*, metrics_exporter: str = "none", traces_exporter: str = "none", met
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
             done.tracer_provider = TracerProvider(resource=resource)
-            done.tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(traces_exporter, project)))
+            done.tracer_provider.add_span_processor(
+                BatchSpanProcessor(_span_exporter(traces_exporter, project))
+            )
             trace.set_tracer_provider(done.tracer_provider)
         return done
 
@@ -107,14 +124,18 @@ def _metric_reader(kind: str, project: str | None) -> Any:
     if kind == "gcp":
         from opentelemetry.exporter.cloud_monitoring import CloudMonitoringMetricsExporter
 
-        return PeriodicExportingMetricReader(CloudMonitoringMetricsExporter(project_id=project), export_interval_millis=60_000)
+        return PeriodicExportingMetricReader(
+            CloudMonitoringMetricsExporter(project_id=project), export_interval_millis=60_000
+        )
     if kind == "otlp":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
         return PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=15_000)
     if kind == "console":
         return PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=15_000)
-    raise ConfigurationError(f"unknown metrics exporter {kind!r}: use none, prometheus, gcp, otlp or console")
+    raise ConfigurationError(
+        f"unknown metrics exporter {kind!r}: use none, prometheus, gcp, otlp or console"
+    )
 
 
 def _span_exporter(kind: str, project: str | None) -> Any:

@@ -1,4 +1,5 @@
-"""Health checks for a long-lived worker: ``/healthz`` and ``/readyz`` on `jobs worker --health-port`.
+"""Health checks for a long-lived worker: ``/healthz`` and ``/readyz`` on `jobs worker
+--health-port`.
 
 ``/healthz`` answers 200 while the worker's main loop turns (Kubernetes and
 Cloud Run restart a process whose liveness probe fails); ``/readyz`` answers
@@ -19,14 +20,22 @@ from typing import Any
 
 #: The main loop is alive if it turned within this many seconds.
 LIVE_WITHIN = 30.0
-#: The worker is ready if Firestore answered within this many seconds (an idle worker polls every second or so).
+# : The worker is ready if Firestore answered within this many seconds (an idle worker polls every
+# second or so).
 READY_WITHIN = 10.0
 
 
 class HealthServer:
     """Serves the two probes on a daemon thread."""
 
-    def __init__(self, port: int, *, loop_turned: Callable[[], float | None], firestore_answered: Callable[[], float | None], host: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        loop_turned: Callable[[], float | None],
+        firestore_answered: Callable[[], float | None],
+        host: str = "0.0.0.0",
+    ) -> None:
         self.loop_turned = loop_turned
         self.firestore_answered = firestore_answered
         server = self
@@ -38,7 +47,10 @@ class HealthServer:
                 elif self.path.rstrip("/") == "/readyz":
                     ok, body = server.ready()
                 else:
-                    ok, body = False, {"error": f"no such probe {self.path}; use /healthz or /readyz"}
+                    ok, body = (
+                        False,
+                        {"error": f"no such probe {self.path}; use /healthz or /readyz"},
+                    )
                     self.send_response(404)
                     self._body(body)
                     return
@@ -58,7 +70,9 @@ class HealthServer:
         self.server = http.server.ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, name="jobs-health", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="jobs-health", daemon=True
+        )
 
     @staticmethod
     def _age(moment: float | None) -> float | None:

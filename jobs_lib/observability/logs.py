@@ -21,11 +21,31 @@ from typing import Any
 
 #: The fields a record may carry beyond the message (set with ``extra=``).
 _FIELDS = (
-    "event", "jobId", "type", "attempt", "durationMs", "worker", "error", "errorType",
-    "retryInSeconds", "status", "count", "schedule", "detail", "user", "action", "stats", "queueMs",
+    "event",
+    "jobId",
+    "type",
+    "attempt",
+    "durationMs",
+    "worker",
+    "error",
+    "errorType",
+    "retryInSeconds",
+    "status",
+    "count",
+    "schedule",
+    "detail",
+    "user",
+    "action",
+    "stats",
+    "queueMs",
 )
 #: The fields that tie a line to its trace (set by `jobs_lib.observability.telemetry.log_fields`).
-TRACE_FIELDS = ("logging.googleapis.com/trace", "logging.googleapis.com/spanId", "logging.googleapis.com/trace_sampled", "correlationId")
+TRACE_FIELDS = (
+    "logging.googleapis.com/trace",
+    "logging.googleapis.com/spanId",
+    "logging.googleapis.com/trace_sampled",
+    "correlationId",
+)
 
 _SEVERITY = {
     logging.DEBUG: "DEBUG",
@@ -54,7 +74,11 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(name)
             if value is not None:
                 entry[name] = value
-        trace_fields = {name: record.__dict__[name] for name in TRACE_FIELDS if record.__dict__.get(name) is not None}
+        trace_fields = {
+            name: record.__dict__[name]
+            for name in TRACE_FIELDS
+            if record.__dict__.get(name) is not None
+        }
         if not trace_fields and self.project:
             from jobs_lib.observability.telemetry import (
                 log_fields,  # the current span, for lines logged by other code inside it
@@ -70,7 +94,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(level: int | str = logging.INFO, stream: Any = None, project: str | None = None) -> None:
+def configure(
+    level: int | str = logging.INFO, stream: Any = None, project: str | None = None
+) -> None:
     """Send jobs_lib's logs (and the root logger's) to `stream` as JSON lines.
 
     With `project`, lines logged inside a traced span carry the trace fields."""
@@ -88,14 +114,24 @@ def configure(level: int | str = logging.INFO, stream: Any = None, project: str 
 class JobLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """A logger that tags each line with the job it is about."""
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         extra = dict(self.extra or {})
         extra.update(kwargs.get("extra") or {})
         kwargs["extra"] = extra
         return msg, kwargs
 
 
-def event(logger: logging.Logger | logging.LoggerAdapter, name: str, message: str, *, level: int = logging.INFO, exc_info: Any = None, **fields: Any) -> None:  # type: ignore[type-arg]
+def event(
+    logger: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
+    name: str,
+    message: str,
+    *,
+    level: int = logging.INFO,
+    exc_info: Any = None,
+    **fields: Any,
+) -> None:
     """Log one structured event."""
     logger.log(level, message, extra={"event": name, **fields}, exc_info=exc_info)
 

@@ -38,16 +38,17 @@ TRANSIENT = (
 #: gRPC status codes in BatchWrite results.
 _OK, _INVALID_ARGUMENT, _NOT_FOUND, _ALREADY_EXISTS, _FAILED_PRECONDITION = 0, 3, 5, 6, 9
 
-#: Shard lanes. Every job carries ``shard`` (0 to SHARDS - 1, from its id, written once: at creation,
-#: or by the runner's first write for documents apps wrote without one), and every query that ranges
-#: over a timestamp reads the shard lanes. Each index with a sequential value (a timestamp near
-#: "now") then receives its writes in SHARDS key ranges instead of one: Firestore sustains about 500
-#: writes/s per such range, so 30 shards carry 10,000 jobs/s at 333 writes/s per range
-#: (bench/capacity.py). The runner's lanes read a contiguous range of shards (``shard >= a``,
-#: ``shard <= b``, ordered by shard, then the timestamp: Firestore's inequality filters on several
-#: fields), starting where the last full page ended; listings need one order across shards and read
-#: ``shard in [0..29]`` (30 is also the most values one ``in`` takes). In the emulator an ``in`` over
-#: 30 values costs about 20 plain queries (2.2 s against 0.12 s over 10,000 jobs), a range about 1.3.
+# : Shard lanes. Every job carries ``shard`` (0 to SHARDS - 1, from its id, written once: at
+# creation, : or by the runner's first write for documents apps wrote without one), and every query
+# that ranges : over a timestamp reads the shard lanes. Each index with a sequential value (a
+# timestamp near : "now") then receives its writes in SHARDS key ranges instead of one: Firestore
+# sustains about 500 : writes/s per such range, so 30 shards carry 10,000 jobs/s at 333 writes/s per
+# range : (bench/capacity.py). The runner's lanes read a contiguous range of shards (``shard >= a``,
+# : ``shard <= b``, ordered by shard, then the timestamp: Firestore's inequality filters on several
+# : fields), starting where the last full page ended; listings need one order across shards and read
+# : ``shard in [0..29]`` (30 is also the most values one ``in`` takes). In the emulator an ``in``
+# over : 30 values costs about 20 plain queries (2.2 s against 0.12 s over 10,000 jobs), a range
+# about 1.3.
 SHARDS = 30
 #: Firestore's auto-ids use these 62 characters.
 ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -67,7 +68,8 @@ def valid_shard(value: object) -> bool:
 
 
 def with_shard(job_id: str, data: dict[str, Any]) -> dict[str, Any]:
-    """A new job's fields with its shard, as every job the library writes: the ordered lanes read only shard lanes."""
+    """A new job's fields with its shard, as every job the library writes: the ordered lanes read
+    only shard lanes."""
     return data if valid_shard(data.get("shard")) else {**data, "shard": shard_of(job_id)}
 
 
@@ -141,13 +143,19 @@ class Connection:
     clock and one set of counts.
     """
 
-    def __init__(self, settings: Settings | None = None, db: Any | None = None, clock: ServerClock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        db: Any | None = None,
+        clock: ServerClock | None = None,
+    ) -> None:
         self.settings = settings or Settings.from_env()
         self._db = db
         self._db_lock = threading.Lock()
         self.clock = clock or ServerClock()
         self.stats = OpStats()
-        #: time.monotonic() of the last call Firestore answered successfully (what a readiness probe looks at).
+        # : time.monotonic() of the last call Firestore answered successfully (what a readiness
+        # probe looks at).
         self.last_answer: float | None = None
 
     @property
@@ -156,7 +164,9 @@ class Connection:
         if self._db is None:
             with self._db_lock:
                 if self._db is None:
-                    self._db = firestore.Client(project=self.settings.project, database=self.settings.database)
+                    self._db = firestore.Client(
+                        project=self.settings.project, database=self.settings.database
+                    )
         return self._db
 
     def now(self) -> datetime:
@@ -168,8 +178,11 @@ class Connection:
         return to_iso(moment) if self.settings.timestamps == "iso" else moment
 
     def now_value(self) -> Any:
-        """"Now" as the runner writes it: the server's timestamp, or an ISO string when configured."""
-        return to_iso(self.now()) if self.settings.timestamps == "iso" else firestore.SERVER_TIMESTAMP
+        """ "Now" as the runner writes it: the server's timestamp, or an ISO string when
+        configured."""
+        return (
+            to_iso(self.now()) if self.settings.timestamps == "iso" else firestore.SERVER_TIMESTAMP
+        )
 
     def retrying(self, fn: Callable[[], Any], budget: float = 30.0) -> Any:
         """Call `fn`, retrying transient errors with backoff for up to `budget` seconds.
@@ -230,7 +243,8 @@ class Connection:
         return value
 
     def commit(self, batch: Any, writes: int, kind: str) -> list[Any]:
-        """Commit a write batch atomically; a refused precondition raises `Contention` or `DocumentExists`."""
+        """Commit a write batch atomically; a refused precondition raises `Contention` or
+        `DocumentExists`."""
         try:
             results = self.retrying(lambda: batch.commit(retry=None))
         except (Contention, DocumentExists, StoreRefused):
@@ -246,7 +260,13 @@ class Connection:
         return result
 
     def batch_write(
-        self, prefix: str, writes: Sequence[tuple[str, dict[str, Any], datetime | None]], kind: str, *, create: bool = False, server_times: list[list[datetime]] | None = None
+        self,
+        prefix: str,
+        writes: Sequence[tuple[str, dict[str, Any], datetime | None]],
+        kind: str,
+        *,
+        create: bool = False,
+        server_times: list[list[datetime]] | None = None,
     ) -> list[tuple[int, datetime | None, str]]:
         """One BatchWrite RPC: each write applied on its own, conditioned on its version
         (or, with `create`, on there being no document). Ids are relative to `prefix`.
@@ -254,7 +274,10 @@ class Connection:
         Returns (grpc code, new update time, message) per write; with `server_times`, also fills
         it with the values Firestore gave each write's SERVER_TIMESTAMP fields, in field order.
         """
-        pbs = [wire.update_write(prefix + doc_id, fields, version, create=create) for doc_id, fields, version in writes]
+        pbs = [
+            wire.update_write(prefix + doc_id, fields, version, create=create)
+            for doc_id, fields, version in writes
+        ]
         sent = time.time()
         response = self.retrying(lambda: wire.batch_write(self.db, pbs))
         received = time.time()
@@ -267,7 +290,13 @@ class Connection:
             update_time = wire.from_timestamp_pb(write_result.update_time) if code == _OK else None
             results.append((code, update_time, message))
             if server_times is not None:
-                server_times.append([wire.from_timestamp_pb(v.timestamp_value) for v in write_result.transform_results if v.HasField("timestamp_value")])
+                server_times.append(
+                    [
+                        wire.from_timestamp_pb(v.timestamp_value)
+                        for v in write_result.transform_results
+                        if v.HasField("timestamp_value")
+                    ]
+                )
         won = sum(code == _OK for code, _t, _m in results)
         if won:
             self.stats.add(writes=won, kind=f"write:{kind}")
@@ -283,7 +312,14 @@ class Connection:
 class StorePart:
     """A part of the store: built on a shared `Connection` (or its own, from settings)."""
 
-    def __init__(self, settings: Settings | None = None, db: Any | None = None, clock: ServerClock | None = None, *, connection: Connection | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        db: Any | None = None,
+        clock: ServerClock | None = None,
+        *,
+        connection: Connection | None = None,
+    ) -> None:
         self.connection = connection or Connection(settings, db, clock)
 
     @property
@@ -315,4 +351,20 @@ class StorePart:
         return self.connection.time_value(moment)
 
 
-__all__ = ["ALL_SHARDS", "ID_ALPHABET", "PARTITIONS", "SHARDS", "TRANSIENT", "Connection", "OpStats", "StorePart", "partition_of", "partition_shards", "shard_of", "translate", "translated", "valid_shard", "with_shard"]
+__all__ = [
+    "ALL_SHARDS",
+    "ID_ALPHABET",
+    "PARTITIONS",
+    "SHARDS",
+    "TRANSIENT",
+    "Connection",
+    "OpStats",
+    "StorePart",
+    "partition_of",
+    "partition_shards",
+    "shard_of",
+    "translate",
+    "translated",
+    "valid_shard",
+    "with_shard",
+]

@@ -28,7 +28,8 @@ class RateWindows(StorePart):
         return self.db.collection(f"{self.settings.collection}_rateLimits")
 
     def increment(self, action: str, user: str, index: int, window: float, count: int = 1) -> int:
-        """Count `count` actions by `user` in window number `index` (of `window` seconds); the new count.
+        """Count `count` actions by `user` in window number `index` (of `window` seconds); the new
+        count.
 
         Documents carry ``expireAt`` (an hour after the window) for a TTL policy.
         """
@@ -42,7 +43,9 @@ class RateWindows(StorePart):
             "expireAt": datetime.fromtimestamp((index + 1) * window, UTC) + timedelta(hours=1),
         }
         sent = time.time()
-        result = self.connection.write(lambda: ref.set(fields, merge=True, retry=None), "write:rate_limit")
+        result = self.connection.write(
+            lambda: ref.set(fields, merge=True, retry=None), "write:rate_limit"
+        )
         self.clock.observe(result.update_time, sent, time.time())
         return int(_helpers.decode_value(result.transform_results[0], self.db))  # type: ignore[arg-type]
 

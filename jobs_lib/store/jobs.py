@@ -1,4 +1,5 @@
-"""The ``backgroundJobs`` collection: every read, query and write of job documents, and their field names.
+"""The ``backgroundJobs`` collection: every read, query and write of job documents, and their field
+names.
 
 The runner, worker, sweeper and client call this module and never build a
 query or a document themselves. Writes after a claim are *fenced*: each one is
@@ -72,7 +73,11 @@ STEPS_SUBCOLLECTION = "steps"
 
 
 def _in_shards(query: Any, shards: Sequence[int]) -> Any:
-    return query.where(filter=FieldFilter("shard", "in", list(shards)) if len(shards) > 1 else FieldFilter("shard", "==", shards[0]))
+    return query.where(
+        filter=FieldFilter("shard", "in", list(shards))
+        if len(shards) > 1
+        else FieldFilter("shard", "==", shards[0])
+    )
 
 
 def _orderable(value: object) -> tuple[int, Any]:
@@ -110,8 +115,13 @@ _FINAL_VALUES = frozenset({Status.COMPLETED.value, Status.FAILED.value, Status.C
 def dependents_flag(job: Job, fields: dict[str, Any]) -> dict[str, Any]:
     """``dependentsSettled: false`` when a write ends a job other jobs depend on: the obligation to
     release (or cancel) them, written in the same write as the final state, cleared by
-    `jobs_lib.engine.followups.Releaser` once done, and found by its repair if the process dies between."""
-    return {"dependentsSettled": False} if job.has_follow_ups and fields.get("status") in _FINAL_VALUES else {}
+    `jobs_lib.engine.followups.Releaser` once done, and found by its repair if the process dies
+    between."""
+    return (
+        {"dependentsSettled": False}
+        if job.has_follow_ups and fields.get("status") in _FINAL_VALUES
+        else {}
+    )
 
 
 class JobStore(StorePart):
@@ -123,7 +133,14 @@ class JobStore(StorePart):
     `schedules` (``scheduledJobs``) and `rate_windows` (the API's counters).
     """
 
-    def __init__(self, settings: Settings | None = None, db: Any | None = None, clock: ServerClock | None = None, *, connection: Connection | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        db: Any | None = None,
+        clock: ServerClock | None = None,
+        *,
+        connection: Connection | None = None,
+    ) -> None:
         super().__init__(settings, db, clock, connection=connection)
         self._prefix: str | None = None
         self.slices = SliceLeases(connection=self.connection)
@@ -181,7 +198,10 @@ class JobStore(StorePart):
 
     def run_query(self, query: Any, label: str = "query") -> list[Job]:
         """Run a query over job documents (built by a store part) and read each as a `Job`."""
-        return [Job.from_document(row.id, row.fields, row.version, created=row.created) for row in self.connection.query(query, label)]
+        return [
+            Job.from_document(row.id, row.fields, row.version, created=row.created)
+            for row in self.connection.query(query, label)
+        ]
 
     def _pending(self, shards: Sequence[int] | None = ALL_SHARDS) -> Any:
         """Pending jobs, in the shard lanes `shards` (None: every document, shard or not)."""
@@ -193,18 +213,33 @@ class JobStore(StorePart):
     def get(self, job_id: str) -> Job | None:
         """One job, or None when there is no such document."""
         snap = self.connection.get(self.ref(job_id), "get")
-        return Job.from_document(snap.id, snap.to_dict(), snap.update_time, created=snap.create_time) if snap.exists else None
+        return (
+            Job.from_document(snap.id, snap.to_dict(), snap.update_time, created=snap.create_time)
+            if snap.exists
+            else None
+        )
 
     def get_many(self, job_ids: Sequence[str], kind: str = "get_many") -> dict[str, Job]:
         """Several jobs in one call, by id (missing ones left out)."""
         snaps = self.connection.get_all([self.ref(i) for i in job_ids], kind)
-        return {i: Job.from_document(i, s.to_dict(), s.update_time, created=s.create_time) for i, s in snaps.items()}
+        return {
+            i: Job.from_document(i, s.to_dict(), s.update_time, created=s.create_time)
+            for i, s in snaps.items()
+        }
 
     def calibrate(self) -> None:
         """Measure the offset to the server's clock (one billed read of a missing document)."""
         self.get("clock-calibration")
 
-    def _lane(self, label: str, base: Any, order: Sequence[tuple[str, str]], limit: int, shards: Sequence[int], start: int | None) -> list[Job]:
+    def _lane(
+        self,
+        label: str,
+        base: Any,
+        order: Sequence[tuple[str, str]],
+        limit: int,
+        shards: Sequence[int],
+        start: int | None,
+    ) -> list[Job]:
         """One lane over the shard range `shards` (contiguous), by shard, then `order`.
 
         The read starts at shard `start` (default: the first) and, when that leaves the page short,
@@ -213,13 +248,19 @@ class JobStore(StorePart):
         lasting backlog, so that every shard gets its turn (oldest first within each).
         """
         low, high = min(shards), max(shards)
-        assert list(shards) == list(range(low, high + 1)), f"shard lanes are read as one range: {shards}"
+        assert list(shards) == list(range(low, high + 1)), (
+            f"shard lanes are read as one range: {shards}"
+        )
         first = low if start is None or not low <= start <= high else start
         found: list[Job] = []
         for lo, hi in ((first, high), (low, first - 1)):
             if hi < lo or len(found) >= limit:
                 continue
-            query = base.where(filter=FieldFilter("shard", ">=", lo)).where(filter=FieldFilter("shard", "<=", hi)).order_by("shard")
+            query = (
+                base.where(filter=FieldFilter("shard", ">=", lo))
+                .where(filter=FieldFilter("shard", "<=", hi))
+                .order_by("shard")
+            )
             for name, direction in order:
                 query = query.order_by(name, direction=direction)
             found += self.run_query(query.limit(limit - len(found)), label)
@@ -241,7 +282,8 @@ class JobStore(StorePart):
         start: int | None = None,
         shards: Sequence[int] = ALL_SHARDS,
     ) -> list[Job]:
-        """Pending jobs whose timestamp ``scheduledFor`` has come: by shard from `start`, oldest first in each.
+        """Pending jobs whose timestamp ``scheduledFor`` has come: by shard from `start`, oldest
+        first in each.
 
         Only the shard lanes `shards` (a tick sweeper's share); with `partition`, only that slice's
         shards, so that workers sharing a backlog do not race for the same documents. Jobs of
@@ -255,15 +297,43 @@ class JobStore(StorePart):
         if exclude_types:
             base = base.where(filter=FieldFilter("type", "not-in", list(exclude_types)[:10]))
             order.append(("type", ASCENDING))
-        return self._lane("due:excluding" if exclude_types else "due", base, order, limit, shards, start)
+        return self._lane(
+            "due:excluding" if exclude_types else "due", base, order, limit, shards, start
+        )
 
-    def due_by_priority(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS, start: int | None = None) -> list[Job]:
+    def due_by_priority(
+        self,
+        now: datetime,
+        limit: int,
+        *,
+        shards: Sequence[int] = ALL_SHARDS,
+        start: int | None = None,
+    ) -> list[Job]:
         """Due pending jobs with a positive priority, highest first (in each shard)."""
-        base = self._pending(None).where(filter=FieldFilter("priority", ">", 0)).where(filter=FieldFilter("scheduledFor", "<=", now))
-        return self._lane("due_by_priority", base, [("priority", DESCENDING), ("scheduledFor", ASCENDING)], limit, shards, start)
+        base = (
+            self._pending(None)
+            .where(filter=FieldFilter("priority", ">", 0))
+            .where(filter=FieldFilter("scheduledFor", "<=", now))
+        )
+        return self._lane(
+            "due_by_priority",
+            base,
+            [("priority", DESCENDING), ("scheduledFor", ASCENDING)],
+            limit,
+            shards,
+            start,
+        )
 
-    def due_strings(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS, start: int | None = None) -> list[Job]:
-        """Pending jobs whose ``scheduledFor`` is an ISO string that may be due, by shard from `start`.
+    def due_strings(
+        self,
+        now: datetime,
+        limit: int,
+        *,
+        shards: Sequence[int] = ALL_SHARDS,
+        start: int | None = None,
+    ) -> list[Job]:
+        """Pending jobs whose ``scheduledFor`` is an ISO string that may be due, by shard from
+        `start`.
 
         The bound is widened by the largest UTC offset; callers check `Job.is_due` (and move the
         strings that are not due out of the lane: `normalize_times`).
@@ -277,8 +347,25 @@ class JobStore(StorePart):
         ``Z`` string whose text order is time order), conditioned on the version read: a string
         with an offset then no longer sorts among the due ones in the string lane. False where the
         job changed meanwhile."""
-        writes = [(job.id, {**self.adoption_fields(job), "scheduledFor": self.time_value(job.scheduled_for)}, job.version) for job in jobs if job.scheduled_for is not None]
-        return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "normalize_times")] if writes else []
+        writes = [
+            (
+                job.id,
+                {**self.adoption_fields(job), "scheduledFor": self.time_value(job.scheduled_for)},
+                job.version,
+            )
+            for job in jobs
+            if job.scheduled_for is not None
+        ]
+        return (
+            [
+                code == _OK
+                for code, _t, _m in self.connection.batch_write(
+                    self._document_prefix(), writes, "normalize_times"
+                )
+            ]
+            if writes
+            else []
+        )
 
     def scan_pending(self, after: str | None, limit: int) -> list[Job]:
         """A page of all pending jobs in id order, after the id `after`.
@@ -292,9 +379,13 @@ class JobStore(StorePart):
             query = query.start_after({"__name__": self.ref(after)})
         return self.run_query(query.limit(limit), "scan_pending")
 
-    def expired(self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS) -> list[Job]:
+    def expired(
+        self, now: datetime, limit: int, *, shards: Sequence[int] = ALL_SHARDS
+    ) -> list[Job]:
         """Running jobs whose lease has lapsed: their worker died or lost contact."""
-        base = self.collection.where(filter=FieldFilter("status", "==", Status.IN_PROGRESS.value)).where(filter=FieldFilter("leaseExpiresAt", "<=", now))
+        base = self.collection.where(
+            filter=FieldFilter("status", "==", Status.IN_PROGRESS.value)
+        ).where(filter=FieldFilter("leaseExpiresAt", "<=", now))
         return self._lane("expired", base, [("leaseExpiresAt", ASCENDING)], limit, shards, None)
 
     def odd_statuses(self, limit: int) -> list[Job]:
@@ -304,15 +395,23 @@ class JobStore(StorePart):
         it, so the cost is that of the odd documents found, not of the collection.
         """
         ours = [s.value for s in Status]
-        odd = self.run_query(self.collection.where(filter=FieldFilter("status", "not-in", ours)).limit(limit), "odd_statuses")
-        nulls = self.run_query(self.collection.where(filter=FieldFilter("status", "==", None)).limit(limit), "null_statuses")
+        odd = self.run_query(
+            self.collection.where(filter=FieldFilter("status", "not-in", ours)).limit(limit),
+            "odd_statuses",
+        )
+        nulls = self.run_query(
+            self.collection.where(filter=FieldFilter("status", "==", None)).limit(limit),
+            "null_statuses",
+        )
         return odd + nulls
 
     def cancel_requests(self, limit: int) -> list[Job]:
         """Pending jobs whose owner asked to cancel them (the one change the rules let a client
         make): ended ``cancelled`` at once, even when not due for hours. Two equality filters,
         which Firestore serves by merging the single-field indexes; the cost is the jobs found."""
-        query = self.collection.where(filter=FieldFilter("status", "==", Status.PENDING.value)).where(filter=FieldFilter("cancelRequested", "==", True))
+        query = self.collection.where(
+            filter=FieldFilter("status", "==", Status.PENDING.value)
+        ).where(filter=FieldFilter("cancelRequested", "==", True))
         return self.run_query(query.limit(limit), "cancel_requests")
 
     def document_page(self, after: str | None, limit: int) -> list[Job]:
@@ -325,20 +424,33 @@ class JobStore(StorePart):
         return self.run_query(query.limit(limit), "document_page")
 
     def running_page(self, after: str | None, limit: int) -> list[Job]:
-        """A page of the running jobs in id order, after `after` (the set is as small as the work in flight)."""
-        query = self.collection.where(filter=FieldFilter("status", "==", Status.IN_PROGRESS.value)).order_by("__name__")
+        """A page of the running jobs in id order, after `after` (the set is as small as the work in
+        flight)."""
+        query = self.collection.where(
+            filter=FieldFilter("status", "==", Status.IN_PROGRESS.value)
+        ).order_by("__name__")
         if after:
             query = query.start_after({"__name__": self.ref(after)})
         return self.run_query(query.limit(limit), "running_page")
 
     def expired_finished(self, now: datetime, limit: int) -> list[str]:
-        """Ids of finished jobs whose ``expireAt`` has passed (for the cleanup where no TTL policy runs)."""
+        """Ids of finished jobs whose ``expireAt`` has passed (for the cleanup where no TTL policy
+        runs)."""
         return [job_id for job_id, _docs in self.expired_finished_jobs(now, limit)]
 
     def expired_finished_jobs(self, now: datetime, limit: int) -> list[tuple[str, bool]]:
-        """`expired_finished`, each id with whether the job kept step results in documents of their own."""
-        query = _in_shards(self.collection, ALL_SHARDS).where(filter=FieldFilter("expireAt", "<=", now)).order_by("expireAt").limit(limit)
-        return [(row.id, row.fields.get("stepDocuments") is True) for row in self.connection.query(query, "expired_finished")]
+        """`expired_finished`, each id with whether the job kept step results in documents of their
+        own."""
+        query = (
+            _in_shards(self.collection, ALL_SHARDS)
+            .where(filter=FieldFilter("expireAt", "<=", now))
+            .order_by("expireAt")
+            .limit(limit)
+        )
+        return [
+            (row.id, row.fields.get("stepDocuments") is True)
+            for row in self.connection.query(query, "expired_finished")
+        ]
 
     # -- durable jobs (jobs_lib.engine.durable) ----------------------------------------------
 
@@ -347,7 +459,14 @@ class JobStore(StorePart):
         job's next slice; it expires after `lifetime`. Returns its id, None if it could not be
         written (the job is pending and due: a tick or a worker takes it)."""
         wake_id = f"{job_id}-wake-{uuid.uuid4().hex[:10]}"
-        data = self.new_job_fields(job_type, {"jobId": job_id}, scheduled_for=None, priority=0, max_attempts=1, extra={"expireAt": self.now() + lifetime})
+        data = self.new_job_fields(
+            job_type,
+            {"jobId": job_id},
+            scheduled_for=None,
+            priority=0,
+            max_attempts=1,
+            extra={"expireAt": self.now() + lifetime},
+        )
         try:
             self.create(wake_id, data)
         except Exception:  # best effort: without it the next slice starts at the next tick
@@ -365,39 +484,61 @@ class JobStore(StorePart):
     def save_step_document(self, job_id: str, document: str, name: str, value: Any) -> None:
         """Write a large step result to a document of its own in the job's steps subcollection (one
         write; the job document then names it, in a write fenced by the claim)."""
-        self.connection.write(partial(self._step_ref(job_id, document).set, {"step": name, "value": value}, retry=None), "write:step_document")
+        self.connection.write(
+            partial(
+                self._step_ref(job_id, document).set, {"step": name, "value": value}, retry=None
+            ),
+            "write:step_document",
+        )
 
     def step_document(self, job_id: str, document: str) -> Any:
         """The result a step document holds (one read); raises `StoreRefused` when it is gone."""
         snap = self.connection.retrying(partial(self._step_ref(job_id, document).get, retry=None))
         self.stats.add(reads=1, kind="read:step_document")
         if not snap.exists:
-            raise StoreRefused(f"job {job_id}: the document holding a step's result ({STEPS_SUBCOLLECTION}/{document}) is missing")
+            raise StoreRefused(
+                f"job {job_id}: the document holding a step's result "
+                f"({STEPS_SUBCOLLECTION}/{document}) is missing"
+            )
         return (snap.to_dict() or {}).get("value")
 
     def delete_step_documents(self, job_ids: Iterable[str]) -> int:
-        """Delete the step documents of these jobs (a listing and a delete per document); returns how many."""
+        """Delete the step documents of these jobs (a listing and a delete per document); returns
+        how many."""
         deleted = 0
         for job_id in job_ids:
-            refs: list[Any] = self.connection.retrying(partial(_listed, self.ref(job_id).collection(STEPS_SUBCOLLECTION)))
+            refs: list[Any] = self.connection.retrying(
+                partial(_listed, self.ref(job_id).collection(STEPS_SUBCOLLECTION))
+            )
             self.stats.add(reads=max(1, len(refs)), kind="read:step_documents")
             for start in range(0, len(refs), 400):
                 batch = self.db.batch()
                 chunk = refs[start : start + 400]
                 for ref in chunk:
                     batch.delete(ref)
-                self.connection.write(partial(batch.commit, retry=None), "delete:step_document", writes=len(chunk))
+                self.connection.write(
+                    partial(batch.commit, retry=None), "delete:step_document", writes=len(chunk)
+                )
             deleted += len(refs)
         return deleted
 
     def count_by_status(self) -> dict[str, int]:
         """How many jobs are in each state (aggregation queries, one per state)."""
-        return {status.value: self.connection.count(self.collection.where(filter=FieldFilter("status", "==", status.value)), "status") for status in Status}
+        return {
+            status.value: self.connection.count(
+                self.collection.where(filter=FieldFilter("status", "==", status.value)), "status"
+            )
+            for status in Status
+        }
 
     def due_count(self, job_type: str, now: datetime) -> int:
-        """How many pending jobs of a type are due (timestamp ``scheduledFor``): one count aggregation,
-        billed one read per 1,000 index entries."""
-        query = self._pending().where(filter=FieldFilter("type", "==", job_type)).where(filter=FieldFilter("scheduledFor", "<=", now))
+        """How many pending jobs of a type are due (timestamp ``scheduledFor``): one count
+        aggregation, billed one read per 1,000 index entries."""
+        query = (
+            self._pending()
+            .where(filter=FieldFilter("type", "==", job_type))
+            .where(filter=FieldFilter("scheduledFor", "<=", now))
+        )
         return self.connection.count(query, "due")
 
     def count_jobs(
@@ -410,12 +551,18 @@ class JobStore(StorePart):
         scheduled_after: datetime | None = None,
         completed_since: datetime | None = None,
     ) -> int:
-        """How many jobs of a type are in a state (and an org), optionally due by or after a time, or
-        finished since one: one count aggregation, billed one read per 1,000 index entries."""
-        query = self.collection.where(filter=FieldFilter("status", "==", status)).where(filter=FieldFilter("type", "==", job_type))
+        """How many jobs of a type are in a state (and an org), optionally due by or after a time,
+        or finished since one: one count aggregation, billed one read per 1,000 index entries."""
+        query = self.collection.where(filter=FieldFilter("status", "==", status)).where(
+            filter=FieldFilter("type", "==", job_type)
+        )
         if org_id is not None:
             query = query.where(filter=FieldFilter("orgId", "==", org_id))
-        if scheduled_until is not None or scheduled_after is not None or completed_since is not None:
+        if (
+            scheduled_until is not None
+            or scheduled_after is not None
+            or completed_since is not None
+        ):
             query = _in_shards(query, ALL_SHARDS)  # a range on a timestamp: the sharded indexes
         if scheduled_until is not None:
             query = query.where(filter=FieldFilter("scheduledFor", "<=", scheduled_until))
@@ -425,8 +572,11 @@ class JobStore(StorePart):
             query = query.where(filter=FieldFilter("completedAt", ">=", completed_since))
         return self.connection.count(query, f"overview:{status}")
 
-    def count_matching(self, *, status: str, job_type: str | None = None, org_id: str | None = None) -> int:
-        """How many jobs are in a state, optionally of one type and organisation (one count aggregation)."""
+    def count_matching(
+        self, *, status: str, job_type: str | None = None, org_id: str | None = None
+    ) -> int:
+        """How many jobs are in a state, optionally of one type and organisation (one count
+        aggregation)."""
         query = self.collection.where(filter=FieldFilter("status", "==", status))
         if job_type:
             query = query.where(filter=FieldFilter("type", "==", job_type))
@@ -439,11 +589,23 @@ class JobStore(StorePart):
         query = self._pending().where(filter=FieldFilter("type", "==", job_type))
         if org_id is not None:
             query = query.where(filter=FieldFilter("orgId", "==", org_id))
-        query = query.where(filter=FieldFilter("scheduledFor", "<=", now)).order_by("scheduledFor").limit(1)
+        query = (
+            query.where(filter=FieldFilter("scheduledFor", "<=", now))
+            .order_by("scheduledFor")
+            .limit(1)
+        )
         found = self.run_query(query, "oldest_due")
         return found[0] if found else None
 
-    def page(self, *, status: str, job_type: str | None, after: str | None, limit: int, org_id: str | None = None) -> list[Job]:
+    def page(
+        self,
+        *,
+        status: str,
+        job_type: str | None,
+        after: str | None,
+        limit: int,
+        org_id: str | None = None,
+    ) -> list[Job]:
         """A page of jobs in one state (and type, and organisation), in id order after `after`."""
         query = self.collection.where(filter=FieldFilter("status", "==", status))
         if job_type:
@@ -492,7 +654,9 @@ class JobStore(StorePart):
             "status": Status.PENDING.value,
             "metadata": metadata,
             "createdAt": self.connection.now_value(),
-            "scheduledFor": self.time_value(scheduled_for) if scheduled_for else self.connection.now_value(),
+            "scheduledFor": self.time_value(scheduled_for)
+            if scheduled_for
+            else self.connection.now_value(),
             "priority": priority,
             "attempts": 0,
         }
@@ -501,7 +665,9 @@ class JobStore(StorePart):
         data.update(extra or {})
         return data
 
-    def create(self, job_id: str, data: dict[str, Any], *, transaction: Any = None, batch: Any = None) -> None:
+    def create(
+        self, job_id: str, data: dict[str, Any], *, transaction: Any = None, batch: Any = None
+    ) -> None:
         """Create a job document; raises `DocumentExists` if the id is taken.
 
         With `transaction` or `batch` the create happens when the caller commits them.
@@ -515,29 +681,47 @@ class JobStore(StorePart):
         else:
             self.connection.write(lambda: ref.create(data, retry=None), "write:create")
 
-    def create_many(self, jobs: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[int, datetime | None, str, dict[str, datetime]]]:
+    def create_many(
+        self, jobs: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[tuple[int, datetime | None, str, dict[str, datetime]]]:
         """Create up to 500 jobs in one BatchWrite RPC, each on its own and only where no document
         has its id; per job, in order: (grpc code, update time, message, the server timestamps
         Firestore wrote by field)."""
         writes = [(job_id, with_shard(job_id, data), None) for job_id, data in jobs]
         stamps: list[list[datetime]] = []
-        results = self.connection.batch_write(self._document_prefix(), writes, "create", create=True, server_times=stamps)
+        results = self.connection.batch_write(
+            self._document_prefix(), writes, "create", create=True, server_times=stamps
+        )
         out = []
-        for (_job_id, data, _v), (code, update_time, message), values in zip(writes, results, stamps, strict=True):
+        for (_job_id, data, _v), (code, update_time, message), values in zip(
+            writes, results, stamps, strict=True
+        ):
             names = [name for name, value in data.items() if value is firestore.SERVER_TIMESTAMP]
             out.append((code, update_time, message, dict(zip(names, values, strict=False))))
         return out
 
-    def create_documents(self, writes: Sequence[tuple[str, dict[str, Any]]], kind: str) -> list[int]:
+    def create_documents(
+        self, writes: Sequence[tuple[str, dict[str, Any]]], kind: str
+    ) -> list[int]:
         """Create documents anywhere in the database (paths from its root; ``SERVER_TIMESTAMP``
         allowed), in one BatchWrite RPC, each on its own and only where no document is: the gRPC
         code per write (0 created, 6 the path was taken). For handlers that must never overwrite
         a document they did not write (`jobs_lib.builtin.notifications`)."""
         root = self._document_prefix()[: -len(self.settings.collection) - 1]
-        return [code for code, _t, _m in self.connection.batch_write(root, [(path, data, None) for path, data in writes], kind, create=True)] if writes else []
+        return (
+            [
+                code
+                for code, _t, _m in self.connection.batch_write(
+                    root, [(path, data, None) for path, data in writes], kind, create=True
+                )
+            ]
+            if writes
+            else []
+        )
 
     def documents(self, paths: Sequence[str], kind: str) -> dict[str, dict[str, Any]]:
-        """Read documents anywhere in the database by path, in one call: the fields of those that exist."""
+        """Read documents anywhere in the database by path, in one call: the fields of those that
+        exist."""
         if not paths:
             return {}
         refs = [self.db.document(path) for path in paths]
@@ -549,13 +733,19 @@ class JobStore(StorePart):
         """Read a job inside the caller's transaction."""
         snap = self.ref(job_id).get(transaction=transaction)
         self.stats.add(reads=1, kind="read:transaction")
-        return Job.from_document(snap.id, snap.to_dict(), snap.update_time, created=snap.create_time) if snap.exists else None
+        return (
+            Job.from_document(snap.id, snap.to_dict(), snap.update_time, created=snap.create_time)
+            if snap.exists
+            else None
+        )
 
     def claim_fields(self, job: Job, expires: datetime, holder: str, token: str) -> dict[str, Any]:
         """What a claim writes: in progress, one more attempt, the lease and its token."""
         return {
             **self.adoption_fields(job),
-            **({"webhook": True} if job.raw.get("webhook") is True else {}),  # a handler's own URL is due at the job's end
+            **(
+                {"webhook": True} if job.raw.get("webhook") is True else {}
+            ),  # a handler's own URL is due at the job's end
             "status": Status.IN_PROGRESS.value,
             "startedAt": self.connection.now_value(),
             "updatedAt": self.connection.now_value(),
@@ -571,33 +761,64 @@ class JobStore(StorePart):
         now = self.now()
         expires = now + timedelta(seconds=lease_seconds)
         tokens = [uuid.uuid4().hex for _ in jobs]
-        writes = [(job.id, self.claim_fields(job, expires, holder, token), job.version) for job, token in zip(jobs, tokens, strict=True)]
+        writes = [
+            (job.id, self.claim_fields(job, expires, holder, token), job.version)
+            for job, token in zip(jobs, tokens, strict=True)
+        ]
         claims: list[Claim | None] = []
-        for job, token, (code, update_time, _msg) in zip(jobs, tokens, self.connection.batch_write(self._document_prefix(), writes, "claim"), strict=True):
+        for job, token, (code, update_time, _msg) in zip(
+            jobs,
+            tokens,
+            self.connection.batch_write(self._document_prefix(), writes, "claim"),
+            strict=True,
+        ):
             if code == _OK and update_time is not None:
                 claims.append(Claim(job, token, holder, update_time, job.attempts + 1, expires))
             else:
                 claims.append(None)
         return claims
 
-    def claim_with_slot(self, job: Job, slot: str, slot_version: datetime | None, holder: str, lease_seconds: float) -> tuple[Claim, datetime] | None:
+    def claim_with_slot(
+        self, job: Job, slot: str, slot_version: datetime | None, holder: str, lease_seconds: float
+    ) -> tuple[Claim, datetime] | None:
         """Claim a job and take a concurrency slot for it in one atomic commit: the claim and the
         slot's new version; None if either changed."""
         token = uuid.uuid4().hex
         expires = self.now() + timedelta(seconds=lease_seconds)
-        taken = self.limits.take_slot(slot, slot_version, job.id, token, self.ref(job.id), self.claim_fields(job, expires, holder, token), job.version)
+        taken = self.limits.take_slot(
+            slot,
+            slot_version,
+            job.id,
+            token,
+            self.ref(job.id),
+            self.claim_fields(job, expires, holder, token),
+            job.version,
+        )
         if taken is None:
             return None
         version, slot_now = taken
         return Claim(job, token, holder, version, job.attempts + 1, expires), slot_now
 
-    def claim_with_token(self, job: Job, token: str, token_expires: datetime, holder: str, lease_seconds: float) -> Claim | None:
+    def claim_with_token(
+        self, job: Job, token: str, token_expires: datetime, holder: str, lease_seconds: float
+    ) -> Claim | None:
         """Claim a job and take a rate-limit token for it in one atomic commit; None if the job
         changed; raises `jobs_lib.store.rate_tokens.TokenTaken` if another claimer has the token."""
         lease_token = uuid.uuid4().hex
         expires = self.now() + timedelta(seconds=lease_seconds)
-        version = self.rates.take(token, token_expires, job.id, self.ref(job.id), self.claim_fields(job, expires, holder, lease_token), job.version)
-        return Claim(job, lease_token, holder, version, job.attempts + 1, expires) if version is not None else None
+        version = self.rates.take(
+            token,
+            token_expires,
+            job.id,
+            self.ref(job.id),
+            self.claim_fields(job, expires, holder, lease_token),
+            job.version,
+        )
+        return (
+            Claim(job, lease_token, holder, version, job.attempts + 1, expires)
+            if version is not None
+            else None
+        )
 
     def adopt(self, jobs: Sequence[Job]) -> list[Job]:
         """Write each job's `adoption_fields` (one BatchWrite RPC, each write conditioned on the
@@ -611,7 +832,11 @@ class JobStore(StorePart):
         for (job_id, written, _v), (code, update_time, _m) in zip(writes, results, strict=True):
             if code == _OK and update_time is not None:
                 job = next(j for j in jobs if j.id == job_id)
-                done.append(Job.from_document(job.id, {**job.raw, **written}, update_time, created=job.create_time))
+                done.append(
+                    Job.from_document(
+                        job.id, {**job.raw, **written}, update_time, created=job.create_time
+                    )
+                )
         return done
 
     def assign_shard(self, job: Job) -> bool:
@@ -621,15 +846,45 @@ class JobStore(StorePart):
 
     def replace_metadata(self, job: Job, metadata: dict[str, Any]) -> bool:
         """Replace a job's metadata if the document is still as read (one conditional write)."""
-        writes = [(job.id, {**self.adoption_fields(job), "metadata": metadata, "updatedAt": self.connection.now_value()}, job.version)]
-        return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "replace_metadata")] == [True]
+        writes = [
+            (
+                job.id,
+                {
+                    **self.adoption_fields(job),
+                    "metadata": metadata,
+                    "updatedAt": self.connection.now_value(),
+                },
+                job.version,
+            )
+        ]
+        return [
+            code == _OK
+            for code, _t, _m in self.connection.batch_write(
+                self._document_prefix(), writes, "replace_metadata"
+            )
+        ] == [True]
 
     def assign_shards(self, jobs: Sequence[Job]) -> list[bool]:
-        """`assign_shard` for several documents in one round trip (each gets its `adoption_fields`)."""
-        writes = [(job.id, self.adoption_fields(job) or {"shard": shard_of(job.id)}, job.version) for job in jobs]
-        return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "assign_shard")] if writes else []
+        """`assign_shard` for several documents in one round trip (each gets its
+        `adoption_fields`)."""
+        writes = [
+            (job.id, self.adoption_fields(job) or {"shard": shard_of(job.id)}, job.version)
+            for job in jobs
+        ]
+        return (
+            [
+                code == _OK
+                for code, _t, _m in self.connection.batch_write(
+                    self._document_prefix(), writes, "assign_shard"
+                )
+            ]
+            if writes
+            else []
+        )
 
-    def settle(self, outcomes: Sequence[tuple[Job, Failed | Cancelled]], *, holder: str) -> list[bool]:
+    def settle(
+        self, outcomes: Sequence[tuple[Job, Failed | Cancelled]], *, holder: str
+    ) -> list[bool]:
         """Give jobs their final state without running them (poison, cancelled before start).
 
         Each write is conditioned on the version read and rotates the lease
@@ -650,10 +905,20 @@ class JobStore(StorePart):
             )
             for job, outcome in outcomes
         ]
-        return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "settle")] if writes else []
+        return (
+            [
+                code == _OK
+                for code, _t, _m in self.connection.batch_write(
+                    self._document_prefix(), writes, "settle"
+                )
+            ]
+            if writes
+            else []
+        )
 
     def commit(self, writes: Sequence[FencedWrite]) -> None:
-        """Apply fenced writes (at most one per job): one RPC, then a careful retry for any refused."""
+        """Apply fenced writes (at most one per job): one RPC, then a careful retry for any
+        refused."""
         if not writes:
             return
         payload = [(w.claim.job_id, self._record_fields(w), w.claim.version) for w in writes]
@@ -679,7 +944,9 @@ class JobStore(StorePart):
         claim = write.claim
         for _ in range(attempts):
             try:
-                snap = self.connection.retrying(lambda: self.ref(claim.job_id).get(retry=None), budget=10)
+                snap = self.connection.retrying(
+                    lambda: self.ref(claim.job_id).get(retry=None), budget=10
+                )
             except StoreUnavailable as exc:
                 return WriteOutcome(WriteStatus.ERROR, detail=str(exc))
             self.stats.add(reads=1, kind="read:record_checked")
@@ -698,7 +965,11 @@ class JobStore(StorePart):
                 claim.version = snap.update_time
                 return WriteOutcome(WriteStatus.OK, snap.update_time, cancel, "already written")
             fields = self._record_fields(write)
-            [(code, update_time, message)] = self.connection.batch_write(self._document_prefix(), [(claim.job_id, fields, snap.update_time)], "record_checked")
+            [(code, update_time, message)] = self.connection.batch_write(
+                self._document_prefix(),
+                [(claim.job_id, fields, snap.update_time)],
+                "record_checked",
+            )
             if code == _OK and update_time is not None:
                 claim.version = update_time
                 return WriteOutcome(WriteStatus.OK, update_time, cancel)
@@ -735,7 +1006,9 @@ class JobStore(StorePart):
             fields.update(dependents_flag(job, fields))
             if "status" in fields:
                 fields["lease"] = {"holder": holder, "token": uuid.uuid4().hex}
-            [(code, _t, message)] = self.connection.batch_write(self._document_prefix(), [(job_id, fields, job.version)], "update_checked")
+            [(code, _t, message)] = self.connection.batch_write(
+                self._document_prefix(), [(job_id, fields, job.version)], "update_checked"
+            )
             if code == _OK:
                 return job, True
             if code not in (_FAILED_PRECONDITION, _NOT_FOUND):
@@ -762,7 +1035,11 @@ class JobStore(StorePart):
                 fields["stepDocuments"] = True  # the retention cleanup deletes those documents too
         if update.steps or update.has_cursor:
             # A recorded step ends the cursor of the step that ran (a new checkpoint sets the next).
-            fields["cursor"] = update.cursor if update.has_cursor and update.cursor is not None else firestore.DELETE_FIELD
+            fields["cursor"] = (
+                update.cursor
+                if update.has_cursor and update.cursor is not None
+                else firestore.DELETE_FIELD
+            )
         if update.outcome is not None:
             fields.update(self._outcome_fields(update.outcome))
         fields["updatedAt"] = self.connection.now_value()
@@ -772,14 +1049,33 @@ class JobStore(StorePart):
         now = self.connection.now_value()
         fields: dict[str, Any]
         if isinstance(outcome, Completed):
-            fields = {"status": Status.COMPLETED.value, "completedAt": now, "result": outcome.result, "error": firestore.DELETE_FIELD, "errorDetails": firestore.DELETE_FIELD}
+            fields = {
+                "status": Status.COMPLETED.value,
+                "completedAt": now,
+                "result": outcome.result,
+                "error": firestore.DELETE_FIELD,
+                "errorDetails": firestore.DELETE_FIELD,
+            }
         elif isinstance(outcome, Failed):
-            fields = {"status": Status.FAILED.value, "completedAt": now, "error": outcome.error, "errorDetails": outcome.details}
+            fields = {
+                "status": Status.FAILED.value,
+                "completedAt": now,
+                "error": outcome.error,
+                "errorDetails": outcome.details,
+            }
         elif isinstance(outcome, Cancelled):
             fields = {"status": Status.CANCELLED.value, "completedAt": now, "error": outcome.reason}
         elif isinstance(outcome, Retry):
-            return {"status": Status.PENDING.value, "scheduledFor": self.time_value(outcome.run_at), "error": outcome.error, "errorDetails": outcome.details, "leaseExpiresAt": firestore.DELETE_FIELD}
-        elif isinstance(outcome, Continued):  # the next slice goes on from the cursor; the attempt is not counted
+            return {
+                "status": Status.PENDING.value,
+                "scheduledFor": self.time_value(outcome.run_at),
+                "error": outcome.error,
+                "errorDetails": outcome.details,
+                "leaseExpiresAt": firestore.DELETE_FIELD,
+            }
+        elif isinstance(
+            outcome, Continued
+        ):  # the next slice goes on from the cursor; the attempt is not counted
             return {
                 "status": Status.PENDING.value,
                 "scheduledFor": self.time_value(outcome.run_at),
@@ -800,7 +1096,12 @@ class JobStore(StorePart):
                 "activeMs": outcome.active_ms,
             }
         else:  # Released: the interrupted attempt is not counted
-            return {"status": Status.PENDING.value, "scheduledFor": self.time_value(outcome.run_at), "leaseExpiresAt": firestore.DELETE_FIELD, "attempts": outcome.attempts}
+            return {
+                "status": Status.PENDING.value,
+                "scheduledFor": self.time_value(outcome.run_at),
+                "leaseExpiresAt": firestore.DELETE_FIELD,
+                "attempts": outcome.attempts,
+            }
         fields["leaseExpiresAt"] = firestore.DELETE_FIELD
         if outcome.expire_at is not None:
             fields["expireAt"] = outcome.expire_at
@@ -814,14 +1115,29 @@ class JobStore(StorePart):
                 "status": Status.PENDING.value,
                 "scheduledFor": self.connection.now_value(),
                 "attempts": 0,
-                **dict.fromkeys(("cancelRequested", "completedAt", "startedAt", "result", "error", "errorDetails", "progress", "expireAt"), firestore.DELETE_FIELD),
+                **dict.fromkeys(
+                    (
+                        "cancelRequested",
+                        "completedAt",
+                        "startedAt",
+                        "result",
+                        "error",
+                        "errorDetails",
+                        "progress",
+                        "expireAt",
+                    ),
+                    firestore.DELETE_FIELD,
+                ),
             }
         return self._outcome_fields(change)
 
     # -- flows (jobs_lib.engine.followups) ---------------------------------------------------
 
-    def create_atomically(self, jobs: Sequence[tuple[str, dict[str, Any]]], kind: str = "create_flow") -> None:
-        """Create up to 500 jobs in one commit: all of them or none (`DocumentExists` if an id is taken)."""
+    def create_atomically(
+        self, jobs: Sequence[tuple[str, dict[str, Any]]], kind: str = "create_flow"
+    ) -> None:
+        """Create up to 500 jobs in one commit: all of them or none (`DocumentExists` if an id is
+        taken)."""
         batch = self.db.batch()
         for job_id, data in jobs:
             self.create(job_id, data, batch=batch)
@@ -833,34 +1149,46 @@ class JobStore(StorePart):
         Equality on ``status`` and ``array-contains`` on ``dependsOn``: Firestore merges the two
         single-field indexes, so no composite index is needed.
         """
-        query = self.collection.where(filter=FieldFilter("dependsOn", "array_contains", parent_id)).where(filter=FieldFilter("status", "==", Status.BLOCKED.value)).order_by("__name__")
+        query = (
+            self.collection.where(filter=FieldFilter("dependsOn", "array_contains", parent_id))
+            .where(filter=FieldFilter("status", "==", Status.BLOCKED.value))
+            .order_by("__name__")
+        )
         if after:
             query = query.start_after({"__name__": self.ref(after)})
         return self.run_query(query.limit(limit), "dependents")
 
     def unsettled_parents(self, limit: int) -> list[Job]:
         """Finished jobs whose dependents were not yet released (the process doing it died)."""
-        query = self.collection.where(filter=FieldFilter("dependentsSettled", "==", False)).where(filter=FieldFilter("status", "in", sorted(_FINAL_VALUES)))
+        query = self.collection.where(filter=FieldFilter("dependentsSettled", "==", False)).where(
+            filter=FieldFilter("status", "in", sorted(_FINAL_VALUES))
+        )
         return self.run_query(query.limit(limit), "unsettled_parents")
 
     def blocked_page(self, after: str | None, limit: int) -> list[Job]:
         """A page of the blocked jobs in id order after `after` (the repair's audit)."""
-        query = self.collection.where(filter=FieldFilter("status", "==", Status.BLOCKED.value)).order_by("__name__")
+        query = self.collection.where(
+            filter=FieldFilter("status", "==", Status.BLOCKED.value)
+        ).order_by("__name__")
         if after:
             query = query.start_after({"__name__": self.ref(after)})
         return self.run_query(query.limit(limit), "blocked_page")
 
     def flow_page(self, flow_id: str, after: str | None, limit: int) -> list[Job]:
         """A page of one flow's jobs, in id order after `after`."""
-        query = self.collection.where(filter=FieldFilter("flowId", "==", flow_id)).order_by("__name__")
+        query = self.collection.where(filter=FieldFilter("flowId", "==", flow_id)).order_by(
+            "__name__"
+        )
         if after:
             query = query.start_after({"__name__": self.ref(after)})
         return self.run_query(query.limit(limit), "flow_page")
 
-    def resolve_blocked(self, decisions: Sequence[tuple[Job, Failed | Cancelled | None]], *, holder: str = "flows") -> list[bool]:
-        """End each blocked job's wait in one round trip, each write conditioned on the version read:
-        None makes it pending (due now, or at its own later ``scheduledFor``), an outcome ends it.
-        False where the job changed meanwhile (another process got there first)."""
+    def resolve_blocked(
+        self, decisions: Sequence[tuple[Job, Failed | Cancelled | None]], *, holder: str = "flows"
+    ) -> list[bool]:
+        """End each blocked job's wait in one round trip, each write conditioned on the version
+        read: None makes it pending (due now, or at its own later ``scheduledFor``), an outcome ends
+        it. False where the job changed meanwhile (another process got there first)."""
         now = self.now()
         writes = []
         for job, outcome in decisions:
@@ -869,14 +1197,41 @@ class JobStore(StorePart):
                 if job.scheduled_for is None or job.scheduled_for <= now:
                     fields["scheduledFor"] = self.connection.now_value()
             else:
-                fields = {**self._outcome_fields(outcome), "lease": {"holder": holder, "token": uuid.uuid4().hex}}
+                fields = {
+                    **self._outcome_fields(outcome),
+                    "lease": {"holder": holder, "token": uuid.uuid4().hex},
+                }
                 fields.update(dependents_flag(job, fields))
-            writes.append((job.id, {**self.adoption_fields(job), **fields, "updatedAt": self.connection.now_value()}, job.version))
-        return [code == _OK for code, _t, _m in self.connection.batch_write(self._document_prefix(), writes, "resolve_blocked")] if writes else []
+            writes.append(
+                (
+                    job.id,
+                    {
+                        **self.adoption_fields(job),
+                        **fields,
+                        "updatedAt": self.connection.now_value(),
+                    },
+                    job.version,
+                )
+            )
+        return (
+            [
+                code == _OK
+                for code, _t, _m in self.connection.batch_write(
+                    self._document_prefix(), writes, "resolve_blocked"
+                )
+            ]
+            if writes
+            else []
+        )
 
     def mark_settled(self, job: Job, extra: dict[str, Any] | None = None) -> bool:
-        """Record that a finished job's follow-ups were dealt with (conditioned on the version read)."""
-        [(code, _t, _m)] = self.connection.batch_write(self._document_prefix(), [(job.id, {"dependentsSettled": True, **(extra or {})}, job.version)], "settled")
+        """Record that a finished job's follow-ups were dealt with (conditioned on the version
+        read)."""
+        [(code, _t, _m)] = self.connection.batch_write(
+            self._document_prefix(),
+            [(job.id, {"dependentsSettled": True, **(extra or {})}, job.version)],
+            "settled",
+        )
         return code == _OK
 
     # -- housekeeping for tests and tools --------------------------------------
@@ -889,7 +1244,9 @@ class JobStore(StorePart):
             batch = self.db.batch()
             for job_id in chunk:
                 batch.delete(self.ref(job_id))
-            self.connection.write(partial(batch.commit, retry=None), "delete:job", writes=len(chunk))
+            self.connection.write(
+                partial(batch.commit, retry=None), "delete:job", writes=len(chunk)
+            )
         return len(todo)
 
 

@@ -47,7 +47,8 @@ from jobs_lib.store.jobs import JobStore
 from jobs_lib.store.results import encodable
 from jobs_lib.store.schedules import Schedule
 
-#: The smallest Firestore timestamp: ``createdAt >= TIMESTAMP_FLOOR`` matches every timestamp and nothing else.
+# : The smallest Firestore timestamp: ``createdAt >= TIMESTAMP_FLOOR`` matches every timestamp and
+# nothing else.
 TIMESTAMP_FLOOR = datetime(1, 1, 1, tzinfo=UTC)
 #: The smallest string: ``createdAt >= STRING_FLOOR`` matches every string and nothing else.
 STRING_FLOOR = ""
@@ -58,7 +59,8 @@ MAX_PAGE_SIZE = 100
 
 @dataclass(frozen=True)
 class Scope:
-    """Whose jobs a listing shows: ``createdBy == value``, ``orgId == value``, or (field None) everyone's."""
+    """Whose jobs a listing shows: ``createdBy == value``, ``orgId == value``, or (field None)
+    everyone's."""
 
     field: str | None
     value: str | None
@@ -88,7 +90,9 @@ def _lanes(after: datetime | None, before: datetime | None) -> dict[str, _Lane]:
     """The two typed lanes, bounded by a creation-time range (each bound in its lane's own type)."""
     return {
         "t": _Lane(max(after, TIMESTAMP_FLOOR) if after else TIMESTAMP_FLOOR, ceiling=before),
-        "s": _Lane(to_iso(after) if after else STRING_FLOOR, ceiling=to_iso(before) if before else None),
+        "s": _Lane(
+            to_iso(after) if after else STRING_FLOOR, ceiling=to_iso(before) if before else None
+        ),
     }
 
 
@@ -103,7 +107,8 @@ def _sort_key(job: Job) -> tuple[datetime, str]:
 
 
 class JobListing:
-    """Newest-first pages of one owner's jobs, over both kinds of ``createdAt`` (see module docs)."""
+    """Newest-first pages of one owner's jobs, over both kinds of ``createdAt`` (see module
+    docs)."""
 
     def __init__(self, store: JobStore) -> None:
         self.store = store
@@ -124,14 +129,26 @@ class JobListing:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
         fingerprint = self._fingerprint(scope, status, job_type, created_after, created_before)
-        lanes = self._decode(page_token, fingerprint, created_after, created_before) if page_token else _lanes(created_after, created_before)
+        lanes = (
+            self._decode(page_token, fingerprint, created_after, created_before)
+            if page_token
+            else _lanes(created_after, created_before)
+        )
         fetched: dict[str, list[Job]] = {}
         for name, lane in lanes.items():
-            fetched[name] = [] if lane.done else self._read_lane(scope, status, job_type, lane, page_size + 1, name)
+            fetched[name] = (
+                []
+                if lane.done
+                else self._read_lane(scope, status, job_type, lane, page_size + 1, name)
+            )
         taken: list[Job] = []
         heads = {name: 0 for name in lanes}
         while len(taken) < page_size:
-            candidates = [(name, fetched[name][heads[name]]) for name in lanes if heads[name] < len(fetched[name])]
+            candidates = [
+                (name, fetched[name][heads[name]])
+                for name in lanes
+                if heads[name] < len(fetched[name])
+            ]
             if not candidates:
                 break
             name, job = max(candidates, key=lambda item: _sort_key(item[1]))
@@ -139,14 +156,20 @@ class JobListing:
             heads[name] += 1
             lanes[name].cursor = (job.raw.get("createdAt"), job.id)
         for name, lane in lanes.items():
-            if not lane.done and len(fetched[name]) <= page_size and heads[name] == len(fetched[name]):
+            if (
+                not lane.done
+                and len(fetched[name]) <= page_size
+                and heads[name] == len(fetched[name])
+            ):
                 lane.done = True  # read to its end and all of it shown
         more = any(not lane.done for lane in lanes.values())
         return Page(taken, self._encode(lanes, fingerprint) if more else None)
 
     # -- internals --------------------------------------------------------------------------
 
-    def _lane_query(self, scope: Scope, status: str | None, job_type: str | None, lane: _Lane) -> Any:
+    def _lane_query(
+        self, scope: Scope, status: str | None, job_type: str | None, lane: _Lane
+    ) -> Any:
         # In the shard lanes, like the runner's queries: the createdAt indexes then take each status
         # change of a job in one of SHARDS ranges, never all in one (see jobs_lib.store.base).
         query = self.store.collection.where(filter=FieldFilter("shard", "in", list(ALL_SHARDS)))
@@ -159,23 +182,38 @@ class JobListing:
         query = query.where(filter=FieldFilter("createdAt", ">=", lane.floor))
         if lane.ceiling is not None:
             query = query.where(filter=FieldFilter("createdAt", "<", lane.ceiling))
-        query = (
-            query.order_by("createdAt", direction=firestore.Query.DESCENDING)
-            .order_by("__name__", direction=firestore.Query.DESCENDING)
+        query = query.order_by("createdAt", direction=firestore.Query.DESCENDING).order_by(
+            "__name__", direction=firestore.Query.DESCENDING
         )
         if lane.cursor is not None:
             value, job_id = lane.cursor
             query = query.start_after({"createdAt": value, "__name__": self.store.ref(job_id)})
         return query
 
-    def _read_lane(self, scope: Scope, status: str | None, job_type: str | None, lane: _Lane, limit: int, name: str) -> list[Job]:
+    def _read_lane(
+        self,
+        scope: Scope,
+        status: str | None,
+        job_type: str | None,
+        lane: _Lane,
+        limit: int,
+        name: str,
+    ) -> list[Job]:
         query = self._lane_query(scope, status, job_type, lane).limit(limit)
         return self.store.run_query(query, f"list_{'timestamps' if name == 't' else 'strings'}")
 
     @staticmethod
-    def _fingerprint(scope: Scope, status: str | None, job_type: str | None, after: datetime | None = None, before: datetime | None = None) -> str:
+    def _fingerprint(
+        scope: Scope,
+        status: str | None,
+        job_type: str | None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> str:
         bounds = [after.isoformat() if after else None, before.isoformat() if before else None]
-        text = json.dumps([scope.field, scope.value, status, job_type, *([bounds] if after or before else [])])
+        text = json.dumps(
+            [scope.field, scope.value, status, job_type, *([bounds] if after or before else [])]
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @staticmethod
@@ -190,7 +228,9 @@ class JobListing:
         return _pack(state)
 
     @staticmethod
-    def _decode(token: str, fingerprint: str, after: datetime | None = None, before: datetime | None = None) -> dict[str, _Lane]:
+    def _decode(
+        token: str, fingerprint: str, after: datetime | None = None, before: datetime | None = None
+    ) -> dict[str, _Lane]:
         state = _unpack(token, fingerprint)
         lanes = _lanes(after, before)
         for name, lane in lanes.items():
@@ -198,7 +238,12 @@ class JobListing:
             if entry == "done":
                 lane.done = True
             elif entry is not None:
-                if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) and encodable(x) for x in entry) and _possible_id(entry[1])):
+                if not (
+                    isinstance(entry, list)
+                    and len(entry) == 2
+                    and all(isinstance(x, str) and encodable(x) for x in entry)
+                    and _possible_id(entry[1])
+                ):
                     raise InvalidPageToken("pageToken is not a token this API issued")
                 value: Any = entry[0]
                 if name == "t":
@@ -214,23 +259,35 @@ class JobListing:
 
 def _pack(state: dict[str, Any]) -> str:
     """A page token: the listing's state as unpadded URL-safe base64 of compact JSON."""
-    return base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).rstrip(b"=").decode()
+    return (
+        base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode())
+        .rstrip(b"=")
+        .decode()
+    )
 
 
 def _unpack(token: str, fingerprint: str) -> dict[str, Any]:
-    """The state in a page token issued for the listing with this `fingerprint`; raises `InvalidPageToken`."""
+    """The state in a page token issued for the listing with this `fingerprint`; raises
+    `InvalidPageToken`."""
     try:
         state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise InvalidPageToken("pageToken is not a token this API issued") from None
     if not isinstance(state, dict) or state.get("f") != fingerprint:
-        raise InvalidPageToken("pageToken belongs to a listing with other filters; start again without it")
+        raise InvalidPageToken(
+            "pageToken belongs to a listing with other filters; start again without it"
+        )
     return state
 
 
 def _possible_id(job_id: str) -> bool:
     """Could name a document: 1 to 1500 bytes, no slash, not ``.``, ``..`` or ``__reserved__``."""
-    return 0 < len(job_id.encode()) <= 1500 and "/" not in job_id and job_id not in (".", "..") and not (job_id.startswith("__") and job_id.endswith("__"))
+    return (
+        0 < len(job_id.encode()) <= 1500
+        and "/" not in job_id
+        and job_id not in (".", "..")
+        and not (job_id.startswith("__") and job_id.endswith("__"))
+    )
 
 
 class ScheduleListing:
@@ -247,7 +304,9 @@ class ScheduleListing:
         """The schedules collection reference."""
         return self.store.schedules.collection
 
-    def page(self, scope: Scope, *, page_size: int = 20, page_token: str | None = None) -> tuple[list[Schedule], str | None]:
+    def page(
+        self, scope: Scope, *, page_size: int = 20, page_token: str | None = None
+    ) -> tuple[list[Schedule], str | None]:
         """A page of schedules in `scope` and the next page's token; raises `InvalidPageToken`."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")

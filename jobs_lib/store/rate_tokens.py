@@ -42,12 +42,25 @@ class RateTokens(StorePart):
         """``{collection}_rateTokens``."""
         return self.db.collection(f"{self.settings.collection}_rateTokens")
 
-    def take(self, token: str, expire_at: datetime, job_id: str, job_ref: Any, claim_fields: dict[str, Any], job_version: datetime | None) -> datetime | None:
+    def take(
+        self,
+        token: str,
+        expire_at: datetime,
+        job_id: str,
+        job_ref: Any,
+        claim_fields: dict[str, Any],
+        job_version: datetime | None,
+    ) -> datetime | None:
         """Create the token and write the job's claim in one atomic commit; the job's new version,
         None if the job changed since read; raises `TokenTaken` if the token exists already."""
         batch = self.db.batch()
-        batch.create(self.collection.document(token), {"jobId": job_id, "takenAt": firestore.SERVER_TIMESTAMP, "expireAt": expire_at})
-        batch.update(job_ref, claim_fields, option=self.db.write_option(last_update_time=job_version))
+        batch.create(
+            self.collection.document(token),
+            {"jobId": job_id, "takenAt": firestore.SERVER_TIMESTAMP, "expireAt": expire_at},
+        )
+        batch.update(
+            job_ref, claim_fields, option=self.db.write_option(last_update_time=job_version)
+        )
         try:
             results = self.connection.commit(batch, 2, "claim_rate")
         except DocumentExists:

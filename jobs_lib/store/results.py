@@ -62,7 +62,10 @@ def _problem(value: Any, path: str, depth: int) -> str | None:
             if problem:
                 return problem
         return None
-    return f"{path} is a {type(value).__module__}.{type(value).__qualname__}, not JSON-like (return numbers, strings, lists and maps)"
+    return (
+        f"{path} is a {type(value).__module__}.{type(value).__qualname__}, not JSON-like "
+        f"(return numbers, strings, lists and maps)"
+    )
 
 
 def _cheap_size(value: Any) -> int:
@@ -77,7 +80,9 @@ def _cheap_size(value: Any) -> int:
 def storable_value(value: Any, what: str) -> tuple[str | None, Any]:
     """Check a value bound for a document (a result, a step's result, a cursor): returns (problem or
     None, the value as stored: a pydantic model dumped, a tuple as a list)."""
-    pydantic = sys.modules.get("pydantic")  # a model value means pydantic is loaded: never import it here
+    pydantic = sys.modules.get(
+        "pydantic"
+    )  # a model value means pydantic is loaded: never import it here
     if pydantic is not None and isinstance(value, pydantic.BaseModel):
         value = value.model_dump(mode="json")
     if isinstance(value, tuple):
@@ -96,10 +101,15 @@ def storable_result(result: Any, document: dict[str, Any]) -> tuple[str | None, 
     if _cheap_size(result) < SMALL_RESULT:
         return None, result
     size = encoded_size(result)
-    room = DOCUMENT_LIMIT - encoded_size({k: v for k, v in document.items() if k != "result"}) - RUNNER_FIELDS_ALLOWANCE
+    room = (
+        DOCUMENT_LIMIT
+        - encoded_size({k: v for k, v in document.items() if k != "result"})
+        - RUNNER_FIELDS_ALLOWANCE
+    )
     if size > room:
         return (
-            f"the handler's result cannot be stored: it is {size:,} bytes and the job document has room "
+            f"the handler's result cannot be stored: it is {size:,} bytes and the job document "
+            f"has room "
             f"for {max(room, 0):,} (Firestore documents are limited to 1 MiB); store large results "
             "elsewhere, such as Cloud Storage, and return a reference",
             None,

@@ -1,4 +1,5 @@
-"""The ``scheduledJobs`` collection: every read and write of schedule documents, and their field names.
+"""The ``scheduledJobs`` collection: every read and write of schedule documents, and their field
+names.
 
 Schedules cross this boundary as `Schedule` values (read defensively, like
 `jobs_lib.model.job.Job`) and changes as `ScheduleChange` values; nothing outside
@@ -45,7 +46,9 @@ class Schedule:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_document(cls, schedule_id: str, data: dict[str, Any], version: datetime | None = None) -> Schedule:
+    def from_document(
+        cls, schedule_id: str, data: dict[str, Any], version: datetime | None = None
+    ) -> Schedule:
         """Read a schedule document; never raises."""
         problems: list[str] = []
         job_type = data.get("type")
@@ -87,7 +90,9 @@ class Schedule:
             last_job_id=data.get("lastJobId") if isinstance(data.get("lastJobId"), str) else None,
             created_by=data.get("createdBy") if isinstance(data.get("createdBy"), str) else None,
             org_id=data.get("orgId") if isinstance(data.get("orgId"), str) else None,
-            priority=priority if isinstance(priority, int) and not isinstance(priority, bool) else 0,
+            priority=priority
+            if isinstance(priority, int) and not isinstance(priority, bool)
+            else 0,
             error=data.get("error") if isinstance(data.get("error"), str) else None,
             system=data.get("system") is True,
             version=version,
@@ -96,10 +101,10 @@ class Schedule:
         )
 
 
-
 @dataclass(frozen=True)
 class ScheduleChange:
-    """What an update sets on a schedule (None: leave as it is). Setting anything clears ``error``."""
+    """What an update sets on a schedule (None: leave as it is). Setting anything clears
+    ``error``."""
 
     cron: str | None = None
     timezone: str | None = None
@@ -115,7 +120,8 @@ SLOT_FIELD = "scheduleSlot"
 
 
 class ScheduleStore(StorePart):
-    """Schedule documents, and firing a slot (creating its job) atomically with the schedule's update."""
+    """Schedule documents, and firing a slot (creating its job) atomically with the schedule's
+    update."""
 
     @property
     def collection(self) -> Any:
@@ -141,12 +147,18 @@ class ScheduleStore(StorePart):
     def get(self, schedule_id: str) -> Schedule | None:
         """A schedule, or None."""
         snap = self.connection.get(self.ref(schedule_id), "schedule")
-        return Schedule.from_document(schedule_id, snap.to_dict() or {}, snap.update_time) if snap.exists else None
+        return (
+            Schedule.from_document(schedule_id, snap.to_dict() or {}, snap.update_time)
+            if snap.exists
+            else None
+        )
 
     def get_many(self, ids: list[str]) -> dict[str, Schedule]:
         """Several schedules by id (missing ones are left out)."""
         snaps = self.connection.get_all([self.ref(i) for i in ids], "schedule")
-        return {i: Schedule.from_document(i, s.to_dict() or {}, s.update_time) for i, s in snaps.items()}
+        return {
+            i: Schedule.from_document(i, s.to_dict() or {}, s.update_time) for i, s in snaps.items()
+        }
 
     def due(self, now: datetime, limit: int) -> list[Schedule]:
         """Enabled schedules whose nextRunAt has come, soonest first."""
@@ -165,7 +177,9 @@ class ScheduleStore(StorePart):
             query = query.start_after({"__name__": self.ref(after)})
         return self._rows(self.connection.query(query.limit(limit), "schedules_scan"))
 
-    def list_schedules(self, *, created_by: str | None = None, org_id: str | None = None, limit: int = 100) -> list[Schedule]:
+    def list_schedules(
+        self, *, created_by: str | None = None, org_id: str | None = None, limit: int = 100
+    ) -> list[Schedule]:
         """Schedules, optionally those of one user or organisation, in id order."""
         query = self.collection
         if created_by is not None:
@@ -210,12 +224,20 @@ class ScheduleStore(StorePart):
             data["createdBy"] = created_by
         if org_id is not None:
             data["orgId"] = org_id
-        self.connection.write(lambda: self.ref(schedule_id).create(data, retry=None), "write:schedule")
+        self.connection.write(
+            lambda: self.ref(schedule_id).create(data, retry=None), "write:schedule"
+        )
 
     def _write(self, schedule_id: str, fields: dict[str, Any], version: datetime) -> bool:
         """Update a schedule if unchanged since `version`; False if it changed."""
         try:
-            self.connection.retrying(lambda: self.ref(schedule_id).update({**fields, "updatedAt": firestore.SERVER_TIMESTAMP}, option=self.db.write_option(last_update_time=version), retry=None))
+            self.connection.retrying(
+                lambda: self.ref(schedule_id).update(
+                    {**fields, "updatedAt": firestore.SERVER_TIMESTAMP},
+                    option=self.db.write_option(last_update_time=version),
+                    retry=None,
+                )
+            )
         except (Contention, StoreRefused):
             self.stats.add(writes=1, kind="write:schedule:refused")
             return False
@@ -225,7 +247,14 @@ class ScheduleStore(StorePart):
     @staticmethod
     def _change_fields(change: ScheduleChange) -> dict[str, Any]:
         fields: dict[str, Any] = {"error": firestore.DELETE_FIELD}
-        for name, value in (("cron", change.cron), ("timezone", change.timezone), ("metadata", change.metadata), ("enabled", change.enabled), ("priority", change.priority), ("nextRunAt", change.next_run_at)):
+        for name, value in (
+            ("cron", change.cron),
+            ("timezone", change.timezone),
+            ("metadata", change.metadata),
+            ("enabled", change.enabled),
+            ("priority", change.priority),
+            ("nextRunAt", change.next_run_at),
+        ):
             if value is not None:
                 fields[name] = value
         return fields
@@ -245,7 +274,12 @@ class ScheduleStore(StorePart):
         assert schedule.version is not None
         return self._write(schedule.id, {"nextRunAt": next_run_at}, schedule.version)
 
-    def update_checked(self, schedule_id: str, decide: Callable[[Schedule], ScheduleChange | None], attempts: int = 10) -> Schedule | None:
+    def update_checked(
+        self,
+        schedule_id: str,
+        decide: Callable[[Schedule], ScheduleChange | None],
+        attempts: int = 10,
+    ) -> Schedule | None:
         """Read, let `decide` return a change (or None), write if unchanged; the schedule as
         read last, or None if there is no such schedule. Raises `Contention` if it kept changing."""
         for _ in range(attempts):
@@ -259,13 +293,26 @@ class ScheduleStore(StorePart):
 
     def record_fired(self, schedule: Schedule, job_id: str, when: datetime) -> None:
         """Note a run fired by hand (``lastRunAt``, ``lastJobId``); the next slot is unchanged."""
-        self.connection.write(lambda: self.ref(schedule.id).update({"lastRunAt": when, "lastJobId": job_id, "updatedAt": firestore.SERVER_TIMESTAMP}, retry=None), "write:schedule")
+        self.connection.write(
+            lambda: self.ref(schedule.id).update(
+                {"lastRunAt": when, "lastJobId": job_id, "updatedAt": firestore.SERVER_TIMESTAMP},
+                retry=None,
+            ),
+            "write:schedule",
+        )
 
     def delete(self, schedule_id: str) -> None:
         """Delete a schedule."""
         self.connection.write(lambda: self.ref(schedule_id).delete(retry=None), "delete:schedule")
 
-    def fire(self, schedule: Schedule, slot: datetime, next_run_at: datetime, job_id: str, job: dict[str, Any]) -> str:
+    def fire(
+        self,
+        schedule: Schedule,
+        slot: datetime,
+        next_run_at: datetime,
+        job_id: str,
+        job: dict[str, Any],
+    ) -> str:
         """Create the slot's job and advance the schedule in one atomic commit.
 
         The job id is fixed by the schedule and the slot, and the schedule
@@ -276,10 +323,23 @@ class ScheduleStore(StorePart):
         the slot under another id; the schedule's precondition still lets only one firer through).
         """
         assert schedule.version is not None
-        fields = {"lastRunAt": slot, "lastJobId": job_id, "nextRunAt": next_run_at, "error": firestore.DELETE_FIELD, "updatedAt": firestore.SERVER_TIMESTAMP}
+        fields = {
+            "lastRunAt": slot,
+            "lastJobId": job_id,
+            "nextRunAt": next_run_at,
+            "error": firestore.DELETE_FIELD,
+            "updatedAt": firestore.SERVER_TIMESTAMP,
+        }
         batch = self.db.batch()
-        batch.create(self.jobs.document(job_id), with_shard(job_id, {**job, SLOT_OWNER: schedule.id, SLOT_FIELD: slot}))
-        batch.update(self.ref(schedule.id), fields, option=self.db.write_option(last_update_time=schedule.version))
+        batch.create(
+            self.jobs.document(job_id),
+            with_shard(job_id, {**job, SLOT_OWNER: schedule.id, SLOT_FIELD: slot}),
+        )
+        batch.update(
+            self.ref(schedule.id),
+            fields,
+            option=self.db.write_option(last_update_time=schedule.version),
+        )
         try:
             self.connection.commit(batch, 2, "fire")
         except DocumentExists:
@@ -294,34 +354,81 @@ class ScheduleStore(StorePart):
     def owner_ids(self, created_by: str, limit: int) -> list[str]:
         """The ids of one user's first `limit` schedules, in id order (an equality filter and the
         document id: no composite index)."""
-        query = self.collection.where(filter=FieldFilter("createdBy", "==", created_by)).order_by("__name__").limit(limit)
+        query = (
+            self.collection.where(filter=FieldFilter("createdBy", "==", created_by))
+            .order_by("__name__")
+            .limit(limit)
+        )
         return [row[0] for row in self.connection.query(query, "schedules_of_owner")]
 
     def count_of(self, created_by: str) -> int:
         """How many schedules one user has (a count aggregation, one read per 1,000)."""
-        return self.connection.count(self.collection.where(filter=FieldFilter("createdBy", "==", created_by)), "schedules_of_owner")
+        return self.connection.count(
+            self.collection.where(filter=FieldFilter("createdBy", "==", created_by)),
+            "schedules_of_owner",
+        )
 
     def over_limit(self, schedule: Schedule, reason: str) -> bool:
         """Switch off a user's schedule beyond their limit, saying why, and forget its next run
         (so that switching it back on brings it to the scheduler's check again)."""
         assert schedule.version is not None
-        return self._write(schedule.id, {"enabled": False, "error": reason, "nextRunAt": firestore.DELETE_FIELD}, schedule.version)
+        return self._write(
+            schedule.id,
+            {"enabled": False, "error": reason, "nextRunAt": firestore.DELETE_FIELD},
+            schedule.version,
+        )
 
-    def sync_declared(self, schedule_id: str, found: Schedule | None, *, job_type: str, cron_expression: str, timezone: str, metadata: dict[str, Any], next_run_at: Callable[[], datetime]) -> bool:
+    def sync_declared(
+        self,
+        schedule_id: str,
+        found: Schedule | None,
+        *,
+        job_type: str,
+        cron_expression: str,
+        timezone: str,
+        metadata: dict[str, Any],
+        next_run_at: Callable[[], datetime],
+    ) -> bool:
         """Make the document of a schedule declared in code match the code (create it if missing).
 
         Returns True when it found the id held by a document the library did not write (no
         ``system: true``, or an owner): that document is replaced by the library's own, enabled,
         owned by nobody, so a squatted id can neither stop the schedule nor be steered by a user.
         """
-        wanted = {"type": job_type, "cron": cron_expression, "timezone": timezone, "metadata": metadata, "system": True}
+        wanted = {
+            "type": job_type,
+            "cron": cron_expression,
+            "timezone": timezone,
+            "metadata": metadata,
+            "system": True,
+        }
         if found is None:
             with contextlib.suppress(DocumentExists):  # another process got there first
-                self.create(schedule_id, job_type=job_type, cron_expression=cron_expression, timezone=timezone, metadata=metadata, enabled=True, priority=0, next_run_at=next_run_at(), system=True)
+                self.create(
+                    schedule_id,
+                    job_type=job_type,
+                    cron_expression=cron_expression,
+                    timezone=timezone,
+                    metadata=metadata,
+                    enabled=True,
+                    priority=0,
+                    next_run_at=next_run_at(),
+                    system=True,
+                )
             return False
         assert found.version is not None
-        if found.raw.get("system") is not True or found.created_by is not None or found.org_id is not None:
-            fresh: dict[str, Any] = {**wanted, "enabled": True, "priority": 0, "nextRunAt": next_run_at(), "createdAt": firestore.SERVER_TIMESTAMP}
+        if (
+            found.raw.get("system") is not True
+            or found.created_by is not None
+            or found.org_id is not None
+        ):
+            fresh: dict[str, Any] = {
+                **wanted,
+                "enabled": True,
+                "priority": 0,
+                "nextRunAt": next_run_at(),
+                "createdAt": firestore.SERVER_TIMESTAMP,
+            }
             fresh.update({name: firestore.DELETE_FIELD for name in found.raw if name not in fresh})
             self._write(schedule_id, fresh, found.version)
             return True
@@ -334,7 +441,9 @@ class ScheduleStore(StorePart):
         return False
 
     # Last in the class: a method named `list` shadows the builtin in the annotations after it.
-    def list(self, *, created_by: str | None = None, org_id: str | None = None, limit: int = 100) -> list[Schedule]:
+    def list(
+        self, *, created_by: str | None = None, org_id: str | None = None, limit: int = 100
+    ) -> list[Schedule]:
         """Schedules, optionally those of one user or organisation, in id order."""
         return self.list_schedules(created_by=created_by, org_id=org_id, limit=limit)
 

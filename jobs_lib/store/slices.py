@@ -14,22 +14,35 @@ class SliceLeases(StorePart):
 
     @property
     def collection(self) -> Any:
-        """The collection of slice leases (``backgroundJobs_slices``), one document per partition."""
+        """The collection of slice leases (``backgroundJobs_slices``), one document per
+        partition."""
         return self.db.collection(f"{self.settings.collection}_slices")
 
     def read_slices(self) -> list[tuple[int, dict[str, Any], datetime | None]]:
         """Every slice lease: (partition, fields, version); a missing document has no version."""
-        snaps = self.connection.get_all([self.collection.document(str(i)) for i in range(PARTITIONS)], "slices")
-        return [(i, snaps[str(i)].to_dict() or {}, snaps[str(i)].update_time) if str(i) in snaps else (i, {}, None) for i in range(PARTITIONS)]
+        snaps = self.connection.get_all(
+            [self.collection.document(str(i)) for i in range(PARTITIONS)], "slices"
+        )
+        return [
+            (i, snaps[str(i)].to_dict() or {}, snaps[str(i)].update_time)
+            if str(i) in snaps
+            else (i, {}, None)
+            for i in range(PARTITIONS)
+        ]
 
-    def write_slice(self, partition: int, fields: dict[str, Any], version: datetime | None) -> datetime | None:
-        """Take, renew or give back a slice lease if it is unchanged since read; returns the new version."""
+    def write_slice(
+        self, partition: int, fields: dict[str, Any], version: datetime | None
+    ) -> datetime | None:
+        """Take, renew or give back a slice lease if it is unchanged since read; returns the new
+        version."""
         name = f"{self.collection.document(str(partition))._document_path}"
         write = wire.update_write(name, fields, version, create=version is None)
         response = self.connection.retrying(lambda: wire.batch_write(self.db, [write]))
         status = response.status[0].code if response.status else _OK
         self.stats.add(writes=1, kind="write:slice" if status == _OK else "write:slice:refused")
-        return wire.from_timestamp_pb(response.write_results[0].update_time) if status == _OK else None
+        return (
+            wire.from_timestamp_pb(response.write_results[0].update_time) if status == _OK else None
+        )
 
 
 __all__ = ["SliceLeases"]

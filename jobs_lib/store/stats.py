@@ -38,12 +38,16 @@ class MinuteStats(StorePart):
         return self.db.collection(f"{self.settings.collection}_stats")
 
     def add(self, minute: datetime, holder: str, counts: dict[str, dict[str, int]]) -> None:
-        """Add `counts` (type -> outcome -> n) to this process's document for `minute` (one write)."""
+        """Add `counts` (type -> outcome -> n) to this process's document for `minute` (one
+        write)."""
         process = hashlib.sha256(holder.encode()).hexdigest()[:12]
         fields: dict[str, Any] = {
             "minute": minute,
             "expireAt": minute + KEEP,
-            "counts": {job_type: {outcome: firestore.Increment(n) for outcome, n in by_outcome.items()} for job_type, by_outcome in counts.items()},
+            "counts": {
+                job_type: {outcome: firestore.Increment(n) for outcome, n in by_outcome.items()}
+                for job_type, by_outcome in counts.items()
+            },
         }
         ref = self.collection.document(f"{minute_key(minute)}-{process}")
         self.connection.write(lambda: ref.set(fields, merge=True, retry=None), "write:minute_stats")
@@ -55,7 +59,16 @@ class MinuteStats(StorePart):
         for _id, fields, _version, _created in self.connection.query(query, "minute_stats"):
             minute, counts = fields.get("minute"), fields.get("counts")
             if isinstance(minute, datetime) and isinstance(counts, dict):
-                rows.append((minute, {t: {o: int(n) for o, n in c.items() if isinstance(n, int)} for t, c in counts.items() if isinstance(c, dict)}))
+                rows.append(
+                    (
+                        minute,
+                        {
+                            t: {o: int(n) for o, n in c.items() if isinstance(n, int)}
+                            for t, c in counts.items()
+                            if isinstance(c, dict)
+                        },
+                    )
+                )
         return rows
 
 

@@ -72,10 +72,17 @@ def fill_value(target: Any, value: Any) -> None:
         target.CopyFrom(_helpers.encode_value(value)._pb)
 
 
-def update_write(document_name: str, fields: dict[str, Any], update_time: dt.datetime | None, *, create: bool = False) -> Any:
+def update_write(
+    document_name: str,
+    fields: dict[str, Any],
+    update_time: dt.datetime | None,
+    *,
+    create: bool = False,
+) -> Any:
     """An update of top-level `fields` (SERVER_TIMESTAMP and DELETE_FIELD allowed, also one level
-    down; a key "map.name" writes one entry of a map, keeping the others) conditioned on the document's `update_time`, or on its existence when None; with
-    `create`, a new document, conditioned on there being none."""
+    down; a key "map.name" writes one entry of a map, keeping the others) conditioned on the
+    document's `update_time`, or on its existence when None; with `create`, a new document,
+    conditioned on there being none."""
     write = Write()
     write.update.name = document_name
     mask = write.update_mask.field_paths
@@ -149,11 +156,13 @@ class Row(NamedTuple):
     created: DatetimeWithNanoseconds
 
 
-def run_query(client: Any, query: Any, timeout: float = 60.0) -> tuple[list[Row], DatetimeWithNanoseconds | None]:
+def run_query(
+    client: Any, query: Any, timeout: float = 60.0
+) -> tuple[list[Row], DatetimeWithNanoseconds | None]:
     """Run a query built with the client library; decode the documents without proto-plus.
 
-    Returns a `Row` per document, and the read time, which the server sends even when nothing matched.
-    """
+    Returns a `Row` per document, and the read time, which the server sends even when nothing
+    matched."""
     request = RunQueryRequest(parent=f"{client._database_string}/documents")
     request.structured_query.CopyFrom(query._to_protobuf()._pb)
     stream = client._firestore_api.run_query(
@@ -170,8 +179,17 @@ def run_query(client: Any, query: Any, timeout: float = 60.0) -> tuple[list[Row]
             read_time = pb.read_time
         if pb.HasField("document"):
             doc = pb.document
-            fields = {key: _helpers.decode_value(value, client) for key, value in doc.fields.items()}
-            documents.append(Row(doc.name.rsplit("/", 1)[1], fields, from_timestamp_pb(doc.update_time), from_timestamp_pb(doc.create_time)))
+            fields = {
+                key: _helpers.decode_value(value, client) for key, value in doc.fields.items()
+            }
+            documents.append(
+                Row(
+                    doc.name.rsplit("/", 1)[1],
+                    fields,
+                    from_timestamp_pb(doc.update_time),
+                    from_timestamp_pb(doc.create_time),
+                )
+            )
     return documents, (from_timestamp_pb(read_time) if read_time is not None else None)
 
 
@@ -195,4 +213,16 @@ def encoded_size(value: Any) -> int:
     return int(target.ByteSize())
 
 
-__all__ = ["BatchWriteRequest", "Row", "Write", "batch_write", "decode_value", "encoded_size", "fill_value", "from_timestamp_pb", "run_query", "timestamp_pb", "update_write"]
+__all__ = [
+    "BatchWriteRequest",
+    "Row",
+    "Write",
+    "batch_write",
+    "decode_value",
+    "encoded_size",
+    "fill_value",
+    "from_timestamp_pb",
+    "run_query",
+    "timestamp_pb",
+    "update_write",
+]

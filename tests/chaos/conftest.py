@@ -1,4 +1,5 @@
-"""The chaos suite's harness: a fresh emulator per module, fleets of worker processes, invariants."""
+"""The chaos suite's harness: a fresh emulator per module, fleets of worker processes,
+invariants."""
 
 from __future__ import annotations
 
@@ -81,7 +82,12 @@ class Fleet:
             **(env or {}),
         }
         with open(log_path, "wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "jobs_lib", "worker", *self.args, *extra], env=full_env, stdout=log, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "jobs_lib", "worker", *self.args, *extra],
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         member = Member(process, log_path, time.time())
         self.members.append(member)
         return member
@@ -106,7 +112,11 @@ class Fleet:
         """Jobs the member has claimed and not yet finished, as its log shows now."""
         events = self.events(member)
         claimed = {e["jobId"] for e in events if e.get("event") in ("job_claimed", "job_recovered")}
-        return claimed - {e["jobId"] for e in events if e.get("event") in ("job_completed", "job_failed", "job_retrying", "job_released")}
+        return claimed - {
+            e["jobId"]
+            for e in events
+            if e.get("event") in ("job_completed", "job_failed", "job_retrying", "job_released")
+        }
 
     def stop(self, timeout: float = 30.0) -> None:
         for member in self.alive():
@@ -136,7 +146,12 @@ def effects_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fleet(fresh_emulator: Emulator, tmp_path: Path, effects_dir: Path) -> Iterator[Fleet]:
-    crew = Fleet(fresh_emulator.address, fresh_emulator.project, tmp_path, env={"JOBS_TEST_EFFECTS_DIR": str(effects_dir)})
+    crew = Fleet(
+        fresh_emulator.address,
+        fresh_emulator.project,
+        tmp_path,
+        env={"JOBS_TEST_EFFECTS_DIR": str(effects_dir)},
+    )
     yield crew
     crew.stop()
 
@@ -144,7 +159,9 @@ def fleet(fresh_emulator: Emulator, tmp_path: Path, effects_dir: Path) -> Iterat
 def wait_all_final(store: JobStore, total: int, timeout: float) -> float:
     """Wait until `total` jobs are completed, failed or cancelled; returns the seconds it took."""
     started = time.monotonic()
-    open_jobs = store.collection.where(filter=FieldFilter("status", "in", ["pending", "in_progress"])).count()
+    open_jobs = store.collection.where(
+        filter=FieldFilter("status", "in", ["pending", "in_progress"])
+    ).count()
     while True:
         # One cheap count a poll: each query costs the emulator a scan of the collection.
         if int(open_jobs.get()[0][0].value) == 0:
@@ -152,7 +169,9 @@ def wait_all_final(store: JobStore, total: int, timeout: float) -> float:
             if counts["completed"] + counts["failed"] + counts["cancelled"] >= total:
                 return time.monotonic() - started
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"not every job ended within {timeout:g}s: {store.count_by_status()}")
+            raise AssertionError(
+                f"not every job ended within {timeout:g}s: {store.count_by_status()}"
+            )
         time.sleep(2.0)
 
 
@@ -167,10 +186,18 @@ def effects(store: JobStore, folder: Path | None = None) -> dict[str, int]:
         for path in folder.iterdir():
             counts.update(line for line in path.read_text().splitlines() if line)
         return dict(counts)
-    return {s.id: int((s.to_dict() or {}).get("runs", 0)) for s in store.db.collection("effects").stream()}
+    return {
+        s.id: int((s.to_dict() or {}).get("runs", 0))
+        for s in store.db.collection("effects").stream()
+    }
 
 
-def invariants(store: JobStore, fleet_events: list[list[dict[str, Any]]], expected: set[str], effects_dir: Path | None = None) -> dict[str, Any]:
+def invariants(
+    store: JobStore,
+    fleet_events: list[list[dict[str, Any]]],
+    expected: set[str],
+    effects_dir: Path | None = None,
+) -> dict[str, Any]:
     """Check: every job in exactly one final state, nothing in progress, side effects at least once,
     each completion recorded once. Returns the figures for the report."""
     jobs = all_jobs(store)
@@ -178,12 +205,21 @@ def invariants(store: JobStore, fleet_events: list[list[dict[str, Any]]], expect
     states = collections.Counter(jobs[j].get("status") for j in expected if j in jobs)
     lost = sorted(j for j in expected if j not in jobs or jobs[j].get("status") not in final)
     in_progress = [j for j, d in jobs.items() if d.get("status") == "in_progress"]
-    completions = collections.Counter(e["jobId"] for events in fleet_events for e in events if e.get("event") == "job_completed")
+    completions = collections.Counter(
+        e["jobId"] for events in fleet_events for e in events if e.get("event") == "job_completed"
+    )
     duplicates = sorted(j for j, n in completions.items() if n > 1)
     runs = effects(store, effects_dir)
-    no_effect = sorted(j for j in expected if jobs.get(j, {}).get("status") == "completed" and runs.get(j, 0) < 1)
+    no_effect = sorted(
+        j for j in expected if jobs.get(j, {}).get("status") == "completed" and runs.get(j, 0) < 1
+    )
     # The recorded result is the attempt that wrote it: the last claim, never an earlier run.
-    stale = sorted(j for j in expected if jobs.get(j, {}).get("status") == "completed" and jobs[j].get("result") != jobs[j].get("attempts"))
+    stale = sorted(
+        j
+        for j in expected
+        if jobs.get(j, {}).get("status") == "completed"
+        and jobs[j].get("result") != jobs[j].get("attempts")
+    )
     assert not lost, f"{len(lost)} jobs not final: {lost[:5]}"
     assert not in_progress, in_progress[:5]
     assert not duplicates, f"completion recorded more than once: {duplicates[:5]}"
@@ -217,7 +253,19 @@ def enqueue_effects(store: JobStore, count: int, seconds: float = 0.0) -> set[st
     for n in range(count):
         ref = store.collection.document()
         ids.add(ref.id)
-        batch.set(ref, {"type": "effect", "status": "pending", "metadata": {"seconds": seconds}, "priority": 0, "attempts": 0, "createdAt": now, "scheduledFor": now, "shard": shard_of(ref.id)})
+        batch.set(
+            ref,
+            {
+                "type": "effect",
+                "status": "pending",
+                "metadata": {"seconds": seconds},
+                "priority": 0,
+                "attempts": 0,
+                "createdAt": now,
+                "scheduledFor": now,
+                "shard": shard_of(ref.id),
+            },
+        )
         if n % 400 == 399:
             batch.commit()
             batch = store.db.batch()
@@ -228,5 +276,3 @@ def enqueue_effects(store: JobStore, count: int, seconds: float = 0.0) -> set[st
 def completion_times(store: JobStore, ids: set[str]) -> dict[str, datetime]:
     jobs = all_jobs(store)
     return {j: jobs[j]["completedAt"] for j in ids if j in jobs and jobs[j].get("completedAt")}
-
-

@@ -9,7 +9,8 @@ import threading
 
 
 class Proxy:
-    """Forwards 127.0.0.1:<port> to an upstream; `cut()` drops every connection and refuses new ones."""
+    """Forwards 127.0.0.1:<port> to an upstream; `cut()` drops every connection and refuses new
+    ones."""
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
@@ -69,14 +70,17 @@ class Proxy:
                     self._sockets.discard(sock)
 
     def cut(self, count: bool = True) -> None:
-        """Drop every open connection (both ends see a reset) and refuse new ones until `restore`."""
+        """Drop every open connection (both ends see a reset) and refuse new ones until
+        `restore`."""
         self.refusing = True
         self.cuts += count
         with self._lock:
             sockets = list(self._sockets)
         for sock in sockets:
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
                 sock.close()
 
     def restore(self) -> None:

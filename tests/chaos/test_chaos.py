@@ -34,8 +34,12 @@ from .conftest import (
 from .proxy import Proxy
 
 
-def test_four_thousand_jobs_while_workers_are_killed_at_random(chaos_store: JobStore, fleet: Fleet, effects_dir: Path) -> None:
-    ids = enqueue_effects(chaos_store, 4_000, seconds=0.1)  # jobs in flight long enough for kills to land mid-job
+def test_four_thousand_jobs_while_workers_are_killed_at_random(
+    chaos_store: JobStore, fleet: Fleet, effects_dir: Path
+) -> None:
+    ids = enqueue_effects(
+        chaos_store, 4_000, seconds=0.1
+    )  # jobs in flight long enough for kills to land mid-job
     fleet.args = ["--concurrency", "32", "--lease", "3", "--grace", "1"]
     for _ in range(4):
         fleet.start()
@@ -66,19 +70,46 @@ def test_four_thousand_jobs_while_workers_are_killed_at_random(chaos_store: JobS
     recoveries = []
     for killed_at, victim in kills:
         events = fleet.events(victim)
-        finished = {e["jobId"] for e in events if e.get("event") in ("job_completed", "job_failed", "job_retrying")}
-        orphans = {e["jobId"] for e in events if e.get("event") in ("job_claimed", "job_recovered")} - finished
+        finished = {
+            e["jobId"]
+            for e in events
+            if e.get("event") in ("job_completed", "job_failed", "job_retrying")
+        }
+        orphans = {
+            e["jobId"] for e in events if e.get("event") in ("job_claimed", "job_recovered")
+        } - finished
         if orphans:
-            recoveries.append(max(done_at[j].timestamp() for j in orphans if j in done_at) - killed_at)
-    figures |= {"seconds": round(seconds, 1), "workers_killed": len(kills), "worker_processes_started": len(fleet.members), "lease_seconds": 3, "max_seconds_to_recover_after_a_kill": round(max(recoveries, default=0.0), 1), "kills_that_orphaned_jobs": len(recoveries)}
+            recoveries.append(
+                max(done_at[j].timestamp() for j in orphans if j in done_at) - killed_at
+            )
+    figures |= {
+        "seconds": round(seconds, 1),
+        "workers_killed": len(kills),
+        "worker_processes_started": len(fleet.members),
+        "lease_seconds": 3,
+        "max_seconds_to_recover_after_a_kill": round(max(recoveries, default=0.0), 1),
+        "kills_that_orphaned_jobs": len(recoveries),
+    }
     report("kills", figures)
-    assert figures["kills_that_orphaned_jobs"] >= 1, "no kill caught a worker mid-job: the scenario proved nothing"
-    assert figures["max_seconds_to_recover_after_a_kill"] < 3 + 30  # the lease, plus a poll of the expired lane, with room
+    assert figures["kills_that_orphaned_jobs"] >= 1, (
+        "no kill caught a worker mid-job: the scenario proved nothing"
+    )
+    assert (
+        figures["max_seconds_to_recover_after_a_kill"] < 3 + 30
+    )  # the lease, plus a poll of the expired lane, with room
 
 
-def test_connection_cut_and_restored_mid_run(chaos_store: JobStore, fresh_emulator: Emulator, tmp_path: Path, effects_dir: Path) -> None:
+def test_connection_cut_and_restored_mid_run(
+    chaos_store: JobStore, fresh_emulator: Emulator, tmp_path: Path, effects_dir: Path
+) -> None:
     proxy = Proxy(fresh_emulator.host, fresh_emulator.port)
-    crew = Fleet(proxy.address, fresh_emulator.project, tmp_path, args=["--concurrency", "16", "--lease", "4"], env={"JOBS_TEST_EFFECTS_DIR": str(effects_dir)})
+    crew = Fleet(
+        proxy.address,
+        fresh_emulator.project,
+        tmp_path,
+        args=["--concurrency", "16", "--lease", "4"],
+        env={"JOBS_TEST_EFFECTS_DIR": str(effects_dir)},
+    )
     ids = enqueue_effects(chaos_store, 2000, seconds=0.02)
     begun = time.monotonic()
     try:
@@ -98,12 +129,21 @@ def test_connection_cut_and_restored_mid_run(chaos_store: JobStore, fresh_emulat
     figures = invariants(chaos_store, [crew.events(m) for m in crew.members], ids, effects_dir)
     assert figures["completed"] == len(ids)
     assert all(m.process.returncode == 0 for m in crew.members), "workers survive the cut"
-    report("connection-cut", figures | {"seconds": round(seconds, 1), "cuts": proxy.cuts, "cut_seconds": 6})
+    report(
+        "connection-cut",
+        figures | {"seconds": round(seconds, 1), "cuts": proxy.cuts, "cut_seconds": 6},
+    )
 
 
 def test_replayed_created_events_and_concurrent_ticks(effects_dir: Path) -> None:
     env = {"PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}", "JOBS_TEST_EFFECTS_DIR": str(effects_dir)}
-    with DevStack(project="demo-jobs-chaos", handlers="handlers_for_tests", tick_interval=None, duplicate_events=True, env=env) as stack:
+    with DevStack(
+        project="demo-jobs-chaos",
+        handlers="handlers_for_tests",
+        tick_interval=None,
+        duplicate_events=True,
+        env=env,
+    ) as stack:
         store = JobStore(Settings(project=stack.project))
         stop = threading.Event()
 
@@ -121,24 +161,50 @@ def test_replayed_created_events_and_concurrent_ticks(effects_dir: Path) -> None
             ids = set()
             for _ in range(300):
                 ref = store.collection.document()
-                ref.set({"type": "effect", "status": "pending", "metadata": {"seconds": 0.05}, "scheduledFor": store.now()})
+                ref.set(
+                    {
+                        "type": "effect",
+                        "status": "pending",
+                        "metadata": {"seconds": 0.05},
+                        "scheduledFor": store.now(),
+                    }
+                )
                 ids.add(ref.id)
             seconds = wait_all_final(store, len(ids), timeout=180)
         finally:
             stop.set()
             ticker.join()
         assert stack.dispatcher is not None
-        logs = [[__import__("json").loads(line) for line in h.log_path.read_text().splitlines() if line.startswith("{")] for h in stack.hosts.values()]
+        logs = [
+            [
+                __import__("json").loads(line)
+                for line in h.log_path.read_text().splitlines()
+                if line.startswith("{")
+            ]
+            for h in stack.hosts.values()
+        ]
         figures = invariants(store, logs, ids, effects_dir)
         runs = effects(store, effects_dir)
         assert all(runs[j] == 1 for j in ids), "a replayed event or a second tick ran a job twice"
-        report("replays-and-ticks", figures | {"seconds": round(seconds, 1), "events_delivered": stack.dispatcher.delivered, "ticks": len(stack.ticks)})
+        report(
+            "replays-and-ticks",
+            figures
+            | {
+                "seconds": round(seconds, 1),
+                "events_delivered": stack.dispatcher.delivered,
+                "ticks": len(stack.ticks),
+            },
+        )
         assert stack.dispatcher.delivered >= 2 * len(ids)  # every created-event arrived twice
 
 
-def test_a_job_that_kills_its_worker_fails_after_its_attempts(chaos_store: JobStore, fleet: Fleet, effects_dir: Path) -> None:
+def test_a_job_that_kills_its_worker_fails_after_its_attempts(
+    chaos_store: JobStore, fleet: Fleet, effects_dir: Path
+) -> None:
     poison = chaos_store.collection.document()
-    poison.set({"type": "crash", "status": "pending", "metadata": {}, "scheduledFor": chaos_store.now()})
+    poison.set(
+        {"type": "crash", "status": "pending", "metadata": {}, "scheduledFor": chaos_store.now()}
+    )
     ids = enqueue_effects(chaos_store, 200)
     fleet.args = ["--concurrency", "8", "--lease", "2"]
     stop = threading.Event()
@@ -162,19 +228,45 @@ def test_a_job_that_kills_its_worker_fails_after_its_attempts(chaos_store: JobSt
     runs = chaos_store.db.collection("runs").document(poison.id).get().to_dict() or {}
     assert runs["started"] == 2  # tried twice, then given up: not retried forever
     figures = invariants(chaos_store, [fleet.events(m) for m in fleet.members], ids, effects_dir)
-    report("crashing-job", figures | {"seconds": round(seconds, 1), "crash_job_attempts": crashed["attempts"], "worker_processes_started": len(fleet.members)})
+    report(
+        "crashing-job",
+        figures
+        | {
+            "seconds": round(seconds, 1),
+            "crash_job_attempts": crashed["attempts"],
+            "worker_processes_started": len(fleet.members),
+        },
+    )
 
 
-def test_a_worker_with_a_skewed_clock_neither_steals_leases_nor_runs_early(chaos_store: JobStore, fleet: Fleet, effects_dir: Path) -> None:
+def test_a_worker_with_a_skewed_clock_neither_steals_leases_nor_runs_early(
+    chaos_store: JobStore, fleet: Fleet, effects_dir: Path
+) -> None:
     now = chaos_store.now()
     long_jobs = set()
     batch = chaos_store.db.batch()
     for _ in range(6):
         ref = chaos_store.collection.document()
         long_jobs.add(ref.id)
-        batch.set(ref, {"type": "effect", "status": "pending", "metadata": {"seconds": 8}, "scheduledFor": now})
+        batch.set(
+            ref,
+            {
+                "type": "effect",
+                "status": "pending",
+                "metadata": {"seconds": 8},
+                "scheduledFor": now,
+            },
+        )
     later = chaos_store.collection.document()
-    batch.set(later, {"type": "effect", "status": "pending", "metadata": {}, "scheduledFor": now + timedelta(seconds=20)})
+    batch.set(
+        later,
+        {
+            "type": "effect",
+            "status": "pending",
+            "metadata": {},
+            "scheduledFor": now + timedelta(seconds=20),
+        },
+    )
     batch.commit()
     fleet.args = ["--concurrency", "8", "--lease", "3"]
     honest = fleet.start()
@@ -191,9 +283,33 @@ def test_a_worker_with_a_skewed_clock_neither_steals_leases_nor_runs_early(chaos
     assert [m.process.returncode for m in fleet.members] == [0, 0, 0]
     jobs = all_jobs(chaos_store)
     assert all(jobs[j]["attempts"] == 1 for j in long_jobs), "a skewed worker took a live lease"
-    assert jobs[later.id]["startedAt"] >= jobs[later.id]["scheduledFor"], "a skewed worker ran a delayed job early"
-    skewed_claims = [e for m in (ahead, behind) for e in fleet.events(m) if e.get("event") in ("job_claimed", "job_recovered")]
+    assert jobs[later.id]["startedAt"] >= jobs[later.id]["scheduledFor"], (
+        "a skewed worker ran a delayed job early"
+    )
+    skewed_claims = [
+        e
+        for m in (ahead, behind)
+        for e in fleet.events(m)
+        if e.get("event") in ("job_claimed", "job_recovered")
+    ]
     assert not [e for e in skewed_claims if e["jobId"] in long_jobs]
-    offsets = [e.get("detail") for m in (ahead, behind) for e in fleet.events(m) if e.get("event") == "worker_started"]
+    offsets = [
+        e.get("detail")
+        for m in (ahead, behind)
+        for e in fleet.events(m)
+        if e.get("event") == "worker_started"
+    ]
     figures = invariants(chaos_store, [fleet.events(m) for m in fleet.members], ids, effects_dir)
-    report("clock-skew", figures | {"seconds": round(seconds, 1), "skews": [60, -60], "measured_offsets": offsets, "claims_by_skewed_workers": len(skewed_claims), "honest_worker_claims": sum(1 for e in fleet.events(honest) if e.get("event") == "job_claimed")})
+    report(
+        "clock-skew",
+        figures
+        | {
+            "seconds": round(seconds, 1),
+            "skews": [60, -60],
+            "measured_offsets": offsets,
+            "claims_by_skewed_workers": len(skewed_claims),
+            "honest_worker_claims": sum(
+                1 for e in fleet.events(honest) if e.get("event") == "job_claimed"
+            ),
+        },
+    )
