@@ -52,8 +52,8 @@ TARGET = 10_000
 SEQUENTIAL_WINDOW = timedelta(days=1)
 #: Fields whose values spread evenly over this many values (the rest: one value, the worst case).
 SPREAD = {"shard": SHARDS}
-# : USD per 100,000 operations, Firestore Standard edition (cloud.google.com/firestore/pricing,
-# 2025-26).
+#: USD per 100,000 operations, Firestore Standard edition (cloud.google.com/firestore/pricing,
+#: 2025-26).
 PRICES = {
     "multi-region (nam5, eur3)": {"reads": 0.06, "writes": 0.18, "deletes": 0.02},
     "regional (us-east1)": {"reads": 0.03, "writes": 0.09, "deletes": 0.01},

@@ -34,8 +34,8 @@ from jobs_lib.store import JobStore
 
 OURS = [s.value for s in Status]
 INT64 = (-(2**63), 2**63 - 1)
-# : Unicode a careless client might send: controls, combining marks, right-to-left, astral planes,
-# surrogates' neighbours.
+#: Unicode a careless client might send: controls, combining marks, right-to-left, astral planes,
+#: surrogates' neighbours.
 ODD_TEXT = st.text(
     alphabet=st.characters(codec="utf-8", categories=("L", "M", "N", "P", "S", "Z", "Cc", "Cf")),
     max_size=30,

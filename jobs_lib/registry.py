@@ -93,18 +93,18 @@ class HandlerSpec:
     concurrency: int | None = None
     #: ... per value of this job field (e.g. "orgId": at most N per organisation).
     concurrency_key: str | None = None
-    # : A URL to POST to when one of its jobs ends (jobs_lib.engine.webhooks), unless the job names
-    # its own; : it stays on the server (jobs carry `webhook: true`, the delivery looks the URL up
-    # here).
+    #: A URL to POST to when one of its jobs ends (jobs_lib.engine.webhooks), unless the job names
+    #: its own; it stays on the server (jobs carry `webhook: true`, the delivery looks the URL up
+    #: here).
     webhook: str | None = None
     #: At most this many starts per second, minute or hour ("100/s", "20/m", "1000/h"), across every
     #: worker and function instance (jobs_lib.limits.rates) ...
     rate: str | None = None
     #: ... per value of this job field (e.g. "orgId": that many per organisation).
     rate_key: str | None = None
-    # : After this many failed attempts in a row (seen by one runner), the type pauses itself for :
-    # `breaker_cooldown` seconds, then lets one job through and resumes when it succeeds
-    # (jobs_lib.limits.breakers).
+    #: After this many failed attempts in a row (seen by one runner), the type pauses itself for
+    #: `breaker_cooldown` seconds, then lets one job through and resumes when it succeeds
+    #: (jobs_lib.limits.breakers).
     breaker: int | None = None
     breaker_cooldown: float = 60.0
     #: The runner's own type: never created, retried or scheduled by users (the REST API and the

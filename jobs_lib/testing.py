@@ -54,8 +54,8 @@ class HandlerRun:
     job: Job
     #: The value recorded as the job's `result` (None unless completed).
     result: Any = None
-    # : Each `ctx.progress(...)` report, in order (``percent``, ``message``, ``currentStep``,
-    # ``totalSteps``).
+    #: Each `ctx.progress(...)` report, in order (``percent``, ``message``, ``currentStep``,
+    #: ``totalSteps``).
     progress: list[dict[str, Any]] = field(default_factory=list)
     #: The handler's log lines: ``level``, ``message`` and the structured fields.
     logs: list[dict[str, Any]] = field(default_factory=list)

@@ -36,8 +36,8 @@ log = logging.getLogger("jobs_lib.worker")
 
 #: A worker fires due schedule slots this often (the Cloud Scheduler tick does so every minute).
 SCHEDULE_EVERY = 10.0
-# : While metrics are exported, a worker counts the due jobs of each type this often (two queries a
-# type).
+#: While metrics are exported, a worker counts the due jobs of each type this often (two queries a
+#: type).
 QUEUE_STATS_EVERY = 15.0
 #: At most this many types get queue gauges (each costs a count and a one-document query).
 QUEUE_STATS_TYPES = 50

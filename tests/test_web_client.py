@@ -181,8 +181,8 @@ def test_the_committed_types_match_the_handlers_models(web_build: Path) -> None:
     )
 
 
-# : Metadata shapes tsc must accept or refuse against the generated types: (call, tsc's error or
-# None).
+#: Metadata shapes tsc must accept or refuse against the generated types: (call, tsc's error or
+#: None).
 TYPECHECK_CASES = {
     "right": (
         'enqueueJob(db, "resize_image", { path: "a.png", width: 200, format: "webp" })',

@@ -103,8 +103,8 @@ AUDIT_EVENTS = {
     "queues.manage": "api_queue_changed",
 }
 
-# : Defaults for the per-user limit on job creation (``JOBS_API_CREATE_LIMIT`` per
-# ``JOBS_API_CREATE_WINDOW`` seconds).
+#: Defaults for the per-user limit on job creation (``JOBS_API_CREATE_LIMIT`` per
+#: ``JOBS_API_CREATE_WINDOW`` seconds).
 DEFAULT_CREATE_LIMIT = 60
 DEFAULT_CREATE_WINDOW = 60.0
 
@@ -135,8 +135,8 @@ class JobsApi:
         limit = create_limit if create_limit is not None else store.settings.api_create_limit
         window = create_window if create_window is not None else store.settings.api_create_window
         self.create_limiter = RateLimiter(store, limit=limit, window=window, action="create")
-        # : Schedules fire jobs for ever, so creating them is limited the same way, on a budget of
-        # their own.
+        #: Schedules fire jobs for ever, so creating them is limited the same way, on a budget of
+        #: their own.
         self.schedule_limiter = RateLimiter(
             store, limit=limit, window=window, action="create_schedule"
         )

@@ -30,8 +30,8 @@ from jobs_lib.errors import EmulatorUnavailable
 # what the CLI helpers below need (subprocess, zipfile, ...) is imported inside them.
 
 ROOT = Path(__file__).resolve().parents[2]
-# : The functions-framework targets (gcloud, `jobs dev`, the tests) and the SDK-declared ones (the
-# Firebase CLI).
+#: The functions-framework targets (gcloud, `jobs dev`, the tests) and the SDK-declared ones (the
+#: Firebase CLI).
 PLAIN_TARGETS = ("on_job_created", "tick", "api")
 FIREBASE_TARGETS = ("jobs_created", "jobs_tick", "jobs_api")
 #: The created-event function's own budget (Cloud Functions caps event functions at 540 s).
@@ -40,8 +40,8 @@ API_TIMEOUT = 60
 API_CONCURRENCY = 16
 CACHE = Path.home() / ".cache" / "jobs_lib"
 LAUNCHER_CLASS = "JobsFirestoreLauncher"
-# : Hand-written because no library starts the SDK's emulator under the CLI's `java -jar` command
-# line.
+#: Hand-written because no library starts the SDK's emulator under the CLI's `java -jar` command
+#: line.
 LAUNCHER_SOURCE = """\
 import java.util.ArrayList;
 import java.util.List;

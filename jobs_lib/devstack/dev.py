@@ -41,8 +41,8 @@ log = logging.getLogger("jobs_lib.dev")
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIGGER_NAME = "onJobCreated"
-# : What Cloud Scheduler sends with each call (plus an OIDC token, checked by Cloud Run, not by the
-# code).
+#: What Cloud Scheduler sends with each call (plus an OIDC token, checked by Cloud Run, not by the
+#: code).
 SCHEDULER_HEADERS = {
     "User-Agent": "Google-Cloud-Scheduler",
     "X-CloudScheduler": "true",
@@ -88,8 +88,8 @@ class Dispatcher:
     ) -> None:
         self.deliver_to = deliver_to
         self.retries = retries
-        # : Deliver every event twice, at once: Eventarc is at-least-once (the chaos suite uses
-        # this).
+        #: Deliver every event twice, at once: Eventarc is at-least-once (the chaos suite uses
+        #: this).
         self.duplicate = duplicate
         self.delivered = 0
         self.dropped = 0

@@ -47,8 +47,8 @@ SLICE_DWELL = 10.0
 CONTENDED_MEMORY = 60.0
 #: A copy of the slice table this old is read again before use.
 SLICE_TABLE_TTL = 10.0
-# : A long-lived worker starts the slow lanes this many seconds apart, after its first main-lane
-# read.
+#: A long-lived worker starts the slow lanes this many seconds apart, after its first main-lane
+#: read.
 STAGGER = 1.5
 #: The sweep for documents with no status reads this many documents a page, a page at most this
 #: often (each page is billed a read per document, whatever its state) ...

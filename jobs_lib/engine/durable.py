@@ -39,8 +39,8 @@ from jobs_lib.errors import PermanentError
 from jobs_lib.store.results import storable_value
 from jobs_lib.store.wire import encoded_size
 
-# : A step's name: what ``steps.<name>`` and a subcollection document id can hold without quoting
-# surprises.
+#: A step's name: what ``steps.<name>`` and a subcollection document id can hold without quoting
+#: surprises.
 STEP_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 #: A step result up to this size is kept in the job document itself (one write records it).
 INLINE_STEP_BYTES = 65_536

@@ -75,8 +75,8 @@ log = logging.getLogger("jobs_lib.runner")
 
 #: Progress is written at most this often per job (a document takes about one write a second).
 PROGRESS_INTERVAL = 1.0
-# : No lease the runner writes runs longer than this past its write (Settings.lease_seconds is at
-# most 600).
+#: No lease the runner writes runs longer than this past its write (Settings.lease_seconds is at
+#: most 600).
 MAX_LEASE_SECONDS = 660.0
 #: The paused types are read again this often.
 PAUSED_REFRESH = 5.0
@@ -150,8 +150,8 @@ class Engine:
         """`policies`: the application's own (`jobs_lib.limits.policy.Policy`), asked after the
         built-in ones."""
         self.store = store or JobStore()
-        # : "worker" (``jobs worker``) or "function" (Cloud Functions: leaves worker_only handlers
-        # alone).
+        #: "worker" (``jobs worker``) or "function" (Cloud Functions: leaves worker_only handlers
+        #: alone).
         self.runtime = runtime
         self.registry = registry if registry is not None else default_registry
         self.holder = holder or new_holder_id()
@@ -669,8 +669,8 @@ class Execution:
             else None
         )
         self.continue_requested = False
-        # : This attempt's span (a no-op unless an OpenTelemetry SDK is installed; see
-        # jobs_lib.observability.telemetry).
+        #: This attempt's span (a no-op unless an OpenTelemetry SDK is installed; see
+        #: jobs_lib.observability.telemetry).
         self.span = engine.telemetry.start_attempt(
             claim.job_id,
             claim.job.type,

@@ -38,8 +38,8 @@ from jobs_lib.store.rate_tokens import TokenTaken
 #: Failure reasons that say nothing about the handler's dependencies.
 _NOT_COUNTED = frozenset({"invalid_input", "unstorable_result", "invalid_job"})
 PROBE_TOKEN_TTL = timedelta(days=1)
-# : How long a runner trusts its own opening of a breaker over a control document that does not show
-# it.
+#: How long a runner trusts its own opening of a breaker over a control document that does not show
+#: it.
 LOCAL_MEMORY = 10.0
 #: Another runner holds the probe: leave the type alone this long before looking again.
 PROBE_WAIT = 5.0
@@ -79,8 +79,8 @@ class Breakers(Policy):
         self._lock = threading.Lock()
         #: Types whose probe another runner holds: left alone until this monotonic time.
         self._probe_elsewhere: dict[str, float] = {}
-        # : Breakers this runner opened since the control document was last read: (entry, when
-        # written).
+        #: Breakers this runner opened since the control document was last read: (entry, when
+        #: written).
         self._opened_here: dict[str, tuple[dict[str, Any], float]] = {}
 
     # -- the policy's hooks (jobs_lib.limits.policy) --------------------------------------------

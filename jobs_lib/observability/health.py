@@ -20,8 +20,8 @@ from typing import Any
 
 #: The main loop is alive if it turned within this many seconds.
 LIVE_WITHIN = 30.0
-# : The worker is ready if Firestore answered within this many seconds (an idle worker polls every
-# second or so).
+#: The worker is ready if Firestore answered within this many seconds (an idle worker polls every
+#: second or so).
 READY_WITHIN = 10.0
 
 

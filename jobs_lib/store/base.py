@@ -38,17 +38,17 @@ TRANSIENT = (
 #: gRPC status codes in BatchWrite results.
 _OK, _INVALID_ARGUMENT, _NOT_FOUND, _ALREADY_EXISTS, _FAILED_PRECONDITION = 0, 3, 5, 6, 9
 
-# : Shard lanes. Every job carries ``shard`` (0 to SHARDS - 1, from its id, written once: at
-# creation, : or by the runner's first write for documents apps wrote without one), and every query
-# that ranges : over a timestamp reads the shard lanes. Each index with a sequential value (a
-# timestamp near : "now") then receives its writes in SHARDS key ranges instead of one: Firestore
-# sustains about 500 : writes/s per such range, so 30 shards carry 10,000 jobs/s at 333 writes/s per
-# range : (bench/capacity.py). The runner's lanes read a contiguous range of shards (``shard >= a``,
-# : ``shard <= b``, ordered by shard, then the timestamp: Firestore's inequality filters on several
-# : fields), starting where the last full page ended; listings need one order across shards and read
-# : ``shard in [0..29]`` (30 is also the most values one ``in`` takes). In the emulator an ``in``
-# over : 30 values costs about 20 plain queries (2.2 s against 0.12 s over 10,000 jobs), a range
-# about 1.3.
+#: Shard lanes. Every job carries ``shard`` (0 to SHARDS - 1, from its id, written once: at
+#: creation, or by the runner's first write for documents apps wrote without one), and every query
+#: that ranges over a timestamp reads the shard lanes. Each index with a sequential value (a
+#: timestamp near "now") then receives its writes in SHARDS key ranges instead of one: Firestore
+#: sustains about 500 writes/s per such range, so 30 shards carry 10,000 jobs/s at 333 writes/s per
+#: range (bench/capacity.py). The runner's lanes read a contiguous range of shards (``shard >= a``,
+#: ``shard <= b``, ordered by shard, then the timestamp: Firestore's inequality filters on several
+#: fields), starting where the last full page ended; listings need one order across shards and read
+#: ``shard in [0..29]`` (30 is also the most values one ``in`` takes). In the emulator an ``in``
+#: over 30 values costs about 20 plain queries (2.2 s against 0.12 s over 10,000 jobs), a range
+#: about 1.3.
 SHARDS = 30
 #: Firestore's auto-ids use these 62 characters.
 ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -154,8 +154,8 @@ class Connection:
         self._db_lock = threading.Lock()
         self.clock = clock or ServerClock()
         self.stats = OpStats()
-        # : time.monotonic() of the last call Firestore answered successfully (what a readiness
-        # probe looks at).
+        #: time.monotonic() of the last call Firestore answered successfully (what a readiness probe
+        #: looks at).
         self.last_answer: float | None = None
 
     @property

@@ -47,8 +47,8 @@ from jobs_lib.store.jobs import JobStore
 from jobs_lib.store.results import encodable
 from jobs_lib.store.schedules import Schedule
 
-# : The smallest Firestore timestamp: ``createdAt >= TIMESTAMP_FLOOR`` matches every timestamp and
-# nothing else.
+#: The smallest Firestore timestamp: ``createdAt >= TIMESTAMP_FLOOR`` matches every timestamp and
+#: nothing else.
 TIMESTAMP_FLOOR = datetime(1, 1, 1, tzinfo=UTC)
 #: The smallest string: ``createdAt >= STRING_FLOOR`` matches every string and nothing else.
 STRING_FLOOR = ""
