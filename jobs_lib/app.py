@@ -26,7 +26,7 @@ from jobs_lib.errors import ConfigurationError
 from jobs_lib.model.clock import ServerClock
 from jobs_lib.observability.telemetry import Telemetry
 from jobs_lib.registry import CodeSchedule, HandlerRegistry, default_registry
-from jobs_lib.store import Connection, JobStore
+from jobs_lib.store import open_store
 
 if TYPE_CHECKING:
     from jobs_lib.api import JobsApi
@@ -78,8 +78,8 @@ class App:
         self.handler_modules = load_handler_modules(self.settings.handlers)
         self.runtime = runtime
         self.holder = holder or new_holder_id()
-        self.connection = Connection(self.settings, db, clock)
-        self.store = JobStore(connection=self.connection)
+        self.store = open_store(self.settings, db=db, clock=clock)
+        self.connection = self.store.connection
         #: The instruments every part records into (no-ops until an OpenTelemetry SDK is installed).
         self.telemetry = telemetry or Telemetry(runtime)
         self._lock = threading.Lock()

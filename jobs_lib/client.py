@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from google.cloud.firestore_v1.transforms import SERVER_TIMESTAMP
-
 from jobs_lib.config import Settings
 from jobs_lib.engine.followups import ATOMIC_LIMIT, POLICIES, Policy, Releaser, plan
 from jobs_lib.engine.webhooks import check_url
@@ -37,11 +35,10 @@ from jobs_lib.model.job import Job, Status, key_to_id
 from jobs_lib.model.outcomes import Cancelled, CancelRequest, Change, Retried
 from jobs_lib.observability.telemetry import Telemetry
 from jobs_lib.registry import HandlerRegistry, default_registry
-from jobs_lib.store import JobStore, shard_of
+from jobs_lib.store import JobStore, open_store, shard_of
 
 #: Creates per BatchWrite RPC in `enqueue_many` (Firestore's limit per request).
 BATCH_LIMIT = 500
-_ALREADY_EXISTS = 6  # google.rpc.Code
 _ENQUEUE_ARGUMENTS = frozenset(
     {
         "type",
@@ -61,7 +58,7 @@ def _keyed(existing: Job, job_type: str, key: Any) -> Job:
     """The job an idempotency key names, found already written: ours only if enqueue wrote it with
     that type and key (a client cannot write ``key``; docs: discussions/security.md). Raises
     `IdTaken`."""
-    if existing.raw.get("key") != key or existing.type != job_type:
+    if existing.key != key or existing.type != job_type:
         raise IdTaken(
             f"the id {existing.id} that key {key!r} of {job_type} names is held by a document "
             f"jobs_lib did not write "
@@ -69,17 +66,6 @@ def _keyed(existing: Job, job_type: str, key: Any) -> Job:
             f"this key's job"
         )
     return existing
-
-
-def _as_created(
-    job_id: str, data: dict[str, Any], update_time: datetime, stamps: dict[str, datetime]
-) -> Job:
-    """The job as created: its server timestamps as Firestore returned them with the write."""
-    written = {
-        name: stamps.get(name) if value is SERVER_TIMESTAMP else value
-        for name, value in data.items()
-    }
-    return Job.from_document(job_id, written, update_time)
 
 
 @dataclass(frozen=True)
@@ -103,7 +89,9 @@ class JobsClient:
         validate_types: bool = False,
         telemetry: Telemetry | None = None,
     ) -> None:
-        self.store = store or JobStore(settings)
+        if store is None:
+            store = open_store(settings)
+        self.store = store
         self.registry = registry if registry is not None else default_registry
         self.validate_types = validate_types
         self.telemetry = telemetry or Telemetry()
@@ -317,21 +305,19 @@ class JobsClient:
             for attempt in range(2):
                 results = self.store.create_many(pending)
                 retry = []
-                for (job_id, data), (code, update_time, message, stamps) in zip(
-                    pending, results, strict=True
-                ):
-                    if update_time is not None:
-                        found[job_id] = _as_created(job_id, data, update_time, stamps)
+                for (job_id, data), created in zip(pending, results, strict=True):
+                    if created.job is not None:
+                        found[job_id] = created.job
                         self.telemetry.count("enqueued", str(data["type"]))
-                    elif code == _ALREADY_EXISTS:
+                    elif created.exists:
                         existing.append(job_id)
                     else:
-                        retry.append((job_id, data, message))
+                        retry.append((job_id, data, created.message))
                 if not retry:
                     break
                 if attempt == 1:
-                    created = [job_id for job_id, _d in unique if job_id in found]
-                    raise EnqueueFailed(created, {job_id: message for job_id, _d, message in retry})
+                    made = [job_id for job_id, _d in unique if job_id in found]
+                    raise EnqueueFailed(made, {job_id: message for job_id, _d, message in retry})
                 pending = [(job_id, data) for job_id, data, _m in retry]
         wanted = dict(unique)
         for start in range(0, len(existing), BATCH_LIMIT):
@@ -342,15 +328,13 @@ class JobsClient:
         missing = {job_id for job_id in existing if job_id not in found}
         if missing:  # deleted between the refused create and the read: create those again
             again = [(job_id, data) for job_id, data in unique if job_id in missing]
-            for (job_id, data), (_code, update_time, message, stamps) in zip(
-                again, self.store.create_many(again), strict=True
-            ):
-                if update_time is None:
+            for (job_id, _data), created in zip(again, self.store.create_many(again), strict=True):
+                if created.job is None:
                     raise EnqueueFailed(
                         [job_id for job_id, _d in unique if job_id in found],
-                        {job_id: message or "created and deleted meanwhile"},
+                        {job_id: created.message or "created and deleted meanwhile"},
                     )
-                found[job_id] = _as_created(job_id, data, update_time, stamps)
+                found[job_id] = created.job
         return [found[job_id] for job_id, _data in prepared]
 
     def wait(self, job_id: str, timeout: float = 60.0) -> Job:
@@ -363,31 +347,17 @@ class JobsClient:
         done = threading.Event()
         ended: list[Job | None] = []
 
-        def on_snapshot(snapshots: list[Any], _changes: Any, _read_time: Any) -> None:
-            if not snapshots:  # the document does not exist, or was just deleted
-                self.store.stats.add(reads=1, kind="read:wait")
-                ended.append(None)
+        def changed(job: Job | None) -> None:
+            if job is None or (job.status is not None and job.status.finished):
+                ended.append(job)  # None: the document does not exist, or was just deleted
                 done.set()
-                return
-            for snap in snapshots:
-                self.store.stats.add(reads=1, kind="read:wait")
-                if not snap.exists:
-                    ended.append(None)
-                    done.set()
-                    return
-                job = Job.from_document(
-                    snap.id, snap.to_dict(), snap.update_time, created=snap.create_time
-                )
-                if job.status is not None and job.status.finished:
-                    ended.append(job)
-                    done.set()
 
-        watch = self.store.ref(job_id).on_snapshot(on_snapshot)
+        stop = self.store.watch(job_id, changed)
         try:
             if not done.wait(timeout):
                 raise TimeoutError(f"job {job_id!r} did not finish within {timeout:g}s")
         finally:
-            watch.unsubscribe()
+            stop()
         if ended[0] is None:
             raise JobNotFound(f"no job with id {job_id!r}")
         return ended[0]
@@ -511,11 +481,11 @@ class JobsClient:
                     break  # created before (the same flow id): nothing new
                 # A creation that stopped partway: write what is missing, one document at a time.
                 missing = [(job_id, data) for job_id, data in chunk if job_id not in existing]
-                for (job_id, _d), (code, _t, message, _s) in zip(
+                for (job_id, _d), created in zip(
                     missing, self.store.create_many(missing), strict=True
                 ):
-                    if code not in (0, _ALREADY_EXISTS):
-                        raise EnqueueFailed([], {job_id: message}) from None
+                    if created.job is None and not created.exists:
+                        raise EnqueueFailed([], {job_id: created.message}) from None
             for _job_id, data in chunk:
                 self.telemetry.count("enqueued", str(data["type"]))
         return Flow(flow_id, ids)

@@ -27,17 +27,11 @@ on the first call (never at import, so a cold start stays cheap);
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from google.cloud.firestore_v1.types import document as document_types
-from google.events.cloud.firestore import DocumentEventData
 
 from jobs_lib.app import App
 from jobs_lib.builtin.continuations import CONTINUE_TYPE
@@ -46,7 +40,7 @@ from jobs_lib.engine.runner import Engine
 from jobs_lib.model.job import Job, Status
 from jobs_lib.observability.logs import configure, event, job_fields
 from jobs_lib.registry import EVENT_BUDGET
-from jobs_lib.store.wire import decode_value, from_timestamp_pb
+from jobs_lib.store.events import decode_document_event, job_of_snapshot
 
 log = logging.getLogger("jobs_lib.functions")
 
@@ -55,47 +49,6 @@ CREATED_WITH_AUTH = "google.cloud.firestore.document.v1.created.withAuthContext"
 
 #: A tick leaves this margin under its function's timeout to record outcomes and release leases.
 TICK_MARGIN = 20.0
-
-
-@dataclass(frozen=True)
-class CreatedDocument:
-    """The document a created-event carries."""
-
-    job_id: str
-    collection: str
-    fields: dict[str, Any]
-    update_time: datetime
-    create_time: datetime | None = None
-
-
-def decode_document_event(data: bytes | str | None, client: Any = None) -> CreatedDocument | None:
-    """Decode a Firestore document event's data; None when it carries no document.
-
-    Eventarc sends the ``DocumentEventData`` protobuf as raw bytes; the emulator
-    sends the same bytes base64-encoded. Raw protobuf starts with a byte outside
-    the base64 alphabet, so strict base64 decoding tells them apart.
-    """
-    if not data:
-        return None
-    raw = data.encode() if isinstance(data, str) else bytes(data)
-    try:
-        payload = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        payload = raw
-    message = DocumentEventData.pb()()
-    message.ParseFromString(payload)
-    if not message.HasField("value") or not message.value.name:
-        return None  # e.g. the emulator's "created" for a delete of a missing document
-    # google.events and google.cloud.firestore share the Document wire format.
-    document = document_types.Document.pb()()
-    document.ParseFromString(message.value.SerializeToString())
-    fields = {key: decode_value(value, client) for key, value in document.fields.items()}
-    path = document.name.split("/documents/", 1)[1]
-    collection, _, job_id = path.rpartition("/")
-    created = from_timestamp_pb(document.create_time) if document.HasField("create_time") else None
-    return CreatedDocument(
-        job_id, collection, fields, from_timestamp_pb(document.update_time), created
-    )
 
 
 class Functions:
@@ -149,10 +102,7 @@ class Functions:
                 f"ignored a document in {doc.collection}, not {engine.store.settings.collection}",
             )
             return "ignored"
-        outcome = run_created(
-            engine,
-            Job.from_document(doc.job_id, doc.fields, doc.update_time, created=doc.create_time),
-        )
+        outcome = run_created(engine, doc.job)
         if engine.throughput.due():
             engine.throughput.flush()  # a few writes a minute per instance, for the console's chart
         return outcome
@@ -177,15 +127,7 @@ class Functions:
                 f"ignored a document in {collection}, not {engine.store.settings.collection}",
             )
             return "ignored"
-        outcome = run_created(
-            engine,
-            Job.from_document(
-                job_id,
-                snapshot.to_dict() or {},
-                snapshot.update_time,
-                created=getattr(snapshot, "create_time", None),
-            ),
-        )
+        outcome = run_created(engine, job_of_snapshot(job_id, snapshot))
         if engine.throughput.due():
             engine.throughput.flush()
         return outcome
@@ -402,8 +344,6 @@ def _run_released(engine: Engine, released: list[str], started: float) -> None:
 __all__ = [
     "CREATED",
     "CREATED_WITH_AUTH",
-    "CreatedDocument",
     "Functions",
-    "decode_document_event",
     "run_created",
 ]

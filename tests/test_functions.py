@@ -19,9 +19,9 @@ import pytest
 from bench.fuzzdocs import event_body as fuzz_event_body
 from jobs_lib import ConfigurationError, JobsClient, Status
 from jobs_lib.app import load_handler_modules
-from jobs_lib.functions import decode_document_event
 from jobs_lib.registry import HandlerRegistry, default_registry
 from jobs_lib.store import JobStore
+from jobs_lib.store.events import decode_document_event
 
 from .conftest import ROOT, wait_finished
 

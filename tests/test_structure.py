@@ -151,6 +151,31 @@ def test_folders_import_downwards_only() -> None:
     assert folder_of("jobs_lib.engine.runner") == "engine" and folder_of("jobs_lib.client") == "top"
 
 
+#: What only the store may touch: Firestore's client and types, Google's API errors and status
+#: codes, the raw protobuf writer, listeners and the server-timestamp sentinel.
+STORE_ONLY = re.compile(
+    r"^\s*(from|import) (google\.cloud\.firestore|google\.api_core\.exceptions|google\.events"
+    r"|google\.rpc|grpc\b|jobs_lib\.store\.wire)|\bon_snapshot\(|\bSERVER_TIMESTAMP\b"
+    r"|\b(JobStore|ScheduleStore|Connection)\((?!connection=)"
+)
+
+
+def test_the_store_is_sealed() -> None:
+    """Documents are decoded and encoded in the store; no Google type or code outside it; stores
+    are built by the one assembly (`jobs_lib.app.App`) and handed to the parts."""
+    offenders = []
+    for name, path in MODULES.items():
+        if name.startswith("jobs_lib.store") or name == "jobs_lib.app":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if STORE_ONLY.search(line) and not line.lstrip().startswith(("#", "class ")):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not offenders, "only jobs_lib.store may do this:\n" + "\n".join(offenders)
+    assert STORE_ONLY.search("from google.cloud.firestore_v1 import Query")  # the check bites
+    assert STORE_ONLY.search("    store = JobStore(settings)")
+    assert not STORE_ONLY.search("JobStore(connection=self.connection)")
+
+
 ENV_READS = re.compile(r"\bos\.(environ|getenv|putenv|unsetenv)\b|\bfrom os import\b.*\benviron\b")
 
 

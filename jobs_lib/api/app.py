@@ -85,7 +85,7 @@ from jobs_lib.model.job import Job
 from jobs_lib.observability.logs import event
 from jobs_lib.observability.telemetry import Telemetry
 from jobs_lib.registry import HandlerRegistry
-from jobs_lib.store import JobStore
+from jobs_lib.store import open_store
 from jobs_lib.store.listing import JobListing
 
 log = logging.getLogger("jobs_lib.api")
@@ -127,7 +127,9 @@ class JobsApi:
         create_window: float | None = None,
         schedules: ScheduleClient | None = None,
     ) -> None:
-        self.client = client or JobsClient(store=JobStore(settings or Settings.from_env()))
+        if client is None:
+            client = JobsClient(store=open_store(settings))
+        self.client = client
         store = self.client.store
         self.registry = registry if registry is not None else self.client.registry
         self.verifier = verifier or TokenVerifier(store.settings.project)

@@ -271,7 +271,7 @@ class JobView(BaseModel):
             maxAttempts=job.max_attempts,
             result=plain_json(job.result),
             error=job.error,
-            errorDetails=plain_json(job.raw.get("errorDetails")),
+            errorDetails=plain_json(job.error_details),
             progress=progress,
             cancelRequested=job.cancel_requested,
             orgId=job.org_id,

@@ -14,19 +14,17 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from google.cloud import firestore
-
 from jobs_lib.context import JobContext
 from jobs_lib.errors import StoreRefused
 from jobs_lib.observability.logs import event
 from jobs_lib.registry import handler
+from jobs_lib.store import SERVER_TIME
 
 if TYPE_CHECKING:
     from jobs_lib.builtin.notification_input import NotificationInput
 
 #: Creates per BatchWrite RPC (Firestore allows 500).
 CHUNK = 400
-_CREATED, _TAKEN = 0, 6  # google.rpc.Code of a create
 
 
 @handler(
@@ -52,20 +50,20 @@ def process_notifications(ctx: JobContext[NotificationInput]) -> int:
             "data": spec.data,
             "jobId": ctx.job_id,
             "read": False,
-            "createdAt": firestore.SERVER_TIMESTAMP,
+            "createdAt": SERVER_TIME,
         }
-        codes = ctx.store.create_documents([(path, document) for path in paths], "notifications")
+        results = ctx.store.create_documents([(path, document) for path in paths], "notifications")
         refused = [
-            (path, code)
-            for path, code in zip(paths, codes, strict=True)
-            if code not in (_CREATED, _TAKEN)
+            (path, result.code)
+            for path, result in zip(paths, results, strict=True)
+            if not (result.ok or result.exists)
         ]
         if refused:
             raise StoreRefused(
                 f"{len(refused)} notification(s) were not written (first: {refused[0][0]}, code "
                 f"{refused[0][1]})"
             )
-        taken = [path for path, code in zip(paths, codes, strict=True) if code == _TAKEN]
+        taken = [path for path, result in zip(paths, results, strict=True) if result.exists]
         held = ctx.store.documents(taken, "notifications:existing") if taken else {}
         foreign = [path for path in taken if held.get(path, {}).get("jobId") != ctx.job_id]
         notified += len(chunk) - len(foreign)

@@ -16,7 +16,7 @@ from jobs_lib.client import JobsClient
 from jobs_lib.config import Settings
 from jobs_lib.devstack.dev import DevStack
 from jobs_lib.model.job import Job
-from jobs_lib.store import JobStore
+from jobs_lib.store import open_store
 
 
 def run_demo(console: Console, *, jobs: int = 20, stay: bool = False) -> int:
@@ -44,7 +44,7 @@ def run_demo(console: Console, *, jobs: int = 20, stay: bool = False) -> int:
             )
         elif stack.example_missing:
             console.print(f"  web app  not served: {stack.example_missing}")
-        client = JobsClient(store=JobStore(Settings(project=stack.project)))
+        client = JobsClient(store=open_store(Settings(project=stack.project)))
         rng = random.Random(7)
         users = [f"user{i:03d}" for i in range(50)]
         expected: dict[str, str] = {}

@@ -252,8 +252,8 @@ class Discovery:
             for job in page
             if not job.problems
             and not job.is_due(now)
-            and isinstance(job.raw.get("scheduledFor"), str)
-            and not _utc_text(job.raw["scheduledFor"])
+            and isinstance(job.written_scheduled_for, str)
+            and not _utc_text(job.written_scheduled_for)
         ]
         if misplaced:
             self.store.normalize_times(misplaced)
@@ -274,7 +274,7 @@ class Discovery:
             for job in page
             if not job.leased_by_a_runner
             or _implausible_lease(job)
-            or (not valid_shard(job.raw.get("shard")) and job.lease_expired(now))
+            or (not valid_shard(job.written_shard) and job.lease_expired(now))
         ]
 
     def _statusless(self) -> list[Job]:
@@ -288,7 +288,7 @@ class Discovery:
         page = self.store.document_page(self._statusless_after, STATUSLESS_PAGE)
         more = len(page) >= STATUSLESS_PAGE
         self._statusless_after = page[-1].id if more else None
-        found = [job for job in page if job.raw.get("status") is None]
+        found = [job for job in page if not job.written_status]
         self._statusless_found = self._statusless_found or bool(found)
         self._statusless_every = STATUSLESS_EVERY if not found else self.scan_interval
         if not more:
@@ -335,7 +335,7 @@ class Discovery:
         later = []
         claimable = 0
         for job in page:
-            if job.problems or not isinstance(job.raw.get("scheduledFor"), (datetime, str)):
+            if job.problems or not isinstance(job.written_scheduled_for, (datetime, str)):
                 found.append(job)  # an app's job with no time (due now), or poison to settle
                 claimable += not adopted(job)
             elif not adopted(job):
@@ -403,7 +403,7 @@ class Discovery:
         """True, during a backlog, when the job's shard lies in a slice another worker leases (as
         last read). A job outside the shard lanes is nobody's: the slice holder's lanes never see
         it."""
-        shard = job.raw.get("shard")
+        shard = job.written_shard
         if (
             self._table is None
             or self.partition is not None
@@ -492,7 +492,7 @@ def sweeper_shards(sweeper: int, sweepers: int) -> tuple[int, ...]:
 
 
 def _after_last_shard(jobs: list[Job]) -> int | None:
-    shard = jobs[-1].raw.get("shard") if jobs else None
+    shard = jobs[-1].written_shard if jobs else None
     return (shard + 1) % SHARDS if isinstance(shard, int) and valid_shard(shard) else None
 
 

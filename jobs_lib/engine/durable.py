@@ -36,8 +36,8 @@ from datetime import datetime
 from typing import Any
 
 from jobs_lib.errors import PermanentError
+from jobs_lib.store import encoded_size
 from jobs_lib.store.results import storable_value
-from jobs_lib.store.wire import encoded_size
 
 #: A step's name: what ``steps.<name>`` and a subcollection document id can hold without quoting
 #: surprises.

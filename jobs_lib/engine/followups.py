@@ -177,7 +177,7 @@ def verdict(
     """
     if child.problems:
         return True, Failed("; ".join(child.problems), {"reason": "invalid_job"}, expire_at)
-    policy = child.raw.get("onParentFailure", "fail")
+    policy = child.on_parent_failure
     if policy not in POLICIES:
         return True, Failed(
             f"onParentFailure must be one of {', '.join(POLICIES)}, got {policy!r}",
@@ -259,12 +259,10 @@ class Releaser:
                 if parent.flow_id:
                     todo += self._settle_children(parent, summary)
                 extra = {}
-                if parent.raw.get("webhook") or self._declared_webhook(parent):
+                if parent.webhook or self._declared_webhook(parent):
                     extra["webhookJobId"] = self._deliver_later(parent)
                     summary.deliveries.append(extra["webhookJobId"])
-                if parent.raw.get("dependentsSettled") is not True and self.store.mark_settled(
-                    parent, extra
-                ):
+                if parent.dependents_settled is not True and self.store.mark_settled(parent, extra):
                     summary.settled.append(parent.id)
         return summary
 
@@ -277,9 +275,7 @@ class Releaser:
         handler's declared URL is looked up by the delivery (``jobType``) and never written down.
         """
         delivery_id = key_to_id(WEBHOOK_TYPE, delivery_key(job))
-        target: dict[str, Any] = (
-            {"url": job.raw["webhook"]} if isinstance(job.raw.get("webhook"), str) else {}
-        )
+        target: dict[str, Any] = {"url": job.webhook} if isinstance(job.webhook, str) else {}
         metadata = {**target, "jobId": job.id, "jobType": job.type, "payload": payload(job)}
         data = self.store.new_job_fields(
             WEBHOOK_TYPE,
@@ -290,19 +286,15 @@ class Releaser:
             extra={"webhookFor": job.id},
         )
         for _attempt in range(2):
-            [(code, _t, message, _s)] = self.store.create_many([(delivery_id, data)])
-            if code == 0:
+            [created] = self.store.create_many([(delivery_id, data)])
+            if created.job is not None:
                 return delivery_id
-            if code != 6:
+            if not created.exists:
                 raise StoreRefused(
-                    f"creating the webhook delivery of job {job.id} failed (code {code}): {message}"
+                    f"creating the webhook delivery of job {job.id} failed: {created.message}"
                 )
             held = self.store.get(delivery_id)
-            if (
-                held is not None
-                and held.type == WEBHOOK_TYPE
-                and held.raw.get("webhookFor") == job.id
-            ):
+            if held is not None and held.type == WEBHOOK_TYPE and held.webhook_for == job.id:
                 return delivery_id  # created before (a repair)
             # A document the library did not write holds the id: deliver under one nobody can guess.
             log.warning(

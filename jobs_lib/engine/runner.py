@@ -21,7 +21,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,6 @@ from jobs_lib.engine.durable import (
     SavedStep,
     Suspend,
     cursor_value,
-    saved_sleeps,
     saved_steps,
     step_value,
 )
@@ -66,10 +65,9 @@ from jobs_lib.model.outcomes import (
 from jobs_lib.observability.logs import JobLogger, event, job_fields
 from jobs_lib.observability.telemetry import Telemetry, log_fields, span_context, used
 from jobs_lib.registry import DEFAULT_RETENTION, HandlerRegistry, HandlerSpec, default_registry
-from jobs_lib.store import Claim, JobStore, WriteOutcome, WriteStatus
+from jobs_lib.store import Claim, JobStore, WriteOutcome, WriteStatus, encoded_size
 from jobs_lib.store.jobs import adopted
 from jobs_lib.store.results import storable_result
-from jobs_lib.store.wire import encoded_size
 
 log = logging.getLogger("jobs_lib.runner")
 
@@ -138,7 +136,7 @@ class Engine:
 
     def __init__(
         self,
-        store: JobStore | None = None,
+        store: JobStore,
         registry: HandlerRegistry | None = None,
         *,
         holder: str | None = None,
@@ -149,7 +147,7 @@ class Engine:
     ) -> None:
         """`policies`: the application's own (`jobs_lib.limits.policy.Policy`), asked after the
         built-in ones."""
-        self.store = store or JobStore()
+        self.store = store  # built by jobs_lib.app.App, the one assembly
         #: "worker" (``jobs worker``) or "function" (Cloud Functions: leaves worker_only handlers
         #: alone).
         self.runtime = runtime
@@ -561,9 +559,9 @@ class Engine:
         none (an app's job): the claim writes the mark, and the delivery looks the URL up in the
         registry, so the URL itself never reaches a document the job's owner can read."""
         spec = self.spec_for(job)
-        if spec is None or spec.webhook is None or "webhook" in job.raw:
+        if spec is None or spec.webhook is None or job.has_webhook_field:
             return job
-        return replace(job, raw={**job.raw, "webhook": True})
+        return job.with_handler_webhook()
 
     def release_dependents(self, job_ids: list[str]) -> list[str]:
         """These jobs just ended: release (or end) the jobs of their flows that wait for them;
@@ -647,13 +645,13 @@ class Execution:
         self.spec = spec
         job = claim.job
         # Durable jobs (jobs_lib.engine.durable): what earlier runs recorded, and this run's slice.
-        self._steps: dict[str, SavedStep] = saved_steps(job.raw.get("steps"))
+        self._steps: dict[str, SavedStep] = saved_steps(job.steps)
         self._inline_bytes = (
             sum(encoded_size(s.value) for s in self._steps.values() if s.document is None)
             if self._steps
             else 0
         )
-        self._sleeps = saved_sleeps(job.raw.get("sleeps"))
+        self._sleeps = dict(job.sleep_times)
         self._sleep_count = 0
         self._cursor: Any = job.cursor
         self._cursor_dirty = False
@@ -675,7 +673,7 @@ class Execution:
             claim.job_id,
             claim.job.type,
             claim.attempt,
-            claim.job.raw.get("traceparent"),
+            claim.job.traceparent,
             start_time=started_ns,
         )
         trace_fields = log_fields(self.span, engine.store.settings.project)

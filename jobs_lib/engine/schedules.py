@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from jobs_lib.config import Settings
 from jobs_lib.errors import DocumentExists, InvalidSchedule, ScheduleNotFound
 from jobs_lib.model import cron
 from jobs_lib.observability.logs import event
@@ -58,14 +57,13 @@ class ScheduleClient:
 
     def __init__(
         self,
-        settings: Settings | None = None,
         *,
-        store: ScheduleStore | None = None,
+        store: ScheduleStore,
         registry: HandlerRegistry | None = None,
         jobs: Any = None,
     ) -> None:
         """`jobs` (a `jobs_lib.client.JobsClient`) creates the job of `fire_now`."""
-        self.store = store or ScheduleStore(settings)
+        self.store = store  # built by jobs_lib.app.App, the one assembly
         self.registry = registry if registry is not None else default_registry
         self.jobs = jobs
 

@@ -33,7 +33,7 @@ def limit_key(job: Job, field: str | None) -> str:
     ``-`` for a job without the field."""
     if field is None:
         return "*"
-    value = job.raw.get(field)
+    value = job.field_value(field)
     return str(value) if value is not None else "-"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -134,7 +134,8 @@ class Job:
     create_time: datetime | None = None
     #: Why this document cannot run, one message per unreadable field.
     problems: tuple[str, ...] = ()
-    #: The raw document, as read.
+    #: The document's fields as read: for showing it whole and measuring it. Everything else
+    #: reads the typed fields and properties of this class.
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -300,6 +301,72 @@ class Job:
         runner releases them), or a webhook to call."""
         return "dependentsSettled" in self.raw or bool(self.raw.get("webhook"))
 
+    # -- fields as written, for the runner's checks ---------------------------------------------
+
+    def field_value(self, name: str) -> Any:
+        """A field of the document as stored, by name: one a handler's options name (its
+        ``concurrency_key`` or ``rate_key``), which the job's type does not know in advance."""
+        return self.raw.get(name)
+
+    @property
+    def written_status(self) -> bool:
+        """Whether the document has a ``status`` (an app may leave it out: it counts as pending)."""
+        return self.raw.get("status") is not None
+
+    @property
+    def written_shard(self) -> Any:
+        """``shard`` as stored: a shard lane's number, or anything an app wrote (or None)."""
+        return self.raw.get("shard")
+
+    @property
+    def written_scheduled_for(self) -> Any:
+        """``scheduledFor`` as stored: a timestamp, an ISO-8601 string, or anything an app wrote."""
+        return self.raw.get("scheduledFor")
+
+    @property
+    def key(self) -> Any:
+        """The idempotency key `enqueue` wrote (clients cannot write one), or None."""
+        return self.raw.get("key")
+
+    @property
+    def traceparent(self) -> str | None:
+        """The W3C trace context of whoever enqueued it."""
+        value = self.raw.get("traceparent")
+        return value if isinstance(value, str) else None
+
+    @property
+    def webhook(self) -> Any:
+        """``webhook``: a URL given to `enqueue`, True for the handler's own, or None."""
+        return self.raw.get("webhook")
+
+    @property
+    def has_webhook_field(self) -> bool:
+        return "webhook" in self.raw
+
+    def with_handler_webhook(self) -> Job:
+        """This job, marked to call its handler's webhook when it ends."""
+        return replace(self, raw={**self.raw, "webhook": True})
+
+    @property
+    def webhook_for(self) -> Any:
+        """On a webhook delivery job: the id of the job whose end it delivers."""
+        return self.raw.get("webhookFor")
+
+    @property
+    def on_parent_failure(self) -> Any:
+        """In a flow: what the job does when a job it waits for fails (``fail`` by default)."""
+        return self.raw.get("onParentFailure", "fail")
+
+    @property
+    def dependents_settled(self) -> Any:
+        """On a flow's parent: True once the jobs that wait for it were dealt with."""
+        return self.raw.get("dependentsSettled")
+
+    @property
+    def error_details(self) -> Any:
+        """``errorDetails`` as the runner wrote it (the reason, the attempt, ...)."""
+        return self.raw.get("errorDetails")
+
     # -- durable jobs (jobs_lib.engine.durable) ---------------------------------------------
 
     @property
@@ -340,17 +407,21 @@ class Job:
         return _count(self.raw.get("activeMs"))
 
     @property
-    def sleeps(self) -> list[datetime]:
-        """When each of its durable sleeps ended (or ends), in the order the handler slept."""
+    def sleep_times(self) -> dict[int, datetime]:
+        """Its durable sleeps: the n-th sleep of the handler -> when it ends (or ended)."""
         value = self.raw.get("sleeps")
         if not isinstance(value, dict):
-            return []
-        found = sorted(
-            (int(k), v)
+            return {}
+        return {
+            int(k): v
             for k, v in value.items()
             if isinstance(k, str) and k.isdigit() and isinstance(v, datetime)
-        )
-        return [v for _k, v in found]
+        }
+
+    @property
+    def sleeps(self) -> list[datetime]:
+        """When each of its durable sleeps ended (or ends), in the order the handler slept."""
+        return [v for _k, v in sorted(self.sleep_times.items())]
 
     @property
     def can_retry(self) -> bool:

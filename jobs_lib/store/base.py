@@ -7,6 +7,7 @@ caller outside ``jobs_lib.store`` ever imports ``google.api_core``.
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
@@ -14,7 +15,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -35,8 +36,38 @@ TRANSIENT = (
     gexc.ResourceExhausted,
     gexc.Unknown,
 )
-#: gRPC status codes in BatchWrite results.
-_OK, _INVALID_ARGUMENT, _NOT_FOUND, _ALREADY_EXISTS, _FAILED_PRECONDITION = 0, 3, 5, 6, 9
+
+
+class Code(enum.IntEnum):
+    """The gRPC status codes a BatchWrite answers per write (google.rpc.Code)."""
+
+    OK = 0
+    INVALID_ARGUMENT = 3
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    FAILED_PRECONDITION = 9
+
+
+class WriteResult(NamedTuple):
+    """One write of a BatchWrite: its status code, its new update time (when it was applied) and
+    Firestore's message."""
+
+    code: int
+    update_time: datetime | None
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == Code.OK
+
+    @property
+    def exists(self) -> bool:
+        """A create found the id taken."""
+        return self.code == Code.ALREADY_EXISTS
+
+
+#: Where a document should hold the time Firestore writes it (a create's ``createdAt``).
+SERVER_TIME = firestore.SERVER_TIMESTAMP
 
 #: Shard lanes. Every job carries ``shard`` (0 to SHARDS - 1, from its id, written once: at
 #: creation, or by the runner's first write for documents apps wrote without one), and every query
@@ -267,11 +298,11 @@ class Connection:
         *,
         create: bool = False,
         server_times: list[list[datetime]] | None = None,
-    ) -> list[tuple[int, datetime | None, str]]:
+    ) -> list[WriteResult]:
         """One BatchWrite RPC: each write applied on its own, conditioned on its version
         (or, with `create`, on there being no document). Ids are relative to `prefix`.
 
-        Returns (grpc code, new update time, message) per write; with `server_times`, also fills
+        Returns a `WriteResult` per write; with `server_times`, also fills
         it with the values Firestore gave each write's SERVER_TIMESTAMP fields, in field order.
         """
         pbs = [
@@ -281,14 +312,16 @@ class Connection:
         sent = time.time()
         response = self.retrying(lambda: wire.batch_write(self.db, pbs))
         received = time.time()
-        results: list[tuple[int, datetime | None, str]] = []
+        results: list[WriteResult] = []
         statuses = response.status
         update_time: datetime | None
         for i, write_result in enumerate(response.write_results):
-            code = statuses[i].code if i < len(statuses) else _OK
+            code = statuses[i].code if i < len(statuses) else Code.OK
             message = statuses[i].message if i < len(statuses) else ""
-            update_time = wire.from_timestamp_pb(write_result.update_time) if code == _OK else None
-            results.append((code, update_time, message))
+            update_time = (
+                wire.from_timestamp_pb(write_result.update_time) if code == Code.OK else None
+            )
+            results.append(WriteResult(code, update_time, message))
             if server_times is not None:
                 server_times.append(
                     [
@@ -297,7 +330,7 @@ class Connection:
                         if v.HasField("timestamp_value")
                     ]
                 )
-        won = sum(code == _OK for code, _t, _m in results)
+        won = sum(result.ok for result in results)
         if won:
             self.stats.add(writes=won, kind=f"write:{kind}")
         if len(results) > won:

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
@@ -45,13 +45,12 @@ from jobs_lib.model.outcomes import (
     Update,
 )
 from jobs_lib.store.base import (
-    _FAILED_PRECONDITION,
-    _INVALID_ARGUMENT,
-    _NOT_FOUND,
-    _OK,
     ALL_SHARDS,
+    SERVER_TIME,
+    Code,
     Connection,
     StorePart,
+    WriteResult,
     partition_shards,
     shard_of,
     valid_shard,
@@ -66,6 +65,16 @@ from jobs_lib.store.slices import SliceLeases
 from jobs_lib.store.stats import MinuteStats
 
 log = logging.getLogger("jobs_lib.store")
+
+
+class Created(NamedTuple):
+    """One create of `JobStore.create_many`: the job as created, or why not."""
+
+    job: Job | None
+    #: The id was taken (by an earlier create with the same key, or by a stranger's document).
+    exists: bool = False
+    message: str = ""
+
 
 ASCENDING, DESCENDING = firestore.Query.ASCENDING, firestore.Query.DESCENDING
 #: Where a job keeps step results too large for its own document (jobs_lib.engine.durable).
@@ -358,7 +367,7 @@ class JobStore(StorePart):
         ]
         return (
             [
-                code == _OK
+                code == Code.OK
                 for code, _t, _m in self.connection.batch_write(
                     self._document_prefix(), writes, "normalize_times"
                 )
@@ -681,42 +690,56 @@ class JobStore(StorePart):
         else:
             self.connection.write(lambda: ref.create(data, retry=None), "write:create")
 
-    def create_many(
-        self, jobs: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[tuple[int, datetime | None, str, dict[str, datetime]]]:
+    def create_many(self, jobs: Sequence[tuple[str, dict[str, Any]]]) -> list[Created]:
         """Create up to 500 jobs in one BatchWrite RPC, each on its own and only where no document
-        has its id; per job, in order: (grpc code, update time, message, the server timestamps
-        Firestore wrote by field)."""
+        has its id: per job, in order, the job as created (its server timestamps as Firestore
+        wrote them), or that its id was taken, or Firestore's refusal."""
         writes = [(job_id, with_shard(job_id, data), None) for job_id, data in jobs]
         stamps: list[list[datetime]] = []
         results = self.connection.batch_write(
             self._document_prefix(), writes, "create", create=True, server_times=stamps
         )
         out = []
-        for (_job_id, data, _v), (code, update_time, message), values in zip(
-            writes, results, stamps, strict=True
-        ):
-            names = [name for name, value in data.items() if value is firestore.SERVER_TIMESTAMP]
-            out.append((code, update_time, message, dict(zip(names, values, strict=False))))
+        for (job_id, data, _v), result, values in zip(writes, results, stamps, strict=True):
+            if result.ok and result.update_time is not None:
+                names = [name for name, value in data.items() if value is SERVER_TIME]
+                written = {**data, **dict(zip(names, values, strict=False))}
+                out.append(Created(Job.from_document(job_id, written, result.update_time)))
+            else:
+                out.append(Created(None, exists=result.exists, message=result.message))
         return out
+
+    def watch(self, job_id: str, on_change: Callable[[Job | None], None]) -> Callable[[], None]:
+        """Listen to one job document: `on_change` gets the job at each change (None once it does
+        not exist), one billed read each; returns what stops listening."""
+
+        def changed(snapshots: list[Any], _changes: Any, _read_time: Any) -> None:
+            self.stats.add(reads=1, kind="read:watch")
+            snap = snapshots[0] if snapshots else None
+            if snap is None or not snap.exists:
+                on_change(None)
+            else:
+                on_change(
+                    Job.from_document(
+                        snap.id, snap.to_dict(), snap.update_time, created=snap.create_time
+                    )
+                )
+
+        watch = self.ref(job_id).on_snapshot(changed)
+        return watch.unsubscribe  # type: ignore[no-any-return]
 
     def create_documents(
         self, writes: Sequence[tuple[str, dict[str, Any]]], kind: str
-    ) -> list[int]:
-        """Create documents anywhere in the database (paths from its root; ``SERVER_TIMESTAMP``
-        allowed), in one BatchWrite RPC, each on its own and only where no document is: the gRPC
-        code per write (0 created, 6 the path was taken). For handlers that must never overwrite
-        a document they did not write (`jobs_lib.builtin.notifications`)."""
+    ) -> list[WriteResult]:
+        """Create documents anywhere in the database (paths from its root; `SERVER_TIME` allowed),
+        in one BatchWrite RPC, each on its own and only where no document is: a `WriteResult` per
+        write (``ok``: created; ``exists``: the path was taken). For handlers that must never
+        overwrite a document they did not write (`jobs_lib.builtin.notifications`)."""
+        if not writes:
+            return []
         root = self._document_prefix()[: -len(self.settings.collection) - 1]
-        return (
-            [
-                code
-                for code, _t, _m in self.connection.batch_write(
-                    root, [(path, data, None) for path, data in writes], kind, create=True
-                )
-            ]
-            if writes
-            else []
+        return self.connection.batch_write(
+            root, [(path, data, None) for path, data in writes], kind, create=True
         )
 
     def documents(self, paths: Sequence[str], kind: str) -> dict[str, dict[str, Any]]:
@@ -772,7 +795,7 @@ class JobStore(StorePart):
             self.connection.batch_write(self._document_prefix(), writes, "claim"),
             strict=True,
         ):
-            if code == _OK and update_time is not None:
+            if code == Code.OK and update_time is not None:
                 claims.append(Claim(job, token, holder, update_time, job.attempts + 1, expires))
             else:
                 claims.append(None)
@@ -830,7 +853,7 @@ class JobStore(StorePart):
         results = self.connection.batch_write(self._document_prefix(), writes, "adopt")
         done = []
         for (job_id, written, _v), (code, update_time, _m) in zip(writes, results, strict=True):
-            if code == _OK and update_time is not None:
+            if code == Code.OK and update_time is not None:
                 job = next(j for j in jobs if j.id == job_id)
                 done.append(
                     Job.from_document(
@@ -858,7 +881,7 @@ class JobStore(StorePart):
             )
         ]
         return [
-            code == _OK
+            code == Code.OK
             for code, _t, _m in self.connection.batch_write(
                 self._document_prefix(), writes, "replace_metadata"
             )
@@ -873,7 +896,7 @@ class JobStore(StorePart):
         ]
         return (
             [
-                code == _OK
+                code == Code.OK
                 for code, _t, _m in self.connection.batch_write(
                     self._document_prefix(), writes, "assign_shard"
                 )
@@ -907,7 +930,7 @@ class JobStore(StorePart):
         ]
         return (
             [
-                code == _OK
+                code == Code.OK
                 for code, _t, _m in self.connection.batch_write(
                     self._document_prefix(), writes, "settle"
                 )
@@ -929,12 +952,12 @@ class JobStore(StorePart):
                 w.outcome = WriteOutcome(WriteStatus.ERROR, detail=str(exc))
             return
         for w, (code, update_time, message) in zip(writes, results, strict=True):
-            if code == _OK and update_time is not None:
+            if code == Code.OK and update_time is not None:
                 w.claim.version = update_time
                 w.outcome = WriteOutcome(WriteStatus.OK, update_time)
-            elif code in (_FAILED_PRECONDITION, _NOT_FOUND):
+            elif code in (Code.FAILED_PRECONDITION, Code.NOT_FOUND):
                 w.outcome = self._fenced_slow(w)
-            elif code == _INVALID_ARGUMENT:
+            elif code == Code.INVALID_ARGUMENT:
                 w.outcome = WriteOutcome(WriteStatus.INVALID, detail=message)
             else:
                 w.outcome = WriteOutcome(WriteStatus.ERROR, detail=message)
@@ -970,12 +993,12 @@ class JobStore(StorePart):
                 [(claim.job_id, fields, snap.update_time)],
                 "record_checked",
             )
-            if code == _OK and update_time is not None:
+            if code == Code.OK and update_time is not None:
                 claim.version = update_time
                 return WriteOutcome(WriteStatus.OK, update_time, cancel)
-            if code == _INVALID_ARGUMENT:
+            if code == Code.INVALID_ARGUMENT:
                 return WriteOutcome(WriteStatus.INVALID, detail=message)
-            if code not in (_FAILED_PRECONDITION, _NOT_FOUND):
+            if code not in (Code.FAILED_PRECONDITION, Code.NOT_FOUND):
                 return WriteOutcome(WriteStatus.ERROR, detail=message)
         return WriteOutcome(WriteStatus.ERROR, detail="the document kept changing under us")
 
@@ -1009,9 +1032,9 @@ class JobStore(StorePart):
             [(code, _t, message)] = self.connection.batch_write(
                 self._document_prefix(), [(job_id, fields, job.version)], "update_checked"
             )
-            if code == _OK:
+            if code == Code.OK:
                 return job, True
-            if code not in (_FAILED_PRECONDITION, _NOT_FOUND):
+            if code not in (Code.FAILED_PRECONDITION, Code.NOT_FOUND):
                 raise StoreRefused(f"writing job {job_id} failed (code {code}): {message}")
         raise Contention(f"job {job_id} kept changing; gave up after {attempts} tries")
 
@@ -1215,7 +1238,7 @@ class JobStore(StorePart):
             )
         return (
             [
-                code == _OK
+                code == Code.OK
                 for code, _t, _m in self.connection.batch_write(
                     self._document_prefix(), writes, "resolve_blocked"
                 )
@@ -1232,7 +1255,7 @@ class JobStore(StorePart):
             [(job.id, {"dependentsSettled": True, **(extra or {})}, job.version)],
             "settled",
         )
-        return code == _OK
+        return code == Code.OK
 
     # -- housekeeping for tests and tools --------------------------------------
 
@@ -1251,3 +1274,9 @@ class JobStore(StorePart):
 
 
 __all__ = ["DocumentExists", "JobStore"]
+
+
+def open_store(settings: Settings | None = None, *, db: Any = None, clock: Any = None) -> JobStore:
+    """A store on a connection of its own: the one place a store is built (`jobs_lib.app.App`,
+    and a `JobsClient()` made on its own); every other part receives one."""
+    return JobStore(connection=Connection(settings or Settings.from_env(), db, clock))

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from jobs_lib.store import wire
-from jobs_lib.store.base import _OK, PARTITIONS, StorePart
+from jobs_lib.store.base import PARTITIONS, Code, StorePart
 
 
 class SliceLeases(StorePart):
@@ -38,10 +38,12 @@ class SliceLeases(StorePart):
         name = f"{self.collection.document(str(partition))._document_path}"
         write = wire.update_write(name, fields, version, create=version is None)
         response = self.connection.retrying(lambda: wire.batch_write(self.db, [write]))
-        status = response.status[0].code if response.status else _OK
-        self.stats.add(writes=1, kind="write:slice" if status == _OK else "write:slice:refused")
+        status = response.status[0].code if response.status else Code.OK
+        self.stats.add(writes=1, kind="write:slice" if status == Code.OK else "write:slice:refused")
         return (
-            wire.from_timestamp_pb(response.write_results[0].update_time) if status == _OK else None
+            wire.from_timestamp_pb(response.write_results[0].update_time)
+            if status == Code.OK
+            else None
         )
 
 
