@@ -1,6 +1,6 @@
 """The bare claim-and-complete loop, no library around it (one process of several).
 
-Reads a page of pending ids in its own slice of the id space, claims each with
+Reads a page of pending ids in its own partition of the id space, claims each with
 a write conditioned on the document's update time, and marks it completed
 with a second conditioned write. Prints its operation counts as JSON.
 """

@@ -341,7 +341,8 @@ class Worker:
             loop.next_fetch = now + min(self.poll_interval * 4, 2.0)
         else:
             running = self._running_ids()
-            # Leave jobs in slices other workers lease to them: claiming them would only collide.
+            # Leave jobs in partitions other workers lease to them: claiming them would only
+            # collide.
             usable = [
                 job
                 for job in found
@@ -350,8 +351,8 @@ class Worker:
             loop.buffer.update((job.id, job) for job in usable)
             loop.buffered_at = now
             if not usable:
-                # Nothing for us (nothing due, or all of it in others' slices): wait before reading
-                # again.
+                # Nothing for us (nothing due, or all of it in others' partitions): wait before
+                # reading again.
                 loop.next_fetch = now + self.poll_interval * (4 if found else 1)
             else:
                 loop.next_fetch = (
@@ -388,11 +389,11 @@ class Worker:
         """Claim a batch of candidates for the free slots and start them; pace the next batch by how
         many claims won (claims lost mean other workers read the same page)."""
         # On the whole queue other workers may read the same page: probe with a small batch and
-        # grow it while claims keep winning (a slice of our own needs no probe).
-        own_slice = self.discovery.partition is not None
-        take = free if own_slice else min(free, loop.probe)
+        # grow it while claims keep winning (a partition of our own needs no probe).
+        own_partition = self.discovery.partition is not None
+        take = free if own_partition else min(free, loop.probe)
         batch = list(loop.buffer.values())
-        if now < loop.contended_until and not own_slice:
+        if now < loop.contended_until and not own_partition:
             # Workers reading the same page: each claims a random part of it.
             batch = self._rng.sample(batch, min(take, len(batch)))
         batch = batch[:take]
@@ -461,8 +462,8 @@ class Worker:
         ):
             return False
         if not self.discovery.last_read_whole:
-            # The last read was of one slice (claims had lost to another runner): read the whole
-            # of our share once more, so nothing due is left behind in the slices nobody read
+            # The last read was of one partition (claims had lost to another runner): read the whole
+            # of our share once more, so nothing due is left behind in the partitions nobody read
             # (another tick may have stopped already).
             self.discovery.read_whole_next()
             loop.read_again = True
@@ -511,7 +512,7 @@ class Worker:
         self._wake.clear()
 
     def _finish(self, started: float, hard_deadline: float | None) -> None:
-        """Hand back the slice, let running jobs end (or release them), log what was done."""
+        """Hand back the partition, let running jobs end (or release them), log what was done."""
         with contextlib.suppress(Exception):
             self.discovery.close()
         self._shutdown(hard_deadline)

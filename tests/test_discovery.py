@@ -1,4 +1,4 @@
-"""How workers find jobs: slices of the id space keep workers sharing a backlog apart."""
+"""How workers find jobs: partitions of the id space keep workers sharing a backlog apart."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from jobs_lib.store import (
 )
 
 
-def test_slices_split_the_shards_and_ids_spread_over_them() -> None:
+def test_partitions_split_the_shards_and_ids_spread_over_them() -> None:
     assert sorted(s for p in range(PARTITIONS) for s in partition_shards(p)) == list(ALL_SHARDS)
     assert all(
         partition_of(f"id{i}") == shard_of(f"id{i}") * PARTITIONS // SHARDS for i in range(100)
@@ -49,7 +49,9 @@ def backlog(store: JobStore, count: int) -> None:
     batch.commit()
 
 
-def test_contended_workers_lease_different_slices_and_read_disjoint_jobs(store: JobStore) -> None:
+def test_contended_workers_lease_different_partitions_and_read_disjoint_jobs(
+    store: JobStore,
+) -> None:
     backlog(store, 400)
     first = Discovery(JobStore(store.settings), lease_seconds=30, holder="w1")
     second = Discovery(JobStore(store.settings), lease_seconds=30, holder="w2")
@@ -65,7 +67,7 @@ def test_contended_workers_lease_different_slices_and_read_disjoint_jobs(store: 
     )
     assert {partition_of(j.id) for j in a} == {first.partition} and len(a) == 10
     assert {partition_of(j.id) for j in b} == {second.partition} and len(b) == 10
-    leases = {snap.id: snap.to_dict() for snap in store.slices.collection.stream()}
+    leases = {snap.id: snap.to_dict() for snap in store.partitions.collection.stream()}
     assert (
         leases[str(first.partition)]["holder"] == "w1"
         and leases[str(second.partition)]["holder"] == "w2"
@@ -73,25 +75,27 @@ def test_contended_workers_lease_different_slices_and_read_disjoint_jobs(store: 
     held = first.partition
     first.close()
     assert first.partition is None
-    assert store.slices.collection.document(str(held)).get().get("until") <= datetime.now(
+    assert store.partitions.collection.document(str(held)).get().get("until") <= datetime.now(
         UTC
     )  # handed back
 
 
-def test_a_lone_worker_reads_oldest_first_without_slices(store: JobStore) -> None:
+def test_a_lone_worker_reads_oldest_first_without_partitions(store: JobStore) -> None:
     backlog(store, 30)
     discovery = Discovery(JobStore(store.settings), lease_seconds=30)
     for _ in range(3):
         discovery.candidates(10)
     assert discovery.partition is None
-    assert list(store.slices.collection.stream()) == []
+    assert list(store.partitions.collection.stream()) == []
 
 
-def test_slices_are_plain_documents_nobody_needs_to_create(store: JobStore) -> None:
+def test_partitions_are_plain_documents_nobody_needs_to_create(store: JobStore) -> None:
     assert (
-        store.slices.write_slice(3, {"holder": "w", "until": firestore.SERVER_TIMESTAMP}, None)
+        store.partitions.write_partition(
+            3, {"holder": "w", "until": firestore.SERVER_TIMESTAMP}, None
+        )
         is not None
     )
     assert (
-        store.slices.write_slice(3, {"holder": "x"}, None) is None
+        store.partitions.write_partition(3, {"holder": "x"}, None) is None
     )  # already exists: a second creator loses

@@ -282,7 +282,7 @@ SEED: dict[str, dict[str, Any]] = {
         "createdBy": "bob",
         "orgId": "acme",
     },
-    "backgroundJobs_slices/0": {"holder": "w1", "expiresAt": NOW},
+    "backgroundJobs_partitions/0": {"holder": "w1", "expiresAt": NOW},
     "backgroundJobs_rateLimits/create-alice-1": {"count": 1},
 }
 
@@ -704,9 +704,13 @@ CASES: dict[str, Case] = {
     ),
     "schedule/delete/own": Case("alice", "delete", f"{S}/alice-daily", DENY),
     # ---- everything else ----
-    "slices/read": Case("alice", "get", "backgroundJobs_slices/0", DENY),
-    "slices/write": Case("alice", "update", "backgroundJobs_slices/0", DENY, {"holder": "me"}),
-    "slices/create": Case("alice", "create", "backgroundJobs_slices/1", DENY, {"holder": "me"}),
+    "partitions/read": Case("alice", "get", "backgroundJobs_partitions/0", DENY),
+    "partitions/write": Case(
+        "alice", "update", "backgroundJobs_partitions/0", DENY, {"holder": "me"}
+    ),
+    "partitions/create": Case(
+        "alice", "create", "backgroundJobs_partitions/1", DENY, {"holder": "me"}
+    ),
     "rate-limits/read": Case("alice", "get", "backgroundJobs_rateLimits/create-alice-1", DENY),
     "rate-limits/reset": Case(
         "alice", "update", "backgroundJobs_rateLimits/create-alice-1", DENY, {"count": 0}

@@ -90,7 +90,8 @@ def test_many_workers_over_every_shard_run_each_job_once(
     assert set(ran) == set(ids) and set(ran.values()) == {1}
     per_worker = completed_by(workers)
     assert sum(sum(c.values()) for c in per_worker) == 1200
-    # Every worker took part, each across many lanes (the slices split the shards, not the work).
+    # Every worker took part, each across many lanes (the partitions split the shards, not the
+    # work).
     assert all(len({shard_of(i) for i in c}) >= 10 for c in per_worker), [
         len(c) for c in per_worker
     ]

@@ -1,25 +1,19 @@
 """How a worker finds jobs to claim, without a listener and without piling onto one document.
 
-A snapshot listener over the pending set makes the emulator re-run its query
-on every write (every write slowed from ~5 ms to ~120 ms
-in our measurement), so workers poll. Each poll runs the main lane, due
-pending jobs with a timestamp ``scheduledFor``, oldest first. A worker alone
-takes them strictly in that order. When its claims start losing to another
-worker (both read the same oldest jobs), it leases one of 16 slices of the
-id space (a small document per slice in ``backgroundJobs_slices``, leased
-for 20 s) and reads only that slice, so workers sharing a backlog read and
-claim disjoint documents. After 10 s it hands the slice back and takes
-another, so every slice of a lasting backlog gets its turn; a drained slice
-is left to lapse. With no slice free, the worker goes back to the whole
-queue and leaves alone the jobs in slices others hold. Slices only steer reading: every claim is
-still an atomic conditional write, so a worker outside its slice is merely
-slower, never wrong. Jobs with positive priority get a lane of
-their own whenever there is a backlog for them to overtake (every poll while
-priorities are in use, else once a second). The other lanes run on slower
-clocks: ISO-string ``scheduledFor``,
-a scan of the pending set for documents with no usable ``scheduledFor``, and
-expired leases.
-"""
+A snapshot listener over the pending set makes the emulator re-run its query on every write (every
+write slowed from ~5 ms to ~120 ms in our measurement), so workers poll. Each poll runs the main
+lane, due pending jobs with a timestamp ``scheduledFor``, oldest first. A worker alone takes them
+strictly in that order. When its claims start losing to another worker (both read the same oldest
+jobs), it leases one of 15 partitions of the id space (a small document per partition in
+``backgroundJobs_partitions``, leased for 20 s) and reads only that partition, so workers sharing a
+backlog read and claim disjoint documents. After 10 s it hands the partition back and takes another,
+so every partition of a lasting backlog gets its turn; a drained partition is left to lapse. With no
+partition free, the worker goes back to the whole queue and leaves alone the jobs in partitions
+others hold. Partitions only steer reading: every claim is still an atomic conditional write, so a
+worker outside its partition is merely slower, never wrong. Jobs with positive priority get a lane
+of their own whenever there is a backlog for them to overtake (every poll while priorities are in
+use, else once a second). The other lanes run on slower clocks: ISO-string ``scheduledFor``, a scan
+of the pending set for documents with no usable ``scheduledFor``, and expired leases."""
 
 from __future__ import annotations
 
@@ -39,14 +33,14 @@ MAX_SCAN_INTERVAL = 60.0
 CHEAP_SCAN = 10
 #: How much slower the slow lanes go while the main lane has a backlog.
 BACKLOG_SLOWDOWN = 30
-#: A slice lease lasts this long; a worker moves to another slice after SLICE_DWELL
-#: seconds (so it never needs renewing), or at once when the slice runs dry.
-SLICE_LEASE = 20.0
-SLICE_DWELL = 10.0
-#: After claims lost to another worker, keep reading in slices for this long.
+#: A partition lease lasts this long; a worker moves to another partition after PARTITION_DWELL
+#: seconds (so it never needs renewing), or at once when the partition runs dry.
+PARTITION_LEASE = 20.0
+PARTITION_DWELL = 10.0
+#: After claims lost to another worker, keep reading in partitions for this long.
 CONTENDED_MEMORY = 60.0
-#: A copy of the slice table this old is read again before use.
-SLICE_TABLE_TTL = 10.0
+#: A copy of the partition table this old is read again before use.
+PARTITION_TABLE_TTL = 10.0
 #: A long-lived worker starts the slow lanes this many seconds apart, after its first main-lane
 #: read.
 STAGGER = 1.5
@@ -80,7 +74,7 @@ class Discovery:
         slow lanes follow a few seconds later: a worker joining a busy fleet claims sooner. Burst
         runs (the tick) read every lane at once, since they stop when a read finds nothing.
 
-        With `shards`, the ordered lanes read only those shard lanes, and no slices are taken: a
+        With `shards`, the ordered lanes read only those shard lanes, and no partitions are taken: a
         tick sweeper's share of the collection (`sweeper_shards`). The lanes over every document
         (the scan for unsharded and unreadable documents, odd statuses, orphans) then run only
         in the sweeper whose share holds shard 0, so that sweepers never read the same pages."""
@@ -100,10 +94,10 @@ class Discovery:
         self._shard_start: int | None = self._rng.randrange(SHARDS)
         #: The same for the string lane (which starts at the first shard).
         self._strings_start: int | None = None
-        #: The slice of the shards this worker holds, or None for the whole queue.
+        #: The partition of the shards this worker holds, or None for the whole queue.
         self.partition: int | None = None
-        self._slice_version: datetime | None = None
-        self._slice_taken = 0.0
+        self._partition_version: datetime | None = None
+        self._partition_taken = 0.0
         self._drained: dict[int, float] = {}
         self._contended_until = 0.0
         self._table: dict[int, tuple[dict[str, object], datetime | None]] | None = None
@@ -137,10 +131,10 @@ class Discovery:
         #: The pass under way began at the first id (a tick's, or any pass after a worker's first).
         self._statusless_whole = eager
         self.eager = eager
-        self._joined = eager  # burst runs (the tick) never join a fleet's slices at start
+        self._joined = eager  # burst runs (the tick) never join a fleet's partitions at start
         self._first_read_done = False
-        #: The main lane's last read covered every shard of ours (no slice): a burst run stops only
-        #: after such a read found nothing.
+        #: The main lane's last read covered every shard of ours (no partition): a burst run stops
+        #: only after such a read found nothing.
         self.last_read_whole = True
 
     def _due(self, lane: str, interval: float) -> bool:
@@ -193,19 +187,23 @@ class Discovery:
         return sorted(found, key=lambda job: (-job.priority, _order_time(job, now)))
 
     def _main_lane(self, now: datetime, limit: int) -> list[Job]:
-        """Due jobs from our slice, or from the whole queue; moves between slices as they drain."""
-        if self.partition is not None and time.monotonic() - self._slice_taken > SLICE_DWELL:
-            self._give_back_slice(
+        """Due jobs from our partition, or from the whole queue; moves between partitions as they
+        drain."""
+        if (
+            self.partition is not None
+            and time.monotonic() - self._partition_taken > PARTITION_DWELL
+        ):
+            self._give_back_partition(
                 now
-            )  # move on, so that every slice of a lasting backlog gets its turn
+            )  # move on, so that every partition of a lasting backlog gets its turn
         if not self._joined and self.partitioned:
             self._joined = True
             self._join(now)
-        wants_slice = (
+        wants_partition = (
             self.partitioned and self._backlog and time.monotonic() < self._contended_until
         )
-        if self.partition is None and wants_slice:
-            self._take_slice(now)
+        if self.partition is None and wants_partition:
+            self._take_partition(now)
         excluded = self.exclude_types()
         # The lanes read by shard from a start: while pages come back full (a backlog), each read
         # starts after the last shard the previous one reached, so every shard gets its turn; once
@@ -222,11 +220,12 @@ class Discovery:
         self._backlog = len(main) >= limit
         self._shard_start = _after_last_shard(main) if self._backlog else None
         if self.partition is not None and not self._backlog:
-            # This slice ran dry: leave it (our lease lapses by itself, keeping others from reading
-            # it meanwhile) and read the next one now, as the backlog likely goes on elsewhere.
-            self._drained[self.partition] = time.monotonic() + SLICE_LEASE
-            self.partition = self._slice_version = None
-            self._take_slice(now)
+            # This partition ran dry: leave it (our lease lapses by itself, keeping others from
+            # reading it meanwhile) and read the next one now, as the backlog likely goes on
+            # elsewhere.
+            self._drained[self.partition] = time.monotonic() + PARTITION_LEASE
+            self.partition = self._partition_version = None
+            self._take_partition(now)
             if self.partition is not None:
                 more = self.store.due(
                     now, limit - len(main), partition=self.partition, exclude_types=excluded
@@ -370,10 +369,12 @@ class Discovery:
         return found
 
     def _join(self, now: datetime) -> None:
-        """On the first read: when other workers lease slices, a backlog is being shared, so start
-        in a slice of our own at once rather than colliding with them on the oldest jobs first."""
+        """On the first read: when other workers lease partitions, a backlog is being shared, so
+        start in a partition of our own at once rather than colliding with them on the oldest jobs
+        first."""
         self._table = {
-            index: (fields, version) for index, fields, version in self.store.slices.read_slices()
+            index: (fields, version)
+            for index, fields, version in self.store.partitions.read_partitions()
         }
         self._table_read = time.monotonic()
         if any(
@@ -383,8 +384,8 @@ class Discovery:
             self.contended()
 
     def contended(self) -> None:
-        """Claims are losing to another worker reading the same jobs: read a slice of our own (and
-        go on with the scan of apps' documents from another place in the id space)."""
+        """Claims are losing to another worker reading the same jobs: read a partition of our own
+        (and go on with the scan of apps' documents from another place in the id space)."""
         self._contended_until = time.monotonic() + CONTENDED_MEMORY
         self._backlog = True
         if self._scan_after is not None and self._scan_every == 0.0:
@@ -392,17 +393,17 @@ class Discovery:
             self._wrap_at_once = True
 
     def read_whole_next(self) -> None:
-        """Make the next read cover every shard of ours: hand back the slice held, forget the
+        """Make the next read cover every shard of ours: hand back the partition held, forget the
         contention (a burst run's last look before it stops)."""
         self._contended_until = 0.0
         self._backlog = False
         if self.partition is not None:
-            self._give_back_slice(self.store.now())
+            self._give_back_partition(self.store.now())
 
     def held_elsewhere(self, job: Job) -> bool:
-        """True, during a backlog, when the job's shard lies in a slice another worker leases (as
-        last read). A job outside the shard lanes is nobody's: the slice holder's lanes never see
-        it."""
+        """True, during a backlog, when the job's shard lies in a partition another worker leases
+        (as last read). A job outside the shard lanes is nobody's: the partition holder's lanes
+        never see it."""
         shard = job.written_shard
         if (
             self._table is None
@@ -422,16 +423,16 @@ class Discovery:
         )
 
     def close(self) -> None:
-        """Hand back the slice this worker holds."""
+        """Hand back the partition this worker holds."""
         if self.partition is not None:
-            self._give_back_slice(self.store.now())
+            self._give_back_partition(self.store.now())
 
-    # -- slices --------------------------------------------------------------------
+    # -- partitions --------------------------------------------------------------------
 
-    def _take_slice(self, now: datetime) -> None:
-        """Lease a random slice nobody holds and nobody found drained lately.
+    def _take_partition(self, now: datetime) -> None:
+        """Lease a random partition nobody holds and nobody found drained lately.
 
-        The slice table (16 small documents) is read once and reused while
+        The partition table (15 small documents) is read once and reused while
         fresh; a write against a stale copy fails its precondition, and only
         then is the table read again.
         """
@@ -440,11 +441,11 @@ class Discovery:
             if (
                 fresh
                 or self._table is None
-                or time.monotonic() - self._table_read > SLICE_TABLE_TTL
+                or time.monotonic() - self._table_read > PARTITION_TABLE_TTL
             ):
                 self._table = {
                     index: (fields, version)
-                    for index, fields, version in self.store.slices.read_slices()
+                    for index, fields, version in self.store.partitions.read_partitions()
                 }
                 self._table_read = time.monotonic()
             free = [
@@ -454,15 +455,15 @@ class Discovery:
                 and self._drained.get(index, 0.0) < time.monotonic()
             ]
             self._rng.shuffle(free)
-            until = now + timedelta(seconds=SLICE_LEASE)
+            until = now + timedelta(seconds=PARTITION_LEASE)
             for index in free[:3]:
                 fields, version = self._table[index]
-                taken = self.store.slices.write_slice(
+                taken = self.store.partitions.write_partition(
                     index, {"holder": self.holder, "until": until}, version
                 )
                 if taken is not None:
                     self._table[index] = ({**fields, "holder": self.holder, "until": until}, taken)
-                    self.partition, self._slice_version, self._slice_taken = (
+                    self.partition, self._partition_version, self._partition_taken = (
                         index,
                         taken,
                         time.monotonic(),
@@ -470,15 +471,17 @@ class Discovery:
                     return
                 self._table.pop(index)  # changed since read
 
-    def _give_back_slice(self, now: datetime) -> None:
+    def _give_back_partition(self, now: datetime) -> None:
         assert self.partition is not None
-        version = self.store.slices.write_slice(self.partition, {"until": now}, self._slice_version)
+        version = self.store.partitions.write_partition(
+            self.partition, {"until": now}, self._partition_version
+        )
         if self._table is not None:
             if version is None:
                 self._table.pop(self.partition, None)
             else:
                 self._table[self.partition] = ({"holder": self.holder, "until": now}, version)
-        self.partition = self._slice_version = None
+        self.partition = self._partition_version = None
 
 
 def sweeper_shards(sweeper: int, sweepers: int) -> tuple[int, ...]:

@@ -84,7 +84,8 @@ SHARDS = 30
 #: Firestore's auto-ids use these 62 characters.
 ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ALL_SHARDS: tuple[int, ...] = tuple(range(SHARDS))
-#: A contended worker reads one slice of the backlog: slice p holds the shards 2p and 2p + 1.
+#: A contended worker reads one partition of the backlog: partition p holds the shards 2p and 2p +
+#: 1.
 PARTITIONS = 15
 
 
@@ -105,12 +106,13 @@ def with_shard(job_id: str, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def partition_of(job_id: str) -> int:
-    """The slice a job id falls in."""
+    """The partition a job id falls in."""
     return shard_of(job_id) * PARTITIONS // SHARDS
 
 
 def partition_shards(partition: int) -> tuple[int, ...]:
-    """The shards of one slice (contiguous: the lanes read a slice as one range of ``shard``)."""
+    """The shards of one partition (contiguous: the lanes read a partition as one range of
+    ``shard``)."""
     return tuple(shard for shard in ALL_SHARDS if shard * PARTITIONS // SHARDS == partition)
 
 
@@ -169,7 +171,7 @@ class OpStats:
 class Connection:
     """A Firestore client with retries, a server-calibrated clock and operation counts.
 
-    One per `jobs_lib.app.App`; every store part (jobs, slices, slots,
+    One per `jobs_lib.app.App`; every store part (jobs, partitions, slots,
     schedules, rate windows) is built on it, so they share one client, one
     clock and one set of counts.
     """

@@ -59,9 +59,9 @@ from jobs_lib.store.base import (
 from jobs_lib.store.claims import Claim, FencedWrite, WriteOutcome, WriteStatus
 from jobs_lib.store.create_limit import RateWindows
 from jobs_lib.store.limits import ConcurrencyLimits
+from jobs_lib.store.partitions import PartitionLeases
 from jobs_lib.store.rate_tokens import RateTokens
 from jobs_lib.store.schedules import ScheduleStore
-from jobs_lib.store.slices import SliceLeases
 from jobs_lib.store.stats import MinuteStats
 
 log = logging.getLogger("jobs_lib.store")
@@ -137,8 +137,8 @@ class JobStore(StorePart):
     """The `backgroundJobs` collection, and the facade over the store's other parts.
 
     Built on one `Connection`, it owns the job documents itself and holds the
-    parts that share that connection: `slices` (which worker reads which
-    slice of the id space), `limits` (concurrency slots and paused types),
+    parts that share that connection: `partitions` (which worker reads which
+    partition of the id space), `limits` (concurrency slots and paused types),
     `schedules` (``scheduledJobs``) and `rate_windows` (the API's counters).
     """
 
@@ -152,7 +152,7 @@ class JobStore(StorePart):
     ) -> None:
         super().__init__(settings, db, clock, connection=connection)
         self._prefix: str | None = None
-        self.slices = SliceLeases(connection=self.connection)
+        self.partitions = PartitionLeases(connection=self.connection)
         self.limits = ConcurrencyLimits(connection=self.connection)
         self.rates = RateTokens(connection=self.connection)
         self.schedules = ScheduleStore(connection=self.connection)
@@ -294,11 +294,10 @@ class JobStore(StorePart):
         """Pending jobs whose timestamp ``scheduledFor`` has come: by shard from `start`, oldest
         first in each.
 
-        Only the shard lanes `shards` (a tick sweeper's share); with `partition`, only that slice's
-        shards, so that workers sharing a backlog do not race for the same documents. Jobs of
-        `exclude_types` (paused, or at their concurrency limit) are left out (``not-in``), so they
-        cannot crowd other types out of the page.
-        """
+        Only the shard lanes `shards` (a tick sweeper's share); with `partition`, only that
+        partition's shards, so that workers sharing a backlog do not race for the same documents.
+        Jobs of `exclude_types` (paused, or at their concurrency limit) are left out (``not-in``),
+        so they cannot crowd other types out of the page."""
         if partition is not None:
             shards = partition_shards(partition)
         base = self._pending(None).where(filter=FieldFilter("scheduledFor", "<=", now))
