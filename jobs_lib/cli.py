@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -1010,6 +1012,10 @@ def _run(action: Any) -> None:
 
 def main() -> None:
     """Entry point of the `jobs` console script."""
+    # As `python -m` does: the project's own modules (``--handlers myapp.jobs``) import from the
+    # directory the command runs in.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     app()
 
 
