@@ -16,7 +16,9 @@ from bench.soakrun import Soak
 
 @pytest.mark.heavy
 def test_a_short_soak_keeps_every_promise() -> None:
-    figures = Soak(seconds=30, per_minute=480, restart_every=10, window=10).run()
+    figures = Soak(
+        seconds=30, per_minute=480, restart_every=10, window=10, cleanup_at_end=True
+    ).run()
     print("soak figures:", figures)
     assert figures["problems"] == [] and figures["unfinished"] == 0, figures
     assert figures["jobs"] >= 200 and figures["worker starts"] >= 4, figures

@@ -108,6 +108,17 @@ def new_holder_id() -> str:
 
 
 @dataclass
+class _Sorted:
+    """The jobs of one claim call, by what triage said of them."""
+
+    runnable: list[Job] = field(default_factory=list)
+    unused: list[Job] = field(default_factory=list)
+    left: list[Job] = field(default_factory=list)
+    waiting: set[str] = field(default_factory=set)
+    settle: list[tuple[Job, Failed | Cancelled, str, str]] = field(default_factory=list)
+
+
+@dataclass
 class ClaimReport:
     """What one `Engine.claim_report` call did with the jobs it was given."""
 
@@ -354,13 +365,40 @@ class Engine:
     def claim_report(
         self, jobs: list[Job], limit: int | None = None, max_timeout: float | None = None
     ) -> ClaimReport:
-        """`claim`, and what became of the jobs it did not claim (see `ClaimReport`)."""
+        """`claim`, and what became of the jobs it did not claim (see `ClaimReport`): sort the
+        jobs by triage, settle the poison and cancelled, claim the runnable, start what was won."""
         now = self.store.now()
-        runnable: list[Job] = []
-        settle: list[tuple[Job, Failed | Cancelled, str, str]] = []
-        left: list[Job] = []
-        unused: list[Job] = []
-        waiting: set[str] = set()
+        sorted_ = self._sort(jobs, now, limit, max_timeout)
+        # An app's job this call leaves (not due, paused, at its limit) gets its shard lane now, so
+        # that the main lane and every other runner find it from here on like an enqueued one.
+        adopted = {job.id: job for job in self.adopt(sorted_.left)}
+        report = ClaimReport(
+            waiting=[adopted.get(job.id, job) for job in sorted_.left if job.id in sorted_.waiting],
+            unused=sorted_.unused,
+        )
+        if sorted_.settle:
+            report.settle_refused = self._settle(sorted_.settle, now)
+        runnable = [self._with_default_webhook(job) for job in sorted_.runnable]
+        claims, taker, started_ns, ended_ns = self._claim_runnable(runnable, now, report)
+        executions = [
+            self._execution(job, claim, taker.get(job.id), now, started_ns, ended_ns, max_timeout)
+            for job in runnable
+            if (claim := claims.get(job.id)) is not None
+        ]
+        with self._lock:
+            for execution in executions:
+                self._active[execution.claim.job_id] = execution
+        if executions:
+            self.keeper.ensure_running()
+        report.executions = executions
+        return report
+
+    def _sort(
+        self, jobs: list[Job], now: datetime, limit: int | None, max_timeout: float | None
+    ) -> _Sorted:
+        """Triage each job once: runnable (up to `limit`, the rest unused), left for later (some
+        waiting for room), or to settle now as failed or cancelled."""
+        out = _Sorted()
         seen: set[str] = set()
         for job in jobs:
             if job.id in seen:
@@ -368,14 +406,14 @@ class Engine:
             seen.add(job.id)
             triage = self.triage(job, now, max_timeout)
             if triage.verdict is Verdict.RUN:
-                if limit is None or len(runnable) < limit:
-                    runnable.append(job)
+                if limit is None or len(out.runnable) < limit:
+                    out.runnable.append(job)
                 else:
-                    unused.append(job)
+                    out.unused.append(job)
             elif triage.verdict in (Verdict.SKIP, Verdict.WAIT):
-                left.append(job)
+                out.left.append(job)
                 if triage.verdict is Verdict.WAIT:
-                    waiting.add(job.id)
+                    out.waiting.add(job.id)
             elif triage.verdict is Verdict.FAIL:
                 details = {
                     "reason": "invalid_job"
@@ -383,73 +421,65 @@ class Engine:
                     else "lease_expired",
                     "attempt": job.attempts,
                 }
-                settle.append(
-                    (
-                        job,
-                        Failed(triage.reason, details, self.expire_at(job)),
-                        "job_failed",
-                        triage.reason,
-                    )
-                )
+                outcome: Failed | Cancelled = Failed(triage.reason, details, self.expire_at(job))
+                out.settle.append((job, outcome, "job_failed", triage.reason))
             elif triage.verdict is Verdict.CANCEL:
-                settle.append(
-                    (
-                        job,
-                        Cancelled(triage.reason, self.expire_at(job)),
-                        "job_cancelled",
-                        triage.reason,
-                    )
-                )
-        # An app's job this call leaves (not due, paused, at its limit) gets its shard lane now, so
-        # that the main lane and every other runner find it from here on like an enqueued one.
-        adopted = {job.id: job for job in self.adopt(left)}
-        report = ClaimReport(
-            waiting=[adopted.get(job.id, job) for job in left if job.id in waiting], unused=unused
+                outcome = Cancelled(triage.reason, self.expire_at(job))
+                out.settle.append((job, outcome, "job_cancelled", triage.reason))
+        return out
+
+    def _settle(
+        self, settle: list[tuple[Job, Failed | Cancelled, str, str]], now: datetime
+    ) -> list[str]:
+        """Record the poison and cancelled jobs' ends in one write; returns the ids whose version
+        had changed meanwhile (left as they are)."""
+        results = self.store.settle(
+            [(job, outcome) for job, outcome, _e, _r in settle], holder=self.holder
         )
-        if settle:
-            results = self.store.settle(
-                [(job, outcome) for job, outcome, _e, _r in settle], holder=self.holder
+        self.release_dependents(
+            [
+                job.id
+                for (job, _o, _n, _r), ok in zip(settle, results, strict=True)
+                if ok and job.has_follow_ups
+            ]
+        )
+        refused = []
+        for (job, outcome, name, reason), ok in zip(settle, results, strict=True):
+            if not ok:
+                refused.append(job.id)
+                continue
+            if isinstance(outcome, Failed):
+                self.telemetry.ended(
+                    job.type,
+                    "failed",
+                    None,
+                    job.created_at,
+                    now,
+                    reason=str(outcome.details.get("reason")),
+                    exhausted=outcome.details.get("reason") == "lease_expired",
+                )
+                self.throughput.add(now, job.type, "failed")
+            else:
+                self.telemetry.ended(job.type, "cancelled", None, job.created_at, now)
+                self.throughput.add(now, job.type, "cancelled")
+            event(
+                self.log,
+                name,
+                f"job {job.id} {name.removeprefix('job_')}: {reason}",
+                level=logging.ERROR if name == "job_failed" else logging.INFO,
+                **job_fields(job.id, job.type, job.attempts),
+                error=reason,
             )
-            self.release_dependents(
-                [
-                    job.id
-                    for (job, _o, _n, _r), ok in zip(settle, results, strict=True)
-                    if ok and job.has_follow_ups
-                ]
-            )
-            for (job, outcome, name, reason), ok in zip(settle, results, strict=True):
-                if ok:
-                    if isinstance(outcome, Failed):
-                        exhausted = outcome.details.get("reason") == "lease_expired"
-                        self.telemetry.ended(
-                            job.type,
-                            "failed",
-                            None,
-                            job.created_at,
-                            now,
-                            reason=str(outcome.details.get("reason")),
-                            exhausted=exhausted,
-                        )
-                        self.throughput.add(now, job.type, "failed")
-                    else:
-                        self.telemetry.ended(job.type, "cancelled", None, job.created_at, now)
-                        self.throughput.add(now, job.type, "cancelled")
-                    level = logging.ERROR if name == "job_failed" else logging.INFO
-                    event(
-                        self.log,
-                        name,
-                        f"job {job.id} {name.removeprefix('job_')}: {reason}",
-                        level=level,
-                        **job_fields(job.id, job.type, job.attempts),
-                        error=reason,
-                    )
-                else:
-                    report.settle_refused.append(job.id)
-        executions = []
-        runnable = [self._with_default_webhook(job) for job in runnable]
-        # Each policy that guards something (a slot, a rate token, a breaker's probe) claims the
-        # jobs it takes, the guard and the job in one commit; the rest get a plain conditional
-        # write.
+        return refused
+
+    def _claim_runnable(
+        self, runnable: list[Job], now: datetime, report: ClaimReport
+    ) -> tuple[dict[str, Claim | None], dict[str, Policy], int, int]:
+        """Claim the runnable jobs: each policy that guards something (a slot, a rate token, a
+        breaker's probe) claims the jobs it takes, the guard and the job in one commit; the rest
+        get a plain conditional write. Returns the claims by job id (a job not tried is left
+        out), the policy that took each job, and when the claims started and ended (ns); counts
+        what was tried and won, and the jobs held back for room, on `report`."""
         plain: list[Job] = []
         taken: dict[int, tuple[Policy, list[tuple[Job, HandlerSpec]]]] = {}
         taker: dict[str, Policy] = {}
@@ -465,7 +495,7 @@ class Engine:
             else:
                 taken.setdefault(id(policy), (policy, []))[1].append((job, spec))
                 taker[job.id] = policy
-        claim_started = time.time_ns()
+        started_ns = time.time_ns()
         claims: dict[str, Claim | None] = dict(
             zip(
                 (job.id for job in plain),
@@ -476,7 +506,7 @@ class Engine:
         by_policy: dict[str, Claim | None] = {}
         for policy, jobs_taken in taken.values():
             by_policy.update(policy.claim_jobs(jobs_taken, now))
-        claim_ended = time.time_ns()
+        ended_ns = time.time_ns()
         # A job a policy's limit kept waits for room; a claim another claimer won counts as tried
         # and lost (it tells a worker that others read the same jobs); a job not tried stays a
         # candidate.
@@ -493,38 +523,39 @@ class Engine:
             c is not None for c in contested
         )
         claims.update(by_policy)
-        runnable = [job for job in runnable if job.id in claims]
-        for job in runnable:
-            claim = claims[job.id]
-            if claim is None:
-                continue
-            spec = self.spec_for(job)
-            assert spec is not None  # triage checked
-            recovered = job.status is Status.IN_PROGRESS
-            execution = Execution(self, claim, spec, claim_started, max_timeout)
-            execution.claimed_by = taker[job.id].name if job.id in taker else None
-            self.telemetry.child(
-                "firestore claim", execution.span, start_time=claim_started, end_time=claim_ended
-            )
-            queued_since = job.scheduled_for or job.created_at or job.create_time
-            self.telemetry.started(job.type, queued_since, now, recovered)
-            event(
-                execution.logger,
-                "job_recovered" if recovered else "job_claimed",
-                f"job {job.id} claimed (attempt {claim.attempt})"
-                + (" after its lease expired" if recovered else ""),
-                queueMs=round(max((now - queued_since).total_seconds(), 0.0) * 1000, 1)
-                if queued_since
-                else None,
-            )
-            executions.append(execution)
-        with self._lock:
-            for execution in executions:
-                self._active[execution.claim.job_id] = execution
-        if executions:
-            self.keeper.ensure_running()
-        report.executions = executions
-        return report
+        return claims, taker, started_ns, ended_ns
+
+    def _execution(
+        self,
+        job: Job,
+        claim: Claim,
+        taker: Policy | None,
+        now: datetime,
+        started_ns: int,
+        ended_ns: int,
+        max_timeout: float | None,
+    ) -> Execution:
+        """The run of a claimed job, ready to start: its span, its metrics and its log line."""
+        spec = self.spec_for(job)
+        assert spec is not None  # triage checked
+        recovered = job.status is Status.IN_PROGRESS
+        execution = Execution(self, claim, spec, started_ns, max_timeout)
+        execution.claimed_by = taker.name if taker is not None else None
+        self.telemetry.child(
+            "firestore claim", execution.span, start_time=started_ns, end_time=ended_ns
+        )
+        queued_since = job.scheduled_for or job.created_at or job.create_time
+        self.telemetry.started(job.type, queued_since, now, recovered)
+        event(
+            execution.logger,
+            "job_recovered" if recovered else "job_claimed",
+            f"job {job.id} claimed (attempt {claim.attempt})"
+            + (" after its lease expired" if recovered else ""),
+            queueMs=round(max((now - queued_since).total_seconds(), 0.0) * 1000, 1)
+            if queued_since
+            else None,
+        )
+        return execution
 
     def adopt(self, jobs: list[Job]) -> list[Job]:
         """Give the pending documents among `jobs` that an app wrote without a shard their
