@@ -4,7 +4,8 @@
     ├── ConfigurationError        the library was set up wrongly (handler, option, setting)
     │   ├── DuplicateHandlerError  two handlers claim the same type
     │   ├── InvalidSchedule        a cron, timezone, type or input that cannot be scheduled
-    │   └── CronError              a cron expression or timezone that cannot be used (ValueError)
+    │   ├── CronError              a cron expression or timezone that cannot be used (ValueError)
+    │   └── WebhookRefused         a webhook URL that may not be called (scheme, private address)
     ├── InvalidValue               a value read from outside cannot be used (also a ValueError)
     │   ├── TimeParseError         a field holds something that is not a time
     │   └── InvalidPageToken       a page token this listing did not issue
@@ -32,6 +33,13 @@ Handlers raise ordinary exceptions to ask for a retry; `PermanentError` ends the
 job `failed` at once. The docstring of each class is its default message.
 Nothing outside ``jobs_lib.store`` sees a Google API exception: the store
 translates them into the `StoreError` branch.
+
+Three exceptions live beside the code that raises and catches them, because they never leave
+it: `jobs_lib.engine.runner.InvalidInput` (metadata that fails a handler's model, recorded as the
+job's error), `jobs_lib.engine.webhooks.DeliveryFailed` (a delivery to retry) and
+`jobs_lib.store.rate_tokens.TokenTaken` (another claimer has a rate token). The durable jobs'
+`Suspend` is a `BaseException` for the same reason: a handler's ``except Exception`` must not
+catch it.
 """
 
 from __future__ import annotations
@@ -57,6 +65,10 @@ class DuplicateHandlerError(ConfigurationError):
 
 class InvalidSchedule(ConfigurationError):
     """The schedule cannot be saved as given."""
+
+
+class WebhookRefused(ConfigurationError):
+    """A webhook URL that may not be called (bad scheme, private address)."""
 
 
 class CronError(ConfigurationError, ValueError):
@@ -196,4 +208,5 @@ __all__ = [
     "StoreUnavailable",
     "TimeParseError",
     "Unauthenticated",
+    "WebhookRefused",
 ]

@@ -176,6 +176,29 @@ def test_the_store_is_sealed() -> None:
     assert not STORE_ONLY.search("JobStore(connection=self.connection)")
 
 
+#: Exceptions that never leave the code that raises and catches them (errors.py names them).
+INTERNAL_SIGNALS = {"InvalidInput", "DeliveryFailed", "TokenTaken", "Suspend", "_PortTaken"}
+
+
+def test_every_error_lives_in_the_tree() -> None:
+    from jobs_lib import errors
+
+    outside = []
+    for name, path in MODULES.items():
+        if name == "jobs_lib.errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+                if bases & {"Exception", "BaseException"} or any(
+                    b.endswith("Error") for b in bases
+                ):
+                    outside.append(node.name)
+    assert set(outside) <= INTERNAL_SIGNALS, f"errors outside jobs_lib/errors.py: {outside}"
+    for signal in INTERNAL_SIGNALS - {"_PortTaken"}:
+        assert signal in (errors.__doc__ or ""), f"errors.py does not name {signal}"
+
+
 ENV_READS = re.compile(r"\bos\.(environ|getenv|putenv|unsetenv)\b|\bfrom os import\b.*\benviron\b")
 
 

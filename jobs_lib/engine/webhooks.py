@@ -48,7 +48,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from jobs_lib.errors import ConfigurationError
+from jobs_lib.errors import WebhookRefused
 from jobs_lib.model.job import Job
 
 WEBHOOK_TYPE = "jobs.webhook"
@@ -58,10 +58,6 @@ DELIVERY_HEADER = "X-Jobs-Delivery"
 #: A receiver refuses signatures older (or newer) than this.
 DEFAULT_TOLERANCE = 300.0
 MAX_URL = 2000
-
-
-class WebhookRefused(ConfigurationError):
-    """A webhook URL that may not be called (bad scheme, private address)."""
 
 
 def check_url(url: Any, allow: Sequence[str] = (), *, resolve: bool = True) -> str:
