@@ -103,16 +103,6 @@ def saved_steps(raw: object) -> dict[str, SavedStep]:
     return found
 
 
-def saved_sleeps(raw: object) -> dict[int, datetime]:
-    """The sleeps a job document records (``sleeps``: "n" -> wake time)."""
-    found: dict[int, datetime] = {}
-    if isinstance(raw, dict):
-        for key, value in raw.items():
-            if isinstance(key, str) and key.isdigit() and isinstance(value, datetime):
-                found[int(key)] = value
-    return found
-
-
 def step_value(name: str, value: Any) -> tuple[Any, int]:
     """A step's result as it is stored (pydantic models dumped, tuples as lists) and its size;
     raises `PermanentError` when it cannot be stored (retrying would not change that)."""
@@ -154,7 +144,6 @@ __all__ = [
     "Suspend",
     "check_step_name",
     "cursor_value",
-    "saved_sleeps",
     "saved_steps",
     "step_value",
 ]

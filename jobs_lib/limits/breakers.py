@@ -67,7 +67,7 @@ class Breakers(Policy):
         lease_seconds: float,
         log: JobLogger,
         state: Callable[[], dict[str, dict[str, Any]]],
-        specs: Callable[[str], HandlerSpec | None] = lambda _type: None,
+        specs: Callable[[str], HandlerSpec | None],
     ) -> None:
         self.specs = specs  # the handler spec of a type (the registry's)
         self.store = store

@@ -205,6 +205,14 @@ class JobStore(StorePart):
             self._prefix = str(self.collection.document("x")._document_path)[:-1]
         return self._prefix
 
+    def _applied(
+        self, writes: Sequence[tuple[str, dict[str, Any], datetime | None]], kind: str
+    ) -> list[bool]:
+        """Conditioned updates of job documents in one BatchWrite RPC: whether each applied."""
+        if not writes:
+            return []
+        return [r.ok for r in self.connection.batch_write(self._document_prefix(), writes, kind)]
+
     def run_query(self, query: Any, label: str = "query") -> list[Job]:
         """Run a query over job documents (built by a store part) and read each as a `Job`."""
         return [
@@ -364,16 +372,7 @@ class JobStore(StorePart):
             for job in jobs
             if job.scheduled_for is not None
         ]
-        return (
-            [
-                code == Code.OK
-                for code, _t, _m in self.connection.batch_write(
-                    self._document_prefix(), writes, "normalize_times"
-                )
-            ]
-            if writes
-            else []
-        )
+        return self._applied(writes, "normalize_times")
 
     def scan_pending(self, after: str | None, limit: int) -> list[Job]:
         """A page of all pending jobs in id order, after the id `after`.
@@ -879,12 +878,7 @@ class JobStore(StorePart):
                 job.version,
             )
         ]
-        return [
-            code == Code.OK
-            for code, _t, _m in self.connection.batch_write(
-                self._document_prefix(), writes, "replace_metadata"
-            )
-        ] == [True]
+        return self._applied(writes, "replace_metadata") == [True]
 
     def assign_shards(self, jobs: Sequence[Job]) -> list[bool]:
         """`assign_shard` for several documents in one round trip (each gets its
@@ -893,16 +887,7 @@ class JobStore(StorePart):
             (job.id, self.adoption_fields(job) or {"shard": shard_of(job.id)}, job.version)
             for job in jobs
         ]
-        return (
-            [
-                code == Code.OK
-                for code, _t, _m in self.connection.batch_write(
-                    self._document_prefix(), writes, "assign_shard"
-                )
-            ]
-            if writes
-            else []
-        )
+        return self._applied(writes, "assign_shard")
 
     def settle(
         self, outcomes: Sequence[tuple[Job, Failed | Cancelled]], *, holder: str
@@ -927,16 +912,7 @@ class JobStore(StorePart):
             )
             for job, outcome in outcomes
         ]
-        return (
-            [
-                code == Code.OK
-                for code, _t, _m in self.connection.batch_write(
-                    self._document_prefix(), writes, "settle"
-                )
-            ]
-            if writes
-            else []
-        )
+        return self._applied(writes, "settle")
 
     def commit(self, writes: Sequence[FencedWrite]) -> None:
         """Apply fenced writes (at most one per job): one RPC, then a careful retry for any
@@ -1235,26 +1211,13 @@ class JobStore(StorePart):
                     job.version,
                 )
             )
-        return (
-            [
-                code == Code.OK
-                for code, _t, _m in self.connection.batch_write(
-                    self._document_prefix(), writes, "resolve_blocked"
-                )
-            ]
-            if writes
-            else []
-        )
+        return self._applied(writes, "resolve_blocked")
 
     def mark_settled(self, job: Job, extra: dict[str, Any] | None = None) -> bool:
         """Record that a finished job's follow-ups were dealt with (conditioned on the version
         read)."""
-        [(code, _t, _m)] = self.connection.batch_write(
-            self._document_prefix(),
-            [(job.id, {"dependentsSettled": True, **(extra or {})}, job.version)],
-            "settled",
-        )
-        return code == Code.OK
+        writes = [(job.id, {"dependentsSettled": True, **(extra or {})}, job.version)]
+        return self._applied(writes, "settled") == [True]
 
     # -- housekeeping for tests and tools --------------------------------------
 
