@@ -3,12 +3,15 @@ letters."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
 from typing import Any
 
 from jobs_lib import JobCancelled, JobContext, JobsClient, Status
+from jobs_lib.limits.slots import SlotClaimer
+from jobs_lib.observability.logs import JobLogger
 from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store import JobStore
 
@@ -49,6 +52,39 @@ def test_a_concurrency_limit_holds_across_worker_processes(
     assert set(slots) <= {"limited~*~0", "limited~*~1"}
     for worker in workers:
         worker.signal(signal.SIGTERM)
+
+
+def test_a_stale_candidate_never_frees_the_slot_its_job_holds(
+    client: JobsClient, store: JobStore, registry: HandlerRegistry
+) -> None:
+    """Two workers read the same candidates; one claims job `a` with the type's only slot. The
+    other still has `a` as pending among its candidates: the slot naming `a` must not look free to
+    it (`a` runs), so `b` must wait. Before the fix, a slot naming one of the claimer's own
+    candidates was taken as free unread, and `b` ran beside `a`: three `limited` handlers once
+    overlapped in a full run."""
+
+    @registry.handler("one_slot", concurrency=1)
+    def one_slot(ctx: JobContext[Any]) -> None:
+        """Never run here: the claimers are driven by hand."""
+
+    spec = registry.get("one_slot")
+    assert spec is not None
+    a, b = (client.enqueue("one_slot", {}).id for _ in range(2))
+    stale_a, stale_b = store.get(a), store.get(b)
+    assert stale_a is not None and stale_b is not None
+    log = JobLogger(logging.getLogger("test"), {})
+    first = SlotClaimer(JobStore(store.settings), "worker-1", 30.0, log)
+    second = SlotClaimer(JobStore(store.settings), "worker-2", 30.0, log)
+    try:
+        assert first.claim(stale_a, spec) is not None
+        assert store.get(a).status is Status.IN_PROGRESS
+        # `b` first: the free slot, if any, would be paired with `b`.
+        claims = second.claim_many([stale_b, stale_a], spec)
+        assert claims == [None, None]
+        assert store.get(b).status is Status.PENDING
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_per_organisation_limit(client: JobsClient, store: JobStore, spawn_worker: Any) -> None:

@@ -226,21 +226,18 @@ class SlotClaimer(Policy):
     def _read_and_take(self, jobs: list[Job], spec: HandlerSpec, key: str) -> dict[str, Claim]:
         """Read the slots and the jobs holding them, and claim `jobs` with the free ones."""
         assert spec.concurrency is not None
-        ours = {job.id for job in jobs}
         slots = self.store.limits.read_slots(spec.type, key, spec.concurrency)
+        # Every holder is read as it is now, our own candidates too: a candidate may be stale (read
+        # while pending, claimed since by another worker with this very slot), so a slot naming it
+        # is free only if that job no longer runs under the slot's token.
         holders = self.store.limits.holders(
-            [
-                str(f["jobId"])
-                for _i, f, _v in slots
-                if f.get("jobId") and f.get("jobId") not in ours
-            ]
+            sorted({str(f["jobId"]) for _i, f, _v in slots if f.get("jobId")})
         )
         now = self.store.now()
         free = [
             (slot, version)
             for slot, fields, version in slots
-            if fields.get("jobId") in ours
-            or self.store.limits.slot_is_free(fields, holders.get(str(fields.get("jobId"))), now)
+            if self.store.limits.slot_is_free(fields, holders.get(str(fields.get("jobId"))), now)
         ]
         if len(free) <= len(jobs):
             # Every free slot is being taken now: the next job of this type need not read them to
