@@ -13,6 +13,7 @@ atomically with the app's own writes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 from collections.abc import Iterable, Mapping
@@ -31,11 +32,15 @@ from jobs_lib.errors import (
     InvalidJobState,
     JobNotFound,
 )
+from jobs_lib.limits.fair import fair_key_of
 from jobs_lib.model.job import Job, Status, key_to_id
 from jobs_lib.model.outcomes import Cancelled, CancelRequest, Change, Retried
 from jobs_lib.observability.telemetry import Telemetry
 from jobs_lib.registry import HandlerRegistry, default_registry
 from jobs_lib.store import JobStore, open_store, shard_of
+from jobs_lib.store.fair import MAX_WEIGHT
+
+log = logging.getLogger("jobs_lib.client")
 
 #: Creates per BatchWrite RPC in `enqueue_many` (Firestore's limit per request).
 BATCH_LIMIT = 500
@@ -319,6 +324,7 @@ class JobsClient:
                     made = [job_id for job_id, _d in unique if job_id in found]
                     raise EnqueueFailed(made, {job_id: message for job_id, _d, message in retry})
                 pending = [(job_id, data) for job_id, data, _m in retry]
+        self._register_fair_keys([job for job_id, job in found.items()])
         wanted = dict(unique)
         for start in range(0, len(existing), BATCH_LIMIT):
             for job_id, job in self.store.get_many(
@@ -336,6 +342,40 @@ class JobsClient:
                     )
                 found[job_id] = created.job
         return [found[job_id] for job_id, _data in prepared]
+
+    def _register_fair_keys(self, jobs: list[Job]) -> None:
+        """Tell the runners the keys of new jobs of fair types (jobs_lib.limits.fair): one write per
+        key, after the jobs exist. Best effort: a key missed here is found by the runners' sweep."""
+        entries: list[tuple[str, str, str]] = []
+        for job in jobs:
+            spec = self.registry.get(job.type)
+            if spec is not None and spec.fair_key is not None:
+                key = fair_key_of(job, spec)
+                if key is not None:
+                    entries.append((spec.type, spec.fair_key, key))
+        if not entries:
+            return
+        try:
+            self.store.fair.register(entries)
+        except Exception:
+            log.warning("could not note the fair-share keys of new jobs", exc_info=True)
+
+    def set_fair_weight(self, job_type: str, key: str, weight: float | None) -> None:
+        """Give a key of a fair type (``fair_key=``) a larger or smaller share of the runners: a
+        weight of 3 takes three turns where a key of weight 1 takes one; None restores 1. Runners
+        read weights within `jobs_lib.limits.fair.WEIGHTS_TTL` seconds."""
+        if weight is not None and not (
+            isinstance(weight, int | float)
+            and not isinstance(weight, bool)
+            and 0 < weight <= MAX_WEIGHT
+        ):
+            raise ConfigurationError(
+                f"a fair-share weight must be a number above 0 and at most {MAX_WEIGHT:g}, got "
+                f"{weight!r}"
+            )
+        if not isinstance(key, str) or not key:
+            raise ConfigurationError(f"a fair-share key must be a non-empty string, got {key!r}")
+        self.store.fair.set_weight(job_type, key, weight)
 
     def wait(self, job_id: str, timeout: float = 60.0) -> Job:
         """Block until the job is completed, failed or cancelled, and return it as it ended.

@@ -175,6 +175,7 @@ class Functions:
             lease_seconds=engine.lease_seconds,
             holder=engine.holder,
             exclude_types=engine.excluded_types,
+            lanes=engine.lanes,
             eager=True,
             shards=shards,
         )
@@ -282,6 +283,9 @@ def run_created(engine: Engine, job: Job) -> str:
         engine.adopt([job])  # an app's job: into its shard lane, where they will find it
         return "deferred"
     started = time.monotonic()
+    turn = _fair_turn(engine, job, started)
+    if turn is not None:
+        return turn
     for _ in range(2):
         report = engine.claim_report([job], limit=1, max_timeout=EVENT_BUDGET)
         if report.executions:
@@ -298,6 +302,34 @@ def run_created(engine: Engine, job: Job) -> str:
             return "deleted"
         job = fresh
     return "taken"
+
+
+def _fair_turn(engine: Engine, job: Job, started: float) -> str | None:
+    """A fair type's event runs the job its draw picks (jobs_lib.limits.fair): another key's, whose
+    turn it is, leaving its own pending for a later event or the tick. None: run its own."""
+    if job.status is not Status.PENDING:
+        return None
+    try:
+        others = engine.substitute(job)
+    except Exception:
+        log.warning("fair shares: could not pick a key; running the event's own job", exc_info=True)
+        return None
+    for other in others:
+        report = engine.claim_report([other], limit=1, max_timeout=EVENT_BUDGET)
+        if not report.executions:
+            continue
+        engine.adopt([job])  # an app's job waits its turn in its shard lane, where runners find it
+        event(
+            engine.log,
+            "job_fair_turn",
+            f"job {job.id}'s event runs {other.id} of another key (fair shares); it waits its turn",
+            level=logging.DEBUG,
+            **job_fields(job.id, job.type),
+        )
+        outcome = report.executions[0].run() or "unrecorded"
+        _run_released(engine, report.executions[0].released, started)
+        return outcome
+    return None
 
 
 def _run_continued(engine: Engine, wake: Job, job_id: str) -> str:

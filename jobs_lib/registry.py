@@ -53,6 +53,9 @@ _PERIODS = {
 }
 #: Starts per window a rate may allow (one token document each).
 MAX_RATE = 100_000
+#: The job fields a handler may share its capacity by (`fair_key`): top-level fields the indexes
+#: of firestore.indexes.json cover.
+FAIR_FIELDS = ("orgId", "createdBy")
 
 
 def parse_rate(rate: str, job_type: str = "") -> tuple[int, float]:
@@ -114,6 +117,10 @@ class HandlerSpec:
     #: this one nears its end (jobs_lib.engine.durable): its `timeout` is then its time over all its
     #: slices, and it runs on the functions however long that is.
     continuable: bool = False
+    #: Share the runner's capacity for this type round-robin between the values of this job field
+    #: (``orgId`` or ``createdBy``), weighted (jobs_lib.limits.fair): one tenant's backlog never
+    #: starves another's jobs.
+    fair_key: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not self.type.strip():
@@ -147,6 +154,11 @@ class HandlerSpec:
             raise ConfigurationError(
                 f"{self.type}: breaker_cooldown must be between 1 and 86400 seconds, got "
                 f"{self.breaker_cooldown}"
+            )
+        if self.fair_key is not None and self.fair_key not in FAIR_FIELDS:
+            raise ConfigurationError(
+                f"{self.type}: fair_key must be one of {', '.join(FAIR_FIELDS)} (the fields its "
+                f"indexes cover), got {self.fair_key!r}"
             )
         if self.rate_key is not None and self.rate is None:
             raise ConfigurationError(f"{self.type}: rate_key needs rate")
@@ -258,6 +270,7 @@ class HandlerRegistry:
         breaker_cooldown: float = 60.0,
         internal: bool = False,
         continuable: bool = False,
+        fair_key: str | None = None,
     ) -> Callable[[HandlerFn], HandlerFn]:
         """Decorator that registers a function as the handler for `type`.
 
@@ -266,7 +279,9 @@ class HandlerRegistry:
         schedule its jobs (the REST API refuses them; the rules' list of client types should not
         hold it): only the server's own code enqueues it. With `continuable`, the handler
         checkpoints and may run in slices (jobs_lib.engine.durable): `timeout` is then its time over
-        every slice, and the functions run it however long that is."""
+        every slice, and the functions run it however long that is. With `fair_key` ("orgId" or
+        "createdBy"), the runner shares its capacity for the type between that field's values
+        (jobs_lib.limits.fair)."""
 
         def decorate(fn: HandlerFn) -> HandlerFn:
             self.register(
@@ -290,6 +305,7 @@ class HandlerRegistry:
                     breaker_cooldown=breaker_cooldown,
                     internal=internal,
                     continuable=continuable,
+                    fair_key=fair_key,
                 )
             )
             if schedule is not None:
@@ -346,6 +362,10 @@ class HandlerRegistry:
     def types(self) -> list[str]:
         """Registered type names, sorted."""
         return sorted(self._specs)
+
+    def specs(self) -> list[HandlerSpec]:
+        """Every registered handler, by type."""
+        return [self._specs[name] for name in sorted(self._specs)]
 
     def user_types(self) -> list[str]:
         """The registered types users may create (every type but the internal ones), sorted."""

@@ -232,6 +232,7 @@ class Worker:
             lease_seconds=engine.lease_seconds,
             holder=engine.holder,
             exclude_types=engine.excluded_types,
+            lanes=engine.lanes,
             eager=burst,
         )
         self.summary = WorkerSummary()

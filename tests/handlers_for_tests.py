@@ -200,3 +200,9 @@ def napping(ctx: JobContext[Any]) -> dict[str, Any]:
         "before": before,
         "after": ctx.step("after", lambda: os.environ.get("FUNCTION_TARGET", "worker")),
     }
+
+
+@handler("fair_job", fair_key="orgId", max_attempts=3, timeout=60)
+def fair_job(ctx: JobContext[Any]) -> None:
+    """Shares the runners between organisations (`fair_key`); sleeps ``metadata.seconds``."""
+    time.sleep(float(ctx.metadata.get("seconds", 0.02)))

@@ -21,6 +21,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from itertools import zip_longest
 
 from jobs_lib.engine.runner import MAX_LEASE_SECONDS
 from jobs_lib.model.job import Job
@@ -69,6 +70,7 @@ class Discovery:
         rng: random.Random | None = None,
         eager: bool = True,
         shards: Sequence[int] | None = None,
+        lanes: Callable[[datetime, int, Sequence[int]], list[Job]] | None = None,
     ) -> None:
         """With `eager` False (a long-lived worker), the first read is the main lane alone, and the
         slow lanes follow a few seconds later: a worker joining a busy fleet claims sooner. Burst
@@ -81,6 +83,10 @@ class Discovery:
         self.store = store
         self.holder = holder
         self.exclude_types = exclude_types or (lambda: [])
+        #: Candidates the engine's policies read themselves (fair shares), in their own order.
+        self.lanes = lanes or (lambda _now, _limit, _shards: [])
+        #: The ids the policies' lanes found last: read past partitions, so never left alone.
+        self._laned: set[str] = set()
         self.shards: tuple[int, ...] = tuple(shards) if shards is not None else ALL_SHARDS
         self.partitioned = partitioned and shards is None
         self.sweeps_unsharded = shards is None or 0 in self.shards
@@ -182,9 +188,15 @@ class Discovery:
             # While priorities are in use, look for them every poll; otherwise now and then.
             found = self.store.due_by_priority(now, limit, shards=self.shards) + found
         found += main
+        laned = self.lanes(now, limit, self.shards)
+        self._laned = {job.id for job in laned}
         if any(job.priority > 0 for job in found):
             self._priorities_seen_until = time.monotonic() + 60.0
-        return sorted(found, key=lambda job: (-job.priority, _order_time(job, now)))
+        ordered = sorted(
+            (job for job in found if job.id not in self._laned),
+            key=lambda job: (-job.priority, _order_time(job, now)),
+        )
+        return _alternate(ordered, laned) if laned else ordered
 
     def _main_lane(self, now: datetime, limit: int) -> list[Job]:
         """Due jobs from our partition, or from the whole queue; moves between partitions as they
@@ -406,7 +418,8 @@ class Discovery:
         never see it."""
         shard = job.written_shard
         if (
-            self._table is None
+            job.id in self._laned
+            or self._table is None
             or self.partition is not None
             or not self._backlog
             or not isinstance(shard, int)
@@ -520,6 +533,16 @@ def _past(value: object, now: datetime) -> bool:
 def _order_time(job: Job, now: datetime) -> float:
     moment = job.scheduled_for or job.created_at
     return moment.timestamp() if moment else now.timestamp()
+
+
+def _alternate(ordered: list[Job], laned: list[Job]) -> list[Job]:
+    """The lanes' candidates (in their own order) and the others (by priority and age), taken in
+    turn: jobs with a positive priority first, then one of each while both last."""
+    out = [job for job in ordered if job.priority > 0]
+    rest = [job for job in ordered if job.priority <= 0]
+    for pair in zip_longest(laned, rest):
+        out += [job for job in pair if job is not None]
+    return out
 
 
 __all__ = ["Discovery", "sweeper_shards"]

@@ -184,6 +184,7 @@ class Engine:
             paused=self.paused_types,
             control=lambda: self._breaker_state,
             specs=self.registry.get,
+            all_specs=self.registry.specs,
         ) + list(policies)
         self.flows = Releaser(self.store, self.registry, self.holder)
         self._paused: set[str] = set()
@@ -233,6 +234,31 @@ class Engine:
         now = self.store.now()
         excluded = set().union(*(policy.excluded_types(now) for policy in self.policies))
         return sorted(excluded)[:10]  # Firestore's not-in takes at most 10
+
+    def lanes(self, now: datetime, limit: int, shards: Sequence[int]) -> list[Job]:
+        """Candidates the policies read themselves (fair shares' per-key reads), in the order they
+        should be tried; none of a type another policy excludes now (paused, at its limit)."""
+        skip: set[str] = set()
+        for policy in self.policies:
+            skip |= policy.excluded_types(now)
+        found: list[Job] = []
+        for policy in self.policies:
+            own = policy.excluded_types(now)
+            found += policy.lane(now, limit, shards, skip - own)
+        return found
+
+    def substitute(self, job: Job) -> list[Job]:
+        """Jobs a created-event of `job` should try to run in its place (fair shares), in order;
+        empty when it runs its own."""
+        spec = self.spec_for(job)
+        if spec is None:
+            return []
+        now = self.store.now()
+        for policy in self.policies:
+            jobs = policy.substitute(job, spec, now)
+            if jobs:
+                return jobs
+        return []
 
     def next_room(self) -> float | None:
         """When (monotonic) a type or key now at its limit may have room again, or None: a worker

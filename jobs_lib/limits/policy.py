@@ -11,6 +11,8 @@ policy (`jobs_lib.limits.registered`) at each point of a job's way and knows non
   breaker's probe) claims the jobs it takes itself, the guard and the job in one commit; the
   engine claims the rest with a plain conditional write. `held_back` tells a claim the policy
   refused (its limit) from one another claimer won.
+- `lane`: candidates a policy reads itself, in the order they should be tried (fair shares read
+  due jobs per key); `substitute`: the jobs a created-event should run in place of its own.
 - `released` / `ended`: after a job stops: its slot is free again, its outcome counts.
 - `refreshed`: the engine read the control document again (pauses, breakers); `close`: the
   engine stops.
@@ -20,6 +22,7 @@ Adding a policy: write its module here, add it to `registered`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
@@ -65,6 +68,16 @@ class Policy:
     def next_room(self) -> float | None:
         """When (``time.monotonic``) a job this policy holds back may have room again, or None."""
         return None
+
+    def lane(self, now: datetime, limit: int, shards: Sequence[int], skip: set[str]) -> list[Job]:
+        """Candidates this policy reads itself (about `limit`, in the shard lanes `shards`, none of
+        the types in `skip`), in the order they should be tried; discovery adds them to its own."""
+        return []
+
+    def substitute(self, job: Job, spec: HandlerSpec, now: datetime) -> list[Job]:
+        """Jobs a created-event of `job` should try to run in its place, in order (empty: its
+        own)."""
+        return []
 
     def takes(self, job: Job, spec: HandlerSpec, now: datetime) -> bool:
         """Whether this policy claims `job` itself (with what it guards, in one commit)."""

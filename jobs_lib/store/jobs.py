@@ -58,6 +58,7 @@ from jobs_lib.store.base import (
 )
 from jobs_lib.store.claims import Claim, FencedWrite, WriteOutcome, WriteStatus
 from jobs_lib.store.create_limit import RateWindows
+from jobs_lib.store.fair import FairKeys
 from jobs_lib.store.limits import ConcurrencyLimits
 from jobs_lib.store.partitions import PartitionLeases
 from jobs_lib.store.rate_tokens import RateTokens
@@ -158,6 +159,7 @@ class JobStore(StorePart):
         self.schedules = ScheduleStore(connection=self.connection)
         self.rate_windows = RateWindows(connection=self.connection)
         self.minute_stats = MinuteStats(connection=self.connection)
+        self.fair = FairKeys(connection=self.connection)
 
     @property
     def collection(self) -> Any:
@@ -339,6 +341,80 @@ class JobStore(StorePart):
             shards,
             start,
         )
+
+    def due_for_key(
+        self,
+        job_type: str,
+        field: str,
+        key: str,
+        now: datetime,
+        limit: int,
+        *,
+        shards: Sequence[int] = ALL_SHARDS,
+        start: int | None = None,
+    ) -> list[Job]:
+        """Due pending jobs of one key of a fair type (its `field` equal to `key`), by shard from
+        `start`, oldest first in each: a tenant's backlog costs the others nothing."""
+        base = (
+            self._pending(None)
+            .where(filter=FieldFilter("type", "==", job_type))
+            .where(filter=FieldFilter(field, "==", key))
+            .where(filter=FieldFilter("scheduledFor", "<=", now))
+        )
+        return self._lane("due_for_key", base, [("scheduledFor", ASCENDING)], limit, shards, start)
+
+    def next_for_key(self, job_type: str, field: str, key: str) -> Job | None:
+        """A key's pending job due first (due or not), or None when the key has none."""
+        query = (
+            self._pending(None)
+            .where(filter=FieldFilter("type", "==", job_type))
+            .where(filter=FieldFilter(field, "==", key))
+            .order_by("scheduledFor")
+            .limit(1)
+        )
+        found = self.run_query(query, "next_for_key")
+        return found[0] if found else None
+
+    def key_has_live_jobs(self, job_type: str, field: str, key: str) -> bool:
+        """Whether a key has a job that may become pending again: blocked on its flow, or running
+        (a retry). One query of one document at most."""
+        query = (
+            self.collection.where(filter=FieldFilter("type", "==", job_type))
+            .where(filter=FieldFilter(field, "==", key))
+            .where(
+                filter=FieldFilter("status", "in", [Status.BLOCKED.value, Status.IN_PROGRESS.value])
+            )
+            .limit(1)
+        )
+        return bool(self.connection.query(query, "key_has_live_jobs"))
+
+    def due_of_type(self, job_type: str, now: datetime, limit: int) -> list[Job]:
+        """The oldest due pending jobs of a type, whatever their key."""
+        query = (
+            self._pending(None)
+            .where(filter=FieldFilter("type", "==", job_type))
+            .where(filter=FieldFilter("scheduledFor", "<=", now))
+            .order_by("scheduledFor")
+            .limit(limit)
+        )
+        return self.run_query(query, "due_of_type")
+
+    def key_counts(self, job_type: str, field: str, key: str, now: datetime) -> tuple[int, int]:
+        """A key's due pending jobs and running jobs (two count aggregations)."""
+        by_key = self.collection.where(filter=FieldFilter("type", "==", job_type)).where(
+            filter=FieldFilter(field, "==", key)
+        )
+        due = self.connection.count(
+            by_key.where(filter=FieldFilter("status", "==", Status.PENDING.value)).where(
+                filter=FieldFilter("scheduledFor", "<=", now)
+            ),
+            "fair_due",
+        )
+        running = self.connection.count(
+            by_key.where(filter=FieldFilter("status", "==", Status.IN_PROGRESS.value)),
+            "fair_running",
+        )
+        return due, running
 
     def due_strings(
         self,

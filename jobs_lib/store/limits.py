@@ -59,6 +59,11 @@ class ConcurrencyLimits(StorePart):
             for i in ids
         ]
 
+    def slot_version(self, slot: str) -> datetime | None:
+        """One slot's version as it is now (None if never used): one read."""
+        snap = self.connection.get(self.slot_collection.document(slot), "slot")
+        return snap.update_time if snap.exists else None
+
     def holders(self, job_ids: list[str]) -> dict[str, Job]:
         """The jobs that hold slots, as they are now."""
         jobs_col = self.db.collection(self.settings.collection)
