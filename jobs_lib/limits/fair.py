@@ -54,11 +54,15 @@ REST_SECONDS = 5.0
 
 
 def fair_key_of(job: Job, spec: HandlerSpec) -> str | None:
-    """The value of a job's fair field, as a string (None when the job has none: such jobs share the
-    key ``-``)."""
+    """The value of a job's fair field, as a string (None when its type is not fair; a job without
+    the field shares the key ``-``)."""
     if spec.fair_key is None:
         return None
-    value = job.field_value(spec.fair_key)
+    return fair_value(job.field_value(spec.fair_key))
+
+
+def fair_value(value: object) -> str:
+    """A fair field's value as a key: strings and integers as written, anything else ``-``."""
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else "-"
 
 
@@ -343,4 +347,4 @@ def _age(job: Job) -> float:
     return when.timestamp() if when is not None else 0.0
 
 
-__all__ = ["FairShares", "fair_key_of"]
+__all__ = ["FairShares", "fair_key_of", "fair_value"]

@@ -43,12 +43,13 @@ class FairKeys(StorePart):
     def weights_document(self) -> Any:
         return self.db.collection(f"{self.settings.collection}_control").document("fair")
 
-    def register(self, entries: Sequence[tuple[str, str, str]]) -> None:
+    def register(self, entries: Sequence[tuple[str, str, str]], writer: Any = None) -> None:
         """Note that these (type, field, key) have pending jobs: one write per key, in one commit
-        (no precondition: a later write only moves ``at``)."""
+        (no precondition: a later write only moves ``at``). With `writer` (the caller's batch or
+        transaction), the writes join it, committed with the caller's jobs."""
         unique = sorted(set(entries))
         for start in range(0, len(unique), 400):
-            batch = self.db.batch()
+            batch = writer if writer is not None else self.db.batch()
             chunk = unique[start : start + 400]
             for job_type, field, key in chunk:
                 batch.set(
@@ -60,7 +61,8 @@ class FairKeys(StorePart):
                         "at": firestore.SERVER_TIMESTAMP,
                     },
                 )
-            self.connection.commit(batch, len(chunk), "fair_key")
+            if writer is None:
+                self.connection.commit(batch, len(chunk), "fair_key")
 
     def keys(
         self, job_type: str, limit: int, after: str | None = None
