@@ -133,6 +133,20 @@ CALLS: dict[str, Callable[[Stores], Any]] = {
     ],
     "JobStore.due_by_priority": lambda s: s.jobs.due_by_priority(NOW, 5),
     "JobStore.due_strings": lambda s: s.jobs.due_strings(NOW, 5),
+    "JobStore.due_for_key": lambda s: [
+        s.jobs.due_for_key("t", field, "k", NOW, 5) for field in ("orgId", "createdBy")
+    ],
+    "JobStore.next_for_key": lambda s: [
+        s.jobs.next_for_key("t", field, "k") for field in ("orgId", "createdBy")
+    ],
+    "JobStore.key_has_live_jobs": lambda s: [
+        s.jobs.key_has_live_jobs("t", field, "k") for field in ("orgId", "createdBy")
+    ],
+    "JobStore.key_counts": lambda s: [
+        s.jobs.key_counts("t", field, "k", NOW) for field in ("orgId", "createdBy")
+    ],
+    "JobStore.due_of_type": lambda s: s.jobs.due_of_type("t", NOW, 5),
+    "FairKeys.keys": lambda s: [s.jobs.fair.keys("t", 5), s.jobs.fair.keys("t", 5, after="x")],
     "JobStore.scan_pending": lambda s: [s.jobs.scan_pending(None, 5), s.jobs.scan_pending("m", 5)],
     "JobStore.expired": lambda s: s.jobs.expired(NOW, 5),
     "JobStore.expired_finished": lambda s: s.jobs.expired_finished(NOW, 5),
@@ -366,6 +380,7 @@ def test_every_query_the_store_runs_has_its_index(store: JobStore, captured: lis
         "ScheduleListing": ScheduleListing,
         "ScheduleStore": type(s.schedules) if s.schedules is not None else None,
         "MinuteStats": type(s.jobs.minute_stats),
+        "FairKeys": type(s.jobs.fair),
     }
     for name, call in CALLS.items():
         owner, method = name.split(".")

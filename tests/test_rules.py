@@ -284,6 +284,8 @@ SEED: dict[str, dict[str, Any]] = {
     },
     "backgroundJobs_partitions/0": {"holder": "w1", "expiresAt": NOW},
     "backgroundJobs_rateLimits/create-alice-1": {"count": 1},
+    "backgroundJobs_fair/k1": {"type": "process_notifications", "key": "acme"},
+    "backgroundJobs_control/fair": {"weights": {"process_notifications": {"acme": 1}}},
 }
 
 
@@ -710,6 +712,18 @@ CASES: dict[str, Case] = {
     ),
     "partitions/create": Case(
         "alice", "create", "backgroundJobs_partitions/1", DENY, {"holder": "me"}
+    ),
+    # Fair shares: a tenant may neither read the keys nor give itself a larger share.
+    "fair-keys/read": Case("alice", "get", "backgroundJobs_fair/k1", DENY),
+    "fair-keys/forge": Case(
+        "alice", "create", "backgroundJobs_fair/k2", DENY, {"type": "x", "key": "alice"}
+    ),
+    "fair-weights/raise-own": Case(
+        "alice",
+        "update",
+        "backgroundJobs_control/fair",
+        DENY,
+        {"weights": {"process_notifications": {"acme": 1000}}},
     ),
     "rate-limits/read": Case("alice", "get", "backgroundJobs_rateLimits/create-alice-1", DENY),
     "rate-limits/reset": Case(

@@ -204,7 +204,9 @@ class FairShares(Policy):
         if not keys or mono - state.swept_at >= SWEEP_EVERY:
             state.swept_at = mono
             known = {k for _id, k, _v in keys}
-            swept = self.store.due_of_type(spec.type, now, max(limit, 1))
+            swept = self.store.due_of_type(
+                spec.type, now, max(limit, 1), start=self._rng.choice(ALL_SHARDS)
+            )
             swept = [job for job in swept if _in_share(job, shards)]
             unknown: set[str] = set()
             for job in swept:

@@ -364,15 +364,14 @@ class JobStore(StorePart):
         return self._lane("due_for_key", base, [("scheduledFor", ASCENDING)], limit, shards, start)
 
     def next_for_key(self, job_type: str, field: str, key: str) -> Job | None:
-        """A key's pending job due first (due or not), or None when the key has none."""
-        query = (
+        """A pending job of a key (due or not; the first of the first shard lane that has one), or
+        None when the key has none."""
+        base = (
             self._pending(None)
             .where(filter=FieldFilter("type", "==", job_type))
             .where(filter=FieldFilter(field, "==", key))
-            .order_by("scheduledFor")
-            .limit(1)
         )
-        found = self.run_query(query, "next_for_key")
+        found = self._lane("next_for_key", base, [("scheduledFor", ASCENDING)], 1, ALL_SHARDS, None)
         return found[0] if found else None
 
     def key_has_live_jobs(self, job_type: str, field: str, key: str) -> bool:
@@ -388,16 +387,19 @@ class JobStore(StorePart):
         )
         return bool(self.connection.query(query, "key_has_live_jobs"))
 
-    def due_of_type(self, job_type: str, now: datetime, limit: int) -> list[Job]:
-        """The oldest due pending jobs of a type, whatever their key."""
-        query = (
+    def due_of_type(
+        self, job_type: str, now: datetime, limit: int, *, start: int | None = None
+    ) -> list[Job]:
+        """Due pending jobs of a type, whatever their key: by shard from `start`, oldest first in
+        each."""
+        base = (
             self._pending(None)
             .where(filter=FieldFilter("type", "==", job_type))
             .where(filter=FieldFilter("scheduledFor", "<=", now))
-            .order_by("scheduledFor")
-            .limit(limit)
         )
-        return self.run_query(query, "due_of_type")
+        return self._lane(
+            "due_of_type", base, [("scheduledFor", ASCENDING)], limit, ALL_SHARDS, start
+        )
 
     def key_counts(self, job_type: str, field: str, key: str, now: datetime) -> tuple[int, int]:
         """A key's due pending jobs and running jobs (two count aggregations)."""
@@ -405,9 +407,10 @@ class JobStore(StorePart):
             filter=FieldFilter(field, "==", key)
         )
         due = self.connection.count(
-            by_key.where(filter=FieldFilter("status", "==", Status.PENDING.value)).where(
-                filter=FieldFilter("scheduledFor", "<=", now)
-            ),
+            self._pending()
+            .where(filter=FieldFilter("type", "==", job_type))
+            .where(filter=FieldFilter(field, "==", key))
+            .where(filter=FieldFilter("scheduledFor", "<=", now)),
             "fair_due",
         )
         running = self.connection.count(
