@@ -246,7 +246,7 @@ def list_jobs(
 @app.command()
 def stats(project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
     """Count jobs by state."""
-    from jobs_lib.console.overview import breaker_view
+    from jobs_lib.console.overview import breaker_view, fair_view
 
     store = _client(project, collection).store
     counts = store.count_by_status()
@@ -257,6 +257,26 @@ def stats(project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
     paused, breakers = store.limits.control_state()
     if paused:
         console.print(f"paused: {', '.join(sorted(paused))}")
+    from jobs_lib.app import load_handler_modules
+    from jobs_lib.registry import default_registry
+
+    load_handler_modules(",".join(Settings.from_env().handlers))  # fair types: from $JOBS_HANDLERS
+    for spec in default_registry.specs():
+        fair = fair_view(store, spec, store.now())
+        if fair is None or not fair["keys"]:
+            continue
+        fair_table = Table(
+            fair["field"],
+            "due",
+            "running",
+            "weight",
+            title=f"{spec.type}: fair shares ({fair['keysWithJobs']} keys with jobs)",
+        )
+        for row in fair["keys"]:
+            fair_table.add_row(
+                row["key"], str(row["due"]), str(row["running"]), f"{row['weight']:g}"
+            )
+        console.print(fair_table)
     if breakers:
         now = store.now()
         open_table = Table(

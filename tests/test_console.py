@@ -232,6 +232,24 @@ def test_the_overview_shows_per_type_figures_and_pauses_a_type(
     )
 
 
+def test_the_overview_shows_a_fair_types_largest_keys(
+    page: Any, console: Console, client: JobsClient, registry: HandlerRegistry
+) -> None:
+    @registry.handler("fair_report", fair_key="orgId")
+    def fair_report(ctx: Any) -> None:
+        """Never run here: no worker."""
+
+    client.enqueue_many([{"type": "fair_report", "org_id": "acme"} for _ in range(7)])
+    client.enqueue_many([{"type": "fair_report", "org_id": "globex"} for _ in range(2)])
+    client.set_fair_weight("fair_report", "globex", 3)
+    sign_in(page, console, "dev-operator")
+    row = "tr[data-fair-type='fair_report']"
+    page.wait_for_selector(f"{row} li[data-key='acme']", timeout=15_000)
+    keys = page.locator(f"{row} li").all_inner_texts()
+    assert keys == ["acme: 7 due, 0 running", "globex: 2 due, 0 running, weight 3"]
+    assert "fair shares by orgId (2 keys with jobs)" in page.inner_text(row)
+
+
 def test_a_viewer_sees_no_action_buttons_and_a_forged_action_is_refused(
     page: Any,
     console: Console,

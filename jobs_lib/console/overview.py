@@ -2,7 +2,8 @@
 
 Per job type: due pending, delayed, in progress, completed / failed /
 cancelled over the last hour and day, paused or not, concurrency slots in use
-against the limit, and the age of the oldest due job. Each figure is one
+against the limit, and the age of the oldest due job; for a type with fair shares, its largest
+keys' due and running jobs. Each figure is one
 count aggregation (billed one read per 1,000 index entries it counts, at
 least one) or one small read; none scans the collection. The chart of
 completions and failures per minute comes from the minute summaries the
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobs_lib.model.job import Status
-from jobs_lib.registry import HandlerRegistry
+from jobs_lib.registry import HandlerRegistry, HandlerSpec
 from jobs_lib.store import JobStore
 
 #: An overview is computed at most this often per scope (many viewers share it).
@@ -44,6 +45,32 @@ def breaker_view(entry: dict[str, Any] | None, now: datetime) -> dict[str, Any] 
         "openUntil": until.isoformat() if isinstance(until, datetime) else None,
         "failures": entry.get("failures"),
         "lastError": entry.get("lastError"),
+    }
+
+
+#: The fair-share figures list this many keys of a type (those with the most due jobs) ...
+FAIR_TOP = 10
+#: ... counted among at most this many keys (two count aggregations each).
+FAIR_COUNTED = 50
+
+
+def fair_view(store: JobStore, spec: HandlerSpec, now: datetime) -> dict[str, Any] | None:
+    """A fair type's keys as the console, the API and `jobs stats` show them: the keys with the most
+    due jobs (due, running, weight), and how many keys have pending jobs (None for a type without
+    ``fair_key``)."""
+    if spec.fair_key is None:
+        return None
+    keys = [key for _id, key, _v in store.fair.keys(spec.type, FAIR_COUNTED)]
+    weights = store.fair.weights().get(spec.type, {})
+    rows: list[dict[str, Any]] = []
+    for key in keys:
+        due, running = store.key_counts(spec.type, spec.fair_key, key, now)
+        rows.append({"key": key, "due": due, "running": running, "weight": weights.get(key, 1.0)})
+    rows.sort(key=lambda row: (-row["due"], -row["running"], row["key"]))
+    return {
+        "field": spec.fair_key,
+        "keys": rows[:FAIR_TOP],
+        "keysWithJobs": len(keys) if len(keys) < FAIR_COUNTED else f"{FAIR_COUNTED}+",
     }
 
 
@@ -122,8 +149,11 @@ class Overview:
                 for s in FINISHED
             },
             "concurrency": None,
+            "fair": None,
         }
         spec = self.registry.get(job_type)
+        if spec is not None and spec.fair_key is not None and org_id is None:
+            figures["fair"] = fair_view(self.store, spec, now)
         if spec is not None and spec.concurrency is not None:
             in_use = None
             if spec.concurrency_key is None:
@@ -171,4 +201,4 @@ class Overview:
         return {"minutes": labels, "completed": completed, "failed": failed}
 
 
-__all__ = ["CACHE_SECONDS", "CHART_HOURS", "Overview"]
+__all__ = ["CACHE_SECONDS", "CHART_HOURS", "Overview", "fair_view"]

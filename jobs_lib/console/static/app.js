@@ -300,7 +300,7 @@ function showOverview() {
   poll("overview", async () => {
     const data = await api("/v1/overview");
     generated.textContent = `as of ${when(data.generatedAt)} · ${data.reads} reads`;
-    table.replaceChildren(...data.types.map((t) => overviewRow(t)));
+    table.replaceChildren(...data.types.flatMap((t) => t.fair && t.fair.keys.length ? [overviewRow(t), fairRow(t)] : [overviewRow(t)]));
     if (data.chart) drawChart(chartBox, data.chart);
     else chartBox.replaceChildren(el("p", { class: "muted" }, "The per-minute chart covers every organisation; it is shown to operators."));
   }, POLL.overview);
@@ -338,6 +338,17 @@ function overviewRow(t) {
     el("td", {}, concurrency),
     el("td", {}, action),
   );
+}
+
+function fairRow(t) {
+  // A fair type's largest keys (fair_key): due and running jobs, and the weight of each.
+  const keys = t.fair.keys.map((k) => el("li", { "data-key": k.key },
+    `${k.key}: ${k.due} due, ${k.running} running${k.weight !== 1 ? `, weight ${k.weight}` : ""}`));
+  return el("tr", { class: "fair", "data-fair-type": t.type },
+    el("td", {}, ""),
+    el("td", { colspan: "12" },
+      el("span", { class: "muted" }, `fair shares by ${t.fair.field} (${t.fair.keysWithJobs} keys with jobs): `),
+      el("ul", { class: "fair-keys" }, ...keys)));
 }
 
 function drawChart(box, chart) {
