@@ -32,3 +32,16 @@ def bench_rated100(ctx: JobContext[Any]) -> None:
 def bench_limited5(ctx: JobContext[Any]) -> None:
     """Sleep 50 ms, at most 5 at once across every worker (bench/appjobs.py): 100 jobs/s at best."""
     time.sleep(0.05)
+
+
+@handler("bench_fair", max_attempts=3, fair_key="orgId")
+def bench_fair(ctx: JobContext[Any]) -> None:
+    """Sleep ``metadata.seconds`` (default 20 ms), shared round-robin between organisations
+    (bench/fairness.py)."""
+    time.sleep(float(ctx.metadata.get("seconds", 0.02)))
+
+
+@handler("bench_unfair", max_attempts=3)
+def bench_unfair(ctx: JobContext[Any]) -> None:
+    """`bench_fair` without `fair_key`: oldest first, whatever the organisation."""
+    time.sleep(float(ctx.metadata.get("seconds", 0.02)))

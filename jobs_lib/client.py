@@ -152,7 +152,7 @@ class JobsClient:
                 return _keyed(existing, type, key)
         if transaction is not None or batch is not None:
             self.store.create(job_id, data, transaction=transaction, batch=batch)
-            self._register_fair_keys([data], writer=transaction or batch)
+            self._register_fair_keys([(job_id, data)], writer=transaction or batch)
             self.telemetry.count("enqueued", type)  # counted when written into the caller's commit
             return Job.from_document(
                 job_id, {**data, "createdAt": None, "scheduledFor": scheduled_for}
@@ -166,7 +166,7 @@ class JobsClient:
             else:
                 return _keyed(existing, type, key)
         self.telemetry.count("enqueued", type)
-        self._register_fair_keys([data])
+        self._register_fair_keys([(job_id, data)])
         job = self.store.get(job_id)
         assert job is not None
         return job
@@ -326,7 +326,7 @@ class JobsClient:
                     made = [job_id for job_id, _d in unique if job_id in found]
                     raise EnqueueFailed(made, {job_id: message for job_id, _d, message in retry})
                 pending = [(job_id, data) for job_id, data, _m in retry]
-        self._register_fair_keys(data for job_id, data in unique if job_id in found)
+        self._register_fair_keys((job_id, data) for job_id, data in unique if job_id in found)
         wanted = dict(unique)
         for start in range(0, len(existing), BATCH_LIMIT):
             for job_id, job in self.store.get_many(
@@ -345,15 +345,18 @@ class JobsClient:
                 found[job_id] = created.job
         return [found[job_id] for job_id, _data in prepared]
 
-    def _register_fair_keys(self, jobs: Iterable[Mapping[str, Any]], writer: Any = None) -> None:
-        """Tell the runners the keys of new jobs (their documents' fields) of fair types
+    def _register_fair_keys(
+        self, jobs: Iterable[tuple[str, Mapping[str, Any]]], writer: Any = None
+    ) -> None:
+        """Tell the runners the keys of new jobs (id, document fields) of fair types
         (jobs_lib.limits.fair): one write per key, after the jobs exist. Best effort: a key missed
         here is found by the runners' sweep."""
-        entries: list[tuple[str, str, str]] = []
-        for data in jobs:
+        entries: list[tuple[str, str, str, str | None]] = []
+        for job_id, data in jobs:
             spec = self.registry.get(str(data.get("type")))
             if spec is not None and spec.fair_key is not None:
-                entries.append((spec.type, spec.fair_key, fair_value(data.get(spec.fair_key))))
+                key = fair_value(data.get(spec.fair_key))
+                entries.append((spec.type, spec.fair_key, key, job_id))
         if not entries:
             return
         if writer is not None:
@@ -532,7 +535,7 @@ class JobsClient:
                         raise EnqueueFailed([], {job_id: created.message}) from None
             for _job_id, data in chunk:
                 self.telemetry.count("enqueued", str(data["type"]))
-            self._register_fair_keys(data for _job_id, data in chunk)
+            self._register_fair_keys(chunk)
         return Flow(flow_id, ids)
 
     def flow_jobs(self, flow_id: str, limit: int = 20_000) -> list[Job]:

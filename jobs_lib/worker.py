@@ -47,6 +47,8 @@ CONTENDED_SHARE = 0.75
 MAX_CANDIDATE_AGE = 10.0
 #: A page of candidates is sized to last about this long at the recent claim rate ...
 PAGE_SECONDS = 3.0
+#: While a page is held, the policies' lanes (fair shares) are looked at this often.
+REFRESH_EVERY = 1.0
 #: ... and holds at most this many (each query costs the same whatever its size,
 #: on the emulator ~150-300 ms over 10,000 documents, so big pages are cheap pages).
 MAX_PAGE = 500
@@ -194,6 +196,10 @@ class LoopState:
     firing: Future[None] | None = None
     next_stats: float = 0.0
     stats_run: Future[None] | None = None
+    #: The quick look at the policies' lanes (fair shares) while candidates are held: what it
+    #: finds goes ahead of them.
+    refresh: Future[list[Job]] | None = None
+    next_refresh: float = 0.0
 
 
 class Worker:
@@ -308,7 +314,9 @@ class Worker:
                     break
                 self._reap_abandoned()
                 self._take_page(loop, now)
+                self._take_refresh(loop)
                 self._age_candidates(loop, now)
+                self._start_refresh(loop, now, fetcher)
                 free = self.concurrency - self.running_count()
                 # Claim in batches (one round trip each) unless the worker would sit idle.
                 if loop.buffer and (free >= self._claim_batch or free == self.concurrency):
@@ -364,6 +372,36 @@ class Worker:
         loop.claimed_since_fetch = 0
         loop.read_again = False
 
+    def _start_refresh(self, loop: LoopState, now: float, fetcher: Background) -> None:
+        """While a page of candidates is held, look at the policies' lanes once a second (fair
+        shares: a key that just got jobs), so that its jobs need not wait for the page to drain."""
+        if (
+            not loop.buffer
+            or loop.refresh is not None
+            or loop.fetch is not None
+            or now < loop.next_refresh
+            or not self.discovery.refreshable
+        ):
+            return
+        loop.next_refresh = now + REFRESH_EVERY
+        loop.refresh = fetcher.submit(self.discovery.refresh, max(loop.fetch_limit, 1))
+        loop.refresh.add_done_callback(lambda _f: self._wake.set())
+
+    def _take_refresh(self, loop: LoopState) -> None:
+        """The quick look's jobs go ahead of the candidates held."""
+        if loop.refresh is None or not loop.refresh.done():
+            return
+        try:
+            fresh = loop.refresh.result()
+        except Exception:
+            log.exception("a quick look at the lanes failed")
+            fresh = []
+        loop.refresh = None
+        if fresh:
+            running = self._running_ids()
+            ahead = {job.id: job for job in fresh if job.id not in running}
+            loop.buffer = {**ahead, **{i: j for i, j in loop.buffer.items() if i not in ahead}}
+
     def _age_candidates(self, loop: LoopState, now: float) -> None:
         """Forget candidates read too long ago; bring back those at their limit once room may have
         freed."""
@@ -395,8 +433,10 @@ class Worker:
         take = free if own_partition else min(free, loop.probe)
         batch = list(loop.buffer.values())
         if now < loop.contended_until and not own_partition:
-            # Workers reading the same page: each claims a random part of it.
-            batch = self._rng.sample(batch, min(take, len(batch)))
+            # Workers reading the same page: each claims a random part of its front (the order of
+            # the page, e.g. fair shares' rounds, still holds roughly).
+            front = batch[: 4 * take]
+            batch = self._rng.sample(front, min(take, len(front)))
         batch = batch[:take]
         for job in batch:
             del loop.buffer[job.id]

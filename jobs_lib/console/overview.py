@@ -60,7 +60,7 @@ def fair_view(store: JobStore, spec: HandlerSpec, now: datetime) -> dict[str, An
     ``fair_key``)."""
     if spec.fair_key is None:
         return None
-    keys = [key for _id, key, _v in store.fair.keys(spec.type, FAIR_COUNTED)]
+    keys = [entry.key for entry in store.fair.keys(spec.type, FAIR_COUNTED)]
     weights = store.fair.weights().get(spec.type, {})
     rows: list[dict[str, Any]] = []
     for key in keys:

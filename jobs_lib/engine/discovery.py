@@ -28,6 +28,9 @@ from jobs_lib.model.job import Job
 from jobs_lib.store import ALL_SHARDS, ID_ALPHABET, PARTITIONS, SHARDS, JobStore, valid_shard
 from jobs_lib.store.jobs import adopted
 
+#: While the policies' lanes (fair shares) find jobs and the main lane found none, the main lane is
+#: read again this often.
+MAIN_RECHECK = 5.0
 #: The scan for documents with no usable scheduledFor backs off to this while it finds none.
 MAX_SCAN_INTERVAL = 60.0
 #: ... unless the whole pending set came back in fewer documents than this (billed reads).
@@ -70,7 +73,7 @@ class Discovery:
         rng: random.Random | None = None,
         eager: bool = True,
         shards: Sequence[int] | None = None,
-        lanes: Callable[[datetime, int, Sequence[int]], list[Job]] | None = None,
+        lanes: Callable[..., list[Job]] | None = None,
     ) -> None:
         """With `eager` False (a long-lived worker), the first read is the main lane alone, and the
         slow lanes follow a few seconds later: a worker joining a busy fleet claims sooner. Burst
@@ -84,7 +87,7 @@ class Discovery:
         self.holder = holder
         self.exclude_types = exclude_types or (lambda: [])
         #: Candidates the engine's policies read themselves (fair shares), in their own order.
-        self.lanes = lanes or (lambda _now, _limit, _shards: [])
+        self.lanes = lanes or (lambda _now, _limit, _shards, _fresh=False: [])
         #: The ids the policies' lanes found last: read past partitions, so never left alone.
         self._laned: set[str] = set()
         self.shards: tuple[int, ...] = tuple(shards) if shards is not None else ALL_SHARDS
@@ -126,7 +129,11 @@ class Discovery:
             "running": start + 3 * later,
             "statusless": start + 4 * later,
             "cancels": start + later,
+            "main": start,
         }
+        #: The main lane's last read found nothing: while the policies' lanes find jobs, it is read
+        #: every MAIN_RECHECK seconds (a read the emulator pays per document of the collection).
+        self._main_empty = False
         self._running_after: str | None = None
         #: The sweep for documents with no status: where it is, how often it reads a page.
         self._statusless_after: str | None = (
@@ -173,7 +180,15 @@ class Discovery:
             found += self._statusless()
         if scans and self._due("cancels", slow):
             found += self.store.cancel_requests(limit)  # owners' cancels of jobs not due yet
-        main = self._main_lane(now, limit)
+        laned = self.lanes(now, limit, self.shards)
+        if laned and self._main_empty and not self._due("main", MAIN_RECHECK):
+            main: list[Job] = []
+        else:
+            main = self._main_lane(now, limit)
+            self._main_empty = not main
+        if len(laned) >= limit:
+            # A full page from the policies' lanes is a backlog too: the slow lanes slow down.
+            self._backlog = True
         if not self._first_read_done:
             self._first_read_done = True
             if not self._backlog:
@@ -188,7 +203,6 @@ class Discovery:
             # While priorities are in use, look for them every poll; otherwise now and then.
             found = self.store.due_by_priority(now, limit, shards=self.shards) + found
         found += main
-        laned = self.lanes(now, limit, self.shards)
         self._laned = {job.id for job in laned}
         if any(job.priority > 0 for job in found):
             self._priorities_seen_until = time.monotonic() + 60.0
@@ -197,6 +211,19 @@ class Discovery:
             key=lambda job: (-job.priority, _order_time(job, now)),
         )
         return _alternate(ordered, laned) if laned else ordered
+
+    @property
+    def refreshable(self) -> bool:
+        """Whether the last read found jobs in the policies' lanes (fair shares): a worker then
+        takes a quick look (`refresh`) now and then while it still holds candidates."""
+        return bool(self._laned)
+
+    def refresh(self, limit: int) -> list[Job]:
+        """What the policies' lanes have that is new since the last read (a key that just got
+        jobs), cheaply: the worker puts it ahead of the candidates it holds."""
+        fresh = self.lanes(self.store.now(), limit, self.shards, True)
+        self._laned |= {job.id for job in fresh}
+        return fresh
 
     def _main_lane(self, now: datetime, limit: int) -> list[Job]:
         """Due jobs from our partition, or from the whole queue; moves between partitions as they

@@ -235,16 +235,19 @@ class Engine:
         excluded = set().union(*(policy.excluded_types(now) for policy in self.policies))
         return sorted(excluded)[:10]  # Firestore's not-in takes at most 10
 
-    def lanes(self, now: datetime, limit: int, shards: Sequence[int]) -> list[Job]:
+    def lanes(
+        self, now: datetime, limit: int, shards: Sequence[int], fresh_only: bool = False
+    ) -> list[Job]:
         """Candidates the policies read themselves (fair shares' per-key reads), in the order they
-        should be tried; none of a type another policy excludes now (paused, at its limit)."""
+        should be tried; none of a type another policy excludes now (paused, at its limit). With
+        `fresh_only`, only what is new since the last full call (`Policy.lane`)."""
         skip: set[str] = set()
         for policy in self.policies:
             skip |= policy.excluded_types(now)
         found: list[Job] = []
         for policy in self.policies:
             own = policy.excluded_types(now)
-            found += policy.lane(now, limit, shards, skip - own)
+            found += policy.lane(now, limit, shards, skip - own, fresh_only=fresh_only)
         return found
 
     def substitute(self, job: Job) -> list[Job]:

@@ -69,9 +69,19 @@ class Policy:
         """When (``time.monotonic``) a job this policy holds back may have room again, or None."""
         return None
 
-    def lane(self, now: datetime, limit: int, shards: Sequence[int], skip: set[str]) -> list[Job]:
+    def lane(
+        self,
+        now: datetime,
+        limit: int,
+        shards: Sequence[int],
+        skip: set[str],
+        *,
+        fresh_only: bool = False,
+    ) -> list[Job]:
         """Candidates this policy reads itself (about `limit`, in the shard lanes `shards`, none of
-        the types in `skip`), in the order they should be tried; discovery adds them to its own."""
+        the types in `skip`), in the order they should be tried; discovery adds them to its own.
+        With `fresh_only` (a runner's quick look while it still holds candidates), only what is
+        new since the last full call, and cheaply."""
         return []
 
     def substitute(self, job: Job, spec: HandlerSpec, now: datetime) -> list[Job]:

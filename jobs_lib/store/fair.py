@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,20 @@ from jobs_lib.store.base import StorePart
 
 #: A weight is a share of turns: 1 is an equal share; at most this.
 MAX_WEIGHT = 1000.0
+#: A key's document names at most this many of its newest jobs.
+MAX_RECENT = 500
+
+
+@dataclass(frozen=True)
+class FairKey:
+    """A key of a fair type with pending jobs: its document, version, and newest job ids."""
+
+    doc_id: str
+    key: str
+    version: datetime | None
+    recent: tuple[str, ...] = ()
+    #: How many jobs were ever noted for the key.
+    count: int = 0
 
 
 def key_id(job_type: str, key: str) -> str:
@@ -43,43 +58,61 @@ class FairKeys(StorePart):
     def weights_document(self) -> Any:
         return self.db.collection(f"{self.settings.collection}_control").document("fair")
 
-    def register(self, entries: Sequence[tuple[str, str, str]], writer: Any = None) -> None:
-        """Note that these (type, field, key) have pending jobs: one write per key, in one commit
-        (no precondition: a later write only moves ``at``). With `writer` (the caller's batch or
-        transaction), the writes join it, committed with the caller's jobs."""
-        unique = sorted(set(entries))
-        for start in range(0, len(unique), 400):
+    def register(
+        self, entries: Sequence[tuple[str, str, str, str | None]], writer: Any = None
+    ) -> None:
+        """Note that these (type, field, key, job id) have pending jobs: one write per key, in one
+        commit (no precondition), naming the key's newest job ids (``recent``, at most
+        `MAX_RECENT`), so that runners fetch new jobs of a quiet key by id instead of querying for
+        them. With `writer` (the caller's batch or transaction), the writes join it, committed
+        with the caller's jobs."""
+        by_key: dict[tuple[str, str, str], list[str]] = {}
+        for job_type, field, key, job_id in entries:
+            ids = by_key.setdefault((job_type, field, key), [])
+            if job_id is not None and job_id not in ids:
+                ids.append(job_id)
+        items = sorted(by_key.items())
+        for start in range(0, len(items), 400):
             batch = writer if writer is not None else self.db.batch()
-            chunk = unique[start : start + 400]
-            for job_type, field, key in chunk:
+            chunk = items[start : start + 400]
+            for (job_type, field, key), ids in chunk:
                 batch.set(
                     self.collection.document(key_id(job_type, key)),
                     {
                         "type": job_type,
                         "field": field,
                         "key": key,
+                        "recent": ids[-MAX_RECENT:],
+                        # Jobs ever noted: a runner that sees it grow by more than `recent` holds
+                        # knows it missed some (two enqueues between its reads) and queries.
+                        "count": firestore.Increment(len(ids)),
                         "at": firestore.SERVER_TIMESTAMP,
                     },
                 )
             if writer is None:
                 self.connection.commit(batch, len(chunk), "fair_key")
 
-    def keys(
-        self, job_type: str, limit: int, after: str | None = None
-    ) -> list[tuple[str, str, datetime | None]]:
-        """Up to `limit` keys of a type, in document order after the document id `after`: (document
-        id, key, version)."""
+    def keys(self, job_type: str, limit: int, after: str | None = None) -> list[FairKey]:
+        """Up to `limit` keys of a type, in document order after the document id `after`."""
         query = self.collection.where(filter=FieldFilter("type", "==", job_type)).order_by(
             FieldPath.document_id()
         )
         if after is not None:
             query = query.start_after({FieldPath.document_id(): self.collection.document(after)})
         rows = self.connection.query(query.limit(limit), "fair_keys")
-        return [
-            (row.id, str(row.fields.get("key")), row.version)
-            for row in rows
-            if isinstance(row.fields.get("key"), str)
-        ]
+        out = []
+        for row in rows:
+            key, recent = row.fields.get("key"), row.fields.get("recent")
+            count = row.fields.get("count")
+            if isinstance(key, str):
+                ids = (
+                    tuple(i for i in recent if isinstance(i, str))
+                    if isinstance(recent, list)
+                    else ()
+                )
+                noted = count if isinstance(count, int) and not isinstance(count, bool) else 0
+                out.append(FairKey(row.id, key, row.version, ids, noted))
+        return out
 
     def retire(self, doc_id: str, version: datetime | None) -> bool:
         """Delete a key's document if unchanged since read (a job enqueued meanwhile wrote it
@@ -127,4 +160,4 @@ class FairKeys(StorePart):
         )
 
 
-__all__ = ["MAX_WEIGHT", "FairKeys", "key_id"]
+__all__ = ["MAX_RECENT", "MAX_WEIGHT", "FairKey", "FairKeys", "key_id"]
