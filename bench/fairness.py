@@ -6,9 +6,9 @@ enqueues 20,000 jobs at once (20 ms each, in commits of 500); 10 seconds after A
 C and D each enqueue 50 jobs, then one job a second each for `--trickle` seconds. The run ends once
 every job of B, C and D has started (or after `--timeout`). Printed side by side: create-to-start
 p50, p95 and max for B, C and D (``createdAt`` to ``startedAt``, the server's clock), the jobs
-completed a second (every tenant's) from the small tenants' first job to their last, and the
-Firestore operations per completed job (the workers' own counts, from their ``worker_stopped`` log
-lines, plus the enqueues' writes).
+completed a second (every tenant's) from the small tenants' first job to their last, the Firestore
+operations per completed job (the workers' own counts, from their ``worker_stopped`` log lines),
+and the enqueues' writes per job written (a fair type's enqueue also notes the key).
 
     python -m bench.fairness                       # both variants, about 4 minutes on 2 cores
     python -m bench.fairness --bulk 5000 --trickle 10
@@ -178,8 +178,10 @@ def figures(
         "completed": completed,
         "seconds": round(seconds, 1),
         "jobs_per_s": round(in_window / window, 1) if window else None,
+        # The runners' operations per job they completed; the enqueues' writes per job written.
         "reads_per_job": round(reads / completed, 2) if completed else None,
-        "writes_per_job": round((writes + enqueue_writes) / completed, 2) if completed else None,
+        "writes_per_job": round(writes / completed, 2) if completed else None,
+        "enqueue_writes_per_job": round(enqueue_writes / len(docs), 3) if docs else None,
     }
     for org in SMALL:
         w = sorted(waits[org])
@@ -201,13 +203,14 @@ def main() -> None:
         print(json.dumps({"variant": name, **rows[name]}), flush=True)
     print(
         f"\n{'variant':<10}{'B/C/D p50':>10}{'p95':>8}{'max':>8}{'B p95':>8}{'C p95':>8}"
-        f"{'D p95':>8}{'jobs/s':>8}{'reads/job':>10}{'writes/job':>11}"
+        f"{'D p95':>8}{'jobs/s':>8}{'reads/job':>10}{'writes/job':>11}{'enqueue w/job':>14}"
     )
     for name, r in rows.items():
         print(
             f"{name:<10}{r['small_p50_s']!s:>10}{r['small_p95_s']!s:>8}{r['small_max_s']!s:>8}"
             f"{r['B_p95_s']!s:>8}{r['C_p95_s']!s:>8}{r['D_p95_s']!s:>8}{r['jobs_per_s']:>8}"
             f"{r['reads_per_job']!s:>10}{r['writes_per_job']!s:>11}"
+            f"{r['enqueue_writes_per_job']!s:>14}"
         )
     print(f"\nrun {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {sys.argv[0]} {' '.join(sys.argv[1:])}")
 
