@@ -86,7 +86,7 @@ def test_an_applications_policy_holds_jobs_back_and_hears_their_ends(
 def test_the_engine_knows_no_policy_by_name(engine_factory: Any) -> None:
     engine = engine_factory()
     names = [policy.name for policy in engine.policies]
-    assert names == ["pause", "breaker", "slots", "rate"]
+    assert names == ["pause", "breaker", "slots", "rate", "fair"]
     assert all(isinstance(policy, Policy) for policy in engine.policies)
     from pathlib import Path
 
@@ -97,6 +97,8 @@ def test_the_engine_knows_no_policy_by_name(engine_factory: Any) -> None:
         "SlotClaimer",
         "RateClaimer",
         "Breakers",
+        "FairShares",
+        "fair_key",
         "Pause(",
         "spec.concurrency is not None and",
         "spec.rate is not None and",
