@@ -257,12 +257,8 @@ def stats(project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
     paused, breakers = store.limits.control_state()
     if paused:
         console.print(f"paused: {', '.join(sorted(paused))}")
-    from jobs_lib.app import load_handler_modules
-    from jobs_lib.registry import default_registry
-
-    load_handler_modules(",".join(Settings.from_env().handlers))  # fair types: from $JOBS_HANDLERS
-    for spec in default_registry.specs():
-        fair = fair_view(store, spec, store.now())
+    for job_type, field in sorted(store.fair.types().items()):
+        fair = fair_view(store, job_type, field, store.now())
         if fair is None or not fair["keys"]:
             continue
         fair_table = Table(
@@ -270,7 +266,7 @@ def stats(project: ProjectOpt = None, collection: CollectionOpt = None) -> None:
             "due",
             "running",
             "weight",
-            title=f"{spec.type}: fair shares ({fair['keysWithJobs']} keys with jobs)",
+            title=f"{job_type}: fair shares ({fair['keysWithJobs']} keys with jobs)",
         )
         for row in fair["keys"]:
             fair_table.add_row(

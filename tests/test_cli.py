@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from jobs_lib import JobsClient, Status
 from jobs_lib.cli import app
+from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store import JobStore
 
 runner = CliRunner()
@@ -185,3 +186,22 @@ def test_a_flow_from_a_json_file_is_created_shown_and_cancelled(
     assert "jobs[0]: a job is an object" in invoke("flow", "create", str(path)).output
     missing = invoke("flow", "show", "nope")
     assert missing.exit_code == 1 and "no flow with id 'nope'" in missing.output
+
+
+def test_stats_show_a_fair_types_keys(
+    client: JobsClient, store: JobStore, registry: HandlerRegistry
+) -> None:
+    registry.handler("fair_cli", fair_key="orgId")(lambda ctx: None)
+    client.enqueue_many([{"type": "fair_cli", "org_id": "acme"} for _ in range(3)])
+    client.enqueue("fair_cli", org_id="globex")
+    client.set_fair_weight("fair_cli", "globex", 2)
+    stats = invoke("stats")
+    assert stats.exit_code == 0, stats.output
+    # (the table's title may wrap on a narrow terminal)
+    assert "fair_cli:fairshares(2keyswithjobs)" in "".join(stats.output.split())
+    rows = [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in stats.output.splitlines()
+        if line.count("│") == 5
+    ]
+    assert rows == [["acme", "3", "0", "1"], ["globex", "1", "0", "2"]]

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobs_lib.model.job import Status
-from jobs_lib.registry import HandlerRegistry, HandlerSpec
+from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store import JobStore
 
 #: An overview is computed at most this often per scope (many viewers share it).
@@ -54,21 +54,23 @@ FAIR_TOP = 10
 FAIR_COUNTED = 50
 
 
-def fair_view(store: JobStore, spec: HandlerSpec, now: datetime) -> dict[str, Any] | None:
-    """A fair type's keys as the console, the API and `jobs stats` show them: the keys with the most
-    due jobs (due, running, weight), and how many keys have pending jobs (None for a type without
-    ``fair_key``)."""
-    if spec.fair_key is None:
+def fair_view(
+    store: JobStore, job_type: str, field: str | None, now: datetime
+) -> dict[str, Any] | None:
+    """A fair type's keys (its jobs shared by `field`) as the console, the API and `jobs stats` show
+    them: the keys with the most due jobs (due, running, weight), and how many keys have pending
+    jobs (None for a type without ``fair_key``)."""
+    if field is None:
         return None
-    keys = [entry.key for entry in store.fair.keys(spec.type, FAIR_COUNTED)]
-    weights = store.fair.weights().get(spec.type, {})
+    keys = [entry.key for entry in store.fair.keys(job_type, FAIR_COUNTED)]
+    weights = store.fair.weights().get(job_type, {})
     rows: list[dict[str, Any]] = []
     for key in keys:
-        due, running = store.key_counts(spec.type, spec.fair_key, key, now)
+        due, running = store.key_counts(job_type, field, key, now)
         rows.append({"key": key, "due": due, "running": running, "weight": weights.get(key, 1.0)})
     rows.sort(key=lambda row: (-row["due"], -row["running"], row["key"]))
     return {
-        "field": spec.fair_key,
+        "field": field,
         "keys": rows[:FAIR_TOP],
         "keysWithJobs": len(keys) if len(keys) < FAIR_COUNTED else f"{FAIR_COUNTED}+",
     }
@@ -153,7 +155,7 @@ class Overview:
         }
         spec = self.registry.get(job_type)
         if spec is not None and spec.fair_key is not None and org_id is None:
-            figures["fair"] = fair_view(self.store, spec, now)
+            figures["fair"] = fair_view(self.store, spec.type, spec.fair_key, now)
         if spec is not None and spec.concurrency is not None:
             in_use = None
             if spec.concurrency_key is None:

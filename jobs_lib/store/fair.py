@@ -114,6 +114,16 @@ class FairKeys(StorePart):
                 out.append(FairKey(row.id, key, row.version, ids, noted))
         return out
 
+    def types(self, limit: int = 200) -> dict[str, str]:
+        """The fair types that have keys with pending jobs, and the field of each (a read of up to
+        `limit` key documents): what `jobs stats` shows without the handlers at hand."""
+        rows = self.connection.query(self.collection.limit(limit), "fair_types")
+        return {
+            str(row.fields["type"]): str(row.fields.get("field", ""))
+            for row in rows
+            if isinstance(row.fields.get("type"), str)
+        }
+
     def retire(self, doc_id: str, version: datetime | None) -> bool:
         """Delete a key's document if unchanged since read (a job enqueued meanwhile wrote it
         again, and keeps it); True when deleted."""
