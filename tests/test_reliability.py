@@ -213,7 +213,7 @@ def test_a_handler_that_ignores_cancellation_is_stopped_at_its_timeout(
 def test_a_job_ten_times_longer_than_its_lease_keeps_it_at_a_few_writes(
     client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any
 ) -> None:
-    lease, seconds = 1.5, 15.0
+    lease, seconds = 1.0, 10.0
 
     @registry.handler("marathon", timeout=60)
     def marathon(ctx: JobContext[Any]) -> int:
