@@ -58,8 +58,7 @@ def test_four_processes_start_at_most_the_rate_per_window_and_a_killed_one_loses
             [{"type": "rated", "metadata": {"seconds": 0.05}} for _ in range(80)]
         )
     ]
-    # Short leases: the killed process's jobs come back within seconds.
-    workers = [spawn_worker("--concurrency", "4", "--lease", "4") for _ in range(4)]
+    workers = [spawn_worker("--concurrency", "4") for _ in range(4)]
     wait_for(
         lambda: store.count_matching(status="completed", job_type="rated") >= 20,
         30,
