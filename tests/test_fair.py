@@ -108,7 +108,7 @@ def test_a_key_with_nothing_due_takes_no_turn(
         ]
     )
     waiting = list(flow.job_ids.values())
-    ids = backlog(client, "busy", 120)
+    ids = backlog(client, "busy", 60)
     worker = spawn_worker("--concurrency", "4")
     order = start_order(store, ids)
     assert set(order) == {"busy"}

@@ -418,31 +418,31 @@ def test_the_created_event_function_runs_the_jobs_a_run_released(
     assert jobs["c"].result == {"b": {"a": {}}}
 
 
-def test_a_fan_out_of_4000_jobs_is_created_and_drained(
+def test_a_fan_out_of_2000_jobs_is_created_and_drained(
     client: JobsClient, store: JobStore, registry: HandlerRegistry, worker_factory: Any
 ) -> None:
-    registry.handler("fan_root")(lambda ctx: {"batches": 4_000})
+    registry.handler("fan_root")(lambda ctx: {"batches": 2_000})
     registry.handler("fan_leaf")(lambda ctx: ctx.metadata["n"])
     jobs = [
         {"name": "root", "type": "fan_root"},
         *(
             {"name": f"leaf{n}", "type": "fan_leaf", "metadata": {"n": n}, "depends_on": ["root"]}
-            for n in range(4_000)
+            for n in range(2_000)
         ),
     ]
     with pytest.raises(ConfigurationError, match="pass atomic=False"):
         client.flow(jobs)
     flow = client.flow(jobs, atomic=False)
-    assert store.count_matching(status="blocked", job_type="fan_leaf") == 4_000
+    assert store.count_matching(status="blocked", job_type="fan_leaf") == 2_000
     assert store.count_matching(status="pending", job_type="fan_root") == 1
     worker_factory(concurrency=16)
     wait_for(
-        lambda: store.count_matching(status="completed", job_type="fan_leaf") == 4_000,
+        lambda: store.count_matching(status="completed", job_type="fan_leaf") == 2_000,
         240,
         1.0,
-        "the 4,000 leaves to complete",
+        "the 2,000 leaves to complete",
     )
     assert store.count_matching(status="blocked", job_type="fan_leaf") == 0
     assert store.get(flow.job_ids["root"]).raw["dependentsSettled"] is True  # type: ignore[union-attr]
-    sample = store.get(flow.job_ids["leaf3999"])
-    assert sample is not None and sample.result == 3999 and sample.attempts == 1
+    sample = store.get(flow.job_ids["leaf1999"])
+    assert sample is not None and sample.result == 1999 and sample.attempts == 1
