@@ -163,3 +163,20 @@ def test_a_created_event_runs_the_job_of_the_key_drawn(
     assert ran[-1] == ref.id
     keys = {d.to_dict()["key"] for d in store.fair.collection.stream()}
     assert {"a", "b", "c"} <= keys
+
+
+def test_a_job_an_app_wrote_for_a_fair_type_runs_beside_a_backlog(
+    client: JobsClient, store: JobStore, registry: HandlerRegistry, spawn_worker: Any
+) -> None:
+    """The seeds' shape (a raw write: no shard, no status, no createdAt), on a deployment with
+    workers only (no created-event to note its key): found by the scan of unsharded documents,
+    given its shard and run, while another tenant's backlog is shared."""
+    fair_registry(registry)
+    busy = backlog(client, "busy", 150, seconds=0.05)
+    spawn_worker("--concurrency", "4")
+    ref = store.collection.document()
+    ref.set({"type": "fair_job", "orgId": "app", "metadata": {"seconds": 0.01}})
+    done = wait_finished(store, [ref.id], timeout=60)[ref.id]
+    assert done.status is Status.COMPLETED and done.written_shard is not None
+    assert done.org_id == "app"
+    wait_finished(store, busy, timeout=120)

@@ -241,12 +241,10 @@ class Engine:
         """Candidates the policies read themselves (fair shares' per-key reads), in the order they
         should be tried; none of a type another policy excludes now (paused, at its limit). With
         `fresh_only`, only what is new since the last full call (`Policy.lane`)."""
-        skip: set[str] = set()
-        for policy in self.policies:
-            skip |= policy.excluded_types(now)
+        excluded = [policy.excluded_types(now) for policy in self.policies]
+        skip: set[str] = set().union(*excluded)
         found: list[Job] = []
-        for policy in self.policies:
-            own = policy.excluded_types(now)
+        for policy, own in zip(self.policies, excluded, strict=True):
             found += policy.lane(now, limit, shards, skip - own, fresh_only=fresh_only)
         return found
 
