@@ -645,6 +645,66 @@ def deploy(
         print(line)
 
 
+@app.command(name="init")
+def init_command(
+    directory: Annotated[
+        str, typer.Argument(help="Your Firebase project's folder (the one with firebase.json).")
+    ] = ".",
+    new: Annotated[
+        str | None,
+        typer.Option("--new", metavar="DIR", help="Make a new project in DIR instead."),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="The folder of jobs_lib's codebase (default: jobs; functions with --new)."
+        ),
+    ] = None,
+    codebase: Annotated[str, typer.Option(help="The codebase's name in firebase.json.")] = "jobs",
+    database: Annotated[
+        str | None,
+        typer.Option(help="The Firestore database, when firebase.json configures several."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the changes as a diff; write nothing.")
+    ] = False,
+) -> None:
+    """Add jobs_lib to an existing Firebase project: a Python codebase, the indexes merged, the
+    rules in a marked block, the emulator settings. Running it again changes nothing."""
+    from pathlib import Path
+
+    from jobs_lib.deploy.adopt import InitRefused, plan
+
+    root = Path(new if new is not None else directory)
+    try:
+        planned = plan(
+            root,
+            source=source or ("functions" if new is not None else "jobs"),
+            codebase=codebase,
+            database=database,
+            new=new is not None,
+        )
+    except InitRefused as exc:
+        console.print(f"[red]jobs init refused, nothing was changed:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if dry_run:
+        print(planned.diff(), end="")
+    elif planned.changes:
+        planned.apply()
+    if not planned.changes:
+        console.print(f"{planned.root}: jobs_lib is already set up; nothing to change.")
+    else:
+        verb = "would change" if dry_run else "changed"
+        console.print(f"[bold]jobs init {verb} {planned.root}:[/bold]")
+        for line in planned.done:
+            console.print(f"  - {line}", soft_wrap=True, markup=False)
+    for line in planned.conflicts:
+        console.print(f"[yellow]conflict:[/yellow] {line}", soft_wrap=True)
+    console.print("[bold]Left for you:[/bold]")
+    for number, line in enumerate(planned.todo, 1):
+        console.print(f"  {number}. {line}", soft_wrap=True, markup=False)
+
+
 @app.command(name="functions-venv")
 def functions_venv_command(
     directory: Annotated[str, typer.Argument(help="The functions folder.")] = "functions",

@@ -18,6 +18,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from jobs_lib.errors import ConfigurationError
@@ -542,6 +543,34 @@ def environment_value(name: str) -> str | None:
     return os.environ.get(name)
 
 
+def codebase_env(path: Path | None = None) -> dict[str, str]:
+    """Set the variables of the codebase's ``.env`` that the environment lacks; returns them.
+
+    The Firebase CLI gives a deployed or emulated function its ``.env``, but it discovers the SDK
+    declarations (the trigger's database, region, memory, the tick's schedule) in a process that
+    gets only its own variables (firebase-tools 14: ``discoverBuild`` runs main.py with
+    ``FIREBASE_CONFIG`` and ``GCLOUD_PROJECT`` alone). Discovery runs in the codebase's folder, so
+    reading ``./.env`` here makes the declarations agree with what the functions read. Written by
+    hand: the CLI's format is ``KEY=VALUE`` lines with ``#`` comments and optional quotes, and a
+    dependency would load on every cold start for a dozen lines.
+    """
+    path = path or Path.cwd() / ".env"
+    found: dict[str, str] = {}
+    if not path.is_file():
+        return found
+    for line in path.read_text().splitlines():
+        key, sep, value = line.strip().partition("=")
+        key = key.removeprefix("export ").strip()
+        if not sep or not key or key.startswith("#"):
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if key not in os.environ:
+            os.environ[key] = found[key] = value
+    return found
+
+
 @contextlib.contextmanager
 def exported(**values: str) -> Iterator[None]:
     """Set environment variables for this process (libraries such as the Firestore client read
@@ -565,6 +594,7 @@ __all__ = [
     "SettingDoc",
     "Settings",
     "child_environment",
+    "codebase_env",
     "documented",
     "environment_value",
     "exported",

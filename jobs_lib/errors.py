@@ -5,7 +5,8 @@
     │   ├── DuplicateHandlerError  two handlers claim the same type
     │   ├── InvalidSchedule        a cron, timezone, type or input that cannot be scheduled
     │   ├── CronError              a cron expression or timezone that cannot be used (ValueError)
-    │   └── WebhookRefused         a webhook URL that may not be called (scheme, private address)
+    │   ├── WebhookRefused         a webhook URL that may not be called (scheme, private address)
+    │   └── InitRefused            `jobs init` cannot merge into a project safely (nothing written)
     ├── InvalidValue               a value read from outside cannot be used (also a ValueError)
     │   ├── TimeParseError         a field holds something that is not a time
     │   └── InvalidPageToken       a page token this listing did not issue
@@ -69,6 +70,10 @@ class InvalidSchedule(ConfigurationError):
 
 class WebhookRefused(ConfigurationError):
     """A webhook URL that may not be called (bad scheme, private address)."""
+
+
+class InitRefused(ConfigurationError):
+    """`jobs init` cannot merge into this project safely; nothing was written."""
 
 
 class CronError(ConfigurationError, ValueError):
@@ -192,6 +197,7 @@ __all__ = [
     "EmulatorUnavailable",
     "EnqueueFailed",
     "IdTaken",
+    "InitRefused",
     "InvalidJobState",
     "InvalidPageToken",
     "InvalidSchedule",

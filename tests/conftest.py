@@ -27,6 +27,7 @@ import pytest
 from jobs_lib.app import load_handler_modules
 from jobs_lib.client import JobsClient
 from jobs_lib.config import Settings
+from jobs_lib.deploy import firebase
 from jobs_lib.devstack import emulator as emulator_mod
 from jobs_lib.engine.runner import Engine
 from jobs_lib.errors import EmulatorUnavailable
@@ -55,6 +56,16 @@ def emulator() -> Iterator[emulator_mod.Emulator]:
     os.environ["GOOGLE_CLOUD_PROJECT"] = PROJECT
     yield emu
     emu.stop()
+
+
+@pytest.fixture(scope="session")
+def functions_venv() -> Path:
+    """functions/venv as `jobs functions-venv --with-tests` makes it (python3.12, the SDK's
+    pins)."""
+    try:
+        return firebase.functions_venv(ROOT / "functions", with_tests=True)
+    except EmulatorUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture
@@ -246,3 +257,17 @@ def spawn_worker(
 def _capture_info_logs(caplog: pytest.LogCaptureFixture) -> None:
     """Tests assert on jobs_lib's INFO events (job_claimed, job_completed, ...)."""
     caplog.set_level(logging.INFO)
+
+
+def serve_main(target: str, signature: str, source: str | None = None) -> Any:
+    """A new instance of a function of functions/main.py, as functions-framework makes one: main.py
+    loaded anew with the entry points it re-exports (`jobs_lib.deploy.entrypoints`), so that its
+    jobs_lib is built from the environment as it is now."""
+    import functions_framework
+
+    sys.modules.pop("jobs_lib.deploy.entrypoints", None)
+    return functions_framework.create_app(
+        target=target,
+        source=source or str(ROOT / "functions" / "main.py"),
+        signature_type=signature,
+    )

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import functions_framework
 import pytest
 from werkzeug.test import Client, TestResponse
 
@@ -28,7 +27,7 @@ from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store import JobStore
 from jobs_lib.store.base import shard_of
 
-from .conftest import PROJECT, ROOT
+from .conftest import PROJECT, serve_main
 from .test_rules import id_token
 
 JOBS = ["jobs.create", "jobs.view", "jobs.cancel", "jobs.retry"]
@@ -887,9 +886,7 @@ def test_unknown_paths_and_methods(http: Client) -> None:
 def test_the_api_cloud_function_serves_the_same_api(store: JobStore) -> None:
     """functions/main.py's `api`, as functions-framework serves it (settings from the
     environment)."""
-    app = functions_framework.create_app(
-        target="api", source=str(ROOT / "functions" / "main.py"), signature_type="http"
-    ).test_client()
+    app = serve_main("api", "http").test_client()
     instance = sys.modules["main"].jobs  # the jobs_lib of this function instance
     try:
         created = app.post(

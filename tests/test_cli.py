@@ -105,7 +105,7 @@ def test_deploy_prints_a_command_for_every_function_in_main_py() -> None:
         if words[:3] == ["gcloud", "functions", "deploy"]:
             options = dict(w.removeprefix("--").split("=", 1) for w in words[4:] if "=" in w)
             deployed[options["entry-point"]] = (words[3], options, words)
-    tree = ast.parse((ROOT / "functions" / "main.py").read_text())
+    tree = ast.parse((ROOT / "jobs_lib" / "deploy" / "entrypoints.py").read_text())
     entry_points = {
         n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.decorator_list
     }

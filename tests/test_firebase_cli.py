@@ -34,16 +34,6 @@ from .test_rules import id_token
 PROJECT = "demo-jobs-firebase"
 
 
-@pytest.fixture(scope="session")
-def functions_venv() -> Path:
-    """functions/venv as `jobs functions-venv --with-tests` makes it (python3.12, the SDK's
-    pins)."""
-    try:
-        return firebase.functions_venv(ROOT / "functions", with_tests=True)
-    except EmulatorUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-
 def venv_python(venv: Path, code: str, env: dict[str, str] | None = None) -> str:
     # As the CLI runs discovery: no FUNCTION_TARGET (functions-framework, run in this process by
     # other tests, sets one).

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import functions_framework
 import pytest
 
 from bench.fuzzdocs import event_body as fuzz_event_body
@@ -23,7 +22,7 @@ from jobs_lib.registry import HandlerRegistry, default_registry
 from jobs_lib.store import JobStore
 from jobs_lib.store.events import decode_document_event
 
-from .conftest import ROOT, wait_finished
+from .conftest import ROOT, serve_main, wait_finished
 
 CAPTURES = ROOT / "tests" / "data" / "emulator-events"
 MAIN = str(ROOT / "functions" / "main.py")
@@ -47,9 +46,7 @@ def function_app(store: JobStore) -> Iterator[Callable[[str, str], Any]]:
     instances: list[Any] = []
 
     def serve(target: str, signature: str) -> Any:
-        client = functions_framework.create_app(
-            target=target, source=MAIN, signature_type=signature
-        ).test_client()
+        client = serve_main(target, signature).test_client()
         instances.append(sys.modules["main"].jobs)  # the module functions-framework just loaded
         return client
 

@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import functions_framework
 import pytest
 from google.cloud import firestore
 from hypothesis import HealthCheck, given, seed, settings
@@ -45,7 +44,7 @@ from jobs_lib.registry import HandlerRegistry
 from jobs_lib.store import JobStore
 from jobs_lib.worker import Worker
 
-from .conftest import PROJECT, ROOT
+from .conftest import PROJECT, ROOT, serve_main
 
 MAIN = str(ROOT / "functions" / "main.py")
 #: Documents in the test command; `python -m bench.fuzz --documents 20000` sets JOBS_FUZZ_DOCUMENTS.
@@ -70,11 +69,9 @@ def runners(settings: Settings, fuzz_registry: HandlerRegistry) -> Iterator[tupl
     """The created-event function (functions-framework) and a worker, both on the test's
     emulator."""
     quick = settings.with_(orphan_seconds=2)
-    http = functions_framework.create_app(
-        target="on_job_created", source=MAIN, signature_type="cloudevent"
-    ).test_client()
+    http = serve_main("on_job_created", "cloudevent").test_client()
     function = Functions(App(quick, registry=fuzz_registry, runtime="function"))
-    sys.modules["main"].jobs = function
+    sys.modules["jobs_lib.deploy.entrypoints"].jobs = function
     store = JobStore(quick)
     engine = Engine(store, fuzz_registry, lease_seconds=5)
     worker = Worker(

@@ -107,10 +107,12 @@ class Rest:
 
     base: str
     token: str | None
+    project: str = PROJECT
+    database: str = "(default)"
 
     @property
     def documents(self) -> str:
-        return f"projects/{PROJECT}/databases/(default)/documents"
+        return f"projects/{self.project}/databases/{self.database}/documents"
 
     def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         headers = {"Content-Type": "application/json"}
@@ -193,11 +195,12 @@ class Rest:
         return self._send("POST", f"{self.documents}:runQuery", {"structuredQuery": query})[0]
 
 
-def load_rules(emulator: emulator_mod.Emulator, text: str) -> None:
-    """Replace the emulator's security rules (enforced for REST requests with a user token)."""
+def load_rules(emulator: emulator_mod.Emulator, text: str, project: str | None = None) -> None:
+    """Replace the emulator's security rules (enforced for REST requests with a user token) for
+    its project or another."""
     body = json.dumps({"rules": {"files": [{"name": "firestore.rules", "content": text}]}}).encode()
     request = urllib.request.Request(
-        f"{emulator.url}/emulator/v1/projects/{emulator.project}:securityRules",
+        f"{emulator.url}/emulator/v1/projects/{project or emulator.project}:securityRules",
         data=body,
         method="PUT",
         headers={"Content-Type": "application/json"},

@@ -16,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import functions_framework
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -33,7 +32,16 @@ from jobs_lib.functions import Functions
 from jobs_lib.observability.telemetry import Telemetry
 from jobs_lib.store import JobStore
 
-from .conftest import PROJECT, ROOT, TESTS, WorkerProcess, start_emulator, wait_finished, wait_for
+from .conftest import (
+    PROJECT,
+    ROOT,
+    TESTS,
+    WorkerProcess,
+    serve_main,
+    start_emulator,
+    wait_finished,
+    wait_for,
+)
 from .test_functions import event_body, event_headers, scheduler_headers
 
 MAIN = str(ROOT / "functions" / "main.py")
@@ -187,13 +195,11 @@ def function_instances(store: JobStore) -> Iterator[Callable[[str, str, Telemetr
     made: list[Functions] = []
 
     def serve(target: str, signature: str, telemetry: Telemetry) -> Any:
-        http = functions_framework.create_app(
-            target=target, source=MAIN, signature_type=signature
-        ).test_client()
+        http = serve_main(target, signature).test_client()
         instance = Functions(
             App(Settings(project=PROJECT), runtime="function", telemetry=telemetry)
         )
-        sys.modules["main"].jobs = instance  # what main.py's functions call
+        sys.modules["jobs_lib.deploy.entrypoints"].jobs = instance  # what main.py's functions call
         made.append(instance)
         return http
 

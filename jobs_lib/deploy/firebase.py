@@ -391,7 +391,10 @@ def functions_venv(
         text=True,
         check=True,
     ).stdout.strip()
-    (Path(site) / "jobs_lib_checkout.pth").write_text(str(functions_dir.parent) + "\n")
+    # jobs_lib's checkout and the project the codebase sits in (one folder in this repository; two
+    # in a project `jobs init` adopted): jobs_lib and the app's handler modules import.
+    paths = dict.fromkeys([str(ROOT), str(functions_dir.parent)])
+    (Path(site) / "jobs_lib_checkout.pth").write_text("".join(f"{p}\n" for p in paths))
     return venv
 
 

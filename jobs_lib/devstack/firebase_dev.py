@@ -60,10 +60,19 @@ class FirebaseStack(DevStack):
         config: Path | None = None,
         firebase_cli: str | None = None,
         ready_timeout: float = 240.0,
+        only: str = "firestore,functions",
+        venv: Path | None = None,
+        functions: tuple[str, ...] = (),
         **kwargs: Any,
     ) -> None:
+        """`config` is a project's firebase.json (this repository's by default), `only` the
+        emulators to start, `venv` the Python codebase's virtualenv when it is made already (else
+        `functions_venv` makes it), `functions` more functions to wait for besides jobs_created."""
         super().__init__(**kwargs)
         self.config = (config or firebase.ROOT / "firebase.json").resolve()
+        self.only = only
+        self.venv = venv
+        self.functions = functions
         self.firebase_cli = firebase_cli
         self.ready_timeout = ready_timeout
         self.cli: subprocess.Popen[bytes] | None = None
@@ -93,12 +102,22 @@ class FirebaseStack(DevStack):
         java = find_java()
         # This process may point at another emulator or project (a test session's): the CLI's
         # functions must see the CLI's own Firestore emulator and this stack's project.
-        overrides = {
-            "GOOGLE_CLOUD_PROJECT": self.project,
-            "GCLOUD_PROJECT": self.project,
+        # What the codebase's .env sets (a project `jobs init` adopted) is the codebase's to say.
+        dotenv = self.functions_dir / ".env"
+        own = {
+            line.split("=", 1)[0].strip()
+            for line in (dotenv.read_text().splitlines() if dotenv.is_file() else [])
+            if "=" in line and not line.lstrip().startswith("#")
+        }
+        jobs = {
             "JOBS_HANDLERS": self.handlers,
             "JOBS_DATABASE": self.settings.database,
             "JOBS_COLLECTION": self.settings.collection,
+        }
+        overrides = {
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "GCLOUD_PROJECT": self.project,
+            **{key: value for key, value in jobs.items() if key not in own},
             **self.extra_env,
         }
         if java is not None:  # the CLI runs `java` from the PATH: make it this one
@@ -158,7 +177,7 @@ class FirebaseStack(DevStack):
         """Start everything; returns once the Functions emulator has loaded the created-trigger."""
         try:
             cli = self.check()
-            venv = firebase.functions_venv(self.functions_dir, echo=self.notes.append)
+            venv = self.venv or firebase.functions_venv(self.functions_dir, echo=self.notes.append)
             env = self._cli_environment()
             handle = open(self.cli_log, "ab")  # noqa: SIM115 - the CLI writes it until stopped
             self.started_at = time.monotonic()
@@ -166,7 +185,7 @@ class FirebaseStack(DevStack):
                 cli,
                 "emulators:start",
                 "--only",
-                "firestore,functions",
+                self.only,
                 "--project",
                 self.project,
                 "--config",
@@ -206,7 +225,7 @@ class FirebaseStack(DevStack):
     def _wait_ready(self) -> None:
         assert self.cli is not None and self.started_at is not None
         deadline = time.monotonic() + self.ready_timeout
-        trigger = "jobs_created]: firestore function initialized"
+        wanted = ("jobs_created", *self.functions)
         while time.monotonic() < deadline:
             text = self.log_tail(200_000)
             if self.cli.poll() is not None:
@@ -215,10 +234,11 @@ class FirebaseStack(DevStack):
                     f"{self.cli.returncode}:\n{self.log_tail()}"
                 )
             if READY in text:
-                if trigger not in text:
+                missing = [name for name in wanted if f"-{name}]: " not in text]
+                if missing:
                     raise EmulatorUnavailable(
-                        f"the Functions emulator did not load the created-trigger "
-                        f"jobs_created:\n{self.log_tail()}"
+                        f"the Functions emulator did not load {', '.join(missing)}:\n"
+                        f"{self.log_tail()}"
                     )
                 self.ready_seconds = time.monotonic() - self.started_at
                 return
