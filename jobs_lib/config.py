@@ -543,18 +543,12 @@ def environment_value(name: str) -> str | None:
     return os.environ.get(name)
 
 
-def codebase_env(path: Path | None = None) -> dict[str, str]:
-    """Set the variables of the codebase's ``.env`` that the environment lacks; returns them.
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables a codebase's ``.env`` sets (none when there is no such file).
 
-    The Firebase CLI gives a deployed or emulated function its ``.env``, but it discovers the SDK
-    declarations (the trigger's database, region, memory, the tick's schedule) in a process that
-    gets only its own variables (firebase-tools 14: ``discoverBuild`` runs main.py with
-    ``FIREBASE_CONFIG`` and ``GCLOUD_PROJECT`` alone). Discovery runs in the codebase's folder, so
-    reading ``./.env`` here makes the declarations agree with what the functions read. Written by
-    hand: the CLI's format is ``KEY=VALUE`` lines with ``#`` comments and optional quotes, and a
-    dependency would load on every cold start for a dozen lines.
+    Written by hand: the Firebase CLI's format is ``KEY=VALUE`` lines with ``#`` comments and
+    optional quotes, and a dependency would load on every cold start for a dozen lines.
     """
-    path = path or Path.cwd() / ".env"
     found: dict[str, str] = {}
     if not path.is_file():
         return found
@@ -566,9 +560,26 @@ def codebase_env(path: Path | None = None) -> dict[str, str]:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
-        if key not in os.environ:
-            os.environ[key] = found[key] = value
+        found[key] = value
     return found
+
+
+def codebase_env(path: Path | None = None) -> dict[str, str]:
+    """Set the variables of the codebase's ``.env`` that the environment lacks; returns them.
+
+    The Firebase CLI gives a deployed or emulated function its ``.env``, but it discovers the SDK
+    declarations (the trigger's database, region, memory, the tick's schedule) in a process that
+    gets only its own variables (firebase-tools 14: ``discoverBuild`` runs main.py with
+    ``FIREBASE_CONFIG`` and ``GCLOUD_PROJECT`` alone). Discovery runs in the codebase's folder, so
+    reading ``./.env`` here makes the declarations agree with what the functions read.
+    """
+    missing = {
+        key: value
+        for key, value in read_env_file(path or Path.cwd() / ".env").items()
+        if key not in os.environ
+    }
+    os.environ.update(missing)
+    return missing
 
 
 @contextlib.contextmanager
@@ -598,5 +609,6 @@ __all__ = [
     "documented",
     "environment_value",
     "exported",
+    "read_env_file",
     "settings_table",
 ]

@@ -33,6 +33,7 @@ import copy
 import difflib
 import json
 import re
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,16 +342,10 @@ def rules_block(template: str | None = None, knobs: str | None = None) -> str:
         "// jobs_lib's collections: clients may create and read their own jobs (backgroundJobs)",
         "// and schedules (scheduledJobs) as below; nothing of backgroundJobs_* or a job's steps.",
         "// Runner writes go through the Admin SDK, which these rules do not bind.",
-        *_dedent(body).splitlines(),
+        *textwrap.dedent(body).splitlines(),
         END,
     ]
     return "\n".join(f"  {line}" if line else "" for line in lines) + "\n"
-
-
-def _dedent(text: str) -> str:
-    lines = text.splitlines()
-    indent = min((len(x) - len(x.lstrip()) for x in lines if x.strip()), default=0)
-    return "\n".join(x[indent:] for x in lines)
 
 
 def _knobs(block: str) -> str | None:
@@ -455,9 +450,12 @@ def merge_rules(text: str | None, name: str = "firestore.rules") -> tuple[str, s
 
 
 def _index_key(index: dict[str, Any]) -> str:
-    fields = [{k: v for k, v in f.items()} for f in index.get("fields", [])]
     return json.dumps(
-        [index.get("collectionGroup"), index.get("queryScope", "COLLECTION"), fields],
+        [
+            index.get("collectionGroup"),
+            index.get("queryScope", "COLLECTION"),
+            index.get("fields", []),
+        ],
         sort_keys=True,
     )
 
@@ -558,7 +556,7 @@ def _codebase(config: dict[str, Any], source: str, codebase: str) -> str | None:
         {"source": source, "codebase": codebase, "runtime": RUNTIME, "ignore": list(IGNORE)}
     )
     config["functions"] = entries
-    return f"firebase.json: added the Python codebase {codebase!r} (source {source}/)"
+    return f"added the Python codebase {codebase!r} (source {source}/)"
 
 
 def _env_text(before: str | None, wanted: dict[str, str]) -> str:
@@ -668,7 +666,7 @@ def plan(
 def _config_summary(before: dict[str, Any], after: dict[str, Any], codebase: str | None) -> str:
     parts = []
     if codebase:
-        parts.append(codebase.removeprefix("firebase.json: "))
+        parts.append(codebase)
     if before.get("firestore") != after.get("firestore"):
         parts.append("named the Firestore rules and indexes files")
     added = sorted(set(after.get("emulators", {})) - set(before.get("emulators", {})))

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobs_lib.config import child_environment, environment_value, exported
+from jobs_lib.config import child_environment, environment_value, exported, read_env_file
 from jobs_lib.deploy import firebase
 from jobs_lib.devstack.auth_emulator import INSTALL_HELP as FIREBASE_INSTALL_HELP
 from jobs_lib.devstack.auth_emulator import find_firebase
@@ -103,12 +103,7 @@ class FirebaseStack(DevStack):
         # This process may point at another emulator or project (a test session's): the CLI's
         # functions must see the CLI's own Firestore emulator and this stack's project.
         # What the codebase's .env sets (a project `jobs init` adopted) is the codebase's to say.
-        dotenv = self.functions_dir / ".env"
-        own = {
-            line.split("=", 1)[0].strip()
-            for line in (dotenv.read_text().splitlines() if dotenv.is_file() else [])
-            if "=" in line and not line.lstrip().startswith("#")
-        }
+        own = read_env_file(self.functions_dir / ".env")
         jobs = {
             "JOBS_HANDLERS": self.handlers,
             "JOBS_DATABASE": self.settings.database,
